@@ -210,7 +210,8 @@ export function floatToMiniFloat(dtype: DType, x: number, saturate = true, round
   if (dtype === 'float8e8m0') return floatToE8M0(x, saturate, roundMode);
   const f = FORMATS[dtype];
   if (!f) throw new Error(`floatToMiniFloat: ${dtype} is not a float8/float4 type`);
-  if (Number.isNaN(x)) return f.nan >= 0 ? f.nan : f.positives[f.positives.length - 1].code;
+  // float4e2m1 has no NaN: the ONNX reference (and its conformance outputs) encode NaN as 0b1000
+  if (Number.isNaN(x)) return f.nan >= 0 ? f.nan : f.signBit;
   const neg = x < 0 || Object.is(x, -0);
   const a = Math.abs(x);
   const P = f.positives;
@@ -218,7 +219,7 @@ export function floatToMiniFloat(dtype: DType, x: number, saturate = true, round
   const sign = (code: number) => (neg && !(f.uz && code === 0) ? code | f.signBit : code);
   const overflow = () => {
     if (f.nan < 0) return sign(max.code); // float4e2m1 has neither inf nor NaN
-    if (saturate && (Number.isFinite(x) || !f.uz)) return sign(max.code);
+    if (saturate) return sign(max.code);
     if (f.inf >= 0) return sign(f.inf);
     return f.uz ? f.nan : sign(f.nan);
   };
@@ -241,7 +242,8 @@ export function floatToMiniFloat(dtype: DType, x: number, saturate = true, round
 }
 
 function floatToE8M0(x: number, saturate: boolean, mode: 'up' | 'down' | 'nearest'): number {
-  if (Number.isNaN(x) || x === Infinity || x === -Infinity) return saturate && Number.isFinite(x) ? 0xfe : 0xff;
+  if (Number.isNaN(x)) return 0xff;
+  if (!Number.isFinite(x)) return saturate ? 0xfe : 0xff;
   const a = Math.abs(x);
   if (a === 0) return 0;
   let e = Math.floor(Math.log2(a));

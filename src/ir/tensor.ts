@@ -5,6 +5,15 @@ import {
 
 /** Upper bound on elements of one tensor Kiln will allocate (guards against absurd shapes in hostile models). */
 export const MAX_ELEMENTS = 2 ** 31 - 1;
+let elementLimit = MAX_ELEMENTS;
+
+/** Lower the per-tensor allocation limit (e.g. a server protecting its memory, or the fuzz test). */
+export function setElementLimit(n: number): void {
+  elementLimit = Math.min(n, MAX_ELEMENTS);
+}
+export function elementLimitNow(): number {
+  return elementLimit;
+}
 
 export function sizeOf(dims: readonly number[]): number {
   let n = 1;
@@ -45,7 +54,7 @@ export class TensorData {
 
   static zeros(dtype: DType, dims: readonly number[]): TensorData {
     const n = sizeOf(dims);
-    if (n > MAX_ELEMENTS) throw new Error(`refusing to allocate ${n} elements for shape [${dims.join(', ')}] (limit ${MAX_ELEMENTS})`);
+    if (n > elementLimit) throw new Error(`refusing to allocate ${n} elements for shape [${dims.join(', ')}] (limit ${elementLimit})`);
     return new TensorData(dtype, dims, allocStorage(dtype, n));
   }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import {
   type DType, type TypedArray, dtypeFromOnnx, onnxTypeCode, allocStorage, storageCtor, isSubByte, dtypeKind,
 } from '../ir/dtype.js';
-import { MAX_ELEMENTS, SequenceValue, TensorData, type Value } from '../ir/tensor.js';
+import { elementLimitNow, SequenceValue, TensorData, type Value } from '../ir/tensor.js';
 import { packSubByte, packedByteLength, unpackSubByte } from '../ir/packing.js';
 import { ModelError } from '../ir/errors.js';
 import { DATA_KIND, pb, toBig, toNum } from './schema.js';
@@ -29,7 +29,8 @@ function checkedDims(t: PbTensor, where: string): number[] {
     if (!Number.isSafeInteger(d) || d < 0) throw new ModelError(`${where}: tensor '${t.name ?? ''}' has invalid dimension ${d}.`);
     n *= d;
   }
-  if (n > MAX_ELEMENTS) throw new ModelError(`${where}: tensor '${t.name ?? ''}' declares ${n} elements, over Kiln's limit of ${MAX_ELEMENTS}.`);
+  const limit = elementLimitNow();
+  if (n > limit) throw new ModelError(`${where}: tensor '${t.name ?? ''}' declares ${n} elements, over Kiln's limit of ${limit}.`);
   return dims;
 }
 

@@ -1,4 +1,7 @@
+// The shape family: tensor construction, layout changes, indexing and data-dependent selection. The ops live in
+// shape-basic.ts (constants, reshapes, slicing, padding) and shape-index.ts (gathers, scatters, selection).
 import type { OpDef } from '../ir/schema.js';
+import basic from './shape-basic.js';
 
-const ops: OpDef<any>[] = [];
+const ops: OpDef<any>[] = [...basic];
 export default ops;

@@ -1,0 +1,29 @@
+// The model zoo: generators for test and benchmark models, written with Kiln's own ONNX writer and a fixed seed.
+// All weights are random (stated in each model's doc string); the models are for speed and parity, not accuracy.
+import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
+import type { Model } from '../../src/ir/graph.js';
+import { TensorData } from '../../src/ir/tensor.js';
+
+/** A small image classifier (conv-bn-relu x2, pool, fc, softmax) on 1x3x32x32: the bundled `npm start` example. */
+export function tinyCnn(seed = 1): Model {
+  const r = seededRandom(seed);
+  const b = new GraphBuilder('tiny_cnn');
+  const x = b.input('input', 'float32', ['n', 3, 32, 32]);
+  const convBnRelu = (inp: string, cin: number, cout: number, name: string, stride = 1) => {
+    const w = b.initializer(`${name}.weight`, randomTensor(r, [cout, cin, 3, 3], Math.sqrt(2 / (cin * 9))));
+    const c = b.op('Conv', [inp, w], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [stride, stride] }, name);
+    const ones = (v: number) => new TensorData('float32', [cout], new Float32Array(cout).fill(v));
+    const bn = b.op('BatchNormalization', [c, b.initializer(`${name}.bn.scale`, ones(1)), b.initializer(`${name}.bn.bias`, randomTensor(r, [cout], 0.1)),
+      b.initializer(`${name}.bn.mean`, randomTensor(r, [cout], 0.1)), b.initializer(`${name}.bn.var`, ones(1))], { epsilon: 1e-5 }, `${name}.bn`);
+    return b.op('Relu', [bn], {}, `${name}.relu`);
+  };
+  let h = convBnRelu(x, 3, 16, 'conv1');
+  h = b.op('MaxPool', [h], { kernel_shape: [2, 2], strides: [2, 2] }, 'pool1');
+  h = convBnRelu(h, 16, 32, 'conv2');
+  h = b.op('GlobalAveragePool', [h], {}, 'gap');
+  h = b.op('Flatten', [h], { axis: 1 }, 'flatten');
+  h = b.op('Gemm', [h, b.initializer('fc.weight', randomTensor(r, [10, 32], 0.2)), b.initializer('fc.bias', randomTensor(r, [10], 0.1))], { transB: 1 }, 'fc');
+  const y = b.op('Softmax', [h], { axis: 1 }, 'softmax');
+  b.output(y, { kind: 'tensor', dtype: 'float32', shape: ['n', 10] });
+  return b.model(17, { docString: 'Kiln tiny CNN example (random weights, for demonstration and benchmarking only).' });
+}

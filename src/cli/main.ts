@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+// `kiln <command>`: each command is a thin file over the library.
+import { Command } from 'commander';
+import { runCommand } from './run.js';
+import { inspectCommand } from './inspect.js';
+import { startCommand } from './start.js';
+import { KilnError } from '../ir/errors.js';
+
+const program = new Command('kiln')
+  .description('Kiln: build, run, benchmark and serve ONNX models from Node.js')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+for (const make of [runCommand, inspectCommand, startCommand]) program.addCommand(make());
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof KilnError) console.error(`kiln: ${e.message}`);
+  else console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,12 @@
+// Kiln's public API. The familiar level mirrors onnxruntime's JavaScript API (InferenceSession, Tensor); the
+// explicit level exposes the phases (loadOnnx, ...).
+export { InferenceSession, type SessionOptions, type ValueMetadata } from './runtime/session.js';
+export { Tensor, type TensorType, type OnnxValue, type DataTypeMap } from './runtime/tensor.js';
+export { loadOnnx, parseOnnx } from './onnx/reader.js';
+export { serializeOnnx, saveOnnx } from './onnx/writer.js';
+export { KilnError, ModelError, InputError, ExecutionError } from './ir/errors.js';
+export type { Model, Graph, Node, ValueType, ValueInfo } from './ir/graph.js';
+export { GraphBuilder } from './ir/builder.js';
+export { inspectModel, formatSummary } from './tools/inspect.js';
+export { encodeNpy, decodeNpy, encodeNpz, decodeNpz } from './tools/npy.js';
+export { allOps } from './ir/schema.js';

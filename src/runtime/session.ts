@@ -1,0 +1,149 @@
+// InferenceSession: the onnxruntime-compatible entry point.
+import type { Dim, Model, ValueInfo, ValueType } from '../ir/graph.js';
+import { formatType } from '../ir/graph.js';
+import { InputError, KilnError } from '../ir/errors.js';
+import { loadOnnx } from '../onnx/reader.js';
+import { BACKENDS, findBackend } from '../backends/index.js';
+import type { Runner } from '../backends/backend.js';
+import { SequenceValue, TensorData, type Value } from '../ir/tensor.js';
+import { Tensor, type OnnxValue, type TensorType, fromValue, toValue } from './tensor.js';
+
+export interface SessionOptions {
+  /** Providers to try, in order. Default ['cpu']. Unknown or unavailable providers are errors. */
+  executionProviders?: (string | { name: string })[];
+  /** Threads for CPU kernels. */
+  intraOpNumThreads?: number;
+  /** Folder to resolve external data in when the model is given as bytes. */
+  baseDir?: string;
+}
+
+export interface ValueMetadata {
+  name: string;
+  isTensor: boolean;
+  /** Element type for tensors ('float32', ...), or a description such as 'seq(float32[*])'. */
+  type: string;
+  /** Dims: numbers, symbolic names, or -1 for unknown. Empty for non-tensors. */
+  shape: (number | string)[];
+}
+
+function metadata(v: ValueInfo): ValueMetadata {
+  const t = v.type;
+  if (t.kind === 'tensor') return { name: v.name, isTensor: true, type: t.dtype, shape: (t.shape ?? []).map((d) => d ?? -1) };
+  return { name: v.name, isTensor: false, type: formatType(t), shape: [] };
+}
+
+export class InferenceSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly ValueMetadata[];
+  readonly outputMetadata: readonly ValueMetadata[];
+  /** The provider that runs this session. */
+  readonly executionProvider: string;
+  private released = false;
+
+  private constructor(readonly model: Model, private runner: Runner, provider: string) {
+    const inits = model.graph.initializers;
+    const inputs = model.graph.inputs.filter((i) => !inits.has(i.name));
+    this.inputNames = inputs.map((i) => i.name);
+    this.outputNames = model.graph.outputs.map((o) => o.name);
+    this.inputMetadata = inputs.map(metadata);
+    this.outputMetadata = model.graph.outputs.map(metadata);
+    this.executionProvider = provider;
+  }
+
+  /** Load a model (path to .onnx, or its bytes) and prepare it on the first available requested provider. */
+  static async create(model: string | Uint8Array | ArrayBuffer, options: SessionOptions = {}): Promise<InferenceSession> {
+    const source = model instanceof ArrayBuffer ? new Uint8Array(model) : model;
+    if (typeof source !== 'string' && !(source instanceof Uint8Array)) {
+      throw new InputError('InferenceSession.create: pass a model file path or its bytes (Uint8Array/ArrayBuffer).');
+    }
+    const m = await loadOnnx(source, { baseDir: options.baseDir });
+    const wanted = (options.executionProviders ?? ['cpu']).map((p) => (typeof p === 'string' ? p : p.name));
+    const failures: string[] = [];
+    for (const name of wanted) {
+      const b = findBackend(name);
+      if (!b) {
+        throw new InputError(`execution provider '${name}' is unknown. Known providers: ${BACKENDS.map((x) => x.name).join(', ')}.`);
+      }
+      const a = b.availability();
+      if (!a.ok) {
+        failures.push(`${name}: ${a.reason}`);
+        continue;
+      }
+      const runner = await b.createRunner(m, { intraOpNumThreads: options.intraOpNumThreads });
+      return new InferenceSession(m, runner, name);
+    }
+    throw new KilnError(`none of the requested execution providers can run here:\n  ${failures.join('\n  ')}`, {
+      hint: `Add 'cpu' to executionProviders as a fallback.`,
+    });
+  }
+
+  /** Run the model. `fetches` limits which outputs are returned (default: all). */
+  async run(feeds: Record<string, OnnxValue>, fetches?: readonly string[]): Promise<Record<string, OnnxValue>> {
+    if (this.released) throw new InputError('this InferenceSession was released; create a new one.');
+    if (feeds === null || typeof feeds !== 'object') throw new InputError('session.run(feeds): feeds must be an object mapping input names to Tensors.');
+    const inputs = new Map<string, Value>();
+    for (const name of Object.keys(feeds)) {
+      if (!this.inputNames.includes(name)) {
+        throw new InputError(`input '${name}' is not an input of this model. Inputs: ${this.inputNames.map((n) => `'${n}'`).join(', ') || '(none)'}.`);
+      }
+    }
+    for (const info of this.model.graph.inputs) {
+      if (!this.inputNames.includes(info.name)) continue;
+      const v = feeds[info.name];
+      if (v === undefined) {
+        if (info.type.kind === 'optional') continue;
+        throw new InputError(`input '${info.name}' is missing; the model needs ${formatType(info.type)}.`, {
+          hint: `Pass all of: ${this.inputNames.join(', ')}.`,
+        });
+      }
+      inputs.set(info.name, checkInput(info, v));
+    }
+    const out = fetches ? [...fetches] : [...this.outputNames];
+    for (const f of out) if (!this.outputNames.includes(f)) throw new InputError(`'${f}' is not an output of this model. Outputs: ${this.outputNames.join(', ')}.`);
+    const result = await this.runner.run(inputs, out);
+    const r: Record<string, OnnxValue> = {};
+    for (const f of out) r[f] = fromValue(result.get(f) ?? null);
+    return r;
+  }
+
+  async release(): Promise<void> {
+    this.runner.release();
+    this.released = true;
+  }
+}
+
+function checkInput(info: ValueInfo, v: OnnxValue): Value {
+  const t = info.type;
+  const want = t.kind === 'optional' ? t.elem : t;
+  if (v === null) {
+    if (t.kind === 'optional') return null;
+    throw new InputError(`input '${info.name}' is null, but the model needs ${formatType(t)}.`);
+  }
+  if (Array.isArray(v)) {
+    if (want.kind !== 'sequence') throw new InputError(`input '${info.name}' is a sequence (array of Tensors), but the model needs ${formatType(t)}.`);
+    return toValue(v);
+  }
+  if (!(v instanceof Tensor)) throw new InputError(`input '${info.name}' must be a Tensor, got ${Object.prototype.toString.call(v).slice(8, -1)}.`);
+  if (want.kind === 'tensor') checkTensor(info.name, want, v);
+  else if (want.kind === 'sequence') throw new InputError(`input '${info.name}' must be a sequence (array of Tensors), got a Tensor.`);
+  return toValue(v) as TensorData | SequenceValue;
+}
+
+function checkTensor(name: string, want: Extract<ValueType, { kind: 'tensor' }>, v: Tensor): void {
+  if (v.type !== (want.dtype as TensorType)) {
+    throw new InputError(`input '${name}' has type ${v.type}, but the model expects ${want.dtype}.`, {
+      hint: `Create it as new Tensor('${want.dtype}', ...).`,
+    });
+  }
+  if (!want.shape) return;
+  const shape = want.shape as Dim[];
+  if (shape.length !== v.dims.length) {
+    throw new InputError(`input '${name}' has rank ${v.dims.length} (shape [${v.dims.join(', ')}]), but the model expects rank ${shape.length}: [${shape.map((d) => d ?? '?').join(', ')}].`);
+  }
+  shape.forEach((d, i) => {
+    if (typeof d === 'number' && d !== v.dims[i]) {
+      throw new InputError(`input '${name}' has shape [${v.dims.join(', ')}], but dimension ${i} must be ${d} (model shape [${shape.map((x) => x ?? '?').join(', ')}]).`);
+    }
+  });
+}

@@ -3,6 +3,10 @@
 import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
 import type { Model } from '../../src/ir/graph.js';
 import { TensorData } from '../../src/ir/tensor.js';
+import { resnet50, RESNET_SMALL } from './resnet.js';
+import { mobilenetV2, MOBILENET_SMALL } from './mobilenet.js';
+import { bertBase, BERT_SMALL } from './bert.js';
+import { gpt2, GPT2_SMALL } from './gpt2.js';
 
 /** A small image classifier (conv-bn-relu x2, pool, fc, softmax) on 1x3x32x32: the bundled `npm start` example. */
 export function tinyCnn(seed = 1): Model {
@@ -27,3 +31,26 @@ export function tinyCnn(seed = 1): Model {
   b.output(y, { kind: 'tensor', dtype: 'float32', shape: ['n', 10] });
   return b.model(17, { docString: 'Kiln tiny CNN example (random weights, for demonstration and benchmarking only).' });
 }
+
+export { resnet50, RESNET_SMALL, type ResNetOptions } from './resnet.js';
+export { mobilenetV2, MOBILENET_SMALL, type MobileNetV2Options } from './mobilenet.js';
+export { bertBase, BERT_SMALL, type BertOptions } from './bert.js';
+export { gpt2, GPT2_SMALL, type Gpt2Options } from './gpt2.js';
+export { countParams, countInitializerElements, opHistogram } from './common.js';
+
+/** One zoo entry: a full-size build and a small test-size build of the same architecture. */
+export interface ZooEntry {
+  name: string;
+  full: () => Model;
+  small: () => Model;
+}
+
+export const ZOO: ZooEntry[] = [
+  { name: 'tiny-cnn', full: () => tinyCnn(), small: () => tinyCnn() },
+  { name: 'resnet50', full: () => resnet50(), small: () => resnet50(RESNET_SMALL) },
+  { name: 'mobilenet-v2', full: () => mobilenetV2(), small: () => mobilenetV2(MOBILENET_SMALL) },
+  { name: 'bert-base', full: () => bertBase(), small: () => bertBase(BERT_SMALL) },
+  { name: 'bert-base-decomposed', full: () => bertBase({ layerNorm: 'decomposed', shapeOps: 'constant' }),
+    small: () => bertBase({ ...BERT_SMALL, layerNorm: 'decomposed', shapeOps: 'constant' }) },
+  { name: 'gpt2', full: () => gpt2(), small: () => gpt2(GPT2_SMALL) },
+];

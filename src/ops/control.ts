@@ -7,7 +7,14 @@ import { normNewAxis, sliceAxis, stackAxis } from './sequence-tensor.js';
 import { UNKNOWN, mergeTypes, outerType } from './control-types.js';
 
 /** Upper bound on Loop iterations, so that a loop whose condition never turns false fails instead of hanging. */
-export const MAX_LOOP_ITERATIONS = 10_000_000;
+let maxLoopIterations = 10_000_000;
+
+/** Change the Loop iteration bound (for tests); returns the previous bound. */
+export function setMaxLoopIterations(n: number): number {
+  const prev = maxLoopIterations;
+  maxLoopIterations = n;
+  return prev;
+}
 
 // Later versions only widen the set of value types; semantics are the same from opset 11 (If, Loop) / 9 (Scan).
 const CONTROL_VERSIONS = [1, 11, 13, 16, 19, 21, 23, 24, 25];
@@ -67,7 +74,9 @@ function collectScanOutput(items: Value[], declared: ValueType | undefined, k: n
   if (items[0] instanceof SequenceValue) {
     const all: TensorData[] = [];
     items.forEach((v, i) => {
-      if (!(v instanceof SequenceValue)) throw new Error(`scan output ${k} is a sequence at iteration 0 but ${describeValue(v)} at iteration ${i}`);
+      if (!(v instanceof SequenceValue)) {
+        throw new Error(`scan output ${k} is a sequence at iteration 0 but ${describeValue(v)} at iteration ${i}`);
+      }
       all.push(...v.items);
     });
     return new SequenceValue(all, (items[0] as SequenceValue).elemType ?? all[0]?.dtype);
@@ -114,15 +123,16 @@ const Loop = defineOp({
     const nCarried = carried.length;
     const nScan = body.outputs.length - 1 - nCarried;
     if (body.inputs.length !== nCarried + 2) {
-      throw new Error(`the body takes ${body.inputs.length} inputs, expected ${nCarried + 2} (iteration number, condition, ${nCarried} loop-carried values)`);
+      throw new Error(`the body takes ${body.inputs.length} inputs, expected ${nCarried + 2} ` +
+        `(iteration number, condition, ${nCarried} loop-carried values)`);
     }
     if (nScan < 0) throw new Error(`the body produces ${body.outputs.length} outputs, expected at least ${nCarried + 1}`);
     const scans: Value[][] = Array.from({ length: nScan }, () => []);
     let cond = condIn ? scalarBool(condIn, 'the condition') : true;
     const condTensor = (b: boolean) => TensorData.fromNumbers('bool', [], [b ? 1 : 0]);
     for (let i = 0; i < maxTrips && cond; i++) {
-      if (i >= MAX_LOOP_ITERATIONS) {
-        throw new Error(`the loop ran ${MAX_LOOP_ITERATIONS} iterations without its condition turning false; giving up`);
+      if (i >= maxLoopIterations) {
+        throw new Error(`the loop ran ${maxLoopIterations} iterations without its trip count or condition stopping it; giving up`);
       }
       const iter = TensorData.fromBigInts('int64', [], [BigInt(i)]);
       const outs = ctx.runSubgraph(body, [iter, condTensor(cond), ...carried]);
@@ -149,7 +159,8 @@ interface ScanPlan {
 }
 
 /** One scan over `inputs` (already without a batch axis) for `steps` steps; returns final states and scan outputs. */
-function scanOnce(ctx: KernelContext<unknown>, p: ScanPlan, states: Value[], inputs: TensorData[], steps: number): Value[] {
+function scanOnce(ctx: Pick<KernelContext<unknown>, 'runSubgraph'>, p: ScanPlan, states: Value[], inputs: TensorData[],
+  steps: number): Value[] {
   const nScanOut = p.body.outputs.length - p.nState;
   const per: TensorData[][] = Array.from({ length: nScanOut }, () => []);
   for (let t = 0; t < steps; t++) {
@@ -206,11 +217,20 @@ function scanOutputTypes(ctx: InferContext<ScanAttrs>): ValueType[] {
   const batch = batched && ins[0]?.kind === 'tensor' ? ins[0].shape?.[0] : undefined;
   return Array.from({ length: ctx.numOutputs }, (_, i) => {
     const declared = outerType(body?.outputs[i]?.type);
-    if (i < nState) return ins[i]?.kind === 'tensor' ? mergeTypes(ins[i], declared) : declared;
+    if (i < nState) {
+      const init = ins[i];
+      if (batched) {
+        if (init?.kind !== 'tensor') return UNKNOWN;
+        if (declared.kind !== 'tensor' || !declared.shape) return init;
+        return mergeTypes(init, { ...declared, shape: [init.shape?.[0], ...declared.shape] });
+      }
+      return init?.kind === 'tensor' ? mergeTypes(init, declared) : declared;
+    }
     if (declared.kind !== 'tensor') return UNKNOWN;
     if (!declared.shape) return { kind: 'tensor', dtype: declared.dtype };
     const shape = [...declared.shape];
-    if (batched) return { kind: 'tensor', dtype: declared.dtype, shape: [batch, undefined, ...shape] };
+    // opset 8 pads every batch entry's scan outputs to the full sequence length
+    if (batched) return { kind: 'tensor', dtype: declared.dtype, shape: [batch, steps, ...shape] };
     const axis = ctx.attrs.scan_output_axes?.[i - nState] ?? 0;
     shape.splice(axis < 0 ? axis + shape.length + 1 : axis, 0, steps);
     return { kind: 'tensor', dtype: declared.dtype, shape };
@@ -247,7 +267,9 @@ function runScan9(ctx: KernelContext<ScanAttrs>, body: Graph, m: number): Value[
   let steps = -1;
   inputs.forEach((x, j) => {
     const len = x.dims[inAxes[j]];
-    if (steps >= 0 && len !== steps) throw new Error(`scan input ${j} has ${len} steps along axis ${inAxes[j]}, but scan input 0 has ${steps}`);
+    if (steps >= 0 && len !== steps) {
+      throw new Error(`scan input ${j} has ${len} steps along axis ${inAxes[j]}, but scan input 0 has ${steps}`);
+    }
     steps = len;
   });
   const plan: ScanPlan = {
@@ -255,7 +277,7 @@ function runScan9(ctx: KernelContext<ScanAttrs>, body: Graph, m: number): Value[
     inReverse: directions(ctx.attrs.scan_input_directions, m, 'scan_input_directions'),
     outReverse: directions(ctx.attrs.scan_output_directions, nScanOut, 'scan_output_directions'),
   };
-  return scanOnce(ctx as KernelContext<unknown>, plan, states, inputs, steps);
+  return scanOnce(ctx, plan, states, inputs, steps);
 }
 
 /** Opset 8: every state and scan input has a leading batch axis; scan inputs have the sequence on axis 1. */
@@ -292,7 +314,7 @@ function runScan8(ctx: KernelContext<ScanAttrs>, body: Graph, m: number): Value[
   const perBatch: Value[][] = [];
   for (let b = 0; b < batch; b++) {
     const slices = all.map((t) => sliceAxis(t, 0, b));
-    perBatch.push(scanOnce(ctx as KernelContext<unknown>, plan, slices.slice(0, nState), slices.slice(nState), lens[b]));
+    perBatch.push(scanOnce(ctx, plan, slices.slice(0, nState), slices.slice(nState), lens[b]));
   }
   return Array.from({ length: nState + nScanOut }, (_, i) => {
     let items = perBatch.map((r) => asTensor(r[i], `output ${i}`));

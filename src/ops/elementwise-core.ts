@@ -275,7 +275,7 @@ export function inferSameShape(dtype: DType) {
  * among `typeFrom` (default `which`).
  */
 export function inferBroadcastOp(dtype?: DType, which?: number[], typeFrom?: number[]) {
-  return (ctx: InferContext<{ broadcast?: number; axis?: number }>): ValueType[] => {
+  return (ctx: InferContext<any>): ValueType[] => {
     const idx = which ?? ctx.inputTypes.map((_, i) => i);
     const types = idx.map((i) => tensorTypeOf(ctx.inputTypes[i]));
     const typed = (typeFrom ?? idx).map((i) => tensorTypeOf(ctx.inputTypes[i])).find((t) => t);

@@ -149,8 +149,26 @@ function runNode(node: Node, def: OpDef, opset: number, attrs: unknown, inputs: 
   if (present < minIn || inputs.length > maxIn) {
     throw new ExecutionError(`${nodeLabel(node)}: expects ${minIn === maxIn ? minIn : `${minIn} to ${maxIn === Infinity ? 'any number of' : maxIn}`} inputs, got ${inputs.length}.`);
   }
+  const ctx = makeContext(node, opset, attrs, inputs, (graph, subInputs) => {
+    const feeds = new Map<string, Value>();
+    graph.inputs.forEach((inp, k) => { if (k < subInputs.length) feeds.set(inp.name, subInputs[k]); });
+    const out = executeGraph(graph, feeds, { opsets: opts.opsets, outer: lookup });
+    return graph.outputs.map((o) => out.get(o.name) as Value);
+  });
+  try {
+    return def.run(ctx as KernelContext<never>);
+  } catch (e) {
+    if (e instanceof KilnError && e.message.includes(nodeLabel(node))) throw e;
+    const ins = inputs.map((v, k) => `  input ${k}${node.inputs[k] ? ` '${node.inputs[k]}'` : ''}: ${describeValue(v)}`).join('\n');
+    throw new ExecutionError(`${nodeLabel(node)} failed: ${(e as Error).message}\n${ins}`, { cause: e });
+  }
+}
+
+/** A kernel context over explicit inputs (used by the executor and by fused ops that call other ops' kernels). */
+export function makeContext(node: Node, opset: number, attrs: unknown, inputs: (Value | undefined)[],
+  runSubgraph: KernelContext<unknown>['runSubgraph'] = () => { throw new ExecutionError(`${nodeLabel(node)}: subgraphs cannot run here`); }): KernelContext<unknown> {
   let seed = (node.attrs.seed?.value as number | undefined) ?? Math.random() * 2 ** 31;
-  const ctx: KernelContext<unknown> = {
+  return {
     node, opset, attrs, inputs,
     numOutputs: node.outputs.length,
     wantsOutput: (i) => !!node.outputs[i],
@@ -165,12 +183,7 @@ function runNode(node: Node, def: OpDef, opset: number, attrs: unknown, inputs: 
       if (v instanceof SequenceValue) throw new ExecutionError(`${nodeLabel(node)}: input ${i} must be a tensor, got a sequence.`);
       return v;
     },
-    runSubgraph(graph, subInputs) {
-      const feeds = new Map<string, Value>();
-      graph.inputs.forEach((inp, k) => { if (k < subInputs.length) feeds.set(inp.name, subInputs[k]); });
-      const out = executeGraph(graph, feeds, { opsets: opts.opsets, outer: lookup });
-      return graph.outputs.map((o) => out.get(o.name) as Value);
-    },
+    runSubgraph,
     random() {
       // mulberry32: small, seedable, good enough for Bernoulli/RandomUniform reference semantics
       seed = (seed + 0x6d2b79f5) | 0;
@@ -180,11 +193,12 @@ function runNode(node: Node, def: OpDef, opset: number, attrs: unknown, inputs: 
       return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
     },
   };
-  try {
-    return def.run(ctx as KernelContext<never>);
-  } catch (e) {
-    if (e instanceof KilnError && e.message.includes(nodeLabel(node))) throw e;
-    const ins = inputs.map((v, k) => `  input ${k}${node.inputs[k] ? ` '${node.inputs[k]}'` : ''}: ${describeValue(v)}`).join('\n');
-    throw new ExecutionError(`${nodeLabel(node)} failed: ${(e as Error).message}\n${ins}`, { cause: e });
-  }
+}
+
+/** Call another op's reference kernel from inside a kernel (fused ops reuse the ONNX kernels this way). */
+export function callKernel(node: Node, domain: string, opType: string, opset: number, inputs: (Value | undefined)[],
+  attrs: Record<string, import('../ir/graph.js').AttrValue> = {}, numOutputs = 1): Value[] {
+  const inner: Node = { name: node.name, opType, domain, inputs: inputs.map((v, i) => (v === undefined ? '' : `in${i}`)), outputs: Array.from({ length: numOutputs }, (_, i) => `out${i}`), attrs };
+  const { def } = resolveOp(inner, new Map([[domain, opset]]));
+  return def.run(makeContext(inner, opset, parseAttrs(def, inner), inputs) as KernelContext<never>);
 }

@@ -46,8 +46,9 @@ function sourceCoord(o: number, coord: string, scale: number, inLen: number, out
       const offset = (inLen / 2) * (1 - adjustment);
       return offset + (o + 0.5) / scale - 0.5;
     }
-    case 'pytorch_half_pixel': return outLen > 1 ? (o + 0.5) / scale - 0.5 : 0;
-    case 'align_corners': return outLen === 1 ? 0 : (o * (inLen - 1)) / (outLen - 1);
+    // These two use the unrounded resized length (scale * inLen), as the ONNX reference does when scales are given.
+    case 'pytorch_half_pixel': return scale * inLen > 1 ? (o + 0.5) / scale - 0.5 : 0;
+    case 'align_corners': return scale * inLen === 1 ? 0 : (o * (inLen - 1)) / (scale * inLen - 1);
     case 'asymmetric': return o / scale;
     case 'tf_half_pixel_for_nn': return (o + 0.5) / scale;
     case 'tf_crop_and_resize':
@@ -163,7 +164,9 @@ export function resample(x: TensorData, outDims: number[], scales: number[], roi
   let data = x.toFloat64();
   let outside: Uint8Array | null = null; // flat mask over the output, built from per-axis masks
   const masks: (Uint8Array | null)[] = new Array(rank).fill(null);
-  for (let a = 0; a < rank; a++) {
+  // shrinking axes first, so that no intermediate is larger than both the input and the output
+  const order = [...Array(rank).keys()].sort((a, b) => outDims[a] / (dims[a] || 1) - outDims[b] / (dims[b] || 1));
+  for (const a of order) {
     const start = roi ? roi[a] : 0, end = roi ? roi[a + rank] : 1;
     const plan = planAxis(dims[a], outDims[a], scales[a], start, end, o);
     masks[a] = plan.outside;
@@ -271,6 +274,7 @@ export function planResize(inDims: readonly number[], scalesIn: number[] | undef
   } else {
     throw new Error('Resize needs scales or sizes, but neither was given');
   }
+  if (outDims.reduce((x, y) => x * y, 1) > MAX_ELEMENTS) throw new Error(`Resize output [${outDims}] is too large`);
   return { outDims, scales, roi };
 }
 

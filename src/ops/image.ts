@@ -2,13 +2,17 @@
 // ImageDecoder (image-decode.ts).
 import type { Dim, ValueType } from '../ir/graph.js';
 import { defineOp, attr, type OpDef } from '../ir/schema.js';
-import { TensorData, stridesOf } from '../ir/tensor.js';
+import { TensorData, MAX_ELEMENTS, stridesOf } from '../ir/tensor.js';
 import { isFloat } from '../ir/dtype.js';
 import { prod, tensorTypeOf } from './util.js';
 import { Resize, Upsample, cubicKernel, encodeResampled } from './image-resize.js';
 import { ImageDecoder } from './image-decode.js';
 
 const unknown: ValueType = { kind: 'unknown' };
+
+function checkCount(n: number, what: string): void {
+  if (n > MAX_ELEMENTS) throw new Error(`${what} would have ${n} elements (limit ${MAX_ELEMENTS})`);
+}
 
 function requireFloat(t: TensorData, what: string): void {
   if (!isFloat(t.dtype)) throw new Error(`${what} must be a floating-point tensor, found ${t.dtype}`);
@@ -54,6 +58,7 @@ function gridSample(x: TensorData, grid: TensorData, mode: 'nearest' | 'linear' 
   const inSp = x.dims.slice(2), outSp = grid.dims.slice(1, r + 1);
   const inSize = prod(inSp), P = prod(outSp);
   const inStrides = stridesOf(inSp);
+  checkCount(N * C * P, 'GridSample output');
   const xd = x.toFloat64(), gd = grid.toFloat64();
   const out = new Float64Array(N * C * P);
   const nt = mode === 'nearest' ? 1 : mode === 'linear' ? 2 : 4;
@@ -183,6 +188,7 @@ const AffineGrid = defineOp({
     });
     const th = theta.toFloat64();
     const P = prod(sp);
+    checkCount(N * P * nd, 'AffineGrid output');
     const vals = new Float64Array(N * P * nd);
     const spStrides = stridesOf(sp);
     const coord = new Float64Array(nd);
@@ -232,6 +238,7 @@ const RoiAlign = defineOp({
     const oh = a.output_height, ow = a.output_width;
     if (!(oh > 0 && ow > 0)) throw new Error(`output_height and output_width must be positive, found ${oh} and ${ow}`);
     const [N, C, H, W] = x.dims;
+    checkCount(R * C * oh * ow, 'RoiAlign output');
     const xd = x.toFloat64(), rd = rois.toFloat64();
     const out = new Float64Array(R * C * oh * ow);
     const halfPixel = mode16 === 'half_pixel';

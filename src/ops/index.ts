@@ -15,8 +15,9 @@ import cast from './cast.js';
 import quantize from './quantize.js';
 import string from './string.js';
 import attention from './attention.js';
+import fused from './fused.js';
 
 registerOps([
   ...elementwise, ...shape, ...reduce, ...normalization, ...nn, ...image, ...signal, ...random, ...control,
-  ...sequence, ...rnn, ...cast, ...quantize, ...string, ...attention,
+  ...sequence, ...rnn, ...cast, ...quantize, ...string, ...attention, ...fused,
 ]);

@@ -43,11 +43,13 @@ export function transposeData(t: TensorData, perm: readonly number[]): TensorDat
   const st = perm.map((p) => inStrides[p]);
   const n = out.size;
   if (n === 0) return out;
+  // copy one output row (the last output axis) per odometer step
+  const last = rank - 1, len = rank ? outDims[last] : 1, ls = rank ? st[last] : 0;
   const counter = new Array<number>(rank).fill(0);
   let off = 0;
-  for (let i = 0; i < n; i++) {
-    dst[i] = src[off];
-    for (let d = rank - 1; d >= 0; d--) {
+  for (let i = 0; i < n; i += len) {
+    for (let k = 0; k < len; k++) dst[i + k] = src[off + k * ls];
+    for (let d = last - 1; d >= 0; d--) {
       counter[d]++;
       off += st[d];
       if (counter[d] < outDims[d]) break;
@@ -119,4 +121,50 @@ export function inferReduceShape(shape: Dim[] | undefined, axes: number[] | unde
     else if (keepdims) out.push(1);
   });
   return out;
+}
+
+export type SoftMode = 'softmax' | 'log' | 'hard';
+
+/** Softmax-like map over the middle axis of [outer, n, inner]; computed in float64, written once. */
+export function softmaxRows(x: FloatArr, out: FloatArr, outer: number, n: number, inner: number, mode: SoftMode): void {
+  const row = new Float64Array(n);
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      const base = o * n * inner + i;
+      // the contiguous case (inner = 1, the last axis) is the hot one: keep its loops free of strides
+      if (inner === 1) softmaxRow(x, out, base, n, mode, row);
+      else {
+        for (let k = 0; k < n; k++) row[k] = x[base + k * inner];
+        softmaxRow(row, row, 0, n, mode, row);
+        for (let k = 0; k < n; k++) out[base + k * inner] = row[k];
+      }
+    }
+  }
+}
+
+/** One softmax row at x[base..base+n) into out; `tmp` (n floats) may alias x and out only when base is 0. */
+function softmaxRow(x: FloatArr, out: FloatArr, base: number, n: number, mode: SoftMode, tmp: Float64Array): void {
+  let m = -Infinity, arg = 0;
+  for (let k = 0; k < n; k++) {
+    const v = x[base + k];
+    if (v > m || v !== v) { m = v; arg = k; if (v !== v) break; }
+  }
+  if (mode === 'hard') {
+    for (let k = 0; k < n; k++) out[base + k] = k === arg ? 1 : 0;
+    return;
+  }
+  let s = 0;
+  if (mode === 'softmax') {
+    for (let k = 0; k < n; k++) {
+      const e = Math.exp(x[base + k] - m);
+      tmp[k] = e;
+      s += e;
+    }
+    const inv = 1 / s;
+    for (let k = 0; k < n; k++) out[base + k] = tmp[k] * inv;
+  } else {
+    for (let k = 0; k < n; k++) s += Math.exp(x[base + k] - m);
+    const shift = m + Math.log(s);
+    for (let k = 0; k < n; k++) out[base + k] = x[base + k] - shift;
+  }
 }

@@ -129,7 +129,13 @@ function contract(a: Operand, b: Operand | null, outLabels: string[], size: Map<
     const counter = new Array<number>(rank).fill(0);
     let oa = 0, ob = 0, oo = 0;
     for (let done = 0; done < total; done += inner) {
-      if (bd) for (let k = 0; k < inner; k++) res[oo + k * io] += ad[oa + k * ia] * bd[ob + k * ib];
+      if (io === 0) {
+        // innermost label is summed: accumulate in a register
+        let s = 0;
+        if (bd) for (let k = 0; k < inner; k++) s += ad[oa + k * ia] * bd[ob + k * ib];
+        else for (let k = 0; k < inner; k++) s += ad[oa + k * ia];
+        res[oo] += s;
+      } else if (bd) for (let k = 0; k < inner; k++) res[oo + k * io] += ad[oa + k * ia] * bd[ob + k * ib];
       else for (let k = 0; k < inner; k++) res[oo + k * io] += ad[oa + k * ia];
       for (let d = last - 1; d >= 0; d--) {
         counter[d]++;

@@ -44,7 +44,8 @@ export function stackAxis(items: readonly TensorData[], axis: number, what = 'it
   for (let i = 1; i < items.length; i++) {
     const t = items[i];
     if (t.dtype !== first.dtype || !sameDims(t.dims, first.dims)) {
-      throw new Error(`${what} ${i} is ${t.dtype}[${t.dims.join(', ')}] but ${what} 0 is ${first.dtype}[${first.dims.join(', ')}]; all must match`);
+      throw new Error(`${what} ${i} is ${t.dtype}[${t.dims.join(', ')}] but ${what} 0 is ` +
+        `${first.dtype}[${first.dims.join(', ')}]; all must match`);
     }
   }
   const outer = prod(first.dims, 0, axis), inner = prod(first.dims, axis) * elemWidth(first), n = items.length;

@@ -35,7 +35,9 @@ function checkElemType(seq: SequenceValue, t: TensorData): void {
 /** Sequence type whose element is `elem` with the shape dropped when `seq`'s element shape is not the same. */
 function insertType(seqT: ValueType | undefined, t: ValueType | undefined): ValueType {
   const e = seqElem(seqT);
-  if (e.kind === 'tensor') return { kind: 'sequence', elem: mergeTypes(e, t && t.kind === 'tensor' ? t : { kind: 'tensor', dtype: e.dtype }) };
+  if (e.kind === 'tensor') {
+    return { kind: 'sequence', elem: mergeTypes(e, t && t.kind === 'tensor' ? t : { kind: 'tensor', dtype: e.dtype }) };
+  }
   if (t && t.kind === 'tensor') return { kind: 'sequence', elem: { kind: 'tensor', dtype: t.dtype } };
   return { kind: 'sequence', elem: UNKNOWN };
 }
@@ -43,7 +45,10 @@ function insertType(seqT: ValueType | undefined, t: ValueType | undefined): Valu
 const SequenceConstruct = defineOp({
   name: 'SequenceConstruct', versions: [11], attrs: {}, inputs: [1, Infinity], outputs: [1, 1],
   doc: 'A sequence of the input tensors',
-  infer: (ctx) => [{ kind: 'sequence', elem: ctx.inputTypes.reduce<ValueType>((a, t, i) => (i === 0 ? t ?? UNKNOWN : mergeTypes(a, t)), UNKNOWN) }],
+  infer: (ctx) => {
+    const elem = ctx.inputTypes.reduce<ValueType>((a, t, i) => (i === 0 ? t ?? UNKNOWN : mergeTypes(a, t)), UNKNOWN);
+    return [{ kind: 'sequence', elem }];
+  },
   run: (ctx) => {
     const items = ctx.inputs.map((_, i) => ctx.tensor(i));
     const dt = items[0].dtype;
@@ -138,7 +143,7 @@ const SplitToSequence = defineOp({
   infer: (ctx) => {
     const t = ctx.inputTypes[0];
     if (!t || t.kind !== 'tensor') return [{ kind: 'sequence', elem: UNKNOWN }];
-    if (!t.shape) return [{ kind: 'sequence', elem: { kind: 'tensor', dtype: t.dtype } }];
+    if (!t.shape || t.shape.length === 0) return [{ kind: 'sequence', elem: { kind: 'tensor', dtype: t.dtype } }];
     const axis = normAxis(ctx.attrs.axis, t.shape.length);
     const hasSplit = ctx.inputTypes[1] !== undefined;
     const shape = [...t.shape];
@@ -157,6 +162,7 @@ const SplitToSequence = defineOp({
   },
   run: (ctx) => {
     const t = ctx.tensor(0);
+    if (t.rank === 0) throw new Error('cannot split a scalar; the input needs rank >= 1');
     const axis = normAxis(ctx.attrs.axis, t.rank);
     const split = ctx.optionalTensor(1);
     let parts = splitAxis(t, axis, splitLengths(split, t.dims[axis]));
@@ -194,7 +200,7 @@ const SequenceMap = defineOp({
   doc: 'Apply a graph to each element of the input sequence(s); outputs are sequences',
   infer: (ctx) => {
     const body = ctx.attrs.body;
-    return Array.from({ length: ctx.numOutputs }, (_, k) => ({ kind: 'sequence', elem: outerType(body?.outputs[k]?.type) }) as ValueType);
+    return Array.from({ length: ctx.numOutputs }, (_, k): ValueType => ({ kind: 'sequence', elem: outerType(body?.outputs[k]?.type) }));
   },
   run: (ctx) => {
     const body = ctx.attrs.body;
@@ -203,7 +209,8 @@ const SequenceMap = defineOp({
     const n = seq.items.length;
     ctx.inputs.forEach((v, i) => {
       if (v instanceof SequenceValue && v.items.length !== n) {
-        throw new Error(`input ${i} is a sequence of ${v.items.length} tensors, but input 0 has ${n}; all sequences must have one length`);
+        throw new Error(`input ${i} is a sequence of ${v.items.length} tensors, but input 0 has ${n}; ` +
+          'all sequences must have one length');
       }
       if (v === undefined || v === null) throw new Error(`input ${i} must be a tensor or a sequence, got ${describeValue(v)}`);
     });

@@ -593,7 +593,7 @@ function padIndex(i: number, n: number, mode: string): number {
       const j = ((i % p) + p) % p;
       return j < n ? j : p - j;
     }
-    default: throw new Error(`unknown pad mode '${mode}' (expected constant, reflect, edge or wrap)`);
+    default: throw new Error(`unknown pad mode '${mode}'`);
   }
 }
 
@@ -610,6 +610,7 @@ function fullPads(pads: number[], rank: number, axes?: number[]): number[] {
 }
 
 export function pad(t: TensorData, pads: number[], mode: string, fill: unknown): TensorData {
+  if (!['constant', 'reflect', 'edge', 'wrap'].includes(mode)) throw new Error(`unknown pad mode '${mode}' (expected constant, reflect, edge or wrap)`);
   const r = t.rank;
   const maps = t.dims.map((n, d) => {
     const len = n + pads[d] + pads[d + r];

@@ -2,6 +2,7 @@
 // shape-basic.ts (constants, reshapes, slicing, padding) and shape-index.ts (gathers, scatters, selection).
 import type { OpDef } from '../ir/schema.js';
 import basic from './shape-basic.js';
+import indexing from './shape-index.js';
 
-const ops: OpDef<any>[] = [...basic];
+const ops: OpDef<any>[] = [...basic, ...indexing];
 export default ops;

@@ -10,7 +10,7 @@ describe('dtype conversions', () => {
     expect(Number.isNaN(float16ToFloat(floatToFloat16(NaN)))).toBe(true);
   });
   it('bfloat16 keeps float32 range', () => {
-    expect(bfloat16ToFloat(floatToBfloat16(3.0e38))).toBeCloseTo(2.99e38, -36);
+    expect(Math.abs(bfloat16ToFloat(floatToBfloat16(3.0e38)) / 3.0e38 - 1)).toBeLessThan(1 / 128); // 8-bit mantissa
     expect(bfloat16ToFloat(floatToBfloat16(1.00390625))).toBe(1); // tie -> even
   });
   it('float8 e4m3fn saturates and has no infinity', () => {

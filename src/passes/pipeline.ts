@@ -1,0 +1,90 @@
+// The optimizer: one readable list of named stages. Each stage is a rewrite run to a fixed point; the IR verifier
+// can run between stages (tests do), and `dumpAfter` writes the graph after a named stage.
+import type { Dim, Model } from '../ir/graph.js';
+import { verifyGraph } from './verify.js';
+import { GraphView } from './view.js';
+import { inferShapes } from './infer.js';
+import { foldConstants } from './fold.js';
+import { eliminateCommonSubexpressions, eliminateDeadCode, removeNoOps } from './cleanup.js';
+import {
+  absorbActivation, absorbBias, absorbResidual, foldBatchNorm, fuseAttention, fuseElementwise, fuseLayerNorm, fuseRmsNorm,
+  fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
+} from './fuse.js';
+
+export interface Stage {
+  name: string;
+  run: (v: GraphView) => number;
+}
+
+const reinfer = (inputShapes?: Map<string, Dim[]>) => (v: GraphView) => (inferShapes(v.graph, v.opsets, { inputShapes }), 0);
+
+export function stages(inputShapes?: Map<string, Dim[]>): Stage[] {
+  return [
+    { name: 'infer shapes', run: reinfer(inputShapes) },
+    // **** simplify: constants, shape arithmetic, no-ops
+    { name: 'fold constants', run: foldConstants },
+    { name: 'remove no-ops', run: removeNoOps },
+    { name: 'eliminate common subexpressions', run: eliminateCommonSubexpressions },
+    { name: 'eliminate dead code', run: eliminateDeadCode },
+    { name: 'infer shapes again', run: reinfer(inputShapes) },
+    // **** pattern fusions on ONNX ops
+    { name: 'fold batch norm', run: foldBatchNorm },
+    { name: 'fuse layer norm', run: fuseLayerNorm },
+    { name: 'fuse rms norm', run: fuseRmsNorm },
+    { name: 'fuse softmax', run: fuseSoftmax },
+    { name: 'fuse attention', run: fuseAttention },
+    // **** layers with epilogues
+    { name: 'fused layers', run: toFusedLayers },
+    { name: 'absorb bias', run: absorbBias },
+    { name: 'merge parallel matmuls', run: mergeParallelMatMuls },
+    { name: 'absorb residual', run: absorbResidual },
+    { name: 'absorb activation', run: absorbActivation },
+    { name: 'fuse elementwise', run: fuseElementwise },
+    { name: 'absorb fused activation', run: absorbActivation },
+    { name: 'name activations', run: nameActivations },
+    { name: 'eliminate dead code (final)', run: eliminateDeadCode },
+    { name: 'infer shapes (final)', run: reinfer(inputShapes) },
+  ];
+}
+
+export interface OptimizeOptions {
+  /** Shapes to optimize for (a profile's opt shapes, or --shapes). */
+  inputShapes?: Map<string, Dim[]>;
+  /** Verify the graph after each stage (tests). */
+  verify?: boolean;
+  /** Called after each stage (for --dump-ir and reports). */
+  onStage?: (name: string, model: Model, changes: number) => void | Promise<void>;
+  /** Stop after this stage. */
+  stopAfter?: string;
+}
+
+export interface OptimizeReport {
+  stages: { name: string; changes: number; nodes: number }[];
+  nodesBefore: number;
+  nodesAfter: number;
+}
+
+/** Optimize a model in place (clone it first to keep the original). */
+export async function optimize(model: Model, opts: OptimizeOptions = {}): Promise<OptimizeReport> {
+  const v = new GraphView(model.graph, model.opsets);
+  if (!model.opsets.has('kiln')) model.opsets.set('kiln', 1);
+  const report: OptimizeReport = { stages: [], nodesBefore: model.graph.nodes.length, nodesAfter: 0 };
+  const list = stages(opts.inputShapes);
+  if (opts.stopAfter && !list.some((s) => s.name === opts.stopAfter)) {
+    throw new Error(`unknown optimizer stage '${opts.stopAfter}'. Stages: ${list.map((s) => s.name).join(', ')}`);
+  }
+  for (const s of list) {
+    let changes = 0;
+    for (let round = 0; round < 20; round++) {
+      const c = s.run(v);
+      changes += c;
+      if (!c || s.name.startsWith('infer')) break;
+    }
+    if (opts.verify) verifyGraph(model.graph, model.opsets, `after stage '${s.name}'`);
+    report.stages.push({ name: s.name, changes, nodes: model.graph.nodes.length });
+    await opts.onStage?.(s.name, model, changes);
+    if (s.name === opts.stopAfter) break;
+  }
+  report.nodesAfter = model.graph.nodes.length;
+  return report;
+}

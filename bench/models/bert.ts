@@ -3,10 +3,11 @@ import { float } from '../../src/ir/builder.js';
 import type { Model } from '../../src/ir/graph.js';
 import { TensorData } from '../../src/ir/tensor.js';
 import {
-  FLOAT32_MIN, GraphBuilder, type ShapeOps, Weights, ZOO_OPSET, dimOf, layerNorm, linear, renameValue, scalarF, scalarI, seqShape, vectorI,
+  FLOAT32_MIN, GraphBuilder, type ShapeOps, type ZooOptions, ZOO_OPSET, dimOf, layerNorm, linear, renameValue, scalarF, scalarI,
+  seqShape, vectorI, weightsDoc, weightsFor,
 } from './common.js';
 
-export interface BertOptions {
+export interface BertOptions extends ZooOptions {
   layers?: number;
   hidden?: number;
   heads?: number;
@@ -23,7 +24,6 @@ export interface BertOptions {
   /** Also output 'pooler_output' (tanh(Gemm) of the first token), as BertModel does. Included in the 110M. */
   pooler?: boolean;
   eps?: number;
-  seed?: number;
 }
 
 /** Small variant for tests. */
@@ -32,11 +32,12 @@ export const BERT_SMALL: BertOptions = { layers: 2, hidden: 32, heads: 4, interm
 export function bertBase(opts: BertOptions = {}): Model {
   const {
     layers = 12, hidden = 768, heads = 12, intermediate = 3072, vocab = 30522, maxPositions = 512, typeVocab = 2,
-    layerNorm: lnMode = 'fused', shapeOps = 'dynamic', maskValue = FLOAT32_MIN, pooler = true, eps = 1e-12, seed = 110,
+    layerNorm: lnMode = 'fused', shapeOps = 'dynamic', maskValue = FLOAT32_MIN, pooler = true, eps = 1e-12,
   } = opts;
   if (hidden % heads !== 0) throw new Error(`bertBase: hidden (${hidden}) must be a multiple of heads (${heads})`);
   const dh = hidden / heads;
-  const w = new Weights(seed);
+  const seed = opts.seed ?? 110;
+  const w = weightsFor(opts, seed);
   const b = new GraphBuilder('bert');
   const ids = b.input('input_ids', 'int64', ['n', 'seq']);
   const mask = b.input('attention_mask', 'int64', ['n', 'seq']);
@@ -104,7 +105,7 @@ export function bertBase(opts: BertOptions = {}): Model {
   }
   return b.model(ZOO_OPSET, {
     docString: `Kiln model zoo: BERT encoder in torch.onnx.export form (${layers} layers, hidden ${hidden}, ${heads} heads, ` +
-      `FFN ${intermediate}, vocab ${vocab}, LayerNorm ${lnMode}, shape ops ${shapeOps}). RANDOM weights (seed ${seed}): ` +
+      `FFN ${intermediate}, vocab ${vocab}, LayerNorm ${lnMode}, shape ops ${shapeOps}). ${weightsDoc(opts, seed)}: ` +
       'for benchmarks and parity tests only, not a trained language model.',
   });
 }

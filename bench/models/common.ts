@@ -16,7 +16,8 @@ export const FLOAT32_MIN = -3.4028234663852886e38;
  */
 export class Weights {
   private count = 0;
-  constructor(private readonly seed: number) {}
+  /** `fill` false allocates zero tensors without touching their pages: structure/parameter checks of full models. */
+  constructor(private readonly seed: number, private readonly fill = true) {}
 
   private nextSeed(): number {
     this.count++;
@@ -27,6 +28,7 @@ export class Weights {
   random(dims: number[], std: number, mean = 0): TensorData {
     const n = dims.reduce((a, b) => a * b, 1);
     const out = new Float32Array(n);
+    if (!this.fill) return new TensorData('float32', dims, out);
     const scale = (std * Math.sqrt(12)) / 4294967296;
     let s = this.nextSeed();
     for (let i = 0; i < n; i++) {
@@ -43,6 +45,20 @@ export class Weights {
     return this.random(dims, (hi - lo) / Math.sqrt(12), (lo + hi) / 2);
   }
 }
+
+/** Options every zoo generator takes. */
+export interface ZooOptions {
+  /** Seed of the random weights (each model has its own default). */
+  seed?: number;
+  /** 'random' (default), or 'zeros' for a fast structure-only build (no weight fill): node and parameter counts. */
+  weights?: 'random' | 'zeros';
+}
+
+/** The docString phrase stating where the weights come from. */
+export const weightsDoc = (o: ZooOptions, seed: number) =>
+  o.weights === 'zeros' ? 'ZERO weights (structure-only build)' : `RANDOM weights (seed ${seed})`;
+
+export const weightsFor = (o: ZooOptions, defaultSeed: number) => new Weights(o.seed ?? defaultSeed, o.weights !== 'zeros');
 
 export const f32 = (dims: number[], values: number[]) => new TensorData('float32', dims, Float32Array.from(values));
 export const i64 = (dims: number[], values: number[]) =>

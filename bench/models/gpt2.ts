@@ -2,11 +2,11 @@
 import type { Model } from '../../src/ir/graph.js';
 import { TensorData } from '../../src/ir/tensor.js';
 import {
-  FLOAT32_MIN, GraphBuilder, type ShapeOps, Weights, ZOO_OPSET, dimOf, layerNorm, linear, scalarDimOf, scalarF,
-  scalarI, seqShape, vectorI,
+  FLOAT32_MIN, GraphBuilder, type ShapeOps, type ZooOptions, ZOO_OPSET, dimOf, layerNorm, linear, scalarDimOf, scalarF, scalarI,
+  seqShape, vectorI, weightsDoc, weightsFor,
 } from './common.js';
 
-export interface Gpt2Options {
+export interface Gpt2Options extends ZooOptions {
   layers?: number;
   hidden?: number;
   heads?: number;
@@ -18,7 +18,6 @@ export interface Gpt2Options {
   causalMask?: 'where' | 'additive';
   shapeOps?: ShapeOps;
   eps?: number;
-  seed?: number;
 }
 
 /** Small variant for tests. */
@@ -27,12 +26,13 @@ export const GPT2_SMALL: Gpt2Options = { layers: 2, hidden: 32, heads: 4, vocab:
 export function gpt2(opts: Gpt2Options = {}): Model {
   const {
     layers = 12, hidden = 768, heads = 12, vocab = 50257, maxPositions = 1024, causalMask = 'where', shapeOps = 'dynamic',
-    eps = 1e-5, seed = 124,
+    eps = 1e-5,
   } = opts;
   const intermediate = opts.intermediate ?? 4 * hidden;
   if (hidden % heads !== 0) throw new Error(`gpt2: hidden (${hidden}) must be a multiple of heads (${heads})`);
   const dh = hidden / heads;
-  const w = new Weights(seed);
+  const seed = opts.seed ?? 124;
+  const w = weightsFor(opts, seed);
   const b = new GraphBuilder('gpt2');
   const ids = b.input('input_ids', 'int64', ['n', 'seq']);
   const ln = (x: string, name: string) => layerNorm(b, x,
@@ -101,8 +101,8 @@ export function gpt2(opts: Gpt2Options = {}): Model {
   b.output('logits', { kind: 'tensor', dtype: 'float32', shape: ['n', 'seq', vocab] });
   return b.model(ZOO_OPSET, {
     docString: `Kiln model zoo: GPT-2-style decoder in torch.onnx.export form (${layers} pre-LN layers, hidden ${hidden}, ${heads} heads, ` +
-      `MLP ${intermediate}, vocab ${vocab}, ${maxPositions} positions, causal mask ${causalMask}, tied LM head). RANDOM weights ` +
-      `(seed ${seed}): for benchmarks and parity tests only, not a trained language model.`,
+      `MLP ${intermediate}, vocab ${vocab}, ${maxPositions} positions, causal mask ${causalMask}, tied LM head). ${weightsDoc(opts, seed)}:` +
+      ` for benchmarks and parity tests only, not a trained language model.`,
   });
 }
 

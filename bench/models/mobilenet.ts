@@ -1,9 +1,9 @@
 // MobileNetV2 (torchvision layout) with random weights: inverted residuals, depthwise convs, ReLU6 as Clip(0, 6).
 import { float } from '../../src/ir/builder.js';
 import type { Model } from '../../src/ir/graph.js';
-import { GraphBuilder, Weights, ZOO_OPSET, scalarF } from './common.js';
+import { GraphBuilder, type ZooOptions, ZOO_OPSET, weightsFor, weightsDoc, scalarF } from './common.js';
 
-export interface MobileNetV2Options {
+export interface MobileNetV2Options extends ZooOptions {
   /** Channel multiplier (1.0); channel counts are rounded to multiples of 8 like torchvision's _make_divisible. */
   widthMult?: number;
   /** Blocks per stage, overriding the n column of the 7 stages ([1, 2, 3, 4, 3, 3, 1]). */
@@ -12,7 +12,6 @@ export interface MobileNetV2Options {
   lastChannel?: number;
   classes?: number;
   image?: number;
-  seed?: number;
 }
 
 /** Small variant for tests: width 0.25, one block per stage, 64 last channels, 10 classes, 32x32 images. */
@@ -28,11 +27,12 @@ function makeDivisible(v: number, divisor = 8): number {
 }
 
 export function mobilenetV2(opts: MobileNetV2Options = {}): Model {
-  const { widthMult = 1, classes = 1000, image = 224, seed = 2 } = opts;
+  const { widthMult = 1, classes = 1000, image = 224 } = opts;
   const repeats = opts.repeats ?? SETTINGS.map((s) => s[2]);
   if (repeats.length !== SETTINGS.length) throw new Error(`mobilenetV2: repeats needs ${SETTINGS.length} entries, got ${repeats.length}`);
   const lastChannel = opts.lastChannel ?? makeDivisible(1280 * Math.max(1, widthMult));
-  const w = new Weights(seed);
+  const seed = opts.seed ?? 2;
+  const w = weightsFor(opts, seed);
   const b = new GraphBuilder('mobilenet_v2');
   const x = b.input('input', 'float32', ['n', 3, image, image]);
   const clipMin = scalarF(b, 'relu6.min', 0);
@@ -84,6 +84,6 @@ export function mobilenetV2(opts: MobileNetV2Options = {}): Model {
   b.output('logits', { kind: 'tensor', dtype: 'float32', shape: ['n', classes] });
   return b.model(ZOO_OPSET, {
     docString: `Kiln model zoo: MobileNetV2 structure (torchvision layout, width ${widthMult}, repeats [${repeats}], last ${lastChannel}, ` +
-      `${classes} classes, ${image}x${image} input). RANDOM weights (seed ${seed}): for benchmarks and parity tests only.`,
+      `${classes} classes, ${image}x${image} input). ${weightsDoc(opts, seed)}: for benchmarks and parity tests only.`,
   });
 }

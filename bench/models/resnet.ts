@@ -1,9 +1,9 @@
 // ResNet-50 v1.5 (torchvision layout) with random weights, as torch.onnx.export writes it without BN folding.
 import type { Model } from '../../src/ir/graph.js';
 import { float } from '../../src/ir/builder.js';
-import { GraphBuilder, Weights, ZOO_OPSET } from './common.js';
+import { GraphBuilder, type ZooOptions, ZOO_OPSET, weightsFor, weightsDoc } from './common.js';
 
-export interface ResNetOptions {
+export interface ResNetOptions extends ZooOptions {
   /** Bottleneck blocks per layer (ResNet-50: [3, 4, 6, 3]). */
   blocks?: number[];
   /** Stem width and the first layer's bottleneck width (64); later layers double it. */
@@ -11,7 +11,6 @@ export interface ResNetOptions {
   classes?: number;
   /** Input height and width (224). */
   image?: number;
-  seed?: number;
 }
 
 /** Small variant for tests: one block per layer, width 8, 10 classes, 32x32 images. */
@@ -20,8 +19,9 @@ export const RESNET_SMALL: ResNetOptions = { blocks: [1, 1, 1, 1], width: 8, cla
 const EXPANSION = 4;
 
 export function resnet50(opts: ResNetOptions = {}): Model {
-  const { blocks = [3, 4, 6, 3], width = 64, classes = 1000, image = 224, seed = 50 } = opts;
-  const w = new Weights(seed);
+  const { blocks = [3, 4, 6, 3], width = 64, classes = 1000, image = 224 } = opts;
+  const seed = opts.seed ?? 50;
+  const w = weightsFor(opts, seed);
   const b = new GraphBuilder('resnet50');
   const x = b.input('input', 'float32', ['n', 3, image, image]);
 
@@ -71,6 +71,6 @@ export function resnet50(opts: ResNetOptions = {}): Model {
   b.output('logits', { kind: 'tensor', dtype: 'float32', shape: ['n', classes] });
   return b.model(ZOO_OPSET, {
     docString: `Kiln model zoo: ResNet-50 v1.5 structure (torchvision layout, blocks [${blocks}], width ${width}, ${classes} classes, ` +
-      `${image}x${image} input). RANDOM weights (seed ${seed}): for benchmarks and parity tests only, not a trained classifier.`,
+      `${image}x${image} input). ${weightsDoc(opts, seed)}: for benchmarks and parity tests only, not a trained classifier.`,
   });
 }

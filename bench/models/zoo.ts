@@ -38,19 +38,21 @@ export { bertBase, BERT_SMALL, type BertOptions } from './bert.js';
 export { gpt2, GPT2_SMALL, type Gpt2Options } from './gpt2.js';
 export { countParams, countInitializerElements, opHistogram } from './common.js';
 
-/** One zoo entry: a full-size build and a small test-size build of the same architecture. */
+/** One zoo entry: a full-size build and (where the architecture has one) a small test-size build. */
 export interface ZooEntry {
   name: string;
   full: () => Model;
-  small: () => Model;
+  small?: () => Model;
 }
 
 export const ZOO: ZooEntry[] = [
-  { name: 'tiny-cnn', full: () => tinyCnn(), small: () => tinyCnn() },
+  { name: 'tiny-cnn', full: () => tinyCnn() },
   { name: 'resnet50', full: () => resnet50(), small: () => resnet50(RESNET_SMALL) },
   { name: 'mobilenet-v2', full: () => mobilenetV2(), small: () => mobilenetV2(MOBILENET_SMALL) },
   { name: 'bert-base', full: () => bertBase(), small: () => bertBase(BERT_SMALL) },
   { name: 'bert-base-decomposed', full: () => bertBase({ layerNorm: 'decomposed', shapeOps: 'constant' }),
     small: () => bertBase({ ...BERT_SMALL, layerNorm: 'decomposed', shapeOps: 'constant' }) },
   { name: 'gpt2', full: () => gpt2(), small: () => gpt2(GPT2_SMALL) },
+  { name: 'gpt2-additive-mask', full: () => gpt2({ causalMask: 'additive', shapeOps: 'constant' }),
+    small: () => gpt2({ ...GPT2_SMALL, causalMask: 'additive', shapeOps: 'constant' }) },
 ];

@@ -9,7 +9,6 @@ import { ATTR_TYPE, pb, toNum } from './schema.js';
 import { type ExternalDataOptions, tensorFromProto } from './tensor.js';
 import { inlineFunctions, type FunctionDef } from './functions.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 const utf8 = new TextDecoder();
 
 /** Read an ONNX model from a file path or from its bytes. */

@@ -9,7 +9,6 @@ import { packSubByte, packedByteLength, unpackSubByte } from '../ir/packing.js';
 import { ModelError } from '../ir/errors.js';
 import { DATA_KIND, pb, toBig, toNum } from './schema.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 export type PbTensor = any;
 
 export interface ExternalDataOptions {

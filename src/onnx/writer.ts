@@ -5,7 +5,6 @@ import { onnxTypeCode } from '../ir/dtype.js';
 import { ATTR_TYPE, pb } from './schema.js';
 import { tensorToProto } from './tensor.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 const utf8 = new TextEncoder();
 
 function typeToProto(t: ValueType): any {

@@ -3,10 +3,10 @@
 import { attr, defineOp, type OpDef } from '../ir/schema.js';
 import { type DType, dtypeBits, dtypeKind, encodeElement, isEncodedFloat, isFloat } from '../ir/dtype.js';
 import { TensorData } from '../ir/tensor.js';
-import { broadcastShapes, prod } from './util.js';
+import { broadcastShapes } from './util.js';
 import {
-  type BinaryKernels, type Slots, binaryOp, compareOp, inferBroadcastOp, inferSame, legacyBroadcast, map2, storageClass,
-  unaryOp,
+  type BinaryKernels, type Slots, binaryOp, compareOp, inferBroadcastOp, inferSame, legacyBroadcast, map2, scratch64,
+  storageClass, unaryOp,
 } from './elementwise-core.js';
 
 // Before opset 7 these ops broadcast only with broadcast=1 (B aligned with A at `axis`).
@@ -34,11 +34,18 @@ function compare(name: string, versions: number[], doc: string, cmp: (x: any, y:
 
 // Integer division by zero is undefined behaviour in C; Kiln yields 0 rather than failing the whole model.
 const arithmetic: OpDef<any>[] = [
-  arith('Add', [1, 6, 7, 13, 14], 'C = A + B', { fast: 'add', float: (x, y) => x + y, int: (x, y) => x + y, big: (x, y) => x + y }),
-  arith('Sub', [1, 6, 7, 13, 14], 'C = A - B', { fast: 'sub', float: (x, y) => x - y, int: (x, y) => x - y, big: (x, y) => x - y }),
-  arith('Mul', [1, 6, 7, 13, 14], 'C = A * B', { fast: 'mul', float: (x, y) => x * y, int: Math.imul, big: (x, y) => x * y }),
+  arith('Add', [1, 6, 7, 13, 14], 'C = A + B', {
+    fast: 'add', float: (x, y) => x + y, int: (x, y) => x + y, big: (x, y) => x + y,
+  }),
+  arith('Sub', [1, 6, 7, 13, 14], 'C = A - B', {
+    fast: 'sub', float: (x, y) => x - y, int: (x, y) => x - y, big: (x, y) => x - y,
+  }),
+  arith('Mul', [1, 6, 7, 13, 14], 'C = A * B', {
+    fast: 'mul', float: (x, y) => x * y, int: Math.imul, big: (x, y) => x * y,
+  }),
   arith('Div', [1, 6, 7, 13, 14], 'C = A / B (integers truncate toward zero)', {
-    fast: 'div', float: (x, y) => x / y, int: (x, y) => (y === 0 ? 0 : Math.trunc(x / y)), big: (x, y) => (y === 0n ? 0n : x / y),
+    fast: 'div', float: (x, y) => x / y, int: (x, y) => (y === 0 ? 0 : Math.trunc(x / y)),
+    big: (x, y) => (y === 0n ? 0n : x / y),
   }),
   arith('And', [1, 7], 'C = A and B', { bool: (x, y) => x & y }),
   arith('Or', [1, 7], 'C = A or B', { bool: (x, y) => x | y }),
@@ -109,7 +116,7 @@ function pow(a: TensorData, b: TensorData): TensorData {
   const floatExp = () => (isEncodedFloat(b.dtype) ? b.toFloat64() : (b.data as Slots));
   if (ca === 'float') {
     if (isEncodedFloat(a.dtype)) {
-      const out = new Float64Array(prod(dims));
+      const out = scratch64(dims);
       map2(dims, a.dims, b.dims, out, a.toFloat64(), floatExp(), (x, y) => powF(x, Number(y)));
       return TensorData.fromNumbers(a.dtype, dims, out);
     }

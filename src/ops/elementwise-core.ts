@@ -5,7 +5,7 @@
 import type { Dim, ValueType } from '../ir/graph.js';
 import type { InferContext } from '../ir/schema.js';
 import { type DType, dtypeKind, isBig, isEncodedFloat, isSubByte } from '../ir/dtype.js';
-import { TensorData } from '../ir/tensor.js';
+import { MAX_ELEMENTS, TensorData } from '../ir/tensor.js';
 import { broadcastShapes, broadcastStrides, normAxis, tensorTypeOf } from './util.js';
 
 /** Indexable storage of any element type (typed arrays, bigint arrays, string arrays). */
@@ -160,6 +160,15 @@ function supported(k: Kernels<any, any>): string {
   return s.join(' or ');
 }
 
+/** A float64 scratch buffer for `dims`, refusing absurd sizes like TensorData.zeros. */
+export function scratch64(dims: readonly number[]): Float64Array {
+  const n = dims.reduce((p, q) => p * q, 1);
+  if (n > MAX_ELEMENTS) {
+    throw new Error(`refusing to allocate ${n} elements for shape [${dims.join(', ')}] (limit ${MAX_ELEMENTS})`);
+  }
+  return new Float64Array(n);
+}
+
 /** Encode float64 results into a tensor of `dtype` (rounding once for float16 & co). */
 function fromFloat64(dtype: DType, dims: readonly number[], v: Float64Array): TensorData {
   return dtype === 'float64' ? new TensorData('float64', dims, v) : TensorData.fromNumbers(dtype, dims, v);
@@ -184,7 +193,9 @@ export function unaryOp(t: TensorData, k: UnaryKernels, outType: DType = t.dtype
 export function sameTypes(tensors: TensorData[]): DType {
   const dt = tensors[0].dtype;
   for (const t of tensors) {
-    if (t.dtype !== dt) throw new Error(`expected all inputs to have the same element type, found ${tensors.map((x) => x.dtype).join(', ')}`);
+    if (t.dtype !== dt) {
+      throw new Error(`expected all inputs to have the same element type, found ${tensors.map((x) => x.dtype).join(', ')}`);
+    }
   }
   return dt;
 }
@@ -196,7 +207,7 @@ export function binaryOp(a: TensorData, b: TensorData, k: BinaryKernels): Tensor
   if (k.fast && dt === 'float32') return f32Binary(k.fast, dims, a, b);
   const f = pick(k, dt) as (x: any, y: any) => any;
   if (isEncodedFloat(dt)) {
-    const out = new Float64Array(dims.reduce((p, q) => p * q, 1));
+    const out = scratch64(dims);
     map2(dims, a.dims, b.dims, out, a.toFloat64(), b.toFloat64(), f);
     return fromFloat64(dt, dims, out);
   }
@@ -208,7 +219,9 @@ export function binaryOp(a: TensorData, b: TensorData, k: BinaryKernels): Tensor
 /** Broadcasting comparison producing bool; works on numbers, bigints (exact) and strings alike. */
 export function compareOp(a: TensorData, b: TensorData, cmp: (x: any, y: any) => boolean, strings = false): TensorData {
   const dt = sameTypes([a, b]);
-  if (dt === 'string' ? !strings : storageClass(dt) === 'other') throw new Error(`element type ${dt} is not supported by this comparison`);
+  if (dt === 'string' ? !strings : storageClass(dt) === 'other') {
+    throw new Error(`element type ${dt} is not supported by this comparison`);
+  }
   const dims = broadcastShapes(a.dims, b.dims);
   const out = TensorData.zeros('bool', dims);
   const decode = isEncodedFloat(dt);
@@ -221,7 +234,8 @@ export function compareOp(a: TensorData, b: TensorData, cmp: (x: any, y: any) =>
  * Opset < 7 binary ops broadcast only when `broadcast=1`, aligning B with A starting at `axis` (default: trailing).
  * Returns B with trailing unit dims added so that numpy broadcasting gives the same result.
  */
-export function legacyBroadcast(a: TensorData, b: TensorData, opset: number, attrs: { broadcast?: number; axis?: number }): TensorData {
+export function legacyBroadcast(a: TensorData, b: TensorData, opset: number,
+  attrs: { broadcast?: number; axis?: number }): TensorData {
   if (opset >= 7 || attrs.broadcast !== 1 || attrs.axis === undefined) return b;
   const axis = normAxis(attrs.axis, a.rank);
   const pad = a.rank - axis - b.rank;

@@ -182,8 +182,9 @@ const Shrink = defineOp({
   run: (ctx) => {
     const { bias, lambd } = ctx.attrs;
     const f = (x: number) => (x < -lambd ? x + bias : x > lambd ? x - bias : 0);
+    const b = BigInt(Math.trunc(bias));
     return [unaryOp(ctx.tensor(0), {
-      float: f, int: f, big: (x) => (Number(x) < -lambd ? x + BigInt(Math.trunc(bias)) : Number(x) > lambd ? x - BigInt(Math.trunc(bias)) : 0n),
+      float: f, int: f, big: (x) => (Number(x) < -lambd ? x + b : Number(x) > lambd ? x - b : 0n),
     })];
   },
 });

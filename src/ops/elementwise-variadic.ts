@@ -83,7 +83,8 @@ const Clip = defineOp({
   run: (ctx) => {
     const x = ctx.tensor(0);
     if (ctx.opset < 11) {
-      const f = (v: number | undefined) => (v === undefined ? undefined : storageClass(x.dtype) === 'big' ? BigInt(Math.trunc(v)) : v);
+      const isBig = storageClass(x.dtype) === 'big';
+      const f = (v: number | undefined) => (v === undefined ? undefined : isBig ? BigInt(Math.trunc(v)) : v);
       return [clip(x, f(ctx.attrs.min), f(ctx.attrs.max))];
     }
     return [clip(x, bound(ctx.optionalTensor(1), x, 'min'), bound(ctx.optionalTensor(2), x, 'max'))];

@@ -56,7 +56,8 @@ function sourceCoord(o: number, coord: string, scale: number, inLen: number, out
         ? roiStart * (inLen - 1) + (o * (roiEnd - roiStart) * (inLen - 1)) / (outLen - 1)
         : 0.5 * (roiStart + roiEnd) * (inLen - 1);
     default:
-      throw new Error(`unsupported coordinate_transformation_mode '${coord}' (expected half_pixel, half_pixel_symmetric, pytorch_half_pixel, align_corners, asymmetric, tf_half_pixel_for_nn or tf_crop_and_resize)`);
+      throw new Error(`unsupported coordinate_transformation_mode '${coord}' (expected half_pixel, half_pixel_symmetric, `
+        + 'pytorch_half_pixel, align_corners, asymmetric, tf_half_pixel_for_nn or tf_crop_and_resize)');
   }
 }
 
@@ -162,7 +163,6 @@ export function resample(x: TensorData, outDims: number[], scales: number[], roi
   const rank = x.rank;
   let dims = [...x.dims];
   let data = x.toFloat64();
-  let outside: Uint8Array | null = null; // flat mask over the output, built from per-axis masks
   const masks: (Uint8Array | null)[] = new Array(rank).fill(null);
   // shrinking axes first, so that no intermediate is larger than both the input and the output
   const order = [...Array(rank).keys()].sort((a, b) => outDims[a] / (dims[a] || 1) - outDims[b] / (dims[b] || 1));
@@ -176,7 +176,7 @@ export function resample(x: TensorData, outDims: number[], scales: number[], roi
   }
   dims = outDims;
   if (o.coord === 'tf_crop_and_resize' && masks.some((m) => m?.some((v) => v))) {
-    outside = new Uint8Array(data.length);
+    const outside = new Uint8Array(data.length); // flat mask over the output, built from the per-axis masks
     let stride = data.length;
     for (let a = 0; a < rank; a++) {
       const len = dims[a];
@@ -309,7 +309,8 @@ function resizeInfer(ctx: InferContext<ResizeAttrs>, opset: number, scalesAttr?:
   const roi = numbersOf(known(at.roi));
   const unknownAll = (): ValueType => ({ kind: 'tensor', dtype: t.dtype, shape: shape.map(() => undefined) });
   if (!(scales && scales.length) && !(sizes && sizes.length)) return unknownAll();
-  if (at.roi >= 0 && ctx.inputTypes[at.roi] && !roi && (ctx.attrs.coordinate_transformation_mode === 'tf_crop_and_resize')) return unknownAll();
+  const crop = ctx.attrs.coordinate_transformation_mode === 'tf_crop_and_resize';
+  if (crop && at.roi >= 0 && ctx.inputTypes[at.roi] && !roi) return unknownAll();
   // Resolve with placeholder 1s for symbolic dims, then keep the dims that the op leaves alone.
   const numeric = shape.map((d) => (typeof d === 'number' ? d : 1));
   let p: ResizeShapePlan;

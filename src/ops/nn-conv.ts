@@ -33,7 +33,7 @@ export function checkGroups(C: number, wDims: readonly number[], group: number, 
  * (which must be zero-filled).
  */
 export function convForward(x: FloatArray, xDims: readonly number[], w: FloatArray, wDims: readonly number[],
-  bias: FloatArray | undefined, win: Window, group: number, y: FloatArray): void {
+  bias: FloatArray | undefined, win: Window, group: number, y: FloatArray, maxCol = MAX_COL): void {
   const [N, C] = xDims;
   const M = wDims[0];
   const Cg = checkGroups(C, wDims, group, M, bias);
@@ -44,7 +44,7 @@ export function convForward(x: FloatArray, xDims: readonly number[], w: FloatArr
   if (Cg === 1) return depthwise(x, N, C, inDims, w, M, Mg, win, y);
   const pointwise = Kp === 1 && win.strides.every((s) => s === 1) && win.padsBegin.every((p) => p === 0) && G === I;
   const K = Cg * Kp;
-  const chunk = pointwise ? G : Math.max(1, Math.min(G, Math.floor(MAX_COL / K)));
+  const chunk = pointwise ? G : Math.max(1, Math.min(G, Math.floor(maxCol / K)));
   const col = pointwise ? undefined : allocLike(x, K * chunk);
   const offs = new Int32Array(chunk);
   const tap = new Array<number>(win.kernel.length);
@@ -122,7 +122,7 @@ export function col2imAdd(col: FloatArray, colOff: number, channels: number, ker
  * `win.outDims` is the output size; `win.padsBegin` the cropping at the start of each axis.
  */
 export function convTransposeForward(x: FloatArray, xDims: readonly number[], w: FloatArray, wDims: readonly number[],
-  bias: FloatArray | undefined, win: Window, group: number, y: FloatArray): void {
+  bias: FloatArray | undefined, win: Window, group: number, y: FloatArray, maxCol = MAX_COL): void {
   const [N, C] = xDims;
   if (wDims[0] !== C) throw new Error(`W's first dimension should equal the input channels ${C}, found ${wDims[0]}`);
   const Mg = wDims[1], M = Mg * group;
@@ -130,7 +130,7 @@ export function convTransposeForward(x: FloatArray, xDims: readonly number[], w:
   const inDims = xDims.slice(2), I = prod(inDims), O = prod(win.outDims), Kp = prod(win.kernel);
   fillBias(y, bias, N, M, O);
   const rows = Mg * Kp;
-  const chunk = Math.max(1, Math.min(I, Math.floor(MAX_COL / rows)));
+  const chunk = Math.max(1, Math.min(I, Math.floor(maxCol / rows)));
   const col = allocLike(x, rows * chunk);
   for (let n = 0; n < N; n++) {
     for (let g = 0; g < group; g++) {

@@ -24,6 +24,11 @@ export function gatherAxis(t: TensorData, axis: number, idx: ArrayLike<number>, 
   const out = TensorData.zeros(t.dtype, [...t.dims.slice(0, axis), ...idxDims, ...t.dims.slice(axis + 1)]);
   const outer = prod(t.dims, 0, axis), inner = prod(t.dims, axis + 1) * slotWidth(t.dtype);
   const m = idx.length;
+  if (inner === 1) {
+    const d = slots(out.data), x = slots(t.data);
+    for (let o = 0; o < outer; o++) for (let j = 0; j < m; j++) d[o * m + j] = x[o * n + idx[j]];
+    return out;
+  }
   for (let o = 0; o < outer; o++) {
     for (let j = 0; j < m; j++) copyBlock(out.data, (o * m + j) * inner, t.data, (o * n + idx[j]) * inner, inner);
   }
@@ -457,6 +462,9 @@ function elementKeys(t: TensorData): unknown[] {
   return slots(t.data);
 }
 
+/** Equality key of a slice; strings are quoted so that separators inside them cannot collide. */
+const sliceKey = (xs: unknown[]) => (typeof xs[0] === 'string' ? JSON.stringify(xs) : xs.map(String).join(','));
+
 const Unique = defineOp({
   name: 'Unique', versions: [11], attrs: { sorted: attr.int(1), axis: attr.int() }, inputs: [1, 1], outputs: [1, 4],
   doc: 'Unique elements (or slices along an axis), with first indices, inverse indices and counts',
@@ -484,7 +492,7 @@ const Unique = defineOp({
     const ids = new Map<string, number>();
     const first: number[] = [], counts: number[] = [], inverse = new Array<number>(n);
     for (let s = 0; s < n; s++) {
-      const key = len === 1 ? String(keys[s]) : keys.slice(s * len, (s + 1) * len).map(String).join(',');
+      const key = len === 1 ? String(keys[s]) : sliceKey(keys.slice(s * len, (s + 1) * len));
       let id = ids.get(key);
       if (id === undefined) {
         id = first.length;

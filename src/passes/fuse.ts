@@ -14,10 +14,6 @@ function op(v: GraphView, name: string, ...types: string[]): Node | undefined {
   const p = name ? v.producer(name) : undefined;
   return p && p.domain === '' && types.includes(p.opType) ? p : undefined;
 }
-function kop(v: GraphView, name: string, type: string): Node | undefined {
-  const p = name ? v.producer(name) : undefined;
-  return p && p.domain === KILN_DOMAIN && p.opType === type ? p : undefined;
-}
 /** Scalar value of a constant input (size 1), or undefined. */
 function scalar(v: GraphView, name: string): number | undefined {
   const c = v.constant(name);
@@ -112,7 +108,8 @@ export function fuseLayerNorm(v: GraphView): number {
     if (!sq || sq.inputs[0] !== sub.outputs[0] || (sq.opType === 'Pow' ? scalar(v, sq.inputs[1]) !== 2 : sq.inputs[1] !== sub.outputs[0])) continue;
     const pattern = [mean, sub, sq, varNode, addEps, sqrt, div];
     if (!onlyConsumers(v, sub.outputs[0], [sq, div]) || ![mean, sq, varNode, addEps, sqrt].every((p) => v.singleUse(p.outputs[0]))) continue;
-    const D = v.staticShape(x)?.at(-1);
+    const last = v.shape(x)?.at(-1);
+    const D = typeof last === 'number' ? last : undefined;
     // optional affine tail: Mul(gamma) then Add(beta)
     let out = div.outputs[0];
     let gamma: string | undefined, beta: string | undefined;
@@ -199,7 +196,7 @@ export function fuseAttention(v: GraphView): number {
   for (const pv of v.graph.nodes.filter((x) => x.opType === 'MatMul' && x.domain === '')) {
     const sm = v.producer(pv.inputs[0]);
     if (!sm || sm.opType !== 'Softmax' || !v.singleUse(sm.outputs[0])) continue;
-    const rank = v.staticShape(sm.inputs[0])?.length ?? (v.type(sm.inputs[0]) as { shape?: unknown[] } | undefined)?.shape?.length;
+    const rank = v.shape(sm.inputs[0])?.length;
     const axis = (sm.attrs.axis?.value as number | undefined) ?? (sm.domain === KILN_DOMAIN ? -1 : undefined);
     if (rank === undefined || rank < 3 || (axis !== -1 && axis !== rank - 1)) continue;
     const pattern: Node[] = [sm, pv];
@@ -281,7 +278,7 @@ export function absorbBias(v: GraphView): number {
       const layer = v.producer(add.inputs[side]);
       const b = v.constant(add.inputs[1 - side]);
       if (!isFusedLayer(layer) || !b || !v.singleUse(add.inputs[side]) || layer.inputs[3] || (layer.attrs.activation?.value as string | undefined)) continue;
-      const outShape = v.staticShape(layer.outputs[0]);
+      const outShape = v.shape(layer.outputs[0]);
       let vec: Float64Array | undefined;
       if (layer.opType === 'FusedConv') {
         const C = v.constant(layer.inputs[1])?.dims[0];
@@ -290,7 +287,7 @@ export function absorbBias(v: GraphView): number {
         if (C !== undefined && rank !== undefined && b.size === C && b.rank <= rank && b.dims[b.rank - rank + 1] === C) vec = b.toFloat64();
       } else {
         const N = outShape?.at(-1);
-        if (N !== undefined && b.size === N && (b.rank === 0 || b.dims[b.rank - 1] === N) && b.rank <= (outShape?.length ?? 0)) vec = b.toFloat64();
+        if (typeof N === 'number' && b.size === N && (b.rank === 0 || b.dims[b.rank - 1] === N) && b.rank <= (outShape?.length ?? 0)) vec = b.toFloat64();
       }
       if (!vec) continue;
       const old = layer.inputs[2] ? v.constant(layer.inputs[2]) : undefined;
@@ -315,8 +312,8 @@ export function absorbResidual(v: GraphView): number {
       const other = add.inputs[1 - side];
       if (!isFusedLayer(layer) || v.constant(other) || !v.singleUse(add.inputs[side]) || (layer.attrs.activation?.value as string | undefined)) continue;
       if (layer.inputs[3]) continue;
-      const ys = v.staticShape(layer.outputs[0]), os = v.staticShape(other);
-      if (!ys || !os || os.length !== ys.length || os.some((d, i) => d !== ys[i])) continue;
+      const ys = v.shape(layer.outputs[0]), os = v.shape(other);
+      if (!ys || !os || os.length !== ys.length || os.some((d, i) => d === undefined || d !== ys[i])) continue;
       // the residual must be computed before the layer runs: it may not depend on the layer's own output
       if (dependsOn(v, other, layer)) continue;
       layer.inputs = [layer.inputs[0], layer.inputs[1], layer.inputs[2] ?? '', other];
@@ -450,7 +447,7 @@ export function fuseElementwise(v: GraphView): number {
   const absorbed = new Set<Node>();
   for (const root of order) {
     if (absorbed.has(root) || !elementwiseExpr(v, root)) continue;
-    const outRank = v.staticShape(root.outputs[0])?.length;
+    const outRank = v.shape(root.outputs[0])?.length;
     const leaves: string[] = [];
     const members: Node[] = [];
     const build = (name: string, isRoot: boolean): Expr => {

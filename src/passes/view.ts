@@ -63,6 +63,14 @@ export class GraphView {
     return this.graph.valueInfo.get(name) ?? this.graph.inputs.find((i) => i.name === name)?.type;
   }
 
+  /** Shape with symbolic dims (names) where known, else undefined. */
+  shape(name: string): (number | string | undefined)[] | undefined {
+    const c = this.constant(name);
+    if (c) return [...c.dims];
+    const t = this.type(name);
+    return t?.kind === 'tensor' ? t.shape : undefined;
+  }
+
   /** Static shape of a tensor value when fully known (numbers only). */
   staticShape(name: string): number[] | undefined {
     const c = this.constant(name);

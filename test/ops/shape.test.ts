@@ -103,7 +103,7 @@ describe('shape family: kernels', () => {
   it('Pad reflect/edge/wrap and negative pads', () => {
     const x = f32([3], [1, 2, 3]);
     const p = (mode: string, pads: number[]) => Array.from(t1('Pad', [x, i64([2], pads)], { mode: str(mode) }).data as Float32Array);
-    expect(p('reflect', [4, 1])).toEqual([2, 3, 2, 1, 2, 3, 2]);
+    expect(p('reflect', [4, 1])).toEqual([1, 2, 3, 2, 1, 2, 3, 2]);
     expect(p('edge', [2, 2])).toEqual([1, 1, 1, 2, 3, 3, 3]);
     expect(p('wrap', [2, 1])).toEqual([2, 3, 1, 2, 3, 1]);
     expect(p('constant', [-1, 1])).toEqual([2, 3, 0]);
@@ -151,7 +151,7 @@ describe('shape family: kernels', () => {
     expect(() => run1('Reshape', [f32([2, 3], [1, 2, 3, 4, 5, 6]), i64([2], [4, -1])])).toThrow(/cannot reshape/);
     expect(() => run1('Gather', [f32([3], [1, 2, 3]), i64([1], [3])])).toThrow(/out of bounds/);
     expect(() => run1('ConstantOfShape', [i64([2], [-1, 4])])).toThrow(/invalid dimension/);
-    expect(() => run1('Expand', [f32([2], [1, 2]), i64([2], [1e6, 1e6])])).toThrow(/refusing to allocate/);
+    expect(() => run1('Expand', [f32([2], [1, 2]), i64([3], [1e5, 1e5, 2])])).toThrow(/refusing to allocate/);
     expect(() => run1('Pad', [f32([2], [1, 2]), i64([2], [1, 0])], { mode: str('mirror') })).toThrow(/unknown pad mode/);
   });
 });

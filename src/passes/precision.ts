@@ -1,0 +1,128 @@
+// Precision assignment for fp16/bf16 builds. Compute-heavy and elementwise layers run in the reduced type;
+// numerically sensitive ops (softmax, normalizations, reductions, exp/log/pow, anything with a dtype attribute)
+// stay in fp32, as do layers the user pins. Weights are converted once; Casts are inserted where a value crosses
+// between precisions; graph inputs and outputs keep their declared types.
+import type { Graph, Node } from '../ir/graph.js';
+import type { DType } from '../ir/dtype.js';
+import { onnxTypeCode } from '../ir/dtype.js';
+import { TensorData } from '../ir/tensor.js';
+import { topoSort } from '../ops/execute.js';
+import { KILN_DOMAIN } from '../ops/fused.js';
+import { KilnError } from '../ir/errors.js';
+
+export type Precision = 'fp32' | 'tf32' | 'fp16' | 'bf16' | 'strongly-typed';
+export type LayerPrecision = 'fp32' | 'fp16' | 'bf16';
+
+/** Ops that may run in fp16/bf16 (their float inputs and outputs all switch type together). */
+const REDUCED_OK = new Set([
+  'kiln:FusedConv', 'kiln:FusedMatMul', 'kiln:Attention', 'kiln:Elementwise', 'kiln:Gelu', 'kiln:Split',
+  'Conv', 'ConvTranspose', 'MatMul', 'Gemm', 'Add', 'Sub', 'Mul', 'Div', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip',
+  'HardSigmoid', 'HardSwish', 'Neg', 'Abs', 'Max', 'Min', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool',
+  'Concat', 'Reshape', 'Transpose', 'Flatten', 'Squeeze', 'Unsqueeze', 'Slice', 'Gather', 'Split', 'Pad', 'Identity',
+  'Expand', 'Tile', 'Where', 'DepthToSpace', 'SpaceToDepth', 'Gelu',
+]);
+
+const key = (n: Node) => (n.domain === KILN_DOMAIN ? `kiln:${n.opType}` : n.opType);
+
+export interface PrecisionOptions {
+  precision: Precision;
+  /** node name or op type -> precision, e.g. { 'encoder.0.ffn': 'fp32', 'Softmax': 'fp16' } */
+  layerPrecisions?: Record<string, LayerPrecision>;
+}
+
+/** Parse `--layer-precisions name:fp32,MatMul:fp16`. */
+export function parseLayerPrecisions(spec: string | undefined): Record<string, LayerPrecision> {
+  const out: Record<string, LayerPrecision> = {};
+  for (const part of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const i = part.lastIndexOf(':');
+    const p = part.slice(i + 1);
+    if (i <= 0 || !['fp32', 'fp16', 'bf16'].includes(p)) {
+      throw new KilnError(`bad --layer-precisions entry '${part}': expected NAME:fp32|fp16|bf16 (NAME is a layer name or an op type)`);
+    }
+    out[part.slice(0, i)] = p as LayerPrecision;
+  }
+  return out;
+}
+
+/** Assign precisions and rewrite the graph; returns each node's precision by node name. */
+export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, LayerPrecision> {
+  const result = new Map<Node, LayerPrecision>();
+  const low: DType | undefined = opts.precision === 'fp16' ? 'float16' : opts.precision === 'bf16' ? 'bfloat16' : undefined;
+  const order = topoSort(g, () => true);
+  if (!low) {
+    for (const n of order) result.set(n, 'fp32');
+    return result;
+  }
+  const lowName: LayerPrecision = low === 'float16' ? 'fp16' : 'bf16';
+  const typeOf = (name: string): DType | undefined => {
+    const t = g.valueInfo.get(name) ?? g.inputs.find((i) => i.name === name)?.type;
+    const c = g.initializers.get(name);
+    return c ? c.dtype : t?.kind === 'tensor' ? t.dtype : undefined;
+  };
+  const current = new Map<string, DType>(); // values whose type changed to `low`
+  const casts = new Map<string, string>(); // `${value}->${dtype}` -> cast output
+  const converted = new Map<string, string>(); // constant name -> converted constant name
+  const newNodes: Node[] = [];
+  const cast = (value: string, to: DType): string => {
+    const k = `${value}->${to}`;
+    let out = casts.get(k);
+    if (!out) {
+      out = `${value}__${to}`;
+      casts.set(k, out);
+      newNodes.push({ name: `${value}/cast_${to}`, opType: 'Cast', domain: '', inputs: [value], outputs: [out], attrs: { to: { type: 'int', value: onnxTypeCode(to) } } });
+      g.valueInfo.set(out, { ...(g.valueInfo.get(value) ?? { kind: 'tensor', dtype: to }), dtype: to } as never);
+    }
+    return out;
+  };
+  for (const n of order) {
+    const pin = opts.layerPrecisions?.[n.name] ?? opts.layerPrecisions?.[n.opType] ?? opts.layerPrecisions?.[key(n)];
+    const want: LayerPrecision = pin ?? (REDUCED_OK.has(key(n)) ? lowName : 'fp32');
+    const wantType: DType = want === 'fp32' ? 'float32' : want === 'fp16' ? 'float16' : 'bfloat16';
+    const floatIn = n.inputs.map((i) => !!i && (typeOf(i) === 'float32'));
+    const runsLow = want !== 'fp32' && REDUCED_OK.has(key(n)) && floatIn.some(Boolean);
+    result.set(n, runsLow ? want : 'fp32');
+    n.inputs = n.inputs.map((i, k) => {
+      if (!i) return i;
+      const cur = current.get(i) ?? typeOf(i);
+      const target = runsLow && floatIn[k] ? wantType : floatIn[k] ? 'float32' : cur;
+      if (!target || cur === target) return i;
+      const c = g.initializers.get(i);
+      if (c && cur === 'float32') {
+        const ck = `${i}->${target}`;
+        let name = converted.get(ck);
+        if (!name) {
+          name = `${i}__${target}`;
+          g.initializers.set(name, TensorData.fromNumbers(target, c.dims, c.data as Float32Array));
+          converted.set(ck, name);
+        }
+        return name;
+      }
+      return cast(i, target);
+    });
+    if (runsLow) {
+      for (const o of n.outputs) {
+        if (!o || typeOf(o) !== 'float32') continue;
+        current.set(o, wantType);
+        const t = g.valueInfo.get(o);
+        if (t?.kind === 'tensor') g.valueInfo.set(o, { ...t, dtype: wantType });
+      }
+    }
+  }
+  // graph outputs keep their declared types
+  for (const o of g.outputs) {
+    const cur = current.get(o.name);
+    if (!cur || o.type.kind !== 'tensor' || cur === o.type.dtype) continue;
+    const producer = g.nodes.find((n) => n.outputs.includes(o.name))!;
+    const inner = `${o.name}__${cur}`;
+    producer.outputs = producer.outputs.map((x) => (x === o.name ? inner : x));
+    for (const n of g.nodes) n.inputs = n.inputs.map((x) => (x === o.name ? inner : x));
+    g.valueInfo.set(inner, { ...o.type, dtype: cur });
+    newNodes.push({ name: `${o.name}/cast_out`, opType: 'Cast', domain: '', inputs: [inner], outputs: [o.name], attrs: { to: { type: 'int', value: onnxTypeCode(o.type.dtype) } } });
+  }
+  g.nodes.push(...newNodes);
+  for (const [name] of converted) void name;
+  // drop fp32 originals no longer read
+  const read = new Set(g.nodes.flatMap((n) => n.inputs));
+  for (const k of [...g.initializers.keys()]) if (!read.has(k) && !g.outputs.some((o) => o.name === k)) g.initializers.delete(k);
+  return result;
+}

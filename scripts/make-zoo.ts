@@ -10,7 +10,7 @@ const outDir = process.argv[2] ?? 'bench/models/out';
 const filter = new RegExp(process.argv[3] ?? '.');
 fs.mkdirSync(outDir, { recursive: true });
 
-const mb = (n: number) => `${(n / 1e6).toFixed(1)}M`;
+const count = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : `${(n / 1e3).toFixed(1)}k`);
 const ms = (t: number) => `${Math.round(performance.now() - t)} ms`;
 
 function write(file: string, build: () => Model): void {
@@ -20,9 +20,15 @@ function write(file: string, build: () => Model): void {
   t = performance.now();
   const bytes = serializeOnnx(m);
   fs.writeFileSync(path.join(outDir, file), bytes);
-  const top = [...opHistogram(m)].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([op, n]) => `${op} ${n}`).join(', ');
-  console.log(`${file.padEnd(34)} ${String(m.graph.nodes.length).padStart(5)} nodes  ${mb(countParams(m)).padStart(7)} params  ` +
-    `${(bytes.length / 2 ** 20).toFixed(1).padStart(6)} MiB  (build ${built}, write ${ms(t)})  ${top}`);
+  const top = [...opHistogram(m)]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 6)
+    .map(([op, n]) => `${op} ${n}`)
+    .join(', ');
+  console.log(
+    `${file.padEnd(34)} ${String(m.graph.nodes.length).padStart(5)} nodes  ${count(countParams(m)).padStart(7)} params  ` +
+      `${(bytes.length / 2 ** 20).toFixed(1).padStart(6)} MiB  (build ${built}, write ${ms(t)})  ${top}`,
+  );
 }
 
 for (const e of ZOO.filter((z) => filter.test(z.name))) {

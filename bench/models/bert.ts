@@ -3,8 +3,21 @@ import { float } from '../../src/ir/builder.js';
 import type { Model } from '../../src/ir/graph.js';
 import { TensorData } from '../../src/ir/tensor.js';
 import {
-  FLOAT32_MIN, GraphBuilder, type ShapeOps, type ZooOptions, ZOO_OPSET, dimOf, layerNorm, linear, renameValue, scalarF, scalarI,
-  seqShape, vectorI, weightsDoc, weightsFor,
+  FLOAT32_MIN,
+  GraphBuilder,
+  type ShapeOps,
+  type ZooOptions,
+  ZOO_OPSET,
+  dimOf,
+  layerNorm,
+  linear,
+  renameValue,
+  scalarF,
+  scalarI,
+  seqShape,
+  vectorI,
+  weightsDoc,
+  weightsFor,
 } from './common.js';
 
 export interface BertOptions extends ZooOptions {
@@ -27,12 +40,29 @@ export interface BertOptions extends ZooOptions {
 }
 
 /** Small variant for tests. */
-export const BERT_SMALL: BertOptions = { layers: 2, hidden: 32, heads: 4, intermediate: 64, vocab: 100, maxPositions: 64 };
+export const BERT_SMALL: BertOptions = {
+  layers: 2,
+  hidden: 32,
+  heads: 4,
+  intermediate: 64,
+  vocab: 100,
+  maxPositions: 64,
+};
 
 export function bertBase(opts: BertOptions = {}): Model {
   const {
-    layers = 12, hidden = 768, heads = 12, intermediate = 3072, vocab = 30522, maxPositions = 512, typeVocab = 2,
-    layerNorm: lnMode = 'fused', shapeOps = 'dynamic', maskValue = FLOAT32_MIN, pooler = true, eps = 1e-12,
+    layers = 12,
+    hidden = 768,
+    heads = 12,
+    intermediate = 3072,
+    vocab = 30522,
+    maxPositions = 512,
+    typeVocab = 2,
+    layerNorm: lnMode = 'fused',
+    shapeOps = 'dynamic',
+    maskValue = FLOAT32_MIN,
+    pooler = true,
+    eps = 1e-12,
   } = opts;
   if (hidden % heads !== 0) throw new Error(`bertBase: hidden (${hidden}) must be a multiple of heads (${heads})`);
   const dh = hidden / heads;
@@ -41,19 +71,36 @@ export function bertBase(opts: BertOptions = {}): Model {
   const b = new GraphBuilder('bert');
   const ids = b.input('input_ids', 'int64', ['n', 'seq']);
   const mask = b.input('attention_mask', 'int64', ['n', 'seq']);
-  const ln = (x: string, name: string) => layerNorm(b, x,
-    b.initializer(`${name}.weight`, w.random([hidden], 0.05, 1)), b.initializer(`${name}.bias`, w.random([hidden], 0.05)),
-    eps, lnMode === 'fused', name);
+  const ln = (x: string, name: string) =>
+    layerNorm(
+      b,
+      x,
+      b.initializer(`${name}.weight`, w.random([hidden], 0.05, 1)),
+      b.initializer(`${name}.bias`, w.random([hidden], 0.05)),
+      eps,
+      lnMode === 'fused',
+      name,
+    );
 
   // Embeddings: word + position (a position_ids buffer sliced to seq) + token type 0, then LayerNorm.
   const wordE = b.initializer('embeddings.word_embeddings.weight', w.random([vocab, hidden], 0.02));
   const posE = b.initializer('embeddings.position_embeddings.weight', w.random([maxPositions, hidden], 0.02));
   const typeE = b.initializer('embeddings.token_type_embeddings.weight', w.random([typeVocab, hidden], 0.02));
-  const posIds = b.initializer('embeddings.position_ids',
-    new TensorData('int64', [1, maxPositions], BigInt64Array.from({ length: maxPositions }, (_, i) => BigInt(i))));
+  const posIds = b.initializer(
+    'embeddings.position_ids',
+    new TensorData(
+      'int64',
+      [1, maxPositions],
+      BigInt64Array.from({ length: maxPositions }, (_, i) => BigInt(i)),
+    ),
+  );
   const seq = dimOf(b, ids, 1, 'embeddings.seq');
-  const posSlice = b.op('Slice', [posIds, vectorI(b, 'embeddings.pos.starts', [0]), seq, vectorI(b, 'embeddings.pos.axes', [1])], {},
-    'embeddings.pos.slice');
+  const posSlice = b.op(
+    'Slice',
+    [posIds, vectorI(b, 'embeddings.pos.starts', [0]), seq, vectorI(b, 'embeddings.pos.axes', [1])],
+    {},
+    'embeddings.pos.slice',
+  );
   const words = b.op('Gather', [wordE, ids], { axis: 0 }, 'embeddings.word');
   const pos = b.op('Gather', [posE, posSlice], { axis: 0 }, 'embeddings.pos');
   const type0 = b.op('Gather', [typeE, scalarI(b, 'embeddings.type.idx', 0)], { axis: 0 }, 'embeddings.type');
@@ -84,7 +131,12 @@ export function bertBase(opts: BertOptions = {}): Model {
     const probs = b.op('Softmax', [s], { axis: -1 }, `${a}.softmax`);
     const ctx = b.op('MatMul', [probs, v], {}, `${a}.context`);
     const ctxT = b.op('Transpose', [ctx], { perm: [0, 2, 1, 3] }, `${a}.context.transpose`);
-    const merged = b.op('Reshape', [ctxT, seqShape(b, ctxT, [hidden], shapeOps, `${a}.merge_shape`)], {}, `${a}.context.reshape`);
+    const merged = b.op(
+      'Reshape',
+      [ctxT, seqShape(b, ctxT, [hidden], shapeOps, `${a}.merge_shape`)],
+      {},
+      `${a}.context.reshape`,
+    );
     const attnOut = linear(b, w, merged, hidden, hidden, `${p}.attention.output.dense`);
     const h1 = ln(b.op('Add', [attnOut, h], {}, `${p}.attention.output.residual`), `${p}.attention.output.LayerNorm`);
 
@@ -104,7 +156,8 @@ export function bertBase(opts: BertOptions = {}): Model {
     b.output('pooler_output', { kind: 'tensor', dtype: 'float32', shape: ['n', hidden] });
   }
   return b.model(ZOO_OPSET, {
-    docString: `Kiln model zoo: BERT encoder in torch.onnx.export form (${layers} layers, hidden ${hidden}, ${heads} heads, ` +
+    docString:
+      `Kiln model zoo: BERT encoder in torch.onnx.export form (${layers} layers, hidden ${hidden}, ${heads} heads, ` +
       `FFN ${intermediate}, vocab ${vocab}, LayerNorm ${lnMode}, shape ops ${shapeOps}). ${weightsDoc(opts, seed)}: ` +
       'for benchmarks and parity tests only, not a trained language model.',
   });

@@ -17,7 +17,10 @@ export const FLOAT32_MIN = -3.4028234663852886e38;
 export class Weights {
   private count = 0;
   /** `fill` false allocates zero tensors without touching their pages: structure/parameter checks of full models. */
-  constructor(private readonly seed: number, private readonly fill = true) {}
+  constructor(
+    private readonly seed: number,
+    private readonly fill = true,
+  ) {}
 
   private nextSeed(): number {
     this.count++;
@@ -58,7 +61,8 @@ export interface ZooOptions {
 export const weightsDoc = (o: ZooOptions, seed: number) =>
   o.weights === 'zeros' ? 'ZERO weights (structure-only build)' : `RANDOM weights (seed ${seed})`;
 
-export const weightsFor = (o: ZooOptions, defaultSeed: number) => new Weights(o.seed ?? defaultSeed, o.weights !== 'zeros');
+export const weightsFor = (o: ZooOptions, defaultSeed: number) =>
+  new Weights(o.seed ?? defaultSeed, o.weights !== 'zeros');
 
 export const f32 = (dims: number[], values: number[]) => new TensorData('float32', dims, Float32Array.from(values));
 export const i64 = (dims: number[], values: number[]) =>
@@ -127,7 +131,15 @@ export function opHistogram(m: Model): Map<string, number> {
 }
 
 /** LayerNormalization over the last axis, fused (opset 17 op) or as the ReduceMean/Sub/Pow/... chain. */
-export function layerNorm(b: GraphBuilder, x: string, gamma: string, beta: string, eps: number, fused: boolean, name: string): string {
+export function layerNorm(
+  b: GraphBuilder,
+  x: string,
+  gamma: string,
+  beta: string,
+  eps: number,
+  fused: boolean,
+  name: string,
+): string {
   if (fused) return b.op('LayerNormalization', [x, gamma, beta], { axis: -1, epsilon: eps }, name);
   const mean = b.op('ReduceMean', [x], { axes: [-1], keepdims: 1 }, `${name}.mean`);
   const d = b.op('Sub', [x, mean], {}, `${name}.sub`);
@@ -141,7 +153,15 @@ export function layerNorm(b: GraphBuilder, x: string, gamma: string, beta: strin
 }
 
 /** A torch Linear on a 3-D input: MatMul with the [in, out] weight, then Add bias. */
-export function linear(b: GraphBuilder, w: Weights, x: string, inF: number, outF: number, name: string, std = 0.02): string {
+export function linear(
+  b: GraphBuilder,
+  w: Weights,
+  x: string,
+  inF: number,
+  outF: number,
+  name: string,
+  std = 0.02,
+): string {
   const weight = b.initializer(`${name}.weight`, w.random([inF, outF], std));
   const bias = b.initializer(`${name}.bias`, w.random([outF], std));
   const mm = b.op('MatMul', [x, weight], {}, `${name}.matmul`);

@@ -15,10 +15,24 @@ export interface MobileNetV2Options extends ZooOptions {
 }
 
 /** Small variant for tests: width 0.25, one block per stage, 64 last channels, 10 classes, 32x32 images. */
-export const MOBILENET_SMALL: MobileNetV2Options = { widthMult: 0.25, repeats: [1, 1, 1, 1, 1, 1, 1], lastChannel: 64, classes: 10, image: 32 };
+export const MOBILENET_SMALL: MobileNetV2Options = {
+  widthMult: 0.25,
+  repeats: [1, 1, 1, 1, 1, 1, 1],
+  lastChannel: 64,
+  classes: 10,
+  image: 32,
+};
 
 /** Inverted residual settings t (expansion), c (channels), n (blocks), s (first block's stride). */
-const SETTINGS = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]];
+const SETTINGS = [
+  [1, 16, 1, 1],
+  [6, 24, 2, 2],
+  [6, 32, 3, 2],
+  [6, 64, 4, 2],
+  [6, 96, 3, 1],
+  [6, 160, 3, 2],
+  [6, 320, 1, 1],
+];
 
 function makeDivisible(v: number, divisor = 8): number {
   let r = Math.max(divisor, Math.floor((v + divisor / 2) / divisor) * divisor);
@@ -29,7 +43,8 @@ function makeDivisible(v: number, divisor = 8): number {
 export function mobilenetV2(opts: MobileNetV2Options = {}): Model {
   const { widthMult = 1, classes = 1000, image = 224 } = opts;
   const repeats = opts.repeats ?? SETTINGS.map((s) => s[2]);
-  if (repeats.length !== SETTINGS.length) throw new Error(`mobilenetV2: repeats needs ${SETTINGS.length} entries, got ${repeats.length}`);
+  if (repeats.length !== SETTINGS.length)
+    throw new Error(`mobilenetV2: repeats needs ${SETTINGS.length} entries, got ${repeats.length}`);
   const lastChannel = opts.lastChannel ?? makeDivisible(1280 * Math.max(1, widthMult));
   const seed = opts.seed ?? 2;
   const w = weightsFor(opts, seed);
@@ -39,19 +54,38 @@ export function mobilenetV2(opts: MobileNetV2Options = {}): Model {
   const clipMax = scalarF(b, 'relu6.max', 6);
 
   // Conv (no bias) + BatchNormalization (+ ReLU6), named like torchvision's Conv2dNormActivation children.
-  const convBn = (inp: string, cin: number, cout: number, k: number, stride: number, groups: number, name: string, act: boolean) => {
+  const convBn = (
+    inp: string,
+    cin: number,
+    cout: number,
+    k: number,
+    stride: number,
+    groups: number,
+    name: string,
+    act: boolean,
+  ) => {
     const fanIn = (cin / groups) * k * k;
     const weight = b.initializer(`${name}.0.weight`, w.random([cout, cin / groups, k, k], Math.sqrt(2 / fanIn)));
     const p = (k - 1) >> 1;
-    const c = b.op('Conv', [inp, weight],
-      { dilations: [1, 1], group: groups, kernel_shape: [k, k], pads: [p, p, p, p], strides: [stride, stride] }, `${name}.0`);
+    const c = b.op(
+      'Conv',
+      [inp, weight],
+      { dilations: [1, 1], group: groups, kernel_shape: [k, k], pads: [p, p, p, p], strides: [stride, stride] },
+      `${name}.0`,
+    );
     const bnName = `${name}.1`;
-    const y = b.op('BatchNormalization', [c,
-      b.initializer(`${bnName}.weight`, w.random([cout], 0.1, act ? 1 : 0.5)),
-      b.initializer(`${bnName}.bias`, w.random([cout], 0.1)),
-      b.initializer(`${bnName}.running_mean`, w.random([cout], 0.1)),
-      b.initializer(`${bnName}.running_var`, w.positive([cout], 0.5, 1.5)),
-    ], { epsilon: 1e-5, momentum: 0.9 }, bnName);
+    const y = b.op(
+      'BatchNormalization',
+      [
+        c,
+        b.initializer(`${bnName}.weight`, w.random([cout], 0.1, act ? 1 : 0.5)),
+        b.initializer(`${bnName}.bias`, w.random([cout], 0.1)),
+        b.initializer(`${bnName}.running_mean`, w.random([cout], 0.1)),
+        b.initializer(`${bnName}.running_var`, w.positive([cout], 0.5, 1.5)),
+      ],
+      { epsilon: 1e-5, momentum: 0.9 },
+      bnName,
+    );
     return act ? b.op('Clip', [y, clipMin, clipMax], {}, `${name}.2`) : y;
   };
 
@@ -80,10 +114,16 @@ export function mobilenetV2(opts: MobileNetV2Options = {}): Model {
   const std = 0.01;
   const fcW = b.initializer('classifier.1.weight', w.random([classes, lastChannel], std));
   const fcB = b.initializer('classifier.1.bias', w.random([classes], std));
-  b.node('Gemm', [h, fcW, fcB], { alpha: float(1), beta: float(1), transB: 1 }, { name: 'classifier.1', outputs: ['logits'] });
+  b.node(
+    'Gemm',
+    [h, fcW, fcB],
+    { alpha: float(1), beta: float(1), transB: 1 },
+    { name: 'classifier.1', outputs: ['logits'] },
+  );
   b.output('logits', { kind: 'tensor', dtype: 'float32', shape: ['n', classes] });
   return b.model(ZOO_OPSET, {
-    docString: `Kiln model zoo: MobileNetV2 structure (torchvision layout, width ${widthMult}, repeats [${repeats}], last ${lastChannel}, ` +
+    docString:
+      `Kiln model zoo: MobileNetV2 structure (torchvision layout, width ${widthMult}, repeats [${repeats}], last ${lastChannel}, ` +
       `${classes} classes, ${image}x${image} input). ${weightsDoc(opts, seed)}: for benchmarks and parity tests only.`,
   });
 }

@@ -28,7 +28,12 @@ export function resnet50(opts: ResNetOptions = {}): Model {
   const conv = (inp: string, cin: number, cout: number, k: number, stride: number, name: string) => {
     const weight = b.initializer(`${name}.weight`, w.random([cout, cin, k, k], Math.sqrt(2 / (cin * k * k))));
     const p = (k - 1) >> 1;
-    return b.op('Conv', [inp, weight], { dilations: [1, 1], group: 1, kernel_shape: [k, k], pads: [p, p, p, p], strides: [stride, stride] }, name);
+    return b.op(
+      'Conv',
+      [inp, weight],
+      { dilations: [1, 1], group: 1, kernel_shape: [k, k], pads: [p, p, p, p], strides: [stride, stride] },
+      name,
+    );
   };
   // gamma scales each block's last BN down so the residual stream grows slowly with depth (random weights otherwise
   // double its variance per block).
@@ -44,7 +49,12 @@ export function resnet50(opts: ResNetOptions = {}): Model {
   const relu = (inp: string, name: string) => b.op('Relu', [inp], {}, name);
 
   let h = relu(bn(conv(x, 3, width, 7, 2, 'conv1'), width, 'bn1'), 'relu');
-  h = b.op('MaxPool', [h], { ceil_mode: 0, dilations: [1, 1], kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] }, 'maxpool');
+  h = b.op(
+    'MaxPool',
+    [h],
+    { ceil_mode: 0, dilations: [1, 1], kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [2, 2] },
+    'maxpool',
+  );
   let cin = width;
   blocks.forEach((count, li) => {
     const planes = width << li;
@@ -55,9 +65,10 @@ export function resnet50(opts: ResNetOptions = {}): Model {
       let y = relu(bn(conv(h, cin, planes, 1, 1, `${name}.conv1`), planes, `${name}.bn1`), `${name}.relu1`);
       y = relu(bn(conv(y, planes, planes, 3, stride, `${name}.conv2`), planes, `${name}.bn2`), `${name}.relu2`);
       y = bn(conv(y, planes, cout, 1, 1, `${name}.conv3`), cout, `${name}.bn3`, 0.5);
-      const identity = stride !== 1 || cin !== cout
-        ? bn(conv(h, cin, cout, 1, stride, `${name}.downsample.0`), cout, `${name}.downsample.1`)
-        : h;
+      const identity =
+        stride !== 1 || cin !== cout
+          ? bn(conv(h, cin, cout, 1, stride, `${name}.downsample.0`), cout, `${name}.downsample.1`)
+          : h;
       h = relu(b.op('Add', [y, identity], {}, `${name}.add`), `${name}.relu3`);
       cin = cout;
     }
@@ -70,7 +81,8 @@ export function resnet50(opts: ResNetOptions = {}): Model {
   b.node('Gemm', [h, fcW, fcB], { alpha: float(1), beta: float(1), transB: 1 }, { name: 'fc', outputs: ['logits'] });
   b.output('logits', { kind: 'tensor', dtype: 'float32', shape: ['n', classes] });
   return b.model(ZOO_OPSET, {
-    docString: `Kiln model zoo: ResNet-50 v1.5 structure (torchvision layout, blocks [${blocks}], width ${width}, ${classes} classes, ` +
+    docString:
+      `Kiln model zoo: ResNet-50 v1.5 structure (torchvision layout, blocks [${blocks}], width ${width}, ${classes} classes, ` +
       `${image}x${image} input). ${weightsDoc(opts, seed)}: for benchmarks and parity tests only, not a trained classifier.`,
   });
 }

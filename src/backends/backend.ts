@@ -1,7 +1,9 @@
-// The backend contract. A backend says whether it can run here (and why not), and turns a model into a runner.
-// The build phase (issue 3) extends this with tactics, timing and plan serialization.
-import type { Model } from '../ir/graph.js';
+// The backend contract. A backend says whether it can run here (and why not), describes the device (for plans and
+// timing caches), offers candidate kernels ("tactics") per node for the builder to time, stores compiled kernels
+// in the plan, and turns a (planned) model into a runner.
+import type { Model, Node } from '../ir/graph.js';
 import type { Value } from '../ir/tensor.js';
+import type { DeviceSignature } from '../build/plan.js';
 
 export interface Availability {
   ok: boolean;
@@ -9,20 +11,44 @@ export interface Availability {
   reason?: string;
 }
 
+export interface Tactic {
+  name: string;
+  /** Scratch memory the tactic needs beyond its inputs and outputs. */
+  workspaceBytes?: number;
+  /** Run one node with this implementation (used for timing at build time). */
+  run(node: Node, inputs: (Value | undefined)[], opsets: Map<string, number>): Value[] | Promise<Value[]>;
+}
+
 export interface Runner {
   /** Run the model on named inputs; returns the requested outputs. */
-  run(feeds: Map<string, Value>, fetches: string[]): Promise<Map<string, Value>>;
+  run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>>;
   release(): void;
+}
+
+export interface RunHooks {
+  /** Called after each layer with its outputs and host-side time (profiling, --mark-all). */
+  onLayer?: (node: Node, outputs: Value[], ms: number) => void;
+  /** Keep every intermediate value in the result. */
+  keepAll?: boolean;
 }
 
 export interface RunnerOptions {
   /** Threads for intra-op parallelism (CPU). */
   intraOpNumThreads?: number;
+  /** Tactic chosen for each layer (by node name), from a plan. */
+  tactics?: Record<string, string>;
+  /** Compiled kernels stored in the plan. */
+  kernels?: Map<string, Uint8Array>;
 }
 
 export interface Backend {
   name: string;
   /** Checked lazily, once, when the backend is first asked for. */
   availability(): Availability;
+  signature(): DeviceSignature;
+  /** Candidate implementations of a node, best guess first. */
+  tactics(node: Node, model: Model): Tactic[];
+  /** Compiled kernels to store in the plan (blob name -> bytes). */
+  serializeKernels(layers: { node: Node; tactic: Tactic }[]): [string, Uint8Array][];
   createRunner(model: Model, options: RunnerOptions): Promise<Runner>;
 }

@@ -3,11 +3,17 @@
 import type { Backend } from './backend.js';
 import { cpuBackend } from './cpu/index.js';
 
-const cudaPlaceholder: Backend = {
-  name: 'cuda',
-  availability: () => ({ ok: false, reason: 'the CUDA backend is not part of this Kiln build yet (tracked as the CUDA backend issue); use the cpu provider' }),
-  createRunner: () => Promise.reject(new Error('cuda backend unavailable')),
-};
+const unavailable = (name: string, reason: string): Backend => ({
+  name,
+  availability: () => ({ ok: false, reason }),
+  signature: () => ({ backend: name, arch: process.arch, platform: process.platform, name, features: {} }),
+  tactics: () => [],
+  serializeKernels: () => [],
+  createRunner: () => Promise.reject(new Error(`${name} backend unavailable: ${reason}`)),
+});
+
+// The CUDA backend is not part of this build yet: asking for it says so instead of failing obscurely.
+const cudaPlaceholder = unavailable('cuda', 'the CUDA backend is not part of this Kiln build yet; use the cpu provider');
 
 export const BACKENDS: Backend[] = [cudaPlaceholder, cpuBackend];
 

@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { runCommand } from './run.js';
 import { inspectCommand } from './inspect.js';
 import { startCommand } from './start.js';
+import { buildCommand } from './build.js';
 import { KilnError } from '../ir/errors.js';
 
 const program = new Command('kiln')
@@ -11,7 +12,7 @@ const program = new Command('kiln')
   .version('0.1.0')
   .showHelpAfterError();
 
-for (const make of [runCommand, inspectCommand, startCommand]) program.addCommand(make());
+for (const make of [buildCommand, runCommand, inspectCommand, startCommand]) program.addCommand(make());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof KilnError) console.error(`kiln: ${e.message}`);

@@ -7,19 +7,20 @@ import { TensorData } from './tensor.js';
 type AttrInput = number | string | number[] | string[] | TensorData | Graph | AttrValue;
 
 function toAttr(v: AttrInput): AttrValue {
-  if (typeof v === 'number') return Number.isInteger(v) ? { type: 'int', value: v } : { type: 'float', value: v };
+  // ONNX float attributes are float32: round now so a model round-trips through its file unchanged
+  if (typeof v === 'number') return Number.isInteger(v) ? { type: 'int', value: v } : { type: 'float', value: Math.fround(v) };
   if (typeof v === 'string') return { type: 'string', value: v };
   if (v instanceof TensorData) return { type: 'tensor', value: v };
   if (Array.isArray(v)) {
     if (v.every((x) => typeof x === 'string')) return { type: 'strings', value: v as string[] };
-    return (v as number[]).every(Number.isInteger) ? { type: 'ints', value: v as number[] } : { type: 'floats', value: v as number[] };
+    return (v as number[]).every(Number.isInteger) ? { type: 'ints', value: v as number[] } : { type: 'floats', value: (v as number[]).map(Math.fround) };
   }
   if ('nodes' in v) return { type: 'graph', value: v };
   return v;
 }
 
 /** Force a float attribute even for integral values (e.g. alpha: 1.0). */
-export const float = (value: number): AttrValue => ({ type: 'float', value });
+export const float = (value: number): AttrValue => ({ type: 'float', value: Math.fround(value) });
 
 export class GraphBuilder {
   readonly graph: Graph;

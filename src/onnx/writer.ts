@@ -4,6 +4,7 @@ import type { AttrValue, Dim, Graph, Model, Node, ValueInfo, ValueType } from '.
 import { onnxTypeCode } from '../ir/dtype.js';
 import { ATTR_TYPE, pb } from './schema.js';
 import { tensorToProto } from './tensor.js';
+import type { TensorData } from '../ir/tensor.js';
 
 const utf8 = new TextEncoder();
 
@@ -69,10 +70,48 @@ export function serializeOnnx(m: Model): Uint8Array {
     producer_version: m.producerVersion,
     model_version: m.modelVersion,
     doc_string: m.docString,
-    graph: graphToProto(m.graph),
     metadata_props: Object.entries(m.metadata).map(([key, value]) => ({ key, value })),
   };
-  return pb.ModelProto.encode(pb.ModelProto.fromObject(msg)).finish();
+  const head = pb.ModelProto.encode(pb.ModelProto.fromObject(msg)).finish();
+  // The main graph's initializers are written by hand: protobufjs copies large byte fields slowly, and repeated
+  // fields may be appended after the rest of the message, so the graph is its protobuf encoding plus one record per
+  // initializer (GraphProto field 5), and the graph goes last in the model (ModelProto field 7).
+  const g = m.graph;
+  const strings = new Map([...g.initializers].filter(([, t]) => t.dtype === 'string'));
+  const body = pb.GraphProto.encode(pb.GraphProto.fromObject({ ...graphToProto({ ...g, initializers: strings }) })).finish();
+  const parts: Uint8Array[] = [body];
+  for (const [name, t] of g.initializers) if (t.dtype !== 'string') parts.push(...lengthDelimited(5, encodeTensorFast(t, name)));
+  const graphLen = parts.reduce((a, p) => a + p.length, 0);
+  return Buffer.concat([head, Uint8Array.of(0x3a), varint(graphLen), ...parts]);
+}
+
+function varint(n: number): Uint8Array {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return Uint8Array.from(out);
+}
+
+function lengthDelimited(field: number, parts: Uint8Array[]): Uint8Array[] {
+  const len = parts.reduce((a, p) => a + p.length, 0);
+  return [varint((field << 3) | 2), varint(len), ...parts];
+}
+
+/** TensorProto with dims (1), data_type (2), name (8) and raw_data (9); the payload is not copied here. */
+function encodeTensorFast(t: TensorData, name: string): Uint8Array[] {
+  const proto = tensorToProto(t, name);
+  const head: number[] = [];
+  const push = (b: Uint8Array) => head.push(...b);
+  for (const d of t.dims) { head.push(0x08); push(varint(d)); }
+  head.push(0x10); push(varint(proto.data_type));
+  const nameBytes = new TextEncoder().encode(name);
+  head.push(0x42); push(varint(nameBytes.length)); push(nameBytes);
+  const raw = proto.raw_data as Uint8Array;
+  head.push(0x4a); push(varint(raw.length));
+  return [Uint8Array.from(head), raw];
 }
 
 export async function saveOnnx(m: Model, path: string): Promise<void> {

@@ -80,6 +80,9 @@ const FusedMatMul = defineOp({
   infer: (ctx) => {
     const a = tensorTypeOf(ctx.inputTypes[0]), b = tensorTypeOf(ctx.inputTypes[1]);
     if (!a) return [{ kind: 'unknown' }];
+    if (ctx.attrs.gemm && a.shape?.length === 2 && b?.shape?.length === 2) {
+      return [{ kind: 'tensor', dtype: a.dtype, shape: [a.shape[ctx.attrs.transA ? 1 : 0], b.shape[ctx.attrs.transB ? 0 : 1]] }];
+    }
     if (!a.shape || !b?.shape || ctx.attrs.gemm || a.shape.length < 2 || b.shape.length < 2) return [{ kind: 'tensor', dtype: a.dtype }];
     const batch = broadcastDims(a.shape.slice(0, -2), b.shape.slice(0, -2));
     return [{ kind: 'tensor', dtype: a.dtype, shape: batch ? [...batch, a.shape[a.shape.length - 2], b.shape[b.shape.length - 1]] : undefined }];

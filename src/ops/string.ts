@@ -74,7 +74,8 @@ const StringSplit = defineOp({
   infer: (ctx) => {
     const shape = tensorTypeOf(ctx.inputTypes[0])?.shape;
     return [
-      { kind: 'tensor', dtype: 'string', shape: shape ? [...shape, undefined] : undefined },
+      // the padded width depends on the data, except for an empty input
+      { kind: 'tensor', dtype: 'string', shape: shape ? [...shape, shape.includes(0) ? 0 : undefined] : undefined },
       { kind: 'tensor', dtype: 'int64', shape },
     ];
   },

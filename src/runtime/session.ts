@@ -1,12 +1,13 @@
 // InferenceSession: the onnxruntime-compatible entry point.
-import type { Dim, Model, ValueInfo, ValueType } from '../ir/graph.js';
+import type { Dim, ValueInfo, ValueType } from '../ir/graph.js';
 import { formatType } from '../ir/graph.js';
 import { InputError, KilnError } from '../ir/errors.js';
 import { loadOnnx } from '../onnx/reader.js';
 import { BACKENDS, findBackend } from '../backends/index.js';
-import type { Runner } from '../backends/backend.js';
-import { SequenceValue, TensorData, type Value } from '../ir/tensor.js';
-import { Tensor, type OnnxValue, type TensorType, fromValue, toValue } from './tensor.js';
+import { build } from '../build/builder.js';
+import type { Precision } from '../passes/precision.js';
+import { Tensor, type OnnxValue, type TensorType } from './tensor.js';
+import { Engine, ExecutionContext, isPlanBytes, isPlanFile } from './engine.js';
 
 export interface SessionOptions {
   /** Providers to try, in order. Default ['cpu']. Unknown or unavailable providers are errors. */
@@ -15,6 +16,10 @@ export interface SessionOptions {
   intraOpNumThreads?: number;
   /** Folder to resolve external data in when the model is given as bytes. */
   baseDir?: string;
+  /** Precision to build ONNX models in (default fp32). */
+  precision?: Precision;
+  /** 'disabled' runs the model's graph as it is; 'all' (default) runs Kiln's optimizer first. */
+  graphOptimizationLevel?: 'disabled' | 'all';
 }
 
 export interface ValueMetadata {
@@ -40,22 +45,31 @@ export class InferenceSession {
   /** The provider that runs this session. */
   readonly executionProvider: string;
   private released = false;
+  private readonly context: ExecutionContext;
 
-  private constructor(readonly model: Model, private runner: Runner, provider: string) {
-    const inits = model.graph.initializers;
-    const inputs = model.graph.inputs.filter((i) => !inits.has(i.name));
+  private constructor(readonly engine: Engine, provider: string) {
+    const g = engine.model.graph;
+    const inputs = g.inputs.filter((i) => !g.initializers.has(i.name));
     this.inputNames = inputs.map((i) => i.name);
-    this.outputNames = model.graph.outputs.map((o) => o.name);
+    this.outputNames = g.outputs.map((o) => o.name);
     this.inputMetadata = inputs.map(metadata);
-    this.outputMetadata = model.graph.outputs.map(metadata);
+    this.outputMetadata = g.outputs.map(metadata);
     this.executionProvider = provider;
+    this.context = engine.createContext();
   }
 
-  /** Load a model (path to .onnx, or its bytes) and prepare it on the first available requested provider. */
+  /**
+   * Load a model (path to .onnx or .plan, or its bytes) on the first available requested provider. ONNX models are
+   * built in memory first (optimized, with the requested precision); plans load as they are.
+   */
   static async create(model: string | Uint8Array | ArrayBuffer, options: SessionOptions = {}): Promise<InferenceSession> {
     const source = model instanceof ArrayBuffer ? new Uint8Array(model) : model;
     if (typeof source !== 'string' && !(source instanceof Uint8Array)) {
       throw new InputError('InferenceSession.create: pass a model file path or its bytes (Uint8Array/ArrayBuffer).');
+    }
+    if (typeof source === 'string' ? isPlanFile(source) : isPlanBytes(source)) {
+      const engine = await Engine.load(source, { intraOpNumThreads: options.intraOpNumThreads });
+      return new InferenceSession(engine, engine.header.device.backend);
     }
     const m = await loadOnnx(source, { baseDir: options.baseDir });
     const wanted = (options.executionProviders ?? ['cpu']).map((p) => (typeof p === 'string' ? p : p.name));
@@ -70,8 +84,9 @@ export class InferenceSession {
         failures.push(`${name}: ${a.reason}`);
         continue;
       }
-      const runner = await b.createRunner(m, { intraOpNumThreads: options.intraOpNumThreads });
-      return new InferenceSession(m, runner, name);
+      const plan = await build(m, { device: name, precision: options.precision, optimize: options.graphOptimizationLevel !== 'disabled' });
+      const engine = await Engine.load(plan, { intraOpNumThreads: options.intraOpNumThreads });
+      return new InferenceSession(engine, name);
     }
     throw new KilnError(`none of the requested execution providers can run here:\n  ${failures.join('\n  ')}`, {
       hint: `Add 'cpu' to executionProviders as a fallback.`,
@@ -82,13 +97,13 @@ export class InferenceSession {
   async run(feeds: Record<string, OnnxValue>, fetches?: readonly string[]): Promise<Record<string, OnnxValue>> {
     if (this.released) throw new InputError('this InferenceSession was released; create a new one.');
     if (feeds === null || typeof feeds !== 'object') throw new InputError('session.run(feeds): feeds must be an object mapping input names to Tensors.');
-    const inputs = new Map<string, Value>();
     for (const name of Object.keys(feeds)) {
       if (!this.inputNames.includes(name)) {
         throw new InputError(`input '${name}' is not an input of this model. Inputs: ${this.inputNames.map((n) => `'${n}'`).join(', ') || '(none)'}.`);
       }
     }
-    for (const info of this.model.graph.inputs) {
+    const checked: Record<string, OnnxValue> = {};
+    for (const info of this.engine.model.graph.inputs) {
       if (!this.inputNames.includes(info.name)) continue;
       const v = feeds[info.name];
       if (v === undefined) {
@@ -97,37 +112,34 @@ export class InferenceSession {
           hint: `Pass all of: ${this.inputNames.join(', ')}.`,
         });
       }
-      inputs.set(info.name, checkInput(info, v));
+      checkInput(info, v);
+      checked[info.name] = v;
     }
     const out = fetches ? [...fetches] : [...this.outputNames];
     for (const f of out) if (!this.outputNames.includes(f)) throw new InputError(`'${f}' is not an output of this model. Outputs: ${this.outputNames.join(', ')}.`);
-    const result = await this.runner.run(inputs, out);
-    const r: Record<string, OnnxValue> = {};
-    for (const f of out) r[f] = fromValue(result.get(f) ?? null);
-    return r;
+    return this.context.run(checked, out);
   }
 
   async release(): Promise<void> {
-    this.runner.release();
+    if (!this.released) this.engine.dispose();
     this.released = true;
   }
 }
 
-function checkInput(info: ValueInfo, v: OnnxValue): Value {
+function checkInput(info: ValueInfo, v: OnnxValue): void {
   const t = info.type;
   const want = t.kind === 'optional' ? t.elem : t;
   if (v === null) {
-    if (t.kind === 'optional') return null;
+    if (t.kind === 'optional') return;
     throw new InputError(`input '${info.name}' is null, but the model needs ${formatType(t)}.`);
   }
   if (Array.isArray(v)) {
     if (want.kind !== 'sequence') throw new InputError(`input '${info.name}' is a sequence (array of Tensors), but the model needs ${formatType(t)}.`);
-    return toValue(v);
+    return;
   }
   if (!(v instanceof Tensor)) throw new InputError(`input '${info.name}' must be a Tensor, got ${Object.prototype.toString.call(v).slice(8, -1)}.`);
   if (want.kind === 'tensor') checkTensor(info.name, want, v);
   else if (want.kind === 'sequence') throw new InputError(`input '${info.name}' must be a sequence (array of Tensors), got a Tensor.`);
-  return toValue(v) as TensorData | SequenceValue;
 }
 
 function checkTensor(name: string, want: Extract<ValueType, { kind: 'tensor' }>, v: Tensor): void {

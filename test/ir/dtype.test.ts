@@ -22,7 +22,7 @@ describe('dtype conversions', () => {
   it('packs sub-byte types low bits first', () => {
     const packed = packSubByte('int4', [1, -1, 7]);
     expect(Array.from(packed)).toEqual([0xf1, 0x07]);
-    expect(Array.from(unpackSubByte('int4', packed, 3))).toEqual([1, -1, 7]);
-    expect(Array.from(unpackSubByte('uint2', new Uint8Array([0b11100100]), 4))).toEqual([0, 1, 2, 3]);
+    expect(Array.from(unpackSubByte('int4', packed, 3) as Int8Array)).toEqual([1, -1, 7]);
+    expect(Array.from(unpackSubByte('uint2', new Uint8Array([0b11100100]), 4) as Uint8Array)).toEqual([0, 1, 2, 3]);
   });
 });

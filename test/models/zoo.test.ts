@@ -5,20 +5,46 @@ import * as ort from 'onnxruntime-node';
 import { InferenceSession, Tensor, parseOnnx, serializeOnnx } from '../../src/index.js';
 import type { Model } from '../../src/ir/graph.js';
 import {
-  BERT_SMALL, GPT2_SMALL, MOBILENET_SMALL, RESNET_SMALL, bertBase, countParams, gpt2, mobilenetV2, opHistogram, resnet50, tinyCnn,
+  BERT_SMALL,
+  GPT2_SMALL,
+  MOBILENET_SMALL,
+  RESNET_SMALL,
+  bertBase,
+  countParams,
+  gpt2,
+  mobilenetV2,
+  opHistogram,
+  resnet50,
+  tinyCnn,
 } from '../../bench/models/zoo.js';
 import { seededRandom } from '../../src/ir/builder.js';
 
-type Feed = { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'int64'; data: BigInt64Array; dims: number[] };
+type Feed =
+  { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'int64'; data: BigInt64Array; dims: number[] };
 
 const rand = seededRandom(7);
-const image = (n: number, size: number): Feed =>
-  ({ type: 'float32', data: Float32Array.from({ length: n * 3 * size * size }, () => rand() * 2 - 1), dims: [n, 3, size, size] });
-const tokens = (n: number, seq: number, vocab: number): Feed =>
-  ({ type: 'int64', data: BigInt64Array.from({ length: n * seq }, () => BigInt(Math.floor(rand() * vocab))), dims: [n, seq] });
+const image = (n: number, size: number): Feed => ({
+  type: 'float32',
+  data: Float32Array.from({ length: n * 3 * size * size }, () => rand() * 2 - 1),
+  dims: [n, 3, size, size],
+});
+const tokens = (n: number, seq: number, vocab: number): Feed => ({
+  type: 'int64',
+  data: BigInt64Array.from({ length: n * seq }, () => BigInt(Math.floor(rand() * vocab))),
+  dims: [n, seq],
+});
+/** The same token batch with token `i` changed. */
+function changeToken(f: Feed, i: number): Feed {
+  const data = new BigInt64Array(f.data as BigInt64Array);
+  data[i] = (data[i] + 1n) % 100n;
+  return { type: 'int64', data, dims: f.dims };
+}
 /** Attention mask with the second sequence's last 3 tokens padded out. */
-const paddedMask = (n: number, seq: number): Feed =>
-  ({ type: 'int64', data: BigInt64Array.from({ length: n * seq }, (_, i) => (i >= seq && i % seq >= seq - 3 ? 0n : 1n)), dims: [n, seq] });
+const paddedMask = (n: number, seq: number): Feed => ({
+  type: 'int64',
+  data: BigInt64Array.from({ length: n * seq }, (_, i) => (i >= seq && i % seq >= seq - 3 ? 0n : 1n)),
+  dims: [n, seq],
+});
 
 async function runBoth(model: Model, feeds: Record<string, Feed>) {
   const bytes = serializeOnnx(model);
@@ -28,15 +54,20 @@ async function runBoth(model: Model, feeds: Record<string, Feed>) {
   expect(reparsed.docString).toContain('weights');
 
   const kiln = await InferenceSession.create(bytes, { executionProviders: ['cpu'] });
-  const kOut = await kiln.run(Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new Tensor(f.type, f.data, f.dims)])));
+  const kOut = await kiln.run(
+    Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new Tensor(f.type, f.data, f.dims)])),
+  );
   const ref = await ort.InferenceSession.create(bytes);
-  const rOut = await ref.run(Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)])));
+  const rOut = await ref.run(
+    Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)])),
+  );
   for (const name of model.graph.outputs.map((o) => o.name)) {
     const k = kOut[name] as Tensor<'float32'>;
     const r = rOut[name];
     expect(k.dims, name).toEqual(r.dims);
     const rd = r.data as Float32Array;
-    let scale = 0, err = 0;
+    let scale = 0,
+      err = 0;
     for (let i = 0; i < rd.length; i++) {
       scale = Math.max(scale, Math.abs(rd[i]));
       err = Math.max(err, Math.abs(rd[i] - k.data[i]));
@@ -66,7 +97,9 @@ describe('model zoo: small variants match onnxruntime', () => {
 
   it('MobileNetV2 small', async () => {
     const m = mobilenetV2(MOBILENET_SMALL);
-    const depthwise = m.graph.nodes.filter((n) => n.opType === 'Conv' && n.attrs.group?.type === 'int' && n.attrs.group.value > 1);
+    const depthwise = m.graph.nodes.filter(
+      (n) => n.opType === 'Conv' && n.attrs.group?.type === 'int' && n.attrs.group.value > 1,
+    );
     expect(depthwise).toHaveLength(7);
     expect(m.graph.nodes.filter((n) => n.opType === 'Clip').every((n) => n.inputs.length === 3)).toBe(true);
     await runBoth(m, { input: image(2, 32) });
@@ -78,7 +111,9 @@ describe('model zoo: small variants match onnxruntime', () => {
     expect(count(m, 'LayerNormalization')).toBe(5);
     expect(count(m, 'Erf')).toBe(2);
     expect(count(m, 'Shape')).toBeGreaterThan(2 * 2);
-    expect(m.graph.nodes.filter((n) => n.opType === 'Reshape').every((n) => !n.inputs[1].endsWith('.const'))).toBe(true);
+    expect(m.graph.nodes.filter((n) => n.opType === 'Reshape').every((n) => !n.inputs[1].endsWith('.const'))).toBe(
+      true,
+    );
     await runBoth(m, { input_ids: tokens(2, 8, 100), attention_mask: paddedMask(2, 8) });
   });
 
@@ -110,7 +145,9 @@ describe('model zoo: small variants match onnxruntime', () => {
 describe('model zoo: attention masks do what they claim', () => {
   const ortRun = async (m: Model, feeds: Record<string, Feed>, out: string) => {
     const s = await ort.InferenceSession.create(serializeOnnx(m));
-    const r = await s.run(Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)])));
+    const r = await s.run(
+      Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)])),
+    );
     await s.release();
     return r[out].data as Float32Array;
   };
@@ -119,7 +156,7 @@ describe('model zoo: attention masks do what they claim', () => {
     for (const causalMask of ['where', 'additive'] as const) {
       const m = gpt2({ ...GPT2_SMALL, causalMask });
       const a = tokens(1, 6, 100);
-      const b = { ...a, data: a.data.map((v, i) => (i === 5 ? (v + 1n) % 100n : v)) };
+      const b = changeToken(a, 5);
       const [ya, yb] = [await ortRun(m, { input_ids: a }, 'logits'), await ortRun(m, { input_ids: b }, 'logits')];
       expect(ya.subarray(0, 5 * 100)).toEqual(yb.subarray(0, 5 * 100));
       expect(ya.subarray(500)).not.toEqual(yb.subarray(500));
@@ -130,7 +167,7 @@ describe('model zoo: attention masks do what they claim', () => {
     const m = bertBase(BERT_SMALL);
     const mask = paddedMask(2, 8);
     const a = tokens(2, 8, 100);
-    const b = { ...a, data: a.data.map((v, i) => (i === 15 ? (v + 1n) % 100n : v)) };
+    const b = changeToken(a, 15);
     const ya = await ortRun(m, { input_ids: a, attention_mask: mask }, 'last_hidden_state');
     const yb = await ortRun(m, { input_ids: b, attention_mask: mask }, 'last_hidden_state');
     const h = BERT_SMALL.hidden!;

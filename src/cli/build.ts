@@ -1,0 +1,27 @@
+import { Command } from 'commander';
+import { loadOnnx } from '../onnx/reader.js';
+import { build, defaultPlanPath } from '../build/builder.js';
+import { addBuildOptions, buildOptionsFrom, progressBar } from './options.js';
+import { formatBytes } from '../tools/inspect.js';
+
+export function buildCommand(): Command {
+  return addBuildOptions(new Command('build')
+    .description('build an ONNX model into an optimized plan for a device')
+    .requiredOption('--onnx <path>', 'ONNX model file')
+    .option('--save-engine <path>', 'where to write the plan (default: next to the model, .plan)'))
+    .action(async (o) => {
+      const model = await loadOnnx(o.onnx);
+      const bar = progressBar('timing layers');
+      const opts = buildOptionsFrom(o);
+      const plan = await build(model, { ...opts, onProgress: (d, t, l) => bar.update(d, t, l) });
+      bar.stop();
+      const out = o.saveEngine ?? defaultPlanPath(o.onnx);
+      await plan.save(out);
+      const h = plan.header;
+      const m = h.memory;
+      console.log(`Built ${o.onnx} for ${h.device.backend} (${h.device.name}), precision ${h.precision}, in ${(h.buildMs / 1000).toFixed(2)} s`);
+      console.log(`  nodes: ${h.optimizer.nodesBefore} -> ${h.optimizer.nodesAfter} layers`);
+      console.log(`  weights ${formatBytes(m.weightBytes)}, activation arena ${formatBytes(m.arenaBytes)} (lower bound ${formatBytes(m.lowerBound)})`);
+      console.log(`  plan: ${out} (${formatBytes(plan.bytes.length)})`);
+    });
+}

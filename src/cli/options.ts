@@ -1,0 +1,63 @@
+// Option groups shared by commands, so a flag means the same everywhere (build, bench, compare...).
+import { Command, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { InputError } from '../ir/errors.js';
+import { parseShapes } from '../tools/inputs.js';
+import { parseLayerPrecisions, type Precision } from '../passes/precision.js';
+import type { BuildOptions } from '../build/builder.js';
+import type { ShapeProfile } from '../build/plan.js';
+
+/** The flags of `kiln build` (also accepted by commands that build first). */
+export function addBuildOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--device <device>', 'device to build for').default('cpu'))
+    .option('--fp16', 'allow fp16 layers (sensitive layers stay fp32)')
+    .option('--bf16', 'allow bf16 layers')
+    .option('--tf32', 'allow TF32 math for fp32 layers (CUDA)')
+    .option('--strongly-typed', 'obey the model\'s types exactly')
+    .option('--layer-precisions <spec>', 'pin layers, e.g. encoder.0.attn:fp32,Softmax:fp32')
+    .option('--shapes <spec>', 'static input shapes, e.g. input:1x3x224x224')
+    .option('--min-shapes <spec>', 'shape profile minimum, e.g. input:1x3x224x224')
+    .option('--opt-shapes <spec>', 'shape profile optimum (kernels are chosen for it)')
+    .option('--max-shapes <spec>', 'shape profile maximum')
+    .option('--timing-cache <file>', 'read and update a tactic timing cache')
+    .option('--dump-ir <stage>', 'write the graph after an optimizer stage (or "all") as .onnx and .txt')
+    .option('--dump-dir <dir>', 'where --dump-ir writes', '.');
+}
+
+export function buildOptionsFrom(o: Record<string, any>, argv: string[] = process.argv): BuildOptions {
+  const flags = ['fp16', 'bf16', 'tf32', 'stronglyTyped'].filter((k) => o[k]);
+  if (flags.length > 1) throw new InputError(`choose one precision flag, got ${flags.map((f) => `--${f.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(' and ')}`);
+  const precision = (o.fp16 ? 'fp16' : o.bf16 ? 'bf16' : o.tf32 ? 'tf32' : o.stronglyTyped ? 'strongly-typed' : 'fp32') as Precision;
+  const opts: BuildOptions = {
+    device: o.device, precision, layerPrecisions: parseLayerPrecisions(o.layerPrecisions), timingCache: o.timingCache,
+    dumpIr: o.dumpIr, dumpDir: o.dumpDir, buildCommand: `kiln ${argv.slice(2).join(' ')}`,
+  };
+  if (o.shapes) opts.shapes = Object.fromEntries(parseShapes(o.shapes));
+  if (o.minShapes || o.optShapes || o.maxShapes) {
+    if (!o.minShapes || !o.optShapes || !o.maxShapes) throw new InputError('a shape profile needs all of --min-shapes, --opt-shapes and --max-shapes');
+    const [mn, op, mx] = [o.minShapes, o.optShapes, o.maxShapes].map(parseShapes);
+    const prof: ShapeProfile = {};
+    for (const [name, min] of mn) {
+      const opt = op.get(name), max = mx.get(name);
+      if (!opt || !max) throw new InputError(`input '${name}' is in --min-shapes but missing from --opt-shapes or --max-shapes`);
+      prof[name] = { min, opt, max };
+    }
+    opts.profiles = [prof];
+  }
+  return opts;
+}
+
+/** A progress bar on a TTY; silent otherwise. */
+export function progressBar(label: string): { update(done: number, total: number, item: string): void; stop(): void } {
+  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} {item}`, stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic);
+  let started = false;
+  return {
+    update(done, total, item) {
+      if (!started) { bar.start(total, 0, { item: '' }); started = true; }
+      bar.update(done, { item: item.slice(0, 40) });
+    },
+    stop() { if (started) bar.stop(); },
+  };
+}

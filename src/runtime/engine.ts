@@ -1,0 +1,135 @@
+// Engine and ExecutionContext: the run phase. An engine holds one plan's graph and weights on a device; each
+// context has its own activation state, so several run at once on one engine.
+import fs from 'node:fs';
+import type { Model } from '../ir/graph.js';
+import { KilnError, InputError } from '../ir/errors.js';
+import { parseOnnx } from '../onnx/reader.js';
+import { findBackend } from '../backends/index.js';
+import type { Runner, RunHooks } from '../backends/backend.js';
+import { deviceMismatch, parsePlan, readPlanFile, PLAN_MAGIC, type PlanData, type PlanHeader, type ShapeProfile } from '../build/plan.js';
+import type { Plan } from '../build/builder.js';
+import type { Value } from '../ir/tensor.js';
+import { Tensor, type OnnxValue, fromValue, toValue } from './tensor.js';
+
+export function isPlanBytes(b: Uint8Array): boolean {
+  return b.length >= 8 && new TextDecoder().decode(b.subarray(0, 8)) === PLAN_MAGIC;
+}
+
+export class Engine {
+  private contexts = new Set<ExecutionContext>();
+  private disposed = false;
+
+  private constructor(readonly header: PlanHeader, readonly model: Model, private runner: Runner, readonly source: string) {}
+
+  /** Load a plan from a file, its bytes, or a Plan just built. */
+  static async load(plan: string | Uint8Array | Plan, opts: { intraOpNumThreads?: number } = {}): Promise<Engine> {
+    let data: PlanData;
+    let source: string;
+    if (typeof plan === 'string') {
+      data = await readPlanFile(plan);
+      source = plan;
+    } else if (plan instanceof Uint8Array) {
+      data = parsePlan(plan);
+      source = 'plan bytes';
+    } else {
+      data = parsePlan(plan.bytes);
+      source = 'built plan';
+    }
+    const h = data.header;
+    const backend = findBackend(h.device.backend);
+    if (!backend) throw new KilnError(`${source}: built for backend '${h.device.backend}', which this Kiln does not have.`, { hint: `Rebuild: ${h.buildCommand}` });
+    const avail = backend.availability();
+    if (!avail.ok) throw new KilnError(`${source}: built for '${h.device.backend}', which cannot run here: ${avail.reason}`, { hint: `Rebuild for this machine: ${h.buildCommand.replace(/--device \S+/, '--device cpu')}` });
+    const diff = deviceMismatch(h.device, backend.signature());
+    if (diff) throw new KilnError(`${source}: built for a different device (${diff}).`, { hint: `Rebuild on this machine: ${h.buildCommand}` });
+    const graphBytes = data.blobs.get('graph.onnx');
+    if (!graphBytes) throw new KilnError(`${source}: the plan has no graph blob.`, { hint: `Rebuild: ${h.buildCommand}` });
+    const model = parseOnnx(graphBytes, { path: source });
+    const tactics = JSON.parse(new TextDecoder().decode(data.blobs.get('tactics.json') ?? new TextEncoder().encode('{}')));
+    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, tactics, kernels: data.blobs });
+    return new Engine(h, model, runner, source);
+  }
+
+  get inputNames(): string[] {
+    return this.header.inputs.map((i) => i.name);
+  }
+  get outputNames(): string[] {
+    return this.header.outputs.map((o) => o.name);
+  }
+  get profile(): ShapeProfile {
+    return this.header.profiles[0] ?? {};
+  }
+
+  createContext(): ExecutionContext {
+    if (this.disposed) throw new InputError('this Engine was disposed; load it again.');
+    const c = new ExecutionContext(this, this.runner);
+    this.contexts.add(c);
+    return c;
+  }
+
+  /** Frees the engine's memory; its contexts stop working. */
+  dispose(): void {
+    this.disposed = true;
+    this.contexts.clear();
+    this.runner.release();
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** Check input shapes against the profile; the error prints the profile. */
+  checkProfile(feeds: Map<string, Value>): void {
+    const p = this.profile;
+    for (const [name, v] of feeds) {
+      const prof = p[name];
+      if (!prof || !v || !('dims' in v)) continue;
+      const bad = v.dims.some((d, i) => d < prof.min[i] || (prof.max[i] >= 0 && d > prof.max[i]));
+      if (bad || v.dims.length !== prof.min.length) {
+        const fmt = (a: number[]) => `[${a.map((d) => (d < 0 ? '∞' : d)).join(', ')}]`;
+        throw new InputError(`input '${name}' has shape [${v.dims.join(', ')}], outside the plan's shape profile: min ${fmt(prof.min)}, opt ${fmt(prof.opt)}, max ${fmt(prof.max)}.`, {
+          hint: 'Rebuild with a profile that covers this shape (--min-shapes/--opt-shapes/--max-shapes).',
+        });
+      }
+    }
+  }
+}
+
+export class ExecutionContext {
+  constructor(readonly engine: Engine, private runner: Runner) {}
+
+  /** Run one inference; resolves with every output (or those named in `fetches`). */
+  async run(feeds: Record<string, OnnxValue>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
+    const e = this.engine;
+    if (e.isDisposed) throw new InputError('the Engine of this context was disposed.');
+    const inputs = new Map<string, Value>();
+    for (const [k, v] of Object.entries(feeds)) {
+      if (!e.inputNames.includes(k)) throw new InputError(`input '${k}' is not an input of this plan. Inputs: ${e.inputNames.join(', ')}.`);
+      inputs.set(k, toValue(v));
+    }
+    for (const i of e.header.inputs) {
+      if (!inputs.has(i.name)) throw new InputError(`input '${i.name}' is missing; the plan needs ${i.dtype}[${i.shape.map((d) => d ?? '?').join(', ')}].`);
+      const v = feeds[i.name];
+      if (v instanceof Tensor && v.type !== i.dtype) throw new InputError(`input '${i.name}' has type ${v.type}, but the plan expects ${i.dtype}.`);
+    }
+    e.checkProfile(inputs);
+    const out = fetches ? [...fetches] : e.outputNames;
+    const r = await this.runner.run(inputs, out, hooks);
+    const result: Record<string, OnnxValue> = {};
+    for (const f of out) result[f] = fromValue(r.get(f) ?? null);
+    return result;
+  }
+}
+
+/** Peek at a file: is it a Kiln plan? */
+export function isPlanFile(file: string): boolean {
+  try {
+    const fd = fs.openSync(file, 'r');
+    const b = new Uint8Array(8);
+    fs.readSync(fd, b, 0, 8, 0);
+    fs.closeSync(fd);
+    return isPlanBytes(b);
+  } catch {
+    return false;
+  }
+}

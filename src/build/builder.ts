@@ -138,6 +138,7 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     return types.get(name) ?? inp?.type;
   };
   let done = 0;
+  const timing = { timed: 0, cached: 0 };
   for (const n of order) {
     const cands = backend.tactics(n, m);
     let chosen = { tactic: cands[0] } as { tactic: Tactic; ms?: number };
@@ -145,8 +146,11 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
       const sig = nodeSignature(n, (x) => typeAt(optTypes, x), (x) => m.graph.initializers.has(x));
       const hit = cache.lookup(deviceSig, sig);
       const fromCache = hit && cands.find((c) => c.name === hit.tactic);
-      if (fromCache) chosen = { tactic: fromCache, ms: hit!.ms };
-      else {
+      if (fromCache) {
+        chosen = { tactic: fromCache, ms: hit!.ms };
+        timing.cached++;
+      } else {
+        timing.timed++;
         let best: { tactic: Tactic; ms: number } | undefined;
         for (const t of cands) {
           const ms = await timeTactic(t, n, m, (x) => typeAt(optTypes, x));
@@ -163,8 +167,10 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
   }
   cache.save();
 
+  // Arena sized for the profile's max; for unbounded dims (no max given), for opt — larger runs allocate as needed.
   const sizeAt = (name: string) => {
-    const t = maxTypes.get(name);
+    const bounded = (t?: ValueType) => t?.kind === 'tensor' && !!t.shape && t.shape.every((d) => typeof d === 'number');
+    const t = bounded(maxTypes.get(name)) ? maxTypes.get(name) : optTypes.get(name);
     if (t?.kind !== 'tensor' || !t.shape || t.shape.some((d) => typeof d !== 'number')) return undefined;
     return tensorBytes(t.dtype, t.shape as number[]);
   };
@@ -194,6 +200,7 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     memory: { alignment: mem.alignment, arenaBytes: mem.arenaBytes, lowerBound: mem.lowerBound, weightBytes: mem.weightBytes, slots: mem.slots.length, dynamic: mem.dynamic.length },
     optimizer: { nodesBefore: report.nodesBefore, nodesAfter: report.nodesAfter, stages: report.stages.map((s) => ({ name: s.name, changes: s.changes })) },
     buildMs: 0,
+    timing,
   };
   header.buildMs = Math.round(performance.now() - t0);
   const tacticMap = Object.fromEntries(order.map((n) => [n.name, tactics.get(n)!.tactic.name]));

@@ -60,6 +60,8 @@ export interface PlanHeader {
   memory: Omit<MemoryPlan, 'slots'> & { slots: number; dynamic: number };
   optimizer: { nodesBefore: number; nodesAfter: number; stages: { name: string; changes: number }[] };
   buildMs: number;
+  /** layers timed in this build, and layers whose tactic came from the timing cache */
+  timing: { timed: number; cached: number };
   blobs: { name: string; offset: number; length: number }[];
 }
 

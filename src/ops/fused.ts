@@ -24,24 +24,23 @@ export const ACTIVATIONS: Record<string, (x: number, p: number[]) => number> = {
   Mish: (x) => x * Math.tanh(x > 20 ? x : Math.log1p(Math.exp(x))),
 };
 
-/** y = act(y + residual), in place on a fresh output tensor. */
+/** act(y + residual), with numpy broadcasting between y and the residual (exactly what the fused Add computed). */
 function epilogue(y: TensorData, residual: TensorData | undefined, activation: string, params: number[]): TensorData {
   if (!residual && !activation) return y;
   const f = activation ? ACTIVATIONS[activation] : undefined;
   if (activation && !f) throw new Error(`unknown fused activation '${activation}' (known: ${Object.keys(ACTIVATIONS).join(', ')})`);
-  const out = y.dtype === 'float32' ? new Float32Array(y.data as Float32Array) : y.toFloat64();
-  let ri: Int32Array | null = null, rv: ArrayLike<number> | undefined;
-  if (residual) {
-    broadcastShapes(y.dims, residual.dims);
-    [ri] = broadcastIndex([residual.dims], y.dims);
-    rv = residual.dtype === 'float32' ? (residual.data as Float32Array) : residual.toFloat64();
-  }
-  for (let i = 0; i < out.length; i++) {
-    let v = out[i];
+  const dims = residual ? broadcastShapes(y.dims, residual.dims) : [...y.dims];
+  const n = dims.reduce((a, b) => a * b, 1);
+  const yv = y.dtype === 'float32' ? (y.data as Float32Array) : y.toFloat64();
+  const out = y.dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+  const [yi, ri] = residual ? broadcastIndex([y.dims, residual.dims], dims) : [null, null];
+  const rv = residual ? (residual.dtype === 'float32' ? (residual.data as Float32Array) : residual.toFloat64()) : undefined;
+  for (let i = 0; i < n; i++) {
+    let v = yv[yi ? yi[i] : i];
     if (rv) v += rv[ri ? ri[i] : i];
     out[i] = f ? f(v, params) : v;
   }
-  return y.dtype === 'float32' ? new TensorData('float32', y.dims, out) : TensorData.fromNumbers(y.dtype, y.dims, out);
+  return y.dtype === 'float32' ? new TensorData('float32', dims, out) : TensorData.fromNumbers(y.dtype, dims, out);
 }
 
 const epilogueAttrs = { activation: attr.string(''), activation_params: attr.floats([]) };

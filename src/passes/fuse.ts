@@ -203,7 +203,15 @@ export function fuseAttention(v: GraphView): number {
     let cur = sm.inputs[0];
     let mask: string | undefined;
     let scale = 1;
-    const add = op(v, cur, 'Add');
+    const where = op(v, cur, 'Where');
+    const fill = where && scalar(v, where.inputs[2]);
+    if (where && v.singleUse(cur) && fill !== undefined && fill <= -1e4 && op(v, where.inputs[1], 'MatMul', 'Div', 'Mul')) {
+      // Where(keep, scores, -big): a boolean mask (true = attend)
+      mask = where.inputs[0];
+      pattern.unshift(where);
+      cur = where.inputs[1];
+    }
+    const add = mask ? undefined : op(v, cur, 'Add');
     if (add && v.singleUse(cur)) {
       const qk = [add.inputs[0], add.inputs[1]].find((i) => op(v, i, 'MatMul', 'Div', 'Mul'));
       if (qk) {
@@ -312,8 +320,6 @@ export function absorbResidual(v: GraphView): number {
       const other = add.inputs[1 - side];
       if (!isFusedLayer(layer) || v.constant(other) || !v.singleUse(add.inputs[side]) || (layer.attrs.activation?.value as string | undefined)) continue;
       if (layer.inputs[3]) continue;
-      const ys = v.shape(layer.outputs[0]), os = v.shape(other);
-      if (!ys || !os || os.length !== ys.length || os.some((d, i) => d === undefined || d !== ys[i])) continue;
       // the residual must be computed before the layer runs: it may not depend on the layer's own output
       if (dependsOn(v, other, layer)) continue;
       layer.inputs = [layer.inputs[0], layer.inputs[1], layer.inputs[2] ?? '', other];

@@ -54,11 +54,12 @@ export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, Lay
     return result;
   }
   const lowName: LayerPrecision = low === 'float16' ? 'fp16' : 'bf16';
-  const typeOf = (name: string): DType | undefined => {
-    const t = g.valueInfo.get(name) ?? g.inputs.find((i) => i.name === name)?.type;
-    const c = g.initializers.get(name);
-    return c ? c.dtype : t?.kind === 'tensor' ? t.dtype : undefined;
-  };
+  // element types before any change (valueInfo is updated as layers switch precision)
+  const original = new Map<string, DType>();
+  for (const i of g.inputs) if (i.type.kind === 'tensor') original.set(i.name, i.type.dtype);
+  for (const [k, t] of g.valueInfo) if (t.kind === 'tensor') original.set(k, t.dtype);
+  for (const [k, c] of g.initializers) original.set(k, c.dtype);
+  const typeOf = (name: string): DType | undefined => original.get(name);
   const current = new Map<string, DType>(); // values whose type changed to `low`
   const casts = new Map<string, string>(); // `${value}->${dtype}` -> cast output
   const converted = new Map<string, string>(); // constant name -> converted constant name
@@ -120,7 +121,6 @@ export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, Lay
     newNodes.push({ name: `${o.name}/cast_out`, opType: 'Cast', domain: '', inputs: [inner], outputs: [o.name], attrs: { to: { type: 'int', value: onnxTypeCode(o.type.dtype) } } });
   }
   g.nodes.push(...newNodes);
-  for (const [name] of converted) void name;
   // drop fp32 originals no longer read
   const read = new Set(g.nodes.flatMap((n) => n.inputs));
   for (const k of [...g.initializers.keys()]) if (!read.has(k) && !g.outputs.some((o) => o.name === k)) g.initializers.delete(k);

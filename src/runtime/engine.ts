@@ -110,7 +110,7 @@ export class ExecutionContext {
     for (const i of e.header.inputs) {
       if (!inputs.has(i.name)) throw new InputError(`input '${i.name}' is missing; the plan needs ${i.dtype}[${i.shape.map((d) => d ?? '?').join(', ')}].`);
       const v = feeds[i.name];
-      if (v instanceof Tensor && v.type !== i.dtype) throw new InputError(`input '${i.name}' has type ${v.type}, but the plan expects ${i.dtype}.`);
+      if (v instanceof Tensor && !i.dtype.includes('(') && v.type !== i.dtype) throw new InputError(`input '${i.name}' has type ${v.type}, but the plan expects ${i.dtype}.`);
     }
     e.checkProfile(inputs);
     const out = fetches ? [...fetches] : e.outputNames;

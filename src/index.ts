@@ -3,6 +3,9 @@
 export { InferenceSession, type SessionOptions, type ValueMetadata } from './runtime/session.js';
 export { Tensor, type TensorType, type OnnxValue, type DataTypeMap } from './runtime/tensor.js';
 export { loadOnnx, parseOnnx } from './onnx/reader.js';
+export { build, Plan, type BuildOptions } from './build/builder.js';
+export { Engine, ExecutionContext } from './runtime/engine.js';
+export type { PlanHeader, LayerInfo, ShapeProfile } from './build/plan.js';
 export { serializeOnnx, saveOnnx } from './onnx/writer.js';
 export { KilnError, ModelError, InputError, ExecutionError } from './ir/errors.js';
 export type { Model, Graph, Node, ValueType, ValueInfo } from './ir/graph.js';

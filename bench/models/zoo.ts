@@ -27,7 +27,7 @@ export function tinyCnn(seed = 1): Model {
   h = b.op('GlobalAveragePool', [h], {}, 'gap');
   h = b.op('Flatten', [h], { axis: 1 }, 'flatten');
   h = b.op('Gemm', [h, b.initializer('fc.weight', randomTensor(r, [10, 32], 0.2)), b.initializer('fc.bias', randomTensor(r, [10], 0.1))], { transB: 1 }, 'fc');
-  const y = b.op('Softmax', [h], { axis: 1 }, 'softmax');
+  const [y] = b.node('Softmax', [h], { axis: 1 }, { name: 'softmax', outputs: ['probabilities'] });
   b.output(y, { kind: 'tensor', dtype: 'float32', shape: ['n', 10] });
   return b.model(17, { docString: 'Kiln tiny CNN example (random weights, for demonstration and benchmarking only).' });
 }

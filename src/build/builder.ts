@@ -98,8 +98,12 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
   // Fixed dims are optimized for as constants; dynamic ones stay symbolic so the plan is valid over the profile.
   const buildShapes = new Map<string, Dim[]>();
   for (const [name, p] of Object.entries(profile)) {
-    const decl = (m.graph.inputs.find((i) => i.name === name)?.type as { shape?: Dim[] }).shape;
-    buildShapes.set(name, p.min.map((d, i) => (d === p.max[i] ? d : (typeof decl?.[i] === 'string' ? decl[i] : `${name}_${i}`))));
+    const inp = m.graph.inputs.find((i) => i.name === name)!;
+    const decl = (inp.type as { shape?: Dim[] }).shape;
+    const dims = p.min.map((d, i) => (d === p.max[i] ? d : (typeof decl?.[i] === 'string' ? decl[i] : `${name}_${i}`)));
+    buildShapes.set(name, dims);
+    // the plan's input declares what the profile fixes, so every pass sees static dims as constants
+    if (inp.type.kind === 'tensor') inp.type = { ...inp.type, shape: dims };
   }
   const report: OptimizeReport = opts.optimize === false ? { stages: [], nodesBefore: m.graph.nodes.length, nodesAfter: m.graph.nodes.length } : await optimize(m, {
     inputShapes: buildShapes,

@@ -1,5 +1,5 @@
 // Terminal formatting shared by commands.
-import { Tensor, type OnnxValue } from '../runtime/tensor.js';
+import { Tensor, toTensorData, type OnnxValue } from '../runtime/tensor.js';
 
 export function table(rows: string[][], header?: string[]): string {
   const all = header ? [header, ...rows] : rows;
@@ -11,10 +11,9 @@ export function table(rows: string[][], header?: string[]): string {
 }
 
 function numbers(t: Tensor): number[] | undefined {
-  if (t.type === 'string' || t.type === 'float16' || t.type === 'bfloat16' || t.type.startsWith('float8') || t.type.endsWith('4') || t.type.endsWith('2') || t.type === 'float4e2m1') {
-    return undefined;
-  }
-  return Array.from(t.data as ArrayLike<number | bigint>, Number);
+  if (t.type === 'string') return undefined;
+  // decode bit-pattern and packed types through the internal representation
+  return Array.from(toTensorData(t).toFloat64());
 }
 
 /** One row per output: name, type, shape, min/max/mean and the first values. */

@@ -182,7 +182,12 @@ const Attention = defineOp({
 function alias(name: string, opset: number, inputs: [number, number], outputs: [number, number], attrs: OpDef['attrs']): OpDef {
   return defineOp({
     name, domain: KILN_DOMAIN, versions: [1], attrs, inputs, outputs, doc: `ONNX ${name} (opset ${opset} semantics)`,
-    infer: (ctx) => [sameAsInput0(ctx.inputTypes)],
+    infer: (ctx) => {
+      const real = lookupOp('', name);
+      if (!real?.infer) return [sameAsInput0(ctx.inputTypes)];
+      const node = { ...ctx.node, domain: '' };
+      return real.infer({ ...ctx, node, opset, attrs: parseAttrs(real, node) });
+    },
     run: (ctx) => callKernel(ctx.node, '', name, opset, ctx.inputs, ctx.node.attrs, ctx.numOutputs),
   });
 }

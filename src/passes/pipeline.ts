@@ -22,7 +22,8 @@ export function stages(inputShapes?: Map<string, Dim[]>): Stage[] {
   return [
     { name: 'infer shapes', run: reinfer(inputShapes) },
     // **** simplify: constants, shape arithmetic, no-ops
-    { name: 'fold constants', run: foldConstants },
+    // shapes are re-inferred each round: folding one shape computation can make the next one static
+    { name: 'fold constants', run: (v) => (reinfer(inputShapes)(v), foldConstants(v)) },
     { name: 'remove no-ops', run: removeNoOps },
     { name: 'eliminate common subexpressions', run: eliminateCommonSubexpressions },
     { name: 'eliminate dead code', run: eliminateDeadCode },

@@ -183,6 +183,32 @@ describe('plans', () => {
   });
 });
 
+describe('memory planner', () => {
+  it('never overlaps tensors that are alive at the same time, and reaches the lower bound on ResNet', async () => {
+    const { planMemory, tensorBytes } = await import('../../src/build/memory.js');
+    const { inferShapes } = await import('../../src/passes/infer.js');
+    const { topoSort } = await import('../../src/ops/execute.js');
+    for (const model of [resnet50(RESNET_SMALL), bertBase(BERT_SMALL), mobilenetV2(MOBILENET_SMALL)]) {
+      const m = parseOnnx(serializeOnnx(model));
+      await optimize(m);
+      const shapes = new Map(m.graph.inputs.map((i) => [i.name, ((i.type as { shape: unknown[] }).shape ?? []).map((d) => (typeof d === 'number' ? d : 3))]));
+      inferShapes(m.graph, m.opsets, { inputShapes: shapes as never });
+      const order = topoSort(m.graph, () => true);
+      const plan = planMemory(m.graph, order, (name) => {
+        const t = m.graph.valueInfo.get(name);
+        return t?.kind === 'tensor' && t.shape?.every((d) => typeof d === 'number') ? tensorBytes(t.dtype, t.shape as number[]) : undefined;
+      });
+      const roots = plan.slots.filter((x) => !x.alias);
+      for (const a of roots) for (const b of roots) {
+        if (a === b || a.end < b.start || b.end < a.start) continue;
+        expect(a.offset + a.bytes <= b.offset || b.offset + b.bytes <= a.offset, `${a.name} and ${b.name} overlap`).toBe(true);
+      }
+      expect(plan.arenaBytes).toBeGreaterThanOrEqual(plan.lowerBound);
+      expect(plan.arenaBytes).toBeLessThanOrEqual(plan.lowerBound * 1.1);
+    }
+  });
+});
+
 describe('precision', () => {
   it('fp16 builds keep sensitive layers in fp32, honour pins, and stay within fp16 tolerance', async () => {
     const model = tinyCnn();

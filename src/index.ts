@@ -13,3 +13,8 @@ export { GraphBuilder } from './ir/builder.js';
 export { inspectModel, formatSummary } from './tools/inspect.js';
 export { encodeNpy, decodeNpy, encodeNpz, decodeNpz } from './tools/npy.js';
 export { allOps } from './ir/schema.js';
+export { profiler, Profiler, type TraceSpan } from './runtime/profiler.js';
+export { compareModel, formatCompareReport, compareTensors, type CompareOptions, type CompareReport } from './tools/compare.js';
+export { createRunner, listRunners, type ModelRunner } from './tools/runners.js';
+export { extractSubgraph, sanitizeModel, insertNode, pruneNodes } from './tools/surgeon.js';
+export { debugPrecision, debugReduce } from './tools/debug.js';

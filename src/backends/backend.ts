@@ -1,7 +1,7 @@
 // The backend contract. A backend says whether it can run here (and why not), describes the device (for plans and
 // timing caches), offers candidate kernels ("tactics") per node for the builder to time, stores compiled kernels
 // in the plan, and turns a (planned) model into a runner.
-import type { Model, Node } from '../ir/graph.js';
+import type { Model, Node, ValueType } from '../ir/graph.js';
 import type { Value } from '../ir/tensor.js';
 import type { DeviceSignature } from '../build/plan.js';
 
@@ -25,9 +25,14 @@ export interface Runner {
   release(): void;
 }
 
+/** Parts of one inference a backend reports timing for (bench, profile): input transfer, compute, output transfer. */
+export type RunPhase = 'h2d' | 'compute' | 'd2h';
+
 export interface RunHooks {
-  /** Called after each layer with its outputs and host-side time (profiling, --mark-all). */
-  onLayer?: (node: Node, outputs: Value[], ms: number) => void;
+  /** Called after each layer with its outputs, its time and its start (performance.now() ms) (profiling, --mark-all). */
+  onLayer?: (node: Node, outputs: Value[], ms: number, startMs?: number) => void;
+  /** Called with the start and end (performance.now() ms, device times mapped to the host clock) of each phase. */
+  onPhase?: (phase: RunPhase, startMs: number, endMs: number) => void;
   /** Keep every intermediate value in the result. */
   keepAll?: boolean;
 }
@@ -46,8 +51,11 @@ export interface Backend {
   /** Checked lazily, once, when the backend is first asked for. */
   availability(): Availability;
   signature(): DeviceSignature;
-  /** Candidate implementations of a node, best guess first. */
-  tactics(node: Node, model: Model): Tactic[];
+  /**
+   * Candidate implementations of a node, best guess first. `typeOf` gives value types at the profile's opt shapes
+   * (the graph itself keeps symbolic shapes), for backends that generate shape-specialized code.
+   */
+  tactics(node: Node, model: Model, typeOf?: (name: string) => ValueType | undefined): Tactic[];
   /** Compiled kernels to store in the plan (blob name -> bytes). */
   serializeKernels(layers: { node: Node; tactic: Tactic }[]): [string, Uint8Array][];
   createRunner(model: Model, options: RunnerOptions): Promise<Runner>;

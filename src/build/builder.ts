@@ -144,7 +144,7 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
   let done = 0;
   const timing = { timed: 0, cached: 0 };
   for (const n of order) {
-    const cands = backend.tactics(n, m);
+    const cands = backend.tactics(n, m, (x) => typeAt(optTypes, x));
     let chosen = { tactic: cands[0] } as { tactic: Tactic; ms?: number };
     if (cands.length > 1) {
       const sig = nodeSignature(n, (x) => typeAt(optTypes, x), (x) => m.graph.initializers.has(x));

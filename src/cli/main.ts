@@ -5,6 +5,11 @@ import { runCommand } from './run.js';
 import { inspectCommand } from './inspect.js';
 import { startCommand } from './start.js';
 import { buildCommand } from './build.js';
+import { compareCommand } from './compare.js';
+import { surgeonCommand } from './surgeon.js';
+import { debugCommand } from './debug.js';
+import { benchCommand } from './bench.js';
+import { profileCommand } from './profile.js';
 import { KilnError } from '../ir/errors.js';
 
 const program = new Command('kiln')
@@ -12,7 +17,7 @@ const program = new Command('kiln')
   .version('0.1.0')
   .showHelpAfterError();
 
-for (const make of [buildCommand, runCommand, inspectCommand, startCommand]) program.addCommand(make());
+for (const make of [buildCommand, runCommand, inspectCommand, startCommand, compareCommand, surgeonCommand, debugCommand, benchCommand, profileCommand]) program.addCommand(make());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof KilnError) console.error(`kiln: ${e.message}`);

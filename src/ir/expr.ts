@@ -64,10 +64,12 @@ const JS: Record<string, (a: string[]) => string> = {
   where_pos: ([c, a, b]) => `(${c} > 0 ? ${a} : ${b})`,
 };
 
-export function renderJs(e: Expr, input: (i: number) => string): string {
+/** `round` wraps every op's result (Math.fround for float32: the fused chain then rounds exactly as the unfused ops do). */
+export function renderJs(e: Expr, input: (i: number) => string, round?: (s: string) => string): string {
   if ('input' in e) return input(e.input);
   if ('lit' in e) return Number.isFinite(e.lit) ? `(${e.lit})` : e.lit > 0 ? 'Infinity' : e.lit < 0 ? '-Infinity' : 'NaN';
-  return JS[e.op](e.args.map((a) => renderJs(a, input)));
+  const s = JS[e.op](e.args.map((a) => renderJs(a, input, round)));
+  return round ? round(s) : s;
 }
 
 /** erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), enough for float32 results. */
@@ -90,3 +92,29 @@ export const JS_HELPERS = {
   clip: (x: number, lo: number, hi: number) => (x < lo ? lo : x > hi ? hi : x),
   leaky: (x: number, s: number) => (x < 0 ? x * s : x),
 };
+
+/**
+ * CUDA C rendering of each op (operands already rendered), for a compute type of `float` or `double`. The `k_*`
+ * helpers are overloaded for both types in the CUDA backend's prelude (`src/backends/cuda/codegen/types.ts`), so
+ * one table serves both; max/min/relu/clip keep the NaN behaviour of the JavaScript helpers above.
+ */
+const CUDA: Record<string, (a: string[], t: 'float' | 'double') => string> = {
+  add: ([a, b]) => `(${a} + ${b})`, sub: ([a, b]) => `(${a} - ${b})`, mul: ([a, b]) => `(${a} * ${b})`,
+  div: ([a, b]) => `(${a} / ${b})`, pow: ([a, b]) => `k_pow(${a}, ${b})`, max: ([a, b]) => `k_max(${a}, ${b})`,
+  min: ([a, b]) => `k_min(${a}, ${b})`, neg: ([a]) => `(-${a})`, abs: ([a]) => `k_abs(${a})`, exp: ([a]) => `k_exp(${a})`,
+  log: ([a]) => `k_log(${a})`, sqrt: ([a]) => `k_sqrt(${a})`, recip: ([a], t) => `(${t}(1) / ${a})`, tanh: ([a]) => `k_tanh(${a})`,
+  erf: ([a]) => `k_erf(${a})`, sigmoid: ([a]) => `k_sigmoid(${a})`, relu: ([a]) => `k_relu(${a})`, floor: ([a]) => `k_floor(${a})`,
+  ceil: ([a]) => `k_ceil(${a})`, sin: ([a]) => `k_sin(${a})`, cos: ([a]) => `k_cos(${a})`, softplus: ([a]) => `k_softplus(${a})`,
+  clip: ([a, lo, hi]) => `k_clip(${a}, ${lo}, ${hi})`, leaky: ([a, s]) => `k_leaky(${a}, ${s})`,
+  where_pos: ([c, a, b]) => `(${c} > 0 ? ${a} : ${b})`,
+};
+
+/** CUDA C for `e` computed in `type`; `input(i)` renders input i already converted to `type`. */
+export function renderCuda(e: Expr, input: (i: number) => string, type: 'float' | 'double' = 'float'): string {
+  if ('input' in e) return input(e.input);
+  if ('lit' in e) {
+    if (Number.isFinite(e.lit)) return Object.is(e.lit, -0) ? `${type}(-0.0)` : `${type}(${e.lit})`;
+    return e.lit > 0 ? `${type}(K_INF)` : e.lit < 0 ? `${type}(-K_INF)` : `${type}(K_NAN)`;
+  }
+  return CUDA[e.op](e.args.map((a) => renderCuda(a, input, type)), type);
+}

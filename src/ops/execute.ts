@@ -12,9 +12,11 @@ export interface ExecuteOptions {
   /** Values visible from an enclosing graph (for subgraphs of If/Loop/Scan). */
   outer?: (name: string) => Value | undefined;
   /** Called after each node with its outputs (for --mark-all style debugging and profiling). */
-  onNode?: (node: Node, outputs: Value[], ms: number) => void;
+  onNode?: (node: Node, outputs: Value[], ms: number, startMs: number) => void;
   /** Keep every intermediate value in the returned map (default: only graph outputs). */
   keepAll?: boolean;
+  /** Replace a node's kernel (the CPU backend's test-only fault injection; see overrideCpuKernelForTesting). */
+  kernelOverride?: (node: Node) => ((inputs: (Value | undefined)[]) => Value[]) | undefined;
 }
 
 interface Prepared {
@@ -106,31 +108,72 @@ function prepare(g: Graph, opsets: Map<string, number>): Prepared {
   return p;
 }
 
+/** A backend's own implementation of one node (e.g. a compiled kernel); may run off the main thread. */
+export type NodeKernel = (inputs: (Value | undefined)[]) => Value[] | Promise<Value[]>;
+
+export interface AsyncExecuteOptions extends ExecuteOptions {
+  /** The kernel to run instead of the reference one for a node, or undefined to keep the reference kernel. */
+  kernelFor?: (node: Node) => NodeKernel | undefined;
+}
+
 /** Run `g` on `feeds`; returns the graph outputs (or every value with keepAll). */
 export function executeGraph(g: Graph, feeds: Map<string, Value>, opts: ExecuteOptions): Map<string, Value> {
+  const run = startRun(g, feeds, opts);
+  for (let i = 0; i < run.p.order.length; i++) {
+    const t0 = opts.onNode ? performance.now() : 0;
+    const { def, opset, attrs } = run.p.ops[i];
+    run.finish(i, runNode(run.p.order[i], def, opset, attrs, run.inputsOf(i), run.lookup, opts), t0);
+  }
+  return run.result();
+}
+
+/** executeGraph with per-node kernels that may be asynchronous; the schedule and the frees are the same. */
+export async function executeGraphAsync(g: Graph, feeds: Map<string, Value>, opts: AsyncExecuteOptions): Promise<Map<string, Value>> {
+  const run = startRun(g, feeds, opts);
+  for (let i = 0; i < run.p.order.length; i++) {
+    const t0 = opts.onNode ? performance.now() : 0;
+    const { def, opset, attrs } = run.p.ops[i];
+    const node = run.p.order[i];
+    const kernel = opts.kernelFor?.(node);
+    const inputs = run.inputsOf(i);
+    let outputs: Value[];
+    if (!kernel) outputs = runNode(node, def, opset, attrs, inputs, run.lookup, opts);
+    else {
+      try {
+        outputs = await kernel(inputs);
+      } catch (e) {
+        throw new ExecutionError(`${nodeLabel(node)} failed: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    run.finish(i, outputs, t0);
+  }
+  return run.result();
+}
+
+function startRun(g: Graph, feeds: Map<string, Value>, opts: ExecuteOptions) {
   const p = prepare(g, opts.opsets);
   const env = new Map<string, Value>(feeds);
   for (const [k, v] of g.initializers) if (!env.has(k)) env.set(k, v);
   const lookup = (name: string): Value | undefined => (env.has(name) ? env.get(name) : opts.outer?.(name));
-
-  for (let i = 0; i < p.order.length; i++) {
+  const inputsOf = (i: number) => p.order[i].inputs.map((name) => {
+    if (!name) return undefined;
+    const v = lookup(name);
+    if (v === undefined) throw new ExecutionError(`${nodeLabel(p.order[i])}: input '${name}' has no value (no node, initializer or graph input produces it).`);
+    return v;
+  });
+  const finish = (i: number, outputs: Value[], t0: number) => {
     const node = p.order[i];
-    const { def, opset, attrs } = p.ops[i];
-    const inputs = node.inputs.map((name) => {
-      if (!name) return undefined;
-      const v = lookup(name);
-      if (v === undefined) throw new ExecutionError(`${nodeLabel(node)}: input '${name}' has no value (no node, initializer or graph input produces it).`);
-      return v;
-    });
-    const t0 = opts.onNode ? performance.now() : 0;
-    const outputs = runNode(node, def, opset, attrs, inputs, lookup, opts);
     const ms = opts.onNode ? performance.now() - t0 : 0;
     node.outputs.forEach((o, k) => {
       if (o) env.set(o, outputs[k] === undefined ? null : outputs[k]);
     });
-    opts.onNode?.(node, outputs, ms);
+    opts.onNode?.(node, outputs, ms, t0);
     if (!opts.keepAll) for (const f of p.frees[i]) if (!feeds.has(f)) env.delete(f);
-  }
+  };
+  return { p, lookup, inputsOf, finish, result: () => collect(g, env, lookup, opts) };
+}
+
+function collect(g: Graph, env: Map<string, Value>, lookup: (name: string) => Value | undefined, opts: ExecuteOptions): Map<string, Value> {
   if (opts.keepAll) return env;
   const result = new Map<string, Value>();
   for (const o of g.outputs) {
@@ -155,8 +198,9 @@ function runNode(node: Node, def: OpDef, opset: number, attrs: unknown, inputs: 
     const out = executeGraph(graph, feeds, { opsets: opts.opsets, outer: lookup });
     return graph.outputs.map((o) => out.get(o.name) as Value);
   });
+  const override = opts.kernelOverride?.(node);
   try {
-    return def.run(ctx as KernelContext<never>);
+    return override ? override(inputs) : def.run(ctx as KernelContext<never>);
   } catch (e) {
     if (e instanceof KilnError && e.message.includes(nodeLabel(node))) throw e;
     const ins = inputs.map((v, k) => `  input ${k}${node.inputs[k] ? ` '${node.inputs[k]}'` : ''}: ${describeValue(v)}`).join('\n');

@@ -105,12 +105,12 @@ const FusedMatMul = defineOp({
 const compiled = new Map<string, (ins: ArrayLike<number>[], idx: (Int32Array | null)[], out: Float64Array | Float32Array) => void>();
 
 /** Compile an expression to a loop over the output; inputs are read through broadcast index maps. */
-function compileLoop(expr: string, nInputs: number) {
-  const key = `${nInputs}|${expr}`;
+function compileLoop(expr: string, nInputs: number, f32: boolean) {
+  const key = `${nInputs}|${f32}|${expr}`;
   let f = compiled.get(key);
   if (!f) {
     const e: Expr = parseExpr(expr);
-    const body = renderJs(e, (i) => `v${i}[x${i} ? x${i}[i] : i]`);
+    const body = renderJs(e, (i) => `v${i}[x${i} ? x${i}[i] : i]`, f32 ? (s) => `Math.fround(${s})` : undefined);
     const decl = Array.from({ length: nInputs }, (_, i) => `const v${i} = ins[${i}], x${i} = idx[${i}];`).join('\n');
     f = new Function('F', `return (ins, idx, out) => {\n${decl}\nfor (let i = 0; i < out.length; i++) out[i] = ${body};\n};`)(JS_HELPERS) as typeof f;
     compiled.set(key, f!);
@@ -136,7 +136,7 @@ const Elementwise = defineOp({
     const dtype = ins[0].dtype;
     const n = dims.reduce((a, b) => a * b, 1);
     const out = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
-    compileLoop(ctx.attrs.expr, ins.length)(ins.map((t) => (t.dtype === 'float32' || t.dtype === 'float64' ? (t.data as Float32Array) : t.toFloat64())), idx, out);
+    compileLoop(ctx.attrs.expr, ins.length, dtype === 'float32')(ins.map((t) => (t.dtype === 'float32' || t.dtype === 'float64' ? (t.data as Float32Array) : t.toFloat64())), idx, out);
     return [dtype === 'float32' ? new TensorData('float32', dims, out) : TensorData.fromNumbers(dtype, dims, out)];
   },
 });

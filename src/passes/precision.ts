@@ -24,6 +24,25 @@ const REDUCED_OK = new Set([
 
 const key = (n: Node) => (n.domain === KILN_DOMAIN ? `kiln:${n.opType}` : n.opType);
 
+/** Inputs that stay fp32 even when their layer runs reduced (attention masks hold -1e4..-3.4e38 fill values). */
+const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3] };
+
+/** Largest finite value of each reduced type: layers whose constants exceed it stay fp32. */
+const RANGE: Record<string, number> = { float16: 65504, bfloat16: 3.39e38 };
+
+function constantsFit(g: Graph, n: Node, dtype: DType): boolean {
+  const max = RANGE[dtype] ?? Infinity;
+  if (n.domain === KILN_DOMAIN && n.opType === 'Elementwise') {
+    const lits = String(n.attrs.expr?.value ?? '').match(/(?<![$\w])-?\d[\d.]*(e[+-]?\d+)?/gi) ?? [];
+    if (lits.some((l) => Math.abs(Number(l)) > max)) return false;
+  }
+  for (const i of n.inputs) {
+    const c = i ? g.initializers.get(i) : undefined;
+    if (c && c.dtype === 'float32' && c.size <= 4096 && (c.data as Float32Array).some((v) => Math.abs(v) > max && Number.isFinite(v))) return false;
+  }
+  return true;
+}
+
 export interface PrecisionOptions {
   precision: Precision;
   /** node name or op type -> precision, e.g. { 'encoder.0.ffn': 'fp32', 'Softmax': 'fp16' } */
@@ -80,12 +99,13 @@ export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, Lay
     const want: LayerPrecision = pin ?? (REDUCED_OK.has(key(n)) ? lowName : 'fp32');
     const wantType: DType = want === 'fp32' ? 'float32' : want === 'fp16' ? 'float16' : 'bfloat16';
     const floatIn = n.inputs.map((i) => !!i && (typeOf(i) === 'float32'));
-    const runsLow = want !== 'fp32' && REDUCED_OK.has(key(n)) && floatIn.some(Boolean);
+    const keep32 = FP32_INPUTS[key(n)] ?? [];
+    const runsLow = want !== 'fp32' && REDUCED_OK.has(key(n)) && floatIn.some(Boolean) && (!!pin || constantsFit(g, n, wantType));
     result.set(n, runsLow ? want : 'fp32');
     n.inputs = n.inputs.map((i, k) => {
       if (!i) return i;
       const cur = current.get(i) ?? typeOf(i);
-      const target = runsLow && floatIn[k] ? wantType : floatIn[k] ? 'float32' : cur;
+      const target = runsLow && floatIn[k] && !keep32.includes(k) ? wantType : floatIn[k] ? 'float32' : cur;
       if (!target || cur === target) return i;
       const c = g.initializers.get(i);
       if (c && cur === 'float32') {

@@ -102,6 +102,7 @@ export class ExecutionContext {
   async run(feeds: Record<string, OnnxValue>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
     const e = this.engine;
     if (e.isDisposed) throw new InputError('the Engine of this context was disposed.');
+    const h2d = hooks?.onPhase ? performance.now() : 0;
     const inputs = new Map<string, Value>();
     for (const [k, v] of Object.entries(feeds)) {
       if (!e.inputNames.includes(k)) throw new InputError(`input '${k}' is not an input of this plan. Inputs: ${e.inputNames.join(', ')}.`);
@@ -114,9 +115,12 @@ export class ExecutionContext {
     }
     e.checkProfile(inputs);
     const out = fetches ? [...fetches] : e.outputNames;
+    hooks?.onPhase?.('h2d', h2d, performance.now());
     const r = await this.runner.run(inputs, out, hooks);
+    const d2h = hooks?.onPhase ? performance.now() : 0;
     const result: Record<string, OnnxValue> = {};
     for (const f of out) result[f] = fromValue(r.get(f) ?? null);
+    hooks?.onPhase?.('d2h', d2h, performance.now());
     return result;
   }
 }

@@ -1,13 +1,32 @@
-// The CPU backend. Today every layer runs its reference kernel (the "reference" tactic) through the reference
-// executor; the compiled native kernels of the fast-CPU work plug in here as further tactics.
+// The CPU backend: reference kernels for every op, plus compiled native kernels (C generated per layer with shapes
+// baked in, built with the system compiler) for the hot layers when a compiler is present at build time. The
+// builder times the native variants; the plan stores the library; the runner calls it through koffi.
 import os from 'node:os';
 import type { Backend, Runner, Tactic } from '../backend.js';
-import type { Model } from '../../ir/graph.js';
-import { executeGraph } from '../../ops/execute.js';
+import type { Model, Node } from '../../ir/graph.js';
+import { executeGraphAsync } from '../../ops/execute.js';
 import { resolveOp, parseAttrs, type KernelContext } from '../../ir/schema.js';
 import { makeContext } from '../../ops/execute.js';
 import type { Value } from '../../ir/tensor.js';
 import type { DeviceSignature } from '../../build/plan.js';
+import { hostIsa } from './compiler.js';
+import { defaultThreads, nativeBuildFor, serializeNative } from './build.js';
+import { loadNativeKernels } from './runner.js';
+
+// Test-only fault injection: tests of `kiln compare --mark-all` and `kiln debug reduce` need a backend that runs one
+// op wrong on purpose. Not exported from the public API and not reachable from the CLI.
+const faultyKernels = new Map<string, (node: Node, inputs: (Value | undefined)[]) => Value[]>();
+
+/** TEST ONLY: make the CPU backend run every node of `opType` with `kernel` (omit it to restore the real kernel). */
+export function overrideCpuKernelForTesting(opType: string, kernel?: (node: Node, inputs: (Value | undefined)[]) => Value[]): void {
+  if (kernel) faultyKernels.set(opType, kernel);
+  else faultyKernels.delete(opType);
+}
+
+const kernelOverride = (n: Node) => {
+  const k = faultyKernels.get(n.opType);
+  return k && ((inputs: (Value | undefined)[]) => k(n, inputs));
+};
 
 const reference: Tactic = {
   name: 'reference',
@@ -21,18 +40,30 @@ export const cpuBackend: Backend = {
   name: 'cpu',
   availability: () => ({ ok: true }),
   signature(): DeviceSignature {
-    return { backend: 'cpu', arch: process.arch, platform: process.platform, name: os.cpus()[0]?.model?.trim() ?? 'unknown CPU', features: {} };
+    // the vector ISA the compiled kernels use: a plan with AVX-512 code refuses to load where there is none
+    return { backend: 'cpu', arch: process.arch, platform: process.platform, name: os.cpus()[0]?.model?.trim() ?? 'unknown CPU', features: { isa: hostIsa() } };
   },
-  tactics: () => [reference],
-  serializeKernels: () => [],
-  async createRunner(model: Model): Promise<Runner> {
+  tactics(node, model, typeOf) {
+    const native = typeOf ? nativeBuildFor(model, typeOf)?.tactics(node) : undefined;
+    // the reference kernel is not timed against native ones: it is orders of magnitude slower on these layers
+    return native?.length ? native : [reference];
+  },
+  serializeKernels: serializeNative,
+  async createRunner(model: Model, opts): Promise<Runner> {
+    const threads = Math.max(1, opts.intraOpNumThreads ?? defaultThreads());
+    const native = loadNativeKernels(model, opts.kernels, threads, (n, inputs) => reference.run(n, inputs, model.opsets) as Value[]);
     return {
       async run(feeds, fetches, hooks) {
-        const all = executeGraph(model.graph, feeds, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll });
+        const t0 = performance.now();
+        const all = await executeGraphAsync(model.graph, feeds, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
+          kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: faultyKernels.size ? undefined : native?.kernelFor });
+        hooks?.onPhase?.('compute', t0, performance.now());
         if (hooks?.keepAll) return all;
         return new Map(fetches.map((f) => [f, all.get(f) as Value]));
       },
-      release() {},
+      release() {
+        native?.release();
+      },
     };
   },
 };

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Packs what the GPU machine needs under .gpu/ (ignored by git): the compiled sources, bench scripts and the
+# production node_modules. The node binary goes there once per checkout (.gpu/node.xz, see the device notes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .gpu/build .gpu/node_modules
+npx tsc -p tsconfig.gpu.json > /dev/null || echo "note: type errors (emitted anyway)"
+mkdir -p .gpu/node_modules
+npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | while read -r dir; do
+  rel="${dir#"$PWD"/node_modules/}"
+  mkdir -p ".gpu/node_modules/$(dirname "$rel")"
+  cp -r "$dir" ".gpu/node_modules/$rel"
+done
+rm -rf .gpu/node_modules/@koromix/koffi-linux-x64/musl_x64
+du -sh .gpu

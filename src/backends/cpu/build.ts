@@ -1,0 +1,157 @@
+// Build-time side of the native CPU kernels: on the first tactic query for a model, generate every eligible
+// layer's kernels, compile them into one library (in parallel units), and load it so the builder can time the
+// variants. The chosen variants' metadata and the library go into the plan.
+import os from 'node:os';
+import type { Model, Node, ValueType } from '../../ir/graph.js';
+import { TensorData, type Value } from '../../ir/tensor.js';
+import type { Tactic } from '../backend.js';
+import { layerKernel, tilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
+import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
+import { NativeLibrary, nativeUnavailable, type Ptr } from './native.js';
+import { RUNTIME_C, RUNTIME_H, renderGemm } from './kernels/runtime.c.js';
+
+/** What the plan stores per native layer (the chosen variant only). */
+export interface LayerMeta {
+  node: string;
+  tactic: string;
+  fn: string;
+  pack?: Variant['pack'];
+  args: Arg[];
+  inputDims: (number[] | null)[];
+  outDims: number[];
+}
+
+export interface KernelsMeta {
+  isa: Isa;
+  layers: LayerMeta[];
+}
+
+export const KERNELS_BLOB = 'cpu/kernels.so';
+export const META_BLOB = 'cpu/kernels.json';
+
+const warned = new Set<string>();
+/** Warn once per process per message (a model with 50 convolutions says "no compiler" once). */
+export function warnOnce(msg: string): void {
+  if (warned.has(msg)) return;
+  warned.add(msg);
+  process.emitWarning(msg, 'KilnWarning');
+}
+
+export const defaultThreads = () => (typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length);
+
+/** A layer's pointer arguments, from its inputs, packed weights and output. */
+export function layerArgs(args: Arg[], inputs: (Value | undefined)[], packed: Ptr, out: Float32Array): Ptr[] {
+  return args.map((a) => ('in' in a ? ((inputs[a.in] as TensorData | undefined)?.data ?? null) : 'packed' in a ? packed : 'out' in a ? out : null));
+}
+
+export function dimsMatch(meta: Pick<LayerMeta, 'inputDims'>, inputs: (Value | undefined)[]): boolean {
+  return meta.inputDims.every((d, i) => {
+    const v = inputs[i];
+    if (!d) return !v;
+    return v instanceof TensorData && v.dims.length === d.length && v.dims.every((x, k) => x === d[k]);
+  });
+}
+
+class NativeTactic implements Tactic {
+  readonly name: string;
+  private packed: Ptr = null;
+  constructor(readonly build: NativeBuild, readonly kernel: LayerKernel, readonly variant: Variant) {
+    this.name = variant.tactic;
+  }
+
+  run(node: Node, inputs: (Value | undefined)[]): Value[] {
+    if (!dimsMatch(this.kernel, inputs)) throw new Error(`${node.name}: inputs differ from the shapes the kernel was generated for`);
+    const lib = this.build.lib;
+    if (this.variant.pack && this.packed === null) {
+      this.packed = lib.pack(this.variant.pack.fn, this.variant.pack.inputs.map((i) => (inputs[i] as TensorData).data));
+      this.build.packedBuffers.push(this.packed);
+    }
+    const out = new Float32Array(this.kernel.outDims.reduce((a, b) => a * b, 1));
+    lib.threads(defaultThreads());
+    lib.callSync(this.variant.fn, layerArgs(this.kernel.args, inputs, this.packed, out));
+    return [new TensorData('float32', this.kernel.outDims, out)];
+  }
+
+  meta(): LayerMeta {
+    const k = this.kernel;
+    return { node: k.node, tactic: this.name, fn: this.variant.fn, pack: this.variant.pack, args: k.args, inputDims: k.inputDims, outDims: k.outDims };
+  }
+}
+
+export class NativeBuild {
+  readonly packedBuffers: Ptr[] = [];
+  private tacticsByNode = new Map<Node, NativeTactic[]>();
+  constructor(readonly isa: Isa, readonly lib: NativeLibrary, kernels: Map<Node, LayerKernel>) {
+    for (const [n, k] of kernels) this.tacticsByNode.set(n, k.variants.map((v) => new NativeTactic(this, k, v)));
+  }
+
+  tactics(n: Node): Tactic[] {
+    return this.tacticsByNode.get(n) ?? [];
+  }
+
+  /** The library and the chosen layers' metadata, or nothing when no layer chose a native tactic. */
+  serialize(layers: { node: Node; tactic: Tactic }[]): [string, Uint8Array][] {
+    const chosen = layers.map((l) => l.tactic).filter((t): t is NativeTactic => t instanceof NativeTactic && t.build === this);
+    for (const p of this.packedBuffers.splice(0)) this.lib.free(p);
+    if (!chosen.length) return [];
+    const meta: KernelsMeta = { isa: this.isa, layers: chosen.map((t) => t.meta()) };
+    return [[KERNELS_BLOB, this.lib.bytes], [META_BLOB, new TextEncoder().encode(JSON.stringify(meta))]];
+  }
+}
+
+/** Backend.serializeKernels: the library of the build whose native tactics were chosen. */
+export function serializeNative(layers: { node: Node; tactic: Tactic }[]): [string, Uint8Array][] {
+  const t = layers.map((l) => l.tactic).find((x): x is NativeTactic => x instanceof NativeTactic);
+  return t ? t.build.serialize(layers) : [];
+}
+
+const builds = new WeakMap<Model, NativeBuild | null>();
+
+/** The native kernels of a model being built (generated and compiled on first use), or null without them. */
+export function nativeBuildFor(model: Model, typeOf: (name: string) => ValueType | undefined): NativeBuild | null {
+  if (builds.has(model)) return builds.get(model)!;
+  let b: NativeBuild | null = null;
+  try {
+    b = compileModel(model, typeOf);
+  } catch (e) {
+    warnOnce(`Kiln: compiling native CPU kernels failed; those layers use reference kernels. ${(e as Error).message}`);
+  }
+  builds.set(model, b);
+  return b;
+}
+
+function compileModel(model: Model, typeOf: (name: string) => ValueType | undefined): NativeBuild | null {
+  const names = new Map<string, number>();
+  for (const n of model.graph.nodes) names.set(n.name, (names.get(n.name) ?? 0) + 1);
+  const isa = hostIsa();
+  const kernels = new Map<Node, LayerKernel>();
+  for (const n of model.graph.nodes) {
+    // plans name layers by node name, so a native kernel needs a unique one
+    if (!n.name || names.get(n.name) !== 1) continue;
+    const k = layerKernel(n, model, typeOf, isa, String(kernels.size));
+    if (k) kernels.set(n, k);
+  }
+  if (!kernels.size) return null;
+  const cc = findCompiler();
+  if (!cc) {
+    warnOnce('Kiln: no C compiler found (tried $KILN_CC, cc, gcc, clang); the CPU build uses reference kernels. Install gcc or clang for compiled kernels.');
+    return null;
+  }
+  const why = nativeUnavailable();
+  if (why) {
+    warnOnce(`Kiln: native CPU kernels are unavailable (${why}); the CPU build uses reference kernels.`);
+    return null;
+  }
+  const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);`).join('\n');
+  const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
+  const runtime = RUNTIME_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('');
+  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${gemms}\n`, [runtime, ...units]);
+  return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
+}
+
+/** Spread layer sources over `n` units of similar size (the runtime is a unit of its own). */
+function splitUnits(sources: string[], n: number): string[] {
+  const units = Array.from({ length: Math.min(n, sources.length) }, () => '');
+  sources.forEach((s, i) => (units[i % units.length] += s));
+  return units;
+}

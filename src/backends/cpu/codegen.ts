@@ -1,0 +1,389 @@
+// Code generation for the CPU backend: which layers get native kernels, and their C source with shapes baked in.
+// Each layer becomes one exported function per variant (register tile) plus, for layers with constant weights, a
+// packing function run once at load. Only float32 layers with fully known shapes and enough work are offered;
+// everything else keeps its reference kernel.
+import type { Model, Node, ValueType } from '../../ir/graph.js';
+import { parseExpr } from '../../ir/expr.js';
+import { KILN_DOMAIN } from '../../ops/fused.js';
+import type { Isa } from './compiler.js';
+import { renderC, renderActivation, cFloat } from './expr-c.js';
+import { LAYER_ARGS } from './native.js';
+
+/** Where a layer function's pointer argument comes from. */
+export type Arg = { in: number } | { packed: true } | { out: true } | { none: true };
+
+export interface Variant {
+  tactic: string;
+  fn: string;
+  /** Packing function for the constant operand and which node inputs it reads. */
+  pack?: { fn: string; inputs: number[] };
+}
+
+export interface LayerKernel {
+  node: string;
+  variants: Variant[];
+  args: Arg[];
+  /** Input dims the code was generated for (null for absent inputs), checked before each call. */
+  inputDims: (number[] | null)[];
+  outDims: number[];
+  source: string;
+}
+
+/** Below this much work (multiply-adds, or output elements) a layer keeps its reference kernel. */
+const MIN_GEMM_WORK = 16384;
+const MIN_ELEMENTS = 4096;
+
+/** Register tiles offered per ISA: [rows, vectors of columns]. */
+const TILES: Record<Isa, [number, number][]> = { avx512: [[6, 2], [12, 2]], avx2: [[6, 2], [4, 3]], portable: [[6, 2], [4, 3]] };
+const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
+
+export const tilesOf = (isa: Isa) => TILES[isa];
+
+interface Ctx {
+  model: Model;
+  typeOf: (name: string) => ValueType | undefined;
+  isa: Isa;
+  id: string;
+}
+
+const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
+const attrOf = <T>(n: Node, k: string, d: T): T => (n.attrs[k]?.value as T | undefined) ?? d;
+
+function typeOfName(c: Ctx, name: string): { dtype: string; dims: number[] } | undefined {
+  const init = c.model.graph.initializers.get(name);
+  if (init) return { dtype: init.dtype, dims: [...init.dims] };
+  const t = c.typeOf(name);
+  if (t?.kind !== 'tensor' || !t.shape || t.shape.some((d) => typeof d !== 'number')) return undefined;
+  return { dtype: t.dtype, dims: t.shape as number[] };
+}
+
+const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(name);
+const sameDims = (a: readonly number[] | undefined, b: readonly number[]) => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** The native kernel for a node, or undefined when the node keeps its reference kernel. */
+export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string): LayerKernel | undefined {
+  const c: Ctx = { model, typeOf, isa, id };
+  const outs = node.outputs.filter(Boolean);
+  if (outs.length !== 1 || node.outputs[0] !== outs[0]) return undefined;
+  const key = `${node.domain === KILN_DOMAIN ? 'kiln' : node.domain || ''}:${node.opType}`;
+  const outT = typeOfName(c, outs[0]);
+  if (outT?.dtype !== 'float32') return undefined;
+  const out = outT.dims;
+  const types = node.inputs.map((x) => (x ? typeOfName(c, x) ?? null : null));
+  // float32 throughout; attention masks may also be bool
+  const dtypeOk = (t: { dtype: string }, i: number) => t.dtype === 'float32' || (key === 'kiln:Attention' && i === 3 && t.dtype === 'bool');
+  if (node.inputs.some((x, i) => x && (!types[i] || !dtypeOk(types[i]!, i)))) return undefined;
+  const ins = types.map((t) => t?.dims ?? null);
+  const gen = GENERATORS[key];
+  const k = gen?.(c, node, ins, out);
+  if (!k) return undefined;
+  return { node: node.name, inputDims: ins, outDims: out, ...k };
+}
+
+type Gen = (c: Ctx, n: Node, ins: (number[] | null)[], out: number[]) => Omit<LayerKernel, 'node' | 'inputDims' | 'outDims'> | undefined;
+
+const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}`;
+const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n${body}\n}\n`;
+
+/** Epilogue over one C tile: alpha scaling, bias, residual, activation. `bias` and `res` render element reads. */
+function epilogue(fn: string, alpha: number, bias: string | undefined, res: string | undefined, act: string): string | undefined {
+  if (alpha === 1 && !bias && !res && act === 'v') return undefined;
+  const terms = [alpha === 1 ? 'c[r * ldc + j]' : `c[r * ldc + j] * ${cFloat(alpha)}`, bias, res].filter(Boolean).join(' + ');
+  return `static void ${fn}(const void *ctx, float *restrict c, int ldc, int i0, int mi, int j0, int nj) {
+  const float *const *p = ctx; (void)p;
+  for (int r = 0; r < mi; r++) {
+    #pragma GCC ivdep
+    for (int j = 0; j < nj; j++) { float v = ${terms}; c[r * ldc + j] = ${act}; }
+  }
+}\n`;
+}
+
+function activation(n: Node): string | undefined {
+  return renderActivation(attrOf(n, 'activation', ''), attrOf<number[]>(n, 'activation_params', []), 'v');
+}
+
+/** kiln:FusedMatMul with a constant 2-D B: row-major A packed per task, B packed once into panels. */
+const fusedMatMul: Gen = (c, n, ins, out) => {
+  const [a, b, bias, res] = ins;
+  const gemm = attrOf(n, 'gemm', 0), transA = attrOf(n, 'transA', 0), transB = attrOf(n, 'transB', 0), alpha = attrOf(n, 'alpha', 1);
+  if (!a || !b || transA || b.length !== 2 || !isConst(c, n.inputs[1]) || a.length < 2) return undefined;
+  if (gemm && a.length !== 2) return undefined;
+  const K = a[a.length - 1], N = out[out.length - 1], M = prod(a.slice(0, -1));
+  if ((transB ? b[1] : b[0]) !== K || (transB ? b[0] : b[1]) !== N || prod(out) !== M * N || M * N * K < MIN_GEMM_WORK) return undefined;
+  const biasRead = !bias ? undefined : prod(bias) === 1 ? 'p[0][0]' : prod(bias) === N && bias[bias.length - 1] === N ? 'p[0][j0 + j]'
+    : sameDims(bias, out) ? 'p[0][(size_t)(i0 + r) * N_ + j0 + j]' : null;
+  if (biasRead === null || (res && !sameDims(res, out))) return undefined;
+  const act = activation(n);
+  if (act === undefined) return undefined;
+  const id = c.id;
+  const epi = epilogue(`e${id}`, alpha, biasRead, res ? 'p[1][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
+  const variants: Variant[] = [];
+  let src = `#define N_ ${N}\n${epi ?? ''}`;
+  for (const [mr, nv] of TILES[c.isa]) {
+    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
+    const fn = `L${id}_${tile}`, pack = `P${id}_${tile}`;
+    src += `KEXPORT void *${pack}(void *w, void *unused) {
+  float *o = kiln_alloc((size_t)${Math.ceil(N / nr)} * ${nr} * ${K});
+  kiln_pack_b(w, ${transB ? `1, ${K}` : `${N}, 1`}, ${K}, ${N}, ${nr}, o);
+  return o;
+}\n`;
+    src += exported(fn, `  const float *p[2] = { a2, a3 };
+  gemm_t g = { ${M}, ${N}, ${K}, NULL, a0, ${K}, a1, NULL, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N} };
+  kiln_gemm_${tile}(&g);`);
+    variants.push({ tactic: `native-${c.isa}-gemm-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+  }
+  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n` };
+};
+
+interface ConvGeom { C: number; H: number; W: number; Co: number; OH: number; OW: number; kh: number; kw: number; s: number[]; d: number[]; p: number[]; group: number }
+
+function convGeometry(n: Node, x: number[], w: number[], out: number[]): ConvGeom | undefined {
+  if (x.length !== 4 || w.length !== 4 || out.length !== 4) return undefined;
+  const [, C, H, W] = x, [Co, , kh, kw] = w, [, , OH, OW] = out;
+  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
+  const ks = attrOf<number[]>(n, 'kernel_shape', [kh, kw]);
+  if (ks[0] !== kh || ks[1] !== kw || out[1] !== Co) return undefined;
+  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
+  let p: number[];
+  if (auto === 'NOTSET') p = attrOf(n, 'pads', [0, 0, 0, 0]);
+  else if (auto === 'VALID') p = [0, 0, 0, 0];
+  else {
+    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + (([kh, kw][i] - 1) * d[i] + 1) - x[2 + i]));
+    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
+    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
+  }
+  // the output shape must follow from these pads (guards against attributes this generator does not model)
+  const expect = [0, 1].map((i) => Math.floor((x[2 + i] + p[i] + p[i + 2] - (([kh, kw][i] - 1) * d[i] + 1)) / s[i]) + 1);
+  if (expect[0] !== OH || expect[1] !== OW) return undefined;
+  return { C, H, W, Co, OH, OW, kh, kw, s, d, p, group: attrOf(n, 'group', 1) };
+}
+
+/** kiln:FusedConv: implicit GEMM (im2col panels packed on the fly) for group 1, a direct kernel for depthwise. */
+const fusedConv: Gen = (c, n, ins, out) => {
+  const [x, w, bias, res] = ins;
+  if (!x || !w || !isConst(c, n.inputs[1]) || (bias && (prod(bias) !== out[1] || !isConst(c, n.inputs[2]))) || (res && !sameDims(res, out))) return undefined;
+  const g = convGeometry(n, x, w, out);
+  const act = activation(n);
+  if (!g || act === undefined) return undefined;
+  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  const batch = x[0], N = OH * OW, K = C * kh * kw, id = c.id;
+  if (g.group === C && w[1] === 1 && Co % C === 0) return depthwise(c, g, batch, !!bias, !!res, act);
+  if (g.group !== 1 || w[1] !== C || Co * N * K < MIN_GEMM_WORK) return undefined;
+  const epi = epilogue(`e${id}`, 1, bias ? 'p[1][i0 + r]' : undefined, res ? 'p[2][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
+  const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
+  let src = `#define N_ ${N}\n${epi ?? ''}`;
+  const variants: Variant[] = [];
+  for (const [mr, nv] of TILES[c.isa]) {
+    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
+    const fn = `L${id}_${tile}`, pack = `P${id}_${tile}`, packb = `B${id}_${tile}`;
+    const body = pointwise ? `  int n = KMIN(${nr}, ${N} - j0);
+  for (int k = 0; k < ${K}; k++) {
+    memcpy(panel + k * ${nr}, x + (size_t)k * ${N} + j0, n * sizeof(float));
+    for (int j = n; j < ${nr}; j++) panel[k * ${nr} + j] = 0;
+  }` : `  for (int k = 0; k < ${K}; k++) {
+    int ci = k / ${kh * kw}, fa = (k / ${kw}) % ${kh}, fb = k % ${kw};
+    const float *xc = x + (size_t)ci * ${H * W};
+    float *dst = panel + k * ${nr};
+    int jj = 0, oh = j0 / ${OW}, ow = j0 % ${OW};
+    while (jj < ${nr}) {
+      int run = KMIN(${nr} - jj, ${OW} - ow);
+      if (j0 + jj >= ${N}) { for (; jj < ${nr}; jj++) dst[jj] = 0; break; }
+      run = KMIN(run, ${N} - (j0 + jj));
+      int h = oh * ${s[0]} - ${p[0]} + fa * ${d[0]};
+      if ((unsigned)h >= ${H}u) for (int t = 0; t < run; t++) dst[jj + t] = 0;
+      else {
+        const float *xr = xc + h * ${W};
+        int w0 = ow * ${s[1]} - ${p[1]} + fb * ${d[1]};
+        for (int t = 0; t < run; t++) { int ww = w0 + t * ${s[1]}; dst[jj + t] = (unsigned)ww < ${W}u ? xr[ww] : 0.0f; }
+      }
+      jj += run; ow += run;
+      if (ow == ${OW}) { ow = 0; oh++; }
+    }
+  }`;
+    src += `static void ${packb}(const void *ctx, int j0, float *restrict panel) {
+  const float *x = ((const float *const *)ctx)[0];
+${body}
+}\n`;
+    src += `KEXPORT void *${pack}(void *w, void *unused) {
+  float *o = kiln_alloc((size_t)${Math.ceil(Co / mr)} * ${mr} * ${K});
+  kiln_pack_a(w, ${K}, 1, ${Co}, ${K}, ${mr}, o);
+  return o;
+}\n`;
+    src += exported(fn, `  for (int b = 0; b < ${batch}; b++) {
+    const float *p[3] = { (const float *)a0 + (size_t)b * ${C * H * W}, a2, a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL };
+    gemm_t g = { ${Co}, ${N}, ${K}, a1, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, (float *)a4 + (size_t)b * ${Co * N}, ${N} };
+    kiln_gemm_${tile}(&g);
+  }`);
+    variants.push({ tactic: `native-${c.isa}-conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+  }
+  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n` };
+};
+
+function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
+  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  if (batch * Co * OH * OW < MIN_ELEMENTS) return undefined;
+  const id = c.id, N = OH * OW;
+  const needEpi = hasRes || act !== 'v';
+  const epi = needEpi ? `static void e${id}(const void *ctx, float *restrict y, int n, int oc) {
+  const float *res = ctx ? (const float *)ctx + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
+  #pragma GCC ivdep
+  for (int j = 0; j < ${N}; j++) { float v = y[j]${hasRes ? ' + res[j]' : ''}; y[j] = ${act}; }
+}\n` : '';
+  const fn = `L${id}_dw`;
+  const src = epi + exported(fn, `  kiln_depthwise(a0, a1, ${hasBias ? 'a2' : 'NULL'}, a4, ${batch}, ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${Co / C}, ${needEpi ? `e${id}` : 'NULL'}, a3);`);
+  return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src };
+}
+
+/** kiln:Elementwise over float32 inputs: an outer loop over rows (each input's offset from baked strides) and a
+ * vectorizable inner loop over the last dimension. */
+const elementwise: Gen = (c, n, ins, out) => {
+  if (ins.length > LAYER_ARGS - 1 || prod(out) < MIN_ELEMENTS || ins.some((d) => !d)) return undefined;
+  let expr;
+  try {
+    expr = parseExpr(attrOf(n, 'expr', ''));
+  } catch {
+    return undefined;
+  }
+  const r = out.length, inner = out[r - 1] ?? 1, rows = prod(out) / inner;
+  // strides of each input over the output's dims (0 where broadcast)
+  const strides = ins.map((dims) => {
+    const dd = dims!, off = r - dd.length;
+    if (off < 0) return undefined;
+    const st: number[] = new Array(r).fill(0);
+    let acc = 1;
+    for (let i = dd.length - 1; i >= 0; i--) {
+      if (dd[i] !== 1 && dd[i] !== out[off + i]) return undefined;
+      st[off + i] = dd[i] === 1 ? 0 : acc;
+      acc *= dd[i];
+    }
+    return st;
+  });
+  if (strides.some((s) => !s)) return undefined;
+  const id = c.id;
+  const flat = strides.every((s, k) => prod(ins[k]!) === 1 || sameDims(ins[k]!, out));
+  const read = (i: number) => (prod(ins[i]!) === 1 ? `x${i}[0]` : flat ? `x${i}[i]` : strides[i]![r - 1] ? `x${i}[o${i} + i]` : `x${i}[o${i}]`);
+  const decl = ins.map((_, i) => `const float *restrict x${i} = ((void **)ctx)[${i}];`).join(' ');
+  const offsets = flat ? '' : ins.map((_, i) => {
+    const st = strides[i]!;
+    const terms = out.slice(0, -1).map((_, a) => (st[a] ? `((row / ${prod(out.slice(a + 1, -1))}) % ${out[a]}) * ${st[a]}` : '')).filter(Boolean);
+    return `long o${i} = ${terms.length ? terms.join(' + ') : '0'};`;
+  }).join(' ');
+  const body = renderC(expr, read);
+  const chunk = flat ? 16384 : Math.max(1, Math.floor(16384 / inner));
+  const total = flat ? prod(out) : rows;
+  const src = `static void t${id}(void *ctx, int t) {
+  ${decl}
+  float *restrict y = ((void **)ctx)[${LAYER_ARGS - 1}];
+  long lo = (long)t * ${chunk}, hi = KMIN(${total}L, lo + ${chunk});
+  ${flat ? `#pragma GCC ivdep
+  for (long i = lo; i < hi; i++) y[i] = ${body};` : `for (long row = lo; row < hi; row++) {
+    ${offsets}
+    float *yr = y + row * ${inner};
+    #pragma GCC ivdep
+    for (int i = 0; i < ${inner}; i++) yr[i] = ${body};
+  }`}
+}
+${exported(`L${id}_ew`, `  void *ctx[${LAYER_ARGS}] = { ${Array.from({ length: LAYER_ARGS - 1 }, (_, i) => `a${i}`).join(', ')}, a${ins.length} };
+  kiln_pool_run(t${id}, ctx, ${Math.ceil(total / chunk)});`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-elementwise`, fn: `L${id}_ew` }], args: [...ins.map((_, i) => ({ in: i })), { out: true }], source: src };
+};
+
+const lastAxis = (n: Node, rank: number, d: number) => {
+  const a = attrOf(n, 'axis', d);
+  return (a < 0 ? a + rank : a) === rank - 1;
+};
+
+const softmax: Gen = (c, n, ins, out) => {
+  const [x] = ins;
+  const defaultAxis = n.domain === KILN_DOMAIN || (c.model.opsets.get('') ?? 13) >= 13 ? -1 : 1;
+  if (!x || !lastAxis(n, x.length, defaultAxis) || prod(out) < MIN_ELEMENTS || !sameDims(x, out)) return undefined;
+  const cols = x[x.length - 1];
+  const fn = `L${c.id}_sm`;
+  return { variants: [{ tactic: `native-${c.isa}-softmax`, fn }], args: [{ in: 0 }, { out: true }], source: exported(fn, `  kiln_softmax_rows(a0, a1, ${prod(x) / cols}, ${cols});`) };
+};
+
+const layerNorm: Gen = (c, n, ins, out) => {
+  const [x, g, b] = ins;
+  if (!x || !g || !lastAxis(n, x.length, -1) || prod(out) < MIN_ELEMENTS || !sameDims(x, out)) return undefined;
+  const D = x[x.length - 1];
+  if (prod(g) !== D || (b && prod(b) !== D) || attrOf(n, 'stash_type', 1) !== 1) return undefined;
+  const fn = `L${c.id}_ln`;
+  return { variants: [{ tactic: `native-${c.isa}-layernorm`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { out: true }],
+    source: exported(fn, `  kiln_layernorm_rows(a0, a1, a2, a3, ${prod(x) / D}, ${D}, ${cFloat(attrOf(n, 'epsilon', 1e-5))});`) };
+};
+
+/** kiln:Attention over [B, H, S, D] (or [B, S, D]) with an optional float32 or bool mask. */
+const attention: Gen = (c, n, ins, out) => {
+  const [q, k, v] = ins;
+  const maskName = n.inputs[3];
+  if (!q || !k || !v || q.length < 3 || q.length > 4 || k.length !== q.length || v.length !== q.length) return undefined;
+  const r = q.length, kt = attrOf(n, 'k_transposed', 0);
+  const lead = q.slice(0, -2);
+  if (!sameDims(k.slice(0, -2), lead) || !sameDims(v.slice(0, -2), lead)) return undefined;
+  const S = q[r - 2], D = q[r - 1], L = kt ? k[r - 1] : k[r - 2], DV = v[r - 1];
+  if ((kt ? k[r - 2] : k[r - 1]) !== D || v[r - 2] !== L || prod(out) < MIN_ELEMENTS) return undefined;
+  const B = lead[0], H = r === 4 ? lead[1] : 1;
+  const mq = [0, 0, 0, 0];
+  let maskBool = 0;
+  if (maskName) {
+    const md = typeOfName(c, maskName)!.dims, full = [B, H, S, L];
+    if (md.length > r) return undefined;
+    const m4 = [...Array(4 - md.length).fill(1), ...md];
+    let acc = 1;
+    for (let i = 3; i >= 0; i--) {
+      if (m4[i] !== 1 && m4[i] !== full[i]) return undefined;
+      mq[i] = m4[i] === 1 ? 0 : acc;
+      acc *= m4[i];
+    }
+    maskBool = typeOfName(c, maskName)!.dtype === 'bool' ? 1 : 0;
+  }
+  const fn = `L${c.id}_attn`;
+  const src = exported(fn, `  attn_t at = { ${B}, ${H}, ${S}, ${L}, ${D}, ${DV}, ${kt ? 1 : 0}, ${cFloat(attrOf(n, 'scale', 1))}, a0, a1, a2, a3, ${maskBool},
+    { ${mq.join(', ')} }, a4 };
+  kiln_attention(&at);`);
+  return { variants: [{ tactic: `native-${c.isa}-attention`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src };
+};
+
+const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
+  const [x] = ins;
+  if (!x || x.length !== 4 || prod(out) < MIN_ELEMENTS) return undefined;
+  const [, , H, W] = x, [N, C, OH, OW] = out;
+  const [kh, kw] = attrOf<number[]>(n, 'kernel_shape', []);
+  if (kh === undefined || kw === undefined || attrOf(n, 'storage_order', 0)) return undefined;
+  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
+  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
+  let p = auto === 'NOTSET' ? attrOf(n, 'pads', [0, 0, 0, 0]) : [0, 0, 0, 0];
+  if (auto.startsWith('SAME')) {
+    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((i ? kw : kh) - 1) * d[i] + 1 - x[2 + i]));
+    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
+    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
+  }
+  const countPad = attrOf(n, 'count_include_pad', 0);
+  if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || auto !== 'NOTSET')) return undefined;
+  const fn = `L${c.id}_pool`;
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
+    source: exported(fn, `  kiln_pool2d(a0, a1, ${N * C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${isMax ? 1 : 0}, ${countPad});`) };
+};
+
+const globalPool = (isMax: boolean): Gen => (c, n, ins, out) => {
+  const [x] = ins;
+  if (!x || x.length < 3 || prod(x) < MIN_ELEMENTS) return undefined;
+  const fn = `L${c.id}_gpool`;
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
+    source: exported(fn, `  kiln_global_pool(a0, a1, ${x[0] * x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
+};
+
+const GENERATORS: Record<string, Gen> = {
+  'kiln:FusedMatMul': fusedMatMul,
+  'kiln:FusedConv': fusedConv,
+  'kiln:Elementwise': elementwise,
+  'kiln:Softmax': softmax,
+  ':Softmax': softmax,
+  'kiln:LayerNormalization': layerNorm,
+  ':LayerNormalization': layerNorm,
+  'kiln:Attention': attention,
+  ':MaxPool': pool(true),
+  ':AveragePool': pool(false),
+  ':GlobalAveragePool': globalPool(false),
+  ':GlobalMaxPool': globalPool(true),
+};

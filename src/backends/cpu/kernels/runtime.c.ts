@@ -1,0 +1,452 @@
+// The fixed part of every compiled CPU library: vector types for the host ISA, vectorizable math, a small thread
+// pool, the GEMM driver (one instance per register tile), and the row kernels (softmax, layer norm, attention,
+// pooling). Per-layer code from codegen.ts calls these with its shapes baked in as constants.
+
+/** Declarations shared by every translation unit. */
+export const RUNTIME_H = String.raw`
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <math.h>
+#include <stdlib.h>
+#if defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX2__)
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+#define KEXPORT __attribute__((visibility("default")))
+#define KMIN(a, b) ((a) < (b) ? (a) : (b))
+#define KMAX(a, b) ((a) > (b) ? (a) : (b))
+
+typedef void (*task_fn)(void *arg, int task);
+void kiln_pool_run(task_fn fn, void *arg, int ntasks);
+int kiln_threads(void);
+float *kiln_scratch(int slot, size_t floats);
+float *kiln_alloc(size_t floats);
+
+typedef struct gemm_s {
+  int M, N, K;
+  const float *ap;                 /* A prepacked in [M/MR][K][MR] panels, or NULL */
+  const float *a; int lda;         /* row-major A, packed per task when ap is NULL */
+  const float *bp;                 /* B prepacked in [N/NR][K][NR] panels, or NULL */
+  void (*packb)(const void *ctx, int j0, float *panel); /* fills one [K][NR] panel, zero padded */
+  void (*epi)(const void *ctx, float *c, int ldc, int i0, int mi, int j0, int nj);
+  const void *ctx;
+  float *c; int ldc;
+} gemm_t;
+
+void kiln_pack_a(const float *a, int rs, int cs, int M, int K, int MR, float *out);
+void kiln_pack_b(const float *b, int rs, int cs, int K, int N, int NR, float *out);
+void kiln_softmax_rows(const float *x, float *y, int rows, int cols);
+void kiln_layernorm_rows(const float *x, const float *g, const float *b, float *y, int rows, int cols, float eps);
+void kiln_pool2d(const float *x, float *y, int planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
+  int dh, int dw, int ph, int pw, int is_max, int count_pad);
+void kiln_global_pool(const float *x, float *y, int planes, int hw, int is_max);
+typedef void (*plane_epi)(const void *ctx, float *plane, int n, int oc);
+void kiln_depthwise(const float *x, const float *w, const float *bias, float *y, int N, int C, int H, int W, int OH, int OW,
+  int kh, int kw, int sh, int sw, int dh, int dw, int ph, int pw, int mult, plane_epi epi, const void *ctx);
+typedef struct attn_s {
+  int B, H, S, L, D, DV, kt;
+  float scale;
+  const float *q, *k, *v; const void *mask; int mask_bool;
+  long mq[4];                      /* mask strides over [B, H, S, L] (0 where broadcast) */
+  float *y;
+} attn_t;
+void kiln_attention(const attn_t *a);
+
+static inline float kexp(float x) {
+  float c = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  float n = floorf(c * 1.44269504f + 0.5f);
+  float r = c - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f; p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f; p = p * r + 5.0000001201e-1f;
+  float e = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float s; memcpy(&s, &bits, 4);
+  float y = e * s;
+  return x != x ? x : x < -87.3f ? 0.0f : x > 88.3f ? INFINITY : y;
+}
+static inline float ksigmoid(float x) { return 1.0f / (1.0f + kexp(-x)); }
+static inline float ktanh(float x) {
+  float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  float t = 1.0f - 2.0f / (kexp(2.0f * c) + 1.0f);
+  return x != x ? x : t;
+}
+static inline float kerf(float x) {
+  float z = x < 0 ? -x : x;
+  float t = 1.0f / (1.0f + 0.3275911f * z);
+  float p = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  float r = 1.0f - p * kexp(-z * z);
+  return x < 0 ? -r : r;
+}
+static inline float kmaxf(float a, float b) { return a != a || b != b ? NAN : a > b ? a : b; }
+static inline float kminf(float a, float b) { return a != a || b != b ? NAN : a < b ? a : b; }
+static inline float kclip(float x, float lo, float hi) { return x < lo ? lo : x > hi ? hi : x; }
+static inline float ksoftplus(float x) { return x > 20.0f ? x : log1pf(kexp(x)); }
+static inline float kmish(float x) { return x * ktanh(ksoftplus(x)); }
+`;
+
+/** The register-tile microkernel and GEMM driver for one MR x NR tile (NR = NV vectors). */
+export function renderGemm(mr: number, nv: number): string {
+  const id = `${mr}x${nv}`;
+  return String.raw`
+static void ukr_${id}(int K, const float *restrict a, const float *restrict b, float *restrict c, int ldc) {
+  vf acc[${mr}][${nv}];
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) acc[r][j] = (vf){0};
+  _Pragma("GCC unroll 2") for (int k = 0; k < K; k++, a += ${mr}, b += ${nv} * VW) {
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vfu *)(b + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float ar = a[r];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) acc[r][j] += ar * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = acc[r][j];
+}
+
+typedef struct { const gemm_t *g; int tm, tn, mc, nc; } gemm_job_${id};
+
+static void gemm_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  const gemm_job_${id} *job = p;
+  const gemm_t *g = job->g;
+  int i0 = (t % job->tm) * job->mc, j0 = (t / job->tm) * job->nc;
+  int i1 = KMIN(g->M, i0 + job->mc), j1 = KMIN(g->N, j0 + job->nc), K = g->K;
+  if (i0 >= i1 || j0 >= j1) return;
+  const float *apan;
+  if (g->ap) apan = g->ap + (size_t)(i0 / MR) * K * MR;
+  else {
+    float *buf = kiln_scratch(0, (size_t)((i1 - i0 + MR - 1) / MR) * MR * K);
+    kiln_pack_a(g->a + (size_t)i0 * g->lda, g->lda, 1, i1 - i0, K, MR, buf);
+    apan = buf;
+  }
+  float *bbuf = g->bp ? NULL : kiln_scratch(1, (size_t)K * NR);
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int j = j0; j < j1; j += NR) {
+    const float *bpan = g->bp ? g->bp + (size_t)(j / NR) * K * NR : bbuf;
+    if (!g->bp) g->packb(g->ctx, j, bbuf);
+    int nj = KMIN(NR, j1 - j);
+    for (int i = i0; i < i1; i += MR) {
+      int mi = KMIN(MR, i1 - i);
+      const float *ap = apan + (size_t)((i - i0) / MR) * K * MR;
+      float *c = g->c + (size_t)i * g->ldc + j;
+      if (mi == MR && nj == NR) ukr_${id}(K, ap, bpan, c, g->ldc);
+      else {
+        ukr_${id}(K, ap, bpan, tile, NR);
+        for (int r = 0; r < mi; r++) memcpy(c + (size_t)r * g->ldc, tile + r * NR, nj * sizeof(float));
+      }
+      if (g->epi) g->epi(g->ctx, c, g->ldc, i, mi, j, nj);
+    }
+  }
+}
+
+/* Split the output into tasks: N panels first (each task packs its own B), then M chunks so a variable A chunk
+   stays near 256 KiB and every thread has a few tasks to balance. */
+void kiln_gemm_${id}(const gemm_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
+  int want = nth > 1 ? 4 * nth : 1;
+  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
+  if (!g->ap) tm = KMAX(tm, KMIN(nm, (int)(((size_t)g->M * g->K * 4) / (256 * 1024)) + 1));
+  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  gemm_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
+  kiln_pool_run(gemm_task_${id}, &job, job.tm * job.tn);
+}
+`;
+}
+
+/** Thread pool, scratch memory, packing and the row kernels: compiled once per library. */
+export const RUNTIME_C = String.raw`
+#include <pthread.h>
+#include <stdatomic.h>
+#include <float.h>
+
+/* The pool: one job word holds (generation, next task, task count), so a worker can only claim tasks of the job it
+   saw published; the caller waits for the done count. Workers spin briefly, then sleep on a condition variable. */
+#define MAXT 64
+static struct {
+  int started, limit;
+  pthread_mutex_t mu, run;
+  pthread_cond_t cv;
+  int sleepers;
+  _Atomic uint64_t word;
+  _Atomic int done;
+  task_fn fn; void *arg;
+} P = { 0, 1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0 };
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+static void claim_all(uint32_t gen) {
+  for (;;) {
+    uint64_t w = atomic_load(&P.word);
+    uint32_t t = (w >> 20) & 0xFFFFF, n = w & 0xFFFFF;
+    if ((uint32_t)(w >> 40) != gen || t >= n) return;
+    if (atomic_compare_exchange_weak(&P.word, &w, w + (1u << 20))) {
+      P.fn(P.arg, (int)t);
+      atomic_fetch_add(&P.done, 1);
+    }
+  }
+}
+
+static void *worker(void *idp) {
+  int id = (int)(intptr_t)idp;
+  uint32_t seen = 0;
+  for (;;) {
+    uint32_t g = (uint32_t)(atomic_load(&P.word) >> 40);
+    for (int s = 0; s < 200000 && g == seen; s++) { cpu_relax(); g = (uint32_t)(atomic_load(&P.word) >> 40); }
+    if (g == seen) {
+      pthread_mutex_lock(&P.mu);
+      P.sleepers++;
+      while ((g = (uint32_t)(atomic_load(&P.word) >> 40)) == seen) pthread_cond_wait(&P.cv, &P.mu);
+      P.sleepers--;
+      pthread_mutex_unlock(&P.mu);
+    }
+    seen = g;
+    if (id < P.limit - 1) claim_all(g);
+  }
+  return NULL;
+}
+
+KEXPORT void kiln_set_threads(int n) {
+  n = n < 1 ? 1 : n > MAXT ? MAXT : n;
+  pthread_mutex_lock(&P.run);
+  for (; P.started < n - 1; P.started++) {
+    pthread_t th;
+    pthread_create(&th, NULL, worker, (void *)(intptr_t)P.started);
+    pthread_detach(th);
+  }
+  P.limit = n;
+  pthread_mutex_unlock(&P.run);
+}
+
+int kiln_threads(void) { return P.limit; }
+
+void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
+  if (P.limit <= 1 || ntasks <= 1) { for (int t = 0; t < ntasks; t++) fn(arg, t); return; }
+  pthread_mutex_lock(&P.run);
+  P.fn = fn; P.arg = arg;
+  atomic_store(&P.done, 0);
+  uint32_t gen = ((uint32_t)(atomic_load(&P.word) >> 40) + 1) & 0xFFFFFF;
+  atomic_store(&P.word, ((uint64_t)gen << 40) | (uint64_t)ntasks);
+  pthread_mutex_lock(&P.mu);
+  if (P.sleepers) pthread_cond_broadcast(&P.cv);
+  pthread_mutex_unlock(&P.mu);
+  claim_all(gen);
+  while (atomic_load(&P.done) < ntasks) cpu_relax();
+  pthread_mutex_unlock(&P.run);
+}
+
+float *kiln_alloc(size_t floats) {
+  size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+  float *p = aligned_alloc(64, bytes ? bytes : 64);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+KEXPORT void kiln_free(void *p) { free(p); }
+
+static __thread float *scratch[2];
+static __thread size_t scratch_cap[2];
+float *kiln_scratch(int slot, size_t floats) {
+  if (floats > scratch_cap[slot]) {
+    free(scratch[slot]);
+    scratch[slot] = kiln_alloc(floats);
+    scratch_cap[slot] = floats;
+  }
+  return scratch[slot];
+}
+
+/* [M][K] (element (i,k) at a[i*rs + k*cs]) -> panels [M/MR][K][MR], zero padded. */
+void kiln_pack_a(const float *a, int rs, int cs, int M, int K, int MR, float *out) {
+  for (int i0 = 0; i0 < M; i0 += MR, out += (size_t)K * MR) {
+    int mi = KMIN(MR, M - i0);
+    for (int k = 0; k < K; k++) {
+      for (int r = 0; r < mi; r++) out[k * MR + r] = a[(size_t)(i0 + r) * rs + (size_t)k * cs];
+      for (int r = mi; r < MR; r++) out[k * MR + r] = 0;
+    }
+  }
+}
+/* [K][N] (element (k,j) at b[k*rs + j*cs]) -> panels [N/NR][K][NR], zero padded. */
+void kiln_pack_b(const float *b, int rs, int cs, int K, int N, int NR, float *out) {
+  for (int j0 = 0; j0 < N; j0 += NR, out += (size_t)K * NR) {
+    int nj = KMIN(NR, N - j0);
+    for (int k = 0; k < K; k++) {
+      for (int j = 0; j < nj; j++) out[k * NR + j] = b[(size_t)k * rs + (size_t)(j0 + j) * cs];
+      for (int j = nj; j < NR; j++) out[k * NR + j] = 0;
+    }
+  }
+}
+
+static inline float vsum(vf v) { float s = 0; for (int i = 0; i < VW; i++) s += v[i]; return s; }
+
+static void softmax_row(const float *x, float *y, int n) {
+  float m = -INFINITY;
+  for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  float s = 0;
+  for (int i = 0; i < n; i++) { y[i] = kexp(x[i] - m); s += y[i]; }
+  float r = 1.0f / s;
+  for (int i = 0; i < n; i++) y[i] *= r;
+}
+
+typedef struct { const float *x; float *y; int rows, cols, per; const float *g, *b; float eps; } rows_job;
+static void softmax_task(void *p, int t) {
+  const rows_job *j = p;
+  for (int r = t * j->per; r < KMIN(j->rows, (t + 1) * j->per); r++) softmax_row(j->x + (size_t)r * j->cols, j->y + (size_t)r * j->cols, j->cols);
+}
+static int rows_per_task(int rows) { int tasks = KMIN(rows, 8 * kiln_threads()); return (rows + tasks - 1) / tasks; }
+void kiln_softmax_rows(const float *x, float *y, int rows, int cols) {
+  rows_job j = { x, y, rows, cols, rows_per_task(rows), 0, 0, 0 };
+  kiln_pool_run(softmax_task, &j, (rows + j.per - 1) / j.per);
+}
+
+static void layernorm_task(void *p, int t) {
+  const rows_job *j = p;
+  int n = j->cols;
+  for (int r = t * j->per; r < KMIN(j->rows, (t + 1) * j->per); r++) {
+    const float *x = j->x + (size_t)r * n;
+    float *y = j->y + (size_t)r * n;
+    float s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    float mean = s / n;
+    for (int i = 0; i < n; i++) { float d = x[i] - mean; q += d * d; }
+    float inv = 1.0f / sqrtf(q / n + j->eps);
+    if (j->b) for (int i = 0; i < n; i++) y[i] = (x[i] - mean) * inv * j->g[i] + j->b[i];
+    else for (int i = 0; i < n; i++) y[i] = (x[i] - mean) * inv * j->g[i];
+  }
+}
+void kiln_layernorm_rows(const float *x, const float *g, const float *b, float *y, int rows, int cols, float eps) {
+  rows_job j = { x, y, rows, cols, rows_per_task(rows), g, b, eps };
+  kiln_pool_run(layernorm_task, &j, (rows + j.per - 1) / j.per);
+}
+
+typedef struct { const float *x; float *y; int planes, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, is_max, count_pad; } pool_job;
+static void pool_task(void *p, int c) {
+  const pool_job *j = p;
+  const float *x = j->x + (size_t)c * j->H * j->W;
+  float *y = j->y + (size_t)c * j->OH * j->OW;
+  for (int oh = 0; oh < j->OH; oh++) for (int ow = 0; ow < j->OW; ow++) {
+    float acc = j->is_max ? -INFINITY : 0; int cnt = 0;
+    int h0 = oh * j->sh - j->ph, w0 = ow * j->sw - j->pw;
+    for (int a = 0; a < j->kh; a++) {
+      int h = h0 + a * j->dh;
+      for (int b = 0; b < j->kw; b++) {
+        int w = w0 + b * j->dw;
+        if (h < 0 || h >= j->H || w < 0 || w >= j->W) continue;
+        float v = x[h * j->W + w];
+        if (j->is_max) acc = v > acc || v != v ? v : acc; else acc += v;
+        cnt++;
+      }
+    }
+    if (!j->is_max) {
+      /* count_include_pad counts the padded window clipped to the padded input, as ONNX does */
+      if (j->count_pad) {
+        int hs = h0, he = KMIN(h0 + (j->kh - 1) * j->dh + 1, j->H + j->ph), ws = w0, we = KMIN(w0 + (j->kw - 1) * j->dw + 1, j->W + j->pw);
+        cnt = ((he - hs + j->dh - 1) / j->dh) * ((we - ws + j->dw - 1) / j->dw);
+      }
+      acc = cnt ? acc / cnt : NAN;
+    }
+    y[oh * j->OW + ow] = acc;
+  }
+}
+void kiln_pool2d(const float *x, float *y, int planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
+    int dh, int dw, int ph, int pw, int is_max, int count_pad) {
+  pool_job j = { x, y, planes, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, is_max, count_pad };
+  kiln_pool_run(pool_task, &j, planes);
+}
+
+typedef struct { const float *x; float *y; int hw, is_max; } gpool_job;
+static void gpool_task(void *p, int c) {
+  const gpool_job *j = p;
+  const float *x = j->x + (size_t)c * j->hw;
+  float acc = j->is_max ? -INFINITY : 0;
+  for (int i = 0; i < j->hw; i++) acc = j->is_max ? (x[i] > acc || x[i] != x[i] ? x[i] : acc) : acc + x[i];
+  j->y[c] = j->is_max ? acc : acc / j->hw;
+}
+void kiln_global_pool(const float *x, float *y, int planes, int hw, int is_max) {
+  gpool_job j = { x, y, hw, is_max };
+  kiln_pool_run(gpool_task, &j, planes);
+}
+
+typedef struct { const float *x, *w, *bias; float *y; int C, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, mult; plane_epi epi; const void *ctx; } dw_job;
+static void dw_task(void *p, int t) {
+  const dw_job *j = p;
+  int oc = t % (j->C * j->mult), n = t / (j->C * j->mult), ic = oc / j->mult;
+  const float *x = j->x + ((size_t)n * j->C + ic) * j->H * j->W;
+  const float *w = j->w + (size_t)oc * j->kh * j->kw;
+  float *y = j->y + ((size_t)n * j->C * j->mult + oc) * j->OH * j->OW;
+  float b = j->bias ? j->bias[oc] : 0;
+  for (int oh = 0; oh < j->OH; oh++) {
+    float *yr = y + oh * j->OW;
+    for (int ow = 0; ow < j->OW; ow++) yr[ow] = b;
+    for (int a = 0; a < j->kh; a++) {
+      int h = oh * j->sh - j->ph + a * j->dh;
+      if (h < 0 || h >= j->H) continue;
+      const float *xr = x + h * j->W;
+      for (int c = 0; c < j->kw; c++) {
+        float wv = w[a * j->kw + c];
+        int off = c * j->dw - j->pw;
+        /* valid ow: 0 <= ow*sw + off < W */
+        int lo = off < 0 ? (-off + j->sw - 1) / j->sw : 0;
+        int hi = (j->W - 1 - off) < 0 ? 0 : KMIN(j->OW, (j->W - 1 - off) / j->sw + 1);
+        if (j->sw == 1) for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow + off];
+        else for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * j->sw + off];
+      }
+    }
+  }
+  if (j->epi) j->epi(j->ctx, y, n, oc);
+}
+void kiln_depthwise(const float *x, const float *w, const float *bias, float *y, int N, int C, int H, int W, int OH, int OW,
+    int kh, int kw, int sh, int sw, int dh, int dw, int ph, int pw, int mult, plane_epi epi, const void *ctx) {
+  dw_job j = { x, w, bias, y, C, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, mult, epi, ctx };
+  kiln_pool_run(dw_task, &j, N * C * mult);
+}
+
+/* One (batch, head) per task: scores = Q K^T * scale + mask, softmax per row, then P V. */
+static void attn_task(void *p, int t) {
+  const attn_t *a = p;
+  int b = t / a->H, h = t % a->H, S = a->S, L = a->L, D = a->D, DV = a->DV;
+  size_t bh = (size_t)b * a->H + h;
+  const float *q = a->q + bh * S * D, *k = a->k + bh * L * D, *v = a->v + bh * L * DV;
+  float *kt = kiln_scratch(0, (size_t)D * L + (size_t)S * L);
+  float *sc = kt + (size_t)D * L;
+  if (a->kt) memcpy(kt, k, (size_t)D * L * sizeof(float));
+  else for (int l = 0; l < L; l++) for (int d = 0; d < D; d++) kt[(size_t)d * L + l] = k[(size_t)l * D + d];
+  for (int s = 0; s < S; s++) {
+    float *row = sc + (size_t)s * L;
+    for (int l = 0; l < L; l++) row[l] = 0;
+    for (int d = 0; d < D; d++) {
+      float qv = q[(size_t)s * D + d];
+      const float *kr = kt + (size_t)d * L;
+      for (int l = 0; l < L; l++) row[l] += qv * kr[l];
+    }
+    long mo = b * a->mq[0] + h * a->mq[1] + (long)s * a->mq[2];
+    if (!a->mask) for (int l = 0; l < L; l++) row[l] *= a->scale;
+    else if (a->mask_bool) {
+      const uint8_t *m = (const uint8_t *)a->mask + mo;
+      for (int l = 0; l < L; l++) row[l] = m[l * a->mq[3]] ? row[l] * a->scale : -INFINITY;
+    } else {
+      const float *m = (const float *)a->mask + mo;
+      for (int l = 0; l < L; l++) row[l] = row[l] * a->scale + m[l * a->mq[3]];
+    }
+    softmax_row(row, row, L);
+    float *y = a->y + (bh * S + s) * DV;
+    for (int e = 0; e < DV; e++) y[e] = 0;
+    for (int l = 0; l < L; l++) {
+      float pv = row[l];
+      const float *vr = v + (size_t)l * DV;
+      for (int e = 0; e < DV; e++) y[e] += pv * vr[e];
+    }
+  }
+}
+void kiln_attention(const attn_t *a) { kiln_pool_run(attn_task, (void *)a, a->B * a->H); }
+`;

@@ -1,0 +1,96 @@
+// Loading a compiled kernel library with koffi and calling into it. Every layer function takes eight pointers
+// (inputs, packed weights, output; unused ones null); packing functions take the raw weights and return a buffer
+// the library allocated (aligned for the microkernels). Async calls run on a libuv worker thread, so a large layer
+// does not block the event loop.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { createRequire } from 'node:module';
+
+type KoffiFn = ((...args: unknown[]) => unknown) & { async: (...args: unknown[]) => void };
+interface KoffiLib {
+  func(decl: string): KoffiFn;
+}
+interface Koffi {
+  load(path: string): KoffiLib;
+}
+
+let koffi: Koffi | null | undefined;
+let koffiError = '';
+
+/** koffi, or null (with the reason in `nativeUnavailable()`) where it cannot load on this platform. */
+export function loadKoffi(): Koffi | null {
+  if (koffi === undefined) {
+    try {
+      koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    } catch (e) {
+      koffi = null;
+      koffiError = (e as Error).message.split('\n')[0];
+    }
+  }
+  return koffi;
+}
+
+export const nativeUnavailable = (): string => (loadKoffi() ? '' : `koffi could not load (${koffiError})`);
+
+export type Ptr = unknown;
+export const LAYER_ARGS = 8;
+
+export class NativeLibrary {
+  private fns = new Map<string, KoffiFn>();
+  private lib: KoffiLib;
+  private setThreads: KoffiFn;
+  private freeFn: KoffiFn;
+
+  /** Write the library to a file named by its hash (the loader needs a path) and load it. */
+  constructor(readonly bytes: Uint8Array) {
+    const k = loadKoffi();
+    if (!k) throw new Error(`cannot load compiled CPU kernels: ${nativeUnavailable()}`);
+    const dir = path.join(os.tmpdir(), `kiln-cpu-lib-${os.userInfo().uid}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `${crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 32)}.so`);
+    if (!fs.existsSync(file) || fs.statSync(file).size !== bytes.length) {
+      const tmp = `${file}.${process.pid}.tmp`;
+      fs.writeFileSync(tmp, bytes);
+      fs.renameSync(tmp, file);
+    }
+    this.lib = k.load(file);
+    this.setThreads = this.lib.func('void kiln_set_threads(int)');
+    this.freeFn = this.lib.func('void kiln_free(void *)');
+  }
+
+  threads(n: number): void {
+    this.setThreads(n);
+  }
+
+  private layerFn(name: string): KoffiFn {
+    let f = this.fns.get(name);
+    if (!f) {
+      f = this.lib.func(`void ${name}(${Array(LAYER_ARGS).fill('void *').join(', ')})`);
+      this.fns.set(name, f);
+    }
+    return f;
+  }
+
+  /** Pack constant inputs once; returns the library's buffer (free it with `free`). */
+  pack(name: string, args: Ptr[]): Ptr {
+    return this.lib.func(`void *${name}(void *, void *)`)(...args, ...Array(2 - args.length).fill(null));
+  }
+
+  free(p: Ptr): void {
+    this.freeFn(p);
+  }
+
+  callSync(name: string, args: Ptr[]): void {
+    this.layerFn(name)(...pad(args));
+  }
+
+  callAsync(name: string, args: Ptr[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.layerFn(name).async(...pad(args), (err: unknown) => (err ? reject(err) : resolve()));
+    });
+  }
+}
+
+const pad = (args: Ptr[]) => [...args, ...Array(LAYER_ARGS - args.length).fill(null)];

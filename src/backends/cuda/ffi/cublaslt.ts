@@ -1,0 +1,150 @@
+// cuBLASLt: GEMMs with fused bias/activation epilogues, batched and strided forms, algorithms from its heuristic.
+// Kiln's tensors are row-major; cuBLASLt is column-major. Row-major C[M,N] = A[M,K] @ B[K,N] is computed as the
+// column-major C^T[N,M] = B^T[N,K] @ A^T[K,M], so "A" for cuBLASLt is our B and vice versa.
+import { KilnError } from '../../../ir/errors.js';
+import { loadLibrary } from './libs.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Fn = (...args: any[]) => any;
+let api: Record<string, Fn> | undefined;
+
+function load(): Record<string, Fn> {
+  if (api) return api;
+  const lib = loadLibrary('cuBLASLt', ['libcublasLt.so.13', 'libcublasLt.so.12', 'libcublasLt.so', 'libcublasLt.so.*']);
+  api = {
+    create: lib.func('int cublasLtCreate(_Out_ void **handle)'),
+    descCreate: lib.func('int cublasLtMatmulDescCreate(_Out_ void **desc, int computeType, int scaleType)'),
+    descDestroy: lib.func('int cublasLtMatmulDescDestroy(void *desc)'),
+    descSet: lib.func('int cublasLtMatmulDescSetAttribute(void *desc, int attr, const void *buf, size_t size)'),
+    layoutCreate: lib.func('int cublasLtMatrixLayoutCreate(_Out_ void **layout, int type, uint64_t rows, uint64_t cols, int64_t ld)'),
+    layoutDestroy: lib.func('int cublasLtMatrixLayoutDestroy(void *layout)'),
+    layoutSet: lib.func('int cublasLtMatrixLayoutSetAttribute(void *layout, int attr, const void *buf, size_t size)'),
+    prefCreate: lib.func('int cublasLtMatmulPreferenceCreate(_Out_ void **pref)'),
+    prefSet: lib.func('int cublasLtMatmulPreferenceSetAttribute(void *pref, int attr, const void *buf, size_t size)'),
+    heuristic: lib.func('int cublasLtMatmulAlgoGetHeuristic(void *h, void *desc, void *a, void *b, void *c, void *d, void *pref, int requested, _Out_ uint8_t *results, _Out_ int *returned)'),
+    matmul: lib.func('int cublasLtMatmul(void *h, void *desc, const void *alpha, uint64_t A, void *Adesc, uint64_t B, void *Bdesc, const void *beta, uint64_t C, void *Cdesc, uint64_t D, void *Ddesc, const void *algo, uint64_t ws, size_t wsSize, void *stream)'),
+  };
+  return api;
+}
+
+function check(st: number, call: string, what: string): void {
+  if (st !== 0) throw new KilnError(`cuBLASLt ${call} failed with status ${st} while ${what}.`);
+}
+
+// enum values from cublasLt.h / library_types.h
+export const CUDA_R = { float32: 0, float16: 2, bfloat16: 14, int8: 3, int32: 10 } as const;
+const COMPUTE = { f32: 68, f32fastTf32: 77, f32fast16f: 74, f32fast16bf: 75, i32: 72 } as const;
+const DESC = { transa: 3, transb: 4, epilogue: 7, biasPointer: 8, biasDataType: 26 } as const;
+const LAYOUT = { batchCount: 5, stridedBatchOffset: 6 } as const;
+export const EPILOGUE = { none: 1, relu: 2, bias: 4, reluBias: 6, gelu: 32, geluBias: 36 } as const;
+const HEURISTIC_RESULT_BYTES = 96; // cublasLtMatmulAlgo_t (64) + workspaceSize + state + wavesCount + reserved[4]
+export const WORKSPACE_BYTES = 32 << 20;
+
+let handle: unknown;
+function lt(): unknown {
+  if (!handle) {
+    const h = [null];
+    check(load().create(h), 'cublasLtCreate', 'initializing cuBLASLt');
+    handle = h[0];
+  }
+  return handle;
+}
+
+export interface GemmSpec {
+  /** row-major shapes: C[M,N] = op(A)[M,K] @ op(B)[K,N], batched `batch` times with the given element strides */
+  M: number; N: number; K: number; batch: number;
+  transA: boolean; transB: boolean;
+  dtype: 'float32' | 'float16' | 'bfloat16';
+  strideA: number; strideB: number; strideC: number;
+  /** fused epilogue: bias along N (length N), optional ReLU or GELU */
+  epilogue: keyof typeof EPILOGUE;
+  tf32?: boolean;
+  alpha?: number;
+  /** C input accumulated with beta (residual), same layout as the output */
+  beta?: number;
+}
+
+/** A prepared GEMM: descriptors plus the candidate algorithms from cuBLASLt's heuristic (best first). */
+export interface PreparedGemm {
+  spec: GemmSpec;
+  run(A: number, B: number, D: number, bias: number, stream: unknown, algo: number, C?: number): void;
+  algos: number;
+  destroy(): void;
+}
+
+export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): PreparedGemm {
+  const n = load();
+  const type = CUDA_R[spec.dtype];
+  const compute = spec.dtype === 'float32' ? (spec.tf32 ? COMPUTE.f32fastTf32 : COMPUTE.f32) : COMPUTE.f32;
+  const desc = [null];
+  check(n.descCreate(desc, compute, CUDA_R.float32), 'cublasLtMatmulDescCreate', what);
+  const i32 = (v: number) => { const b = Buffer.alloc(4); b.writeInt32LE(v); return b; };
+  // swap roles (see the header comment): cuBLAS "A" = our B, "B" = our A
+  check(n.descSet(desc[0], DESC.transa, i32(spec.transB ? 1 : 0), 4), 'cublasLtMatmulDescSetAttribute(TRANSA)', what);
+  check(n.descSet(desc[0], DESC.transb, i32(spec.transA ? 1 : 0), 4), 'cublasLtMatmulDescSetAttribute(TRANSB)', what);
+  check(n.descSet(desc[0], DESC.epilogue, i32(EPILOGUE[spec.epilogue]), 4), 'cublasLtMatmulDescSetAttribute(EPILOGUE)', what);
+  const layout = (rows: number, cols: number, ld: number, stride: number) => {
+    const l = [null];
+    check(n.layoutCreate(l, type, rows, cols, ld), 'cublasLtMatrixLayoutCreate', what);
+    if (spec.batch > 1) {
+      check(n.layoutSet(l[0], LAYOUT.batchCount, i32(spec.batch), 4), 'cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)', what);
+      const s = Buffer.alloc(8);
+      s.writeBigInt64LE(BigInt(stride));
+      check(n.layoutSet(l[0], LAYOUT.stridedBatchOffset, s, 8), 'cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)', what);
+    }
+    return l[0];
+  };
+  const { M, N, K } = spec;
+  // column-major views of our row-major matrices
+  const la = spec.transB ? layout(K, N, K, spec.strideB) : layout(N, K, N, spec.strideB); // our B (as cuBLAS A)
+  const lb = spec.transA ? layout(M, K, M, spec.strideA) : layout(K, M, K, spec.strideA); // our A (as cuBLAS B)
+  const lc = layout(N, M, N, spec.strideC);
+  const pref = [null];
+  check(n.prefCreate(pref), 'cublasLtMatmulPreferenceCreate', what);
+  const ws = Buffer.alloc(8);
+  ws.writeBigUInt64LE(BigInt(WORKSPACE_BYTES));
+  check(n.prefSet(pref[0], 1, ws, 8), 'cublasLtMatmulPreferenceSetAttribute', what);
+  const results = Buffer.alloc(HEURISTIC_RESULT_BYTES * maxAlgos);
+  const count = [0];
+  check(n.heuristic(lt(), desc[0], la, lb, lc, lc, pref[0], maxAlgos, results, count), 'cublasLtMatmulAlgoGetHeuristic', what);
+  if (!count[0]) throw new KilnError(`cuBLASLt has no algorithm for ${what} (M=${M} N=${N} K=${K} batch=${spec.batch} ${spec.dtype}).`);
+  const alpha = Buffer.alloc(4), beta = Buffer.alloc(4);
+  alpha.writeFloatLE(spec.alpha ?? 1);
+  beta.writeFloatLE(spec.beta ?? 0);
+  const biasBuf = Buffer.alloc(8);
+  return {
+    spec,
+    algos: count[0],
+    run(A, B, D, bias, stream, algo, C) {
+      if (spec.epilogue !== 'none' && spec.epilogue !== 'relu' && spec.epilogue !== 'gelu') {
+        biasBuf.writeBigUInt64LE(BigInt(bias));
+        check(n.descSet(desc[0], DESC.biasPointer, biasBuf, 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)', what);
+      }
+      const algoPtr = results.subarray(HEURISTIC_RESULT_BYTES * algo, HEURISTIC_RESULT_BYTES * algo + 64);
+      check(n.matmul(lt(), desc[0], alpha, B, la, A, lb, beta, C ?? D, lc, D, lc, algoPtr, workspace(), WORKSPACE_BYTES, stream), 'cublasLtMatmul', what);
+    },
+    destroy() {
+      n.layoutDestroy(la); n.layoutDestroy(lb); n.layoutDestroy(lc); n.descDestroy(desc[0]);
+    },
+  };
+}
+
+let ws = 0;
+let allocWs: (() => number) | undefined;
+/** The runtime provides the device workspace allocator. */
+export function setWorkspaceAllocator(f: () => number): void {
+  allocWs = f;
+}
+function workspace(): number {
+  if (!ws) ws = allocWs!();
+  return ws;
+}
+
+export function cublasLtAvailable(): string | undefined {
+  try {
+    load();
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}

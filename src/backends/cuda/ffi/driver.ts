@@ -1,0 +1,116 @@
+// The CUDA driver API through koffi. Every call's status is checked and turned into a KilnError naming the call,
+// the decoded status, and the layer being built or run.
+import { KilnError } from '../../../ir/errors.js';
+import { koffi, loadLibrary } from './libs.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Fn = (...args: any[]) => any;
+
+export interface Driver {
+  cuInit: Fn; cuDriverGetVersion: Fn; cuDeviceGetCount: Fn; cuDeviceGet: Fn; cuDeviceGetName: Fn; cuDeviceGetAttribute: Fn;
+  cuDeviceTotalMem_v2: Fn; cuDevicePrimaryCtxRetain: Fn; cuDevicePrimaryCtxRelease_v2: Fn; cuCtxSetCurrent: Fn; cuCtxSynchronize: Fn;
+  cuMemAlloc_v2: Fn; cuMemFree_v2: Fn; cuMemcpyHtoD_v2: Fn; cuMemcpyDtoH_v2: Fn; cuMemcpyDtoD_v2: Fn; cuMemcpyHtoDAsync_v2: Fn;
+  cuMemcpyDtoHAsync_v2: Fn; cuMemcpyDtoDAsync_v2: Fn; cuMemsetD8_v2: Fn; cuMemsetD8Async: Fn; cuMemGetInfo_v2: Fn; cuMemHostAlloc: Fn; cuMemFreeHost: Fn;
+  cuStreamCreate: Fn; cuStreamSynchronize: Fn; cuStreamDestroy_v2: Fn; cuStreamQuery: Fn;
+  cuModuleLoadData: Fn; cuModuleGetFunction: Fn; cuModuleUnload: Fn; cuFuncSetAttribute: Fn; cuLaunchKernel: Fn;
+  cuEventCreate: Fn; cuEventRecord: Fn; cuEventSynchronize: Fn; cuEventElapsedTime: Fn; cuEventDestroy_v2: Fn; cuEventQuery: Fn;
+  cuStreamBeginCapture_v2: Fn; cuStreamEndCapture: Fn; cuGraphInstantiateWithFlags: Fn; cuGraphLaunch: Fn; cuGraphExecDestroy: Fn; cuGraphDestroy: Fn;
+  cuGetErrorName: Fn;
+}
+
+const PROTOS = [
+  'int cuInit(unsigned int flags)',
+  'int cuDriverGetVersion(_Out_ int *v)',
+  'int cuDeviceGetCount(_Out_ int *n)',
+  'int cuDeviceGet(_Out_ int *dev, int ordinal)',
+  'int cuDeviceGetName(_Out_ uint8_t *name, int len, int dev)',
+  'int cuDeviceGetAttribute(_Out_ int *v, int attr, int dev)',
+  'int cuDeviceTotalMem_v2(_Out_ size_t *bytes, int dev)',
+  'int cuDevicePrimaryCtxRetain(_Out_ void **ctx, int dev)',
+  'int cuDevicePrimaryCtxRelease_v2(int dev)',
+  'int cuCtxSetCurrent(void *ctx)',
+  'int cuCtxSynchronize()',
+  'int cuMemAlloc_v2(_Out_ uint64_t *ptr, size_t bytes)',
+  'int cuMemFree_v2(uint64_t ptr)',
+  'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
+  'int cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t bytes)',
+  'int cuMemcpyDtoD_v2(uint64_t dst, uint64_t src, size_t bytes)',
+  'int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)',
+  'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *stream)',
+  'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
+  'int cuMemsetD8_v2(uint64_t dst, uint8_t value, size_t n)',
+  'int cuMemsetD8Async(uint64_t dst, uint8_t value, size_t n, void *stream)',
+  'int cuMemGetInfo_v2(_Out_ size_t *free, _Out_ size_t *total)',
+  'int cuMemHostAlloc(_Out_ void **ptr, size_t bytes, unsigned int flags)',
+  'int cuMemFreeHost(void *ptr)',
+  'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
+  'int cuStreamSynchronize(void *stream)',
+  'int cuStreamDestroy_v2(void *stream)',
+  'int cuStreamQuery(void *stream)',
+  'int cuModuleLoadData(_Out_ void **module, const void *image)',
+  'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
+  'int cuModuleUnload(void *module)',
+  'int cuFuncSetAttribute(void *fn, int attr, int value)',
+  'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void *stream, void **params, void **extra)',
+  'int cuEventCreate(_Out_ void **event, unsigned int flags)',
+  'int cuEventRecord(void *event, void *stream)',
+  'int cuEventSynchronize(void *event)',
+  'int cuEventElapsedTime(_Out_ float *ms, void *start, void *end)',
+  'int cuEventDestroy_v2(void *event)',
+  'int cuEventQuery(void *event)',
+  'int cuStreamBeginCapture_v2(void *stream, int mode)',
+  'int cuStreamEndCapture(void *stream, _Out_ void **graph)',
+  'int cuGraphInstantiateWithFlags(_Out_ void **exec, void *graph, unsigned long long flags)',
+  'int cuGraphLaunch(void *exec, void *stream)',
+  'int cuGraphExecDestroy(void *exec)',
+  'int cuGraphDestroy(void *graph)',
+  'int cuGetErrorName(int status, _Out_ const char **name)',
+];
+
+let driver: Driver | undefined;
+
+export function loadDriver(): Driver {
+  if (driver) return driver;
+  const lib = loadLibrary('the CUDA driver', ['libcuda.so.1', 'libcuda.so']);
+  const d: Record<string, Fn> = {};
+  for (const p of PROTOS) {
+    const name = /\s(\w+)\(/.exec(p)![1];
+    d[name] = lib.func(p);
+  }
+  driver = d as unknown as Driver;
+  return driver;
+}
+
+/** What is being done when a call fails: "building layer 'conv1' (FusedConv)". */
+let activity = '';
+export function setActivity(what: string): void {
+  activity = what;
+}
+
+export function check(status: number, call: string): void {
+  if (status === 0) return;
+  const name: string[] = [''];
+  try {
+    driver?.cuGetErrorName(status, name);
+  } catch {
+    // keep the number only
+  }
+  throw new KilnError(`CUDA call ${call} failed with ${name[0] || 'status'} (${status})${activity ? ` while ${activity}` : ''}.`);
+}
+
+/** Call a driver function by name with status checking; out-parameters are returned by the caller's arrays. */
+export function cu(name: keyof Driver, ...args: unknown[]): void {
+  check(loadDriver()[name](...args), name);
+}
+
+export const ATTR = { smCount: 16, ccMajor: 75, ccMinor: 76, maxSharedOptin: 97 } as const;
+
+export function pointerArray(values: (number | bigint)[]): Buffer[] {
+  return values.map((v) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return b;
+  });
+}
+
+export { koffi };

@@ -1,0 +1,388 @@
+// CUDA implementations of layers, one entry per op: given the layer's input types and shapes (and constant values
+// where the shape depends on them), return an implementation that launches its kernels on a stream, or throw /
+// return undefined when these shapes or types are not handled (the runner then runs the layer on the CPU).
+import type { AttrValue, Node } from '../../ir/graph.js';
+import type { DType } from '../../ir/dtype.js';
+import type { TensorData } from '../../ir/tensor.js';
+import { resolveOp, parseAttrs } from '../../ir/schema.js';
+import type { CudaDevice } from './device.js';
+import { prepareGemm, type PreparedGemm } from './ffi/cublaslt.js';
+import {
+  elementwise, epilogue, cast, where, layerNorm, softmax, attentionSoftmax, maxPool, averagePool, globalAveragePool, globalMaxPool,
+  im2col, im2colLayout, depthwiseConv2d, transpose, copyStrided, gather,
+} from './codegen/index.js';
+import type { DevDType, KernelSource } from './codegen/types.js';
+
+export interface DeviceTensor {
+  ptr: number;
+  dtype: DType;
+  dims: number[];
+  bytes: number;
+  /** allocated for this run (freed after its last use); false for weights and views */
+  owned: boolean;
+}
+
+export interface InputInfo {
+  dtype: DType;
+  dims: number[];
+  /** the value when it is known on the host (weights, small shape tensors) */
+  constant?: TensorData;
+}
+
+export interface ImplContext {
+  node: Node;
+  opset: number;
+  attrs: unknown;
+  dev: CudaDevice;
+  inputs: (InputInfo | undefined)[];
+}
+
+export interface GpuImpl {
+  run(inputs: (DeviceTensor | undefined)[], stream: unknown): DeviceTensor[];
+}
+
+type Factory = (c: ImplContext) => GpuImpl | undefined;
+
+const SIZE: Partial<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, int64: 8, uint8: 1, bool: 1, int8: 1 };
+const FLOATS = new Set<DType>(['float32', 'float16', 'bfloat16']);
+const bytes = (dtype: DType, dims: readonly number[]) => dims.reduce((a, b) => a * b, 1) * (SIZE[dtype] ?? NaN);
+const devType = (d: DType): DevDType => {
+  if (!(d in SIZE)) throw new Error(`no device type for ${d}`);
+  return d as DevDType;
+};
+
+/** Output shapes and types from the op's own inference, with concrete input shapes and known constants. */
+function inferOutputs(c: ImplContext): { dtype: DType; dims: number[] }[] {
+  const { def, opset } = resolveOp(c.node, new Map([[c.node.domain, c.opset]]));
+  if (!def.infer) throw new Error('no shape inference');
+  const outs = def.infer({
+    node: c.node, opset, attrs: parseAttrs(def, c.node) as never, numOutputs: c.node.outputs.length,
+    inputTypes: c.inputs.map((i) => (i ? { kind: 'tensor', dtype: i.dtype, shape: i.dims } : undefined)),
+    constant: (i) => c.inputs[i]?.constant,
+  });
+  return outs.map((t) => {
+    if (t.kind !== 'tensor' || !t.shape || t.shape.some((d) => typeof d !== 'number')) throw new Error('output shape unknown before running');
+    return { dtype: t.dtype, dims: t.shape as number[] };
+  });
+}
+
+function alloc(dev: CudaDevice, dtype: DType, dims: number[]): DeviceTensor {
+  const b = bytes(dtype, dims);
+  return { ptr: dev.alloc(Math.max(b, 1)), dtype, dims, bytes: b, owned: true };
+}
+
+/** Launch a generated kernel binding its params to inputs / outputs / a workspace. */
+function launch(dev: CudaDevice, k: KernelSource, ins: (DeviceTensor | undefined)[], outs: DeviceTensor[], stream: unknown, ws?: number): void {
+  const ptrs = k.params.map((p) => (p.kind === 'in' ? ins[p.index]!.ptr : p.kind === 'out' ? outs[p.index].ptr : ws!));
+  dev.launch(k, ptrs, stream);
+}
+
+/** One kernel, outputs allocated per run. */
+function single(c: ImplContext, k: KernelSource, outs = inferOutputs(c)): GpuImpl {
+  c.dev.kernel(k); // compile (or load) now, not inside the timed run
+  return {
+    run(ins, stream) {
+      const o = outs.map((t) => alloc(c.dev, t.dtype, t.dims));
+      launch(c.dev, k, ins, o, stream);
+      return o;
+    },
+  };
+}
+
+/** Ops whose output is a view of their input's bytes. */
+const view: Factory = (c) => {
+  const [out] = inferOutputs(c);
+  return { run: (ins) => [{ ...ins[0]!, dims: out.dims, owned: false }] };
+};
+
+const ELEMENTWISE_EXPR: Record<string, string> = {
+  Add: '(add $0 $1)', Sub: '(sub $0 $1)', Mul: '(mul $0 $1)', Div: '(div $0 $1)', Pow: '(pow $0 $1)', Max: '(max $0 $1)', Min: '(min $0 $1)',
+  Neg: '(neg $0)', Abs: '(abs $0)', Exp: '(exp $0)', Log: '(log $0)', Sqrt: '(sqrt $0)', Reciprocal: '(recip $0)', Tanh: '(tanh $0)',
+  Erf: '(erf $0)', Sigmoid: '(sigmoid $0)', Relu: '(relu $0)', Floor: '(floor $0)', Ceil: '(ceil $0)', Sin: '(sin $0)', Cos: '(cos $0)',
+  Softplus: '(softplus $0)',
+};
+
+function exprOp(expr: (c: ImplContext) => string): Factory {
+  return (c) => {
+    const ins = c.inputs.map((i) => i!);
+    if (!ins.every((i) => FLOATS.has(i.dtype) && i.dtype === ins[0].dtype)) return undefined;
+    const [out] = inferOutputs(c);
+    return single(c, elementwise({ expr: expr(c), inputs: ins.map((i) => ({ dtype: devType(i.dtype), dims: i.dims })), out: { dtype: devType(out.dtype), dims: out.dims } }), [out]);
+  };
+}
+
+const attr = (c: ImplContext) => c.attrs as Record<string, unknown>;
+
+/**
+ * MatMul / Gemm (+ bias, residual, activation) through cuBLASLt. A [.., M, K] @ B [K, N] with a 2-D B runs as one
+ * GEMM over all leading rows; equal batch dims run as a strided batched GEMM. Bias + ReLU/GELU fuse into cuBLASLt's
+ * epilogue; a residual or another activation runs as one elementwise epilogue kernel after it.
+ */
+const fusedMatMul: Factory = (c) => {
+  const a = attr(c) as { transA?: number; transB?: number; alpha?: number; gemm?: number; activation?: string; activation_params?: number[] };
+  const [A, B, bias, res] = c.inputs;
+  if (!A || !B || !FLOATS.has(A.dtype) || A.dtype !== B.dtype) return undefined;
+  const [out] = inferOutputs(c);
+  const dtype = A.dtype as 'float32' | 'float16' | 'bfloat16';
+  let M: number, N: number, K: number, batch = 1, strideA = 0, strideB = 0, strideC = 0;
+  const tA = !!a.transA, tB = !!a.transB;
+  if (a.gemm || (A.dims.length === 2 && B.dims.length === 2)) {
+    M = tA ? A.dims[1] : A.dims[0]; K = tA ? A.dims[0] : A.dims[1]; N = tB ? B.dims[0] : B.dims[1];
+  } else if (B.dims.length === 2 && A.dims.length >= 2) {
+    K = A.dims[A.dims.length - 1]; N = B.dims[1]; M = A.dims.slice(0, -1).reduce((x, y) => x * y, 1);
+  } else if (A.dims.length >= 3 && A.dims.length === B.dims.length && A.dims.slice(0, -2).every((d, i) => d === B.dims[i])) {
+    M = A.dims[A.dims.length - 2]; K = A.dims[A.dims.length - 1]; N = B.dims[B.dims.length - 1];
+    batch = A.dims.slice(0, -2).reduce((x, y) => x * y, 1);
+    strideA = M * K; strideB = K * N; strideC = M * N;
+  } else return undefined;
+  const act = a.activation ?? '';
+  const biasOk = !!bias && bias.dims.reduce((x, y) => x * y, 1) === N && batch === 1;
+  // cuBLASLt's GELU epilogue is the tanh approximation, so only ReLU is fused there; other activations use our kernel
+  const ltEpi = !biasOk && !act ? 'none' : biasOk && !act ? 'bias' : biasOk && act === 'Relu' ? 'reluBias' : !bias && act === 'Relu' ? 'relu' : undefined;
+  const resSame = !!res && res.dims.length === out.dims.length && res.dims.every((d, i) => d === out.dims[i]) && res.dtype === dtype;
+  // residual through cuBLASLt's C input (D = AB + C, then bias) when no activation must follow the sum
+  const useC = resSame && !act;
+  const epi: 'none' | 'bias' | 'reluBias' | 'geluBias' | 'relu' = useC ? (biasOk ? 'bias' : 'none') : (ltEpi ?? (biasOk ? 'bias' : 'none'));
+  const gemm: PreparedGemm = prepareGemm({ M, N, K, batch, transA: tA, transB: tB, dtype, strideA, strideB, strideC, epilogue: epi, alpha: a.alpha ?? 1, beta: useC ? 1 : 0 }, `layer '${c.node.name}'`);
+  const needEpilogue = (!useC && !!res) || (!!act && (ltEpi === undefined || useC)) || (!!bias && !biasOk);
+  const epiKernel = needEpilogue ? epilogue({
+    y: { dtype: devType(dtype), dims: out.dims }, bias: bias && !biasOk ? { dtype: devType(bias.dtype) } : undefined,
+    residual: res && !useC ? { dtype: devType(res.dtype), dims: res.dims } : undefined,
+    activation: ltEpi === undefined || useC ? act : '', params: a.activation_params ?? [], out: { dtype: devType(dtype) }, biasAxis: 'last',
+  }) : undefined;
+  if (epiKernel) c.dev.kernel(epiKernel);
+  return {
+    run(ins, stream) {
+      const o = alloc(c.dev, out.dtype, out.dims);
+      gemm.run(ins[0]!.ptr, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, 0, useC ? ins[3]!.ptr : undefined);
+      if (epiKernel) launch(c.dev, epiKernel, [o, ins[2], ins[3]], [o], stream);
+      return [o];
+    },
+  };
+};
+
+const castOp: Factory = (c) => {
+  const [x] = c.inputs;
+  const [out] = inferOutputs(c);
+  return single(c, cast({ from: devType(x!.dtype), to: devType(out.dtype), n: x!.dims.reduce((a, b) => a * b, 1) }), [out]);
+};
+
+const whereOp: Factory = (c) => {
+  const [cond, x, y] = c.inputs;
+  if (cond!.dtype !== 'bool') return undefined;
+  const [out] = inferOutputs(c);
+  return single(c, where({ cond: cond!.dims, x: { dtype: devType(x!.dtype), dims: x!.dims }, y: { dtype: devType(y!.dtype), dims: y!.dims }, out: out.dims }), [out]);
+};
+
+/** A tensor `elems` elements into another (per-image views for im2col and the conv GEMMs). */
+const offsetBy = (t: DeviceTensor, elems: number): DeviceTensor => ({ ...t, ptr: t.ptr + elems * (SIZE[t.dtype] ?? 0), owned: false });
+
+/** Explicit begin/end pads from ONNX conv/pool attributes (auto_pad resolved against the input). */
+function resolvePads(spatial: number[], kernel: number[], a: { auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[] }): number[] {
+  const r = spatial.length;
+  const strides = a.strides ?? new Array<number>(r).fill(1), dil = a.dilations ?? new Array<number>(r).fill(1);
+  if (!a.auto_pad || a.auto_pad === 'NOTSET') return a.pads ?? new Array<number>(2 * r).fill(0);
+  if (a.auto_pad === 'VALID') return new Array<number>(2 * r).fill(0);
+  const pads = new Array<number>(2 * r).fill(0);
+  for (let d = 0; d < r; d++) {
+    const out = Math.ceil(spatial[d] / strides[d]);
+    const total = Math.max(0, (out - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 - spatial[d]);
+    const small = Math.floor(total / 2);
+    pads[d] = a.auto_pad === 'SAME_UPPER' ? small : total - small;
+    pads[d + r] = total - pads[d];
+  }
+  return pads;
+}
+
+/**
+ * FusedConv: depthwise 2-D convolutions run one direct kernel; 1x1 stride-1 convolutions are one batched GEMM over
+ * the images; others go through im2col per image plus a GEMM. Bias, residual and activation run in one epilogue.
+ */
+const fusedConv: Factory = (c) => {
+  const a = attr(c) as { auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[]; group: number; activation?: string; activation_params?: number[] };
+  const [X, W, B, R] = c.inputs;
+  if (!X || !W || !FLOATS.has(X.dtype) || X.dtype !== W.dtype) return undefined;
+  const [out] = inferOutputs(c);
+  const [N, C, ...spatial] = X.dims;
+  const M = W.dims[0], kernel = W.dims.slice(2), group = a.group ?? 1;
+  const pads = resolvePads(spatial, kernel, a);
+  const dtype = devType(X.dtype);
+  const act = a.activation ?? '', params = a.activation_params ?? [];
+  const P = out.dims.slice(2).reduce((x, y) => x * y, 1);
+  if (group === C && C === M && spatial.length === 2 && W.dims[1] === 1) {
+    const dw = depthwiseConv2d({ x: X.dims, kernel: [kernel[0], kernel[1]], pads, strides: a.strides, dilations: a.dilations, dtype, hasBias: !!B, activation: R ? '' : act, params });
+    const epi = R ? epilogue({ y: { dtype, dims: out.dims }, residual: { dtype: devType(R.dtype), dims: R.dims }, activation: act, params, out: { dtype }, biasAxis: 1 }) : undefined;
+    c.dev.kernel(dw);
+    if (epi) c.dev.kernel(epi);
+    return {
+      run(ins, stream) {
+        const o = alloc(c.dev, out.dtype, out.dims);
+        launch(c.dev, dw, ins, [o], stream);
+        if (epi) launch(c.dev, epi, [o, undefined, ins[3]], [o], stream);
+        return [o];
+      },
+    };
+  }
+  if (group !== 1) return undefined;
+  const K = W.dims.slice(1).reduce((x, y) => x * y, 1);
+  const pointwise = kernel.every((k) => k === 1) && (a.strides ?? []).every((s) => s === 1) && pads.every((p) => p === 0);
+  const layout = pointwise ? undefined : im2colLayout({ x: [1, C, ...spatial], kernel, pads, strides: a.strides, dilations: a.dilations, group: 1 });
+  const col = layout ? im2col({ x: [1, C, ...spatial], kernel, pads, strides: a.strides, dilations: a.dilations, group: 1, dtype }) : undefined;
+  // pointwise: Y[n] = W[M, C] @ X[n][C, P] for all n at once; im2col: per image, Y[n] = W[M, K] @ col[K, P]
+  const gemm = prepareGemm({ M, N: P, K, batch: pointwise ? N : 1, transA: false, transB: false, dtype: X.dtype as 'float32', strideA: 0, strideB: K * P, strideC: M * P, epilogue: 'none' }, `layer '${c.node.name}'`);
+  const epi = B || R || act ? epilogue({ y: { dtype, dims: out.dims }, bias: B ? { dtype: devType(B.dtype) } : undefined, residual: R ? { dtype: devType(R.dtype), dims: R.dims } : undefined, activation: act, params, out: { dtype }, biasAxis: 1 }) : undefined;
+  if (col) c.dev.kernel(col);
+  if (epi) c.dev.kernel(epi);
+  const xPer = C * spatial.reduce((x, y) => x * y, 1), yPer = M * P;
+  return {
+    run(ins, stream) {
+      const o = alloc(c.dev, out.dtype, out.dims);
+      if (pointwise) gemm.run(ins[1]!.ptr, ins[0]!.ptr, o.ptr, 0, stream, 0);
+      else {
+        const ws = alloc(c.dev, X.dtype, [layout!.elements]);
+        for (let n = 0; n < N; n++) {
+          launch(c.dev, col!, [offsetBy(ins[0]!, n * xPer)], [ws], stream);
+          gemm.run(ins[1]!.ptr, ws.ptr, offsetBy(o, n * yPer).ptr, 0, stream, 0);
+        }
+        c.dev.sync(stream);
+        c.dev.release(ws.ptr);
+      }
+      if (epi) launch(c.dev, epi, [o, ins[2], ins[3]], [o], stream);
+      return [o];
+    },
+  };
+};
+
+/** kiln:Attention as GEMM (Q @ Kt) -> scale + mask + softmax in place -> GEMM (P @ V), batched over leading dims. */
+const attention: Factory = (c) => {
+  const a = attr(c) as { scale: number; k_transposed: number };
+  const [Q, Kt, V, mask] = c.inputs;
+  if (!Q || !Kt || !V || !FLOATS.has(Q.dtype) || Q.dtype !== Kt.dtype || Q.dtype !== V.dtype) return undefined;
+  const r = Q.dims.length;
+  const lead = Q.dims.slice(0, -2), batch = lead.reduce((x, y) => x * y, 1);
+  if (Kt.dims.length !== r || V.dims.length !== r || Kt.dims.slice(0, -2).some((d, i) => d !== lead[i]) || V.dims.slice(0, -2).some((d, i) => d !== lead[i])) return undefined;
+  const S = Q.dims[r - 2], D = Q.dims[r - 1];
+  const L = a.k_transposed ? Kt.dims[r - 1] : Kt.dims[r - 2], Dv = V.dims[r - 1];
+  const dtype = Q.dtype as 'float32';
+  const g1 = prepareGemm({ M: S, N: L, K: D, batch, transA: false, transB: !a.k_transposed, dtype, strideA: S * D, strideB: D * L, strideC: S * L, epilogue: 'none' }, `layer '${c.node.name}' (scores)`);
+  const g2 = prepareGemm({ M: S, N: Dv, K: L, batch, transA: false, transB: false, dtype, strideA: S * L, strideB: L * Dv, strideC: S * Dv, epilogue: 'none' }, `layer '${c.node.name}' (context)`);
+  const sm = attentionSoftmax({ scores: [...lead, S, L], dtype: devType(dtype), scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined });
+  c.dev.kernel(sm);
+  return {
+    run(ins, stream) {
+      const scores = alloc(c.dev, dtype, [...lead, S, L]);
+      g1.run(ins[0]!.ptr, ins[1]!.ptr, scores.ptr, 0, stream, 0);
+      launch(c.dev, sm, [scores, ins[3]], [scores], stream);
+      const o = alloc(c.dev, dtype, [...lead, S, Dv]);
+      g2.run(scores.ptr, ins[2]!.ptr, o.ptr, 0, stream, 0);
+      c.dev.sync(stream);
+      c.dev.release(scores.ptr);
+      return [o];
+    },
+  };
+};
+
+const norm = (rms: boolean): Factory => (c) => {
+  const a = attr(c) as { axis?: number; epsilon: number };
+  const [X, scale, B] = c.inputs;
+  if (!X || !scale || !FLOATS.has(X.dtype) || c.node.outputs.slice(1).some(Boolean)) return undefined;
+  const [out] = inferOutputs(c);
+  return single(c, layerNorm({
+    x: { dtype: devType(X.dtype), dims: X.dims }, axis: a.axis ?? -1, epsilon: a.epsilon ?? 1e-5, scale: { dtype: devType(scale.dtype), dims: scale.dims },
+    bias: B && !rms ? { dtype: devType(B.dtype), dims: B.dims } : undefined, rms, outDtype: devType(out.dtype),
+  }), [out]);
+};
+
+const softmaxOp = (log: boolean): Factory => (c) => {
+  const [X] = c.inputs;
+  if (!X || !FLOATS.has(X.dtype)) return undefined;
+  const axis = (attr(c).axis as number | undefined) ?? (c.opset < 13 ? 1 : -1);
+  if (axis !== -1 && axis !== X.dims.length - 1) return undefined;
+  return single(c, softmax({ dims: X.dims, dtype: devType(X.dtype), log }));
+};
+
+const pool = (kind: 'max' | 'avg' | 'gavg' | 'gmax'): Factory => (c) => {
+  const a = attr(c) as { kernel_shape: number[]; auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[]; ceil_mode?: number; count_include_pad?: number };
+  const [X] = c.inputs;
+  if (!X || !FLOATS.has(X.dtype) || c.node.outputs.slice(1).some(Boolean)) return undefined;
+  const x = { dtype: devType(X.dtype), dims: X.dims };
+  if (kind === 'gavg') return single(c, globalAveragePool({ x }));
+  if (kind === 'gmax') return single(c, globalMaxPool({ x }));
+  const pads = resolvePads(X.dims.slice(2), a.kernel_shape, a);
+  const args = { x, kernel: a.kernel_shape, pads, strides: a.strides, dilations: a.dilations, ceilMode: !!a.ceil_mode, countIncludePad: !!a.count_include_pad };
+  return single(c, kind === 'max' ? maxPool(args) : averagePool(args));
+};
+
+const transposeOp: Factory = (c) => {
+  const [X] = c.inputs;
+  const perm = (attr(c).perm as number[] | undefined) ?? X!.dims.map((_, i) => X!.dims.length - 1 - i);
+  return single(c, transpose({ dims: X!.dims, perm, dtype: devType(X!.dtype) }));
+};
+
+const gatherOp: Factory = (c) => {
+  const [data, idx] = c.inputs;
+  if (!data || !idx || (idx.dtype !== 'int64' && idx.dtype !== 'int32')) return undefined;
+  return single(c, gather({ data: { dtype: devType(data.dtype), dims: data.dims }, indices: { dtype: idx.dtype, dims: idx.dims }, axis: (attr(c).axis as number | undefined) ?? 0 }));
+};
+
+/** Split: one strided copy per output. */
+const splitOp: Factory = (c) => {
+  const [X] = c.inputs;
+  const outs = inferOutputs(c);
+  const r = X!.dims.length, axis = ((attr(c).axis as number | undefined) ?? 0) < 0 ? ((attr(c).axis as number) + r) : ((attr(c).axis as number | undefined) ?? 0);
+  let off = 0;
+  const ks = outs.map((o) => {
+    const k = copyStrided({ dtype: devType(X!.dtype), inDims: X!.dims, outDims: o.dims, region: o.dims, inStart: o.dims.map((_, d) => (d === axis ? off : 0)) });
+    off += o.dims[axis];
+    c.dev.kernel(k);
+    return k;
+  });
+  return {
+    run(ins, stream) {
+      return outs.map((o, i) => {
+        const t = alloc(c.dev, o.dtype, o.dims);
+        launch(c.dev, ks[i], ins, [t], stream);
+        return t;
+      });
+    },
+  };
+};
+
+/** Concat: one strided copy per input into the output. */
+const concatOp: Factory = (c) => {
+  const [out] = inferOutputs(c);
+  const r = out.dims.length, ax = (attr(c).axis as number) < 0 ? (attr(c).axis as number) + r : (attr(c).axis as number);
+  let off = 0;
+  const ks = c.inputs.map((x) => {
+    const k = copyStrided({ dtype: devType(x!.dtype), inDims: x!.dims, outDims: out.dims, region: x!.dims, outStart: x!.dims.map((_, d) => (d === ax ? off : 0)) });
+    off += x!.dims[ax];
+    c.dev.kernel(k);
+    return k;
+  });
+  return {
+    run(ins, stream) {
+      const t = alloc(c.dev, out.dtype, out.dims);
+      ks.forEach((k, i) => launch(c.dev, k, [ins[i]], [t], stream));
+      return [t];
+    },
+  };
+};
+
+export const GPU_OPS: Record<string, Factory> = {
+  'kiln:FusedConv': fusedConv,
+  'kiln:Attention': attention,
+  LayerNormalization: norm(false), 'kiln:LayerNormalization': norm(false),
+  RMSNormalization: norm(true), 'kiln:RMSNormalization': norm(true),
+  Softmax: softmaxOp(false), 'kiln:Softmax': softmaxOp(false), LogSoftmax: softmaxOp(true),
+  MaxPool: pool('max'), AveragePool: pool('avg'), GlobalAveragePool: pool('gavg'), GlobalMaxPool: pool('gmax'),
+  Transpose: transposeOp, Gather: gatherOp, Split: splitOp, 'kiln:Split': splitOp, Concat: concatOp,
+  'kiln:FusedMatMul': fusedMatMul,
+  MatMul: fusedMatMul,
+  'kiln:Elementwise': exprOp((c) => (attr(c).expr as string)),
+  ...Object.fromEntries(Object.entries(ELEMENTWISE_EXPR).map(([op, e]) => [op, exprOp(() => e)])),
+  Reshape: view, Flatten: view, Squeeze: view, Unsqueeze: view, Identity: view,
+  Cast: castOp,
+  Where: whereOp,
+};
+
+export type { AttrValue };

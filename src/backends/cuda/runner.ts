@@ -1,0 +1,204 @@
+// The CUDA runner: executes a planned graph layer by layer on one stream. Each value lives on the device, on the
+// host, or both, and moves only when a consumer needs it where it is not: GPU layers read device copies; layers with
+// no CUDA kernel run their reference kernel on the CPU inside the same engine (small shape arithmetic such as
+// Shape -> Gather -> Concat stays on the host that way). Kernels are generated per layer and input shapes, compiled
+// once (or taken from the plan's cubins), and replayed.
+import type { Model, Node, ValueType } from '../../ir/graph.js';
+import { nodeLabel } from '../../ir/graph.js';
+import type { DType, TypedArray } from '../../ir/dtype.js';
+import { allocStorage } from '../../ir/dtype.js';
+import { resolveOp, parseAttrs, type KernelContext } from '../../ir/schema.js';
+import { TensorData, SequenceValue, type Value } from '../../ir/tensor.js';
+import { makeContext, topoSort } from '../../ops/execute.js';
+import { ExecutionError } from '../../ir/errors.js';
+import type { Runner, RunHooks } from '../backend.js';
+import type { CudaDevice } from './device.js';
+import { GPU_OPS, type DeviceTensor, type GpuImpl } from './ops.js';
+
+interface Slot {
+  host?: Value;
+  dev?: DeviceTensor;
+}
+
+const bytesOf = (dtype: DType, dims: readonly number[]) => {
+  const n = dims.reduce((a, b) => a * b, 1);
+  const size: Partial<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, int64: 8, uint8: 1, bool: 1, int8: 1 };
+  return n * (size[dtype] ?? 0);
+};
+
+export class CudaRunner implements Runner {
+  private order: Node[];
+  private weights = new Map<string, DeviceTensor>();
+  private impls = new Map<string, GpuImpl | null>();
+  readonly stream: unknown;
+  /** layers that ran on the CPU in the last run (for inspect --capability and tests) */
+  cpuLayers = new Set<string>();
+  /** why a layer with a CUDA implementation still ran on the CPU */
+  fallbackReasons = new Map<string, string>();
+
+  constructor(private model: Model, readonly dev: CudaDevice) {
+    this.order = topoSort(model.graph, () => true);
+    this.stream = dev.createStream();
+  }
+
+  private weight(name: string): DeviceTensor | undefined {
+    let w = this.weights.get(name);
+    if (w) return w;
+    const t = this.model.graph.initializers.get(name);
+    if (!t || t.dtype === 'string' || !(t.data instanceof Object)) return undefined;
+    const bytes = bytesOf(t.dtype, t.dims);
+    if (!bytes && t.size) return undefined;
+    const ptr = this.dev.alloc(Math.max(bytes, 1));
+    this.dev.upload(ptr, t.data as TypedArray, this.stream);
+    w = { ptr, dtype: t.dtype, dims: [...t.dims], bytes, owned: false };
+    this.weights.set(name, w);
+    return w;
+  }
+
+  private toDevice(slot: Slot, name: string, temps: number[], refs: Map<number, number>): DeviceTensor | undefined {
+    if (slot.dev) return slot.dev;
+    const w = this.weight(name);
+    if (w) return (slot.dev = w);
+    const v = slot.host;
+    if (!(v instanceof TensorData) || v.dtype === 'string') return undefined;
+    const bytes = bytesOf(v.dtype, v.dims);
+    if (!bytes && v.size) return undefined; // a type with no device representation
+    const ptr = this.dev.alloc(Math.max(bytes, 1));
+    this.dev.upload(ptr, v.data as TypedArray, this.stream);
+    temps.push(ptr);
+    refs.set(ptr, 1); // this value holds the buffer; views taken of it add their own references
+    slot.dev = { ptr, dtype: v.dtype, dims: [...v.dims], bytes, owned: true };
+    return slot.dev;
+  }
+
+  private toHost(slot: Slot): Value {
+    if (slot.host !== undefined) return slot.host;
+    const d = slot.dev!;
+    const data = allocStorage(d.dtype, d.dims.reduce((a, b) => a * b, 1)) as TypedArray;
+    this.dev.download(d.ptr, data, this.stream);
+    slot.host = new TensorData(d.dtype, d.dims, data);
+    return slot.host;
+  }
+
+  private implFor(node: Node, inputs: (Slot | undefined)[], opset: number, attrs: unknown): GpuImpl | null {
+    const key = `${node.name}|${node.outputs[0]}|${inputs.map((s) => {
+      const t = s?.dev ?? s?.host;
+      return t instanceof TensorData || (t && 'ptr' in t) ? `${(t as { dtype: string }).dtype}[${(t as { dims: number[] }).dims.join('x')}]` : '-';
+    }).join(',')}`;
+    let impl = this.impls.get(key);
+    if (impl === undefined) {
+      const make = GPU_OPS[node.domain === 'kiln' ? `kiln:${node.opType}` : node.opType];
+      impl = null;
+      if (make) {
+        try {
+          impl = make({
+            node, opset, attrs, dev: this.dev,
+            inputs: inputs.map((s, i) => {
+              const v = s?.dev ?? (s?.host instanceof TensorData ? s.host : undefined);
+              return v ? { dtype: v.dtype, dims: [...v.dims], constant: s?.host instanceof TensorData ? s.host : this.model.graph.initializers.get(node.inputs[i]) } : undefined;
+            }),
+          }) ?? null;
+        } catch (e) {
+          impl = null; // shapes/dtypes this kernel family does not handle: run the layer on the CPU
+          this.fallbackReasons.set(node.name || node.opType, (e as Error).message.split('\n')[0]);
+        }
+      }
+      this.impls.set(key, impl);
+    }
+    return impl;
+  }
+
+  async run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>> {
+    this.dev.makeCurrent();
+    const env = new Map<string, Slot>();
+    for (const [k, v] of feeds) env.set(k, { host: v });
+    for (const [k, v] of this.model.graph.initializers) env.set(k, { host: v });
+    const temps: number[] = []; // device buffers this run allocated
+    const refs = new Map<number, number>(); // live values per device buffer (views share their base's buffer)
+    const lastUse = new Map<string, number>();
+    this.order.forEach((n, i) => n.inputs.forEach((x) => x && lastUse.set(x, i)));
+    const keep = new Set([...fetches, ...this.model.graph.outputs.map((o) => o.name)]);
+    this.cpuLayers.clear();
+    try {
+      for (let li = 0; li < this.order.length; li++) {
+        const node = this.order[li];
+        const { def, opset } = resolveOp(node, this.model.opsets);
+        const attrs = parseAttrs(def, node);
+        const slots = node.inputs.map((x) => (x ? env.get(x) : undefined));
+        node.inputs.forEach((x, k) => {
+          if (x && !slots[k]) throw new ExecutionError(`${nodeLabel(node)}: input '${x}' has no value.`);
+        });
+        const t0 = hooks?.onLayer ? performance.now() : 0;
+        const impl = this.implFor(node, slots, opset, attrs);
+        let outs: Slot[];
+        if (impl) {
+          const ins = slots.map((s, k) => (s ? this.toDevice(s, node.inputs[k], temps, refs) : undefined));
+          if (ins.some((d, k) => node.inputs[k] && !d)) throw new ExecutionError(`${nodeLabel(node)}: an input cannot be moved to the GPU.`);
+          const produced = impl.run(ins, this.stream);
+          for (const d of produced) if (d.owned) temps.push(d.ptr);
+          outs = produced.map((d) => ({ dev: d }));
+        } else {
+          this.cpuLayers.add(node.name || node.opType);
+          const ins = slots.map((s) => (s ? this.toHost(s) : undefined));
+          const ctx = makeContext(node, opset, attrs, ins);
+          const produced = def.run(ctx as KernelContext<never>);
+          outs = produced.map((v) => ({ host: v === undefined ? null : v }));
+        }
+        node.outputs.forEach((o, k) => {
+          if (!o) return;
+          const s = outs[k] ?? { host: null };
+          env.set(o, s);
+          if (s.dev) refs.set(s.dev.ptr, (refs.get(s.dev.ptr) ?? 0) + 1);
+        });
+        if (hooks?.onLayer) {
+          this.dev.sync(this.stream);
+          hooks.onLayer(node, hooks.keepAll ? node.outputs.map((o) => (o ? this.toHost(env.get(o)!) : null)) : [], performance.now() - t0);
+        }
+        // free device buffers whose last reader just ran
+        if (!hooks?.keepAll) {
+          for (const x of new Set(node.inputs)) {
+            if (!x || lastUse.get(x) !== li || keep.has(x)) continue;
+            const s = env.get(x);
+            if (!s?.dev || this.model.graph.initializers.has(x)) continue;
+            const left = (refs.get(s.dev.ptr) ?? 1) - 1;
+            refs.set(s.dev.ptr, left);
+            const k = temps.indexOf(s.dev.ptr);
+            if (left <= 0 && k >= 0) {
+              this.dev.sync(this.stream); // the stream may still be reading it
+              this.dev.release(s.dev.ptr);
+              temps.splice(k, 1);
+            }
+            s.dev = undefined;
+          }
+        }
+      }
+      this.dev.sync(this.stream);
+      const out = new Map<string, Value>();
+      const names = hooks?.keepAll ? [...env.keys()] : fetches;
+      for (const f of names) {
+        const s = env.get(f);
+        if (!s) continue;
+        out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : this.toHost(s));
+      }
+      return out;
+    } finally {
+      this.dev.sync(this.stream);
+      for (const p of temps) this.dev.release(p);
+    }
+  }
+
+  /** Device memory held by weights (for reports). */
+  weightBytes(): number {
+    let n = 0;
+    for (const w of this.weights.values()) n += w.bytes;
+    return n;
+  }
+
+  release(): void {
+    for (const w of this.weights.values()) this.dev.release(w.ptr);
+    this.weights.clear();
+    this.impls.clear();
+  }
+}
+
+export type { ValueType };

@@ -20,7 +20,7 @@ export function bestDevice(): { device: string; skipped: string[] } {
   for (const b of BACKENDS) {
     const a = b.availability();
     if (a.ok) return { device: b.name, skipped };
-    skipped.push(`${b.name}: ${a.reason ?? 'unavailable'}`);
+    skipped.push(`${b.name}: ${(a.reason ?? 'unavailable').split('\n')[0].replace(/\s*Searched:?$/, '')}`);
   }
   return { device: 'cpu', skipped };
 }

@@ -1,6 +1,6 @@
 // Per-layer profile (`kiln bench --dump-profile/--export-profile`): a separate, profiled pass that times every layer
 // through RunHooks.onLayer, joined with the plan's layer info (fused ops, tactic, precision).
-import type { Engine } from '../runtime/engine.js';
+import type { Engine, ExecutionContext } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { LayerInfo } from '../build/plan.js';
 import { stats } from './bench.js';
@@ -37,11 +37,13 @@ export interface LayerProfileOptions {
   /** Runs before profiling (default 1). */
   warmUpRuns?: number;
   onProgress?: (elapsedMs: number, totalMs: number, runs: number) => void;
+  /** Context to run in (default: a new one). */
+  context?: ExecutionContext;
 }
 
 /** Run the engine with a timer around every layer; average per run. */
 export async function profileLayers(engine: Engine, feeds: Record<string, Tensor>, o: LayerProfileOptions = {}): Promise<LayerProfile> {
-  const ctx = engine.createContext();
+  const ctx = o.context ?? engine.createContext();
   for (let i = 0; i < (o.warmUpRuns ?? 1); i++) await ctx.run(feeds);
   const perLayer = new Map<string, number[]>();
   const order: string[] = [];

@@ -41,7 +41,15 @@ export const defaultThreads = () => (typeof os.availableParallelism === 'functio
 
 /** A layer's pointer arguments, from its inputs, packed weights and output. */
 export function layerArgs(args: Arg[], inputs: (Value | undefined)[], packed: Ptr, out: Float32Array): Ptr[] {
-  return args.map((a) => ('in' in a ? ((inputs[a.in] as TensorData | undefined)?.data ?? null) : 'packed' in a ? packed : 'out' in a ? out : null));
+  return args.map((a) => ('in' in a ? offHeap((inputs[a.in] as TensorData | undefined)?.data as Float32Array | undefined) : 'packed' in a ? packed : 'out' in a ? offHeap(out) : null));
+}
+
+/** V8 keeps small typed arrays inside its heap, where the GC may move them while a worker thread uses them; asking
+ * for `.buffer` moves them out for good. */
+function offHeap(a: Float32Array | Uint8Array | undefined): Ptr {
+  if (!a) return null;
+  void a.buffer;
+  return a;
 }
 
 export function dimsMatch(meta: Pick<LayerMeta, 'inputDims'>, inputs: (Value | undefined)[]): boolean {

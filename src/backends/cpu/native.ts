@@ -35,6 +35,7 @@ export function loadKoffi(): Koffi | null {
 export const nativeUnavailable = (): string => (loadKoffi() ? '' : `koffi could not load (${koffiError})`);
 
 export type Ptr = unknown;
+const loaded = new Map<string, KoffiLib>();
 export const LAYER_ARGS = 8;
 
 export class NativeLibrary {
@@ -55,7 +56,10 @@ export class NativeLibrary {
       fs.writeFileSync(tmp, bytes);
       fs.renameSync(tmp, file);
     }
-    this.lib = k.load(file);
+    // koffi unloads a library whose object is collected, but the library's pool threads live on: keep it for good
+    let lib = loaded.get(file);
+    if (!lib) loaded.set(file, (lib = k.load(file)));
+    this.lib = lib;
     this.setThreads = this.lib.func('void kiln_set_threads(int)');
     this.freeFn = this.lib.func('void kiln_free(void *)');
   }

@@ -234,18 +234,27 @@ const fusedConv: Factory = (c) => {
   if (col) c.dev.kernel(col);
   if (epi) c.dev.kernel(epi);
   const xPer = C * spatial.reduce((x, y) => x * y, 1), yPer = M * P;
+  // all images at once when the column buffer stays small enough, one image at a time otherwise
+  const whole = !pointwise && layout!.elements * N * (SIZE[X.dtype] ?? 4) <= 1 << 30;
+  const colAll = whole ? im2col({ x: X.dims, kernel, pads, strides: a.strides, dilations: a.dilations, group: 1, dtype }) : undefined;
+  const gemmAll = whole ? prepareGemm({ M, N: P, K, batch: N, transA: false, transB: false, dtype: X.dtype as 'float32', strideA: 0, strideB: K * P, strideC: M * P, epilogue: 'none' }, `layer '${c.node.name}'`) : undefined;
+  if (colAll) c.dev.kernel(colAll);
   return {
     run(ins, stream) {
       const o = alloc(c.dev, out.dtype, out.dims);
       if (pointwise) gemm.run(ins[1]!.ptr, ins[0]!.ptr, o.ptr, 0, stream, 0);
-      else {
+      else if (whole) {
+        const ws = alloc(c.dev, X.dtype, [layout!.elements * N]);
+        launch(c.dev, colAll!, ins, [ws], stream);
+        gemmAll!.run(ins[1]!.ptr, ws.ptr, o.ptr, 0, stream, 0);
+        c.dev.release(ws.ptr);
+      } else {
         const ws = alloc(c.dev, X.dtype, [layout!.elements]);
         for (let n = 0; n < N; n++) {
           launch(c.dev, col!, [offsetBy(ins[0]!, n * xPer)], [ws], stream);
           gemm.run(ins[1]!.ptr, ws.ptr, offsetBy(o, n * yPer).ptr, 0, stream, 0);
         }
-        c.dev.sync(stream);
-        c.dev.release(ws.ptr);
+        c.dev.release(ws.ptr); // reuse is ordered on the stream
       }
       if (epi) launch(c.dev, epi, [o, ins[2], ins[3]], [o], stream);
       return [o];
@@ -275,8 +284,7 @@ const attention: Factory = (c) => {
       launch(c.dev, sm, [scores, ins[3]], [scores], stream);
       const o = alloc(c.dev, dtype, [...lead, S, Dv]);
       g2.run(scores.ptr, ins[2]!.ptr, o.ptr, 0, stream, 0);
-      c.dev.sync(stream);
-      c.dev.release(scores.ptr);
+      c.dev.release(scores.ptr); // reuse is ordered on the stream
       return [o];
     },
   };
@@ -368,7 +376,16 @@ const concatOp: Factory = (c) => {
   };
 };
 
+/** Logical ops on bool tensors as elementwise expressions over 0/1 values. */
+const boolOp = (expr: string): Factory => (c) => {
+  const ins = c.inputs.map((i) => i!);
+  if (!ins.every((i) => i.dtype === 'bool')) return undefined;
+  const [out] = inferOutputs(c);
+  return single(c, elementwise({ expr, inputs: ins.map((i) => ({ dtype: 'bool', dims: i.dims })), out: { dtype: 'bool', dims: out.dims } }), [out]);
+};
+
 export const GPU_OPS: Record<string, Factory> = {
+  And: boolOp('(mul $0 $1)'), Or: boolOp('(max $0 $1)'), Not: boolOp('(sub 1 $0)'),
   'kiln:FusedConv': fusedConv,
   'kiln:Attention': attention,
   LayerNormalization: norm(false), 'kiln:LayerNormalization': norm(false),

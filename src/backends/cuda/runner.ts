@@ -13,7 +13,15 @@ import { makeContext, topoSort } from '../../ops/execute.js';
 import { ExecutionError } from '../../ir/errors.js';
 import type { Runner, RunHooks } from '../backend.js';
 import type { CudaDevice } from './device.js';
+import { cu, loadDriver } from './ffi/driver.js';
 import { GPU_OPS, type DeviceTensor, type GpuImpl } from './ops.js';
+
+interface GraphEntry {
+  exec: unknown;
+  inputs: Map<string, DeviceTensor>;
+  outputs: Map<string, DeviceTensor>;
+  buffers: number[];
+}
 
 interface Slot {
   host?: Value;
@@ -110,6 +118,11 @@ export class CudaRunner implements Runner {
 
   async run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>> {
     this.dev.makeCurrent();
+    // CUDA graphs: the second run of a shape with every layer on the GPU is captured once, later runs replay it
+    const shapeKey = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData ? `${v.dtype}[${v.dims.join('x')}]` : '?'}`).join('|') + `>${fetches.join(',')}`;
+    const graph = this.graphs.get(shapeKey);
+    if (graph && !hooks) return this.replay(graph, feeds);
+    const capture = !hooks && this.useGraphs && this.eligible.has(shapeKey);
     const env = new Map<string, Slot>();
     for (const [k, v] of feeds) env.set(k, { host: v });
     for (const [k, v] of this.model.graph.initializers) env.set(k, { host: v });
@@ -119,6 +132,13 @@ export class CudaRunner implements Runner {
     this.order.forEach((n, i) => n.inputs.forEach((x) => x && lastUse.set(x, i)));
     const keep = new Set([...fetches, ...this.model.graph.outputs.map((o) => o.name)]);
     this.cpuLayers.clear();
+    // inputs go up first, so the timed region (events on the stream) is the inference itself
+    for (const [k, v] of feeds) if (v instanceof TensorData && this.order.some((n) => n.inputs.includes(k))) this.toDevice(env.get(k)!, k, temps, refs);
+    const ev = this.events();
+    const inputPtrs = new Map([...feeds.keys()].filter((k) => env.get(k)?.dev).map((k) => [k, env.get(k)!.dev!]));
+    if (capture) cu('cuStreamBeginCapture_v2', this.stream, 2 /* relaxed: allocation is allowed while capturing */);
+    else cu('cuEventRecord', ev[0], this.stream);
+    let captured = false;
     try {
       for (let li = 0; li < this.order.length; li++) {
         const node = this.order[li];
@@ -138,6 +158,7 @@ export class CudaRunner implements Runner {
           for (const d of produced) if (d.owned) temps.push(d.ptr);
           outs = produced.map((d) => ({ dev: d }));
         } else {
+          if (capture) throw new ExecutionError(`${nodeLabel(node)} has no CUDA kernel and cannot be captured into a CUDA graph.`);
           this.cpuLayers.add(node.name || node.opType);
           const ins = slots.map((s) => (s ? this.toHost(s) : undefined));
           const ctx = makeContext(node, opset, attrs, ins);
@@ -164,15 +185,32 @@ export class CudaRunner implements Runner {
             refs.set(s.dev.ptr, left);
             const k = temps.indexOf(s.dev.ptr);
             if (left <= 0 && k >= 0) {
-              this.dev.sync(this.stream); // the stream may still be reading it
-              this.dev.release(s.dev.ptr);
+              this.dev.release(s.dev.ptr); // reuse is ordered on this one stream: no sync needed
               temps.splice(k, 1);
             }
             s.dev = undefined;
           }
         }
       }
+      if (capture) {
+        const g = [null];
+        cu('cuStreamEndCapture', this.stream, g);
+        captured = true;
+        const exec = [null];
+        cu('cuGraphInstantiateWithFlags', exec, g[0], 0);
+        cu('cuGraphDestroy', g[0]);
+        const outputs = new Map(fetches.map((f) => [f, env.get(f)?.dev]).filter((e): e is [string, DeviceTensor] => !!e[1]));
+        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps] };
+        temps.length = 0; // the graph owns them now
+        this.graphs.set(shapeKey, entry);
+        return this.replay(entry, feeds);
+      }
+      cu('cuEventRecord', ev[1], this.stream);
       this.dev.sync(this.stream);
+      const ms = [0];
+      cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+      this.lastDeviceMs = ms[0];
+      if (!hooks && this.cpuLayers.size === 0 && fetches.every((f) => env.get(f)?.dev)) this.eligible.add(shapeKey);
       const out = new Map<string, Value>();
       const names = hooks?.keepAll ? [...env.keys()] : fetches;
       for (const f of names) {
@@ -181,10 +219,52 @@ export class CudaRunner implements Runner {
         out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : this.toHost(s));
       }
       return out;
+    } catch (e) {
+      if (capture && !captured) {
+        // leave capture mode cleanly, then run this shape without graphs from now on
+        const g = [null];
+        loadDriver().cuStreamEndCapture(this.stream, g);
+        if (g[0]) loadDriver().cuGraphDestroy(g[0]);
+        this.eligible.delete(shapeKey);
+      }
+      throw e;
     } finally {
-      this.dev.sync(this.stream);
+      if (!(capture && !captured)) this.dev.sync(this.stream);
       for (const p of temps) this.dev.release(p);
     }
+  }
+
+  /** Replay a captured run: inputs into the graph's input buffers, one launch, outputs back. */
+  private replay(g: GraphEntry, feeds: Map<string, Value>): Map<string, Value> {
+    for (const [k, d] of g.inputs) {
+      const v = feeds.get(k);
+      if (v instanceof TensorData) this.dev.upload(d.ptr, v.data as TypedArray, this.stream);
+    }
+    const ev = this.events();
+    cu('cuEventRecord', ev[0], this.stream);
+    cu('cuGraphLaunch', g.exec, this.stream);
+    cu('cuEventRecord', ev[1], this.stream);
+    const out = new Map<string, Value>();
+    for (const [k, d] of g.outputs) out.set(k, this.toHost({ dev: d }));
+    const ms = [0];
+    cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+    this.lastDeviceMs = ms[0];
+    return out;
+  }
+
+  /** Capture whole runs into CUDA graphs (on by default; --no-cuda-graph turns it off). */
+  useGraphs = true;
+  private graphs = new Map<string, GraphEntry>();
+  private eligible = new Set<string>();
+
+  /** Device time of the last run between its first and last layer (CUDA events), ms. */
+  lastDeviceMs = 0;
+  private ev?: unknown[];
+  private events(): unknown[] {
+    if (!this.ev) {
+      this.ev = [0, 1].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+    }
+    return this.ev;
   }
 
   /** Device memory held by weights (for reports). */
@@ -195,6 +275,11 @@ export class CudaRunner implements Runner {
   }
 
   release(): void {
+    for (const g of this.graphs.values()) {
+      loadDriver().cuGraphExecDestroy(g.exec);
+      for (const p of g.buffers) this.dev.release(p);
+    }
+    this.graphs.clear();
     for (const w of this.weights.values()) this.dev.release(w.ptr);
     this.weights.clear();
     this.impls.clear();

@@ -165,21 +165,23 @@ void kiln_gemm_${id}(const gemm_t *g) {
 /** Thread pool, scratch memory, packing and the row kernels: compiled once per library. */
 export const RUNTIME_C = String.raw`
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <float.h>
 
 /* The pool: one job word holds (generation, next task, task count), so a worker can only claim tasks of the job it
-   saw published; the caller waits for the done count. Workers spin briefly, then sleep on a condition variable. */
+   saw published; the caller waits for the done count. Idle workers spin briefly, then sleep on their own semaphore
+   (a flag says so; whoever clears the flag posts, so no wake-up is lost). */
 #define MAXT 64
 static struct {
   int started, limit;
-  pthread_mutex_t mu, run;
-  pthread_cond_t cv;
-  int sleepers;
+  pthread_mutex_t run;
   _Atomic uint64_t word;
   _Atomic int done;
   task_fn fn; void *arg;
-} P = { 0, 1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0 };
+  _Atomic int sleeping[MAXT];
+  sem_t wake[MAXT];
+} P = { 0, 1, PTHREAD_MUTEX_INITIALIZER };
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -199,30 +201,31 @@ static void claim_all(uint32_t gen) {
   }
 }
 
+static inline uint32_t gen_now(void) { return (uint32_t)(atomic_load(&P.word) >> 40); }
+
 static void *worker(void *idp) {
   int id = (int)(intptr_t)idp;
-  uint32_t seen = 0;
+  uint32_t seen = gen_now();
   for (;;) {
-    uint32_t g = (uint32_t)(atomic_load(&P.word) >> 40);
-    for (int s = 0; s < 200000 && g == seen; s++) { cpu_relax(); g = (uint32_t)(atomic_load(&P.word) >> 40); }
-    if (g == seen) {
-      pthread_mutex_lock(&P.mu);
-      P.sleepers++;
-      while ((g = (uint32_t)(atomic_load(&P.word) >> 40)) == seen) pthread_cond_wait(&P.cv, &P.mu);
-      P.sleepers--;
-      pthread_mutex_unlock(&P.mu);
+    for (int s = 0; s < 100000 && gen_now() == seen; s++) cpu_relax();
+    if (gen_now() == seen) {
+      atomic_store(&P.sleeping[id], 1);
+      if (gen_now() == seen || atomic_exchange(&P.sleeping[id], 0) == 0) sem_wait(&P.wake[id]);
     }
-    seen = g;
-    if (id < P.limit - 1) claim_all(g);
+    seen = gen_now();
+    if (id < P.limit - 1) claim_all(seen);
   }
   return NULL;
 }
 
 KEXPORT void kiln_set_threads(int n) {
   n = n < 1 ? 1 : n > MAXT ? MAXT : n;
+  /* changing the count alone never waits for a running job (callers on the event loop thread set it) */
+  if (P.started >= n - 1) { P.limit = n; return; }
   pthread_mutex_lock(&P.run);
   for (; P.started < n - 1; P.started++) {
     pthread_t th;
+    sem_init(&P.wake[P.started], 0, 0);
     pthread_create(&th, NULL, worker, (void *)(intptr_t)P.started);
     pthread_detach(th);
   }
@@ -237,11 +240,9 @@ void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
   pthread_mutex_lock(&P.run);
   P.fn = fn; P.arg = arg;
   atomic_store(&P.done, 0);
-  uint32_t gen = ((uint32_t)(atomic_load(&P.word) >> 40) + 1) & 0xFFFFFF;
+  uint32_t gen = (gen_now() + 1) & 0xFFFFFF;
   atomic_store(&P.word, ((uint64_t)gen << 40) | (uint64_t)ntasks);
-  pthread_mutex_lock(&P.mu);
-  if (P.sleepers) pthread_cond_broadcast(&P.cv);
-  pthread_mutex_unlock(&P.mu);
+  for (int i = 0; i < P.started && i < P.limit - 1; i++) if (atomic_exchange(&P.sleeping[i], 0)) sem_post(&P.wake[i]);
   claim_all(gen);
   while (atomic_load(&P.done) < ntasks) cpu_relax();
   pthread_mutex_unlock(&P.run);

@@ -1,0 +1,147 @@
+// The CPU backend's compiled kernels: outputs match the reference executor on the zoo's small models, plans carry
+// the library and the ISA, a missing compiler falls back to reference kernels with one warning, other shapes than
+// the compiled ones fall back per layer, and session.run leaves the event loop free while native layers run.
+import { describe, it, expect, afterEach } from 'vitest';
+import type { Model } from '../../../src/ir/graph.js';
+import { TensorData } from '../../../src/ir/tensor.js';
+import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
+import { build } from '../../../src/build/builder.js';
+import { Engine } from '../../../src/runtime/engine.js';
+import { parsePlan, serializePlan } from '../../../src/build/plan.js';
+import { Tensor } from '../../../src/runtime/tensor.js';
+import { executeGraph } from '../../../src/ops/execute.js';
+import { findCompiler, resetCompiler } from '../../../src/backends/cpu/compiler.js';
+import { renderC, renderActivation } from '../../../src/backends/cpu/expr-c.js';
+import { parseExpr } from '../../../src/ir/expr.js';
+import { resnet50, RESNET_SMALL, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL, gpt2, GPT2_SMALL } from '../../../bench/models/zoo.js';
+
+const hasCompiler = !!findCompiler();
+
+function feedsFor(m: Model, dimsOf: (d: unknown) => number) {
+  const r = seededRandom(11);
+  const feeds: Record<string, Tensor> = {};
+  const shapes: Record<string, number[]> = {};
+  for (const i of m.graph.inputs) {
+    if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
+    const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : dimsOf(d)));
+    const n = dims.reduce((a, b) => a * b, 1);
+    shapes[i.name] = dims;
+    feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, () => r() * 2 - 1), dims)
+      : new Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => (i.name.includes('mask') ? BigInt(k % 7 !== 6) : BigInt(Math.floor(r() * 20)))), dims);
+  }
+  return { feeds, shapes };
+}
+
+/** Max |a - b| / (atol + |b|) over every output, comparing a plan's run with the reference executor. */
+async function compareWithReference(m: Model, feeds: Record<string, Tensor>, plan: Uint8Array, threads = 2) {
+  const engine = await Engine.load(plan, { intraOpNumThreads: threads });
+  const out = await engine.createContext().run(feeds);
+  engine.dispose();
+  const ref = executeGraph(m.graph, new Map(Object.entries(feeds).map(([k, v]) => [k, new TensorData(v.type as 'float32', v.dims, v.data as Float32Array)])), { opsets: m.opsets });
+  let worst = 0;
+  for (const [k, v] of Object.entries(out)) {
+    const a = (v as Tensor).data as Float32Array, b = (ref.get(k) as TensorData).data as Float32Array;
+    expect(a.length).toBe(b.length);
+    for (let i = 0; i < a.length; i++) {
+      expect(Number.isNaN(a[i])).toBe(Number.isNaN(b[i]));
+      if (!Number.isNaN(b[i])) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1e-4 + Math.abs(b[i])));
+    }
+  }
+  return worst;
+}
+
+const nativeLayers = (bytes: Uint8Array) => parsePlan(bytes).header.layers.filter((l) => l.tactic.startsWith('native-'));
+
+describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
+  // sizes where pooling, normalization and attention layers have enough work to get native kernels
+  const seq = (d: unknown) => (/seq|len/.test(String(d)) ? 128 : 1);
+  const cases: [string, () => Model, (d: unknown) => number, string[]][] = [
+    ['resnet50 (small, 128x128)', () => resnet50({ ...RESNET_SMALL, image: 128 }), () => 1, ['FusedConv', 'MaxPool', 'GlobalAveragePool']],
+    ['mobilenet-v2 (small, 64x64)', () => mobilenetV2({ ...MOBILENET_SMALL, image: 64 }), () => 1, ['FusedConv']],
+    ['bert (small, seq 128)', () => bertBase({ ...BERT_SMALL, maxPositions: 128 }), seq, ['FusedMatMul', 'Attention', 'LayerNormalization', 'Elementwise']],
+    ['gpt2 (small, seq 128)', () => gpt2({ ...GPT2_SMALL, maxPositions: 128 }), seq, ['FusedMatMul', 'Attention', 'LayerNormalization']],
+  ];
+  for (const [name, make, dimsOf, expectOps] of cases) {
+    it(`${name}: native layers match the reference kernels`, async () => {
+      const m = make();
+      const { feeds, shapes } = feedsFor(m, dimsOf);
+      const plan = await build(m, { shapes });
+      const native = nativeLayers(plan.bytes);
+      for (const op of expectOps) expect(native.map((l) => l.opType), op).toContain(op);
+      expect(parsePlan(plan.bytes).blobs.has('cpu/kernels.so')).toBe(true);
+      expect(await compareWithReference(m, feeds, plan.bytes)).toBeLessThan(1e-3);
+    }, 60_000);
+  }
+
+  it('runs the same plan with one thread and with a shape other than the compiled one (reference fallback)', async () => {
+    const m = resnet50({ ...RESNET_SMALL, image: 64 });
+    const { feeds } = feedsFor(m, () => 2);
+    const plan = await build(m, { profiles: [{ input: { min: [1, 3, 64, 64], opt: [1, 3, 64, 64], max: [4, 3, 64, 64] } }] });
+    expect(nativeLayers(plan.bytes).length).toBeGreaterThan(0);
+    expect(await compareWithReference(m, feeds, plan.bytes, 1)).toBeLessThan(1e-3);
+  }, 60_000);
+
+  it('keeps the event loop running while native layers compute', async () => {
+    const b = new GraphBuilder('deep_mlp');
+    const r = seededRandom(2);
+    let h = b.input('x', 'float32', [512, 1024]);
+    for (let i = 0; i < 8; i++) h = b.op('MatMul', [h, b.initializer(`w${i}`, randomTensor(r, [1024, 1024], 0.03))], {}, `mm${i}`);
+    b.output(h, { kind: 'tensor', dtype: 'float32', shape: [512, 1024] });
+    const m = b.model(17);
+    const plan = await build(m);
+    expect(nativeLayers(plan.bytes).length).toBe(8);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 1 });
+    const x = new Tensor('float32', new Float32Array(512 * 1024).fill(0.01), [512, 1024]);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    await engine.createContext().run({ x });
+    clearInterval(timer);
+    engine.dispose();
+    // 8 GFLOP in 8 native calls: timers fire while they run on the worker thread (a blocking run would give 0)
+    expect(ticks).toBeGreaterThan(2);
+  }, 60_000);
+
+  it('a plan whose kernels need another ISA refuses to load', async () => {
+    const m = resnet50(RESNET_SMALL);
+    const plan = await build(m, { shapes: { input: [1, 3, 32, 32] } });
+    const { header, blobs } = parsePlan(plan.bytes);
+    const { blobs: _, ...rest } = header;
+    const other = serializePlan({ ...rest, device: { ...header.device, features: { isa: 'some-other-isa' } } }, blobs);
+    await expect(Engine.load(other)).rejects.toThrow(/isa some-other-isa/);
+  }, 60_000);
+});
+
+describe('without a C compiler', () => {
+  afterEach(() => {
+    delete process.env.KILN_CC;
+    resetCompiler();
+  });
+
+  it('builds with reference kernels, warns once and still runs correctly', async () => {
+    process.env.KILN_CC = 'none';
+    resetCompiler();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const m = mobilenetV2(MOBILENET_SMALL);
+    const { feeds, shapes } = feedsFor(m, () => 1);
+    const plan = await build(m, { shapes });
+    await build(mobilenetV2(MOBILENET_SMALL), { shapes });
+    await new Promise((res) => setImmediate(res));
+    process.off('warning', onWarning);
+    const h = parsePlan(plan.bytes).header;
+    expect(h.layers.every((l) => l.tactic === 'reference')).toBe(true);
+    expect(warnings.filter((w) => w.includes('no C compiler')).length).toBeLessThanOrEqual(1);
+    expect(await compareWithReference(m, feeds, plan.bytes)).toBeLessThan(1e-5);
+  }, 60_000);
+});
+
+describe('C rendering', () => {
+  it('renders expressions and activations with the vectorizable helpers', () => {
+    expect(renderC(parseExpr('(mul (add $0 $1) 0.5)'), (i) => `x${i}[i]`)).toBe('((x0[i] + x1[i]) * (0.500000000f))');
+    expect(renderC(parseExpr('(erf $0)'), () => 'v')).toBe('kerf(v)');
+    expect(renderC(parseExpr('(relu (add $0 1))'), () => 'v')).toContain('float _t = (v + (1.00000000f))');
+    expect(renderActivation('Clip', [0, 6], 'v')).toBe('kclip(v, (0.00000000f), (6.00000000f))');
+    expect(renderActivation('Unknown', [], 'v')).toBeUndefined();
+  });
+});

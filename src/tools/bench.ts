@@ -2,7 +2,6 @@
 // (RunHooks.onPhase): H2D = the context's input preparation plus whatever the backend reports as input transfer,
 // compute = what the backend reports as compute, D2H = output transfer plus conversion back to Tensors. The CPU
 // backend computes on the calling thread, so there its enqueue returns only when compute is done.
-import fs from 'node:fs';
 import { loadOnnx } from '../onnx/reader.js';
 import { build, type BuildOptions, type Plan } from '../build/builder.js';
 import { Engine, ExecutionContext, isPlanFile } from '../runtime/engine.js';

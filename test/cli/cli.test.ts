@@ -46,7 +46,7 @@ describe('kiln CLI', () => {
     expect(b.code).toBe(0);
     expect(b.stdout).toMatch(/nodes: 11 -> 7 layers/);
     const i = await kiln('inspect', plan, '--layers');
-    expect(i.stdout).toMatch(/conv1\s+Conv\+bias\+Relu\s+reference\s+fp32/);
+    expect(i.stdout).toMatch(/conv1\s+Conv\+bias\+Relu\s+(reference|native-\S+)\s+fp32/);
     const j = JSON.parse((await kiln('inspect', plan, '--layers', '--json')).stdout);
     expect(j.layers).toHaveLength(7);
     const run = await kiln('run', '--model', plan, '--random');

@@ -171,20 +171,24 @@ describe('bench', () => {
     expect(Array.from(loaded.input.data as Float32Array)).toEqual(Array.from(data));
   });
 
-  it('profiles layers in a separate pass; their times add up to the un-profiled latency', async () => {
+  // a timing relation on a shared 2-core machine: retried, since other test files run beside it
+  it('profiles layers in a separate pass; their times add up to the un-profiled latency', { retry: 3 }, async () => {
     // a larger batch, so that the per-layer timer is small next to the layers
     const big = await Engine.load(await build(tinyCnn(), { shapes: { input: [64, 3, 32, 32] } }));
     const x = benchInputs(engineInputs(big));
     const ctx = big.createContext();
     await profileLayers(big, x, { iterations: 3, context: ctx });
-    // pairs of one plain and one profiled inference, so that load changes on the machine hit both alike
-    const ratios: number[] = [];
+    // plain and profiled inferences interleaved (ABBA), so that load changes on the machine hit both alike
+    const plain: number[] = [], profiled: number[] = [];
+    const once = async (profile: boolean) => {
+      if (profile) profiled.push((await profileLayers(big, x, { iterations: 1, warmUpRuns: 0, context: ctx })).totalMedianMs);
+      else plain.push((await timedRun(ctx, x)).latencyMs);
+    };
     const t0 = performance.now();
-    while (ratios.length < 8 || (ratios.length < 30 && performance.now() - t0 < 2000)) {
-      const plain = (await timedRun(ctx, x)).latencyMs;
-      ratios.push((await profileLayers(big, x, { iterations: 1, warmUpRuns: 0, context: ctx })).totalMedianMs / plain);
+    while (plain.length < 8 || (plain.length < 40 && performance.now() - t0 < 2500)) {
+      for (const p of [false, true, true, false]) await once(p);
     }
-    const ratio = stats(ratios).median;
+    const ratio = stats(profiled).median / stats(plain).median;
     expect(ratio).toBeGreaterThan(0.9);
     expect(ratio).toBeLessThan(1.1);
     big.dispose();

@@ -365,7 +365,7 @@ const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
     source: exported(fn, `  kiln_pool2d(a0, a1, ${N * C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${isMax ? 1 : 0}, ${countPad});`) };
 };
 
-const globalPool = (isMax: boolean): Gen => (c, n, ins, out) => {
+const globalPool = (isMax: boolean): Gen => (c, n, ins) => {
   const [x] = ins;
   if (!x || x.length < 3 || prod(x) < MIN_ELEMENTS) return undefined;
   const fn = `L${c.id}_gpool`;

@@ -82,29 +82,25 @@ export function compileLibrary(cc: Compiler, isa: Isa, header: string, units: st
   if (fs.existsSync(lib)) return fs.readFileSync(lib);
   fs.mkdirSync(dir, { recursive: true });
   const work = fs.mkdtempSync(path.join(dir, 'build-'));
+  fs.writeFileSync(path.join(work, 'kiln.h'), header);
+  units.forEach((u, i) => fs.writeFileSync(path.join(work, `u${i}.c`), `#include "kiln.h"\n${u}`));
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const objs = units.map((_, i) => `u${i}.o`);
+  const script = [
+    ...units.map((_, i) => `${q(cc.path)} ${flags.join(' ')} -c u${i}.c -o u${i}.o 2>u${i}.err & p${i}=$!`),
+    ...units.map((_, i) => `wait $p${i} || { cat u${i}.err >&2; exit 1; }`),
+    `${q(cc.path)} -shared -pthread ${objs.join(' ')} -o lib.so -lm`,
+  ].join('\n');
   try {
-    fs.writeFileSync(path.join(work, 'kiln.h'), header);
-    units.forEach((u, i) => fs.writeFileSync(path.join(work, `u${i}.c`), `#include "kiln.h"\n${u}`));
-    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-    const objs = units.map((_, i) => `u${i}.o`);
-    const script = [
-      ...units.map((_, i) => `${q(cc.path)} ${flags.join(' ')} -c u${i}.c -o u${i}.o 2>u${i}.err & p${i}=$!`),
-      ...units.map((_, i) => `wait $p${i} || { cat u${i}.err >&2; exit 1; }`),
-      `${q(cc.path)} -shared -pthread ${objs.join(' ')} -o lib.so -lm`,
-    ].join('\n');
-    try {
-      execFileSync('sh', ['-c', script], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 16 << 20 });
-    } catch (e) {
-      const err = String((e as { stderr?: Buffer }).stderr ?? (e as Error).message).slice(0, 4000);
-      throw new Error(`the C compiler '${cc.path}' failed on Kiln's generated kernels (kept in ${work}):\n${err}`);
-    }
-    const bytes = fs.readFileSync(path.join(work, 'lib.so'));
-    const tmp = `${lib}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, bytes);
-    fs.renameSync(tmp, lib);
-    fs.rmSync(work, { recursive: true, force: true });
-    return bytes;
+    execFileSync('sh', ['-c', script], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 16 << 20 });
   } catch (e) {
-    throw e;
+    const err = String((e as { stderr?: Buffer }).stderr ?? (e as Error).message).slice(0, 4000);
+    throw new Error(`the C compiler '${cc.path}' failed on Kiln's generated kernels (kept in ${work}):\n${err}`, { cause: e });
   }
+  const bytes = fs.readFileSync(path.join(work, 'lib.so'));
+  const tmp = `${lib}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, bytes);
+  fs.renameSync(tmp, lib);
+  fs.rmSync(work, { recursive: true, force: true });
+  return bytes;
 }

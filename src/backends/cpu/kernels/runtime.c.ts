@@ -75,7 +75,9 @@ static inline float ksigmoid(float x) { return 1.0f / (1.0f + kexp(-x)); }
 static inline float ktanh(float x) {
   float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
   float t = 1.0f - 2.0f / (kexp(2.0f * c) + 1.0f);
-  return x != x ? x : t;
+  /* near 0 the formula above cancels; the series keeps the relative error small */
+  float x2 = x * x, s = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
+  return x != x ? x : (x2 < 0.01f ? s : t);
 }
 static inline float kerf(float x) {
   float z = x < 0 ? -x : x;

@@ -151,7 +151,7 @@ export function compileFullMatch(pattern: string): RegExp {
     try {
       return new RegExp(src, flags);
     } catch (e) {
-      throw new Error(`invalid regular expression '${pattern}': ${(e as Error).message}`);
+      throw new Error(`invalid regular expression '${pattern}': ${(e as Error).message}`, { cause: e });
     }
   }
 }

@@ -3,7 +3,6 @@
 import { KilnError } from '../../../ir/errors.js';
 import { koffi, loadLibrary } from './libs.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 type Fn = (...args: any[]) => any;
 
 export interface Driver {

@@ -2,7 +2,6 @@
 import { KilnError } from '../../../ir/errors.js';
 import { loadLibrary } from './libs.js';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 type Fn = (...args: any[]) => any;
 let api: Record<string, Fn> | undefined;
 

@@ -109,5 +109,14 @@ for (const [name, model, shapes] of models) {
     }
   }
 }
+// a plan that carries its kernels: written here, loaded by load-plan.ts in a fresh process with NVRTC disabled
+{
+  const { parsePlan } = await import('../../src/build/plan.js');
+  const plan = await build(tinyCnn(), { device: 'cuda', shapes: { input: [2, 3, 32, 32] } });
+  const has = parsePlan(plan.bytes).blobs.has('cuda.cubins');
+  if (!has) failures++;
+  console.log(`${has ? 'PASS' : 'FAIL'} plan stores its cubins`);
+  await plan.save('/tmp/kiln-check.plan');
+}
 console.log(`\n${failures} failures`);
 process.exit(failures ? 1 : 0);

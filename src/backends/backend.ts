@@ -58,5 +58,10 @@ export interface Backend {
   tactics(node: Node, model: Model, typeOf?: (name: string) => ValueType | undefined): Tactic[];
   /** Compiled kernels to store in the plan (blob name -> bytes). */
   serializeKernels(layers: { node: Node; tactic: Tactic }[]): [string, Uint8Array][];
+  /**
+   * Kernels a backend can only generate by running the model (shapes baked in at the profile's opt shapes): run it
+   * once on the device and return the compiled kernels for the plan, so that loading the plan needs no compiler.
+   */
+  compileForPlan?(model: Model, inputShapes: Record<string, number[]>): Promise<[string, Uint8Array][]>;
   createRunner(model: Model, options: RunnerOptions): Promise<Runner>;
 }

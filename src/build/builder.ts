@@ -206,12 +206,15 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     buildMs: 0,
     timing,
   };
+  const optShapes = Object.fromEntries(Object.entries(profile).map(([k, p]) => [k, p.opt]));
+  const compiled = backend.compileForPlan ? await backend.compileForPlan(m, optShapes) : [];
   header.buildMs = Math.round(performance.now() - t0);
   const tacticMap = Object.fromEntries(order.map((n) => [n.name, tactics.get(n)!.tactic.name]));
   const blobs = new Map<string, Uint8Array>([
     ['graph.onnx', serializeOnnx(m)],
     ['tactics.json', new TextEncoder().encode(JSON.stringify(tacticMap))],
     ...backend.serializeKernels(order.map((n) => ({ node: n, tactic: tactics.get(n)!.tactic }))),
+    ...compiled,
   ]);
   return new Plan({ ...header, blobs: [] }, serializePlan(header, blobs));
 }

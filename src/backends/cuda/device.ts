@@ -22,6 +22,8 @@ export class CudaDevice {
   private modules = new Map<string, { fn: unknown; mod: unknown }>();
   /** cubins by kernel name, filled at build time or from a plan */
   readonly cubins = new Map<string, Uint8Array>();
+  /** names of kernels loaded since the last clear (what a plan must carry) */
+  readonly used = new Set<string>();
   allocatedBytes = 0;
 
   constructor(ordinal = 0) {
@@ -124,6 +126,7 @@ export class CudaDevice {
 
   /** The function for a generated kernel: compiled by NVRTC unless its cubin is already known (plan or cache). */
   kernel(k: KernelSource): unknown {
+    this.used.add(k.name);
     let m = this.modules.get(k.name);
     if (!m) {
       let cubin = this.cubins.get(k.name);

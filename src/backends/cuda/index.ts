@@ -2,6 +2,7 @@
 // library until the backend is asked whether it is available.
 import type { Backend, Runner, RunnerOptions, Tactic } from '../backend.js';
 import type { Model, Node } from '../../ir/graph.js';
+import { TensorData, type Value } from '../../ir/tensor.js';
 import type { DeviceSignature } from '../../build/plan.js';
 import { cpuBackend } from '../cpu/index.js';
 import { GPU_OPS } from './ops.js';
@@ -48,6 +49,26 @@ export const cudaBackend: Backend = {
     return GPU_OPS[key] ? [gpuTactic] : [{ ...cpuBackend.tactics(node, {} as Model)[0], name: 'cpu-fallback' }];
   },
   serializeKernels: () => [],
+  async compileForPlan(model: Model, inputShapes: Record<string, number[]>): Promise<[string, Uint8Array][]> {
+    const dev = getDevice(0);
+    const runner = new CudaRunner(model, dev);
+    dev.used.clear();
+    const feeds = new Map<string, Value>();
+    for (const i of model.graph.inputs) {
+      const dims = inputShapes[i.name];
+      if (!dims || i.type.kind !== 'tensor') continue;
+      feeds.set(i.name, TensorData.zeros(i.type.dtype, dims)); // values do not matter: this run only generates kernels
+    }
+    try {
+      await runner.run(feeds, model.graph.outputs.map((o) => o.name));
+    } catch {
+      return []; // data-dependent shapes: kernels are compiled when the plan first runs instead
+    } finally {
+      runner.release();
+    }
+    const cubins = new Map([...dev.used].filter((n) => dev.cubins.has(n)).map((n) => [n, dev.cubins.get(n)!]));
+    return cubins.size ? [['cuda.cubins', encodeCubins(cubins)]] : [];
+  },
   async createRunner(model: Model, options: RunnerOptions): Promise<Runner> {
     const dev = getDevice(0);
     if (options.kernels) {

@@ -39,6 +39,8 @@ export interface ImplContext {
 
 export interface GpuImpl {
   run(inputs: (DeviceTensor | undefined)[], stream: unknown): DeviceTensor[];
+  /** frees host-side library objects (cuBLASLt descriptors) */
+  destroy?(): void;
 }
 
 type Factory = (c: ImplContext) => GpuImpl | undefined;
@@ -158,6 +160,7 @@ const fusedMatMul: Factory = (c) => {
       if (epiKernel) launch(c.dev, epiKernel, [o, ins[2], ins[3]], [o], stream);
       return [o];
     },
+    destroy: () => gemm.destroy(),
   };
 };
 
@@ -259,6 +262,7 @@ const fusedConv: Factory = (c) => {
       if (epi) launch(c.dev, epi, [o, ins[2], ins[3]], [o], stream);
       return [o];
     },
+    destroy: () => { gemm.destroy(); gemmAll?.destroy(); },
   };
 };
 
@@ -287,6 +291,7 @@ const attention: Factory = (c) => {
       c.dev.release(scores.ptr); // reuse is ordered on the stream
       return [o];
     },
+    destroy: () => { g1.destroy(); g2.destroy(); },
   };
 };
 

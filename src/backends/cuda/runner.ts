@@ -38,7 +38,7 @@ export class CudaRunner implements Runner {
   private order: Node[];
   private weights = new Map<string, DeviceTensor>();
   private impls = new Map<string, GpuImpl | null>();
-  readonly stream: unknown;
+  stream: unknown;
   /** layers that ran on the CPU in the last run (for inspect --capability and tests) */
   cpuLayers = new Set<string>();
   /** why a layer with a CUDA implementation still ran on the CPU */
@@ -281,6 +281,10 @@ export class CudaRunner implements Runner {
     }
     this.graphs.clear();
     for (const w of this.weights.values()) this.dev.release(w.ptr);
+    for (const impl of this.impls.values()) impl?.destroy?.();
+    if (this.ev) for (const e of this.ev) loadDriver().cuEventDestroy_v2(e);
+    this.ev = undefined;
+    loadDriver().cuStreamDestroy_v2(this.stream);
     this.weights.clear();
     this.impls.clear();
   }

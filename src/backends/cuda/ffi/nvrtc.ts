@@ -31,12 +31,18 @@ export function nvrtcAvailable(): string | undefined {
 }
 
 const cache = new Map<string, Uint8Array>();
+let disabled = false;
+/** Refuse to compile from now on (tests that prove a plan runs from its stored cubins alone). */
+export function disableNvrtc(): void {
+  disabled = true;
+}
 
 /** Compile CUDA C to a cubin for `sm` (e.g. 90). Results are cached per source. */
 export function compileCubin(source: string, name: string, sm: number, extraOptions: string[] = []): Uint8Array {
   const key = `${sm}|${extraOptions.join(' ')}|${source}`;
   const hit = cache.get(key);
   if (hit) return hit;
+  if (disabled) throw new KilnError(`kernel ${name} is not in the plan and NVRTC is disabled; rebuild the plan on this GPU.`);
   const n = load();
   const prog: unknown[] = [null];
   let st = n.create(prog, source, `${name}.cu`, 0, null, null);

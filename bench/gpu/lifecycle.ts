@@ -1,0 +1,28 @@
+// GPU lifecycle checks: 1000 engine create/run/dispose cycles with device memory watched, and several contexts
+// of one engine running at once. Run on the GPU machine: node bench/gpu/lifecycle.js
+import { build } from '../../src/build/builder.js';
+import { Engine } from '../../src/runtime/engine.js';
+import { Tensor } from '../../src/runtime/tensor.js';
+import { getDevice } from '../../src/backends/cuda/device.js';
+import { tinyCnn } from '../models/zoo.js';
+
+const plan = await build(tinyCnn(), { device: 'cuda', shapes: { input: [2, 3, 32, 32] } });
+const x = { input: new Tensor('float32', new Float32Array(2 * 3 * 32 * 32).fill(0.5), [2, 3, 32, 32]) };
+const dev = getDevice(0);
+const used = () => { const m = dev.memInfo(); return (m.total - m.free) / 2 ** 20; };
+let after10 = 0;
+for (let i = 0; i < 1000; i++) {
+  const e = await Engine.load(plan);
+  const c = e.createContext();
+  await c.run(x);
+  await c.run(x);
+  e.dispose();
+  if (i === 9) after10 = used();
+}
+const after1000 = used();
+console.log(`${after1000 - after10 <= 64 ? 'PASS' : 'FAIL'} create/dispose x1000: device memory in use ${after10.toFixed(0)} MiB after 10 cycles, ${after1000.toFixed(0)} MiB after 1000`);
+const e = await Engine.load(plan);
+const ctxs = [0, 1, 2, 3].map(() => e.createContext());
+const outs = await Promise.all(ctxs.map((c) => c.run(x)));
+const same = outs.every((o) => JSON.stringify(Array.from((o.probabilities as Tensor).data as Float32Array)) === JSON.stringify(Array.from((outs[0].probabilities as Tensor).data as Float32Array)));
+console.log(`${same ? 'PASS' : 'FAIL'} 4 contexts of one engine at once give the same outputs`);

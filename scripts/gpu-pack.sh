@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 rm -rf .gpu/build .gpu/node_modules
 npx tsc -p tsconfig.gpu.json > /dev/null || echo "note: type errors (emitted anyway)"
 mkdir -p .gpu/node_modules
-npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | while read -r dir; do
+# only what the build/run/bench path needs (the server's dependencies stay behind: the carry limit is 64 MiB)
+npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | grep -E '/node_modules/(koffi|@koromix|protobufjs|@protobufjs|long|commander|fflate|cli-progress|string-width|strip-ansi|ansi-regex|emoji-regex|is-fullwidth-code-point)(/|$)' | while read -r dir; do
   rel="${dir#"$PWD"/node_modules/}"
   mkdir -p ".gpu/node_modules/$(dirname "$rel")"
   cp -r "$dir" ".gpu/node_modules/$rel"

@@ -40,6 +40,8 @@ export interface RunHooks {
 export interface RunnerOptions {
   /** Threads for intra-op parallelism (CPU). */
   intraOpNumThreads?: number;
+  /** Capture inferences into CUDA graphs (cuda; default true). */
+  cudaGraph?: boolean;
   /** Tactic chosen for each layer (by node name), from a plan. */
   tactics?: Record<string, string>;
   /** Compiled kernels stored in the plan. */

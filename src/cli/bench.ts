@@ -35,7 +35,7 @@ export function addEngineOptions(cmd: Command): Command {
 export async function engineAndInputs(o: Record<string, any>) {
   const bar = progressBar('building: timing layers');
   const built = await loadBenchEngine({
-    onnx: o.onnx, plan: o.loadEngine, saveEngine: o.saveEngine, threads: o.threads,
+    onnx: o.onnx, plan: o.loadEngine, saveEngine: o.saveEngine, threads: o.threads, cudaGraph: o.cudaGraph === false ? false : undefined,
     build: o.onnx ? { ...buildOptionsFrom(o), onProgress: (d, t, l) => bar.update(d, t, l) } : undefined,
   }).finally(() => bar.stop());
   const feeds = benchInputs(engineInputs(built.engine), { loadInputs: o.loadInputs, zeros: o.zeros, seed: o.seed, shapes: o.shapes });

@@ -22,7 +22,7 @@ export class Engine {
   private constructor(readonly header: PlanHeader, readonly model: Model, private runner: Runner, readonly source: string) {}
 
   /** Load a plan from a file, its bytes, or a Plan just built. */
-  static async load(plan: string | Uint8Array | Plan, opts: { intraOpNumThreads?: number } = {}): Promise<Engine> {
+  static async load(plan: string | Uint8Array | Plan, opts: { intraOpNumThreads?: number; cudaGraph?: boolean } = {}): Promise<Engine> {
     let data: PlanData;
     let source: string;
     if (typeof plan === 'string') {
@@ -46,7 +46,7 @@ export class Engine {
     if (!graphBytes) throw new KilnError(`${source}: the plan has no graph blob.`, { hint: `Rebuild: ${h.buildCommand}` });
     const model = parseOnnx(graphBytes, { path: source });
     const tactics = JSON.parse(new TextDecoder().decode(data.blobs.get('tactics.json') ?? new TextEncoder().encode('{}')));
-    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, tactics, kernels: data.blobs });
+    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, cudaGraph: opts.cudaGraph, tactics, kernels: data.blobs });
     return new Engine(h, model, runner, source);
   }
 

@@ -23,6 +23,8 @@ export interface EngineSource {
   saveEngine?: string;
   /** CPU intra-op threads. */
   threads?: number;
+  /** CUDA graphs (cuda backend; default on). */
+  cudaGraph?: boolean;
 }
 
 /** Build (from ONNX) or load (a plan) the engine to benchmark. */
@@ -30,11 +32,11 @@ export async function loadBenchEngine(src: EngineSource): Promise<{ engine: Engi
   if (!!src.onnx === !!src.plan) throw new InputError('give exactly one model: --onnx MODEL.onnx or --load-engine MODEL.plan.');
   if (src.plan) {
     if (!isPlanFile(src.plan)) throw new InputError(`'${src.plan}' is not a Kiln plan.`, { hint: 'Build one with `kiln build --onnx MODEL.onnx`, or pass the ONNX model with --onnx.' });
-    return { engine: await Engine.load(src.plan, { intraOpNumThreads: src.threads }), source: src.plan };
+    return { engine: await Engine.load(src.plan, { intraOpNumThreads: src.threads, cudaGraph: src.cudaGraph }), source: src.plan };
   }
   const plan = await build(await loadOnnx(src.onnx!), src.build);
   if (src.saveEngine) await plan.save(src.saveEngine);
-  return { engine: await Engine.load(plan, { intraOpNumThreads: src.threads }), plan, source: src.onnx! };
+  return { engine: await Engine.load(plan, { intraOpNumThreads: src.threads, cudaGraph: src.cudaGraph }), plan, source: src.onnx! };
 }
 
 /** The engine's inputs, with dynamic dims at the shape profile's opt (what trtexec runs without --shapes). */
@@ -305,6 +307,8 @@ function benchNotes(s: BenchSummary): string[] {
     else n.push('--no-data-transfers: input/output conversion still happens on the cpu backend, but is left out of Latency.');
     if (s.synchronousEnqueue) n.push('Enqueue Time includes Device Compute Time: the cpu backend computes on the calling thread, so enqueue returns when compute is done.');
     if (s.options.cudaGraph || s.options.spinWait) n.push('CUDA graphs and spin-wait apply to the cuda backend only; they change nothing here.');
+  } else if (s.backend === 'cuda') {
+    n.push('Device Compute Time: CUDA events around the inference on the context\'s stream (a CUDA graph replay unless --no-cuda-graph); H2D/D2H: input uploads (events) and output downloads (host clock), pageable memory.');
   }
   return n;
 }

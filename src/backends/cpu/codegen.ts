@@ -177,30 +177,11 @@ const fusedConv: Gen = (c, n, ins, out) => {
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
     const fn = `L${id}_${tile}`, pack = `P${id}_${tile}`, packb = `B${id}_${tile}`;
     const body = pointwise ? `  int n = KMIN(${nr}, ${N} - j0);
-  for (int k = 0; k < ${K}; k++) {
-    memcpy(panel + k * ${nr}, x + (size_t)k * ${N} + j0, n * sizeof(float));
+  for (int k = 0; k < kc; k++) {
+    memcpy(panel + k * ${nr}, x + (size_t)(k0 + k) * ${N} + j0, n * sizeof(float));
     for (int j = n; j < ${nr}; j++) panel[k * ${nr} + j] = 0;
-  }` : `  for (int k = 0; k < ${K}; k++) {
-    int ci = k / ${kh * kw}, fa = (k / ${kw}) % ${kh}, fb = k % ${kw};
-    const float *xc = x + (size_t)ci * ${H * W};
-    float *dst = panel + k * ${nr};
-    int jj = 0, oh = j0 / ${OW}, ow = j0 % ${OW};
-    while (jj < ${nr}) {
-      int run = KMIN(${nr} - jj, ${OW} - ow);
-      if (j0 + jj >= ${N}) { for (; jj < ${nr}; jj++) dst[jj] = 0; break; }
-      run = KMIN(run, ${N} - (j0 + jj));
-      int h = oh * ${s[0]} - ${p[0]} + fa * ${d[0]};
-      if ((unsigned)h >= ${H}u) for (int t = 0; t < run; t++) dst[jj + t] = 0;
-      else {
-        const float *xr = xc + h * ${W};
-        int w0 = ow * ${s[1]} - ${p[1]} + fb * ${d[1]};
-        for (int t = 0; t < run; t++) { int ww = w0 + t * ${s[1]}; dst[jj + t] = (unsigned)ww < ${W}u ? xr[ww] : 0.0f; }
-      }
-      jj += run; ow += run;
-      if (ow == ${OW}) { ow = 0; oh++; }
-    }
-  }`;
-    src += `static void ${packb}(const void *ctx, int j0, float *restrict panel) {
+  }` : im2colBody(g, nr);
+    src += `static void ${packb}(const void *ctx, int j0, int k0, int kc, float *restrict panel) {
   const float *x = ((const float *const *)ctx)[0];
 ${body}
 }\n`;
@@ -218,6 +199,42 @@ ${body}
   }
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n` };
 };
+
+/** Packs rows [k0, k0 + kc) x columns [j0, j0 + NR) of the implicit im2col matrix: per row, runs along one output
+ * row, each split into a zero head, a valid middle (memcpy when the stride is 1) and a zero tail. */
+function im2colBody(g: ConvGeom, nr: number): string {
+  const { H, W, OW, kh, kw, s, d, p } = g;
+  const N = g.OH * OW;
+  const mid = s[1] === 1 ? 'memcpy(dst + jj + lo, xr + w0 + lo, (hi - lo) * sizeof(float));'
+    : `for (int t = lo; t < hi; t++) dst[jj + t] = xr[w0 + t * ${s[1]}];`;
+  return `  int oh0 = j0 / ${OW}, ow0 = j0 % ${OW};
+  for (int k = k0; k < k0 + kc; k++) {
+    int ci = k / ${kh * kw}, fa = (k / ${kw}) % ${kh}, fb = k % ${kw};
+    const float *xc = x + (size_t)ci * ${H * W};
+    float *dst = panel + (k - k0) * ${nr};
+    int jj = 0, oh = oh0, ow = ow0;
+    while (jj < ${nr}) {
+      if (j0 + jj >= ${N}) { memset(dst + jj, 0, (${nr} - jj) * sizeof(float)); break; }
+      int run = KMIN(KMIN(${nr} - jj, ${OW} - ow), ${N} - (j0 + jj));
+      int h = oh * ${s[0]} - ${p[0]} + fa * ${d[0]};
+      if ((unsigned)h >= ${H}u) memset(dst + jj, 0, run * sizeof(float));
+      else {
+        const float *xr = xc + h * ${W};
+        int w0 = ow * ${s[1]} - ${p[1]} + fb * ${d[1]};
+        /* valid t: 0 <= w0 + t * stride < W */
+        int lo = w0 >= 0 ? 0 : (-w0 + ${s[1] - 1}) / ${s[1]};
+        int hi = w0 > ${W - 1} ? 0 : KMIN(run, (${W - 1} - w0) / ${s[1]} + 1);
+        if (lo > run) lo = run;
+        if (hi < lo) hi = lo;
+        for (int t = 0; t < lo; t++) dst[jj + t] = 0.0f;
+        ${mid}
+        for (int t = hi; t < run; t++) dst[jj + t] = 0.0f;
+      }
+      jj += run; ow += run;
+      if (ow == ${OW}) { ow = 0; oh++; }
+    }
+  }`;
+}
 
 function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
   const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;

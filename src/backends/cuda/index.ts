@@ -75,7 +75,9 @@ export const cudaBackend: Backend = {
       const blob = options.kernels.get('cuda.cubins');
       if (blob) for (const [name, bytes] of decodeCubins(blob)) dev.cubins.set(name, bytes);
     }
-    return new CudaRunner(model, dev);
+    const runner = new CudaRunner(model, dev);
+    runner.useGraphs = options.cudaGraph ?? true;
+    return runner;
   },
 };
 

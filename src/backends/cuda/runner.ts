@@ -121,8 +121,9 @@ export class CudaRunner implements Runner {
     // CUDA graphs: the second run of a shape with every layer on the GPU is captured once, later runs replay it
     const shapeKey = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData ? `${v.dtype}[${v.dims.join('x')}]` : '?'}`).join('|') + `>${fetches.join(',')}`;
     const graph = this.graphs.get(shapeKey);
-    if (graph && !hooks) return this.replay(graph, feeds);
-    const capture = !hooks && this.useGraphs && this.eligible.has(shapeKey);
+    const timingOnly = !!hooks?.onPhase && !hooks.onLayer && !hooks.keepAll;
+    if (graph && (!hooks || timingOnly)) return this.replay(graph, feeds, hooks);
+    const capture = (!hooks || timingOnly) && this.useGraphs && this.eligible.has(shapeKey);
     const env = new Map<string, Slot>();
     for (const [k, v] of feeds) env.set(k, { host: v });
     for (const [k, v] of this.model.graph.initializers) env.set(k, { host: v });
@@ -133,8 +134,10 @@ export class CudaRunner implements Runner {
     const keep = new Set([...fetches, ...this.model.graph.outputs.map((o) => o.name)]);
     this.cpuLayers.clear();
     // inputs go up first, so the timed region (events on the stream) is the inference itself
-    for (const [k, v] of feeds) if (v instanceof TensorData && this.order.some((n) => n.inputs.includes(k))) this.toDevice(env.get(k)!, k, temps, refs);
     const ev = this.events();
+    const hostStart = performance.now();
+    cu('cuEventRecord', ev[2], this.stream);
+    for (const [k, v] of feeds) if (v instanceof TensorData && this.order.some((n) => n.inputs.includes(k))) this.toDevice(env.get(k)!, k, temps, refs);
     const inputPtrs = new Map([...feeds.keys()].filter((k) => env.get(k)?.dev).map((k) => [k, env.get(k)!.dev!]));
     if (capture) cu('cuStreamBeginCapture_v2', this.stream, 2 /* relaxed: allocation is allowed while capturing */);
     else cu('cuEventRecord', ev[0], this.stream);
@@ -203,21 +206,26 @@ export class CudaRunner implements Runner {
         const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps] };
         temps.length = 0; // the graph owns them now
         this.graphs.set(shapeKey, entry);
-        return this.replay(entry, feeds);
+        return this.replay(entry, feeds, hooks);
       }
       cu('cuEventRecord', ev[1], this.stream);
       this.dev.sync(this.stream);
-      const ms = [0];
+      const ms = [0], up = [0];
       cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+      cu('cuEventElapsedTime', up, ev[2], ev[0]);
       this.lastDeviceMs = ms[0];
-      if (!hooks && this.cpuLayers.size === 0 && fetches.every((f) => env.get(f)?.dev)) this.eligible.add(shapeKey);
+      hooks?.onPhase?.('h2d', hostStart, hostStart + up[0]);
+      hooks?.onPhase?.('compute', hostStart + up[0], hostStart + up[0] + ms[0]);
+      if ((!hooks || timingOnly) && this.cpuLayers.size === 0 && fetches.every((f) => env.get(f)?.dev)) this.eligible.add(shapeKey);
       const out = new Map<string, Value>();
       const names = hooks?.keepAll ? [...env.keys()] : fetches;
+      const d2h = performance.now();
       for (const f of names) {
         const s = env.get(f);
         if (!s) continue;
         out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : this.toHost(s));
       }
+      hooks?.onPhase?.('d2h', d2h, performance.now());
       return out;
     } catch (e) {
       if (capture && !captured) {
@@ -235,20 +243,28 @@ export class CudaRunner implements Runner {
   }
 
   /** Replay a captured run: inputs into the graph's input buffers, one launch, outputs back. */
-  private replay(g: GraphEntry, feeds: Map<string, Value>): Map<string, Value> {
+  private replay(g: GraphEntry, feeds: Map<string, Value>, hooks?: RunHooks): Map<string, Value> {
+    const ev = this.events();
+    const hostStart = performance.now();
+    cu('cuEventRecord', ev[2], this.stream);
     for (const [k, d] of g.inputs) {
       const v = feeds.get(k);
       if (v instanceof TensorData) this.dev.upload(d.ptr, v.data as TypedArray, this.stream);
     }
-    const ev = this.events();
     cu('cuEventRecord', ev[0], this.stream);
     cu('cuGraphLaunch', g.exec, this.stream);
     cu('cuEventRecord', ev[1], this.stream);
+    this.dev.sync(this.stream);
+    const ms = [0], up = [0];
+    cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+    cu('cuEventElapsedTime', up, ev[2], ev[0]);
+    this.lastDeviceMs = ms[0];
+    hooks?.onPhase?.('h2d', hostStart, hostStart + up[0]);
+    hooks?.onPhase?.('compute', hostStart + up[0], hostStart + up[0] + ms[0]);
+    const d2h = performance.now();
     const out = new Map<string, Value>();
     for (const [k, d] of g.outputs) out.set(k, this.toHost({ dev: d }));
-    const ms = [0];
-    cu('cuEventElapsedTime', ms, ev[0], ev[1]);
-    this.lastDeviceMs = ms[0];
+    hooks?.onPhase?.('d2h', d2h, performance.now());
     return out;
   }
 
@@ -262,7 +278,7 @@ export class CudaRunner implements Runner {
   private ev?: unknown[];
   private events(): unknown[] {
     if (!this.ev) {
-      this.ev = [0, 1].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+      this.ev = [0, 1, 2].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
     }
     return this.ev;
   }

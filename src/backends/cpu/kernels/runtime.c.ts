@@ -33,7 +33,7 @@ typedef struct gemm_s {
   const float *ap;                 /* A prepacked in [M/MR][K][MR] panels, or NULL */
   const float *a; int lda;         /* row-major A, packed per task when ap is NULL */
   const float *bp;                 /* B prepacked in [N/NR][K][NR] panels, or NULL */
-  void (*packb)(const void *ctx, int j0, float *panel); /* fills one [K][NR] panel, zero padded */
+  void (*packb)(const void *ctx, int j0, int k0, int kc, float *panel); /* fills [kc][NR] of B from row k0, col j0, zero padded */
   void (*epi)(const void *ctx, float *c, int ldc, int i0, int mi, int j0, int nj);
   const void *ctx;
   float *c; int ldc;
@@ -97,26 +97,35 @@ static inline float kmish(float x) { return x * ktanh(ksoftplus(x)); }
 export function renderGemm(mr: number, nv: number): string {
   const id = `${mr}x${nv}`;
   return String.raw`
-static void ukr_${id}(int K, const float *restrict a, const float *restrict b, float *restrict c, int ldc) {
-  vf acc[${mr}][${nv}];
-  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) acc[r][j] = (vf){0};
-  _Pragma("GCC unroll 2") for (int k = 0; k < K; k++, a += ${mr}, b += ${nv} * VW) {
+/* C[MR][NR] (+)= A panel [K][MR] x B panel [K][NR]; 'acc' adds to C (later K blocks). */
+static void ukr_${id}(int K, const float *restrict a, const float *restrict b, float *restrict c, int ldc, int acc) {
+  vf s[${mr}][${nv}];
+  if (acc) {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = *(const vfu *)(c + r * ldc + j * VW);
+  } else {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
+  }
+  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ${nv} * VW) {
     vf bv[${nv}];
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vfu *)(b + j * VW);
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
     _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
       float ar = a[r];
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) acc[r][j] += ar * bv[j];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
     }
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = acc[r][j];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
 }
 
 typedef struct { const gemm_t *g; int tm, tn, mc, nc; } gemm_job_${id};
 
+/* One task: rows [i0, i1) x columns [j0, j1). Columns go in blocks of NB; K goes in blocks of KC so one B panel
+   slice [KC][NR] stays in L1 while it meets every A panel slice of the task (those stay in L2). B slices are packed
+   per block (or read from the prepacked panels); the epilogue runs once per block after the last K block. */
 static void gemm_task_${id}(void *p, int t) {
-  enum { MR = ${mr}, NR = ${nv} * VW };
+  enum { MR = ${mr}, NR = ${nv} * VW, KC = 4096 / NR, NB = 4 * NR };
   const gemm_job_${id} *job = p;
   const gemm_t *g = job->g;
   int i0 = (t % job->tm) * job->mc, j0 = (t / job->tm) * job->nc;
@@ -129,27 +138,37 @@ static void gemm_task_${id}(void *p, int t) {
     kiln_pack_a(g->a + (size_t)i0 * g->lda, g->lda, 1, i1 - i0, K, MR, buf);
     apan = buf;
   }
-  float *bbuf = g->bp ? NULL : kiln_scratch(1, (size_t)K * NR);
+  /* K blocks of equal size near KC (a short last block wastes the C reload) */
+  int nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+  float *bbuf = g->bp ? NULL : kiln_scratch(1, (size_t)kcb * NB);
   float tile[MR * NR] __attribute__((aligned(64)));
-  for (int j = j0; j < j1; j += NR) {
-    const float *bpan = g->bp ? g->bp + (size_t)(j / NR) * K * NR : bbuf;
-    if (!g->bp) g->packb(g->ctx, j, bbuf);
-    int nj = KMIN(NR, j1 - j);
-    for (int i = i0; i < i1; i += MR) {
-      int mi = KMIN(MR, i1 - i);
-      const float *ap = apan + (size_t)((i - i0) / MR) * K * MR;
-      float *c = g->c + (size_t)i * g->ldc + j;
-      if (mi == MR && nj == NR) ukr_${id}(K, ap, bpan, c, g->ldc);
-      else {
-        ukr_${id}(K, ap, bpan, tile, NR);
-        for (int r = 0; r < mi; r++) memcpy(c + (size_t)r * g->ldc, tile + r * NR, nj * sizeof(float));
+  for (int jb = j0; jb < j1; jb += NB) {
+    int nbw = KMIN(NB, j1 - jb);
+    for (int k0 = 0; k0 < K; k0 += kcb) {
+      int kc = KMIN(kcb, K - k0);
+      for (int jr = 0; jr < nbw; jr += NR) {
+        int j = jb + jr, nj = KMIN(NR, nbw - jr);
+        const float *bpan;
+        if (g->bp) bpan = g->bp + (size_t)(j / NR) * K * NR + (size_t)k0 * NR;
+        else { bpan = bbuf + (size_t)(jr / NR) * kcb * NR; g->packb(g->ctx, j, k0, kc, (float *)bpan); }
+        for (int i = i0; i < i1; i += MR) {
+          int mi = KMIN(MR, i1 - i);
+          const float *ap = apan + (size_t)((i - i0) / MR) * K * MR + (size_t)k0 * MR;
+          float *c = g->c + (size_t)i * g->ldc + j;
+          if (mi == MR && nj == NR) ukr_${id}(kc, ap, bpan, c, g->ldc, k0 > 0);
+          else {
+            if (k0 > 0) for (int r = 0; r < mi; r++) memcpy(tile + r * NR, c + (size_t)r * g->ldc, nj * sizeof(float));
+            ukr_${id}(kc, ap, bpan, tile, NR, k0 > 0);
+            for (int r = 0; r < mi; r++) memcpy(c + (size_t)r * g->ldc, tile + r * NR, nj * sizeof(float));
+          }
+        }
       }
-      if (g->epi) g->epi(g->ctx, c, g->ldc, i, mi, j, nj);
     }
+    if (g->epi) g->epi(g->ctx, g->c + (size_t)i0 * g->ldc + jb, g->ldc, i0, i1 - i0, jb, nbw);
   }
 }
 
-/* Split the output into tasks: N panels first (each task packs its own B), then M chunks so a variable A chunk
+/* Split the output into tasks: N panels first (B packing is per task), then M chunks so a variable A chunk
    stays near 256 KiB and every thread has a few tasks to balance. */
 void kiln_gemm_${id}(const gemm_t *g) {
   enum { MR = ${mr}, NR = ${nv} * VW };

@@ -1,0 +1,179 @@
+// The protocol-neutral inference path shared by HTTP and gRPC: check a KServe v2 request against the model's
+// config, turn it into Tensors, queue it on the batcher, and record metrics and statistics.
+import { Tensor, type TensorType } from '../index.js';
+import { ServeError } from './batcher.js';
+import { kilnFromKserve, kserveFromConfigType, type ModelConfig } from './config.js';
+import type { Metrics } from './metrics.js';
+import type { ModelRepository } from './repository.js';
+
+export interface InferInput {
+  name: string;
+  datatype: string;
+  shape: number[];
+  /** JSON data (flat or nested) or typed contents. */
+  data?: unknown;
+  /** Raw little-endian bytes (binary extension or gRPC raw_input_contents). */
+  raw?: Uint8Array;
+}
+
+export interface InferRequest {
+  id?: string;
+  parameters?: Record<string, unknown>;
+  inputs: InferInput[];
+  outputs?: { name: string; parameters?: Record<string, unknown> }[];
+}
+
+export interface InferOutput {
+  name: string;
+  datatype: string;
+  shape: number[];
+  tensor: Tensor;
+}
+
+export interface InferResponse {
+  model_name: string;
+  model_version: string;
+  id?: string;
+  outputs: InferOutput[];
+}
+
+const BYTES_PER: Record<string, number> = { BOOL: 1, UINT8: 1, INT8: 1, UINT16: 2, INT16: 2, FP16: 2, BF16: 2, UINT32: 4, INT32: 4, FP32: 4, UINT64: 8, INT64: 8, FP64: 8 };
+
+export async function infer(repo: ModelRepository, metrics: Metrics, modelName: string, version: string | undefined, req: InferRequest): Promise<InferResponse> {
+  const t0 = performance.now();
+  let label = version ?? '';
+  let stats;
+  try {
+    const { model, v } = repo.get(modelName, version);
+    label = String(v.version);
+    stats = v.stats;
+    const cfg = model.config!;
+    const { feeds, batch } = toFeeds(cfg, req);
+    const outNames = requestedOutputs(cfg, req);
+    const timeout = req.parameters?.timeout;
+    const r = await v.batcher.submit(feeds, outNames, batch, typeof timeout === 'number' ? timeout : undefined);
+    metrics.recordSuccess(modelName, label, v.stats, { requestNs: Math.round((performance.now() - t0) * 1e6), ...r });
+    return {
+      model_name: modelName,
+      model_version: label,
+      ...(req.id !== undefined ? { id: req.id } : {}),
+      outputs: outNames.map((n) => {
+        const t = r.outputs[n];
+        return { name: n, datatype: kserveFromConfigType(cfg.output.find((o) => o.name === n)!.data_type), shape: [...t.dims], tensor: t };
+      }),
+    };
+  } catch (e) {
+    const reason = e instanceof ServeError ? e.reason : 'BACKEND';
+    metrics.recordFailure(modelName, label, stats, reason, Math.round((performance.now() - t0) * 1e6));
+    throw e;
+  }
+}
+
+function requestedOutputs(cfg: ModelConfig, req: InferRequest): string[] {
+  if (!req.outputs || req.outputs.length === 0) return cfg.output.map((o) => o.name);
+  for (const o of req.outputs) {
+    if (!cfg.output.some((c) => c.name === o.name)) {
+      throw new ServeError(`unknown output '${o.name}' for model '${cfg.name}'; outputs: ${cfg.output.map((c) => c.name).join(', ')}.`, 400);
+    }
+  }
+  return req.outputs.map((o) => o.name);
+}
+
+function toFeeds(cfg: ModelConfig, req: InferRequest): { feeds: Record<string, Tensor>; batch: number } {
+  if (!Array.isArray(req.inputs)) throw new ServeError(`the request needs an 'inputs' array.`, 400);
+  const feeds: Record<string, Tensor> = {};
+  let batch = 1;
+  for (const inp of req.inputs) {
+    const c = cfg.input.find((x) => x.name === inp.name);
+    if (!c) throw new ServeError(`unknown input '${inp.name}' for model '${cfg.name}'; inputs: ${cfg.input.map((x) => x.name).join(', ')}.`, 400);
+    if (feeds[inp.name]) throw new ServeError(`input '${inp.name}' is given twice.`, 400);
+    const want = kserveFromConfigType(c.data_type);
+    if (inp.datatype !== want) throw new ServeError(`input '${inp.name}' has datatype ${inp.datatype}, but model '${cfg.name}' expects ${want}.`, 400);
+    const shape = checkShape(cfg, inp, c.dims);
+    if (cfg.max_batch_size > 0) batch = shape[0];
+    feeds[inp.name] = toTensor(inp, shape);
+  }
+  const missing = cfg.input.filter((c) => !feeds[c.name]).map((c) => c.name);
+  if (missing.length) throw new ServeError(`missing input(s) ${missing.join(', ')} for model '${cfg.name}'.`, 400);
+  if (cfg.max_batch_size > 0 && new Set(Object.values(feeds).map((t) => t.dims[0])).size > 1) {
+    throw new ServeError(`inputs of model '${cfg.name}' disagree on the batch size (dim 0).`, 400);
+  }
+  return { feeds, batch };
+}
+
+function checkShape(cfg: ModelConfig, inp: InferInput, dims: number[]): number[] {
+  const shape = inp.shape;
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new ServeError(`input '${inp.name}' needs a 'shape' of non-negative integers, got ${JSON.stringify(shape)}.`, 400);
+  }
+  const full = cfg.max_batch_size > 0 ? [-1, ...dims] : dims;
+  const fmt = full.map((d) => (d < 0 ? '-1' : d)).join(',');
+  const ok = shape.length === full.length && full.every((d, i) => d < 0 || d === shape[i]);
+  if (!ok) throw new ServeError(`input '${inp.name}' has shape [${shape.join(',')}], but model '${cfg.name}' expects [${fmt}]${cfg.max_batch_size > 0 ? ' (first dim = batch)' : ''}.`, 400);
+  if (cfg.max_batch_size > 0 && (shape[0] < 1 || shape[0] > cfg.max_batch_size)) {
+    throw new ServeError(`input '${inp.name}' has batch size ${shape[0]}; model '${cfg.name}' accepts 1..${cfg.max_batch_size}.`, 400);
+  }
+  return shape;
+}
+
+function toTensor(inp: InferInput, shape: number[]): Tensor {
+  const type = kilnFromKserve(inp.datatype);
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (!type || type === 'string') throw new ServeError(`input '${inp.name}': datatype ${inp.datatype} is not supported by this server.`, 400);
+  if (inp.raw) {
+    const want = size * BYTES_PER[inp.datatype];
+    if (inp.raw.byteLength !== want) {
+      throw new ServeError(`input '${inp.name}' has ${inp.raw.byteLength} bytes of binary data; shape [${shape.join(',')}] of ${inp.datatype} needs ${want}.`, 400);
+    }
+    return new Tensor(type, fromBytes(type, inp.raw) as never, shape);
+  }
+  const flat = flatten(inp.data, inp.name);
+  if (flat.length !== size) throw new ServeError(`input '${inp.name}' has ${flat.length} values; shape [${shape.join(',')}] needs ${size}.`, 400);
+  try {
+    if (type === 'int64' || type === 'uint64') return new Tensor(type, flat.map((x) => BigInt(x as number)) as never, shape);
+    if (type === 'bool') return new Tensor(type, flat.map((x) => (x ? 1 : 0)) as never, shape);
+    if (flat.some((x) => typeof x !== 'number')) throw new Error('values must be numbers');
+    return new Tensor(type, flat as number[], shape);
+  } catch (e) {
+    throw new ServeError(`input '${inp.name}': bad ${inp.datatype} data: ${(e as Error).message}.`, 400);
+  }
+}
+
+function flatten(data: unknown, name: string): unknown[] {
+  if (data === undefined) throw new ServeError(`input '${name}' has no 'data' (and no binary_data_size).`, 400);
+  if (!Array.isArray(data)) {
+    if (ArrayBuffer.isView(data)) return Array.from(data as unknown as ArrayLike<unknown>);
+    throw new ServeError(`input '${name}': 'data' must be an array.`, 400);
+  }
+  return data.flat(Infinity);
+}
+
+function fromBytes(type: TensorType, b: Uint8Array): ArrayLike<unknown> {
+  const copy = b.slice(); // aligned, owned copy
+  const buf = copy.buffer;
+  switch (type) {
+    case 'float32': return new Float32Array(buf);
+    case 'float64': return new Float64Array(buf);
+    case 'int8': return new Int8Array(buf);
+    case 'int16': return new Int16Array(buf);
+    case 'int32': return new Int32Array(buf);
+    case 'int64': return new BigInt64Array(buf);
+    case 'uint16': case 'float16': case 'bfloat16': return new Uint16Array(buf);
+    case 'uint32': return new Uint32Array(buf);
+    case 'uint64': return new BigUint64Array(buf);
+    default: return copy;
+  }
+}
+
+/** Raw little-endian bytes of a tensor (binary extension, gRPC raw contents). */
+export function tensorBytes(t: Tensor): Uint8Array {
+  const d = t.data as unknown as ArrayBufferView;
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+}
+
+/** JSON-safe values of a tensor (64-bit integers as numbers, bools as booleans). */
+export function tensorJson(t: Tensor): unknown[] {
+  if (t.type === 'bool') return Array.from(t.data as Uint8Array, (x) => x !== 0);
+  if (t.type === 'int64' || t.type === 'uint64') return Array.from(t.data as BigInt64Array, (x) => Number(x));
+  return Array.from(t.data as ArrayLike<number>);
+}

@@ -1,31 +1,59 @@
-// Where a zoo model's CPU time goes: builds the full-size model and prints the builder's tactic timing per layer
-// (one thread during the build's timing), grouped by op, plus the slowest layers and their FLOP rate.
-// Usage: npx tsx bench/cpu/layers.ts <model> [top]
+// Where a zoo model's CPU time goes: builds the full-size model, runs a per-layer profile (wall time per layer,
+// koffi call included) at the given thread count, and prints time per op kind and the slowest layers with their
+// FLOP rate. Usage: npx tsx bench/cpu/layers.ts <model> [threads] [top]
 import { ZOO } from '../models/zoo.js';
 import { build } from '../../src/build/builder.js';
+import { Engine } from '../../src/runtime/engine.js';
+import { Tensor } from '../../src/runtime/tensor.js';
+import { seededRandom } from '../../src/ir/builder.js';
+import { profileLayers } from '../../src/tools/bench-layers.js';
+import type { LayerInfo } from '../../src/build/plan.js';
 
 const name = process.argv[2] ?? 'resnet50';
-const top = Number(process.argv[3] ?? 15);
+const threads = Number(process.argv[3] ?? 1);
+const top = Number(process.argv[4] ?? 15);
 const m = ZOO.find((z) => z.name === name)!.full();
+const r = seededRandom(5);
 const shapes: Record<string, number[]> = {};
+const feeds: Record<string, Tensor> = {};
 for (const i of m.graph.inputs) {
   if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  shapes[i.name] = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
+  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
+  const n = dims.reduce((a, b) => a * b, 1);
+  shapes[i.name] = dims;
+  feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, () => r() * 2 - 1), dims)
+    : new Tensor('int64', BigInt64Array.from({ length: n }, () => (i.name.includes('mask') ? 1n : BigInt(Math.floor(r() * 1000)))), dims);
 }
 const plan = await build(m, { shapes });
-const layers = plan.header.layers;
-const byOp = new Map<string, [number, number]>();
-let total = 0;
-for (const l of layers) {
-  const t = l.timeMs ?? 0;
-  total += t;
-  const k = `${l.opType} ${l.tactic.replace(/native-\w+-/, '')}`;
-  const e = byOp.get(k) ?? [0, 0];
-  byOp.set(k, [e[0] + t, e[1] + 1]);
+const engine = await Engine.load(plan, { intraOpNumThreads: threads });
+const prof = await profileLayers(engine, feeds, { iterations: 10 });
+engine.dispose();
+const info = new Map<string, LayerInfo>(plan.header.layers.map((l) => [l.name, l]));
+const num = (s: (number | string | null)[]) => s.reduce<number>((a, b) => a * (typeof b === 'number' ? b : 1), 1);
+/** multiply-adds x 2 for convolutions and matmuls, from the output shape and the weight size (bias included, so
+ * slightly high) */
+function flops(l: LayerInfo): number {
+  const os = l.outputs[0]?.shape ?? [], out = num(os), w = l.weightBytes / 4;
+  if (l.opType === 'FusedConv') return 2 * out * w / (os[1] as number);
+  if (l.opType === 'FusedMatMul') return 2 * out * w / (os[os.length - 1] as number);
+  return 0;
 }
-console.log(`${name}: ${layers.length} layers, sum of timed layers ${total.toFixed(2)} ms`);
-for (const [k, [t, n]] of [...byOp].sort((a, b) => b[1][0] - a[1][0])) console.log(`  ${t.toFixed(2).padStart(8)} ms  ${String(n).padStart(3)}x  ${k}`);
+const byOp = new Map<string, [number, number, number]>();
+let total = 0;
+for (const l of prof.layers) {
+  const i = info.get(l.name)!;
+  total += l.medianMs;
+  const k = `${l.opType} ${l.tactic.replace(/native-\w+-/, '')}`;
+  const e = byOp.get(k) ?? [0, 0, 0];
+  byOp.set(k, [e[0] + l.medianMs, e[1] + 1, e[2] + flops(i)]);
+}
+console.log(`${name}, ${threads} thread(s): ${prof.layers.length} layers, sum of per-layer medians ${total.toFixed(2)} ms`);
+for (const [k, [t, n, f]] of [...byOp].sort((a, b) => b[1][0] - a[1][0])) {
+  console.log(`  ${t.toFixed(2).padStart(8)} ms  ${String(n).padStart(3)}x  ${f ? `${(f / t / 1e6).toFixed(1).padStart(6)} GFLOP/s` : ' '.repeat(14)}  ${k}`);
+}
 console.log('slowest layers:');
-for (const l of [...layers].sort((a, b) => (b.timeMs ?? 0) - (a.timeMs ?? 0)).slice(0, top)) {
-  console.log(`  ${(l.timeMs ?? 0).toFixed(3).padStart(8)} ms  ${l.tactic.padEnd(28)} ${l.name}  ${l.inputs.map((i) => `[${i.shape.join(',')}]`).join(' ')} -> [${l.outputs[0]?.shape.join(',')}]`);
+for (const l of [...prof.layers].sort((a, b) => b.medianMs - a.medianMs).slice(0, top)) {
+  const i = info.get(l.name)!;
+  const f = flops(i);
+  console.log(`  ${l.medianMs.toFixed(3).padStart(8)} ms ${f ? `${(f / l.medianMs / 1e6).toFixed(1).padStart(6)} GF/s` : ' '.repeat(11)} ${l.tactic.padEnd(26)} ${l.name}  ${i.inputs.slice(0, 2).map((x) => `[${x.shape.join(',')}]`).join(' ')} -> [${i.outputs[0]?.shape.join(',')}]`);
 }

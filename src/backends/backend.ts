@@ -53,6 +53,8 @@ export interface Backend {
   /** Checked lazily, once, when the backend is first asked for. */
   availability(): Availability;
   signature(): DeviceSignature;
+  /** Convolution layout the backend's kernels want; the optimizer converts to it (default NCHW). */
+  preferredLayout?: 'NCHW' | 'NHWC';
   /**
    * Candidate implementations of a node, best guess first. `typeOf` gives value types at the profile's opt shapes
    * (the graph itself keeps symbolic shapes), for backends that generate shape-specialized code.

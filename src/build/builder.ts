@@ -34,6 +34,8 @@ export interface BuildOptions {
   dumpDir?: string;
   /** Progress over the layers being timed. */
   onProgress?: (done: number, total: number, layer: string) => void;
+  /** Convolution layout to convert to (default: the backend's preference). */
+  layout?: 'NCHW' | 'NHWC';
   /** Run the optimizer (default true). */
   optimize?: boolean;
   /** How the user asked for this build (recorded for mismatch errors). */
@@ -107,6 +109,7 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
   }
   const report: OptimizeReport = opts.optimize === false ? { stages: [], nodesBefore: m.graph.nodes.length, nodesAfter: m.graph.nodes.length } : await optimize(m, {
     inputShapes: buildShapes,
+    layout: opts.layout ?? backend.preferredLayout,
     onStage: opts.dumpIr ? async (stage, mm) => {
       if (opts.dumpIr === 'all' || opts.dumpIr === stage) await writeIrDump(mm, stage, opts.dumpDir ?? '.');
     } : undefined,

@@ -10,6 +10,7 @@ import { surgeonCommand } from './surgeon.js';
 import { debugCommand } from './debug.js';
 import { benchCommand } from './bench.js';
 import { profileCommand } from './profile.js';
+import { quantizeCommand } from './quantize.js';
 import { KilnError } from '../ir/errors.js';
 
 const program = new Command('kiln')
@@ -17,7 +18,8 @@ const program = new Command('kiln')
   .version('0.1.0')
   .showHelpAfterError();
 
-for (const make of [buildCommand, runCommand, inspectCommand, startCommand, compareCommand, surgeonCommand, debugCommand, benchCommand, profileCommand]) program.addCommand(make());
+for (const make of [buildCommand, runCommand, inspectCommand, startCommand, compareCommand, surgeonCommand, debugCommand, benchCommand, profileCommand, quantizeCommand]) program.addCommand(make());
+program.addCommand((await import('./serve.js')).serveCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof KilnError) console.error(`kiln: ${e.message}`);

@@ -52,6 +52,8 @@ const FusedConv = defineOp({
   attrs: {
     auto_pad: attr.string('NOTSET'), dilations: attr.ints(), group: attr.int(1), kernel_shape: attr.ints(), pads: attr.ints(),
     strides: attr.ints(), ...epilogueAttrs,
+    /** 'NHWC': X, residual and Y are channels-last and W is [M, kh, kw, C] (set by the layout pass) */
+    layout: attr.string(''),
   },
   inputs: [2, 4], outputs: [1, 1],
   doc: 'y = act(conv(x, w) + b + residual)',
@@ -59,16 +61,26 @@ const FusedConv = defineOp({
     const conv = lookupOp('', 'Conv');
     const convNode = { ...ctx.node, domain: '', opType: 'Conv', inputs: ctx.node.inputs.slice(0, 3) };
     if (!conv?.infer) return [sameAsInput0(ctx.inputTypes)];
-    return conv.infer({ ...ctx, node: convNode, opset: 22, attrs: parseAttrs(conv, convNode), inputTypes: ctx.inputTypes.slice(0, 3) });
+    const nhwc = ctx.attrs.layout === 'NHWC';
+    const perm = (t: ValueType | undefined, p: number[]): ValueType | undefined =>
+      t?.kind === 'tensor' && t.shape?.length === 4 ? { ...t, shape: p.map((i) => t.shape![i]) } : t;
+    const types = nhwc ? [perm(ctx.inputTypes[0], NHWC_TO_NCHW), perm(ctx.inputTypes[1], NHWC_TO_NCHW), ctx.inputTypes[2]] : ctx.inputTypes.slice(0, 3);
+    const out = conv.infer({ ...ctx, node: convNode, opset: 22, attrs: parseAttrs(conv, convNode), inputTypes: types });
+    return nhwc ? out.map((t) => perm(t, NCHW_TO_NHWC) ?? t) : out;
   },
   run: (ctx) => {
     const { activation, activation_params } = ctx.attrs;
     const convAttrs: Record<string, AttrValue> = {};
-    for (const [k, v] of Object.entries(ctx.node.attrs)) if (!k.startsWith('activation')) convAttrs[k] = v;
-    const [y] = callKernel(ctx.node, '', 'Conv', 22, [ctx.tensor(0), ctx.tensor(1), ctx.optionalTensor(2)], convAttrs) as TensorData[];
-    return [epilogue(y, ctx.optionalTensor(3), activation, activation_params)];
+    for (const [k, v] of Object.entries(ctx.node.attrs)) if (!k.startsWith('activation') && k !== 'layout') convAttrs[k] = v;
+    const nhwc = ctx.attrs.layout === 'NHWC';
+    const t = (x: TensorData | undefined, p: number[]) => (x && nhwc ? (callKernel(ctx.node, '', 'Transpose', 13, [x], { perm: { type: 'ints', value: p } })[0] as TensorData) : x);
+    const [y] = callKernel(ctx.node, '', 'Conv', 22, [t(ctx.tensor(0), NHWC_TO_NCHW), t(ctx.tensor(1), NHWC_TO_NCHW), ctx.optionalTensor(2)], convAttrs) as TensorData[];
+    return [t(epilogue(y, t(ctx.optionalTensor(3), NHWC_TO_NCHW), activation, activation_params), NCHW_TO_NHWC)!];
   },
 });
+
+const NHWC_TO_NCHW = [0, 3, 1, 2];
+const NCHW_TO_NHWC = [0, 2, 3, 1];
 
 /** MatMul (numpy semantics) or Gemm (2-D, transA/transB, alpha) + bias + residual + activation. */
 const FusedMatMul = defineOp({

@@ -10,6 +10,7 @@ import {
   absorbActivation, absorbBias, absorbResidual, foldBatchNorm, fuseAttention, fuseElementwise, fuseLayerNorm, fuseRmsNorm,
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
+import { convsToNHWC } from './layout.js';
 
 export interface Stage {
   name: string;
@@ -18,7 +19,7 @@ export interface Stage {
 
 const reinfer = (inputShapes?: Map<string, Dim[]>) => (v: GraphView) => (inferShapes(v.graph, v.opsets, { inputShapes }), 0);
 
-export function stages(inputShapes?: Map<string, Dim[]>): Stage[] {
+export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC'): Stage[] {
   return [
     { name: 'infer shapes', run: reinfer(inputShapes) },
     // **** simplify: constants, shape arithmetic, no-ops
@@ -43,6 +44,12 @@ export function stages(inputShapes?: Map<string, Dim[]>): Stage[] {
     { name: 'fuse elementwise', run: fuseElementwise },
     { name: 'absorb fused activation', run: absorbActivation },
     { name: 'name activations', run: nameActivations },
+    // **** layout: the backend's preferred convolution layout, transposes cancelled between layers
+    ...(layout === 'NHWC' ? [
+      { name: 'layout NHWC', run: convsToNHWC },
+      { name: 'eliminate common subexpressions (layout)', run: eliminateCommonSubexpressions },
+      { name: 'cancel transposes', run: removeNoOps },
+    ] : []),
     { name: 'eliminate dead code (final)', run: eliminateDeadCode },
     { name: 'infer shapes (final)', run: reinfer(inputShapes) },
   ];
@@ -57,6 +64,8 @@ export interface OptimizeOptions {
   onStage?: (name: string, model: Model, changes: number) => void | Promise<void>;
   /** Stop after this stage. */
   stopAfter?: string;
+  /** The backend's preferred convolution layout (NHWC adds the layout stages). */
+  layout?: 'NCHW' | 'NHWC';
 }
 
 export interface OptimizeReport {
@@ -70,7 +79,7 @@ export async function optimize(model: Model, opts: OptimizeOptions = {}): Promis
   const v = new GraphView(model.graph, model.opsets);
   if (!model.opsets.has('kiln')) model.opsets.set('kiln', 1);
   const report: OptimizeReport = { stages: [], nodesBefore: model.graph.nodes.length, nodesAfter: 0 };
-  const list = stages(opts.inputShapes);
+  const list = stages(opts.inputShapes, opts.layout);
   if (opts.stopAfter && !list.some((s) => s.name === opts.stopAfter)) {
     throw new Error(`unknown optimizer stage '${opts.stopAfter}'. Stages: ${list.map((s) => s.name).join(', ')}`);
   }

@@ -59,7 +59,8 @@ export function checkCalibrationSet(set: Record<string, TensorData>, g: Graph, w
       throw new InputError(`${where}: input '${info.name}' is ${t.dtype}, but the model expects ${info.type.dtype}.`, { hint: `Convert the array with .astype before saving.` });
     }
     const shape = info.type.shape;
-    const bad = shape && (shape.length !== t.rank || shape.some((d, k) => typeof d === 'number' && d !== t.dims[k]));
+    // a fixed batch dim accepts any multiple of it: samples are run that many at a time
+    const bad = shape && (shape.length !== t.rank || shape.some((d, k) => typeof d === 'number' && (k === 0 ? d <= 0 || t.dims[0] % d !== 0 : d !== t.dims[k])));
     if (bad) {
       throw new InputError(`${where}: input '${info.name}' has shape [${t.dims.join(', ')}], but the model expects [${shape.map((d) => d ?? '?').join(', ')}].`,
         { hint: 'Calibration arrays stack samples along axis 0 and must match every fixed dimension of the input.' });
@@ -119,7 +120,9 @@ export function randomCalibrationData(g: Graph, samples: number, opts: { seed?: 
     const dims = shape.map((d, k) => (k === 0 ? samples : typeof d === 'number' ? d : (opts.dims?.[String(d)] ?? 8)));
     const n = dims.reduce((a, b) => a * b, 1);
     const v = new Float64Array(n);
-    for (let i = 0; i < n; i++) v[i] = isFloat(dtype) ? (r() + r() + r() - 1.5) * 1.15 : dtype === 'bool' ? (r() < 0.5 ? 0 : 1) : Math.floor(r() * (opts.intHigh ?? 10));
+    // attention masks take 0/1; other integer inputs (token ids) small non-negative values
+    const high = /mask/i.test(info.name) ? 2 : (opts.intHigh ?? 10);
+    for (let i = 0; i < n; i++) v[i] = isFloat(dtype) ? (r() + r() + r() - 1.5) * 1.15 : dtype === 'bool' ? (r() < 0.5 ? 0 : 1) : Math.floor(r() * high);
     feeds.set(info.name, TensorData.fromNumbers(dtype, dims, v));
   }
   return feeds;

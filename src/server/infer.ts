@@ -149,7 +149,7 @@ function flatten(data: unknown, name: string): unknown[] {
 }
 
 function fromBytes(type: TensorType, b: Uint8Array): ArrayLike<unknown> {
-  const copy = b.slice(); // aligned, owned copy
+  const copy = new Uint8Array(b); // an aligned copy of exactly these bytes (Buffer.slice would share the pool)
   const buf = copy.buffer;
   switch (type) {
     case 'float32': return new Float32Array(buf);

@@ -75,6 +75,7 @@ export class ModelRepository {
 
   /** A ready version (the highest when none is named), or a 4xx ServeError saying why not. */
   get(name: string, version?: string): { model: ModelEntry; v: LoadedVersion } {
+    if (!NAME_RE.test(name) || name.includes('..')) throw new ServeError(`invalid model name '${name}': use letters, digits, '_', '-' and '.'.`, 400);
     const m = this.models.get(name);
     if (!m) throw new ServeError(`unknown model '${name}'. Models: ${[...this.models.keys()].join(', ') || '(none loaded)'}.`, 404);
     if (m.state !== 'READY') throw new ServeError(`model '${name}' is not ready (${m.state}${m.reason ? `: ${m.reason}` : ''}).`, 400);

@@ -270,3 +270,23 @@ describe('--dump-ir', () => {
     await expect(build(tinyCnn(), { dumpIr: 'no such stage', dumpDir: dir })).rejects.toThrow(/unknown stage/);
   });
 });
+
+describe('layout pass (NHWC convolutions)', () => {
+  it('converts 2-D convolutions to NHWC, cancels the transposes between them, and keeps the outputs', async () => {
+    for (const model of [resnet50(RESNET_SMALL), tinyCnn()]) {
+      const feeds = { input: new Tensor('float32', Float32Array.from({ length: 2 * 3 * 32 * 32 }, (_, i) => Math.sin(i * 0.37)), [2, 3, 32, 32]) };
+      const ref = await runPlan((await build(model, { shapes: { input: [2, 3, 32, 32] } })).bytes, feeds);
+      const plan = await build(model, { shapes: { input: [2, 3, 32, 32] }, layout: 'NHWC' });
+      const convs = plan.header.layers.filter((l) => l.opType === 'FusedConv').length;
+      const transposes = plan.header.layers.filter((l) => l.opType === 'Transpose').length;
+      expect(convs).toBeGreaterThan(0);
+      // one transpose at the input edge, one at the output edge, two around each NCHW-only op between convs
+      const nchwOnly = plan.header.layers.filter((l) => ['MaxPool', 'GlobalAveragePool'].includes(l.opType)).length;
+      expect(transposes).toBeLessThanOrEqual(2 * nchwOnly + 1);
+      const out = await runPlan(plan.bytes, feeds);
+      const name = model.graph.outputs[0].name;
+      const a = (out[name] as Tensor<'float32'>).data, e = (ref[name] as Tensor<'float32'>).data;
+      expect(Math.max(...Array.from(a, (x, i) => Math.abs(x - e[i])))).toBeLessThan(1e-4);
+    }
+  });
+});

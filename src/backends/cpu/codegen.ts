@@ -236,18 +236,44 @@ function im2colBody(g: ConvGeom, nr: number): string {
   }`;
 }
 
+/** Depthwise convolution with everything baked in: per (image, channel) task, the input plane is copied into a
+ * zero-padded scratch plane, then each output row is a branch-free, vectorizable loop over the window taps with the
+ * bias, residual and activation applied in the same pass. */
 function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
   const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
   if (batch * Co * OH * OW < MIN_ELEMENTS) return undefined;
-  const id = c.id, N = OH * OW;
-  const needEpi = hasRes || act !== 'v';
-  const epi = needEpi ? `static void e${id}(const void *ctx, float *restrict y, int n, int oc) {
-  const float *res = ctx ? (const float *)ctx + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
-  #pragma GCC ivdep
-  for (int j = 0; j < ${N}; j++) { float v = y[j]${hasRes ? ' + res[j]' : ''}; y[j] = ${act}; }
-}\n` : '';
+  const id = c.id, N = OH * OW, mult = Co / C;
+  const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
+  const taps: string[] = [];
+  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) taps.push(`v += wk[${a * kw + b}] * xr[${a * d[0] * WP + b * d[1]} + ow * ${s[1]}];`);
   const fn = `L${id}_dw`;
-  const src = epi + exported(fn, `  kiln_depthwise(a0, a1, ${hasBias ? 'a2' : 'NULL'}, a4, ${batch}, ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${Co / C}, ${needEpi ? `e${id}` : 'NULL'}, a3);`);
+  const src = `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  int n = t / ${Co}, oc = t % ${Co}, ic = oc / ${mult};
+  const float *x = (const float *)q[0] + ((size_t)n * ${C} + ic) * ${H * W};
+  const float *w = (const float *)q[1] + (size_t)oc * ${kh * kw};
+  float b = q[2] ? ((const float *)q[2])[oc] : 0.0f;
+  const float *res = q[3] ? (const float *)q[3] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
+  float *y = (float *)q[4] + ((size_t)n * ${Co} + oc) * ${N};
+  float *pad = kiln_scratch(0, ${HP * WP});
+  memset(pad, 0, ${HP * WP} * sizeof(float));
+  for (int h = 0; h < ${H}; h++) memcpy(pad + (size_t)(h + ${p[0]}) * ${WP} + ${p[1]}, x + (size_t)h * ${W}, ${W} * sizeof(float));
+  float wk[${kh * kw}];
+  for (int i = 0; i < ${kh * kw}; i++) wk[i] = w[i];
+  for (int oh = 0; oh < ${OH}; oh++) {
+    const float *xr = pad + (size_t)oh * ${s[0] * WP};
+    float *yr = y + oh * ${OW};
+    #pragma GCC ivdep
+    for (int ow = 0; ow < ${OW}; ow++) {
+      float v = b;
+      ${taps.join(' ')}
+      ${hasRes ? `v += res[oh * ${OW} + ow];` : ''}
+      yr[ow] = ${act};
+    }
+  }
+}
+${exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
+  kiln_pool_run(t${id}, q, ${batch * Co});`)}`;
   return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src };
 }
 

@@ -55,8 +55,11 @@ export const cpuBackend: Backend = {
     return {
       async run(feeds, fetches, hooks) {
         const t0 = performance.now();
+        // intermediate buffers are reused only where no caller can keep an intermediate value
+        const run = faultyKernels.size ? undefined : native?.begin(!hooks?.keepAll && !hooks?.onLayer);
         const all = await executeGraphAsync(model.graph, feeds, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
-          kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: faultyKernels.size ? undefined : native?.kernelFor });
+          kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
+        run?.end();
         hooks?.onPhase?.('compute', t0, performance.now());
         if (hooks?.keepAll) return all;
         return new Map(fetches.map((f) => [f, all.get(f) as Value]));

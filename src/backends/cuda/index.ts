@@ -38,6 +38,7 @@ const gpuTactic: Tactic = {
 export const cudaBackend: Backend = {
   name: 'cuda',
   availability: () => probe(),
+  preferredLayout: 'NHWC',
   signature(): DeviceSignature {
     return {
       backend: 'cuda', arch: process.arch, platform: process.platform, name: info?.name ?? 'unknown GPU',

@@ -11,7 +11,7 @@ import {
   elementwise, epilogue, cast, where, layerNorm, softmax, attentionSoftmax, maxPool, averagePool, globalAveragePool, globalMaxPool,
   im2col, im2colLayout, depthwiseConv2d, transpose, copyStrided, gather,
 } from './codegen/index.js';
-import type { DevDType, KernelSource } from './codegen/types.js';
+import { ctype, finish, indexType, launch1d, lit, type DevDType, type KernelSource } from './codegen/types.js';
 
 export interface DeviceTensor {
   ptr: number;
@@ -201,7 +201,77 @@ function resolvePads(spatial: number[], kernel: number[], a: { auto_pad?: string
  * FusedConv: depthwise 2-D convolutions run one direct kernel; 1x1 stride-1 convolutions are one batched GEMM over
  * the images; others go through im2col per image plus a GEMM. Bias, residual and activation run in one epilogue.
  */
+/** Column buffer for an NHWC convolution: col[(n, oh, ow)][(kh, kw, c)], so Y[NHW, M] = col @ W[M, kh*kw*C]^T. */
+function im2colNHWC(x: readonly number[], kernel: number[], pads: number[], strides: number[], dil: number[], out: number[], dtype: DevDType): KernelSource {
+  const [N, H, W, C] = x, [KH, KW] = kernel, [OH, OW] = out;
+  const total = N * OH * OW * KH * KW * C;
+  const it = indexType(Math.max(total, N * H * W * C));
+  const T = ctype(dtype);
+  const body = `
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${T}* __restrict__ x, ${T}* __restrict__ col) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(total)}; i += (${it})gridDim.x * blockDim.x) {
+    ${it} t = i;
+    const int c = (int)(t % ${C}); t /= ${C};
+    const int kw = (int)(t % ${KW}); t /= ${KW};
+    const int kh = (int)(t % ${KH}); t /= ${KH};
+    const int ow = (int)(t % ${OW}); t /= ${OW};
+    const int oh = (int)(t % ${OH}); t /= ${OH};
+    const int ih = oh * ${strides[0]} - ${pads[0]} + kh * ${dil[0]}, iw = ow * ${strides[1]} - ${pads[1]} + kw * ${dil[1]};
+    col[i] = ((unsigned)ih < ${H}u && (unsigned)iw < ${W}u) ? x[((t * ${H} + ih) * ${W} + iw) * ${lit(C)} + c] : (${T})0;
+  }
+}`;
+  return finish('kiln_im2col_nhwc', body, { ...launch1d(Math.max(1, total)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+}
+
+/**
+ * NHWC FusedConv (after the layout pass): one GEMM Y[N*OH*OW, M] = X'[N*OH*OW, K] @ W[M, K]^T with bias and ReLU in
+ * cuBLASLt's epilogue and a residual as its C input; X' is X itself for 1x1 stride-1 convolutions, else an im2col.
+ */
+const fusedConvNHWC: Factory = (c) => {
+  const a = attr(c) as { auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[]; activation?: string; activation_params?: number[] };
+  const [X, Wt, B, R] = c.inputs;
+  if (!X || !Wt || !FLOATS.has(X.dtype) || X.dtype !== Wt.dtype || X.dims.length !== 4) return undefined;
+  const [out] = inferOutputs(c);
+  const [N, H, W, C] = X.dims;
+  const M = Wt.dims[0], kernel = [Wt.dims[1], Wt.dims[2]];
+  const strides = a.strides ?? [1, 1], dil = a.dilations ?? [1, 1];
+  const pads = resolvePads([H, W], kernel, a);
+  const [, OH, OW] = out.dims;
+  const rows = N * OH * OW, K = kernel[0] * kernel[1] * C;
+  const direct = kernel.every((k) => k === 1) && strides.every((s) => s === 1) && pads.every((p) => p === 0);
+  const col = direct ? undefined : im2colNHWC(X.dims, kernel, pads, strides, dil, [OH, OW], devType(X.dtype));
+  const act = a.activation ?? '';
+  const biasOk = !!B && B.dims.reduce((x, y) => x * y, 1) === M;
+  const useC = !!R && !act && R.dims.every((d, i) => d === out.dims[i]) && R.dtype === X.dtype;
+  const ltEpi = !biasOk ? (act === 'Relu' && !R ? 'relu' : 'none') : act === 'Relu' && !R ? 'reluBias' : 'bias';
+  const gemm = prepareGemm({ M: rows, N: M, K, batch: 1, transA: false, transB: true, dtype: X.dtype as 'float32', strideA: 0, strideB: 0, strideC: 0, epilogue: ltEpi, beta: useC ? 1 : 0 }, `layer '${c.node.name}'`);
+  const fusedAct = ltEpi === 'relu' || ltEpi === 'reluBias';
+  const epi = (act && !fusedAct) || (R && !useC) ? epilogue({
+    y: { dtype: devType(X.dtype), dims: out.dims }, residual: R && !useC ? { dtype: devType(R.dtype), dims: R.dims } : undefined,
+    activation: fusedAct ? '' : act, params: a.activation_params ?? [], out: { dtype: devType(X.dtype) }, biasAxis: 'last',
+  }) : undefined;
+  if (col) c.dev.kernel(col);
+  if (epi) c.dev.kernel(epi);
+  return {
+    run(ins, stream) {
+      const o = alloc(c.dev, out.dtype, out.dims);
+      let src = ins[0]!.ptr, ws: DeviceTensor | undefined;
+      if (col) {
+        ws = alloc(c.dev, X.dtype, [rows * K]);
+        launch(c.dev, col, ins, [ws], stream);
+        src = ws.ptr;
+      }
+      gemm.run(src, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, 0, useC ? ins[3]!.ptr : undefined);
+      if (epi) launch(c.dev, epi, [o, undefined, ins[3]], [o], stream);
+      if (ws) c.dev.release(ws.ptr); // reuse is ordered on the stream
+      return [o];
+    },
+    destroy: () => gemm.destroy(),
+  };
+};
+
 const fusedConv: Factory = (c) => {
+  if ((attr(c).layout as string | undefined) === 'NHWC') return fusedConvNHWC(c);
   const a = attr(c) as { auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[]; group: number; activation?: string; activation_params?: number[] };
   const [X, W, B, R] = c.inputs;
   if (!X || !W || !FLOATS.has(X.dtype) || X.dtype !== W.dtype) return undefined;

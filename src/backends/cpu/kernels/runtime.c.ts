@@ -228,7 +228,7 @@ static void *worker(void *idp) {
   int id = (int)(intptr_t)idp;
   uint32_t seen = gen_now();
   for (;;) {
-    for (int s = 0; s < 100000 && gen_now() == seen; s++) cpu_relax();
+    for (int s = 0; s < 4000 && gen_now() == seen; s++) cpu_relax();
     if (gen_now() == seen) {
       atomic_store(&P.sleeping[id], 1);
       if (gen_now() == seen || atomic_exchange(&P.sleeping[id], 0) == 0) sem_wait(&P.wake[id]);
@@ -352,32 +352,47 @@ void kiln_layernorm_rows(const float *x, const float *g, const float *b, float *
 }
 
 typedef struct { const float *x; float *y; int planes, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, is_max, count_pad; } pool_job;
+/* One plane per task, one output row at a time: for each window tap, a branch-free pass over the output columns
+   whose input column is inside the image (the others are padding and skipped). */
 static void pool_task(void *p, int c) {
   const pool_job *j = p;
   const float *x = j->x + (size_t)c * j->H * j->W;
   float *y = j->y + (size_t)c * j->OH * j->OW;
-  for (int oh = 0; oh < j->OH; oh++) for (int ow = 0; ow < j->OW; ow++) {
-    float acc = j->is_max ? -INFINITY : 0; int cnt = 0;
-    int h0 = oh * j->sh - j->ph, w0 = ow * j->sw - j->pw;
+  int OW = j->OW, sw = j->sw;
+  int *cw = (int *)kiln_scratch(0, OW);
+  for (int ow = 0; ow < OW; ow++) cw[ow] = 0;
+  for (int b = 0; b < j->kw; b++) {
+    int off = b * j->dw - j->pw;
+    int lo = off < 0 ? (-off + sw - 1) / sw : 0, hi = (j->W - 1 - off) < 0 ? 0 : KMIN(OW, (j->W - 1 - off) / sw + 1);
+    for (int ow = lo; ow < hi; ow++) cw[ow]++;
+  }
+  for (int oh = 0; oh < j->OH; oh++) {
+    float *acc = y + oh * OW;
+    for (int ow = 0; ow < OW; ow++) acc[ow] = j->is_max ? -INFINITY : 0;
+    int h0 = oh * j->sh - j->ph, ch = 0;
     for (int a = 0; a < j->kh; a++) {
       int h = h0 + a * j->dh;
+      if (h < 0 || h >= j->H) continue;
+      ch++;
+      const float *xr = x + h * j->W;
       for (int b = 0; b < j->kw; b++) {
-        int w = w0 + b * j->dw;
-        if (h < 0 || h >= j->H || w < 0 || w >= j->W) continue;
-        float v = x[h * j->W + w];
-        if (j->is_max) acc = v > acc || v != v ? v : acc; else acc += v;
-        cnt++;
+        int off = b * j->dw - j->pw;
+        int lo = off < 0 ? (-off + sw - 1) / sw : 0, hi = (j->W - 1 - off) < 0 ? 0 : KMIN(OW, (j->W - 1 - off) / sw + 1);
+        if (j->is_max) for (int ow = lo; ow < hi; ow++) { float v = xr[ow * sw + off]; acc[ow] = v > acc[ow] || v != v ? v : acc[ow]; }
+        else for (int ow = lo; ow < hi; ow++) acc[ow] += xr[ow * sw + off];
       }
     }
-    if (!j->is_max) {
+    if (j->is_max) continue;
+    for (int ow = 0; ow < OW; ow++) {
+      int cnt = ch * cw[ow];
       /* count_include_pad counts the padded window clipped to the padded input, as ONNX does */
       if (j->count_pad) {
+        int w0 = ow * sw - j->pw;
         int hs = h0, he = KMIN(h0 + (j->kh - 1) * j->dh + 1, j->H + j->ph), ws = w0, we = KMIN(w0 + (j->kw - 1) * j->dw + 1, j->W + j->pw);
         cnt = ((he - hs + j->dh - 1) / j->dh) * ((we - ws + j->dw - 1) / j->dw);
       }
-      acc = cnt ? acc / cnt : NAN;
+      acc[ow] = cnt ? acc[ow] / cnt : NAN;
     }
-    y[oh * j->OW + ow] = acc;
   }
 }
 void kiln_pool2d(const float *x, float *y, int planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,

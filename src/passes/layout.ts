@@ -1,0 +1,55 @@
+// Layout: a backend may prefer channels-last (NHWC) convolutions (the GPU's tensor-core GEMMs read NHWC without an
+// im2col for 1x1 convolutions and take bias/ReLU/residual in the GEMM epilogue). This pass turns each 2-D FusedConv
+// into its NHWC form — weights reordered once to [M, kh, kw, C], Transposes inserted at its edges — and the clean-up
+// stages that follow cancel the Transpose pairs between consecutive NHWC layers, leaving them at the graph's edges
+// and around the few ops that stay NCHW.
+import type { Node } from '../ir/graph.js';
+import { TensorData } from '../ir/tensor.js';
+import { KILN_DOMAIN } from '../ops/fused.js';
+import type { GraphView } from './view.js';
+
+const TO_NHWC = [0, 2, 3, 1];
+const TO_NCHW = [0, 3, 1, 2];
+
+function transpose(v: GraphView, input: string, perm: number[], like: Node, before: Node): string {
+  const out = v.fresh(`${input}_${perm.join('')}`);
+  v.insertNode({ name: v.fresh(`${like.name}/layout`), opType: 'Transpose', domain: '', inputs: [input], outputs: [out], attrs: { perm: { type: 'ints', value: perm } } }, before);
+  return out;
+}
+
+/** Reorder a constant [M, C, kh, kw] weight to [M, kh, kw, C]. */
+function weightsToNHWC(w: TensorData): TensorData {
+  const [M, C, KH, KW] = w.dims;
+  const src = w.toFloat64(), dst = new Float64Array(src.length);
+  for (let m = 0; m < M; m++) for (let c = 0; c < C; c++) for (let y = 0; y < KH; y++) for (let x = 0; x < KW; x++) {
+    dst[((m * KH + y) * KW + x) * C + c] = src[((m * C + c) * KH + y) * KW + x];
+  }
+  return TensorData.fromNumbers(w.dtype, [M, KH, KW, C], dst);
+}
+
+export function convsToNHWC(v: GraphView): number {
+  let n = 0;
+  for (const conv of [...v.graph.nodes]) {
+    if (conv.domain !== KILN_DOMAIN || conv.opType !== 'FusedConv' || conv.attrs.layout) continue;
+    const w = v.constant(conv.inputs[1]);
+    const group = (conv.attrs.group?.value as number | undefined) ?? 1;
+    if (!w || w.rank !== 4 || group !== 1) continue;
+    const out = conv.outputs[0];
+    const inner = v.fresh(`${out}_nhwc`);
+    conv.inputs = [
+      transpose(v, conv.inputs[0], TO_NHWC, conv, conv),
+      v.addConstant(`${conv.name}.weight_nhwc`, weightsToNHWC(w)),
+      conv.inputs[2] ?? '',
+      ...(conv.inputs[3] ? [transpose(v, conv.inputs[3], TO_NHWC, conv, conv)] : []),
+    ];
+    while (conv.inputs.length > 2 && !conv.inputs[conv.inputs.length - 1]) conv.inputs.pop();
+    conv.attrs = { ...conv.attrs, layout: { type: 'string', value: 'NHWC' } };
+    conv.outputs = [inner];
+    const back = { name: v.fresh(`${conv.name}/layout`), opType: 'Transpose', domain: '', inputs: [inner], outputs: [out], attrs: { perm: { type: 'ints' as const, value: TO_NCHW } } };
+    const i = v.graph.nodes.indexOf(conv);
+    v.graph.nodes.splice(i + 1, 0, back);
+    v.reindex();
+    n++;
+  }
+  return n;
+}

@@ -40,6 +40,8 @@ export interface RunHooks {
 export interface RunnerOptions {
   /** Threads for intra-op parallelism (CPU). */
   intraOpNumThreads?: number;
+  /** The plan's precision flag ('tf32' lets fp32 GEMMs use TF32 tensor cores). */
+  precision?: string;
   /** Capture inferences into CUDA graphs (cuda; default true). */
   cudaGraph?: boolean;
   /** Tactic chosen for each layer (by node name), from a plan. */

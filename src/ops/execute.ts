@@ -64,7 +64,7 @@ export function topoSort(g: Graph, available: (name: string) => boolean): Node[]
 }
 
 /** Inputs a node reads, including outer-scope names used by its subgraphs. */
-function nodeDeps(n: Node): string[] {
+export function nodeDeps(n: Node): string[] {
   const deps = n.inputs.filter((x) => x);
   for (const a of Object.values(n.attrs)) {
     const subs = a.type === 'graph' ? [a.value] : a.type === 'graphs' ? a.value : [];

@@ -46,7 +46,7 @@ export class Engine {
     if (!graphBytes) throw new KilnError(`${source}: the plan has no graph blob.`, { hint: `Rebuild: ${h.buildCommand}` });
     const model = parseOnnx(graphBytes, { path: source });
     const tactics = JSON.parse(new TextDecoder().decode(data.blobs.get('tactics.json') ?? new TextEncoder().encode('{}')));
-    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, cudaGraph: opts.cudaGraph, tactics, kernels: data.blobs });
+    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, cudaGraph: opts.cudaGraph, precision: h.precision, tactics, kernels: data.blobs });
     return new Engine(h, model, runner, source);
   }
 

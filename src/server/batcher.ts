@@ -1,7 +1,8 @@
 // Dynamic batcher: one queue per model version, served by its execution contexts (the instance group). Requests
 // with the same non-batch shape are concatenated along dim 0 up to a preferred size within the queue delay, run
 // once, and the outputs split back.
-import { Tensor, type TensorType, type ExecutionContext } from '../index.js';
+import { Tensor, type TensorType } from '../index.js';
+import type { Instance } from './instances.js';
 
 export class ServeError extends Error {
   constructor(message: string, readonly status: number, readonly reason = 'OTHER') {
@@ -42,13 +43,13 @@ const ns = (ms: number) => Math.round(ms * 1e6);
 
 export class Batcher {
   private queue: BatchRequest[] = [];
-  private idle: ExecutionContext[];
+  private idle: Instance[];
   private timer: NodeJS.Timeout | undefined;
   private inFlight = 0;
   private drainWaiters: (() => void)[] = [];
   private closed = false;
 
-  constructor(contexts: ExecutionContext[], private opts: BatcherOptions) {
+  constructor(contexts: Instance[], private opts: BatcherOptions) {
     this.idle = [...contexts];
   }
 
@@ -122,7 +123,7 @@ export class Batcher {
     return 0;
   }
 
-  private async execute(ctx: ExecutionContext, reqs: BatchRequest[]): Promise<void> {
+  private async execute(ctx: Instance, reqs: BatchRequest[]): Promise<void> {
     this.inFlight += reqs.length;
     const t0 = performance.now();
     try {

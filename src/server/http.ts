@@ -20,7 +20,10 @@ export function createHttpApp(core: ServerCore): FastifyInstance {
     const key = auth.startsWith('Bearer ') ? auth.slice(7) : req.headers['x-api-key'];
     if (key !== core.options.apiKey) throw new ServeError('missing or wrong API key; send "Authorization: Bearer <key>".', 401);
   });
-  app.addHook('onSend', async (req, reply, payload) => compressReply(req, reply, payload));
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (core.draining) reply.header('Connection', 'close'); // keep-alive sockets would hold shutdown open
+    return compressReply(req, reply, payload);
+  });
   app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
     const status = err instanceof ServeError ? err.status : err instanceof InputError ? 400 : (err.statusCode ?? 500);
     if (status >= 500) core.log('error', 'request failed', { error: err.message });

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Engine, build, loadOnnx } from '../index.js';
 import { Batcher, ServeError } from './batcher.js';
+import { inThreadInstance, workerInstance, type Instance } from './instances.js';
 import { configTypeFromKiln, parseConfigText, selectVersions, type ModelConfig } from './config.js';
 import { emptyStats, type Metrics, type VersionStats } from './metrics.js';
 
@@ -12,6 +13,7 @@ export type ModelState = 'READY' | 'LOADING' | 'UNLOADING' | 'UNAVAILABLE';
 export interface LoadedVersion {
   version: number;
   engine: Engine;
+  instances: Instance[];
   batcher: Batcher;
   stats: VersionStats;
 }
@@ -28,6 +30,8 @@ export interface ModelEntry {
 export interface RepositoryOptions {
   device?: string;
   maxQueueSize?: number;
+  /** Run each CPU instance on its own worker thread (default true), so inference never blocks request handling. */
+  workers?: boolean;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -124,9 +128,18 @@ export class ModelRepository {
   private async loadVersion(name: string, cfg: ModelConfig, version: number, file: string): Promise<LoadedVersion> {
     const gpu = cfg.instance_group.some((g) => g.kind === 'KIND_GPU');
     const device = gpu ? 'cuda' : (this.opts.device ?? 'cpu');
-    const engine = await loadEngine(file, device, cfg.precision);
-    completeConfig(cfg, engine, file);
-    const contexts = Array.from({ length: cfg.instance_group.reduce((s, g) => s + g.count, 0) }, () => engine.createContext());
+    const { engine, plan } = await loadEngine(file, device, cfg.precision);
+    const count = cfg.instance_group.reduce((s, g) => s + g.count, 0);
+    let contexts: Instance[];
+    try {
+      completeConfig(cfg, engine, file);
+      contexts = device === 'cpu' && this.opts.workers !== false
+        ? await Promise.all(Array.from({ length: count }, () => workerInstance(plan)))
+        : Array.from({ length: count }, () => inThreadInstance(engine));
+    } catch (e) {
+      engine.dispose();
+      throw e;
+    }
     const stats = emptyStats();
     const db = cfg.dynamic_batching;
     const vs = String(version);
@@ -139,7 +152,7 @@ export class ModelRepository {
       defaultTimeoutUs: db?.default_queue_policy?.default_timeout_microseconds ?? 0,
       onExec: (rows) => this.metrics.recordExec(name, vs, stats, rows),
     });
-    return { version, engine, batcher, stats };
+    return { version, engine, instances: contexts, batcher, stats };
   }
 
   /** Unload: new requests are refused at once, queued and running ones finish, then the engines are freed. */
@@ -174,6 +187,7 @@ export class ModelRepository {
 
 async function retire(m: ModelEntry): Promise<void> {
   await Promise.all([...m.versions.values()].map((v) => v.batcher.drain()));
+  await Promise.all([...m.versions.values()].flatMap((v) => v.instances.map((i) => i.close())));
   for (const v of m.versions.values()) v.engine.dispose();
 }
 
@@ -205,23 +219,27 @@ function findVersions(dir: string, cfg: ModelConfig): { version: number; file: s
 }
 
 /** Build an ONNX model for the device, reusing a plan cached next to it when it is newer than the model. */
-async function loadEngine(file: string, device: string, precision?: string): Promise<Engine> {
-  if (file.endsWith('.plan')) return Engine.load(file);
+async function loadEngine(file: string, device: string, precision?: string): Promise<{ engine: Engine; plan: Uint8Array }> {
+  if (file.endsWith('.plan')) {
+    const plan = new Uint8Array(fs.readFileSync(file));
+    return { engine: await Engine.load(plan), plan };
+  }
   const cache = file.replace(/\.onnx$/, `.${device}${precision ? `.${precision}` : ''}.kiln.plan`);
   if (fs.existsSync(cache) && fs.statSync(cache).mtimeMs >= fs.statSync(file).mtimeMs) {
     try {
-      return await Engine.load(cache);
+      const plan = new Uint8Array(fs.readFileSync(cache));
+      return { engine: await Engine.load(plan), plan };
     } catch {
       // stale or built on another machine: rebuild below
     }
   }
-  const plan = await build(await loadOnnx(file), { device, precision: precision as never });
+  const built = await build(await loadOnnx(file), { device, precision: precision as never });
   try {
-    await plan.save(cache);
+    await built.save(cache);
   } catch {
     // read-only repository: serve without the cache
   }
-  return Engine.load(plan);
+  return { engine: await Engine.load(built), plan: built.bytes };
 }
 
 /** Fill inputs/outputs from the engine when the config leaves them out, and check them when it gives them. */

@@ -26,6 +26,8 @@ export interface ServeOptions {
   apiKey?: string;
   maxRequestBytes?: number;
   maxQueueSize?: number;
+  /** CPU instances on worker threads (default true); false runs them on the server's thread. */
+  workers?: boolean;
   /** Structured log sink; default one JSON line per event on stderr. */
   log?: (level: Level, msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -38,11 +40,12 @@ export class ServerCore {
   readonly repo: ModelRepository;
   readonly options: Required<Pick<ServeOptions, 'maxRequestBytes' | 'modelControlMode'>> & ServeOptions;
   live = true;
-  private stopping = false;
+  /** Set when shutdown starts: not ready any more, and HTTP answers close their connections. */
+  draining = false;
 
   constructor(opts: ServeOptions) {
     this.options = { maxRequestBytes: 64 * 1024 * 1024, modelControlMode: 'none', ...opts };
-    this.repo = new ModelRepository(opts.repository, this.metrics, { device: opts.device, maxQueueSize: opts.maxQueueSize, log: (l, m, f) => this.log(l, m, f) });
+    this.repo = new ModelRepository(opts.repository, this.metrics, { device: opts.device, maxQueueSize: opts.maxQueueSize, workers: opts.workers, log: (l, m, f) => this.log(l, m, f) });
   }
 
   log(level: Level, msg: string, fields?: Record<string, unknown>): void {
@@ -57,7 +60,7 @@ export class ServerCore {
   }
 
   ready(): boolean {
-    return this.live && !this.stopping && this.repo.entries().every((m) => m.state !== 'LOADING');
+    return this.live && !this.draining && this.repo.entries().every((m) => m.state !== 'LOADING');
   }
 
   serverMetadata() {
@@ -145,7 +148,7 @@ export class ServerCore {
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
+    this.draining = true;
     await this.repo.close();
     this.live = false;
   }
@@ -197,6 +200,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     metricsUrl,
     async close() {
       closed = true;
+      core.draining = true;
       clearTimeout(timer);
       await Promise.all([app?.close(), grpc?.close()]);
       await core.stop();

@@ -13,7 +13,7 @@ let url: string;
 let expected: Float32Array; // the tiny CNN's own output for cnnInput(3)
 
 const post = (p: string, body: unknown, headers: Record<string, string> = {}) =>
-  fetch(url + p, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body) });
+  fetch(url + p, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' || body instanceof Uint8Array ? (body as BodyInit) : JSON.stringify(body) });
 const fp32 = (rows: number, data: Float32Array | number[] = cnnInput(rows)) => ({ inputs: [{ name: 'input', datatype: 'FP32', shape: [rows, 3, 32, 32], data: Array.from(data) }] });
 
 beforeAll(async () => {
@@ -21,7 +21,7 @@ beforeAll(async () => {
   server = await startServer({ repository: root, httpPort: 0, grpcPort: -1, metricsPort: 0, maxRequestBytes: 4 * 1024 * 1024, log: () => {} });
   url = server.httpUrl!;
   const s = await InferenceSession.create(path.join(root, 'cnn', '1', 'model.onnx'));
-  expected = (await s.run({ input: new Tensor('float32', cnnInput(3), [3, 3, 32, 32]) })).probabilities!.data as Float32Array;
+  expected = ((await s.run({ input: new Tensor('float32', cnnInput(3), [3, 3, 32, 32]) })).probabilities as Tensor).data as Float32Array;
 });
 afterAll(async () => {
   await server?.close();

@@ -78,6 +78,7 @@ export const cudaBackend: Backend = {
     }
     const runner = new CudaRunner(model, dev);
     runner.useGraphs = options.cudaGraph ?? true;
+    runner.tf32 = options.precision === 'tf32';
     return runner;
   },
 };

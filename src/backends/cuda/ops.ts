@@ -31,6 +31,8 @@ export interface InputInfo {
 
 export interface ImplContext {
   node: Node;
+  /** fp32 GEMMs may use TF32 tensor cores (a --tf32 build) */
+  tf32?: boolean;
   opset: number;
   attrs: unknown;
   dev: CudaDevice;
@@ -98,7 +100,7 @@ const view: Factory = (c) => {
 };
 
 const ELEMENTWISE_EXPR: Record<string, string> = {
-  Add: '(add $0 $1)', Sub: '(sub $0 $1)', Mul: '(mul $0 $1)', Div: '(div $0 $1)', Pow: '(pow $0 $1)', Max: '(max $0 $1)', Min: '(min $0 $1)',
+  Add: '(add $0 $1)', Sub: '(sub $0 $1)', Mul: '(mul $0 $1)', Div: '(div $0 $1)', Pow: '(pow $0 $1)',
   Neg: '(neg $0)', Abs: '(abs $0)', Exp: '(exp $0)', Log: '(log $0)', Sqrt: '(sqrt $0)', Reciprocal: '(recip $0)', Tanh: '(tanh $0)',
   Erf: '(erf $0)', Sigmoid: '(sigmoid $0)', Relu: '(relu $0)', Floor: '(floor $0)', Ceil: '(ceil $0)', Sin: '(sin $0)', Cos: '(cos $0)',
   Softplus: '(softplus $0)',
@@ -138,18 +140,21 @@ const fusedMatMul: Factory = (c) => {
     strideA = M * K; strideB = K * N; strideC = M * N;
   } else return undefined;
   const act = a.activation ?? '';
-  const biasOk = !!bias && bias.dims.reduce((x, y) => x * y, 1) === N && batch === 1;
+  const biasOk = !!bias && bias.dims.reduce((x, y) => x * y, 1) === N && batch === 1 && bias.dims[bias.dims.length - 1] === N;
+  if (bias && !biasOk && res) return undefined; // two broadcast addends: the CPU runs this layer
   // cuBLASLt's GELU epilogue is the tanh approximation, so only ReLU is fused there; other activations use our kernel
   const ltEpi = !biasOk && !act ? 'none' : biasOk && !act ? 'bias' : biasOk && act === 'Relu' ? 'reluBias' : !bias && act === 'Relu' ? 'relu' : undefined;
   const resSame = !!res && res.dims.length === out.dims.length && res.dims.every((d, i) => d === out.dims[i]) && res.dtype === dtype;
   // residual through cuBLASLt's C input (D = AB + C, then bias) when no activation must follow the sum
   const useC = resSame && !act;
   const epi: 'none' | 'bias' | 'reluBias' | 'geluBias' | 'relu' = useC ? (biasOk ? 'bias' : 'none') : (ltEpi ?? (biasOk ? 'bias' : 'none'));
-  const gemm: PreparedGemm = prepareGemm({ M, N, K, batch, transA: tA, transB: tB, dtype, strideA, strideB, strideC, epilogue: epi, alpha: a.alpha ?? 1, beta: useC ? 1 : 0 }, `layer '${c.node.name}'`);
+  const gemm: PreparedGemm = prepareGemm({ tf32: c.tf32, M, N, K, batch, transA: tA, transB: tB, dtype, strideA, strideB, strideC, epilogue: epi, alpha: a.alpha ?? 1, beta: useC ? 1 : 0 }, `layer '${c.node.name}'`);
   const needEpilogue = (!useC && !!res) || (!!act && (ltEpi === undefined || useC)) || (!!bias && !biasOk);
+  // a bias that is not one value per column (Gemm's C as a matrix or scalar) is added like a residual, broadcast
+  const addend = res && !useC ? res : bias && !biasOk ? bias : undefined;
   const epiKernel = needEpilogue ? epilogue({
-    y: { dtype: devType(dtype), dims: out.dims }, bias: bias && !biasOk ? { dtype: devType(bias.dtype) } : undefined,
-    residual: res && !useC ? { dtype: devType(res.dtype), dims: res.dims } : undefined,
+    y: { dtype: devType(dtype), dims: out.dims },
+    residual: addend ? { dtype: devType(addend.dtype), dims: addend.dims } : undefined,
     activation: ltEpi === undefined || useC ? act : '', params: a.activation_params ?? [], out: { dtype: devType(dtype) }, biasAxis: 'last',
   }) : undefined;
   if (epiKernel) c.dev.kernel(epiKernel);
@@ -157,7 +162,7 @@ const fusedMatMul: Factory = (c) => {
     run(ins, stream) {
       const o = alloc(c.dev, out.dtype, out.dims);
       gemm.run(ins[0]!.ptr, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, 0, useC ? ins[3]!.ptr : undefined);
-      if (epiKernel) launch(c.dev, epiKernel, [o, ins[2], ins[3]], [o], stream);
+      if (epiKernel) launch(c.dev, epiKernel, [o, undefined, res && !useC ? ins[3] : ins[2]], [o], stream);
       return [o];
     },
     destroy: () => gemm.destroy(),
@@ -244,7 +249,7 @@ const fusedConvNHWC: Factory = (c) => {
   const biasOk = !!B && B.dims.reduce((x, y) => x * y, 1) === M;
   const useC = !!R && !act && R.dims.every((d, i) => d === out.dims[i]) && R.dtype === X.dtype;
   const ltEpi = !biasOk ? (act === 'Relu' && !R ? 'relu' : 'none') : act === 'Relu' && !R ? 'reluBias' : 'bias';
-  const gemm = prepareGemm({ M: rows, N: M, K, batch: 1, transA: false, transB: true, dtype: X.dtype as 'float32', strideA: 0, strideB: 0, strideC: 0, epilogue: ltEpi, beta: useC ? 1 : 0 }, `layer '${c.node.name}'`);
+  const gemm = prepareGemm({ tf32: c.tf32, M: rows, N: M, K, batch: 1, transA: false, transB: true, dtype: X.dtype as 'float32', strideA: 0, strideB: 0, strideC: 0, epilogue: ltEpi, beta: useC ? 1 : 0 }, `layer '${c.node.name}'`);
   const fusedAct = ltEpi === 'relu' || ltEpi === 'reluBias';
   const epi = (act && !fusedAct) || (R && !useC) ? epilogue({
     y: { dtype: devType(X.dtype), dims: out.dims }, residual: R && !useC ? { dtype: devType(R.dtype), dims: R.dims } : undefined,
@@ -302,7 +307,7 @@ const fusedConv: Factory = (c) => {
   const layout = pointwise ? undefined : im2colLayout({ x: [1, C, ...spatial], kernel, pads, strides: a.strides, dilations: a.dilations, group: 1 });
   const col = layout ? im2col({ x: [1, C, ...spatial], kernel, pads, strides: a.strides, dilations: a.dilations, group: 1, dtype }) : undefined;
   // pointwise: Y[n] = W[M, C] @ X[n][C, P] for all n at once; im2col: per image, Y[n] = W[M, K] @ col[K, P]
-  const gemm = prepareGemm({ M, N: P, K, batch: pointwise ? N : 1, transA: false, transB: false, dtype: X.dtype as 'float32', strideA: 0, strideB: K * P, strideC: M * P, epilogue: 'none' }, `layer '${c.node.name}'`);
+  const gemm = prepareGemm({ tf32: c.tf32, M, N: P, K, batch: pointwise ? N : 1, transA: false, transB: false, dtype: X.dtype as 'float32', strideA: 0, strideB: K * P, strideC: M * P, epilogue: 'none' }, `layer '${c.node.name}'`);
   const epi = B || R || act ? epilogue({ y: { dtype, dims: out.dims }, bias: B ? { dtype: devType(B.dtype) } : undefined, residual: R ? { dtype: devType(R.dtype), dims: R.dims } : undefined, activation: act, params, out: { dtype }, biasAxis: 1 }) : undefined;
   if (col) c.dev.kernel(col);
   if (epi) c.dev.kernel(epi);
@@ -310,7 +315,7 @@ const fusedConv: Factory = (c) => {
   // all images at once when the column buffer stays small enough, one image at a time otherwise
   const whole = !pointwise && layout!.elements * N * (SIZE[X.dtype] ?? 4) <= 1 << 30;
   const colAll = whole ? im2col({ x: X.dims, kernel, pads, strides: a.strides, dilations: a.dilations, group: 1, dtype }) : undefined;
-  const gemmAll = whole ? prepareGemm({ M, N: P, K, batch: N, transA: false, transB: false, dtype: X.dtype as 'float32', strideA: 0, strideB: K * P, strideC: M * P, epilogue: 'none' }, `layer '${c.node.name}'`) : undefined;
+  const gemmAll = whole ? prepareGemm({ tf32: c.tf32, M, N: P, K, batch: N, transA: false, transB: false, dtype: X.dtype as 'float32', strideA: 0, strideB: K * P, strideC: M * P, epilogue: 'none' }, `layer '${c.node.name}'`) : undefined;
   if (colAll) c.dev.kernel(colAll);
   return {
     run(ins, stream) {
@@ -347,8 +352,8 @@ const attention: Factory = (c) => {
   const S = Q.dims[r - 2], D = Q.dims[r - 1];
   const L = a.k_transposed ? Kt.dims[r - 1] : Kt.dims[r - 2], Dv = V.dims[r - 1];
   const dtype = Q.dtype as 'float32';
-  const g1 = prepareGemm({ M: S, N: L, K: D, batch, transA: false, transB: !a.k_transposed, dtype, strideA: S * D, strideB: D * L, strideC: S * L, epilogue: 'none' }, `layer '${c.node.name}' (scores)`);
-  const g2 = prepareGemm({ M: S, N: Dv, K: L, batch, transA: false, transB: false, dtype, strideA: S * L, strideB: L * Dv, strideC: S * Dv, epilogue: 'none' }, `layer '${c.node.name}' (context)`);
+  const g1 = prepareGemm({ tf32: c.tf32, M: S, N: L, K: D, batch, transA: false, transB: !a.k_transposed, dtype, strideA: S * D, strideB: D * L, strideC: S * L, epilogue: 'none' }, `layer '${c.node.name}' (scores)`);
+  const g2 = prepareGemm({ tf32: c.tf32, M: S, N: Dv, K: L, batch, transA: false, transB: false, dtype, strideA: S * L, strideB: L * Dv, strideC: S * Dv, epilogue: 'none' }, `layer '${c.node.name}' (context)`);
   const sm = attentionSoftmax({ scores: [...lead, S, L], dtype: devType(dtype), scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined });
   c.dev.kernel(sm);
   return {
@@ -472,6 +477,9 @@ export const GPU_OPS: Record<string, Factory> = {
   MatMul: fusedMatMul,
   'kiln:Elementwise': exprOp((c) => (attr(c).expr as string)),
   ...Object.fromEntries(Object.entries(ELEMENTWISE_EXPR).map(([op, e]) => [op, exprOp(() => e)])),
+  // variadic Max/Min: a left fold over every input
+  Max: exprOp((c) => c.inputs.slice(1).reduce((acc, _, i) => `(max ${acc} $${i + 1})`, '$0')),
+  Min: exprOp((c) => c.inputs.slice(1).reduce((acc, _, i) => `(min ${acc} $${i + 1})`, '$0')),
   Reshape: view, Flatten: view, Squeeze: view, Unsqueeze: view, Identity: view,
   Cast: castOp,
   Where: whereOp,

@@ -9,7 +9,7 @@ import type { DType, TypedArray } from '../../ir/dtype.js';
 import { allocStorage } from '../../ir/dtype.js';
 import { resolveOp, parseAttrs, type KernelContext } from '../../ir/schema.js';
 import { TensorData, SequenceValue, type Value } from '../../ir/tensor.js';
-import { makeContext, topoSort } from '../../ops/execute.js';
+import { executeGraph, makeContext, nodeDeps, topoSort } from '../../ops/execute.js';
 import { ExecutionError } from '../../ir/errors.js';
 import type { Runner, RunHooks } from '../backend.js';
 import type { CudaDevice } from './device.js';
@@ -100,7 +100,7 @@ export class CudaRunner implements Runner {
       if (make) {
         try {
           impl = make({
-            node, opset, attrs, dev: this.dev,
+            node, opset, attrs, dev: this.dev, tf32: this.tf32,
             inputs: inputs.map((s, i) => {
               const v = s?.dev ?? (s?.host instanceof TensorData ? s.host : undefined);
               return v ? { dtype: v.dtype, dims: [...v.dims], constant: s?.host instanceof TensorData ? s.host : this.model.graph.initializers.get(node.inputs[i]) } : undefined;
@@ -130,7 +130,7 @@ export class CudaRunner implements Runner {
     const temps: number[] = []; // device buffers this run allocated
     const refs = new Map<number, number>(); // live values per device buffer (views share their base's buffer)
     const lastUse = new Map<string, number>();
-    this.order.forEach((n, i) => n.inputs.forEach((x) => x && lastUse.set(x, i)));
+    this.order.forEach((n, i) => nodeDeps(n).forEach((x) => lastUse.set(x, i))); // subgraphs' outer reads included
     const keep = new Set([...fetches, ...this.model.graph.outputs.map((o) => o.name)]);
     this.cpuLayers.clear();
     // inputs go up first, so the timed region (events on the stream) is the inference itself
@@ -152,19 +152,25 @@ export class CudaRunner implements Runner {
           if (x && !slots[k]) throw new ExecutionError(`${nodeLabel(node)}: input '${x}' has no value.`);
         });
         const t0 = hooks?.onLayer ? performance.now() : 0;
-        const impl = this.implFor(node, slots, opset, attrs);
+        let impl = this.implFor(node, slots, opset, attrs);
         let outs: Slot[];
+        const ins = impl ? slots.map((s, k) => (s ? this.toDevice(s, node.inputs[k], temps, refs) : undefined)) : [];
+        if (impl && ins.some((d, k) => node.inputs[k] && !d)) impl = null; // an input with no device form: run on the CPU
         if (impl) {
-          const ins = slots.map((s, k) => (s ? this.toDevice(s, node.inputs[k], temps, refs) : undefined));
-          if (ins.some((d, k) => node.inputs[k] && !d)) throw new ExecutionError(`${nodeLabel(node)}: an input cannot be moved to the GPU.`);
           const produced = impl.run(ins, this.stream);
           for (const d of produced) if (d.owned) temps.push(d.ptr);
           outs = produced.map((d) => ({ dev: d }));
         } else {
           if (capture) throw new ExecutionError(`${nodeLabel(node)} has no CUDA kernel and cannot be captured into a CUDA graph.`);
           this.cpuLayers.add(node.name || node.opType);
-          const ins = slots.map((s) => (s ? this.toHost(s) : undefined));
-          const ctx = makeContext(node, opset, attrs, ins);
+          const hostIns = slots.map((s) => (s ? this.toHost(s) : undefined));
+          // subgraphs (If/Loop/Scan bodies) run on the reference kernels, reading outer values from this run
+          const ctx = makeContext(node, opset, attrs, hostIns, (graph, subInputs) => {
+            const subFeeds = new Map<string, Value>();
+            graph.inputs.forEach((inp, k) => { if (k < subInputs.length) subFeeds.set(inp.name, subInputs[k]); });
+            const res = executeGraph(graph, subFeeds, { opsets: this.model.opsets, outer: (name) => (env.has(name) ? this.toHost(env.get(name)!) : undefined) });
+            return graph.outputs.map((o) => res.get(o.name) as Value);
+          });
           const produced = def.run(ctx as KernelContext<never>);
           outs = produced.map((v) => ({ host: v === undefined ? null : v }));
         }
@@ -180,7 +186,7 @@ export class CudaRunner implements Runner {
         }
         // free device buffers whose last reader just ran
         if (!hooks?.keepAll) {
-          for (const x of new Set(node.inputs)) {
+          for (const x of new Set(nodeDeps(node))) {
             if (!x || lastUse.get(x) !== li || keep.has(x)) continue;
             const s = env.get(x);
             if (!s?.dev || this.model.graph.initializers.has(x)) continue;
@@ -268,6 +274,8 @@ export class CudaRunner implements Runner {
     return out;
   }
 
+  /** TF32 tensor cores for fp32 GEMMs (plans built with --tf32). */
+  tf32 = false;
   /** Capture whole runs into CUDA graphs (on by default; --no-cuda-graph turns it off). */
   useGraphs = true;
   private graphs = new Map<string, GraphEntry>();

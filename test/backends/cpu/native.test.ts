@@ -81,6 +81,32 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     expect(await compareWithReference(m, feeds, plan.bytes, 1)).toBeLessThan(1e-3);
   }, 60_000);
 
+  it('reuses intermediate buffers across runs without mixing values (fresh inputs each run, views through Reshape)', async () => {
+    const m = bertBase({ ...BERT_SMALL, maxPositions: 128 });
+    const seq = (d: unknown) => (/seq|len/.test(String(d)) ? 128 : 1);
+    const plan = await build(m, { shapes: feedsFor(m, seq).shapes });
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const ctx = engine.createContext();
+    const r = seededRandom(3);
+    const kept: [Record<string, Tensor>, Record<string, unknown>][] = [];
+    for (let run = 0; run < 3; run++) {
+      const { feeds } = feedsFor(m, seq);
+      for (const [k, t] of Object.entries(feeds)) if (t.type === 'int64') (t.data as BigInt64Array).forEach((_, i, a) => { if (!k.includes('mask')) a[i] = BigInt(Math.floor(r() * 20)); });
+      kept.push([feeds, await ctx.run(feeds)]);
+    }
+    engine.dispose();
+    // every run's outputs stay intact after later runs and match the reference executor on that run's inputs
+    for (const [feeds, out] of kept) {
+      const ref = executeGraph(m.graph, new Map(Object.entries(feeds).map(([k, v]) => [k, new TensorData(v.type as 'float32', v.dims, v.data as Float32Array)])), { opsets: m.opsets });
+      for (const [k, v] of Object.entries(out)) {
+        const a = (v as Tensor).data as Float32Array, b = (ref.get(k) as TensorData).data as Float32Array;
+        let worst = 0;
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1e-4 + Math.abs(b[i])));
+        expect(worst, k).toBeLessThan(1e-3);
+      }
+    }
+  }, 60_000);
+
   it('keeps the event loop running while native layers compute', async () => {
     const b = new GraphBuilder('deep_mlp');
     const r = seededRandom(2);

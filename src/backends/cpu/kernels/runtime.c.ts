@@ -60,7 +60,8 @@ void kiln_attention(const attn_t *a);
 
 static inline float kexp(float x) {
   float c = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-  float n = floorf(c * 1.44269504f + 0.5f);
+  /* round to nearest by the 1.5 * 2^23 trick: unlike floorf it vectorizes without -fno-trapping-math */
+  float n = (c * 1.44269504f + 12582912.0f) - 12582912.0f;
   float r = c - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f; p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f;
@@ -151,8 +152,23 @@ static void gemm_task_${id}(void *p, int t) {
         const float *bpan;
         if (g->bp) bpan = g->bp + (size_t)(j / NR) * K * NR + (size_t)k0 * NR;
         else { bpan = bbuf + (size_t)(jr / NR) * kcb * NR; g->packb(g->ctx, j, k0, kc, (float *)bpan); }
+        /* prepacked B comes from memory once per task (weights larger than the caches): spread prefetches of the
+           next slice over this slice's row panels so its latency hides behind the arithmetic */
+        const char *pf = NULL; int pfl = 0, pfstep = 0;
+        if (g->bp) {
+          int nj2 = j, nk0 = k0;
+          if (jr + NR < nbw) nj2 = j + NR;
+          else if (k0 + kc < K) { nj2 = jb; nk0 = k0 + kc; }
+          else { nj2 = jb + NB; nk0 = 0; }
+          if (nj2 < j1) {
+            pf = (const char *)(g->bp + (size_t)(nj2 / NR) * K * NR + (size_t)nk0 * NR);
+            pfl = KMIN(kcb, K - nk0) * NR * 4;
+            pfstep = (pfl / ((i1 - i0 + MR - 1) / MR) + 63) / 64 * 64;
+          }
+        }
         for (int i = i0; i < i1; i += MR) {
           int mi = KMIN(MR, i1 - i);
+          if (pf) for (int o = 0; o < pfstep && pfl > 0; o += 64, pf += 64, pfl -= 64) __builtin_prefetch(pf, 0, 3);
           const float *ap = apan + (size_t)((i - i0) / MR) * K * MR + (size_t)k0 * MR;
           float *c = g->c + (size_t)i * g->ldc + j;
           if (mi == MR && nj == NR) ukr_${id}(kc, ap, bpan, c, g->ldc, k0 > 0);
@@ -168,14 +184,14 @@ static void gemm_task_${id}(void *p, int t) {
   }
 }
 
-/* Split the output into tasks: N panels first (B packing is per task), then M chunks so a variable A chunk
-   stays near 256 KiB and every thread has a few tasks to balance. */
+/* Split the output into tasks: N panels first (B is packed per task, or streamed once from the prepacked weights),
+   then M chunks so every thread has a few tasks to balance. K blocking keeps the A slices in L2 whatever M is, so A
+   is not split for size (that would stream the weights once per chunk). */
 void kiln_gemm_${id}(const gemm_t *g) {
   enum { MR = ${mr}, NR = ${nv} * VW };
   int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
   int want = nth > 1 ? 4 * nth : 1;
   int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
-  if (!g->ap) tm = KMAX(tm, KMIN(nm, (int)(((size_t)g->M * g->K * 4) / (256 * 1024)) + 1));
   int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
   gemm_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
   kiln_pool_run(gemm_task_${id}, &job, job.tm * job.tn);
@@ -310,13 +326,34 @@ void kiln_pack_b(const float *b, int rs, int cs, int K, int N, int NR, float *ou
 }
 
 static inline float vsum(vf v) { float s = 0; for (int i = 0; i < VW; i++) s += v[i]; return s; }
+/* Sums and maxima in vector lanes: strict float semantics keep the compiler from vectorizing a serial reduction. */
+static float ksum(const float *x, int n) {
+  vf a = {0}; int i = 0;
+  for (; i + VW <= n; i += VW) a += *(const vfu *)(x + i);
+  float s = vsum(a);
+  for (; i < n; i++) s += x[i];
+  return s;
+}
+static float ksqdev(const float *x, int n, float mean) {
+  vf a = {0}; int i = 0;
+  for (; i + VW <= n; i += VW) { vf d = *(const vfu *)(x + i) - mean; a += d * d; }
+  float s = vsum(a);
+  for (; i < n; i++) { float d = x[i] - mean; s += d * d; }
+  return s;
+}
+static float kmax_arr(const float *x, int n) {
+  vf a = {0}; a -= INFINITY; int i = 0;
+  for (; i + VW <= n; i += VW) { vf v = *(const vfu *)(x + i); a = v > a ? v : a; }
+  float m = -INFINITY;
+  for (int l = 0; l < VW; l++) m = a[l] > m ? a[l] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
 
 static void softmax_row(const float *x, float *y, int n) {
-  float m = -INFINITY;
-  for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-  float s = 0;
-  for (int i = 0; i < n; i++) { y[i] = kexp(x[i] - m); s += y[i]; }
-  float r = 1.0f / s;
+  float m = kmax_arr(x, n);
+  for (int i = 0; i < n; i++) y[i] = kexp(x[i] - m);
+  float r = 1.0f / ksum(y, n);
   for (int i = 0; i < n; i++) y[i] *= r;
 }
 
@@ -337,11 +374,8 @@ static void layernorm_task(void *p, int t) {
   for (int r = t * j->per; r < KMIN(j->rows, (t + 1) * j->per); r++) {
     const float *x = j->x + (size_t)r * n;
     float *y = j->y + (size_t)r * n;
-    float s = 0, q = 0;
-    for (int i = 0; i < n; i++) s += x[i];
-    float mean = s / n;
-    for (int i = 0; i < n; i++) { float d = x[i] - mean; q += d * d; }
-    float inv = 1.0f / sqrtf(q / n + j->eps);
+    float mean = ksum(x, n) / n;
+    float inv = 1.0f / sqrtf(ksqdev(x, n, mean) / n + j->eps);
     if (j->b) for (int i = 0; i < n; i++) y[i] = (x[i] - mean) * inv * j->g[i] + j->b[i];
     else for (int i = 0; i < n; i++) y[i] = (x[i] - mean) * inv * j->g[i];
   }

@@ -18,9 +18,9 @@ export function inThreadInstance(engine: Engine): Instance {
 /** The worker's module; from TypeScript sources (tests, `tsx src/cli/main.ts`) it first registers tsx's loader. */
 function workerSource(): [string | URL, { eval?: boolean }] {
   if (!import.meta.url.endsWith('.ts')) return [new URL('./worker.js', import.meta.url), {}];
-  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
   const worker = new URL('./worker.ts', import.meta.url).href;
-  return [`import(${JSON.stringify(tsx)}).then(() => import(${JSON.stringify(worker)}));`, { eval: true }];
+  return [`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(worker)}); });`, { eval: true }];
 }
 
 /** A worker thread holding its own engine built from the same plan bytes. */

@@ -17,7 +17,7 @@ const inferReq = (rows: number, seed = 1) => ({ model_name: 'cnn', inputs: [{ na
 
 beforeAll(async () => {
   root = await makeRepository();
-  server = await startServer({ repository: root, httpPort: 0, grpcPort: 0, metricsPort: -1, modelControlMode: 'explicit', loadModels: ['cnn', 'cnn_pb'], log: () => {} });
+  server = await startServer({ repository: root, httpPort: 0, grpcPort: 0, metricsPort: -1, modelControlMode: 'explicit', loadModels: ['cnn', 'cnn_pb'], workers: false, log: () => {} });
   const Svc = (loadService().inference as grpc.GrpcObject).GRPCInferenceService as grpc.ServiceClientConstructor;
   client = new Svc(server.grpcAddress!, grpc.credentials.createInsecure()) as never;
 });

@@ -18,7 +18,7 @@ const fp32 = (rows: number, data: Float32Array | number[] = cnnInput(rows)) => (
 
 beforeAll(async () => {
   root = await makeRepository();
-  server = await startServer({ repository: root, httpPort: 0, grpcPort: -1, metricsPort: 0, maxRequestBytes: 4 * 1024 * 1024, log: () => {} });
+  server = await startServer({ repository: root, httpPort: 0, grpcPort: -1, metricsPort: 0, maxRequestBytes: 4 * 1024 * 1024, workers: false, log: () => {} });
   url = server.httpUrl!;
   const s = await InferenceSession.create(path.join(root, 'cnn', '1', 'model.onnx'));
   expected = ((await s.run({ input: new Tensor('float32', cnnInput(3), [3, 3, 32, 32]) })).probabilities as Tensor).data as Float32Array;

@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 async function start(opts: object = {}): Promise<RunningServer> {
-  const s = await startServer({ repository: root, httpPort: 0, grpcPort: -1, metricsPort: -1, log: () => {}, ...opts });
+  const s = await startServer({ repository: root, httpPort: 0, grpcPort: -1, metricsPort: -1, workers: false, log: () => {}, ...opts });
   servers.push(s);
   return s;
 }
@@ -72,6 +72,18 @@ describe('kiln serve operations', () => {
     await s.close();
     expect((await Promise.all(inflight)).map((r) => r.status)).toEqual([200, 200]);
     await expect(fetch(`${s.httpUrl}/v2/health/live`)).rejects.toThrow();
+  });
+});
+
+describe('kiln serve instances on worker threads', () => {
+  it('runs each instance on its own thread and returns the same outputs as the in-thread instances', async () => {
+    const inThread = await start({ modelControlMode: 'explicit', loadModels: ['cnn'] });
+    const threaded = await start({ modelControlMode: 'explicit', loadModels: ['cnn'], workers: true });
+    const run = async (s: RunningServer) => (await (await fetch(`${s.httpUrl}/v2/models/cnn/infer`, { method: 'POST', body: body(4) })).json()).outputs[0].data as number[];
+    const [a, b] = await Promise.all([run(inThread), Promise.all([run(threaded), run(threaded)])]);
+    expect(b[0]).toEqual(a);
+    expect(b[1]).toEqual(a);
+    await threaded.close();
   });
 });
 

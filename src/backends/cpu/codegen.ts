@@ -165,7 +165,7 @@ const fusedConv: Gen = (c, n, ins, out) => {
   const g = convGeometry(n, x, w, out);
   const act = activation(n);
   if (!g || act === undefined) return undefined;
-  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  const { C, H, W, Co, OH, OW, kh, kw, s, p } = g;
   const batch = x[0], N = OH * OW, K = C * kh * kw, id = c.id;
   if (g.group === C && w[1] === 1 && Co % C === 0) return depthwise(c, g, batch, !!bias, !!res, act);
   if (g.group !== 1 || w[1] !== C || Co * N * K < MIN_GEMM_WORK) return undefined;

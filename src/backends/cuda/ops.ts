@@ -7,6 +7,7 @@ import type { TensorData } from '../../ir/tensor.js';
 import { resolveOp, parseAttrs } from '../../ir/schema.js';
 import type { CudaDevice } from './device.js';
 import { prepareGemm, type PreparedGemm } from './ffi/cublaslt.js';
+import { cudnnAvailable, prepareConv } from './ffi/cudnn.js';
 import {
   elementwise, epilogue, cast, where, layerNorm, softmax, attentionSoftmax, maxPool, averagePool, globalAveragePool, globalMaxPool,
   im2col, im2colLayout, depthwiseConv2d, transpose, copyStrided, gather,
@@ -244,6 +245,13 @@ const fusedConvNHWC: Factory = (c) => {
   const [, OH, OW] = out.dims;
   const rows = N * OH * OW, K = kernel[0] * kernel[1] * C;
   const direct = kernel.every((k) => k === 1) && strides.every((s) => s === 1) && pads.every((p) => p === 0);
+  if (!direct && !cudnnAvailable()) {
+    try {
+      return cudnnConvNHWC(c, { N, H, W, C, M, kernel, pads, strides, dil, OH, OW, out });
+    } catch {
+      // a shape cuDNN refuses: im2col + GEMM below
+    }
+  }
   const col = direct ? undefined : im2colNHWC(X.dims, kernel, pads, strides, dil, [OH, OW], devType(X.dtype));
   const act = a.activation ?? '';
   const biasOk = !!B && B.dims.reduce((x, y) => x * y, 1) === M;
@@ -274,6 +282,31 @@ const fusedConvNHWC: Factory = (c) => {
     destroy: () => gemm.destroy(),
   };
 };
+
+/** Non-1x1 NHWC convolutions through cuDNN (tensor cores, no im2col buffer), then one epilogue kernel. */
+function cudnnConvNHWC(c: ImplContext, g: { N: number; H: number; W: number; C: number; M: number; kernel: number[]; pads: number[]; strides: number[]; dil: number[]; OH: number; OW: number; out: { dtype: DType; dims: number[] } }): GpuImpl {
+  const a = attr(c) as { activation?: string; activation_params?: number[] };
+  const [X, , B, R] = c.inputs;
+  const dtype = X!.dtype as 'float32' | 'float16' | 'bfloat16';
+  const conv = prepareConv({ n: g.N, c: g.C, h: g.H, w: g.W, m: g.M, kh: g.kernel[0], kw: g.kernel[1], oh: g.OH, ow: g.OW, pads: g.pads, strides: g.strides, dilations: g.dil, dtype }, `layer '${c.node.name}'`);
+  const act = a.activation ?? '';
+  const epi = B || R || act ? epilogue({
+    y: { dtype: devType(dtype), dims: g.out.dims }, bias: B ? { dtype: devType(B.dtype) } : undefined,
+    residual: R ? { dtype: devType(R.dtype), dims: R.dims } : undefined, activation: act, params: a.activation_params ?? [], out: { dtype: devType(dtype) }, biasAxis: 'last',
+  }) : undefined;
+  if (epi) c.dev.kernel(epi);
+  return {
+    run(ins, stream) {
+      const o = alloc(c.dev, g.out.dtype, g.out.dims);
+      const ws = conv.workspaceBytes ? c.dev.alloc(conv.workspaceBytes) : 0;
+      conv.run(ins[0]!.ptr, ins[1]!.ptr, o.ptr, ws, stream);
+      if (ws) c.dev.release(ws); // reuse is ordered on the stream
+      if (epi) launch(c.dev, epi, [o, ins[2], ins[3]], [o], stream);
+      return [o];
+    },
+    destroy: () => conv.destroy(),
+  };
+}
 
 const fusedConv: Factory = (c) => {
   if ((attr(c).layout as string | undefined) === 'NHWC') return fusedConvNHWC(c);

@@ -343,7 +343,8 @@ static float ksqdev(const float *x, int n, float mean) {
 }
 static float kmax_arr(const float *x, int n) {
   vf a = {0}; a -= INFINITY; int i = 0;
-  for (; i + VW <= n; i += VW) { vf v = *(const vfu *)(x + i); a = v > a ? v : a; }
+  typedef int32_t vi __attribute__((vector_size(VW * 4)));
+  for (; i + VW <= n; i += VW) { vf v = *(const vfu *)(x + i); vi m = v > a; a = (vf)(((vi)v & m) | ((vi)a & ~m)); }
   float m = -INFINITY;
   for (int l = 0; l < VW; l++) m = a[l] > m ? a[l] : m;
   for (; i < n; i++) m = x[i] > m ? x[i] : m;
@@ -482,6 +483,29 @@ void kiln_depthwise(const float *x, const float *w, const float *bias, float *y,
   kiln_pool_run(dw_task, &j, N * C * mult);
 }
 
+/* y[0..n) = x[0..k) times the row-major [k][n] matrix m, 8 vectors of y at a time held in registers. */
+static void row_times(const float *restrict x, int k, const float *restrict m, int n, float *restrict y) {
+  enum { U = 8 };
+  int j0 = 0;
+  for (; j0 + U * VW <= n; j0 += U * VW) {
+    vf acc[U];
+    for (int u = 0; u < U; u++) acc[u] = (vf){0};
+    for (int d = 0; d < k; d++) {
+      float xv = x[d];
+      const float *mr = m + (size_t)d * n + j0;
+      _Pragma("GCC unroll 8") for (int u = 0; u < U; u++) acc[u] += xv * *(const vfu *)(mr + u * VW);
+    }
+    for (int u = 0; u < U; u++) *(vfu *)(y + j0 + u * VW) = acc[u];
+  }
+  if (j0 == n) return;
+  for (int j = j0; j < n; j++) y[j] = 0;
+  for (int d = 0; d < k; d++) {
+    float xv = x[d];
+    const float *mr = m + (size_t)d * n;
+    for (int j = j0; j < n; j++) y[j] += xv * mr[j];
+  }
+}
+
 /* One (batch, head) per task: scores = Q K^T * scale + mask, softmax per row, then P V. */
 static void attn_task(void *p, int t) {
   const attn_t *a = p;
@@ -494,12 +518,7 @@ static void attn_task(void *p, int t) {
   else for (int l = 0; l < L; l++) for (int d = 0; d < D; d++) kt[(size_t)d * L + l] = k[(size_t)l * D + d];
   for (int s = 0; s < S; s++) {
     float *row = sc + (size_t)s * L;
-    for (int l = 0; l < L; l++) row[l] = 0;
-    for (int d = 0; d < D; d++) {
-      float qv = q[(size_t)s * D + d];
-      const float *kr = kt + (size_t)d * L;
-      for (int l = 0; l < L; l++) row[l] += qv * kr[l];
-    }
+    row_times(q + (size_t)s * D, D, kt, L, row);
     long mo = b * a->mq[0] + h * a->mq[1] + (long)s * a->mq[2];
     if (!a->mask) for (int l = 0; l < L; l++) row[l] *= a->scale;
     else if (a->mask_bool) {
@@ -510,13 +529,7 @@ static void attn_task(void *p, int t) {
       for (int l = 0; l < L; l++) row[l] = row[l] * a->scale + m[l * a->mq[3]];
     }
     softmax_row(row, row, L);
-    float *y = a->y + (bh * S + s) * DV;
-    for (int e = 0; e < DV; e++) y[e] = 0;
-    for (int l = 0; l < L; l++) {
-      float pv = row[l];
-      const float *vr = v + (size_t)l * DV;
-      for (int e = 0; e < DV; e++) y[e] += pv * vr[e];
-    }
+    row_times(row, L, v, DV, a->y + (bh * S + s) * DV);
   }
 }
 void kiln_attention(const attn_t *a) { kiln_pool_run(attn_task, (void *)a, a->B * a->H); }

@@ -36,6 +36,8 @@ export interface BuildOptions {
   onProgress?: (done: number, total: number, layer: string) => void;
   /** Convolution layout to convert to (default: the backend's preference). */
   layout?: 'NCHW' | 'NHWC';
+  /** Fail the build when a layer has no kernel on the device and would fall back to the CPU. */
+  strict?: boolean;
   /** Run the optimizer (default true). */
   optimize?: boolean;
   /** How the user asked for this build (recorded for mismatch errors). */
@@ -173,6 +175,12 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     opts.onProgress?.(++done, order.length, n.name || n.opType);
   }
   cache.save();
+  const fallback = order.filter((n) => tactics.get(n)!.tactic.name === 'cpu-fallback');
+  if (opts.strict && fallback.length) {
+    throw new KilnError(`--strict: ${fallback.length} layer(s) have no ${device} kernel and would run on the CPU: ${fallback.slice(0, 20).map((n) => `${n.name || '(unnamed)'} (${n.opType})`).join(', ')}${fallback.length > 20 ? ', ...' : ''}.`, {
+      hint: 'Drop --strict to let them run on the CPU inside the engine, or see `kiln inspect capability MODEL`.',
+    });
+  }
 
   // Arena sized for the profile's max; for unbounded dims (no max given), for opt — larger runs allocate as needed.
   const sizeAt = (name: string) => {

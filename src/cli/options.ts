@@ -21,6 +21,7 @@ export function addBuildOptions(cmd: Command): Command {
     .option('--opt-shapes <spec>', 'shape profile optimum (kernels are chosen for it)')
     .option('--max-shapes <spec>', 'shape profile maximum')
     .option('--timing-cache <file>', 'read and update a tactic timing cache')
+    .option('--strict', 'fail when a layer would fall back to the CPU on the chosen device')
     .option('--dump-ir <stage>', 'write the graph after an optimizer stage (or "all") as .onnx and .txt')
     .option('--dump-dir <dir>', 'where --dump-ir writes', '.');
 }
@@ -31,7 +32,7 @@ export function buildOptionsFrom(o: Record<string, any>, argv: string[] = proces
   const precision = (o.fp16 ? 'fp16' : o.bf16 ? 'bf16' : o.tf32 ? 'tf32' : o.stronglyTyped ? 'strongly-typed' : 'fp32') as Precision;
   const opts: BuildOptions = {
     device: o.device, precision, layerPrecisions: parseLayerPrecisions(o.layerPrecisions), timingCache: o.timingCache,
-    dumpIr: o.dumpIr, dumpDir: o.dumpDir, buildCommand: `kiln ${argv.slice(2).join(' ')}`,
+    dumpIr: o.dumpIr, dumpDir: o.dumpDir, strict: !!o.strict, buildCommand: `kiln ${argv.slice(2).join(' ')}`,
   };
   if (o.shapes) opts.shapes = Object.fromEntries(parseShapes(o.shapes));
   if (o.minShapes || o.optShapes || o.maxShapes) {

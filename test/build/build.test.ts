@@ -290,3 +290,19 @@ describe('layout pass (NHWC convolutions)', () => {
     }
   });
 });
+
+describe('--strict', () => {
+  it('fails a build whose layers would fall back to the CPU, naming them', async () => {
+    const testBackend: Backend = {
+      ...cpuBackend, name: 'test-strict', signature: () => ({ ...cpuBackend.signature(), backend: 'test-strict' }),
+      tactics: (n, m) => (n.opType === 'Softmax' ? [{ ...cpuBackend.tactics(n, m)[0], name: 'cpu-fallback' }] : cpuBackend.tactics(n, m)),
+    };
+    BACKENDS.push(testBackend);
+    try {
+      await expect(build(tinyCnn(), { device: 'test-strict', strict: true })).rejects.toThrow(/--strict: 1 layer\(s\) have no test-strict kernel[\s\S]*softmax \(Softmax\)/);
+      await expect(build(tinyCnn(), { device: 'test-strict' })).resolves.toBeDefined();
+    } finally {
+      BACKENDS.splice(BACKENDS.indexOf(testBackend), 1);
+    }
+  });
+});

@@ -116,7 +116,33 @@ export class CudaRunner implements Runner {
     return impl;
   }
 
+  /** Runs share this runner's stream and graph buffers, so they take turns (contexts queue, in order). */
+  private turn: Promise<void> = Promise.resolve();
+
   async run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>> {
+    const prev = this.turn;
+    let done!: () => void;
+    this.turn = new Promise((r) => (done = r));
+    await prev;
+    try {
+      return await this.runNow(feeds, fetches, hooks);
+    } finally {
+      done();
+    }
+  }
+
+  /** Resolve once `event` has completed, polling between event-loop turns so Node stays responsive. */
+  private async waitFor(event: unknown): Promise<void> {
+    const d = loadDriver();
+    for (;;) {
+      const st = d.cuEventQuery(event);
+      if (st === 0) return;
+      if (st !== 600) cu('cuEventQuery', event); // 600 = CUDA_ERROR_NOT_READY; anything else is an error
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  private async runNow(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>> {
     this.dev.makeCurrent();
     // CUDA graphs: the second run of a shape with every layer on the GPU is captured once, later runs replay it
     const shapeKey = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData ? `${v.dtype}[${v.dims.join('x')}]` : '?'}`).join('|') + `>${fetches.join(',')}`;
@@ -249,7 +275,7 @@ export class CudaRunner implements Runner {
   }
 
   /** Replay a captured run: inputs into the graph's input buffers, one launch, outputs back. */
-  private replay(g: GraphEntry, feeds: Map<string, Value>, hooks?: RunHooks): Map<string, Value> {
+  private async replay(g: GraphEntry, feeds: Map<string, Value>, hooks?: RunHooks): Promise<Map<string, Value>> {
     const ev = this.events();
     const hostStart = performance.now();
     cu('cuEventRecord', ev[2], this.stream);
@@ -260,7 +286,7 @@ export class CudaRunner implements Runner {
     cu('cuEventRecord', ev[0], this.stream);
     cu('cuGraphLaunch', g.exec, this.stream);
     cu('cuEventRecord', ev[1], this.stream);
-    this.dev.sync(this.stream);
+    await this.waitFor(ev[1]); // the event loop keeps turning while the GPU works
     const ms = [0], up = [0];
     cu('cuEventElapsedTime', ms, ev[0], ev[1]);
     cu('cuEventElapsedTime', up, ev[2], ev[0]);

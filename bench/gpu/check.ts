@@ -57,7 +57,7 @@ const models: [string, Model, Record<string, number[]>][] = [
 ];
 let failures = 0;
 for (const [name, model, shapes] of models) {
-  for (const precision of ['fp32', 'fp16'] as const) {
+  for (const precision of ['fp32', 'fp16', 'bf16'] as const) {
     try {
       const metas = model.graph.inputs.filter((i) => !model.graph.initializers.has(i.name)).map((i) => ({
         name: i.name, isTensor: true, type: (i.type as { dtype: string }).dtype,
@@ -80,7 +80,7 @@ for (const [name, model, shapes] of models) {
         let num = 0, den = 0;
         for (let i = 0; i < ev.length; i++) { num += (gv[i] - ev[i]) ** 2; den += ev[i] ** 2; }
         const rel = Math.sqrt(num / Math.max(den, 1e-30));
-        const tol = precision === 'fp16' ? 2e-2 : 1e-3;
+        const tol = precision === 'fp32' ? 1e-3 : precision === 'fp16' ? 2e-2 : 6e-2; // bf16 keeps 8 mantissa bits
         const ok = rel <= tol && got.dims.join() === e.dims.join();
         if (!ok) failures++;
         console.log(`${ok ? 'PASS' : 'FAIL'} ${name} ${precision} ${k}: rel err ${rel.toExponential(2)} (tol ${tol}) dims ${got.dims}`);

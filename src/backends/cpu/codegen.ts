@@ -176,9 +176,12 @@ const fusedConv: Gen = (c, n, ins, out) => {
   for (const [mr, nv] of TILES[c.isa]) {
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
     const fn = `L${id}_${tile}`, pack = `P${id}_${tile}`, packb = `B${id}_${tile}`;
+    // a full panel's rows are fixed-size copies the compiler inlines as vector moves
     const body = pointwise ? `  int n = KMIN(${nr}, ${N} - j0);
-  for (int k = 0; k < kc; k++) {
-    memcpy(panel + k * ${nr}, x + (size_t)(k0 + k) * ${N} + j0, n * sizeof(float));
+  const float *src = x + (size_t)k0 * ${N} + j0;
+  if (n == ${nr}) for (int k = 0; k < kc; k++) memcpy(panel + k * ${nr}, src + (size_t)k * ${N}, ${nr * 4});
+  else for (int k = 0; k < kc; k++) {
+    memcpy(panel + k * ${nr}, src + (size_t)k * ${N}, n * sizeof(float));
     for (int j = n; j < ${nr}; j++) panel[k * ${nr} + j] = 0;
   }` : im2colBody(g, nr);
     src += `static void ${packb}(const void *ctx, int j0, int k0, int kc, float *restrict panel) {

@@ -171,7 +171,7 @@ describe('bench', () => {
     expect(Array.from(loaded.input.data as Float32Array)).toEqual(Array.from(data));
   });
 
-  // a timing relation on a shared 2-core machine: retried, since other test files run beside it
+  // a timing relation: npm test runs this file alone, after the rest of the suite; retried for a noisy machine
   it('profiles layers in a separate pass; their times add up to the un-profiled latency', { retry: 3 }, async () => {
     // a larger batch, so that the per-layer timer is small next to the layers
     const big = await Engine.load(await build(tinyCnn(), { shapes: { input: [64, 3, 32, 32] } }));

@@ -35,6 +35,8 @@ export interface RunHooks {
   onPhase?: (phase: RunPhase, startMs: number, endMs: number) => void;
   /** Keep every intermediate value in the result. */
   keepAll?: boolean;
+  /** The caller keeps the layer outputs onLayer receives (so backends must not reuse their buffers). */
+  retainOutputs?: boolean;
 }
 
 export interface RunnerOptions {

@@ -131,7 +131,7 @@ function engineRunner(name: string, engine: Engine, original?: Model): ModelRunn
         if (o && outs[k] instanceof TensorData && (!original || sameComputation(producers.get(o), n))) tensors.set(o, outs[k] as TensorData);
       }) : undefined;
       const t0 = performance.now();
-      const out = await ctx.run(Object.fromEntries([...feeds].map(([k, v]) => [k, fromTensorData(v)])), undefined, onLayer ? { onLayer } : undefined);
+      const out = await ctx.run(Object.fromEntries([...feeds].map(([k, v]) => [k, fromTensorData(v)])), undefined, onLayer ? { onLayer, retainOutputs: true } : undefined);
       const ms = performance.now() - t0;
       const outputs = new Map<string, TensorData>();
       for (const [k, v] of Object.entries(out)) if (v instanceof Tensor) outputs.set(k, toTensorData(v));

@@ -12,7 +12,7 @@ import { KERNELS_BLOB, META_BLOB, dimsMatch, layerArgs, type KernelsMeta, type L
 
 export interface NativeKernels {
   /** The kernels for one run; `pool` lets intermediate outputs reuse buffers of values that are dead by then (off
-   * when a caller may hold on to intermediate values: keepAll or per-layer hooks). */
+   * when a caller holds on to intermediate values: keepAll, or onLayer with retainOutputs). */
   begin(pool: boolean): { kernelFor: (node: Node) => NodeKernel | undefined; end: () => void };
   release(): void;
 }

@@ -6,7 +6,7 @@ import type { DType } from '../ir/dtype.js';
 import { DTYPES } from '../ir/dtype.js';
 import { TensorData } from '../ir/tensor.js';
 import { InputError } from '../ir/errors.js';
-import { decodeNpy, decodeNpz, encodeNpz } from './npy.js';
+import { encodeNpz, readFile, readTensorFile } from './npy.js';
 
 function nestedShape(v: unknown): number[] {
   const dims: number[] = [];
@@ -44,19 +44,13 @@ function fromJson(name: string, v: unknown, file: string): TensorData {
 
 /** Read every tensor in a .npy (named `name`), .npz or .json file. */
 export function readTensors(file: string, name = 'x'): Record<string, TensorData> {
-  let bytes: Buffer;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (e) {
-    throw new InputError(`cannot read '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
   const ext = path.extname(file).toLowerCase();
-  if (ext === '.npz') return decodeNpz(bytes, file);
-  if (ext === '.npy') return { [name]: decodeNpy(bytes, file) };
+  if (ext === '.npz' || ext === '.npy') return readTensorFile(file, name);
   if (ext === '.json') {
+    const text = readFile(file).toString('utf8');
     let j: unknown;
     try {
-      j = JSON.parse(bytes.toString('utf8'));
+      j = JSON.parse(text);
     } catch (e) {
       throw new InputError(`${file}: not valid JSON (${(e as Error).message}).`);
     }

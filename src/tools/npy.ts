@@ -114,14 +114,18 @@ export function decodeNpz(bytes: Uint8Array, where = '.npz data'): Record<string
   return out;
 }
 
+/** A file's bytes, with an InputError naming the file when it cannot be read. */
+export function readFile(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new InputError(`cannot read '${file}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
 /** Read .npy (one tensor, named by `name`) or .npz (all arrays). */
 export function readTensorFile(path: string, name = 'x'): Record<string, TensorData> {
-  let bytes: Uint8Array;
-  try {
-    bytes = fs.readFileSync(path);
-  } catch (e) {
-    throw new InputError(`cannot read '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  if (path.endsWith('.npz')) return decodeNpz(bytes, path);
+  const bytes = readFile(path);
+  if (path.toLowerCase().endsWith('.npz')) return decodeNpz(bytes, path);
   return { [name]: decodeNpy(bytes, path) };
 }

@@ -11,14 +11,13 @@ import { parsePlan, serializePlan } from '../../src/build/plan.js';
 import { parseOnnx, loadOnnx } from '../../src/onnx/reader.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
 import { executeGraph } from '../../src/ops/execute.js';
-import { listCases, compareValues } from '../conformance/cases.js';
+import { listCases, loadCase, checkOutputs } from '../conformance/cases.js';
 import { skipReason } from '../conformance/skip.js';
-import { decodeOptional, decodeSequence, decodeTensor } from '../../src/onnx/tensor.js';
 import { BACKENDS } from '../../src/backends/index.js';
 import { cpuBackend } from '../../src/backends/cpu/index.js';
 import type { Backend } from '../../src/backends/backend.js';
 import type { Model } from '../../src/ir/graph.js';
-import { TensorData, type Value } from '../../src/ir/tensor.js';
+import { TensorData } from '../../src/ir/tensor.js';
 import { makeInputs } from '../../src/tools/inputs.js';
 import { verifyGraph } from '../../src/passes/verify.js';
 import { optimize } from '../../src/passes/pipeline.js';
@@ -34,36 +33,16 @@ async function runPlan(planBytes: Uint8Array, feeds: Record<string, OnnxValue>) 
   return out;
 }
 
-function readValue(file: string, kind: string | undefined): Value {
-  const b = fs.readFileSync(file);
-  return kind === 'sequence' ? decodeSequence(b) : kind === 'optional' ? decodeOptional(b) : decodeTensor(b);
-}
-
 describe('optimizer and plans on the conformance cases', () => {
   const cases = listCases().filter((c) => !skipReason(c));
   it.skipIf(cases.length === 0)('every case gives the same outputs after optimization and a plan save/load round trip', async () => {
     const failures: string[] = [];
     for (const c of cases) {
-      const model = await loadOnnx(path.join(c.dir, 'model.onnx'));
-      const dir = path.join(c.dir, 'test_data_set_0');
-      const feeds: Record<string, OnnxValue> = {};
-      const shapes: Record<string, number[]> = {};
-      model.graph.inputs.forEach((inp, i) => {
-        const f = path.join(dir, `input_${i}.pb`);
-        if (!fs.existsSync(f)) return;
-        const v = readValue(f, inp.type.kind);
-        feeds[inp.name] = fromValue(v);
-        if (v instanceof TensorData) shapes[inp.name] = [...v.dims];
-      });
       try {
+        const { model, feeds, shapes, expected } = await loadCase(c);
         const plan = await build(model, { shapes });
-        const out = await runPlan(plan.bytes, feeds);
-        model.graph.outputs.forEach((o, j) => {
-          const f = path.join(dir, `output_${j}.pb`);
-          if (!fs.existsSync(f)) return;
-          const msg = compareValues(toValue(out[o.name] ?? null), readValue(f, o.type.kind));
-          if (msg) failures.push(`${c.name} output '${o.name}': ${msg}`);
-        });
+        const out = await runPlan(plan.bytes, Object.fromEntries([...feeds].map(([k, v]) => [k, fromValue(v)])));
+        for (const m of checkOutputs(expected, (n) => toValue(out[n] ?? null))) failures.push(`${c.name} ${m}`);
       } catch (e) {
         failures.push(`${c.name}: ${(e as Error).message.split('\n')[0]}`);
       }

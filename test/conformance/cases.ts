@@ -7,7 +7,7 @@ import { loadOnnx } from '../../src/onnx/reader.js';
 import { decodeOptional, decodeSequence, decodeTensor } from '../../src/onnx/tensor.js';
 import { executeGraph } from '../../src/ops/execute.js';
 import { SequenceValue, TensorData, type Value } from '../../src/ir/tensor.js';
-import type { ValueType } from '../../src/ir/graph.js';
+import type { Model, ValueType } from '../../src/ir/graph.js';
 import { isFloat } from '../../src/ir/dtype.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -51,25 +51,57 @@ function readValue(file: string, type: ValueType | undefined): Value {
   return decodeTensor(bytes, file);
 }
 
-export async function runCase(c: CaseInfo): Promise<{ ok: true } | { ok: false; error: string }> {
+export interface LoadedCase {
+  model: Model;
+  /** inputs by graph input name (input_<i>.pb belongs to graph.input[i]) */
+  feeds: Map<string, Value>;
+  /** static shapes of the tensor inputs (a build's profile) */
+  shapes: Record<string, number[]>;
+  /** expected outputs by graph output name */
+  expected: Map<string, Value>;
+}
+
+/** A case's model, inputs and expected outputs. */
+export async function loadCase(c: CaseInfo): Promise<LoadedCase> {
   const model = await loadOnnx(path.join(c.dir, 'model.onnx'));
   const dataDir = path.join(c.dir, 'test_data_set_0');
   const files = fs.readdirSync(dataDir);
   const feeds = new Map<string, Value>();
+  const shapes: Record<string, number[]> = {};
   const inputs = model.graph.inputs;
   for (let i = 0; files.includes(`input_${i}.pb`); i++) {
-    if (!inputs[i]) return { ok: false, error: `input_${i}.pb has no matching graph input` };
-    feeds.set(inputs[i].name, readValue(path.join(dataDir, `input_${i}.pb`), inputs[i].type));
+    if (!inputs[i]) throw new Error(`input_${i}.pb has no matching graph input`);
+    const v = readValue(path.join(dataDir, `input_${i}.pb`), inputs[i].type);
+    feeds.set(inputs[i].name, v);
+    if (v instanceof TensorData) shapes[inputs[i].name] = [...v.dims];
   }
-  const got = executeGraph(model.graph, feeds, { opsets: model.opsets });
-  const errors: string[] = [];
+  const expected = new Map<string, Value>();
   model.graph.outputs.forEach((o, j) => {
     const file = path.join(dataDir, `output_${j}.pb`);
-    if (!fs.existsSync(file)) return;
-    const expected = readValue(file, o.type);
-    const msg = compareValues(got.get(o.name) ?? null, expected);
-    if (msg) errors.push(`output '${o.name}': ${msg}`);
+    if (fs.existsSync(file)) expected.set(o.name, readValue(file, o.type));
   });
+  return { model, feeds, shapes, expected };
+}
+
+/** Compare produced outputs with a case's expected ones; one message per mismatching output. */
+export function checkOutputs(expected: Map<string, Value>, got: (name: string) => Value | undefined): string[] {
+  const errors: string[] = [];
+  for (const [name, e] of expected) {
+    const msg = compareValues(got(name) ?? null, e);
+    if (msg) errors.push(`output '${name}': ${msg}`);
+  }
+  return errors;
+}
+
+export async function runCase(c: CaseInfo): Promise<{ ok: true } | { ok: false; error: string }> {
+  let loaded: LoadedCase;
+  try {
+    loaded = await loadCase(c);
+  } catch (e) {
+    return { ok: false, error: (e as Error).message };
+  }
+  const got = executeGraph(loaded.model.graph, loaded.feeds, { opsets: loaded.model.opsets });
+  const errors = checkOutputs(loaded.expected, (n) => got.get(n));
   return errors.length ? { ok: false, error: errors.join('\n') } : { ok: true };
 }
 

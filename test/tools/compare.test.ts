@@ -2,8 +2,6 @@
 // comparison with a deliberately faulty kernel, golden outputs, mismatched inputs, the CLI; and kiln inspect's
 // model/capability/data views.
 import { describe, it, expect, afterAll, afterEach } from 'vitest';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,21 +16,11 @@ import { writeTensors, readTensors } from '../../src/tools/compare-io.js';
 import { inspectCapability, modelLayers, modelWeights, summarizeTensor, formatCapability } from '../../src/tools/inspect.js';
 import * as api from '../../src/index.js';
 import { resnet50, RESNET_SMALL, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL, gpt2, GPT2_SMALL, tinyCnn } from '../../bench/models/zoo.js';
+import { kiln } from '../helpers/cli.js';
 
-const exec = promisify(execFile);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-compare-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 afterEach(() => overrideCpuKernelForTesting('Softmax'));
-
-async function kiln(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await exec(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, FORCE_COLOR: '0' } });
-    return { code: 0, ...r };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
 
 const t32 = (dims: number[], v: number[]) => TensorData.fromNumbers('float32', dims, v);
 

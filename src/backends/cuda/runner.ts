@@ -242,12 +242,7 @@ export class CudaRunner implements Runner {
       }
       cu('cuEventRecord', ev[1], this.stream);
       this.dev.sync(this.stream);
-      const ms = [0], up = [0];
-      cu('cuEventElapsedTime', ms, ev[0], ev[1]);
-      cu('cuEventElapsedTime', up, ev[2], ev[0]);
-      this.lastDeviceMs = ms[0];
-      hooks?.onPhase?.('h2d', hostStart, hostStart + up[0]);
-      hooks?.onPhase?.('compute', hostStart + up[0], hostStart + up[0] + ms[0]);
+      this.reportDeviceTimes(hostStart, hooks);
       if ((!hooks || timingOnly) && this.cpuLayers.size === 0 && fetches.every((f) => env.get(f)?.dev)) this.eligible.add(shapeKey);
       const out = new Map<string, Value>();
       const names = hooks?.keepAll ? [...env.keys()] : fetches;
@@ -274,6 +269,20 @@ export class CudaRunner implements Runner {
     }
   }
 
+  /**
+   * After a completed run, from its events (2: before the uploads, 0: before the first layer, 1: after the last):
+   * device compute time, and the H2D and compute phases mapped onto the host clock from `hostStart`.
+   */
+  private reportDeviceTimes(hostStart: number, hooks?: RunHooks): void {
+    const ev = this.events();
+    const ms = [0], up = [0];
+    cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+    cu('cuEventElapsedTime', up, ev[2], ev[0]);
+    this.lastDeviceMs = ms[0];
+    hooks?.onPhase?.('h2d', hostStart, hostStart + up[0]);
+    hooks?.onPhase?.('compute', hostStart + up[0], hostStart + up[0] + ms[0]);
+  }
+
   /** Replay a captured run: inputs into the graph's input buffers, one launch, outputs back. */
   private async replay(g: GraphEntry, feeds: Map<string, Value>, hooks?: RunHooks): Promise<Map<string, Value>> {
     const ev = this.events();
@@ -287,12 +296,7 @@ export class CudaRunner implements Runner {
     cu('cuGraphLaunch', g.exec, this.stream);
     cu('cuEventRecord', ev[1], this.stream);
     await this.waitFor(ev[1]); // the event loop keeps turning while the GPU works
-    const ms = [0], up = [0];
-    cu('cuEventElapsedTime', ms, ev[0], ev[1]);
-    cu('cuEventElapsedTime', up, ev[2], ev[0]);
-    this.lastDeviceMs = ms[0];
-    hooks?.onPhase?.('h2d', hostStart, hostStart + up[0]);
-    hooks?.onPhase?.('compute', hostStart + up[0], hostStart + up[0] + ms[0]);
+    this.reportDeviceTimes(hostStart, hooks);
     const d2h = performance.now();
     const out = new Map<string, Value>();
     for (const [k, d] of g.outputs) out.set(k, this.toHost({ dev: d }));

@@ -50,6 +50,8 @@ export interface RunnerOptions {
   tactics?: Record<string, string>;
   /** Compiled kernels stored in the plan. */
   kernels?: Map<string, Uint8Array>;
+  /** Which device of this backend's kind (GPU index; the CPU backend has only 0). */
+  deviceId?: number;
 }
 
 export interface Backend {
@@ -70,6 +72,6 @@ export interface Backend {
    * Kernels a backend can only generate by running the model (shapes baked in at the profile's opt shapes): run it
    * once on the device and return the compiled kernels for the plan, so that loading the plan needs no compiler.
    */
-  compileForPlan?(model: Model, inputShapes: Record<string, number[]>): Promise<[string, Uint8Array][]>;
+  compileForPlan?(model: Model, inputShapes: Record<string, number[]>, deviceId?: number): Promise<[string, Uint8Array][]>;
   createRunner(model: Model, options: RunnerOptions): Promise<Runner>;
 }

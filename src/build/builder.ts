@@ -10,7 +10,7 @@ import { optimize, type OptimizeReport } from '../passes/pipeline.js';
 import { inferShapes } from '../passes/infer.js';
 import { assignPrecision, type LayerPrecision, type Precision } from '../passes/precision.js';
 import { topoSort } from '../ops/execute.js';
-import { findBackend } from '../backends/index.js';
+import { findBackend, parseDevice } from '../backends/index.js';
 import type { Tactic } from '../backends/backend.js';
 import { KILN_DOMAIN } from '../ops/fused.js';
 import { planMemory, tensorBytes } from './memory.js';
@@ -92,7 +92,7 @@ export function resolveProfile(model: Model, opts: BuildOptions): ShapeProfile {
 
 export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan> {
   const t0 = performance.now();
-  const device = opts.device ?? 'cpu';
+  const { name: device, deviceId } = parseDevice(opts.device ?? 'cpu');
   const backend = findBackend(device);
   if (!backend) throw new InputError(`unknown device '${device}'.`);
   const avail = backend.availability();
@@ -218,7 +218,7 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     timing,
   };
   const optShapes = Object.fromEntries(Object.entries(profile).map(([k, p]) => [k, p.opt]));
-  const compiled = backend.compileForPlan ? await backend.compileForPlan(m, optShapes) : [];
+  const compiled = backend.compileForPlan ? await backend.compileForPlan(m, optShapes, deviceId) : [];
   header.buildMs = Math.round(performance.now() - t0);
   const tacticMap = Object.fromEntries(order.map((n) => [n.name, tactics.get(n)!.tactic.name]));
   const blobs = new Map<string, Uint8Array>([

@@ -10,7 +10,7 @@ import type { ShapeProfile } from '../build/plan.js';
 /** The flags of `kiln build` (also accepted by commands that build first). */
 export function addBuildOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--device <device>', 'device to build for').default('cpu'))
+    .addOption(new Option('--device <device>', 'device to build for: cpu, cuda, or cuda:N for the N-th GPU').default('cpu'))
     .option('--fp16', 'allow fp16 layers (sensitive layers stay fp32)')
     .option('--bf16', 'allow bf16 layers')
     .option('--tf32', 'allow TF32 math for fp32 layers (CUDA)')

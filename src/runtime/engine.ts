@@ -15,6 +15,15 @@ export function isPlanBytes(b: Uint8Array): boolean {
   return b.length >= 8 && new TextDecoder().decode(b.subarray(0, 8)) === PLAN_MAGIC;
 }
 
+export interface EngineLoadOptions {
+  /** CPU threads for intra-op parallelism. */
+  intraOpNumThreads?: number;
+  /** Capture CUDA runs into graphs and replay them (default true). */
+  cudaGraph?: boolean;
+  /** Which GPU runs the engine (default 0); a plan built on one GPU loads on any other of the same kind. */
+  deviceId?: number;
+}
+
 export class Engine {
   private contexts = new Set<ExecutionContext>();
   private disposed = false;
@@ -22,7 +31,7 @@ export class Engine {
   private constructor(readonly header: PlanHeader, readonly model: Model, private runner: Runner, readonly source: string) {}
 
   /** Load a plan from a file, its bytes, or a Plan just built. */
-  static async load(plan: string | Uint8Array | Plan, opts: { intraOpNumThreads?: number; cudaGraph?: boolean } = {}): Promise<Engine> {
+  static async load(plan: string | Uint8Array | Plan, opts: EngineLoadOptions = {}): Promise<Engine> {
     let data: PlanData;
     let source: string;
     if (typeof plan === 'string') {
@@ -46,7 +55,7 @@ export class Engine {
     if (!graphBytes) throw new KilnError(`${source}: the plan has no graph blob.`, { hint: `Rebuild: ${h.buildCommand}` });
     const model = parseOnnx(graphBytes, { path: source });
     const tactics = JSON.parse(new TextDecoder().decode(data.blobs.get('tactics.json') ?? new TextEncoder().encode('{}')));
-    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, cudaGraph: opts.cudaGraph, precision: h.precision, tactics, kernels: data.blobs });
+    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, cudaGraph: opts.cudaGraph, deviceId: opts.deviceId, precision: h.precision, tactics, kernels: data.blobs });
     return new Engine(h, model, runner, source);
   }
 

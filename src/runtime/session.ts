@@ -3,7 +3,7 @@ import type { Dim, ValueInfo, ValueType } from '../ir/graph.js';
 import { formatType } from '../ir/graph.js';
 import { InputError, KilnError } from '../ir/errors.js';
 import { loadOnnx } from '../onnx/reader.js';
-import { BACKENDS, findBackend } from '../backends/index.js';
+import { BACKENDS, findBackend, parseDevice } from '../backends/index.js';
 import { build } from '../build/builder.js';
 import type { Precision } from '../passes/precision.js';
 import { Tensor, type OnnxValue, type TensorType } from './tensor.js';
@@ -11,7 +11,9 @@ import { Engine, ExecutionContext, isPlanBytes, isPlanFile } from './engine.js';
 
 export interface SessionOptions {
   /** Providers to try, in order. Default ['cpu']. Unknown or unavailable providers are errors. */
-  executionProviders?: (string | { name: string })[];
+  executionProviders?: (string | { name: string; deviceId?: number })[];
+  /** GPU index for the cuda provider when the provider entry names none ('cuda:1' or { name: 'cuda', deviceId: 1 }). */
+  deviceId?: number;
   /** Threads for CPU kernels. */
   intraOpNumThreads?: number;
   /** Folder to resolve external data in when the model is given as bytes. */
@@ -68,13 +70,16 @@ export class InferenceSession {
       throw new InputError('InferenceSession.create: pass a model file path or its bytes (Uint8Array/ArrayBuffer).');
     }
     if (typeof source === 'string' ? isPlanFile(source) : isPlanBytes(source)) {
-      const engine = await Engine.load(source, { intraOpNumThreads: options.intraOpNumThreads });
+      const engine = await Engine.load(source, { intraOpNumThreads: options.intraOpNumThreads, deviceId: options.deviceId });
       return new InferenceSession(engine, engine.header.device.backend);
     }
     const m = await loadOnnx(source, { baseDir: options.baseDir });
-    const wanted = (options.executionProviders ?? ['cpu']).map((p) => (typeof p === 'string' ? p : p.name));
+    const wanted = (options.executionProviders ?? ['cpu']).map((p) => {
+      const d = parseDevice(typeof p === 'string' ? p : p.name);
+      return { name: d.name, deviceId: (typeof p === 'string' ? undefined : p.deviceId) ?? (d.deviceId || (options.deviceId ?? 0)) };
+    });
     const failures: string[] = [];
-    for (const name of wanted) {
+    for (const { name, deviceId } of wanted) {
       const b = findBackend(name);
       if (!b) {
         throw new InputError(`execution provider '${name}' is unknown. Known providers: ${BACKENDS.map((x) => x.name).join(', ')}.`);
@@ -84,8 +89,8 @@ export class InferenceSession {
         failures.push(`${name}: ${a.reason}`);
         continue;
       }
-      const plan = await build(m, { device: name, precision: options.precision, optimize: options.graphOptimizationLevel !== 'disabled' });
-      const engine = await Engine.load(plan, { intraOpNumThreads: options.intraOpNumThreads });
+      const plan = await build(m, { device: `${name}:${deviceId}`, precision: options.precision, optimize: options.graphOptimizationLevel !== 'disabled' });
+      const engine = await Engine.load(plan, { intraOpNumThreads: options.intraOpNumThreads, deviceId });
       return new InferenceSession(engine, name);
     }
     throw new KilnError(`none of the requested execution providers can run here:\n  ${failures.join('\n  ')}`, {

@@ -9,6 +9,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import type { ValueMetadata } from '../runtime/session.js';
 import type { RunHooks, RunPhase } from '../backends/backend.js';
 import { InputError } from '../ir/errors.js';
+import { parseDevice } from '../backends/index.js';
 import type { DType } from '../ir/dtype.js';
 import { makeInputs, randomTensor } from './inputs.js';
 
@@ -25,18 +26,21 @@ export interface EngineSource {
   threads?: number;
   /** CUDA graphs (cuda backend; default on). */
   cudaGraph?: boolean;
+  /** GPU index to run on (default: the index in build.device, e.g. cuda:1, else 0). */
+  deviceId?: number;
 }
 
 /** Build (from ONNX) or load (a plan) the engine to benchmark. */
 export async function loadBenchEngine(src: EngineSource): Promise<{ engine: Engine; plan?: Plan; source: string }> {
   if (!!src.onnx === !!src.plan) throw new InputError('give exactly one model: --onnx MODEL.onnx or --load-engine MODEL.plan.');
+  const deviceId = src.deviceId ?? parseDevice(src.build?.device ?? 'cpu').deviceId;
   if (src.plan) {
     if (!isPlanFile(src.plan)) throw new InputError(`'${src.plan}' is not a Kiln plan.`, { hint: 'Build one with `kiln build --onnx MODEL.onnx`, or pass the ONNX model with --onnx.' });
-    return { engine: await Engine.load(src.plan, { intraOpNumThreads: src.threads, cudaGraph: src.cudaGraph }), source: src.plan };
+    return { engine: await Engine.load(src.plan, { intraOpNumThreads: src.threads, cudaGraph: src.cudaGraph, deviceId }), source: src.plan };
   }
-  const plan = await build(await loadOnnx(src.onnx!), src.build);
+  const plan = await build(await loadOnnx(src.onnx!), { ...src.build, device: `${parseDevice(src.build?.device ?? 'cpu').name}:${deviceId}` });
   if (src.saveEngine) await plan.save(src.saveEngine);
-  return { engine: await Engine.load(plan, { intraOpNumThreads: src.threads, cudaGraph: src.cudaGraph }), plan, source: src.onnx! };
+  return { engine: await Engine.load(plan, { intraOpNumThreads: src.threads, cudaGraph: src.cudaGraph, deviceId }), plan, source: src.onnx! };
 }
 
 /** The engine's inputs, with dynamic dims at the shape profile's opt (what trtexec runs without --shapes). */

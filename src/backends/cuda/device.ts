@@ -1,6 +1,6 @@
 // One CUDA device: context, stream, memory (a caching allocator over cuMemAlloc), copies, modules and launches.
 import { KilnError } from '../../ir/errors.js';
-import { cu, check, loadDriver, ATTR, pointerArray } from './ffi/driver.js';
+import { cu, check, loadDriver, ATTR, pointerArray, current } from './ffi/driver.js';
 import { compileCubin } from './ffi/nvrtc.js';
 import { setWorkspaceAllocator, WORKSPACE_BYTES } from './ffi/cublaslt.js';
 import type { KernelSource } from './codegen/types.js';
@@ -48,13 +48,14 @@ export class CudaDevice {
     const ctx = [null];
     cu('cuDevicePrimaryCtxRetain', ctx, dev[0]);
     this.ctx = ctx[0];
-    cu('cuCtxSetCurrent', this.ctx);
+    this.makeCurrent();
     void d;
-    setWorkspaceAllocator(() => this.alloc(WORKSPACE_BYTES));
+    setWorkspaceAllocator(ordinal, () => this.alloc(WORKSPACE_BYTES));
   }
 
   makeCurrent(): void {
     cu('cuCtxSetCurrent', this.ctx);
+    current.ordinal = this.info.ordinal;
   }
 
   /** Device memory, rounded up to 256 bytes and reused from freed blocks of the same size. */
@@ -162,6 +163,18 @@ export function getDevice(ordinal = 0): CudaDevice {
   devices[ordinal] ??= new CudaDevice(ordinal);
   devices[ordinal].makeCurrent();
   return devices[ordinal];
+}
+/** How many CUDA devices the driver sees (0 when there is no driver). */
+export function deviceCount(): number {
+  try {
+    loadDriver();
+    cu('cuInit', 0);
+    const count = [0];
+    cu('cuDeviceGetCount', count);
+    return count[0];
+  } catch {
+    return 0;
+  }
 }
 export function resetDevicesForTests(): void {
   devices = [];

@@ -50,8 +50,8 @@ export const cudaBackend: Backend = {
     return GPU_OPS[key] ? [gpuTactic] : [{ ...cpuBackend.tactics(node, {} as Model)[0], name: 'cpu-fallback' }];
   },
   serializeKernels: () => [],
-  async compileForPlan(model: Model, inputShapes: Record<string, number[]>): Promise<[string, Uint8Array][]> {
-    const dev = getDevice(0);
+  async compileForPlan(model: Model, inputShapes: Record<string, number[]>, deviceId = 0): Promise<[string, Uint8Array][]> {
+    const dev = getDevice(deviceId);
     const runner = new CudaRunner(model, dev);
     dev.used.clear();
     const feeds = new Map<string, Value>();
@@ -71,7 +71,7 @@ export const cudaBackend: Backend = {
     return cubins.size ? [['cuda.cubins', encodeCubins(cubins)]] : [];
   },
   async createRunner(model: Model, options: RunnerOptions): Promise<Runner> {
-    const dev = getDevice(0);
+    const dev = getDevice(options.deviceId ?? 0);
     if (options.kernels) {
       const blob = options.kernels.get('cuda.cubins');
       if (blob) for (const [name, bytes] of decodeCubins(blob)) dev.cubins.set(name, bytes);

@@ -45,3 +45,24 @@ describe.skipIf(!avail.ok)(`cuda backend on the GPU${avail.ok ? '' : ` (skipped:
     }
   });
 });
+
+describe.skipIf(!avail.ok)(`cuda backend device selection${avail.ok ? '' : ` (skipped: ${avail.reason})`}`, () => {
+  it('runs one plan on every visible GPU (deviceId) with the same outputs, and names a missing GPU', async () => {
+    const { deviceCount } = await import('../../../src/backends/cuda/device.js');
+    const n = deviceCount();
+    const model = tinyCnn();
+    const feeds = { input: new Tensor('float32', Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => Math.cos(i)), [1, 3, 32, 32]) };
+    const plan = await build(model, { device: 'cuda:0' });
+    let first: Float32Array | undefined;
+    for (let d = 0; d < n; d++) {
+      const engine = await Engine.load(plan, { deviceId: d });
+      const out = toTensorData((await engine.createContext().run(feeds)).output as Tensor).toFloat64();
+      first ??= Float32Array.from(out);
+      expect(Array.from(out)).toEqual(Array.from(first));
+      engine.dispose();
+    }
+    await expect(Engine.load(plan, { deviceId: n })).rejects.toThrow(`CUDA device ${n} does not exist (${n} found)`);
+    const s = await InferenceSession.create(serializeOnnx(model), { executionProviders: [`cuda:${n - 1}`] });
+    expect(s.executionProvider).toBe('cuda');
+  });
+});

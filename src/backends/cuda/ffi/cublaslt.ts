@@ -3,6 +3,7 @@
 // column-major C^T[N,M] = B^T[N,K] @ A^T[K,M], so "A" for cuBLASLt is our B and vice versa.
 import { KilnError } from '../../../ir/errors.js';
 import { loadLibrary } from './libs.js';
+import { current } from './driver.js';
 
 type Fn = (...args: any[]) => any;
 let api: Record<string, Fn> | undefined;
@@ -39,14 +40,15 @@ export const EPILOGUE = { none: 1, relu: 2, bias: 4, reluBias: 6, gelu: 32, gelu
 const HEURISTIC_RESULT_BYTES = 96; // cublasLtMatmulAlgo_t (64) + workspaceSize + state + wavesCount + reserved[4]
 export const WORKSPACE_BYTES = 32 << 20;
 
-let handle: unknown;
+const handles = new Map<number, unknown>(); // per device ordinal: a handle belongs to the device current at creation
 function lt(): unknown {
-  if (!handle) {
-    const h = [null];
-    check(load().create(h), 'cublasLtCreate', 'initializing cuBLASLt');
-    handle = h[0];
+  let h = handles.get(current.ordinal);
+  if (!h) {
+    const out = [null];
+    check(load().create(out), 'cublasLtCreate', 'initializing cuBLASLt');
+    handles.set(current.ordinal, h = out[0]);
   }
-  return handle;
+  return h;
 }
 
 export interface GemmSpec {
@@ -128,14 +130,15 @@ export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): Prepare
   };
 }
 
-let ws = 0;
-let allocWs: (() => number) | undefined;
-/** The runtime provides the device workspace allocator. */
-export function setWorkspaceAllocator(f: () => number): void {
-  allocWs = f;
+const workspaces = new Map<number, number>();
+const allocators = new Map<number, () => number>();
+/** Each device provides its workspace allocator. */
+export function setWorkspaceAllocator(ordinal: number, f: () => number): void {
+  allocators.set(ordinal, f);
 }
 function workspace(): number {
-  if (!ws) ws = allocWs!();
+  let ws = workspaces.get(current.ordinal);
+  if (!ws) workspaces.set(current.ordinal, ws = allocators.get(current.ordinal)!());
   return ws;
 }
 

@@ -2,6 +2,7 @@
 // own heuristic. Bias, residual and activation run in Kiln's epilogue kernel after it.
 import { KilnError } from '../../../ir/errors.js';
 import { loadLibrary } from './libs.js';
+import { current } from './driver.js';
 
 type Fn = (...args: any[]) => any;
 let api: Record<string, Fn> | undefined;
@@ -47,8 +48,8 @@ const NHWC = 1;
 const DTYPE = { float32: 0, float16: 2, bfloat16: 9 } as const;
 const PERF_BYTES = 48; // cudnnConvolutionFwdAlgoPerf_t: algo, status, time, memory (8-aligned), determinism, mathType, reserved[3]
 
-let handle: unknown;
-let handleStream: unknown;
+// per device ordinal: a handle belongs to the device current at creation, and remembers the stream last set on it
+const handles = new Map<number, { h: unknown; stream: unknown }>();
 
 export interface PreparedConv {
   workspaceBytes: number;
@@ -62,11 +63,13 @@ export function prepareConv(a: {
   pads: number[]; strides: number[]; dilations: number[]; dtype: 'float32' | 'float16' | 'bfloat16';
 }, what: string): PreparedConv {
   const n = load();
-  if (!handle) {
+  let entry = handles.get(current.ordinal);
+  if (!entry) {
     const h = [null];
     check(n.create(h), 'cudnnCreate', what);
-    handle = h[0];
+    handles.set(current.ordinal, entry = { h: h[0], stream: null });
   }
+  const state = entry, handle = entry.h;
   const dt = DTYPE[a.dtype];
   const x = [null], y = [null], f = [null], conv = [null];
   check(n.tensorCreate(x), 'cudnnCreateTensorDescriptor', what);
@@ -96,9 +99,9 @@ export function prepareConv(a: {
   return {
     workspaceBytes: wsBytes,
     run(xp, wp, yp, ws, stream) {
-      if (handleStream !== stream) {
+      if (state.stream !== stream) {
         check(n.setStream(handle, stream), 'cudnnSetStream', what);
-        handleStream = stream;
+        state.stream = stream;
       }
       check(n.forward(handle, alpha, x[0], xp, f[0], wp, conv[0], algo, ws, wsBytes, beta, y[0], yp), 'cudnnConvolutionForward', what);
     },

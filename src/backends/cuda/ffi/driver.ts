@@ -102,6 +102,10 @@ export function cu(name: keyof Driver, ...args: unknown[]): void {
   check(loadDriver()[name](...args), name);
 }
 
+/** Which device's context is current on this thread (set by CudaDevice.makeCurrent): per-device library handles
+ * (cuBLASLt, cuDNN) and workspaces are looked up by it. */
+export const current = { ordinal: 0 };
+
 export const ATTR = { smCount: 16, ccMajor: 75, ccMinor: 76, maxSharedOptin: 97 } as const;
 
 export function pointerArray(values: (number | bigint)[]): Buffer[] {

@@ -20,8 +20,18 @@ export interface Tactic {
 }
 
 export interface Runner {
-  /** Run the model on named inputs; returns the requested outputs. */
-  run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>>;
+  /** Run the model on named inputs; returns the requested outputs. `context` is one from `createContext`. */
+  run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks, context?: RunnerContext): Promise<Map<string, Value>>;
+  /**
+   * Per-context state (the CUDA backend: a stream, captured graphs, events), so an engine's contexts run at once.
+   * Backends without it run every context's work through the runner's own state.
+   */
+  createContext?(): RunnerContext;
+  release(): void;
+}
+
+/** A backend's state for one execution context; released with the context or the engine. */
+export interface RunnerContext {
   release(): void;
 }
 

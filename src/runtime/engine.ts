@@ -5,7 +5,7 @@ import type { Model } from '../ir/graph.js';
 import { KilnError, InputError } from '../ir/errors.js';
 import { parseOnnx } from '../onnx/reader.js';
 import { findBackend } from '../backends/index.js';
-import type { Runner, RunHooks } from '../backends/backend.js';
+import type { Runner, RunHooks, RunnerContext } from '../backends/backend.js';
 import { deviceMismatch, parsePlan, readPlanFile, PLAN_MAGIC, type PlanData, type PlanHeader, type ShapeProfile } from '../build/plan.js';
 import type { Plan } from '../build/builder.js';
 import type { Value } from '../ir/tensor.js';
@@ -105,7 +105,17 @@ export class Engine {
 }
 
 export class ExecutionContext {
+  private state?: RunnerContext;
+
   constructor(readonly engine: Engine, private runner: Runner) {}
+
+  /** Frees what this context holds on the device (its stream and captured CUDA graphs); the engine stays. */
+  dispose(): void {
+    this.state?.release();
+    this.state = undefined;
+    this.disposed = true;
+  }
+  private disposed = false;
 
   /** Run one inference; resolves with every output (or those named in `fetches`). */
   async run(feeds: Record<string, OnnxValue>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
@@ -125,7 +135,9 @@ export class ExecutionContext {
     e.checkProfile(inputs);
     const out = fetches ? [...fetches] : e.outputNames;
     hooks?.onPhase?.('h2d', h2d, performance.now());
-    const r = await this.runner.run(inputs, out, hooks);
+    if (this.disposed) throw new InputError('this ExecutionContext was disposed; create a new one with engine.createContext().');
+    this.state ??= this.runner.createContext?.();
+    const r = await this.runner.run(inputs, out, hooks, this.state);
     const d2h = hooks?.onPhase ? performance.now() : 0;
     const result: Record<string, OnnxValue> = {};
     for (const f of out) result[f] = fromValue(r.get(f) ?? null);

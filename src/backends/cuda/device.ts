@@ -25,6 +25,17 @@ export class CudaDevice {
   /** names of kernels loaded since the last clear (what a plan must carry) */
   readonly used = new Set<string>();
   allocatedBytes = 0;
+  /**
+   * The stream whose run is issuing work right now (runs issue synchronously between awaits). Blocks freed while a
+   * stream is active may still be read by its queued kernels, so they are reused only by that stream until it has
+   * synchronized (`settle`); other contexts' streams never see them early.
+   */
+  active: unknown = undefined;
+  private pending = new Map<unknown, Map<number, number[]>>();
+  /** the allocation sequence of a run being recorded (for planning the arena of its CUDA graph) */
+  private rec?: { sizes: number[]; start: number[]; end: number[]; ids: Map<number, number>; t: number };
+  /** a planned arena serving a captured run's allocations in the recorded order */
+  private arena?: { base: number; offsets: number[]; sizes: number[]; i: number; diverged: boolean };
 
   constructor(ordinal = 0) {
     const d = loadDriver();
@@ -50,7 +61,7 @@ export class CudaDevice {
     this.ctx = ctx[0];
     this.makeCurrent();
     void d;
-    setWorkspaceAllocator(ordinal, () => this.alloc(WORKSPACE_BYTES));
+    setWorkspaceAllocator(ordinal, () => this.alloc(WORKSPACE_BYTES, true));
   }
 
   makeCurrent(): void {
@@ -58,9 +69,29 @@ export class CudaDevice {
     current.ordinal = this.info.ordinal;
   }
 
-  /** Device memory, rounded up to 256 bytes and reused from freed blocks of the same size. */
-  alloc(bytes: number): number {
+  /**
+   * Device memory, rounded up to 256 bytes: from the planned arena while one serves a capture, else reused from
+   * freed blocks of the same size. `persistent` blocks (weights, library workspaces) are outside the run's sequence.
+   */
+  alloc(bytes: number, persistent = false): number {
     const size = Math.max(256, Math.ceil(bytes / 256) * 256);
+    if (!persistent && this.arena && !this.arena.diverged) {
+      const a = this.arena;
+      if (a.sizes[a.i] === size) return a.base + a.offsets[a.i++];
+      a.diverged = true; // not the recorded sequence: plain allocations from here on (still correct, just not planned)
+    }
+    const ptr = this.poolAlloc(size);
+    if (!persistent && this.rec) {
+      const r = this.rec, id = r.sizes.length;
+      r.sizes.push(size); r.start.push(r.t++); r.end.push(Infinity);
+      r.ids.set(ptr, id);
+    }
+    return ptr;
+  }
+
+  private poolAlloc(size: number): number {
+    const mine = this.active === undefined ? undefined : this.pending.get(this.active)?.get(size);
+    if (mine?.length) return mine.pop()!;
     const list = this.free.get(size);
     if (list?.length) return list.pop()!;
     const p = [0];
@@ -75,12 +106,86 @@ export class CudaDevice {
     return ptr;
   }
 
+  /** Give a block back: to the active stream's own list while it runs, else to everyone (its work is done). */
   release(ptr: number): void {
+    const id = this.rec?.ids.get(ptr);
+    if (id !== undefined) {
+      this.rec!.end[id] = this.rec!.t++;
+      this.rec!.ids.delete(ptr);
+    }
     const size = this.sizes.get(ptr);
-    if (size === undefined) return;
-    const list = this.free.get(size);
+    if (size === undefined) return; // arena blocks belong to their arena
+    let lists = this.free;
+    if (this.active !== undefined) {
+      lists = this.pending.get(this.active) ?? new Map();
+      this.pending.set(this.active, lists);
+    }
+    const list = lists.get(size);
     if (list) list.push(ptr);
-    else this.free.set(size, [ptr]);
+    else lists.set(size, [ptr]);
+  }
+
+  /** Record the sizes and lifetimes of the non-persistent allocations until `stopRecording`. */
+  startRecording(): void {
+    this.rec = { sizes: [], start: [], end: [], ids: new Map(), t: 0 };
+  }
+
+  stopRecording(): AllocationRecord | undefined {
+    const r = this.rec;
+    this.rec = undefined;
+    return r && { sizes: r.sizes, start: r.start, end: r.end };
+  }
+
+  /**
+   * Serve the next allocations from one block laid out for `record` (each allocation at an offset that no other
+   * allocation overlapping it in time uses): a context's captured run then holds about its peak live bytes, not
+   * the sum of whatever sizes a caching pool happened to keep. Returns the arena's base (free with `freeArena`).
+   */
+  beginArena(record: AllocationRecord): number {
+    const { offsets, total } = planArena(record);
+    const p = [0];
+    const st = loadDriver().cuMemAlloc_v2(p, Math.max(total, 256));
+    if (st !== 0) {
+      this.trim();
+      check(loadDriver().cuMemAlloc_v2(p, Math.max(total, 256)), `cuMemAlloc(${total} bytes, context arena)`);
+    }
+    const base = Number(p[0]);
+    this.arenas.set(base, Math.max(total, 256));
+    this.allocatedBytes += Math.max(total, 256);
+    this.arena = { base, offsets, sizes: record.sizes, i: 0, diverged: false };
+    return base;
+  }
+
+  endArena(): void {
+    this.arena = undefined;
+  }
+
+  freeArena(base: number): void {
+    const size = this.arenas.get(base);
+    if (size === undefined) return;
+    loadDriver().cuMemFree_v2(base);
+    this.arenas.delete(base);
+    this.allocatedBytes -= size;
+  }
+  private arenas = new Map<number, number>();
+
+  /** After `stream` synchronized: its freed blocks become everyone's. */
+  settle(stream: unknown): void {
+    const lists = this.pending.get(stream);
+    this.pending.delete(stream);
+    if (!lists) return;
+    for (const [size, ptrs] of lists) {
+      const list = this.free.get(size);
+      if (list) list.push(...ptrs);
+      else this.free.set(size, ptrs);
+    }
+  }
+
+  /** Blocks `stream` freed since it last settled, taken out of the pool (a captured CUDA graph keeps using them). */
+  takePending(stream: unknown): number[] {
+    const lists = this.pending.get(stream);
+    this.pending.delete(stream);
+    return lists ? [...lists.values()].flat() : [];
   }
 
   /** Return cached free blocks to the driver. */
@@ -156,6 +261,33 @@ export class CudaDevice {
     cu('cuMemGetInfo_v2', f, t);
     return { free: Number(f[0]), total: Number(t[0]) };
   }
+}
+
+/** Sizes and lifetimes (event indices; Infinity = still live at the end) of a run's allocations, in order. */
+export interface AllocationRecord {
+  sizes: number[];
+  start: number[];
+  end: number[];
+}
+
+/** Offsets for a recorded allocation sequence: largest first, each at the lowest offset free for its lifetime. */
+export function planArena(r: AllocationRecord): { offsets: number[]; total: number } {
+  const order = r.sizes.map((_, i) => i).sort((a, b) => r.sizes[b] - r.sizes[a] || a - b);
+  const offsets = new Array<number>(r.sizes.length).fill(0);
+  const placed: number[] = [];
+  let total = 0;
+  for (const i of order) {
+    const busy = placed.filter((j) => r.start[j] < r.end[i] && r.start[i] < r.end[j]).map((j) => [offsets[j], offsets[j] + r.sizes[j]] as const).sort((a, b) => a[0] - b[0]);
+    let off = 0;
+    for (const [lo, hi] of busy) {
+      if (off + r.sizes[i] <= lo) break;
+      off = Math.max(off, hi);
+    }
+    offsets[i] = off;
+    placed.push(i);
+    total = Math.max(total, off + r.sizes[i]);
+  }
+  return { offsets, total };
 }
 
 let devices: CudaDevice[] = [];

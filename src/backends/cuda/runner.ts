@@ -2,7 +2,8 @@
 // host, or both, and moves only when a consumer needs it where it is not: GPU layers read device copies; layers with
 // no CUDA kernel run their reference kernel on the CPU inside the same engine (small shape arithmetic such as
 // Shape -> Gather -> Concat stays on the host that way). Kernels are generated per layer and input shapes, compiled
-// once (or taken from the plan's cubins), and replayed.
+// once (or taken from the plan's cubins), and replayed. Weights and kernels belong to the engine; each execution
+// context has its own stream, CUDA graphs and events (a `StreamContext`), so contexts of one engine run at once.
 import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { nodeLabel } from '../../ir/graph.js';
 import type { DType, TypedArray } from '../../ir/dtype.js';
@@ -11,9 +12,10 @@ import { resolveOp, parseAttrs, type KernelContext } from '../../ir/schema.js';
 import { TensorData, SequenceValue, type Value } from '../../ir/tensor.js';
 import { executeGraph, makeContext, nodeDeps, topoSort } from '../../ops/execute.js';
 import { ExecutionError } from '../../ir/errors.js';
-import type { Runner, RunHooks } from '../backend.js';
-import type { CudaDevice } from './device.js';
+import type { Runner, RunHooks, RunnerContext } from '../backend.js';
+import type { AllocationRecord, CudaDevice } from './device.js';
 import { cu, loadDriver } from './ffi/driver.js';
+import { dropWorkspace } from './ffi/cublaslt.js';
 import { GPU_OPS, type DeviceTensor, type GpuImpl } from './ops.js';
 
 interface GraphEntry {
@@ -21,6 +23,53 @@ interface GraphEntry {
   inputs: Map<string, DeviceTensor>;
   outputs: Map<string, DeviceTensor>;
   buffers: number[];
+  /** the context arena the captured run allocated from (0: none) */
+  arena: number;
+}
+
+/** What one execution context owns: a stream, the CUDA graphs captured on it, its timing events, its run queue. */
+class StreamContext implements RunnerContext {
+  readonly stream: unknown;
+  readonly graphs = new Map<string, GraphEntry>();
+  /** shapes whose last eager run had every layer on the GPU: the next run captures them */
+  readonly eligible = new Set<string>();
+  /** the allocation sequence of each shape's last eager run, from which its capture's arena is planned */
+  readonly records = new Map<string, AllocationRecord>();
+  /** device time of the last run between its first and last layer (CUDA events), ms */
+  lastDeviceMs = 0;
+  /** runs of one context share its stream and graph buffers, so they take turns, in order */
+  turn: Promise<void> = Promise.resolve();
+  private ev?: unknown[];
+  released = false;
+
+  constructor(private dev: CudaDevice, private onRelease: (c: StreamContext) => void) {
+    this.stream = dev.createStream();
+  }
+
+  events(): unknown[] {
+    this.ev ??= [0, 1, 2].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+    return this.ev;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.dev.makeCurrent();
+    this.dev.sync(this.stream);
+    for (const g of this.graphs.values()) {
+      loadDriver().cuGraphExecDestroy(g.exec);
+      for (const p of g.buffers) this.dev.release(p);
+      this.dev.freeArena(g.arena);
+    }
+    this.graphs.clear();
+    if (this.ev) for (const e of this.ev) loadDriver().cuEventDestroy_v2(e);
+    this.ev = undefined;
+    const ws = dropWorkspace(this.stream);
+    if (ws) this.dev.release(ws);
+    this.dev.settle(this.stream);
+    loadDriver().cuStreamDestroy_v2(this.stream);
+    this.onRelease(this);
+  }
 }
 
 interface Slot {
@@ -38,7 +87,9 @@ export class CudaRunner implements Runner {
   private order: Node[];
   private weights = new Map<string, DeviceTensor>();
   private impls = new Map<string, GpuImpl | null>();
-  stream: unknown;
+  private contexts = new Set<StreamContext>();
+  /** the context of runs made on the runner itself (build-time kernel generation, engine-level runs) */
+  private main?: StreamContext;
   /** layers that ran on the CPU in the last run (for inspect --capability and tests) */
   cpuLayers = new Set<string>();
   /** why a layer with a CUDA implementation still ran on the CPU */
@@ -46,44 +97,58 @@ export class CudaRunner implements Runner {
 
   constructor(private model: Model, readonly dev: CudaDevice) {
     this.order = topoSort(model.graph, () => true);
-    this.stream = dev.createStream();
   }
 
-  private weight(name: string): DeviceTensor | undefined {
+  /** A new execution context: its own stream, so it runs concurrently with the engine's other contexts. */
+  createContext(): StreamContext {
+    this.dev.makeCurrent();
+    const c = new StreamContext(this.dev, (x) => this.contexts.delete(x));
+    this.contexts.add(c);
+    return c;
+  }
+
+  /** Device time of the last run on the engine's own context (for benchmarks that hold the runner). */
+  get lastDeviceMs(): number {
+    return this.main?.lastDeviceMs ?? 0;
+  }
+
+  private weight(name: string, stream: unknown): DeviceTensor | undefined {
     let w = this.weights.get(name);
     if (w) return w;
     const t = this.model.graph.initializers.get(name);
     if (!t || t.dtype === 'string' || !(t.data instanceof Object)) return undefined;
     const bytes = bytesOf(t.dtype, t.dims);
     if (!bytes && t.size) return undefined;
-    const ptr = this.dev.alloc(Math.max(bytes, 1));
-    this.dev.upload(ptr, t.data as TypedArray, this.stream);
+    const ptr = this.dev.alloc(Math.max(bytes, 1), true);
+    // complete before any stream may read it: weights are shared by every context's stream
+    this.dev.upload(ptr, t.data as TypedArray, stream);
+    this.dev.sync(stream);
     w = { ptr, dtype: t.dtype, dims: [...t.dims], bytes, owned: false };
     this.weights.set(name, w);
     return w;
   }
 
-  private toDevice(slot: Slot, name: string, temps: number[], refs: Map<number, number>): DeviceTensor | undefined {
+  private toDevice(slot: Slot, name: string, temps: number[], refs: Map<number, number>, stream: unknown): DeviceTensor | undefined {
     if (slot.dev) return slot.dev;
-    const w = this.weight(name);
+    const w = this.weight(name, stream);
     if (w) return (slot.dev = w);
     const v = slot.host;
     if (!(v instanceof TensorData) || v.dtype === 'string') return undefined;
     const bytes = bytesOf(v.dtype, v.dims);
     if (!bytes && v.size) return undefined; // a type with no device representation
     const ptr = this.dev.alloc(Math.max(bytes, 1));
-    this.dev.upload(ptr, v.data as TypedArray, this.stream);
+    this.dev.upload(ptr, v.data as TypedArray, stream);
     temps.push(ptr);
     refs.set(ptr, 1); // this value holds the buffer; views taken of it add their own references
     slot.dev = { ptr, dtype: v.dtype, dims: [...v.dims], bytes, owned: true };
     return slot.dev;
   }
 
-  private toHost(slot: Slot): Value {
+  private toHost(slot: Slot, stream: unknown): Value {
     if (slot.host !== undefined) return slot.host;
     const d = slot.dev!;
     const data = allocStorage(d.dtype, d.dims.reduce((a, b) => a * b, 1)) as TypedArray;
-    this.dev.download(d.ptr, data, this.stream);
+    this.dev.download(d.ptr, data, stream);
     slot.host = new TensorData(d.dtype, d.dims, data);
     return slot.host;
   }
@@ -116,16 +181,15 @@ export class CudaRunner implements Runner {
     return impl;
   }
 
-  /** Runs share this runner's stream and graph buffers, so they take turns (contexts queue, in order). */
-  private turn: Promise<void> = Promise.resolve();
-
-  async run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>> {
-    const prev = this.turn;
+  async run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks, context?: RunnerContext): Promise<Map<string, Value>> {
+    const c = (context as StreamContext | undefined) ?? (this.main ??= this.createContext());
+    if (c.released) throw new ExecutionError('this execution context was disposed; create a new one.');
+    const prev = c.turn;
     let done!: () => void;
-    this.turn = new Promise((r) => (done = r));
+    c.turn = new Promise((r) => (done = r));
     await prev;
     try {
-      return await this.runNow(feeds, fetches, hooks);
+      return await this.runNow(feeds, fetches, hooks, c);
     } finally {
       done();
     }
@@ -142,14 +206,15 @@ export class CudaRunner implements Runner {
     }
   }
 
-  private async runNow(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks): Promise<Map<string, Value>> {
+  private async runNow(feeds: Map<string, Value>, fetches: string[], hooks: RunHooks | undefined, c: StreamContext): Promise<Map<string, Value>> {
     this.dev.makeCurrent();
+    const stream = c.stream;
     // CUDA graphs: the second run of a shape with every layer on the GPU is captured once, later runs replay it
     const shapeKey = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData ? `${v.dtype}[${v.dims.join('x')}]` : '?'}`).join('|') + `>${fetches.join(',')}`;
-    const graph = this.graphs.get(shapeKey);
+    const graph = c.graphs.get(shapeKey);
     const timingOnly = !!hooks?.onPhase && !hooks.onLayer && !hooks.keepAll;
-    if (graph && (!hooks || timingOnly)) return this.replay(graph, feeds, hooks);
-    const capture = (!hooks || timingOnly) && this.useGraphs && this.eligible.has(shapeKey);
+    if (graph && (!hooks || timingOnly)) return this.replay(graph, feeds, hooks, c);
+    const capture = (!hooks || timingOnly) && this.useGraphs && c.eligible.has(shapeKey);
     const env = new Map<string, Slot>();
     for (const [k, v] of feeds) env.set(k, { host: v });
     for (const [k, v] of this.model.graph.initializers) env.set(k, { host: v });
@@ -160,14 +225,20 @@ export class CudaRunner implements Runner {
     const keep = new Set([...fetches, ...this.model.graph.outputs.map((o) => o.name)]);
     this.cpuLayers.clear();
     // inputs go up first, so the timed region (events on the stream) is the inference itself
-    const ev = this.events();
+    const ev = c.events();
     const hostStart = performance.now();
-    cu('cuEventRecord', ev[2], this.stream);
-    for (const [k, v] of feeds) if (v instanceof TensorData && this.order.some((n) => n.inputs.includes(k))) this.toDevice(env.get(k)!, k, temps, refs);
+    cu('cuEventRecord', ev[2], stream);
+    // an eager run that may be captured next records its allocations; the capture then runs in a planned arena
+    const record = !capture && this.useGraphs && (!hooks || timingOnly);
+    if (record) this.dev.startRecording();
+    const planned = capture ? c.records.get(shapeKey) : undefined;
+    const arena = planned ? this.dev.beginArena(planned) : 0;
+    for (const [k, v] of feeds) if (v instanceof TensorData && this.order.some((n) => n.inputs.includes(k))) this.toDevice(env.get(k)!, k, temps, refs, stream);
     const inputPtrs = new Map([...feeds.keys()].filter((k) => env.get(k)?.dev).map((k) => [k, env.get(k)!.dev!]));
-    if (capture) cu('cuStreamBeginCapture_v2', this.stream, 2 /* relaxed: allocation is allowed while capturing */);
-    else cu('cuEventRecord', ev[0], this.stream);
+    if (capture) cu('cuStreamBeginCapture_v2', stream, 2 /* relaxed: allocation is allowed while capturing */);
+    else cu('cuEventRecord', ev[0], stream);
     let captured = false;
+    this.dev.active = stream;
     try {
       for (let li = 0; li < this.order.length; li++) {
         const node = this.order[li];
@@ -180,21 +251,21 @@ export class CudaRunner implements Runner {
         const t0 = hooks?.onLayer ? performance.now() : 0;
         let impl = this.implFor(node, slots, opset, attrs);
         let outs: Slot[];
-        const ins = impl ? slots.map((s, k) => (s ? this.toDevice(s, node.inputs[k], temps, refs) : undefined)) : [];
+        const ins = impl ? slots.map((s, k) => (s ? this.toDevice(s, node.inputs[k], temps, refs, stream) : undefined)) : [];
         if (impl && ins.some((d, k) => node.inputs[k] && !d)) impl = null; // an input with no device form: run on the CPU
         if (impl) {
-          const produced = impl.run(ins, this.stream);
+          const produced = impl.run(ins, stream);
           for (const d of produced) if (d.owned) temps.push(d.ptr);
           outs = produced.map((d) => ({ dev: d }));
         } else {
           if (capture) throw new ExecutionError(`${nodeLabel(node)} has no CUDA kernel and cannot be captured into a CUDA graph.`);
           this.cpuLayers.add(node.name || node.opType);
-          const hostIns = slots.map((s) => (s ? this.toHost(s) : undefined));
+          const hostIns = slots.map((s) => (s ? this.toHost(s, stream) : undefined));
           // subgraphs (If/Loop/Scan bodies) run on the reference kernels, reading outer values from this run
           const ctx = makeContext(node, opset, attrs, hostIns, (graph, subInputs) => {
             const subFeeds = new Map<string, Value>();
             graph.inputs.forEach((inp, k) => { if (k < subInputs.length) subFeeds.set(inp.name, subInputs[k]); });
-            const res = executeGraph(graph, subFeeds, { opsets: this.model.opsets, outer: (name) => (env.has(name) ? this.toHost(env.get(name)!) : undefined) });
+            const res = executeGraph(graph, subFeeds, { opsets: this.model.opsets, outer: (name) => (env.has(name) ? this.toHost(env.get(name)!, stream) : undefined) });
             return graph.outputs.map((o) => res.get(o.name) as Value);
           });
           const produced = def.run(ctx as KernelContext<never>);
@@ -207,8 +278,8 @@ export class CudaRunner implements Runner {
           if (s.dev) refs.set(s.dev.ptr, (refs.get(s.dev.ptr) ?? 0) + 1);
         });
         if (hooks?.onLayer) {
-          this.dev.sync(this.stream);
-          hooks.onLayer(node, hooks.keepAll ? node.outputs.map((o) => (o ? this.toHost(env.get(o)!) : null)) : [], performance.now() - t0);
+          this.dev.sync(stream);
+          hooks.onLayer(node, hooks.keepAll ? node.outputs.map((o) => (o ? this.toHost(env.get(o)!, stream) : null)) : [], performance.now() - t0);
         }
         // free device buffers whose last reader just ran
         if (!hooks?.keepAll) {
@@ -229,28 +300,33 @@ export class CudaRunner implements Runner {
       }
       if (capture) {
         const g = [null];
-        cu('cuStreamEndCapture', this.stream, g);
+        cu('cuStreamEndCapture', stream, g);
         captured = true;
         const exec = [null];
         cu('cuGraphInstantiateWithFlags', exec, g[0], 0);
         cu('cuGraphDestroy', g[0]);
         const outputs = new Map(fetches.map((f) => [f, env.get(f)?.dev]).filter((e): e is [string, DeviceTensor] => !!e[1]));
-        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps] };
+        // intermediates freed inside the capture are reused by the graph on every replay: the graph owns them too
+        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps, ...this.dev.takePending(stream)], arena };
         temps.length = 0; // the graph owns them now
-        this.graphs.set(shapeKey, entry);
-        return this.replay(entry, feeds, hooks);
+        c.graphs.set(shapeKey, entry);
+        return this.replay(entry, feeds, hooks, c);
       }
-      cu('cuEventRecord', ev[1], this.stream);
-      this.dev.sync(this.stream);
-      this.reportDeviceTimes(hostStart, hooks);
-      if ((!hooks || timingOnly) && this.cpuLayers.size === 0 && fetches.every((f) => env.get(f)?.dev)) this.eligible.add(shapeKey);
+      cu('cuEventRecord', ev[1], stream);
+      this.dev.sync(stream);
+      this.reportDeviceTimes(c, hostStart, hooks);
+      if ((!hooks || timingOnly) && this.cpuLayers.size === 0 && fetches.every((f) => env.get(f)?.dev)) {
+        c.eligible.add(shapeKey);
+        const rec = this.dev.stopRecording();
+        if (rec) c.records.set(shapeKey, rec);
+      }
       const out = new Map<string, Value>();
       const names = hooks?.keepAll ? [...env.keys()] : fetches;
       const d2h = performance.now();
       for (const f of names) {
         const s = env.get(f);
         if (!s) continue;
-        out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : this.toHost(s));
+        out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : this.toHost(s, stream));
       }
       hooks?.onPhase?.('d2h', d2h, performance.now());
       return out;
@@ -258,14 +334,20 @@ export class CudaRunner implements Runner {
       if (capture && !captured) {
         // leave capture mode cleanly, then run this shape without graphs from now on
         const g = [null];
-        loadDriver().cuStreamEndCapture(this.stream, g);
+        loadDriver().cuStreamEndCapture(stream, g);
         if (g[0]) loadDriver().cuGraphDestroy(g[0]);
-        this.eligible.delete(shapeKey);
+        c.eligible.delete(shapeKey);
+        loadDriver().cuStreamSynchronize(stream); // the input uploads before the capture may still be in flight
+        this.dev.freeArena(arena);
       }
       throw e;
     } finally {
-      if (!(capture && !captured)) this.dev.sync(this.stream);
+      if (!(capture && !captured)) this.dev.sync(stream);
       for (const p of temps) this.dev.release(p);
+      this.dev.active = undefined;
+      this.dev.stopRecording();
+      this.dev.endArena();
+      this.dev.settle(stream);
     }
   }
 
@@ -273,33 +355,35 @@ export class CudaRunner implements Runner {
    * After a completed run, from its events (2: before the uploads, 0: before the first layer, 1: after the last):
    * device compute time, and the H2D and compute phases mapped onto the host clock from `hostStart`.
    */
-  private reportDeviceTimes(hostStart: number, hooks?: RunHooks): void {
-    const ev = this.events();
+  private reportDeviceTimes(c: StreamContext, hostStart: number, hooks?: RunHooks): void {
+    const ev = c.events();
     const ms = [0], up = [0];
     cu('cuEventElapsedTime', ms, ev[0], ev[1]);
     cu('cuEventElapsedTime', up, ev[2], ev[0]);
-    this.lastDeviceMs = ms[0];
+    c.lastDeviceMs = ms[0];
     hooks?.onPhase?.('h2d', hostStart, hostStart + up[0]);
     hooks?.onPhase?.('compute', hostStart + up[0], hostStart + up[0] + ms[0]);
   }
 
   /** Replay a captured run: inputs into the graph's input buffers, one launch, outputs back. */
-  private async replay(g: GraphEntry, feeds: Map<string, Value>, hooks?: RunHooks): Promise<Map<string, Value>> {
-    const ev = this.events();
+  private async replay(g: GraphEntry, feeds: Map<string, Value>, hooks: RunHooks | undefined, c: StreamContext): Promise<Map<string, Value>> {
+    this.dev.makeCurrent();
+    const stream = c.stream;
+    const ev = c.events();
     const hostStart = performance.now();
-    cu('cuEventRecord', ev[2], this.stream);
+    cu('cuEventRecord', ev[2], stream);
     for (const [k, d] of g.inputs) {
       const v = feeds.get(k);
-      if (v instanceof TensorData) this.dev.upload(d.ptr, v.data as TypedArray, this.stream);
+      if (v instanceof TensorData) this.dev.upload(d.ptr, v.data as TypedArray, stream);
     }
-    cu('cuEventRecord', ev[0], this.stream);
-    cu('cuGraphLaunch', g.exec, this.stream);
-    cu('cuEventRecord', ev[1], this.stream);
+    cu('cuEventRecord', ev[0], stream);
+    cu('cuGraphLaunch', g.exec, stream);
+    cu('cuEventRecord', ev[1], stream);
     await this.waitFor(ev[1]); // the event loop keeps turning while the GPU works
-    this.reportDeviceTimes(hostStart, hooks);
+    this.reportDeviceTimes(c, hostStart, hooks);
     const d2h = performance.now();
     const out = new Map<string, Value>();
-    for (const [k, d] of g.outputs) out.set(k, this.toHost({ dev: d }));
+    for (const [k, d] of g.outputs) out.set(k, this.toHost({ dev: d }, stream));
     hooks?.onPhase?.('d2h', d2h, performance.now());
     return out;
   }
@@ -308,18 +392,6 @@ export class CudaRunner implements Runner {
   tf32 = false;
   /** Capture whole runs into CUDA graphs (on by default; --no-cuda-graph turns it off). */
   useGraphs = true;
-  private graphs = new Map<string, GraphEntry>();
-  private eligible = new Set<string>();
-
-  /** Device time of the last run between its first and last layer (CUDA events), ms. */
-  lastDeviceMs = 0;
-  private ev?: unknown[];
-  private events(): unknown[] {
-    if (!this.ev) {
-      this.ev = [0, 1, 2].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
-    }
-    return this.ev;
-  }
 
   /** Device memory held by weights (for reports). */
   weightBytes(): number {
@@ -329,16 +401,10 @@ export class CudaRunner implements Runner {
   }
 
   release(): void {
-    for (const g of this.graphs.values()) {
-      loadDriver().cuGraphExecDestroy(g.exec);
-      for (const p of g.buffers) this.dev.release(p);
-    }
-    this.graphs.clear();
+    for (const c of [...this.contexts]) c.release();
+    this.main = undefined;
     for (const w of this.weights.values()) this.dev.release(w.ptr);
     for (const impl of this.impls.values()) impl?.destroy?.();
-    if (this.ev) for (const e of this.ev) loadDriver().cuEventDestroy_v2(e);
-    this.ev = undefined;
-    loadDriver().cuStreamDestroy_v2(this.stream);
     this.weights.clear();
     this.impls.clear();
   }

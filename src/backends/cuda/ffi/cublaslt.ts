@@ -122,7 +122,7 @@ export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): Prepare
         check(n.descSet(desc[0], DESC.biasPointer, biasBuf, 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)', what);
       }
       const algoPtr = results.subarray(HEURISTIC_RESULT_BYTES * algo, HEURISTIC_RESULT_BYTES * algo + 64);
-      check(n.matmul(lt(), desc[0], alpha, B, la, A, lb, beta, C ?? D, lc, D, lc, algoPtr, workspace(), WORKSPACE_BYTES, stream), 'cublasLtMatmul', what);
+      check(n.matmul(lt(), desc[0], alpha, B, la, A, lb, beta, C ?? D, lc, D, lc, algoPtr, workspace(stream), WORKSPACE_BYTES, stream), 'cublasLtMatmul', what);
     },
     destroy() {
       n.layoutDestroy(la); n.layoutDestroy(lb); n.layoutDestroy(lc); n.descDestroy(desc[0]);
@@ -130,15 +130,22 @@ export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): Prepare
   };
 }
 
-const workspaces = new Map<number, number>();
+// one workspace per stream: contexts run concurrently on their own streams and must not share scratch memory
+const workspaces = new Map<unknown, number>();
 const allocators = new Map<number, () => number>();
 /** Each device provides its workspace allocator. */
 export function setWorkspaceAllocator(ordinal: number, f: () => number): void {
   allocators.set(ordinal, f);
 }
-function workspace(): number {
-  let ws = workspaces.get(current.ordinal);
-  if (!ws) workspaces.set(current.ordinal, ws = allocators.get(current.ordinal)!());
+function workspace(stream: unknown): number {
+  let ws = workspaces.get(stream);
+  if (!ws) workspaces.set(stream, ws = allocators.get(current.ordinal)!());
+  return ws;
+}
+/** Forget a stream's workspace (its owner is destroying the stream) and return the pointer to free. */
+export function dropWorkspace(stream: unknown): number | undefined {
+  const ws = workspaces.get(stream);
+  workspaces.delete(stream);
   return ws;
 }
 

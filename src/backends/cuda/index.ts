@@ -9,7 +9,7 @@ import { GPU_OPS } from './ops.js';
 import { getDevice } from './device.js';
 import { CudaRunner } from './runner.js';
 import { nvrtcAvailable } from './ffi/nvrtc.js';
-import { cublasLtAvailable } from './ffi/cublaslt.js';
+import { cublasLtAvailable, gemmChoices, tuning, usedChoices } from './ffi/cublaslt.js';
 
 let availability: { ok: boolean; reason?: string } | undefined;
 let info: { name: string; sm: number; driverVersion: number } | undefined;
@@ -54,6 +54,8 @@ export const cudaBackend: Backend = {
     const dev = getDevice(deviceId);
     const runner = new CudaRunner(model, dev);
     dev.used.clear();
+    usedChoices.clear();
+    tuning.on = true; // GEMMs time cuBLASLt's candidate algorithms on this run
     const feeds = new Map<string, Value>();
     for (const i of model.graph.inputs) {
       const dims = inputShapes[i.name];
@@ -65,16 +67,23 @@ export const cudaBackend: Backend = {
     } catch {
       return []; // data-dependent shapes: kernels are compiled when the plan first runs instead
     } finally {
+      tuning.on = false;
       runner.release();
     }
     const cubins = new Map([...dev.used].filter((n) => dev.cubins.has(n)).map((n) => [n, dev.cubins.get(n)!]));
-    return cubins.size ? [['cuda.cubins', encodeCubins(cubins)]] : [];
+    const algos = Object.fromEntries([...usedChoices].map((k) => [k, gemmChoices.get(k)!]));
+    const blobs: [string, Uint8Array][] = [];
+    if (cubins.size) blobs.push(['cuda.cubins', encodeCubins(cubins)]);
+    if (usedChoices.size) blobs.push(['cuda.gemm-algos.json', new TextEncoder().encode(JSON.stringify(algos))]);
+    return blobs;
   },
   async createRunner(model: Model, options: RunnerOptions): Promise<Runner> {
     const dev = getDevice(options.deviceId ?? 0);
     if (options.kernels) {
       const blob = options.kernels.get('cuda.cubins');
       if (blob) for (const [name, bytes] of decodeCubins(blob)) dev.cubins.set(name, bytes);
+      const algos = options.kernels.get('cuda.gemm-algos.json');
+      if (algos) for (const [k, v] of Object.entries(JSON.parse(new TextDecoder().decode(algos)) as Record<string, number>)) gemmChoices.set(k, v);
     }
     const runner = new CudaRunner(model, dev);
     runner.useGraphs = options.cudaGraph ?? true;

@@ -162,7 +162,7 @@ const fusedMatMul: Factory = (c) => {
   return {
     run(ins, stream) {
       const o = alloc(c.dev, out.dtype, out.dims);
-      gemm.run(ins[0]!.ptr, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, 0, useC ? ins[3]!.ptr : undefined);
+      gemm.run(ins[0]!.ptr, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, undefined, useC ? ins[3]!.ptr : undefined);
       if (epiKernel) launch(c.dev, epiKernel, [o, undefined, res && !useC ? ins[3] : ins[2]], [o], stream);
       return [o];
     },
@@ -274,7 +274,7 @@ const fusedConvNHWC: Factory = (c) => {
         launch(c.dev, col, ins, [ws], stream);
         src = ws.ptr;
       }
-      gemm.run(src, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, 0, useC ? ins[3]!.ptr : undefined);
+      gemm.run(src, ins[1]!.ptr, o.ptr, biasOk ? ins[2]!.ptr : 0, stream, undefined, useC ? ins[3]!.ptr : undefined);
       if (epi) launch(c.dev, epi, [o, undefined, ins[3]], [o], stream);
       if (ws) c.dev.release(ws.ptr); // reuse is ordered on the stream
       return [o];
@@ -353,17 +353,17 @@ const fusedConv: Factory = (c) => {
   return {
     run(ins, stream) {
       const o = alloc(c.dev, out.dtype, out.dims);
-      if (pointwise) gemm.run(ins[1]!.ptr, ins[0]!.ptr, o.ptr, 0, stream, 0);
+      if (pointwise) gemm.run(ins[1]!.ptr, ins[0]!.ptr, o.ptr, 0, stream);
       else if (whole) {
         const ws = alloc(c.dev, X.dtype, [layout!.elements * N]);
         launch(c.dev, colAll!, ins, [ws], stream);
-        gemmAll!.run(ins[1]!.ptr, ws.ptr, o.ptr, 0, stream, 0);
+        gemmAll!.run(ins[1]!.ptr, ws.ptr, o.ptr, 0, stream);
         c.dev.release(ws.ptr);
       } else {
         const ws = alloc(c.dev, X.dtype, [layout!.elements]);
         for (let n = 0; n < N; n++) {
           launch(c.dev, col!, [offsetBy(ins[0]!, n * xPer)], [ws], stream);
-          gemm.run(ins[1]!.ptr, ws.ptr, offsetBy(o, n * yPer).ptr, 0, stream, 0);
+          gemm.run(ins[1]!.ptr, ws.ptr, offsetBy(o, n * yPer).ptr, 0, stream);
         }
         c.dev.release(ws.ptr); // reuse is ordered on the stream
       }
@@ -392,10 +392,10 @@ const attention: Factory = (c) => {
   return {
     run(ins, stream) {
       const scores = alloc(c.dev, dtype, [...lead, S, L]);
-      g1.run(ins[0]!.ptr, ins[1]!.ptr, scores.ptr, 0, stream, 0);
+      g1.run(ins[0]!.ptr, ins[1]!.ptr, scores.ptr, 0, stream);
       launch(c.dev, sm, [scores, ins[3]], [scores], stream);
       const o = alloc(c.dev, dtype, [...lead, S, Dv]);
-      g2.run(scores.ptr, ins[2]!.ptr, o.ptr, 0, stream, 0);
+      g2.run(scores.ptr, ins[2]!.ptr, o.ptr, 0, stream);
       c.dev.release(scores.ptr); // reuse is ordered on the stream
       return [o];
     },

@@ -3,7 +3,7 @@
 // column-major C^T[N,M] = B^T[N,K] @ A^T[K,M], so "A" for cuBLASLt is our B and vice versa.
 import { KilnError } from '../../../ir/errors.js';
 import { loadLibrary } from './libs.js';
-import { current } from './driver.js';
+import { current, cu } from './driver.js';
 
 type Fn = (...args: any[]) => any;
 let api: Record<string, Fn> | undefined;
@@ -68,9 +68,45 @@ export interface GemmSpec {
 /** A prepared GEMM: descriptors plus the candidate algorithms from cuBLASLt's heuristic (best first). */
 export interface PreparedGemm {
   spec: GemmSpec;
-  run(A: number, B: number, D: number, bias: number, stream: unknown, algo: number, C?: number): void;
+  /** `algo` indexes the heuristic's candidates; default: the one timed fastest (or the heuristic's first) */
+  run(A: number, B: number, D: number, bias: number, stream: unknown, algo?: number, C?: number): void;
   algos: number;
   destroy(): void;
+}
+
+/**
+ * GEMM algorithm tactics. While `tuning.on` (the build's run on the device), each GEMM's first call times the
+ * heuristic's candidates on its real operands and keeps the fastest; the choices, keyed by layer and shape, go into
+ * the plan and are set again when it loads, so loading never times anything.
+ */
+export const tuning = { on: false };
+export const gemmChoices = new Map<string, number>();
+/** keys of the choices GEMMs ran with since the last clear (what a plan must carry) */
+export const usedChoices = new Set<string>();
+
+function gemmKey(spec: GemmSpec, what: string): string {
+  return `${what}|${spec.M}x${spec.N}x${spec.K}x${spec.batch}|${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}|${spec.dtype}|${spec.epilogue}${spec.tf32 ? '|tf32' : ''}`;
+}
+
+/** Median time of `f` on `stream` over `reps` runs after 2 warm-ups (CUDA events), ms. */
+function timeOnStream(f: () => void, stream: unknown, reps: number): number {
+  const ev = [0, 1].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+  try {
+    f(); f();
+    const times: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      cu('cuEventRecord', ev[0], stream);
+      f();
+      cu('cuEventRecord', ev[1], stream);
+      cu('cuEventSynchronize', ev[1]);
+      const ms = [0];
+      cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+      times.push(ms[0]);
+    }
+    return times.sort((a, b) => a - b)[times.length >> 1];
+  } finally {
+    for (const e of ev) cu('cuEventDestroy_v2', e);
+  }
 }
 
 export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): PreparedGemm {
@@ -113,10 +149,22 @@ export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): Prepare
   alpha.writeFloatLE(spec.alpha ?? 1);
   beta.writeFloatLE(spec.beta ?? 0);
   const biasBuf = Buffer.alloc(8);
-  return {
+  const key = gemmKey(spec, what);
+  const g: PreparedGemm = {
     spec,
     algos: count[0],
     run(A, B, D, bias, stream, algo, C) {
+      if (algo === undefined) {
+        let chosen = gemmChoices.get(key);
+        if (chosen === undefined && tuning.on && count[0] > 1 && C !== D) {
+          // time the candidates on the real operands (D is overwritten by the final call below)
+          const times = Array.from({ length: count[0] }, (_, k) => timeOnStream(() => g.run(A, B, D, bias, stream, k, C), stream, 5));
+          chosen = times.indexOf(Math.min(...times));
+          gemmChoices.set(key, chosen);
+        }
+        algo = chosen !== undefined && chosen < count[0] ? chosen : 0;
+        if (chosen !== undefined) usedChoices.add(key);
+      }
       if (spec.epilogue !== 'none' && spec.epilogue !== 'relu' && spec.epilogue !== 'gelu') {
         biasBuf.writeBigUInt64LE(BigInt(bias));
         check(n.descSet(desc[0], DESC.biasPointer, biasBuf, 8), 'cublasLtMatmulDescSetAttribute(BIAS_POINTER)', what);
@@ -128,6 +176,7 @@ export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): Prepare
       n.layoutDestroy(la); n.layoutDestroy(lb); n.layoutDestroy(lc); n.descDestroy(desc[0]);
     },
   };
+  return g;
 }
 
 // one workspace per stream: contexts run concurrently on their own streams and must not share scratch memory

@@ -4,7 +4,8 @@ export { InferenceSession, type SessionOptions, type ValueMetadata } from './run
 export { Tensor, type TensorType, type OnnxValue, type DataTypeMap } from './runtime/tensor.js';
 export { loadOnnx, parseOnnx } from './onnx/reader.js';
 export { build, Plan, type BuildOptions } from './build/builder.js';
-export { Engine, ExecutionContext } from './runtime/engine.js';
+export { Engine, ExecutionContext, type EngineLoadOptions } from './runtime/engine.js';
+export { GpuTensor } from './runtime/gpu-tensor.js';
 export type { PlanHeader, LayerInfo, ShapeProfile } from './build/plan.js';
 export { serializeOnnx, saveOnnx } from './onnx/writer.js';
 export { KilnError, ModelError, InputError, ExecutionError } from './ir/errors.js';
@@ -18,3 +19,4 @@ export { compareModel, formatCompareReport, compareTensors, type CompareOptions,
 export { createRunner, listRunners, type ModelRunner } from './tools/runners.js';
 export { extractSubgraph, sanitizeModel, insertNode, pruneNodes } from './tools/surgeon.js';
 export { debugPrecision, debugReduce } from './tools/debug.js';
+export { Pipeline, createPipeline, pipelineModel, preprocessAll, loadPipelineSpec, type PipelineSpec, type PipelineBatch, type PipelineModel } from './pipeline/index.js';

@@ -1,6 +1,7 @@
 // Where a zoo model's CPU time goes: builds the full-size model, runs a per-layer profile (wall time per layer,
 // koffi call included) at the given thread count, and prints time per op kind and the slowest layers with their
-// FLOP rate. Usage: npx tsx bench/cpu/layers.ts <model> [threads] [top]
+// FLOP rate. Usage: npx tsx bench/cpu/layers.ts <model> [threads] [top] [--batch=N]
+//   --batch sets every symbolic dimension that is not a sequence length (default 1; sequence lengths are 128)
 import { ZOO } from '../models/zoo.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
@@ -9,16 +10,19 @@ import { seededRandom } from '../../src/ir/builder.js';
 import { profileLayers } from '../../src/tools/bench-layers.js';
 import type { LayerInfo } from '../../src/build/plan.js';
 
-const name = process.argv[2] ?? 'resnet50';
-const threads = Number(process.argv[3] ?? 1);
-const top = Number(process.argv[4] ?? 15);
+const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
+const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const name = args[0] ?? 'resnet50';
+const threads = Number(args[1] ?? 1);
+const top = Number(args[2] ?? 15);
+const batch = Number(flags.find((f) => f.startsWith('--batch='))?.slice(8) ?? 1);
 const m = ZOO.find((z) => z.name === name)!.full();
 const r = seededRandom(5);
 const shapes: Record<string, number[]> = {};
 const feeds: Record<string, Tensor> = {};
 for (const i of m.graph.inputs) {
   if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
+  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : batch));
   const n = dims.reduce((a, b) => a * b, 1);
   shapes[i.name] = dims;
   feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, () => r() * 2 - 1), dims)
@@ -47,7 +51,7 @@ for (const l of prof.layers) {
   const e = byOp.get(k) ?? [0, 0, 0];
   byOp.set(k, [e[0] + l.medianMs, e[1] + 1, e[2] + flops(i)]);
 }
-console.log(`${name}, ${threads} thread(s): ${prof.layers.length} layers, sum of per-layer medians ${total.toFixed(2)} ms`);
+console.log(`${name} (batch ${batch}), ${threads} thread(s): ${prof.layers.length} layers, sum of per-layer medians ${total.toFixed(2)} ms`);
 for (const [k, [t, n, f]] of [...byOp].sort((a, b) => b[1][0] - a[1][0])) {
   console.log(`  ${t.toFixed(2).padStart(8)} ms  ${String(n).padStart(3)}x  ${f ? `${(f / t / 1e6).toFixed(1).padStart(6)} GFLOP/s` : ' '.repeat(14)}  ${k}`);
 }

@@ -93,3 +93,24 @@ console.log(`${same ? 'PASS' : 'FAIL'} 4 contexts of one engine at once give the
   console.log(`${held - io <= weights + arena + 64 ? 'PASS' : 'FAIL'} ResNet-50 bs32 fp16 engine holds ${held.toFixed(1)} MiB on the device, ${(held - io).toFixed(1)} MiB without its I/O bindings (${io.toFixed(1)} MiB); weights ${weights.toFixed(1)} + arena ${arena.toFixed(1)} + 64 = ${(weights + arena + 64).toFixed(1)} MiB (pool before build ${(before / 2 ** 20).toFixed(1)} MiB; cuBLASLt workspace 32 MiB per context included)`);
   eng.dispose();
 }
+
+// GpuTensors: inputs read in place, outputs left on the device (eager, capture, replays), equal to host I/O
+{
+  const { GpuTensor } = await import('../../src/runtime/gpu-tensor.js');
+  const eng = await Engine.load(plan);
+  const expected = Array.from(((await eng.createContext().run(x)).probabilities as Tensor).data as Float32Array);
+  const ctx = eng.createContext();
+  const g = await GpuTensor.fromTensor(x.input);
+  let bad = 0;
+  for (let i = 0; i < 4; i++) {
+    const h = await ctx.run({ input: g });
+    if (JSON.stringify(Array.from((h.probabilities as Tensor).data as Float32Array)) !== JSON.stringify(expected)) bad++;
+    const d = await ctx.runToDevice({ input: g });
+    if (JSON.stringify(Array.from((await d.probabilities.toTensor()).data as Float32Array)) !== JSON.stringify(expected)) bad++;
+    await d.probabilities.dispose();
+  }
+  await g.dispose();
+  ctx.dispose();
+  eng.dispose();
+  console.log(`${bad === 0 ? 'PASS' : 'FAIL'} GpuTensor inputs and device outputs over 4 runs (eager, capture, replay): ${bad} mismatches`);
+}

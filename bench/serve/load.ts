@@ -81,12 +81,13 @@ const kiln = await measure('kiln serve (dynamic batching)', ['src/cli/main.ts', 
 const ortB = await measure('fastify + onnxruntime-node', ['bench/serve/ort-baseline.ts', onnx, '18101'], 18101);
 const rows = [kiln, ortB];
 console.log(`\n${duration} s at ${connections} connections, tiny CNN fp32 1x3x32x32 JSON requests, ${os.cpus().length} cores (${os.cpus()[0].model}), ${instances} Kiln instances`);
-console.log('| server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | RSS warm → end (MiB) | RSS growth |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+console.log('| server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | RSS warm → end (MiB) | RSS growth | memory flat (< 5%) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of rows) {
-  console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% |`);
+  const flat = r.rssGrowthPct < 5 ? 'yes' : 'NO';
+  console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% | ${flat} |`);
 }
-console.log(`Kiln/ORT throughput: ${(kiln.rps / ortB.rps).toFixed(2)}×`);
+console.log(`Kiln/ORT throughput: ${(kiln.rps / ortB.rps).toFixed(2)}×; p99 ${kiln.p99} vs ${ortB.p99} ms (issue 9's target: >= 2× at equal or better p99)`);
 const out = process.argv.indexOf('--json');
 if (out > 0) fs.writeFileSync(process.argv[out + 1], JSON.stringify(rows, null, 2));
 fs.rmSync(root, { recursive: true, force: true });

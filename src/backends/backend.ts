@@ -3,6 +3,7 @@
 // in the plan, and turns a (planned) model into a runner.
 import type { Model, Node, ValueType } from '../ir/graph.js';
 import type { Value } from '../ir/tensor.js';
+import type { DType } from '../ir/dtype.js';
 import type { DeviceSignature } from '../build/plan.js';
 
 export interface Availability {
@@ -21,13 +22,33 @@ export interface Tactic {
 
 export interface Runner {
   /** Run the model on named inputs; returns the requested outputs. `context` is one from `createContext`. */
-  run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks, context?: RunnerContext): Promise<Map<string, Value>>;
+  run(feeds: Map<string, Value | DeviceRef>, fetches: string[], hooks?: RunHooks, context?: RunnerContext, io?: RunIO): Promise<Map<string, Value | DeviceRef>>;
+  /** Whether feeds and outputs may be DeviceRefs (GPU backends). */
+  readonly deviceIO?: boolean;
   /**
    * Per-context state (the CUDA backend: a stream, captured graphs, events), so an engine's contexts run at once.
    * Backends without it run every context's work through the runner's own state.
    */
   createContext?(): RunnerContext;
   release(): void;
+}
+
+/**
+ * A tensor in device memory (a GPU backend's feed or output instead of a host Value). Feeds are read where they
+ * are; outputs asked for on the device come back as fresh blocks the caller owns.
+ */
+export interface DeviceRef {
+  readonly kind: 'device';
+  readonly dtype: DType;
+  readonly dims: readonly number[];
+  readonly deviceId: number;
+  readonly ptr: number;
+  readonly bytes: number;
+}
+
+export interface RunIO {
+  /** Return outputs as DeviceRefs (fresh device blocks the caller frees) instead of host values. */
+  deviceOutputs?: boolean;
 }
 
 /** A backend's state for one execution context; released with the context or the engine. */

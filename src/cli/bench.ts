@@ -6,6 +6,9 @@ import { bench, benchInputs, engineInputs, loadBenchEngine, type BenchOptions } 
 import { formatBenchSummary } from '../tools/bench-format.js';
 import { formatLayerProfile, layerProfileJson, profileLayers } from '../tools/bench-layers.js';
 import { formatPlan } from '../tools/inspect-plan.js';
+import { addLlmBenchOptions, llmBenchAction } from './generate.js';
+import { benchPipeline, formatPipelineBench } from '../tools/bench-pipeline.js';
+import { Pipeline } from '../pipeline/pipeline.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const int = (flag: string) => (v: string) => {
@@ -43,7 +46,7 @@ export async function engineAndInputs(o: Record<string, any>) {
 }
 
 export function benchCommand(): Command {
-  return addEngineOptions(new Command('bench')
+  return addEngineOptions(addLlmBenchOptions(new Command('bench'))
     .description('benchmark a model like trtexec: throughput, latency percentiles, enqueue/H2D/compute/D2H; per-layer profile')
     .option('--warm-up <ms>', 'warm-up time before timing', real('--warm-up'), 200)
     .option('--duration <s>', 'run at least this many seconds', real('--duration'), 3)
@@ -59,8 +62,15 @@ export function benchCommand(): Command {
     .option('--dump-profile', 'also run a separate profiled pass and print per-layer times')
     .option('--export-profile <file>', 'write the per-layer profile as JSON (trtexec --exportProfile)')
     .option('--dump-layer-info', 'print the plan\'s layer table (as `kiln inspect PLAN --layers`)')
-    .addOption(new Option('--export-layer-info <file>', 'write the plan\'s layer info as JSON')))
+    .addOption(new Option('--export-layer-info <file>', 'write the plan\'s layer info as JSON'))
+    .option('--pipeline <spec.json>', 'end-to-end images/s: decode and preprocess images with this pipeline spec (then the model, if given)')
+    .option('--images <dir|glob>', 'with --pipeline: the images (default: the spec\'s source)')
+    .option('--pipeline-workers <n>', 'with --pipeline: worker threads (0: in the main thread)', int('--pipeline-workers'))
+    .option('--prefetch <n>', 'with --pipeline: batches decoded ahead of the model (0: decode and inference take turns)', int('--prefetch'), 2)
+    .option('--epochs <n>', 'with --pipeline: passes over the images', int('--epochs'), 1))
     .action(async (o) => {
+      if (o.llm) return llmBenchAction(o);
+      if (o.pipeline) return pipelineBench(o);
       if (o.useCudaGraph && o.cudaGraph === false) throw new InputError('choose one of --use-cuda-graph and --no-cuda-graph.');
       const percentiles = String(o.percentile).split(',').map((s) => Number(s.trim()));
       if (percentiles.some((p) => !(p >= 0 && p <= 100))) throw new InputError(`--percentile: expected numbers in [0, 100] separated by commas, got '${o.percentile}'.`);
@@ -97,4 +107,20 @@ export function benchCommand(): Command {
       if (o.json) console.log(JSON.stringify({ model: source, ...summary, ...out }, null, 2));
       engine.dispose();
     });
+}
+
+/** `kiln bench --pipeline spec.json --images DIR [--onnx model]`: images/s of the pipeline, alone or feeding the engine. */
+async function pipelineBench(o: Record<string, any>): Promise<void> {
+  const pipeline = await Pipeline.create(o.pipeline, { workers: o.pipelineWorkers, prefetch: o.prefetch });
+  try {
+    const hasModel = o.onnx || o.loadEngine;
+    const built = hasModel ? await engineAndInputs(o) : undefined;
+    const r = await benchPipeline(pipeline, o.images, { engine: built?.engine, epochs: o.epochs });
+    const label = `${o.pipeline}${built ? ` -> ${built.source}` : ''}, ${pipeline.workers ? `${pipeline.workers.threads.length} workers` : 'in-thread'}, prefetch ${o.prefetch}`;
+    if (o.json) console.log(JSON.stringify({ pipeline: o.pipeline, model: built?.source, workers: pipeline.workers?.threads.length ?? 0, prefetch: o.prefetch, ...r }, null, 2));
+    else console.log(formatPipelineBench(r, label));
+    built?.engine.dispose();
+  } finally {
+    await pipeline.close();
+  }
 }

@@ -20,6 +20,7 @@ const program = new Command('kiln')
 
 for (const make of [buildCommand, runCommand, inspectCommand, startCommand, compareCommand, surgeonCommand, debugCommand, benchCommand, profileCommand, quantizeCommand]) program.addCommand(make());
 program.addCommand((await import('./serve.js')).serveCommand());
+program.addCommand((await import('./generate.js')).generateCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof KilnError) console.error(`kiln: ${e.message}`);

@@ -6,6 +6,7 @@ import { parseShapes } from '../tools/inputs.js';
 import { parseLayerPrecisions, type Precision } from '../passes/precision.js';
 import type { BuildOptions } from '../build/builder.js';
 import type { ShapeProfile } from '../build/plan.js';
+import type { QuantizeOptions } from '../tools/quantize.js';
 
 /** The flags of `kiln build` (also accepted by commands that build first). */
 export function addBuildOptions(cmd: Command): Command {
@@ -47,6 +48,29 @@ export function buildOptionsFrom(o: Record<string, any>, argv: string[] = proces
     opts.profiles = [prof];
   }
   return opts;
+}
+
+/** `--int8` and its calibration flags: quantize in memory with `kiln quantize`'s int8 defaults, then build. */
+export function addInt8Options(cmd: Command): Command {
+  return cmd
+    .option('--int8', 'quantize to int8 (W8A8, weights per channel) in memory first, as `kiln quantize` would, then build')
+    .option('--calibration-data <path>', 'with --int8: .npz/.npy keyed by input name (samples on axis 0), or a folder of them')
+    .option('--calibration-random [samples]', 'with --int8: calibrate on seeded random inputs (poor scales; smoke tests only)');
+}
+
+/** The quantization to run before building, or undefined without --int8. */
+export function int8OptionsFrom(o: Record<string, any>): QuantizeOptions | undefined {
+  if (!o.int8) {
+    if (o.calibrationData || o.calibrationRandom) throw new InputError('--calibration-data and --calibration-random only apply with --int8.', { hint: 'Add --int8, or drop the calibration flag.' });
+    return undefined;
+  }
+  if (o.calibrationData && o.calibrationRandom) throw new InputError('pass either --calibration-data or --calibration-random, not both.');
+  if (!o.calibrationData && !o.calibrationRandom) {
+    throw new InputError('--int8 needs calibration inputs to choose activation scales.', { hint: 'Pass --calibration-data <file.npz|folder>, or --calibration-random for a smoke test.' });
+  }
+  const samples = o.calibrationRandom === undefined ? undefined : o.calibrationRandom === true ? 64 : Number(o.calibrationRandom);
+  if (samples !== undefined && !(Number.isInteger(samples) && samples > 0)) throw new InputError(`--calibration-random: '${o.calibrationRandom}' is not a positive integer.`);
+  return { mode: 'int8', calibrationData: o.calibrationData, calibrationRandom: samples };
 }
 
 /** A progress bar on a TTY; silent otherwise. */

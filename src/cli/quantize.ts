@@ -5,6 +5,10 @@ import { loadOnnx } from '../onnx/reader.js';
 import { saveOnnx } from '../onnx/writer.js';
 import { InputError } from '../ir/errors.js';
 import { formatQuantizeReport, quantizeModel, type QuantizeOptions } from '../tools/quantize.js';
+import { imageCalibrationSet, type Feeds } from '../quant/data.js';
+import { preprocessAll } from '../pipeline/pipeline.js';
+import { TensorData } from '../ir/tensor.js';
+import type { Graph } from '../ir/graph.js';
 
 const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
@@ -21,7 +25,8 @@ export function quantizeCommand(): Command {
     .requiredOption('--onnx <file>', 'ONNX model to quantize')
     .option('--mode <mode>', 'int8 (W8A8), fp8 (float8e4m3fn W8A8) or int4 (weight-only, blocked)', 'int8')
     .option('-o, --output <file>', 'where to write the Q/DQ model (default: <model>.quant.onnx)')
-    .option('--calibration-data <path>', '.npz/.npy keyed by input name (samples on axis 0), or a folder of them')
+    .option('--calibration-data <path>', '.npz/.npy keyed by input name (samples on axis 0), or a folder of them; with --preprocess, a folder (or glob) of images')
+    .option('--preprocess <spec.json>', 'read --calibration-data (and --eval-data) as images through this pipeline spec')
     .option('--calibration-random [samples]', 'calibrate on seeded random inputs instead (poor scales; smoke tests only)')
     .option('--eval-data <path>', 'inputs for the accuracy report (default: hold out the last fifth of the calibration data)')
     .option('--calibrator <kind>', 'max, entropy (KL over 2048-bin histograms) or percentile', 'max')
@@ -47,7 +52,13 @@ export function quantizeCommand(): Command {
         batchSize: number(o.batchSize, '--batch-size'), seed: number(o.seed, '--seed'),
       };
       if (randomSamples !== undefined) console.error(`warning: calibrating on ${randomSamples} random samples; the scales will not fit real data.`);
-      const { model, report } = quantizeModel(await loadOnnx(o.onnx), opts);
+      const onnx = await loadOnnx(o.onnx);
+      if (o.preprocess) {
+        if (!o.calibrationData) throw new InputError('--preprocess reads images from --calibration-data DIR; pass that too.');
+        opts.calibrationData = await imageFeeds(o.preprocess, o.calibrationData, onnx.graph);
+        if (o.evalData) opts.evalData = await imageFeeds(o.preprocess, o.evalData, onnx.graph);
+      }
+      const { model, report } = quantizeModel(onnx, opts);
       const output = o.output ?? o.onnx.replace(/\.onnx$/, '') + '.quant.onnx';
       await saveOnnx(model, output);
       if (o.json === true) console.log(JSON.stringify(report, null, 2));
@@ -57,4 +68,12 @@ export function quantizeCommand(): Command {
       }
       console.error(`Wrote ${output}`);
     });
+}
+
+/** Images from a folder or glob through the pipeline spec, as the model's calibration feeds; unreadable ones skipped. */
+async function imageFeeds(spec: string, source: string, g: Graph): Promise<Feeds> {
+  const { tensor, names, errors } = await preprocessAll(spec, source);
+  for (const e of errors) console.error(`warning: skipped ${e.message.split('\n')[0]}`);
+  console.error(`Read ${names.length} images from ${source} through ${spec}.`);
+  return imageCalibrationSet(new TensorData(tensor.type, [...tensor.dims], tensor.data as Float32Array), g, `${source} (through ${spec})`);
 }

@@ -11,7 +11,7 @@ const int = (flag: string, min: number) => (v: string) => {
 
 export function serveCommand(): Command {
   return new Command('serve')
-    .description('serve a model repository over KServe v2 HTTP and gRPC with dynamic batching and Prometheus metrics')
+    .description('serve a model repository over KServe v2 HTTP and gRPC with dynamic batching and Prometheus metrics; LLM folders (Hugging Face config.json + *.safetensors, or config.json with backend "kiln_llm") also get OpenAI-compatible /v1/completions, /v1/chat/completions, /v1/models and KServe generate/generate_stream')
     .requiredOption('--model-repository <dir>', 'repository: <dir>/<model>/config.json|config.pbtxt and <dir>/<model>/<version>/model.onnx|model.plan')
     .option('--host <host>', 'address to listen on (0.0.0.0 to accept remote clients)', '127.0.0.1')
     .option('--http-port <n>', 'HTTP port (-1 = off)', int('--http-port', -1), 8000)

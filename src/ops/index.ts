@@ -16,8 +16,9 @@ import quantize from './quantize.js';
 import string from './string.js';
 import attention from './attention.js';
 import fused from './fused.js';
+import fusedQuant from './fused-quant.js';
 
 registerOps([
   ...elementwise, ...shape, ...reduce, ...normalization, ...nn, ...image, ...signal, ...random, ...control,
-  ...sequence, ...rnn, ...cast, ...quantize, ...string, ...attention, ...fused,
+  ...sequence, ...rnn, ...cast, ...quantize, ...string, ...attention, ...fused, ...fusedQuant,
 ]);

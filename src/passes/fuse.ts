@@ -276,7 +276,7 @@ export function toFusedLayers(v: GraphView): number {
   return n;
 }
 
-const isFusedLayer = (p: Node | undefined): p is Node => !!p && p.domain === KILN_DOMAIN && (p.opType === 'FusedConv' || p.opType === 'FusedMatMul');
+const isFusedLayer = (p: Node | undefined): p is Node => !!p && p.domain === KILN_DOMAIN && ['FusedConv', 'FusedMatMul', 'QConv', 'QMatMul'].includes(p.opType) && !p.attrs.y_dtype;
 
 /** Add(layer, constant bias) -> bias input of the layer. */
 export function absorbBias(v: GraphView): number {

@@ -146,6 +146,24 @@ function refineWithShapeValues(node: Node, out: ValueType[], types: Map<string, 
     }
   } else if (node.opType === 'ConstantOfShape') {
     refine(val(0));
+  } else if (node.opType === 'Slice' && !val(0)) {
+    refine(sliceShape(shapeOf(0), val(1), val(2), node.inputs[3] ? val(3) : [], node.inputs[4] ? val(4) : []));
+  }
+  return out;
+}
+
+/** A data Slice's output shape from starts/ends computed from shapes (BERT's position ids sliced to the sequence). */
+function sliceShape(xs: Dim[] | undefined, st?: Dim[], en?: Dim[], ax?: Dim[], sp?: Dim[]): Dim[] | undefined {
+  const nums = (a?: Dim[]) => (a?.every((d) => typeof d === 'number') ? (a as number[]) : undefined);
+  const starts = nums(st), ends = nums(en), axes = nums(ax), steps = nums(sp);
+  if (!xs || !starts || !ends || !axes || !steps || starts.length !== ends.length) return undefined;
+  const out = [...xs];
+  for (let k = 0; k < starts.length; k++) {
+    const a = axes.length ? (axes[k] < 0 ? axes[k] + xs.length : axes[k]) : k, step = steps.length ? steps[k] : 1, d = xs[a];
+    if (typeof d !== 'number' || !step) return undefined;
+    const norm = (x: number, lo: number, hi: number) => Math.min(Math.max(x < 0 ? x + d : x, lo), hi);
+    const len = step > 0 ? Math.ceil((norm(ends[k], 0, d) - norm(starts[k], 0, d)) / step) : Math.ceil((norm(starts[k], 0, d - 1) - norm(ends[k], -1, d - 1)) / -step);
+    out[a] = Math.max(0, len);
   }
   return out;
 }

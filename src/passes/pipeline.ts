@@ -11,6 +11,7 @@ import {
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
 import { convsToNHWC } from './layout.js';
+import { foldQuantizedLayers, requantizeOutputs } from './quantized.js';
 
 export interface Stage {
   name: string;
@@ -22,6 +23,8 @@ const reinfer = (inputShapes?: Map<string, Dim[]>) => (v: GraphView) => (inferSh
 export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC'): Stage[] {
   return [
     { name: 'infer shapes', run: reinfer(inputShapes) },
+    // Q/DQ around Conv/MatMul/Gemm -> int8 layers, before constant folding turns the int8 weights back into floats
+    { name: 'quantized layers', run: foldQuantizedLayers },
     // **** simplify: constants, shape arithmetic, no-ops
     // shapes are re-inferred each round: folding one shape computation can make the next one static
     { name: 'fold constants', run: (v) => (reinfer(inputShapes)(v), foldConstants(v)) },
@@ -43,6 +46,7 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     { name: 'absorb activation', run: absorbActivation },
     { name: 'fuse elementwise', run: fuseElementwise },
     { name: 'absorb fused activation', run: absorbActivation },
+    { name: 'requantize layer outputs', run: requantizeOutputs },
     { name: 'name activations', run: nameActivations },
     // **** layout: the backend's preferred convolution layout, transposes cancelled between layers
     ...(layout === 'NHWC' ? [

@@ -110,6 +110,21 @@ export function loadCalibrationData(source: string, g: Graph): Feeds {
   return concatFeeds(readCalibrationFiles(source, g).map((s, i) => checkCalibrationSet(s, g, `${source}${i ? ` (set ${i + 1})` : ''}`)));
 }
 
+/** Images already preprocessed (e.g. by `--preprocess spec.json`) and stacked on axis 0: the model's one data input. */
+export function imageCalibrationSet(images: TensorData, g: Graph, where: string): Feeds {
+  const inputs = dataInputs(g);
+  if (inputs.length !== 1) {
+    throw new InputError(`${where}: preprocessed images feed a single input, but the model has ${inputs.length} (${inputs.map((i) => `'${i.name}'`).join(', ')}).`,
+      { hint: 'For models with several inputs, save calibration arrays keyed by input name in a .npz instead.' });
+  }
+  try {
+    return checkCalibrationSet({ [inputs[0].name]: images }, g, where);
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    throw new InputError(`${e.message.split('\nNote:')[0]}`, { hint: 'Make the pipeline spec produce what the model takes: resize/crop to its height and width, layout NCHW or NHWC, dtype as the input.' });
+  }
+}
+
 /** Seeded random samples: floats in [-1, 1) (normal-ish), integers in [0, intHigh); symbolic dims other than axis 0 from `dims`. */
 export function randomCalibrationData(g: Graph, samples: number, opts: { seed?: number; intHigh?: number; dims?: Record<string, number> } = {}): Feeds {
   const r = seededRandom(opts.seed ?? 1);

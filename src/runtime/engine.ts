@@ -5,7 +5,8 @@ import type { Model } from '../ir/graph.js';
 import { KilnError, InputError } from '../ir/errors.js';
 import { parseOnnx } from '../onnx/reader.js';
 import { findBackend } from '../backends/index.js';
-import type { Runner, RunHooks, RunnerContext } from '../backends/backend.js';
+import type { DeviceRef, Runner, RunHooks, RunnerContext } from '../backends/backend.js';
+import { GpuTensor } from './gpu-tensor.js';
 import { deviceMismatch, parsePlan, readPlanFile, PLAN_MAGIC, type PlanData, type PlanHeader, type ShapeProfile } from '../build/plan.js';
 import type { Plan } from '../build/builder.js';
 import type { Value } from '../ir/tensor.js';
@@ -88,7 +89,7 @@ export class Engine {
   }
 
   /** Check input shapes against the profile; the error prints the profile. */
-  checkProfile(feeds: Map<string, Value>): void {
+  checkProfile(feeds: Map<string, Value | DeviceRef>): void {
     const p = this.profile;
     for (const [name, v] of feeds) {
       const prof = p[name];
@@ -117,30 +118,52 @@ export class ExecutionContext {
   }
   private disposed = false;
 
-  /** Run one inference; resolves with every output (or those named in `fetches`). */
-  async run(feeds: Record<string, OnnxValue>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
+  /**
+   * Run one inference; resolves with every output (or those named in `fetches`) as host Tensors. Feeds may be
+   * GpuTensors on a GPU engine (read where they are, no host copy).
+   */
+  async run(feeds: Record<string, OnnxValue | GpuTensor>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
+    return (await this.runOn(feeds, fetches, hooks, false)) as Record<string, OnnxValue>;
+  }
+
+  /** Like `run`, with the outputs left on the engine's GPU as GpuTensors the caller disposes. */
+  async runToDevice(feeds: Record<string, OnnxValue | GpuTensor>, fetches?: readonly string[]): Promise<Record<string, GpuTensor>> {
+    if (!this.runner.deviceIO) throw new InputError(`runToDevice needs a GPU engine; this plan runs on '${this.engine.header.device.backend}'.`);
+    return (await this.runOn(feeds, fetches, undefined, true)) as Record<string, GpuTensor>;
+  }
+
+  private async runOn(feeds: Record<string, OnnxValue | GpuTensor>, fetches: readonly string[] | undefined, hooks: RunHooks | undefined, deviceOutputs: boolean): Promise<Record<string, OnnxValue | GpuTensor>> {
     const e = this.engine;
     if (e.isDisposed) throw new InputError('the Engine of this context was disposed.');
+    const deviceIO = !!this.runner.deviceIO;
     const h2d = hooks?.onPhase ? performance.now() : 0;
-    const inputs = new Map<string, Value>();
+    const inputs = new Map<string, Value | DeviceRef>();
     for (const [k, v] of Object.entries(feeds)) {
       if (!e.inputNames.includes(k)) throw new InputError(`input '${k}' is not an input of this plan. Inputs: ${e.inputNames.join(', ')}.`);
-      inputs.set(k, toValue(v));
+      if (v instanceof GpuTensor) {
+        if (!deviceIO) throw new InputError(`input '${k}' is a GpuTensor, but this plan runs on '${e.header.device.backend}'.`, { hint: 'Copy it to the host first: await t.toTensor().' });
+        if (v.disposed) throw new InputError(`input '${k}' is a disposed GpuTensor.`);
+        inputs.set(k, v);
+      } else inputs.set(k, toValue(v));
     }
     for (const i of e.header.inputs) {
       if (!inputs.has(i.name)) throw new InputError(`input '${i.name}' is missing; the plan needs ${i.dtype}[${i.shape.map((d) => d ?? '?').join(', ')}].`);
       const v = feeds[i.name];
-      if (v instanceof Tensor && !i.dtype.includes('(') && v.type !== i.dtype) throw new InputError(`input '${i.name}' has type ${v.type}, but the plan expects ${i.dtype}.`);
+      const type = v instanceof Tensor || v instanceof GpuTensor ? v.type : undefined;
+      if (type && !i.dtype.includes('(') && type !== i.dtype) throw new InputError(`input '${i.name}' has type ${type}, but the plan expects ${i.dtype}.`);
     }
     e.checkProfile(inputs);
     const out = fetches ? [...fetches] : e.outputNames;
     hooks?.onPhase?.('h2d', h2d, performance.now());
     if (this.disposed) throw new InputError('this ExecutionContext was disposed; create a new one with engine.createContext().');
     this.state ??= this.runner.createContext?.();
-    const r = await this.runner.run(inputs, out, hooks, this.state);
+    const r = await this.runner.run(inputs, out, hooks, this.state, { deviceOutputs });
     const d2h = hooks?.onPhase ? performance.now() : 0;
-    const result: Record<string, OnnxValue> = {};
-    for (const f of out) result[f] = fromValue(r.get(f) ?? null);
+    const result: Record<string, OnnxValue | GpuTensor> = {};
+    for (const f of out) {
+      const v = r.get(f) ?? null;
+      result[f] = v !== null && 'kind' in v && v.kind === 'device' ? GpuTensor.adopt(v) : fromValue(v as Value);
+    }
     hooks?.onPhase?.('d2h', d2h, performance.now());
     return result;
   }

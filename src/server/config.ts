@@ -18,12 +18,43 @@ export interface ModelConfig {
   dynamic_batching?: {
     preferred_batch_size: number[];
     max_queue_delay_microseconds: number;
-    default_queue_policy?: { max_queue_size?: number; default_timeout_microseconds?: number };
+    /** Levels 1 (highest) .. priority_levels; 0 = priorities off (requests' `priority` is ignored). */
+    priority_levels: number;
+    default_priority_level: number;
+    default_queue_policy?: QueuePolicy;
   };
-  instance_group: { count: number; kind: string }[];
+  instance_group: InstanceGroup[];
+  /** platform "ensemble": a DAG of other models, run by the server. */
+  ensemble_scheduling?: { step: EnsembleStep[] };
   version_policy: { latest?: { num_versions: number }; all?: object; specific?: { versions: number[] } };
   /** Kiln extension: build precision for ONNX models (fp32 default). */
   precision?: string;
+}
+
+export interface QueuePolicy {
+  max_queue_size?: number;
+  default_timeout_microseconds?: number;
+  /** Triton's rule: a request's `timeout` may only shorten the default, and only when this is true. */
+  allow_timeout_override?: boolean;
+  /** REJECT (default): a timed-out request fails with 504; DELAY: it waits behind every request still in time. */
+  timeout_action?: 'REJECT' | 'DELAY';
+}
+
+export interface InstanceGroup {
+  count: number;
+  kind: string;
+  /** GPUs for KIND_GPU/KIND_AUTO; `count` instances go on each; empty = every GPU present. */
+  gpus?: number[];
+}
+
+export interface EnsembleStep {
+  model_name: string;
+  /** -1 = the latest ready version. */
+  model_version: number;
+  /** step model's input name -> ensemble tensor name */
+  input_map: Record<string, string>;
+  /** step model's output name -> ensemble tensor name */
+  output_map: Record<string, string>;
 }
 
 // KServe datatype <-> Triton config type <-> Kiln tensor type.
@@ -143,6 +174,46 @@ function tensorConfig(v: unknown, field: string, file: string): TensorConfig {
   return { name: o.name, data_type: dt.startsWith('TYPE_') ? dt : `TYPE_${dt}`, dims };
 }
 
+/** A protobuf map from JSON ({k: v}) or from text format (repeated { key: k value: v }). */
+function strMap(v: unknown, field: string, file: string): Record<string, string> {
+  if (v === undefined) return {};
+  const out: Record<string, string> = {};
+  if (!Array.isArray(v) && typeof v === 'object' && v !== null && !('key' in v)) {
+    for (const [k, x] of Object.entries(v)) out[k] = String(x);
+    return out;
+  }
+  for (const e of arr<Record<string, unknown>>(v)) {
+    if (typeof e?.key !== 'string' || typeof e.value !== 'string') throw new InputError(`${file}: '${field}' entries need a string key and value, found ${JSON.stringify(e)}.`);
+    out[e.key] = e.value;
+  }
+  return out;
+}
+
+function queuePolicy(q: Record<string, unknown> | undefined, file: string): QueuePolicy | undefined {
+  if (!q) return undefined;
+  const action = q.timeout_action === undefined ? undefined : String(q.timeout_action);
+  if (action !== undefined && action !== 'REJECT' && action !== 'DELAY') throw new InputError(`${file}: timeout_action must be REJECT or DELAY, found '${action}'.`);
+  return {
+    max_queue_size: q.max_queue_size === undefined ? undefined : num(q.max_queue_size, 'max_queue_size', file, 0),
+    default_timeout_microseconds: q.default_timeout_microseconds === undefined ? undefined : num(q.default_timeout_microseconds, 'default_timeout_microseconds', file, 0),
+    allow_timeout_override: q.allow_timeout_override === undefined ? undefined : q.allow_timeout_override === true || q.allow_timeout_override === 'true',
+    timeout_action: action as QueuePolicy['timeout_action'],
+  };
+}
+
+function ensembleSteps(raw: unknown, file: string): EnsembleStep[] {
+  const es = (raw ?? {}) as Record<string, unknown>;
+  return arr<Record<string, unknown>>(es.step).map((st, i) => {
+    if (typeof st?.model_name !== 'string' || !st.model_name) throw new InputError(`${file}: ensemble_scheduling.step[${i}] needs a 'model_name'.`);
+    return {
+      model_name: st.model_name,
+      model_version: num(st.model_version, `ensemble_scheduling.step[${i}].model_version`, file, -1),
+      input_map: strMap(st.input_map, `step[${i}].input_map`, file),
+      output_map: strMap(st.output_map, `step[${i}].output_map`, file),
+    };
+  });
+}
+
 /** Normalize a raw config (from JSON or text proto) for the model folder `name`. */
 export function normalizeConfig(raw: Record<string, unknown>, name: string, file: string): ModelConfig {
   if (raw.name !== undefined && raw.name !== name) {
@@ -158,7 +229,11 @@ export function normalizeConfig(raw: Record<string, unknown>, name: string, file
     max_batch_size: num(raw.max_batch_size, 'max_batch_size', file, 0),
     input: arr(raw.input).map((x) => tensorConfig(x, 'input', file)),
     output: arr(raw.output).map((x) => tensorConfig(x, 'output', file)),
-    instance_group: arr<Record<string, unknown>>(raw.instance_group).map((g) => ({ count: num(g.count, 'instance_group.count', file, 1), kind: String(g.kind ?? 'KIND_CPU') })),
+    instance_group: arr<Record<string, unknown>>(raw.instance_group).map((g) => ({
+      count: num(g.count, 'instance_group.count', file, 1),
+      kind: String(g.kind ?? 'KIND_CPU'),
+      ...(g.gpus !== undefined ? { gpus: arr(g.gpus).map((v) => num(v, 'instance_group.gpus', file, 0)) } : {}),
+    })),
     version_policy: {
       ...(vp.latest ? { latest: { num_versions: num((vp.latest as Record<string, unknown>).num_versions, 'version_policy.latest.num_versions', file, 1) } } : {}),
       ...(vp.all ? { all: {} } : {}),
@@ -170,16 +245,29 @@ export function normalizeConfig(raw: Record<string, unknown>, name: string, file
     cfg.dynamic_batching = {
       preferred_batch_size: arr(db.preferred_batch_size).map((v) => num(v, 'dynamic_batching.preferred_batch_size', file, 0)),
       max_queue_delay_microseconds: num(db.max_queue_delay_microseconds, 'dynamic_batching.max_queue_delay_microseconds', file, 0),
-      default_queue_policy: dqp && {
-        max_queue_size: dqp.max_queue_size === undefined ? undefined : num(dqp.max_queue_size, 'max_queue_size', file, 0),
-        default_timeout_microseconds: dqp.default_timeout_microseconds === undefined ? undefined : num(dqp.default_timeout_microseconds, 'default_timeout_microseconds', file, 0),
-      },
+      priority_levels: num(db.priority_levels, 'dynamic_batching.priority_levels', file, 0),
+      default_priority_level: num(db.default_priority_level, 'dynamic_batching.default_priority_level', file, 0),
+      default_queue_policy: queuePolicy(dqp, file),
     };
+    const d = cfg.dynamic_batching;
+    if (d.priority_levels < 0) throw new InputError(`${file}: dynamic_batching.priority_levels must be >= 0, found ${d.priority_levels}.`);
+    if (d.priority_levels > 0 && d.default_priority_level === 0) d.default_priority_level = 1;
+    if (d.priority_levels > 0 && (d.default_priority_level < 1 || d.default_priority_level > d.priority_levels)) {
+      throw new InputError(`${file}: dynamic_batching.default_priority_level ${d.default_priority_level} is outside 1..${d.priority_levels} (priority_levels).`);
+    }
+  }
+  if (raw.ensemble_scheduling !== undefined || cfg.platform === 'ensemble') {
+    const step = ensembleSteps(raw.ensemble_scheduling, file);
+    if (cfg.platform !== 'ensemble') throw new InputError(`${file}: ensemble_scheduling needs platform "ensemble", found '${cfg.platform}'.`);
+    if (step.length === 0) throw new InputError(`${file}: an ensemble needs ensemble_scheduling { step [ ... ] } with at least one step.`);
+    if (cfg.input.length === 0 || cfg.output.length === 0) throw new InputError(`${file}: an ensemble must declare its input and output tensors (name, data_type, dims).`);
+    cfg.ensemble_scheduling = { step };
   }
   if (cfg.max_batch_size < 0) throw new InputError(`${file}: max_batch_size must be >= 0, found ${cfg.max_batch_size}.`);
   for (const g of cfg.instance_group) {
     if (g.count < 1) throw new InputError(`${file}: instance_group count must be >= 1, found ${g.count}.`);
     if (!['KIND_CPU', 'KIND_GPU', 'KIND_AUTO', 'KIND_MODEL'].includes(g.kind)) throw new InputError(`${file}: unknown instance_group kind '${g.kind}'; expected KIND_CPU, KIND_GPU or KIND_AUTO.`);
+    if (g.gpus?.length && (g.kind === 'KIND_CPU' || g.kind === 'KIND_MODEL')) throw new InputError(`${file}: instance_group kind ${g.kind} cannot list gpus; use KIND_GPU.`);
   }
   if (cfg.instance_group.length === 0) cfg.instance_group.push({ count: 1, kind: 'KIND_CPU' });
   return cfg;

@@ -106,6 +106,7 @@ function params(m: unknown): Record<string, unknown> {
 const CONTENTS: Record<string, string> = {
   BOOL: 'bool_contents', INT8: 'int_contents', INT16: 'int_contents', INT32: 'int_contents', INT64: 'int64_contents',
   UINT8: 'uint_contents', UINT16: 'uint_contents', UINT32: 'uint_contents', UINT64: 'uint64_contents', FP32: 'fp32_contents', FP64: 'fp64_contents',
+  BYTES: 'bytes_contents',
 };
 
 function fromGrpcRequest(r: Record<string, unknown>): InferRequest {
@@ -139,6 +140,7 @@ function grpcConfig(cfg: NonNullable<ReturnType<ServerCore['repo']['get']>['mode
   return {
     ...cfg,
     version_policy: vp.all ? { all: {} } : vp.specific ? { specific: vp.specific } : { latest: vp.latest ?? { num_versions: 1 } },
-    dynamic_batching: cfg.dynamic_batching && { preferred_batch_size: cfg.dynamic_batching.preferred_batch_size, max_queue_delay_microseconds: cfg.dynamic_batching.max_queue_delay_microseconds },
+    dynamic_batching: cfg.dynamic_batching,
+    ensemble_scheduling: cfg.ensemble_scheduling,
   };
 }

@@ -9,7 +9,15 @@ import type { ServerCore } from './server.js';
 
 type Params = { model?: string; version?: string };
 
-export function createHttpApp(core: ServerCore): FastifyInstance {
+/** A group of HTTP routes on the server's fastify app; the KServe v2 protocol is one, other protocols add theirs. */
+export interface HttpPlugin {
+  name: string;
+  register(app: FastifyInstance, core: ServerCore): void | Promise<void>;
+}
+
+export const kserveRoutes: HttpPlugin = { name: 'kserve-v2', register: registerKserve };
+
+export async function createHttpApp(core: ServerCore, plugins: HttpPlugin[] = []): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: core.options.maxRequestBytes, forceCloseConnections: 'idle' });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -30,7 +38,11 @@ export function createHttpApp(core: ServerCore): FastifyInstance {
     void reply.code(status).send({ error: status === 413 ? `request body is larger than the limit of ${core.options.maxRequestBytes} bytes.` : err.message });
   });
   app.setNotFoundHandler((req, reply) => void reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}.` }));
+  for (const p of [kserveRoutes, ...plugins]) await p.register(app, core);
+  return app;
+}
 
+function registerKserve(app: FastifyInstance, core: ServerCore): void {
   app.get('/v2', async () => core.serverMetadata());
   app.get('/v2/health/live', async (_req, reply) => reply.code(core.live ? 200 : 503).send());
   app.get('/v2/health/ready', async (_req, reply) => reply.code(core.ready() ? 200 : 503).send());
@@ -46,7 +58,6 @@ export function createHttpApp(core: ServerCore): FastifyInstance {
   app.post('/v2/repository/index', async (req) => core.repositoryIndex(jsonBody(req).ready === true));
   app.post('/v2/repository/models/:model/load', async (req) => core.loadModel(p(req).model!).then(() => ({})));
   app.post('/v2/repository/models/:model/unload', async (req) => core.unloadModel(p(req).model!).then(() => ({})));
-  return app;
 }
 
 const p = (req: FastifyRequest) => req.params as Params;

@@ -1,7 +1,8 @@
 // The protocol-neutral inference path shared by HTTP and gRPC: check a KServe v2 request against the model's
 // config, turn it into Tensors, queue it on the batcher, and record metrics and statistics.
 import { Tensor, type TensorType } from '../index.js';
-import { ServeError } from './batcher.js';
+import { ServeError, type SubmitOptions } from './batcher.js';
+import { BytesTensor, type ServeTensor } from './model.js';
 import { kilnFromKserve, kserveFromConfigType, type ModelConfig } from './config.js';
 import type { Metrics } from './metrics.js';
 import type { ModelRepository } from './repository.js';
@@ -12,7 +13,7 @@ export interface InferInput {
   shape: number[];
   /** JSON data (flat or nested) or typed contents. */
   data?: unknown;
-  /** Raw little-endian bytes (binary extension or gRPC raw_input_contents). */
+  /** Raw little-endian bytes (binary extension or gRPC raw_input_contents); BYTES: 4-byte length + bytes each. */
   raw?: Uint8Array;
 }
 
@@ -27,7 +28,7 @@ export interface InferOutput {
   name: string;
   datatype: string;
   shape: number[];
-  tensor: Tensor;
+  tensor: ServeTensor;
 }
 
 export interface InferResponse {
@@ -50,8 +51,7 @@ export async function infer(repo: ModelRepository, metrics: Metrics, modelName: 
     const cfg = model.config!;
     const { feeds, batch } = toFeeds(cfg, req);
     const outNames = requestedOutputs(cfg, req);
-    const timeout = req.parameters?.timeout;
-    const r = await v.batcher.submit(feeds, outNames, batch, typeof timeout === 'number' ? timeout : undefined);
+    const r = await v.run(feeds, outNames, batch, submitOptions(req.parameters));
     metrics.recordSuccess(modelName, label, v.stats, { requestNs: Math.round((performance.now() - t0) * 1e6), ...r });
     return {
       model_name: modelName,
@@ -69,6 +69,18 @@ export async function infer(repo: ModelRepository, metrics: Metrics, modelName: 
   }
 }
 
+/** Triton's request parameters `priority` (level, 1 = highest) and `timeout` (microseconds). */
+function submitOptions(p: Record<string, unknown> | undefined): SubmitOptions {
+  const int = (name: string): number | undefined => {
+    const v = p?.[name];
+    if (v === undefined || v === null) return undefined;
+    const n = typeof v === 'string' && /^[0-9]+$/.test(v) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) throw new ServeError(`request parameter '${name}' must be a non-negative integer, got ${JSON.stringify(v)}.`, 400);
+    return n;
+  };
+  return { priority: int('priority'), timeoutUs: int('timeout') };
+}
+
 function requestedOutputs(cfg: ModelConfig, req: InferRequest): string[] {
   if (!req.outputs || req.outputs.length === 0) return cfg.output.map((o) => o.name);
   for (const o of req.outputs) {
@@ -79,9 +91,9 @@ function requestedOutputs(cfg: ModelConfig, req: InferRequest): string[] {
   return req.outputs.map((o) => o.name);
 }
 
-function toFeeds(cfg: ModelConfig, req: InferRequest): { feeds: Record<string, Tensor>; batch: number } {
+function toFeeds(cfg: ModelConfig, req: InferRequest): { feeds: Record<string, ServeTensor>; batch: number } {
   if (!Array.isArray(req.inputs)) throw new ServeError(`the request needs an 'inputs' array.`, 400);
-  const feeds: Record<string, Tensor> = {};
+  const feeds: Record<string, ServeTensor> = {};
   let batch = 1;
   for (const inp of req.inputs) {
     const c = cfg.input.find((x) => x.name === inp.name);
@@ -116,10 +128,11 @@ function checkShape(cfg: ModelConfig, inp: InferInput, dims: number[]): number[]
   return shape;
 }
 
-function toTensor(inp: InferInput, shape: number[]): Tensor {
+function toTensor(inp: InferInput, shape: number[]): ServeTensor {
   const type = kilnFromKserve(inp.datatype);
   const size = shape.reduce((a, b) => a * b, 1);
-  if (!type || type === 'string') throw new ServeError(`input '${inp.name}': datatype ${inp.datatype} is not supported by this server.`, 400);
+  if (type === 'string') return toBytes(inp, shape, size);
+  if (!type) throw new ServeError(`input '${inp.name}': datatype ${inp.datatype} is not supported by this server.`, 400);
   if (inp.raw) {
     const want = size * BYTES_PER[inp.datatype];
     if (inp.raw.byteLength !== want) {
@@ -127,6 +140,8 @@ function toTensor(inp: InferInput, shape: number[]): Tensor {
     }
     return new Tensor(type, fromBytes(type, inp.raw) as never, shape);
   }
+  const fast = Array.isArray(inp.data) ? fillTyped(type, inp.data, size) : undefined;
+  if (fast) return new Tensor(type, fast as never, shape);
   const flat = flatten(inp.data, inp.name);
   if (flat.length !== size) throw new ServeError(`input '${inp.name}' has ${flat.length} values; shape [${shape.join(',')}] needs ${size}.`, 400);
   try {
@@ -139,13 +154,60 @@ function toTensor(inp: InferInput, shape: number[]): Tensor {
   }
 }
 
+const TYPED: Partial<Record<TensorType, new (n: number) => ArrayLike<number> & { [i: number]: number }>> = {
+  float32: Float32Array, float64: Float64Array, int8: Int8Array, int16: Int16Array, int32: Int32Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array,
+};
+
+/** The common case in one pass: a flat JSON array of numbers straight into its typed array (undefined = take the general path). */
+function fillTyped(type: TensorType, data: unknown[], size: number): ArrayLike<number> | undefined {
+  const Ctor = TYPED[type];
+  if (!Ctor || data.length !== size) return undefined;
+  const out = new Ctor(size);
+  for (let i = 0; i < size; i++) {
+    const v = data[i];
+    if (typeof v !== 'number') return undefined;
+    out[i] = v;
+  }
+  return out;
+}
+
+/** BYTES: JSON strings (UTF-8), gRPC bytes_contents, or raw elements of a 4-byte little-endian length + bytes. */
+function toBytes(inp: InferInput, shape: number[], size: number): BytesTensor {
+  let items: Uint8Array[];
+  if (inp.raw) items = splitBytes(inp.raw, inp.name);
+  else {
+    const enc = new TextEncoder();
+    items = flatten(inp.data, inp.name).map((x) => {
+      if (typeof x === 'string') return enc.encode(x);
+      if (x instanceof Uint8Array) return x;
+      throw new ServeError(`input '${inp.name}': BYTES elements must be strings in JSON, found ${typeof x}.`, 400);
+    });
+  }
+  if (items.length !== size) throw new ServeError(`input '${inp.name}' has ${items.length} BYTES elements; shape [${shape.join(',')}] needs ${size}.`, 400);
+  return new BytesTensor(items, shape);
+}
+
+function splitBytes(raw: Uint8Array, name: string): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  for (let off = 0; off < raw.byteLength;) {
+    if (off + 4 > raw.byteLength) throw new ServeError(`input '${name}': BYTES data is truncated at byte ${off} (each element needs a 4-byte length first).`, 400);
+    const n = view.getUint32(off, true);
+    if (off + 4 + n > raw.byteLength) throw new ServeError(`input '${name}': BYTES element at byte ${off} claims ${n} bytes, only ${raw.byteLength - off - 4} remain.`, 400);
+    out.push(raw.slice(off + 4, off + 4 + n));
+    off += 4 + n;
+  }
+  return out;
+}
+
 function flatten(data: unknown, name: string): unknown[] {
   if (data === undefined) throw new ServeError(`input '${name}' has no 'data' (and no binary_data_size).`, 400);
   if (!Array.isArray(data)) {
     if (ArrayBuffer.isView(data)) return Array.from(data as unknown as ArrayLike<unknown>);
     throw new ServeError(`input '${name}': 'data' must be an array.`, 400);
   }
-  return data.flat(Infinity);
+  // already flat (the common case, and the large one): skip the copy that flat() makes
+  return data.every((x) => !Array.isArray(x)) ? data : data.flat(Infinity);
 }
 
 function fromBytes(type: TensorType, b: Uint8Array): ArrayLike<unknown> {
@@ -165,14 +227,26 @@ function fromBytes(type: TensorType, b: Uint8Array): ArrayLike<unknown> {
   }
 }
 
-/** Raw little-endian bytes of a tensor (binary extension, gRPC raw contents). */
-export function tensorBytes(t: Tensor): Uint8Array {
+/** Raw little-endian bytes of a tensor (binary extension, gRPC raw contents); BYTES elements length-prefixed. */
+export function tensorBytes(t: ServeTensor): Uint8Array {
+  if (t instanceof BytesTensor) {
+    const out = new Uint8Array(t.data.reduce((s, b) => s + 4 + b.byteLength, 0));
+    const view = new DataView(out.buffer);
+    let off = 0;
+    for (const b of t.data) {
+      view.setUint32(off, b.byteLength, true);
+      out.set(b, off + 4);
+      off += 4 + b.byteLength;
+    }
+    return out;
+  }
   const d = t.data as unknown as ArrayBufferView;
   return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 }
 
-/** JSON-safe values of a tensor (64-bit integers as numbers, bools as booleans). */
-export function tensorJson(t: Tensor): unknown[] {
+/** JSON-safe values of a tensor (64-bit integers as numbers, bools as booleans, BYTES as UTF-8 strings). */
+export function tensorJson(t: ServeTensor): unknown[] {
+  if (t instanceof BytesTensor) return t.strings();
   if (t.type === 'bool') return Array.from(t.data as Uint8Array, (x) => x !== 0);
   if (t.type === 'int64' || t.type === 'uint64') return Array.from(t.data as BigInt64Array, (x) => Number(x));
   return Array.from(t.data as ArrayLike<number>);

@@ -1,18 +1,38 @@
-// Execution instances of a model version: engine contexts in this thread, or engines on worker threads.
+// Execution instances of a model version: engine contexts in this thread, engines on worker threads, or a
+// ServedModel (non-ONNX). Each carries the device it runs on, so the batcher can spread batches over devices.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { InputError, Tensor, type Engine, type OnnxValue, type TensorType } from '../index.js';
-import type { WireTensor } from './worker.js';
+import { InputError, Tensor, type Engine, type TensorType } from '../index.js';
+import { fromEngineOutput, toEngineFeeds, type ServeTensor, type ServedModel } from './model.js';
+import type { ThreadMemory, WireTensor } from './worker.js';
 
 export interface Instance {
-  run(feeds: Record<string, Tensor>, fetches: string[]): Promise<Record<string, OnnxValue>>;
+  /** 'cpu', or 'gpu<N>' for an instance placed on GPU N. */
+  readonly device?: string;
+  /** `transfer`: the feeds' buffers belong to the caller alone and may be moved instead of copied. */
+  run(feeds: Record<string, ServeTensor>, fetches: string[], transfer?: boolean): Promise<Record<string, ServeTensor>>;
   close(): Promise<void>;
+  /** The instance thread's memory, for instances on their own thread (metrics, leak checks). */
+  memory?(): Promise<ThreadMemory>;
+  /** Runs sent to the instance and not answered yet. */
+  readonly waiting?: number;
 }
 
-export function inThreadInstance(engine: Engine): Instance {
+function servable(out: Record<string, unknown>): Record<string, ServeTensor> {
+  const r: Record<string, ServeTensor> = {};
+  for (const [k, v] of Object.entries(out)) if (v instanceof Tensor) r[k] = fromEngineOutput(v);
+  return r;
+}
+
+export function inThreadInstance(engine: Engine, device = 'cpu'): Instance {
   const ctx = engine.createContext();
-  return { run: (f, o) => ctx.run(f, o), close: async () => {} };
+  return { device, run: async (f, o) => servable(await ctx.run(toEngineFeeds(f), o)), close: async () => {} };
+}
+
+/** A non-ONNX model (see model.ts) as an instance. */
+export function modelInstance(model: ServedModel, device = 'cpu'): Instance {
+  return { device, run: (f, o) => model.infer(f, o), close: async () => model.close?.() };
 }
 
 /** The worker's module; from TypeScript sources (tests, `tsx src/cli/main.ts`) it first registers tsx's loader. */
@@ -24,17 +44,20 @@ function workerSource(): [string | URL, { eval?: boolean }] {
 }
 
 /** A worker thread holding its own engine built from the same plan bytes. */
-export async function workerInstance(plan: Uint8Array): Promise<Instance> {
+export async function workerInstance(plan: Uint8Array, opts: { deviceId?: number; device?: string; intraOpNumThreads?: number } = {}): Promise<Instance> {
   const copy = plan.slice().buffer;
   const [src, how] = workerSource();
-  const w = new Worker(src, { ...how, workerData: { plan: copy }, transferList: [copy] });
-  const waiting = new Map<number, { resolve: (v: Record<string, OnnxValue>) => void; reject: (e: Error) => void }>();
+  const workerData = { plan: copy, deviceId: opts.deviceId, intraOpNumThreads: opts.intraOpNumThreads };
+  const w = new Worker(src, { ...how, workerData, transferList: [copy] });
+  const waiting = new Map<number, { resolve: (v: Record<string, ServeTensor>) => void; reject: (e: Error) => void }>();
+  const memoryAsks = new Map<number, { resolve: (m: ThreadMemory) => void; reject: (e: Error) => void }>();
   let next = 0;
   let dead: Error | undefined;
   const fail = (e: Error) => {
     dead = e;
-    for (const p of waiting.values()) p.reject(e);
+    for (const p of [...waiting.values(), ...memoryAsks.values()]) p.reject(e);
     waiting.clear();
+    memoryAsks.clear();
   };
   await new Promise<void>((resolve, reject) => {
     w.once('error', reject);
@@ -45,25 +68,47 @@ export async function workerInstance(plan: Uint8Array): Promise<Instance> {
   w.removeAllListeners('exit');
   w.on('error', fail);
   w.on('exit', (code) => fail(new InputError(`model worker exited (code ${code}).`)));
-  w.on('message', (m: { id: number; outputs?: Record<string, WireTensor>; error?: string }) => {
+  w.on('message', (m: { id: number; outputs?: Record<string, WireTensor>; error?: string; memory?: ThreadMemory }) => {
+    if (m.memory) {
+      memoryAsks.get(m.id)?.resolve(m.memory);
+      memoryAsks.delete(m.id);
+      return;
+    }
     const p = waiting.get(m.id);
     if (!p) return;
     waiting.delete(m.id);
     if (m.error !== undefined) return p.reject(new InputError(m.error));
-    const out: Record<string, OnnxValue> = {};
-    for (const [k, t] of Object.entries(m.outputs!)) out[k] = new Tensor(t.type as TensorType, t.data as never, t.dims);
+    const out: Record<string, ServeTensor> = {};
+    for (const [k, t] of Object.entries(m.outputs!)) out[k] = fromEngineOutput(new Tensor(t.type as TensorType, t.data as never, t.dims));
     p.resolve(out);
   });
   return {
-    run(feeds, fetches) {
+    device: opts.device ?? 'cpu',
+    run(feeds, fetches, transfer = false) {
       if (dead) return Promise.reject(dead);
       const id = next++;
       const wire: Record<string, WireTensor> = {};
-      for (const [k, t] of Object.entries(feeds)) wire[k] = { type: t.type, data: t.data as ArrayBufferView, dims: [...t.dims] };
+      const moved = new Set<ArrayBuffer>();
+      for (const [k, t] of Object.entries(toEngineFeeds(feeds))) {
+        wire[k] = { type: t.type, data: t.data as ArrayBufferView, dims: [...t.dims] };
+        const d = t.data as unknown as ArrayBufferView;
+        if (transfer && ArrayBuffer.isView(d) && d.buffer instanceof ArrayBuffer && d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) moved.add(d.buffer);
+      }
       return new Promise((resolve, reject) => {
         waiting.set(id, { resolve, reject });
-        w.postMessage({ id, feeds: wire, fetches });
+        w.postMessage({ id, feeds: wire, fetches }, [...moved]);
       });
+    },
+    memory() {
+      if (dead) return Promise.reject(dead);
+      const id = next++;
+      return new Promise((resolve, reject) => {
+        memoryAsks.set(id, { resolve, reject });
+        w.postMessage({ id, memory: true });
+      });
+    },
+    get waiting() {
+      return waiting.size;
     },
     async close() {
       w.removeAllListeners('exit');

@@ -1,6 +1,9 @@
 // Prometheus metrics with Triton's names (labels model, version), plus per-version statistics for the stats
 // endpoints. Each server has its own registry so several can run in one process.
+import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { DeviceProvider } from './devices.js';
+import type { Instance } from './instances.js';
 
 export interface Duration {
   count: number;
@@ -53,6 +56,54 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly deviceExec = this.c('kiln_inference_exec_count_per_device', 'Model executions per device (cpu, gpu0, gpu1, ...): shows batches spread over GPUs (Kiln extension)', ['model', 'version', 'device']);
+  private g = (name: string, help: string) => new Gauge({ name, help, labelNames: ['gpu_uuid', 'gpu'], registers: [this.registry] });
+  readonly gpuUtil = this.g('nv_gpu_utilization', 'GPU utilization rate [0.0 - 1.0)');
+  readonly gpuMemUsed = this.g('nv_gpu_memory_used_bytes', 'GPU used memory, in bytes');
+  readonly gpuMemTotal = this.g('nv_gpu_memory_total_bytes', 'GPU total memory, in bytes');
+
+  readonly threadMemory = new Gauge({
+    name: 'kiln_thread_memory_bytes',
+    help: 'Memory by thread: thread="main" is the server (area rss: the whole process), "<model>/<version>/<i>" an instance on its own thread (Kiln extension)',
+    labelNames: ['thread', 'area'],
+    registers: [this.registry],
+  });
+
+  readonly eventLoop = new Gauge({
+    name: 'kiln_event_loop_utilization',
+    help: "Fraction of time the server's main thread was busy since the previous scrape (Kiln extension)",
+    registers: [this.registry],
+  });
+  private lastElu = performance.eventLoopUtilization();
+
+  /** Refresh the memory and event-loop gauges (at scrape time) from this thread and each instance on its own. */
+  async collectMemory(instances: { thread: string; instance: Instance }[]): Promise<void> {
+    const elu = performance.eventLoopUtilization();
+    this.eventLoop.set(performance.eventLoopUtilization(elu, this.lastElu).utilization);
+    this.lastElu = elu;
+    const m = process.memoryUsage();
+    const set = (thread: string, areas: Record<string, number>) => {
+      for (const [area, v] of Object.entries(areas)) this.threadMemory.set({ thread, area }, v);
+    };
+    this.threadMemory.reset(); // threads of unloaded models drop out
+    set('main', { rss: m.rss, heap_used: m.heapUsed, external: m.external, array_buffers: m.arrayBuffers });
+    await Promise.all(instances.map(async ({ thread, instance }) => {
+      const t = await instance.memory?.().catch(() => undefined);
+      if (t) set(thread, { heap_used: t.heapUsed, external: t.external, array_buffers: t.arrayBuffers });
+    }));
+  }
+
+  /** Refresh the per-GPU gauges (at scrape time), labelled by gpu_uuid as Triton does, plus the index. */
+  async collectGpus(provider: DeviceProvider | undefined): Promise<void> {
+    const stats = (await provider?.stats?.()) ?? [];
+    for (const s of stats) {
+      const l = { gpu_uuid: s.uuid, gpu: String(s.index) };
+      this.gpuUtil.set(l, s.utilization);
+      this.gpuMemUsed.set(l, s.memoryUsedBytes);
+      this.gpuMemTotal.set(l, s.memoryTotalBytes);
+    }
+  }
+
   recordSuccess(model: string, version: string, stats: VersionStats, t: Timings): void {
     const l = { model, version };
     this.success.inc(l);
@@ -74,8 +125,9 @@ export class Metrics {
     if (stats) add(stats.fail, requestNs);
   }
 
-  recordExec(model: string, version: string, stats: VersionStats, rows: number): void {
+  recordExec(model: string, version: string, stats: VersionStats, rows: number, device = 'cpu'): void {
     const l = { model, version };
+    this.deviceExec.inc({ ...l, device });
     this.count.inc(l, rows);
     this.execCount.inc(l);
     this.batchSize.observe(l, rows);

@@ -1,21 +1,33 @@
 // Model repository: DIR/<model>/{config.json|config.pbtxt} and DIR/<model>/<version>/{model.plan|model.onnx}.
 // Engines are built on load; a model that fails to load is kept with its error and does not stop the others.
 import fs from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Engine, build, loadOnnx } from '../index.js';
-import { Batcher, ServeError } from './batcher.js';
-import { inThreadInstance, workerInstance, type Instance } from './instances.js';
+import { Batcher, ServeError, type BatchResult, type SubmitOptions } from './batcher.js';
+import { inThreadInstance, modelInstance, workerInstance, type Instance } from './instances.js';
 import { configTypeFromKiln, parseConfigText, selectVersions, type ModelConfig } from './config.js';
+import { deviceLabel, nvidiaSmiProvider, placeInstances, type DeviceProvider, type Placement } from './devices.js';
+import { runEnsemble, validateEnsemble } from './ensemble.js';
+import { modelBackend } from './model.js';
+import type { ServeTensor } from './model.js';
 import { emptyStats, type Metrics, type VersionStats } from './metrics.js';
+import { llmModelDir } from './llm.js';
 
 export type ModelState = 'READY' | 'LOADING' | 'UNLOADING' | 'UNAVAILABLE';
 
 export interface LoadedVersion {
   version: number;
-  engine: Engine;
+  engines: Engine[];
   instances: Instance[];
-  batcher: Batcher;
+  /** Where each instance runs ('cpu', 'gpu0', ...), in instance order. */
+  devices: string[];
+  /** Absent for ensembles, whose steps go through their own models' batchers. */
+  batcher?: Batcher;
   stats: VersionStats;
+  run(feeds: Record<string, ServeTensor>, outputs: string[], batch: number, opts: SubmitOptions): Promise<BatchResult>;
+  pending(): number;
+  close?(): Promise<void>;
 }
 
 export interface ModelEntry {
@@ -32,6 +44,8 @@ export interface RepositoryOptions {
   maxQueueSize?: number;
   /** Run each CPU instance on its own worker thread (default true), so inference never blocks request handling. */
   workers?: boolean;
+  /** GPUs for KIND_GPU / KIND_AUTO instance groups (default: nvidia-smi's list). */
+  devices?: DeviceProvider;
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -42,8 +56,11 @@ export class ModelRepository {
   private models = new Map<string, ModelEntry>();
   private loading = new Map<string, Promise<void>>();
 
+  readonly devices: DeviceProvider;
+
   constructor(root: string, private metrics: Metrics, private opts: RepositoryOptions = {}) {
     this.root = fs.realpathSync(root);
+    this.devices = opts.devices ?? nvidiaSmiProvider();
   }
 
   /** The model folder, refusing names that could leave the repository. */
@@ -65,6 +82,7 @@ export class ModelRepository {
     return fs
       .readdirSync(this.root, { withFileTypes: true })
       .filter((d) => (d.isDirectory() || d.isSymbolicLink()) && NAME_RE.test(d.name) && !d.name.startsWith('.'))
+      .filter((d) => llmModelDir(path.join(this.root, d.name)) === undefined) // LLM folders are served by llm.ts
       .map((d) => d.name)
       .sort();
   }
@@ -94,28 +112,35 @@ export class ModelRepository {
   }
 
   /** Load (or reload) a model; never throws for the model's own errors, which are kept in its entry. */
-  load(name: string): Promise<void> {
+  load(name: string, chain: string[] = []): Promise<void> {
     const prev = this.loading.get(name) ?? Promise.resolve();
-    const p = prev.then(() => this.loadNow(name));
+    const p = prev.then(() => this.loadNow(name, chain));
     this.loading.set(name, p);
     return p.finally(() => {
       if (this.loading.get(name) === p) this.loading.delete(name);
     });
   }
 
-  private async loadNow(name: string): Promise<void> {
+  private async loadNow(name: string, chain: string[]): Promise<void> {
     const dir = this.modelDir(name);
     const old = this.models.get(name);
     const entry: ModelEntry = { name, state: 'LOADING', reason: '', versions: new Map(), signature: signature(dir) };
     if (!old || old.state !== 'READY') this.models.set(name, entry);
     const t0 = performance.now();
     try {
-      entry.config = readConfig(dir, name);
-      for (const v of findVersions(dir, entry.config)) entry.versions.set(v.version, await this.loadVersion(name, entry.config, v.version, v.file));
+      const cfg = (entry.config = readConfig(dir, name));
+      if (cfg.ensemble_scheduling) await this.loadSteps(name, cfg, chain);
+      const custom = cfg.ensemble_scheduling || modelBackend(cfg.backend);
+      for (const v of findVersions(dir, cfg, !!custom)) {
+        const loaded = cfg.ensemble_scheduling
+          ? this.ensembleVersion(name, cfg, v.version)
+          : custom ? await this.customVersion(name, cfg, v.version, dir) : await this.loadVersion(name, cfg, v.version, v.file);
+        entry.versions.set(v.version, loaded);
+      }
       entry.state = 'READY';
       this.log('info', 'model loaded', { model: name, versions: [...entry.versions.keys()], ms: Math.round(performance.now() - t0) });
     } catch (e) {
-      for (const v of entry.versions.values()) v.engine.dispose();
+      await retire(entry);
       entry.versions.clear();
       entry.state = 'UNAVAILABLE';
       entry.reason = (e as Error).message;
@@ -125,34 +150,134 @@ export class ModelRepository {
     if (old && old !== entry) await retire(old);
   }
 
-  private async loadVersion(name: string, cfg: ModelConfig, version: number, file: string): Promise<LoadedVersion> {
-    const gpu = cfg.instance_group.some((g) => g.kind === 'KIND_GPU');
-    const device = gpu ? 'cuda' : (this.opts.device ?? 'cpu');
-    const { engine, plan } = await loadEngine(file, device, cfg.precision);
-    const count = cfg.instance_group.reduce((s, g) => s + g.count, 0);
-    let contexts: Instance[];
+  /** Load (or wait for) an ensemble's step models first, then check the DAG against their configs. */
+  private async loadSteps(name: string, cfg: ModelConfig, chain: string[]): Promise<void> {
+    for (const st of cfg.ensemble_scheduling!.step) {
+      const m = st.model_name;
+      if (m === name || chain.includes(m)) throw new ServeError(`ensemble '${name}' uses '${m}', which (through its steps) uses '${name}' again; ensembles cannot be cyclic.`, 400);
+      if (this.loading.has(m)) await this.loading.get(m);
+      else if (this.models.get(m)?.state !== 'READY') await this.load(m, [...chain, name]).catch(() => {}); // reported below
+    }
+    validateEnsemble(cfg, (m) => {
+      const e = this.models.get(m);
+      if (!e || e.state !== 'READY') throw new ServeError(`ensemble '${name}': step model '${m}' is not available (${e ? `${e.state}: ${e.reason}` : 'not in the repository'}).`, 400);
+      return e.config!;
+    });
+  }
+
+  private ensembleVersion(name: string, cfg: ModelConfig, version: number): LoadedVersion {
+    const stats = emptyStats();
+    let pending = 0;
+    const vs = String(version);
+    return {
+      version, engines: [], instances: [], devices: [], stats,
+      pending: () => pending,
+      run: async (feeds, outputs, batch, so) => {
+        pending++;
+        try {
+          const configOf = (m: string) => (this.models.get(m)?.state === 'READY' ? this.models.get(m)!.config : undefined);
+          const r = await runEnsemble(cfg, feeds, outputs, so, (model, ver, f, o, b) => this.runStep(model, ver, f, o, b, so), configOf);
+          this.metrics.recordExec(name, vs, stats, batch, 'ensemble');
+          return r;
+        } finally {
+          pending--;
+        }
+      },
+    };
+  }
+
+  /** One ensemble step through its model's own batcher, recorded in that model's statistics. */
+  private async runStep(model: string, version: number, feeds: Record<string, ServeTensor>, outputs: string[], batch: number, so: SubmitOptions): Promise<BatchResult> {
+    const t0 = performance.now();
+    const { v } = this.get(model, version >= 0 ? String(version) : undefined);
     try {
-      completeConfig(cfg, engine, file);
-      contexts = device === 'cpu' && this.opts.workers !== false
-        ? await Promise.all(Array.from({ length: count }, () => workerInstance(plan)))
-        : Array.from({ length: count }, () => inThreadInstance(engine));
+      const r = await v.run(feeds, outputs, batch, so);
+      this.metrics.recordSuccess(model, String(v.version), v.stats, { requestNs: Math.round((performance.now() - t0) * 1e6), ...r });
+      return r;
     } catch (e) {
-      engine.dispose();
+      this.metrics.recordFailure(model, String(v.version), v.stats, e instanceof ServeError ? e.reason : 'BACKEND', Math.round((performance.now() - t0) * 1e6));
       throw e;
     }
+  }
+
+  private placements(name: string, cfg: ModelConfig): Placement[] {
+    const wantsGpu = cfg.instance_group.some((g) => g.kind === 'KIND_GPU' || g.kind === 'KIND_AUTO');
+    return placeInstances(cfg.instance_group, wantsGpu ? this.devices.list() : [], name);
+  }
+
+  private async customVersion(name: string, cfg: ModelConfig, version: number, dir: string): Promise<LoadedVersion> {
+    const factory = modelBackend(cfg.backend)!;
+    const places = this.placements(name, cfg);
+    const versionDir = path.join(dir, String(version));
+    const models = [];
+    for (const [i, p] of places.entries()) models.push(await factory({ name, dir, versionDir, version, config: cfg, instance: i, deviceId: p.deviceId }));
+    for (const key of ['input', 'output'] as const) if (cfg[key].length === 0) cfg[key] = models[0][key === 'input' ? 'inputs' : 'outputs'];
+    return this.withBatcher(name, cfg, version, [], models.map((m, i) => modelInstance(m, deviceLabel(places[i]))));
+  }
+
+  private async loadVersion(name: string, cfg: ModelConfig, version: number, file: string): Promise<LoadedVersion> {
+    const places = this.placements(name, cfg);
+    const gpuBackend = this.devices.backend ?? 'cuda';
+    const cpuDevice = this.opts.device ?? 'cpu';
+    const plans = new Map<string, Uint8Array>();
+    const planFor = async (device: string) => {
+      if (!plans.has(device)) plans.set(device, await loadPlan(file, device, cfg.precision));
+      return plans.get(device)!;
+    };
+    const engines: Engine[] = [];
+    const byDevice = new Map<string, Engine>();
+    const engineFor = async (p: Placement) => {
+      const key = deviceLabel(p);
+      if (!byDevice.has(key)) {
+        const plan = await planFor(p.kind === 'gpu' ? gpuBackend : cpuDevice);
+        const e = await Engine.load(plan, p.kind === 'gpu' ? { deviceId: p.deviceId } : {});
+        engines.push(e);
+        byDevice.set(key, e);
+      }
+      return byDevice.get(key)!;
+    };
+    const contexts: Instance[] = [];
+    try {
+      completeConfig(cfg, await engineFor(places[0]), file);
+      // the CPU instances share the cores: each worker's engine gets its part, so N instances don't run N x cores
+      // kernel threads (measured on 2 cores, 2 instances: oversubscribed threads only added switching)
+      const onCpu = places.filter((p) => p.kind === 'cpu').length;
+      const intraOpNumThreads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, onCpu)));
+      for (const p of places) {
+        const threads = p.kind === 'cpu' && cpuDevice === 'cpu' && this.opts.workers !== false;
+        contexts.push(threads ? await workerInstance(await planFor(cpuDevice), { intraOpNumThreads }) : inThreadInstance(await engineFor(p), deviceLabel(p)));
+      }
+    } catch (e) {
+      await Promise.all(contexts.map((c) => c.close()));
+      for (const en of engines) en.dispose();
+      throw e;
+    }
+    return this.withBatcher(name, cfg, version, engines, contexts);
+  }
+
+  private withBatcher(name: string, cfg: ModelConfig, version: number, engines: Engine[], contexts: Instance[]): LoadedVersion {
     const stats = emptyStats();
     const db = cfg.dynamic_batching;
+    const q = db?.default_queue_policy;
     const vs = String(version);
     const batcher = new Batcher(contexts, {
       maxBatchSize: cfg.max_batch_size,
       dynamic: !!db,
       preferred: db?.preferred_batch_size ?? [],
       maxQueueDelayUs: db?.max_queue_delay_microseconds ?? 0,
-      maxQueueSize: db?.default_queue_policy?.max_queue_size || this.opts.maxQueueSize || 4096,
-      defaultTimeoutUs: db?.default_queue_policy?.default_timeout_microseconds ?? 0,
-      onExec: (rows) => this.metrics.recordExec(name, vs, stats, rows),
+      maxQueueSize: q?.max_queue_size || this.opts.maxQueueSize || 4096,
+      defaultTimeoutUs: q?.default_timeout_microseconds ?? 0,
+      allowTimeoutOverride: q?.allow_timeout_override ?? false,
+      timeoutAction: q?.timeout_action ?? 'REJECT',
+      priorityLevels: db?.priority_levels ?? 0,
+      defaultPriority: db?.default_priority_level ?? 1,
+      onExec: (rows, _n, device) => this.metrics.recordExec(name, vs, stats, rows, device),
     });
-    return { version, engine, instances: contexts, batcher, stats };
+    return {
+      version, engines, instances: contexts, devices: contexts.map((c) => c.device ?? 'cpu'), batcher, stats,
+      run: (f, o, b, so) => batcher.submit(f, o, b, so),
+      pending: () => batcher.pending,
+    };
   }
 
   /** Unload: new requests are refused at once, queued and running ones finish, then the engines are freed. */
@@ -186,9 +311,9 @@ export class ModelRepository {
 }
 
 async function retire(m: ModelEntry): Promise<void> {
-  await Promise.all([...m.versions.values()].map((v) => v.batcher.drain()));
+  await Promise.all([...m.versions.values()].map((v) => v.batcher?.drain()));
   await Promise.all([...m.versions.values()].flatMap((v) => v.instances.map((i) => i.close())));
-  for (const v of m.versions.values()) v.engine.dispose();
+  for (const v of m.versions.values()) for (const e of v.engines) e.dispose();
 }
 
 function readConfig(dir: string, name: string): ModelConfig {
@@ -199,10 +324,12 @@ function readConfig(dir: string, name: string): ModelConfig {
   return parseConfigText('{}', name, `${name}/config.json`);
 }
 
-function findVersions(dir: string, cfg: ModelConfig): { version: number; file: string }[] {
+/** Version folders with a model file; for ensembles and custom backends any version folder (none = version 1). */
+function findVersions(dir: string, cfg: ModelConfig, anyFolder: boolean): { version: number; file: string }[] {
   const found = new Map<number, string>();
   for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
     if (!d.isDirectory() || !/^[0-9]+$/.test(d.name) || Number(d.name) < 1) continue;
+    if (anyFolder) found.set(Number(d.name), path.join(dir, d.name));
     for (const f of ['model.plan', 'model.onnx']) {
       const p = path.join(dir, d.name, f);
       if (fs.existsSync(p)) {
@@ -211,6 +338,7 @@ function findVersions(dir: string, cfg: ModelConfig): { version: number; file: s
       }
     }
   }
+  if (anyFolder && found.size === 0) found.set(1, dir);
   const chosen = selectVersions(cfg, [...found.keys()]);
   if (chosen.length === 0) {
     throw new ServeError(`no version folder with model.plan or model.onnx matches the version policy (found: ${[...found.keys()].join(', ') || 'none'}).`, 400);
@@ -218,19 +346,17 @@ function findVersions(dir: string, cfg: ModelConfig): { version: number; file: s
   return chosen.map((v) => ({ version: v, file: found.get(v)! }));
 }
 
-/** Build an ONNX model for the device, reusing a plan cached next to it when it is newer than the model. */
-async function loadEngine(file: string, device: string, precision?: string): Promise<{ engine: Engine; plan: Uint8Array }> {
-  if (file.endsWith('.plan')) {
-    const plan = new Uint8Array(fs.readFileSync(file));
-    return { engine: await Engine.load(plan), plan };
-  }
+/** Plan bytes for the device: a .plan file as is; an ONNX model built, reusing a plan cached next to it when newer. */
+async function loadPlan(file: string, device: string, precision?: string): Promise<Uint8Array> {
+  if (file.endsWith('.plan')) return new Uint8Array(fs.readFileSync(file));
   const cache = file.replace(/\.onnx$/, `.${device}${precision ? `.${precision}` : ''}.kiln.plan`);
   if (fs.existsSync(cache) && fs.statSync(cache).mtimeMs >= fs.statSync(file).mtimeMs) {
+    const plan = new Uint8Array(fs.readFileSync(cache));
     try {
-      const plan = new Uint8Array(fs.readFileSync(cache));
-      return { engine: await Engine.load(plan), plan };
+      (await Engine.load(plan)).dispose(); // stale or built on another machine: rebuild below
+      return plan;
     } catch {
-      // stale or built on another machine: rebuild below
+      // rebuild
     }
   }
   const built = await build(await loadOnnx(file), { device, precision: precision as never });
@@ -239,7 +365,7 @@ async function loadEngine(file: string, device: string, precision?: string): Pro
   } catch {
     // read-only repository: serve without the cache
   }
-  return { engine: await Engine.load(built), plan: built.bytes };
+  return built.bytes;
 }
 
 /** Fill inputs/outputs from the engine when the config leaves them out, and check them when it gives them. */

@@ -3,10 +3,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ServeError } from './batcher.js';
 import { kserveFromConfigType } from './config.js';
-import { createHttpApp } from './http.js';
+import type { DeviceProvider } from './devices.js';
+import { createHttpApp, type HttpPlugin } from './http.js';
 import { createGrpcServer, type GrpcHandle } from './grpc.js';
 import { Metrics } from './metrics.js';
 import { ModelRepository } from './repository.js';
+import { LlmModels } from './llm.js';
+import { llmRoutes } from './openai.js';
 
 export type ControlMode = 'none' | 'explicit' | 'poll';
 type Level = 'info' | 'warn' | 'error';
@@ -28,6 +31,10 @@ export interface ServeOptions {
   maxQueueSize?: number;
   /** CPU instances on worker threads (default true); false runs them on the server's thread. */
   workers?: boolean;
+  /** GPUs for KIND_GPU / KIND_AUTO instance groups and the per-GPU metrics (default: nvidia-smi). */
+  devices?: DeviceProvider;
+  /** Extra HTTP routes (e.g. OpenAI-compatible endpoints), registered after the KServe v2 routes. */
+  plugins?: HttpPlugin[];
   /** Structured log sink; default one JSON line per event on stderr. */
   log?: (level: Level, msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -38,6 +45,8 @@ const VERSION = '0.1.0';
 export class ServerCore {
   readonly metrics = new Metrics();
   readonly repo: ModelRepository;
+  /** LLM model folders of the repository (OpenAI and KServe generate routes). */
+  readonly llm: LlmModels;
   readonly options: Required<Pick<ServeOptions, 'maxRequestBytes' | 'modelControlMode'>> & ServeOptions;
   live = true;
   /** Set when shutdown starts: not ready any more, and HTTP answers close their connections. */
@@ -45,7 +54,8 @@ export class ServerCore {
 
   constructor(opts: ServeOptions) {
     this.options = { maxRequestBytes: 64 * 1024 * 1024, modelControlMode: 'none', ...opts };
-    this.repo = new ModelRepository(opts.repository, this.metrics, { device: opts.device, maxQueueSize: opts.maxQueueSize, workers: opts.workers, log: (l, m, f) => this.log(l, m, f) });
+    this.repo = new ModelRepository(opts.repository, this.metrics, { device: opts.device, maxQueueSize: opts.maxQueueSize, workers: opts.workers, devices: opts.devices, log: (l, m, f) => this.log(l, m, f) });
+    this.llm = new LlmModels(this.repo.root, this.metrics.registry, { device: opts.device, maxQueueSize: opts.maxQueueSize, log: (l, m, f) => this.log(l, m, f) });
   }
 
   log(level: Level, msg: string, fields?: Record<string, unknown>): void {
@@ -55,12 +65,13 @@ export class ServerCore {
 
   async loadInitial(): Promise<void> {
     const mode = this.options.modelControlMode;
-    const names = mode === 'explicit' && !(this.options.loadModels ?? []).includes('*') ? (this.options.loadModels ?? []) : this.repo.scan();
-    await Promise.all(names.map((n) => this.repo.load(n)));
+    const explicit = mode === 'explicit' && !(this.options.loadModels ?? []).includes('*');
+    const names = explicit ? (this.options.loadModels ?? []) : this.repo.scan();
+    await Promise.all([...names.filter((n) => !this.llm.owns(n)).map((n) => this.repo.load(n)), this.llm.loadAll(explicit ? names : undefined)]);
   }
 
   ready(): boolean {
-    return this.live && !this.draining && this.repo.entries().every((m) => m.state !== 'LOADING');
+    return this.live && !this.draining && this.repo.entries().every((m) => m.state !== 'LOADING') && !this.llm.loading();
   }
 
   serverMetadata() {
@@ -68,6 +79,7 @@ export class ServerCore {
   }
 
   modelReady(name: string, version?: string): boolean {
+    if (this.llm.has(name)) return this.llm.isReady(name, version);
     try {
       this.repo.get(name, version);
       return true;
@@ -77,6 +89,7 @@ export class ServerCore {
   }
 
   modelMetadata(name: string, version?: string) {
+    if (this.llm.has(name)) return this.llm.metadata(name);
     const { model } = this.repo.get(name, version);
     const cfg = model.config!;
     const meta = (t: { name: string; data_type: string; dims: number[] }) => ({
@@ -125,7 +138,7 @@ export class ServerCore {
       if (m.versions.size === 0) rows.push({ name: n, state: m.state, reason: m.reason });
       for (const v of m.versions.keys()) rows.push({ name: n, version: String(v), state: m.state, reason: m.reason });
     }
-    return rows;
+    return this.llm.mergeIndex(rows, readyOnly);
   }
 
   private checkExplicit(action: string): void {
@@ -136,6 +149,7 @@ export class ServerCore {
 
   async loadModel(name: string): Promise<void> {
     this.checkExplicit('load');
+    if (this.llm.owns(name)) return this.llm.loadExplicit(name);
     this.repo.modelDir(name);
     await this.repo.load(name);
     const m = this.repo.entry(name)!;
@@ -144,12 +158,13 @@ export class ServerCore {
 
   async unloadModel(name: string): Promise<void> {
     this.checkExplicit('unload');
+    if (this.llm.has(name)) return this.llm.unload(name);
     await this.repo.unload(name);
   }
 
   async stop(): Promise<void> {
     this.draining = true;
-    await this.repo.close();
+    await Promise.all([this.repo.close(), this.llm.close()]);
     this.live = false;
   }
 }
@@ -167,7 +182,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const core = new ServerCore(opts);
   const host = opts.host ?? '127.0.0.1';
   await core.loadInitial();
-  const app = (opts.httpPort ?? 8000) >= 0 ? createHttpApp(core) : undefined;
+  const app = (opts.httpPort ?? 8000) >= 0 ? await createHttpApp(core, [llmRoutes, ...(opts.plugins ?? [])]) : undefined;
   let httpUrl: string | undefined;
   if (app) httpUrl = await app.listen({ host, port: opts.httpPort ?? 8000 });
   let grpc: GrpcHandle | undefined;
@@ -177,8 +192,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if ((opts.metricsPort ?? 8002) >= 0) {
     metricsServer = http.createServer((req, res) => {
       if (req.url !== '/metrics') return void res.writeHead(404).end('see /metrics\n');
-      for (const m of core.repo.entries()) for (const v of m.versions.values()) core.metrics.pendingGauge.set({ model: m.name, version: String(v.version) }, v.batcher.pending);
-      void core.metrics.registry.metrics().then((text) => res.writeHead(200, { 'Content-Type': core.metrics.registry.contentType }).end(text));
+      for (const m of core.repo.entries()) for (const v of m.versions.values()) core.metrics.pendingGauge.set({ model: m.name, version: String(v.version) }, v.pending());
+      const threads = [...core.repo.entries()].flatMap((m) =>
+        [...m.versions.values()].flatMap((v) => v.instances.map((instance, i) => ({ thread: `${m.name}/${v.version}/${i}`, instance }))));
+      void core.metrics
+        .collectMemory(threads)
+        .then(() => core.metrics.collectGpus(core.repo.devices))
+        .catch((e: Error) => core.log('warn', 'GPU metrics unavailable', { error: e.message }))
+        .then(() => core.metrics.registry.metrics())
+        .then((text) => res.writeHead(200, { 'Content-Type': core.metrics.registry.contentType }).end(text));
     });
     await new Promise<void>((r) => metricsServer!.listen(opts.metricsPort ?? 8002, host, r));
     metricsUrl = `http://${host}:${(metricsServer.address() as AddressInfo).port}/metrics`;

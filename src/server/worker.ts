@@ -9,10 +9,26 @@ export interface WireTensor {
   dims: number[];
 }
 
-const engine = await Engine.load(new Uint8Array(workerData.plan as ArrayBuffer));
+const engine = await Engine.load(new Uint8Array(workerData.plan as ArrayBuffer), {
+  deviceId: workerData.deviceId as number | undefined,
+  intraOpNumThreads: workerData.intraOpNumThreads as number | undefined,
+});
 const ctx = engine.createContext();
 
-parentPort!.on('message', (m: { id: number; feeds: Record<string, WireTensor>; fetches: string[] }) => {
+/** This thread's own memory (rss is the whole process's, so it is left out). */
+export interface ThreadMemory {
+  heapUsed: number;
+  external: number;
+  arrayBuffers: number;
+}
+
+function threadMemory(): ThreadMemory {
+  const m = process.memoryUsage();
+  return { heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers };
+}
+
+parentPort!.on('message', (m: { id: number; feeds: Record<string, WireTensor>; fetches: string[]; memory?: true }) => {
+  if (m.memory) return parentPort!.postMessage({ id: m.id, memory: threadMemory() });
   const feeds: Record<string, Tensor> = {};
   for (const [k, t] of Object.entries(m.feeds)) feeds[k] = new Tensor(t.type as TensorType, t.data as never, t.dims);
   ctx.run(feeds, m.fetches).then(

@@ -20,3 +20,18 @@ describe('device names', () => {
     await expect(InferenceSession.create(serializeOnnx(tinyCnn()), { executionProviders: ['tpu:0'] })).rejects.toThrow(/execution provider 'tpu' is unknown/);
   });
 });
+
+describe('GPU tensors on a CPU engine', () => {
+  it('refuses GpuTensor feeds and device outputs with what to do instead', async () => {
+    const { Engine } = await import('../../src/runtime/engine.js');
+    const { GpuTensor } = await import('../../src/runtime/gpu-tensor.js');
+    const { build } = await import('../../src/build/builder.js');
+    const engine = await Engine.load(await build(tinyCnn(), { device: 'cpu', shapes: { input: [1, 3, 32, 32] } }));
+    const ctx = engine.createContext();
+    // a reference to device memory that was never allocated: the CPU engine must refuse it before touching it
+    const fake = GpuTensor.adopt({ kind: 'device', dtype: 'float32', dims: [1, 3, 32, 32], deviceId: 0, ptr: 0, bytes: 12288 });
+    await expect(ctx.run({ input: fake })).rejects.toThrow(/input 'input' is a GpuTensor, but this plan runs on 'cpu'/);
+    await expect(ctx.runToDevice({})).rejects.toThrow(/runToDevice needs a GPU engine/);
+    engine.dispose();
+  });
+});

@@ -5,10 +5,13 @@ import os from 'node:os';
 import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { TensorData, type Value } from '../../ir/tensor.js';
 import type { Tactic } from '../backend.js';
-import { layerKernel, tilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
+import { MIN_MODEL_WORK, layerKernel, tilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
 import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
 import { NativeLibrary, nativeUnavailable, type Ptr } from './native.js';
+import { inferShapes } from '../../passes/infer.js';
 import { RUNTIME_C, RUNTIME_H, renderGemm } from './kernels/runtime.c.js';
+import { INT8_C, INT8_H } from './kernels/int8.c.js';
+import { outValue, outWords, type QuantOut } from './int8.js';
 
 /** What the plan stores per native layer (the chosen variant only). */
 export interface LayerMeta {
@@ -19,6 +22,12 @@ export interface LayerMeta {
   args: Arg[];
   inputDims: (number[] | null)[];
   outDims: number[];
+  /** Set when the code takes the leading dim at run time: per input, whether it carries it. */
+  batch?: boolean[];
+  /** Rough work at the generated shapes (see LayerKernel.work). */
+  work?: number;
+  /** int8/uint8 output (quantized layers); absent: float32. */
+  outDtype?: QuantOut;
 }
 
 export interface KernelsMeta {
@@ -60,29 +69,61 @@ export function dimsMatch(meta: Pick<LayerMeta, 'inputDims'>, inputs: (Value | u
   });
 }
 
+/**
+ * The batch (leading dim of the output) a layer's code runs these inputs at, or undefined when they differ from the
+ * shapes it was generated for. Batch-generic layers accept any leading dim on the inputs that carry it.
+ */
+export function runBatch(meta: Pick<LayerMeta, 'inputDims' | 'outDims' | 'batch'>, inputs: (Value | undefined)[]): number | undefined {
+  if (dimsMatch(meta, inputs)) return meta.outDims[0] ?? 1;
+  if (!meta.batch) return undefined;
+  let nb = -1;
+  for (let i = 0; i < meta.inputDims.length; i++) {
+    const d = meta.inputDims[i], v = inputs[i];
+    if (!d) {
+      if (v) return undefined;
+      continue;
+    }
+    if (!(v instanceof TensorData) || v.dims.length !== d.length) return undefined;
+    const from = meta.batch[i] ? 1 : 0;
+    if (meta.batch[i]) {
+      if (nb < 0) nb = v.dims[0];
+      if (v.dims[0] !== nb) return undefined;
+    }
+    for (let k = from; k < d.length; k++) if (v.dims[k] !== d[k]) return undefined;
+  }
+  return nb < 0 ? undefined : nb;
+}
+
+/** Output dims at a run-time batch. */
+export const outDimsAt = (meta: Pick<LayerMeta, 'outDims' | 'batch'>, nb: number): number[] =>
+  meta.batch ? [nb, ...meta.outDims.slice(1)] : meta.outDims;
+
 class NativeTactic implements Tactic {
   readonly name: string;
-  private packed: Ptr = null;
+  packed: Ptr = null;
   constructor(readonly build: NativeBuild, readonly kernel: LayerKernel, readonly variant: Variant) {
     this.name = variant.tactic;
   }
 
   run(node: Node, inputs: (Value | undefined)[]): Value[] {
-    if (!dimsMatch(this.kernel, inputs)) throw new Error(`${node.name}: inputs differ from the shapes the kernel was generated for`);
+    const nb = runBatch(this.kernel, inputs);
+    if (nb === undefined) throw new Error(`${node.name}: inputs differ from the shapes the kernel was generated for`);
     const lib = this.build.lib;
     if (this.variant.pack && this.packed === null) {
       this.packed = lib.pack(this.variant.pack.fn, this.variant.pack.inputs.map((i) => (inputs[i] as TensorData).data));
       this.build.packedBuffers.push(this.packed);
     }
-    const out = new Float32Array(this.kernel.outDims.reduce((a, b) => a * b, 1));
+    const dims = outDimsAt(this.kernel, nb);
+    const out = new Float32Array(outWords(dims, this.kernel.outDtype));
     lib.threads(defaultThreads());
-    lib.callSync(this.variant.fn, layerArgs(this.kernel.args, inputs, this.packed, out));
-    return [new TensorData('float32', this.kernel.outDims, out)];
+    if (out.length) lib.callSync(this.variant.fn, layerArgs(this.kernel.args, inputs, this.packed, out), nb);
+    return [outValue(out, dims, this.kernel.outDtype)];
   }
 
   meta(): LayerMeta {
     const k = this.kernel;
-    return { node: k.node, tactic: this.name, fn: this.variant.fn, pack: this.variant.pack, args: k.args, inputDims: k.inputDims, outDims: k.outDims };
+    return { node: k.node, tactic: this.name, fn: this.variant.fn, pack: this.variant.pack, args: k.args, inputDims: k.inputDims, outDims: k.outDims,
+      work: k.work, ...(k.batch ? { batch: k.batch } : {}), ...(k.outDtype ? { outDtype: k.outDtype } : {}) };
   }
 }
 
@@ -133,13 +174,14 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   for (const n of model.graph.nodes) names.set(n.name, (names.get(n.name) ?? 0) + 1);
   const isa = hostIsa();
   const kernels = new Map<Node, LayerKernel>();
+  const batchOf = batchCarriers(model, typeOf);
   for (const n of model.graph.nodes) {
     // plans name layers by node name, so a native kernel needs a unique one
     if (!n.name || names.get(n.name) !== 1) continue;
-    const k = layerKernel(n, model, typeOf, isa, String(kernels.size));
+    const k = layerKernel(n, model, typeOf, isa, String(kernels.size), batchOf(n));
     if (k) kernels.set(n, k);
   }
-  if (!kernels.size) return null;
+  if (![...kernels.values()].some((k) => k.work >= MIN_MODEL_WORK)) return null;
   const cc = findCompiler();
   if (!cc) {
     warnOnce('Kiln: no C compiler found (tried $KILN_CC, cc, gcc, clang); the CPU build uses reference kernels. Install gcc or clang for compiled kernels.');
@@ -150,11 +192,66 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
     warnOnce(`Kiln: native CPU kernels are unavailable (${why}); the CPU build uses reference kernels.`);
     return null;
   }
-  const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);`).join('\n');
+  const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);\nvoid kiln_dconv_${mr}x${nv}(const dconv_t *g);`).join('\n');
   const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
-  const runtime = RUNTIME_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('');
-  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${gemms}\n`, [runtime, ...units]);
+  const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('');
+  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${gemms}\n`, [runtime, ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
+}
+
+const numericDims = (t: ValueType | undefined): number[] | undefined =>
+  t?.kind === 'tensor' && t.shape && t.shape.every((d) => typeof d === 'number') ? (t.shape as number[]) : undefined;
+
+/**
+ * Which layers can take their leading dim at run time, and through which inputs. Shapes are inferred a second time
+ * with every dynamic leading input dim changed (a probe): a value "carries the batch" when only its leading dim moved,
+ * and is static when nothing did. A layer qualifies when its output carries the batch and each input either carries
+ * the same leading dim or is static. Returns, per node, the inputs that carry it (undefined: the layer does not
+ * qualify).
+ */
+function batchCarriers(model: Model, typeOf: (name: string) => ValueType | undefined): (n: Node) => boolean[] | undefined {
+  const none = () => undefined;
+  const g = model.graph;
+  const inits = g.initializers;
+  const probe = new Map<string, number[]>();
+  for (const i of g.inputs) {
+    if (inits.has(i.name) || i.type.kind !== 'tensor' || !i.type.shape?.length) continue;
+    const opt = numericDims(typeOf(i.name));
+    if (!opt) return none;
+    if (typeof i.type.shape[0] !== 'number') probe.set(i.name, [opt[0] + 3, ...opt.slice(1)]);
+    else probe.set(i.name, opt);
+  }
+  if (![...probe].some(([k, d]) => d[0] !== numericDims(typeOf(k))![0])) return none;
+  const saved = g.valueInfo;
+  let probed: Map<string, ValueType>;
+  try {
+    g.valueInfo = new Map(saved);
+    inferShapes(g, model.opsets, { inputShapes: probe });
+    probed = g.valueInfo;
+  } catch {
+    return none;
+  } finally {
+    g.valueInfo = saved;
+  }
+  // [opt dim0, probe dim0] for a value that carries the batch, 'static', or undefined
+  const kind = (name: string): [number, number] | 'static' | undefined => {
+    if (inits.has(name)) return 'static';
+    const o = numericDims(typeOf(name)), p = probe.get(name) ?? numericDims(probed.get(name));
+    if (!o || !p || o.length !== p.length || !o.length) return undefined;
+    if (o.slice(1).some((d, k) => d !== p[k + 1])) return undefined;
+    return o[0] === p[0] ? 'static' : o[0] > 0 ? [o[0], p[0]] : undefined;
+  };
+  return (n) => {
+    const out = n.outputs[0] ? kind(n.outputs[0]) : undefined;
+    if (!Array.isArray(out)) return undefined;
+    const flags: boolean[] = [];
+    for (const x of n.inputs) {
+      const k = x ? kind(x) : 'static';
+      if (k === undefined || (Array.isArray(k) && (k[0] !== out[0] || k[1] !== out[1]))) return undefined;
+      flags.push(Array.isArray(k));
+    }
+    return flags;
+  };
 }
 
 /** Spread layer sources over `n` units of similar size (the runtime is a unit of its own). */

@@ -8,6 +8,7 @@ import { KILN_DOMAIN } from '../../ops/fused.js';
 import type { Isa } from './compiler.js';
 import { renderC, renderActivation, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
+import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
 
 /** Where a layer function's pointer argument comes from. */
 export type Arg = { in: number } | { packed: true } | { out: true } | { none: true };
@@ -27,11 +28,23 @@ export interface LayerKernel {
   inputDims: (number[] | null)[];
   outDims: number[];
   source: string;
+  /** Present when the code takes the leading (batch) dim at run time: per input, whether it carries that dim (the
+   * others must match `inputDims` exactly). The output's leading dim is the run-time batch. */
+  batch?: boolean[];
+  /** Rough work at the generated shapes (multiply-adds or elements), to pick a synchronous call for small layers. */
+  work: number;
+  /** int8/uint8 output of a quantized layer (see int8.ts; absent: float32). */
+  outDtype?: QuantOut;
 }
 
-/** Below this much work (multiply-adds, or output elements) a layer keeps its reference kernel. */
-const MIN_GEMM_WORK = 16384;
-const MIN_ELEMENTS = 4096;
+/** Below this much work (multiply-adds, or output elements) a layer keeps its reference kernel. A synchronous
+ * native call costs about a microsecond, far less than the reference kernels at any size, so only empty layers stay
+ * there; whether a model is worth compiling at all is `MIN_MODEL_WORK`. */
+const MIN_GEMM_WORK = 1;
+const MIN_ELEMENTS = 1;
+/** A model gets compiled kernels only when one of its layers has at least this much work: compiling costs a fraction
+ * of a second, which one-op models (the conformance cases) never earn back. */
+export const MIN_MODEL_WORK = 16384;
 
 /** Register tiles offered per ISA: [rows, vectors of columns]. */
 const TILES: Record<Isa, [number, number][]> = { avx512: [[6, 2], [12, 2]], avx2: [[6, 2], [4, 3]], portable: [[6, 2], [4, 3]] };
@@ -44,6 +57,9 @@ interface Ctx {
   typeOf: (name: string) => ValueType | undefined;
   isa: Isa;
   id: string;
+  /** Per input, whether it carries the output's leading dim when the batch changes (set only where every input
+   * either carries it or keeps its shape): a generator that honours it reads the batch from \`nb\`. */
+  batch?: boolean[];
 }
 
 const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
@@ -61,8 +77,9 @@ const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(name);
 const sameDims = (a: readonly number[] | undefined, b: readonly number[]) => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** The native kernel for a node, or undefined when the node keeps its reference kernel. */
-export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string): LayerKernel | undefined {
-  const c: Ctx = { model, typeOf, isa, id };
+export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string, batch?: boolean[]): LayerKernel | undefined {
+  const c: Ctx = { model, typeOf, isa, id, batch };
+  if (isInt8Op(node)) return int8LayerKernel(node, model, typeOf, isa, id);
   const outs = node.outputs.filter(Boolean);
   if (outs.length !== 1 || node.outputs[0] !== outs[0]) return undefined;
   const key = `${node.domain === KILN_DOMAIN ? 'kiln' : node.domain || ''}:${node.opType}`;
@@ -77,13 +94,18 @@ export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa
   const gen = GENERATORS[key];
   const k = gen?.(c, node, ins, out);
   if (!k) return undefined;
-  return { node: node.name, inputDims: ins, outDims: out, ...k };
+  const { batched, work, ...rest } = k;
+  return { node: node.name, inputDims: ins, outDims: out, ...rest, work: work ?? prod(out), ...(batched && batch ? { batch } : {}) };
 }
 
-type Gen = (c: Ctx, n: Node, ins: (number[] | null)[], out: number[]) => Omit<LayerKernel, 'node' | 'inputDims' | 'outDims'> | undefined;
+type GenResult = Omit<LayerKernel, 'node' | 'inputDims' | 'outDims' | 'batch' | 'work'> & { batched?: boolean; work?: number };
+type Gen = (c: Ctx, n: Node, ins: (number[] | null)[], out: number[]) => GenResult | undefined;
 
-const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}`;
-const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n${body}\n}\n`;
+/** The batch expression for generated code: the run-time \`nb\` where the layer is batch-generic, else the constant. */
+const nbOr = (c: Ctx, b0: number) => (c.batch ? 'nb' : String(b0));
+
+const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}, int nb`;
+const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n  (void)nb;\n${body}\n}\n`;
 
 /** Epilogue over one C tile: alpha scaling, bias, residual, activation. `bias` and `res` render element reads. */
 function epilogue(fn: string, alpha: number, bias: string | undefined, res: string | undefined, act: string): string | undefined {
@@ -115,6 +137,10 @@ const fusedMatMul: Gen = (c, n, ins, out) => {
   if (biasRead === null || (res && !sameDims(res, out))) return undefined;
   const act = activation(n);
   if (act === undefined) return undefined;
+  // batch-generic: M scales with A's leading dim; a full-size bias or the residual must scale with it
+  const bt = c.batch, fullBias = !!biasRead?.includes('N_');
+  const batched = !!bt && bt[0] && (!fullBias || bt[2]) && (!res || bt[3]);
+  const Mexpr = batched ? `nb * ${M / a[0]}` : String(M);
   const id = c.id;
   const epi = epilogue(`e${id}`, alpha, biasRead, res ? 'p[1][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
   const variants: Variant[] = [];
@@ -128,11 +154,11 @@ const fusedMatMul: Gen = (c, n, ins, out) => {
   return o;
 }\n`;
     src += exported(fn, `  const float *p[2] = { a2, a3 };
-  gemm_t g = { ${M}, ${N}, ${K}, NULL, a0, ${K}, a1, NULL, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N} };
+  gemm_t g = { ${Mexpr}, ${N}, ${K}, NULL, a0, ${K}, a1, NULL, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N} };
   kiln_gemm_${tile}(&g);`);
     variants.push({ tactic: `native-${c.isa}-gemm-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
   }
-  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n` };
+  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched, work: M * N * K };
 };
 
 interface ConvGeom { C: number; H: number; W: number; Co: number; OH: number; OW: number; kh: number; kw: number; s: number[]; d: number[]; p: number[]; group: number }
@@ -167,11 +193,13 @@ const fusedConv: Gen = (c, n, ins, out) => {
   if (!g || act === undefined) return undefined;
   const { C, H, W, Co, OH, OW, kh, kw, s, p } = g;
   const batch = x[0], N = OH * OW, K = C * kh * kw, id = c.id;
+  if (c.batch && (!c.batch[0] || (res && !c.batch[3]))) c = { ...c, batch: undefined };
   if (g.group === C && w[1] === 1 && Co % C === 0) return depthwise(c, g, batch, !!bias, !!res, act);
   if (g.group !== 1 || w[1] !== C || Co * N * K < MIN_GEMM_WORK) return undefined;
   const epi = epilogue(`e${id}`, 1, bias ? 'p[1][i0 + r]' : undefined, res ? 'p[2][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
   const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
-  let src = `#define N_ ${N}\n${epi ?? ''}`;
+  const direct = directConv(g);
+  let src = `#define N_ ${N}\n${epi ?? ''}${direct ? `static const int off${id}[${K}] = { ${direct.off.join(', ')} };\n` : ''}`;
   const variants: Variant[] = [];
   for (const [mr, nv] of TILES[c.isa]) {
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
@@ -193,15 +221,41 @@ ${body}
   kiln_pack_a(w, ${K}, 1, ${Co}, ${K}, ${mr}, o);
   return o;
 }\n`;
-    src += exported(fn, `  for (int b = 0; b < ${batch}; b++) {
-    const float *p[3] = { (const float *)a0 + (size_t)b * ${C * H * W}, a2, a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL };
-    gemm_t g = { ${Co}, ${N}, ${K}, a1, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, (float *)a4 + (size_t)b * ${Co * N}, ${N} };
-    kiln_gemm_${tile}(&g);
-  }`);
-    variants.push({ tactic: `native-${c.isa}-conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+    // one GEMM per image, all images in one pool run (a small image alone is too little work to split)
+    src += exported(fn, `  int B = ${nbOr(c, batch)};
+  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
+  for (int b = 0; b < B; b++) {
+    p[b][0] = (const float *)a0 + (size_t)b * ${C * H * W}; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL;
   }
-  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n` };
+  gemm_t g = { ${Co}, ${N}, ${K}, a1, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N}, B, ${Co * N}, sizeof(*p) };
+  if (B) kiln_gemm_${tile}(&g);
+  free(p);`);
+    variants.push({ tactic: `native-${c.isa}-conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+    if (direct) {
+      src += exported(`${fn}d`, `  int B = ${nbOr(c, batch)};
+  size_t per;
+  const float *xp = kiln_pad_images(a0, B, ${C}, ${H}, ${W}, ${direct.HP}, ${direct.WP}, ${p[0]}, ${p[1]}, ${nr + 16}, &per);
+  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
+  for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
+  dconv_t g = { ${Co}, ${K}, ${OH}, ${OW}, ${direct.WP}, a1, off${id}, xp, per, ${epi ? `e${id}` : 'NULL'}, p, sizeof(*p), a4, ${Co * N}, B };
+  kiln_dconv_${tile}(&g);
+  free(p);`);
+      variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
+    }
+  }
+  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
 };
+
+/** Stride-1 convolutions with a window larger than 1x1 can also run direct (no im2col; see dconv_t): the padded
+ * image size and each tap's offset in it. */
+function directConv(g: ConvGeom): { HP: number; WP: number; off: number[] } | undefined {
+  const { C, H, W, OH, OW, kh, kw, s, d, p } = g;
+  if (s[0] !== 1 || s[1] !== 1 || kh * kw === 1) return undefined;
+  const HP = Math.max(OH + (kh - 1) * d[0], p[0] + H), WP = Math.max(OW + (kw - 1) * d[1], p[1] + W);
+  const off: number[] = [];
+  for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) off.push(ci * HP * WP + a * d[0] * WP + b * d[1]);
+  return { HP, WP, off };
+}
 
 /** Packs rows [k0, k0 + kc) x columns [j0, j0 + NR) of the implicit im2col matrix: per row, runs along one output
  * row, each split into a zero head, a valid middle (memcpy when the stride is 1) and a zero tail. */
@@ -276,8 +330,9 @@ function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes:
   }
 }
 ${exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
-  kiln_pool_run(t${id}, q, ${batch * Co});`)}`;
-  return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src };
+  kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
+    batched: !!c.batch, work: batch * Co * N * kh * kw };
 }
 
 /** kiln:Elementwise over float32 inputs: an outer loop over rows (each input's offset from baked strides) and a
@@ -290,15 +345,20 @@ const elementwise: Gen = (c, n, ins, out) => {
   } catch {
     return undefined;
   }
-  const r = out.length, inner = out[r - 1] ?? 1, rows = prod(out) / inner;
+  // batch-generic: strides come from a stand-in batch of 2 (so carried leading dims get a stride and the others
+  // broadcast); the code reads the batch from nb
+  const bt = c.batch && out.length >= 2 && ins.every((d, i) => !c.batch![i] || d!.length === out.length) ? c.batch : undefined;
+  const vOut = bt ? [2, ...out.slice(1)] : out;
+  const vIns = ins.map((d, i) => (bt?.[i] ? [2, ...d!.slice(1)] : d!));
+  const r = out.length, inner = out[r - 1] ?? 1, per = prod(out.slice(1));
   // strides of each input over the output's dims (0 where broadcast)
-  const strides = ins.map((dims) => {
-    const dd = dims!, off = r - dd.length;
+  const strides = vIns.map((dd) => {
+    const off = r - dd.length;
     if (off < 0) return undefined;
     const st: number[] = new Array(r).fill(0);
     let acc = 1;
     for (let i = dd.length - 1; i >= 0; i--) {
-      if (dd[i] !== 1 && dd[i] !== out[off + i]) return undefined;
+      if (dd[i] !== 1 && dd[i] !== vOut[off + i]) return undefined;
       st[off + i] = dd[i] === 1 ? 0 : acc;
       acc *= dd[i];
     }
@@ -306,21 +366,25 @@ const elementwise: Gen = (c, n, ins, out) => {
   });
   if (strides.some((s) => !s)) return undefined;
   const id = c.id;
-  const flat = strides.every((s, k) => prod(ins[k]!) === 1 || sameDims(ins[k]!, out));
-  const read = (i: number) => (prod(ins[i]!) === 1 ? `x${i}[0]` : flat ? `x${i}[i]` : strides[i]![r - 1] ? `x${i}[o${i} + i]` : `x${i}[o${i}]`);
+  const scalar = (i: number) => prod(vIns[i]) === 1;
+  const flat = vIns.every((d, k) => scalar(k) || sameDims(d, vOut));
+  const read = (i: number) => (scalar(i) ? `x${i}[0]` : flat ? `x${i}[i]` : strides[i]![r - 1] ? `x${i}[o${i} + i]` : `x${i}[o${i}]`);
   const decl = ins.map((_, i) => `const float *restrict x${i} = ((void **)ctx)[${i}];`).join(' ');
   const offsets = flat ? '' : ins.map((_, i) => {
     const st = strides[i]!;
-    const terms = out.slice(0, -1).map((_, a) => (st[a] ? `((row / ${prod(out.slice(a + 1, -1))}) % ${out[a]}) * ${st[a]}` : '')).filter(Boolean);
+    // row / (rows per leading index) is below the leading dim already: no modulus there
+    const terms = out.slice(0, -1).map((_, a) => (st[a] ? `(${a ? `(row / ${prod(out.slice(a + 1, -1))}) % ${out[a]}` : `row / ${prod(out.slice(1, -1))}`}) * ${st[a]}` : '')).filter(Boolean);
     return `long o${i} = ${terms.length ? terms.join(' + ') : '0'};`;
   }).join(' ');
   const body = renderC(expr, read);
   const chunk = flat ? 16384 : Math.max(1, Math.floor(16384 / inner));
-  const total = flat ? prod(out) : rows;
+  // elements (flat) or rows, as a C expression of nb where batch-generic
+  const total = bt ? `(long)nb * ${flat ? per : per / inner}` : `${flat ? prod(out) : prod(out) / inner}L`;
   const src = `static void t${id}(void *ctx, int t) {
   ${decl}
   float *restrict y = ((void **)ctx)[${LAYER_ARGS - 1}];
-  long lo = (long)t * ${chunk}, hi = KMIN(${total}L, lo + ${chunk});
+  long total = (long)(intptr_t)((void **)ctx)[${LAYER_ARGS}];
+  long lo = (long)t * ${chunk}, hi = KMIN(total, lo + ${chunk});
   ${flat ? `#pragma GCC ivdep
   for (long i = lo; i < hi; i++) y[i] = ${body};` : `for (long row = lo; row < hi; row++) {
     ${offsets}
@@ -329,9 +393,11 @@ const elementwise: Gen = (c, n, ins, out) => {
     for (int i = 0; i < ${inner}; i++) yr[i] = ${body};
   }`}
 }
-${exported(`L${id}_ew`, `  void *ctx[${LAYER_ARGS}] = { ${Array.from({ length: LAYER_ARGS - 1 }, (_, i) => `a${i}`).join(', ')}, a${ins.length} };
-  kiln_pool_run(t${id}, ctx, ${Math.ceil(total / chunk)});`)}`;
-  return { variants: [{ tactic: `native-${c.isa}-elementwise`, fn: `L${id}_ew` }], args: [...ins.map((_, i) => ({ in: i })), { out: true }], source: src };
+${exported(`L${id}_ew`, `  long total = ${total};
+  void *ctx[${LAYER_ARGS + 1}] = { ${Array.from({ length: LAYER_ARGS - 1 }, (_, i) => `a${i}`).join(', ')}, a${ins.length}, (void *)(intptr_t)total };
+  kiln_pool_run(t${id}, ctx, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-elementwise`, fn: `L${id}_ew` }], args: [...ins.map((_, i) => ({ in: i })), { out: true }], source: src,
+    batched: !!bt };
 };
 
 const lastAxis = (n: Node, rank: number, d: number) => {
@@ -344,8 +410,9 @@ const softmax: Gen = (c, n, ins, out) => {
   const defaultAxis = n.domain === KILN_DOMAIN || (c.model.opsets.get('') ?? 13) >= 13 ? -1 : 1;
   if (!x || !lastAxis(n, x.length, defaultAxis) || prod(out) < MIN_ELEMENTS || !sameDims(x, out)) return undefined;
   const cols = x[x.length - 1];
-  const fn = `L${c.id}_sm`;
-  return { variants: [{ tactic: `native-${c.isa}-softmax`, fn }], args: [{ in: 0 }, { out: true }], source: exported(fn, `  kiln_softmax_rows(a0, a1, ${prod(x) / cols}, ${cols});`) };
+  const fn = `L${c.id}_sm`, bt = !!c.batch?.[0] && x.length >= 2;
+  return { variants: [{ tactic: `native-${c.isa}-softmax`, fn }], args: [{ in: 0 }, { out: true }], batched: bt,
+    source: exported(fn, `  kiln_softmax_rows(a0, a1, ${bt ? `nb * ${prod(x.slice(1)) / cols}` : prod(x) / cols}, ${cols});`) };
 };
 
 const layerNorm: Gen = (c, n, ins, out) => {
@@ -353,9 +420,9 @@ const layerNorm: Gen = (c, n, ins, out) => {
   if (!x || !g || !lastAxis(n, x.length, -1) || prod(out) < MIN_ELEMENTS || !sameDims(x, out)) return undefined;
   const D = x[x.length - 1];
   if (prod(g) !== D || (b && prod(b) !== D) || attrOf(n, 'stash_type', 1) !== 1) return undefined;
-  const fn = `L${c.id}_ln`;
-  return { variants: [{ tactic: `native-${c.isa}-layernorm`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { out: true }],
-    source: exported(fn, `  kiln_layernorm_rows(a0, a1, a2, a3, ${prod(x) / D}, ${D}, ${cFloat(attrOf(n, 'epsilon', 1e-5))});`) };
+  const fn = `L${c.id}_ln`, bt = !!c.batch?.[0] && x.length >= 2;
+  return { variants: [{ tactic: `native-${c.isa}-layernorm`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { out: true }], batched: bt,
+    source: exported(fn, `  kiln_layernorm_rows(a0, a1, a2, a3, ${bt ? `nb * ${prod(x.slice(1)) / D}` : prod(x) / D}, ${D}, ${cFloat(attrOf(n, 'epsilon', 1e-5))});`) };
 };
 
 /** kiln:Attention over [B, H, S, D] (or [B, S, D]) with an optional float32 or bool mask. */
@@ -369,12 +436,14 @@ const attention: Gen = (c, n, ins, out) => {
   const S = q[r - 2], D = q[r - 1], L = kt ? k[r - 1] : k[r - 2], DV = v[r - 1];
   if ((kt ? k[r - 2] : k[r - 1]) !== D || v[r - 2] !== L || prod(out) < MIN_ELEMENTS) return undefined;
   const B = lead[0], H = r === 4 ? lead[1] : 1;
+  // batch-generic: q, k, v carry the batch; mask strides come from a stand-in batch of 2
+  const bt = !!c.batch && c.batch[0] && c.batch[1] && c.batch[2] && (!maskName || !c.batch[3] || typeOfName(c, maskName)!.dims.length === r);
   const mq = [0, 0, 0, 0];
   let maskBool = 0;
   if (maskName) {
-    const md = typeOfName(c, maskName)!.dims, full = [B, H, S, L];
+    const md = typeOfName(c, maskName)!.dims, full = [bt ? 2 : B, H, S, L];
     if (md.length > r) return undefined;
-    const m4 = [...Array(4 - md.length).fill(1), ...md];
+    const m4 = bt && c.batch![3] ? [2, ...(r === 4 ? md.slice(1) : [1, ...md.slice(1)])] : [...Array(4 - md.length).fill(1), ...md];
     let acc = 1;
     for (let i = 3; i >= 0; i--) {
       if (m4[i] !== 1 && m4[i] !== full[i]) return undefined;
@@ -384,10 +453,11 @@ const attention: Gen = (c, n, ins, out) => {
     maskBool = typeOfName(c, maskName)!.dtype === 'bool' ? 1 : 0;
   }
   const fn = `L${c.id}_attn`;
-  const src = exported(fn, `  attn_t at = { ${B}, ${H}, ${S}, ${L}, ${D}, ${DV}, ${kt ? 1 : 0}, ${cFloat(attrOf(n, 'scale', 1))}, a0, a1, a2, a3, ${maskBool},
+  const src = exported(fn, `  attn_t at = { ${bt ? 'nb' : B}, ${H}, ${S}, ${L}, ${D}, ${DV}, ${kt ? 1 : 0}, ${cFloat(attrOf(n, 'scale', 1))}, a0, a1, a2, a3, ${maskBool},
     { ${mq.join(', ')} }, a4 };
   kiln_attention(&at);`);
-  return { variants: [{ tactic: `native-${c.isa}-attention`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src };
+  return { variants: [{ tactic: `native-${c.isa}-attention`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
+    batched: bt, work: prod(lead) * S * L * (D + DV) };
 };
 
 const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
@@ -407,19 +477,88 @@ const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
   const countPad = attrOf(n, 'count_include_pad', 0);
   if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || auto !== 'NOTSET')) return undefined;
   const fn = `L${c.id}_pool`;
+  const inside = p.every((v) => v === 0) && (OH - 1) * s[0] + (kh - 1) * d[0] < H && (OW - 1) * s[1] + (kw - 1) * d[1] < W;
+  if (inside) return windowPool(c, fn, isMax, [N, C, H, W, OH, OW, kh, kw], s, d);
   return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
-    source: exported(fn, `  kiln_pool2d(a0, a1, ${N * C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${isMax ? 1 : 0}, ${countPad});`) };
+    batched: !!c.batch?.[0], work: prod(out) * kh * kw,
+    source: exported(fn, `  kiln_pool2d(a0, a1, ${c.batch?.[0] ? 'nb' : N} * ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${isMax ? 1 : 0}, ${countPad});`) };
 };
+
+/** Pooling whose windows all lie inside the image (no padding), with shapes and taps baked in: a few planes per
+ * task, each output row one vectorizable loop over the columns. */
+function windowPool(c: Ctx, fn: string, isMax: boolean, g: number[], s: number[], d: number[]): GenResult {
+  const [N, C, H, W, OH, OW, kh, kw] = g;
+  const taps: string[] = [];
+  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
+    if (a + b === 0) continue;
+    const x = `xr[${a * d[0] * W + b * d[1]} + ow * ${s[1]}]`;
+    taps.push(isMax ? `v = kmaxf(v, ${x});` : `v += ${x};`);
+  }
+  const planes = `${c.batch?.[0] ? 'nb' : N} * ${C}`;
+  const src = `static void t${c.id}(void *ctx, int t) {
+  void *const *q = ctx;
+  int planes = (int)(intptr_t)q[2], per = (planes + (int)(intptr_t)q[3] - 1) / (int)(intptr_t)q[3];
+  for (int pl = t * per; pl < KMIN(planes, (t + 1) * per); pl++) {
+    const float *x = (const float *)q[0] + (size_t)pl * ${H * W};
+    float *y = (float *)q[1] + (size_t)pl * ${OH * OW};
+    for (int oh = 0; oh < ${OH}; oh++) {
+      const float *xr = x + oh * ${s[0] * W};
+      float *yr = y + oh * ${OW};
+      #pragma GCC ivdep
+      for (int ow = 0; ow < ${OW}; ow++) {
+        float v = xr[ow * ${s[1]}];
+        ${taps.join(' ')}
+        yr[ow] = ${isMax ? 'v' : `v / ${cFloat(kh * kw)}`};
+      }
+    }
+  }
+}
+${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads());
+  void *q[4] = { a0, a1, (void *)(intptr_t)planes, (void *)(intptr_t)tasks };
+  kiln_pool_run(t${c.id}, q, tasks);`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: N * C * OH * OW * kh * kw, source: src };
+}
 
 const globalPool = (isMax: boolean): Gen => (c, n, ins) => {
   const [x] = ins;
   if (!x || x.length < 3 || prod(x) < MIN_ELEMENTS) return undefined;
   const fn = `L${c.id}_gpool`;
-  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
-    source: exported(fn, `  kiln_global_pool(a0, a1, ${x[0] * x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: prod(x),
+    source: exported(fn, `  kiln_global_pool(a0, a1, ${c.batch?.[0] ? 'nb' : x[0]} * ${x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
+};
+
+/** Transpose: per output row (all axes but the last), the input offset from baked strides, then one loop along the
+ * last output axis (a memcpy where that axis is also the input's last). Batch-generic when the leading axis stays. */
+const transpose: Gen = (c, n, ins, out) => {
+  const [x] = ins;
+  if (!x || !x.length || x.length > 8 || prod(out) < MIN_ELEMENTS) return undefined;
+  const r = x.length, perm = attrOf<number[]>(n, 'perm', x.map((_, i) => r - 1 - i));
+  if (perm.length !== r || !sameDims(perm.map((a) => x[a]), out)) return undefined;
+  const inStride = x.map((_, i) => prod(x.slice(i + 1)));
+  const st = perm.map((a) => inStride[a]);
+  const bt = !!c.batch?.[0] && perm[0] === 0 && r >= 2;
+  const inner = out[r - 1], rows = prod(out.slice(0, -1)), per = prod(out.slice(1, -1));
+  const terms = out.slice(0, -1).map((_, a) => (a === 0 ? `(row / ${per}) * ${st[0]}L` : `((row / ${prod(out.slice(a + 1, -1))}) % ${out[a]}) * ${st[a]}L`));
+  const id = c.id, chunk = Math.max(1, Math.floor(16384 / inner));
+  const copy = st[r - 1] === 1 ? `memcpy(yr, xr, ${inner} * sizeof(float));` : `for (int i = 0; i < ${inner}; i++) yr[i] = xr[(long)i * ${st[r - 1]}];`;
+  const src = `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  const float *x = q[0]; float *y = q[1];
+  long total = (long)(intptr_t)q[2], lo = (long)t * ${chunk}, hi = KMIN(total, lo + ${chunk});
+  for (long row = lo; row < hi; row++) {
+    const float *xr = x + ${terms.length ? terms.join(' + ') : '0'};
+    float *yr = y + row * ${inner};
+    ${copy}
+  }
+}
+${exported(`L${id}_tr`, `  long total = ${bt ? `(long)nb * ${per}` : `${rows}L`};
+  void *q[3] = { a0, a1, (void *)(intptr_t)total };
+  kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-transpose`, fn: `L${id}_tr` }], args: [{ in: 0 }, { out: true }], source: src, batched: bt };
 };
 
 const GENERATORS: Record<string, Gen> = {
+  ':Transpose': transpose,
   'kiln:FusedMatMul': fusedMatMul,
   'kiln:FusedConv': fusedConv,
   'kiln:Elementwise': elementwise,

@@ -57,7 +57,7 @@ export const cpuBackend: Backend = {
         const t0 = performance.now();
         // intermediate buffers are reused only where no caller can keep an intermediate value
         const run = faultyKernels.size ? undefined : native?.begin(!hooks?.keepAll && !hooks?.retainOutputs);
-        const all = await executeGraphAsync(model.graph, feeds, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
+        const all = await executeGraphAsync(model.graph, feeds as Map<string, Value>, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
           kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
         run?.end();
         hooks?.onPhase?.('compute', t0, performance.now());

@@ -1,7 +1,7 @@
 // Loading a compiled kernel library with koffi and calling into it. Every layer function takes eight pointers
-// (inputs, packed weights, output; unused ones null); packing functions take the raw weights and return a buffer
+// (inputs, packed weights, output; unused ones null) and the run-time batch; packing functions take the raw weights and return a buffer
 // the library allocated (aligned for the microkernels). Async calls run on a libuv worker thread, so a large layer
-// does not block the event loop.
+// does not block the event loop; small layers are called synchronously (a thread handoff costs more than they do).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -71,7 +71,7 @@ export class NativeLibrary {
   private layerFn(name: string): KoffiFn {
     let f = this.fns.get(name);
     if (!f) {
-      f = this.lib.func(`void ${name}(${Array(LAYER_ARGS).fill('void *').join(', ')})`);
+      f = this.lib.func(`void ${name}(${Array(LAYER_ARGS).fill('void *').join(', ')}, int)`);
       this.fns.set(name, f);
     }
     return f;
@@ -86,15 +86,15 @@ export class NativeLibrary {
     this.freeFn(p);
   }
 
-  callSync(name: string, args: Ptr[]): void {
-    this.layerFn(name)(...pad(args));
+  callSync(name: string, args: Ptr[], batch: number): void {
+    this.layerFn(name)(...pad(args), batch);
   }
 
-  callAsync(name: string, args: Ptr[]): Promise<void> {
+  callAsync(name: string, args: Ptr[], batch: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.layerFn(name).async(...pad(args), (err: unknown) => (err ? reject(err) : resolve()));
+      this.layerFn(name).async(...pad(args), batch, (err: unknown) => (err ? reject(err) : resolve()));
     });
   }
 }
 
-const pad = (args: Ptr[]) => [...args, ...Array(LAYER_ARGS - args.length).fill(null)];
+const pad = (args: Ptr[]) => (args.length === LAYER_ARGS ? args : [...args, ...Array(LAYER_ARGS - args.length).fill(null)]);

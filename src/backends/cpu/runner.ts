@@ -8,7 +8,8 @@ import { TensorData, type Value } from '../../ir/tensor.js';
 import { KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, type Ptr } from './native.js';
-import { KERNELS_BLOB, META_BLOB, dimsMatch, layerArgs, type KernelsMeta, type LayerMeta } from './build.js';
+import { outValue, outWords } from './int8.js';
+import { KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
 
 export interface NativeKernels {
   /** The kernels for one run; `pool` lets intermediate outputs reuse buffers of values that are dead by then (off
@@ -17,18 +18,34 @@ export interface NativeKernels {
   release(): void;
 }
 
-type LayerKernel = (inputs: (Value | undefined)[], out: () => Float32Array) => Promise<Value[]>;
+type LayerKernel = (inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Promise<Value[]> | Value[];
 
-/** Free buffers by length, shared by the runs of one runner (a buffer is only here while no value uses it). */
+/** Layers with less work than this (multiply-adds or elements, at the run's batch) are called synchronously: a
+ * worker-thread handoff and promise cost tens of microseconds, more than such a layer computes. */
+const SYNC_WORK = 1e7;
+
+/** Free buffers by size class, shared by the runs of one runner (a buffer is only here while no value uses it).
+ * Classes are powers of two and a request gets a view of the first n words: keyed by exact length, a server's
+ * dynamic batches (every size from 1 to max_batch_size) kept one set of buffers per batch size seen, and a worker's
+ * memory grew for minutes (tiny CNN, sizes 1..64: +180 MiB per engine). */
 class BufferPool {
   private free = new Map<number, Float32Array[]>();
   take(n: number): Float32Array {
-    return this.free.get(n)?.pop() ?? new Float32Array(n);
+    const cap = n <= 1 ? n : 2 ** Math.ceil(Math.log2(n));
+    const b = this.free.get(cap)?.pop() ?? new Float32Array(cap);
+    return b.length === n ? b : b.subarray(0, n);
   }
-  give(b: Float32Array): void {
+  give(view: Float32Array): void {
+    const b = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? view : new Float32Array(view.buffer);
     const l = this.free.get(b.length);
     if (l) l.push(b);
     else this.free.set(b.length, [b]);
+  }
+  /** Words held by free buffers (tests check the pool stays bounded). */
+  get words(): number {
+    let n = 0;
+    for (const l of this.free.values()) for (const b of l) n += b.length;
+    return n;
   }
   clear(): void {
     this.free.clear();
@@ -94,7 +111,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   return {
     begin(usePool) {
       if (!usePool || !life) {
-        return { kernelFor: (n) => { const k = kernels.get(n); return k && ((inputs) => k(inputs, () => new Float32Array(l0(n)))); }, end: () => {} };
+        return { kernelFor: (n) => { const k = kernels.get(n); return k && (async (inputs) => k(inputs, (len) => new Float32Array(len))); }, end: () => {} };
       }
       // buffers this run took, with the schedule index after which they are dead
       const held: { until: number; buf: Float32Array }[] = [];
@@ -106,8 +123,8 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         const i = index.get(n)!, until = life.get(n)!;
         return async (inputs) => {
           for (let h = held.length - 1; h >= 0; h--) if (held[h].until < i) pool.give(held.splice(h, 1)[0].buf);
-          return k(inputs, () => {
-            const buf = until === Infinity ? new Float32Array(l0(n)) : pool.take(l0(n));
+          return k(inputs, (len) => {
+            const buf = until === Infinity ? new Float32Array(len) : pool.take(len);
             if (until !== Infinity) held.push({ until, buf });
             return buf;
           });
@@ -127,7 +144,7 @@ function packWeights(lib: NativeLibrary, model: Model, node: Node, l: LayerMeta)
   if (!l.pack) return null;
   const data = l.pack.inputs.map((i) => {
     const t = model.graph.initializers.get(node.inputs[i]);
-    if (!t || t.dtype !== 'float32') throw new KilnError(`layer '${l.node}': its packed input '${node.inputs[i]}' is not a float32 constant in the plan.`, { hint: 'Rebuild the plan.' });
+    if (!t || (t.dtype !== 'float32' && t.dtype !== 'int8')) throw new KilnError(`layer '${l.node}': its packed input '${node.inputs[i]}' is not a float32 constant in the plan.`, { hint: 'Rebuild the plan.' });
     return t.data;
   });
   return lib.pack(l.pack.fn, data);
@@ -135,20 +152,25 @@ function packWeights(lib: NativeLibrary, model: Model, node: Node, l: LayerMeta)
 
 function layerKernel(lib: NativeLibrary, node: Node, l: LayerMeta, packed: Ptr, threads: number,
   fallback: (node: Node, inputs: (Value | undefined)[]) => Value[]): LayerKernel {
-  sizes.set(node, l.outDims.reduce((a, b) => a * b, 1));
-  return async (inputs, alloc) => {
-    // the code is specialized to the profile's opt shapes; other shapes run the reference kernel (its outputs are
-    // fresh arrays, so buffer reuse stays safe)
-    if (!dimsMatch(l, inputs)) return fallback(node, inputs).map((v) => (sharesInput(v, inputs) ? copy(v) : v));
-    const out = alloc();
+  const b0 = l.outDims[0] || 1, work = l.work ?? Infinity;
+  return (inputs, alloc) => {
+    // the code is specialized to the profile's opt shapes (any leading dim where the layer is batch-generic); other
+    // shapes run the reference kernel (its outputs are fresh arrays, so buffer reuse stays safe)
+    const nb = runBatch(l, inputs);
+    if (nb === undefined) return fallback(node, inputs).map((v) => (sharesInput(v, inputs) ? copy(v) : v));
+    const dims = outDimsAt(l, nb);
+    const out = alloc(outWords(dims, l.outDtype));
+    const result = [outValue(out, dims, l.outDtype)];
+    if (!out.length) return result;
     lib.threads(threads);
-    await lib.callAsync(l.fn, layerArgs(l.args, inputs, packed, out));
-    return [new TensorData('float32', l.outDims, out)];
+    const args = layerArgs(l.args, inputs, packed, out);
+    if (work * (nb / b0) < SYNC_WORK) {
+      lib.callSync(l.fn, args, nb);
+      return result;
+    }
+    return lib.callAsync(l.fn, args, nb).then(() => result);
   };
 }
-
-const sizes = new WeakMap<Node, number>();
-const l0 = (n: Node) => sizes.get(n)!;
 
 function sharesInput(v: Value, inputs: (Value | undefined)[]): boolean {
   if (!(v instanceof TensorData)) return false;

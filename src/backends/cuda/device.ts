@@ -1,6 +1,6 @@
 // One CUDA device: context, stream, memory (a caching allocator over cuMemAlloc), copies, modules and launches.
 import { KilnError } from '../../ir/errors.js';
-import { cu, check, loadDriver, ATTR, pointerArray, current } from './ffi/driver.js';
+import { cu, check, loadDriver, ATTR, pointerArray, current, koffi } from './ffi/driver.js';
 import { compileCubin } from './ffi/nvrtc.js';
 import { setWorkspaceAllocator, WORKSPACE_BYTES } from './ffi/cublaslt.js';
 import type { KernelSource } from './codegen/types.js';
@@ -200,6 +200,30 @@ export class CudaDevice {
     this.free.clear();
   }
 
+  /**
+   * Page-locked host memory with a JS view of it: copies between it and the device are truly asynchronous (from
+   * pageable memory the driver stages and blocks), so a context's input/output transfers overlap nothing on the host.
+   */
+  allocPinned(bytes: number): PinnedBuffer {
+    const p = [null];
+    cu('cuMemHostAlloc', p, Math.max(bytes, 1), 0);
+    return { ptr: p[0], bytes, view: new Uint8Array(koffi().view(p[0], Math.max(bytes, 1)), 0, bytes) };
+  }
+
+  freePinned(b: PinnedBuffer): void {
+    loadDriver().cuMemFreeHost(b.ptr);
+  }
+
+  /** Pinned host -> device on `stream` (asynchronous). */
+  uploadPinned(ptr: number, b: PinnedBuffer, stream: unknown): void {
+    if (b.bytes) cu('cuMemcpyHtoDAsync_v2', ptr, b.ptr, b.bytes, stream);
+  }
+
+  /** Device -> pinned host on `stream` (asynchronous: wait on the stream before reading `b.view`). */
+  downloadPinned(b: PinnedBuffer, ptr: number, stream: unknown): void {
+    if (b.bytes) cu('cuMemcpyDtoHAsync_v2', b.ptr, ptr, b.bytes, stream);
+  }
+
   /** Host -> device, ordered on `stream` (the host buffer must stay alive until the stream passes this point). */
   upload(ptr: number, data: ArrayBufferView, stream: unknown): void {
     if (data.byteLength) cu('cuMemcpyHtoDAsync_v2', ptr, data, data.byteLength, stream);
@@ -261,6 +285,12 @@ export class CudaDevice {
     cu('cuMemGetInfo_v2', f, t);
     return { free: Number(f[0]), total: Number(t[0]) };
   }
+}
+
+export interface PinnedBuffer {
+  ptr: unknown;
+  bytes: number;
+  view: Uint8Array;
 }
 
 /** Sizes and lifetimes (event indices; Infinity = still live at the end) of a run's allocations, in order. */

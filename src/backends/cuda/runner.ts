@@ -12,8 +12,8 @@ import { resolveOp, parseAttrs, type KernelContext } from '../../ir/schema.js';
 import { TensorData, SequenceValue, type Value } from '../../ir/tensor.js';
 import { executeGraph, makeContext, nodeDeps, topoSort } from '../../ops/execute.js';
 import { ExecutionError } from '../../ir/errors.js';
-import type { Runner, RunHooks, RunnerContext } from '../backend.js';
-import type { AllocationRecord, CudaDevice } from './device.js';
+import type { DeviceRef, Runner, RunHooks, RunIO, RunnerContext } from '../backend.js';
+import type { AllocationRecord, CudaDevice, PinnedBuffer } from './device.js';
 import { cu, loadDriver } from './ffi/driver.js';
 import { dropWorkspace } from './ffi/cublaslt.js';
 import { GPU_OPS, type DeviceTensor, type GpuImpl } from './ops.js';
@@ -25,6 +25,8 @@ interface GraphEntry {
   buffers: number[];
   /** the context arena the captured run allocated from (0: none) */
   arena: number;
+  /** page-locked staging for each input and output (by name) */
+  pinned: Map<string, PinnedBuffer>;
 }
 
 /** What one execution context owns: a stream, the CUDA graphs captured on it, its timing events, its run queue. */
@@ -47,7 +49,7 @@ class StreamContext implements RunnerContext {
   }
 
   events(): unknown[] {
-    this.ev ??= [0, 1, 2].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+    this.ev ??= [0, 1, 2, 3].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
     return this.ev;
   }
 
@@ -60,6 +62,7 @@ class StreamContext implements RunnerContext {
       loadDriver().cuGraphExecDestroy(g.exec);
       for (const p of g.buffers) this.dev.release(p);
       this.dev.freeArena(g.arena);
+      for (const b of g.pinned.values()) this.dev.freePinned(b);
     }
     this.graphs.clear();
     if (this.ev) for (const e of this.ev) loadDriver().cuEventDestroy_v2(e);
@@ -76,6 +79,8 @@ interface Slot {
   host?: Value;
   dev?: DeviceTensor;
 }
+
+const isDeviceRef = (v: unknown): v is DeviceRef => typeof v === 'object' && v !== null && (v as DeviceRef).kind === 'device';
 
 const bytesOf = (dtype: DType, dims: readonly number[]) => {
   const n = dims.reduce((a, b) => a * b, 1);
@@ -181,7 +186,10 @@ export class CudaRunner implements Runner {
     return impl;
   }
 
-  async run(feeds: Map<string, Value>, fetches: string[], hooks?: RunHooks, context?: RunnerContext): Promise<Map<string, Value>> {
+  /** Feeds and outputs may be DeviceRefs (GpuTensors): read in place / left on the device. */
+  readonly deviceIO = true;
+
+  async run(feeds: Map<string, Value | DeviceRef>, fetches: string[], hooks?: RunHooks, context?: RunnerContext, io?: RunIO): Promise<Map<string, Value | DeviceRef>> {
     const c = (context as StreamContext | undefined) ?? (this.main ??= this.createContext());
     if (c.released) throw new ExecutionError('this execution context was disposed; create a new one.');
     const prev = c.turn;
@@ -189,7 +197,10 @@ export class CudaRunner implements Runner {
     c.turn = new Promise((r) => (done = r));
     await prev;
     try {
-      return await this.runNow(feeds, fetches, hooks, c);
+      for (const [k, v] of feeds) {
+        if (isDeviceRef(v) && v.deviceId !== this.dev.info.ordinal) throw new ExecutionError(`input '${k}' is on GPU ${v.deviceId}, but this engine runs on GPU ${this.dev.info.ordinal}.`);
+      }
+      return await this.runNow(feeds, fetches, hooks, c, io);
     } finally {
       done();
     }
@@ -206,17 +217,34 @@ export class CudaRunner implements Runner {
     }
   }
 
-  private async runNow(feeds: Map<string, Value>, fetches: string[], hooks: RunHooks | undefined, c: StreamContext): Promise<Map<string, Value>> {
+  /** Outputs as fresh device blocks the caller owns (a device-to-device copy out of the run's own buffers). */
+  private keepOnDevice(out: Map<string, Value | DeviceTensor>, stream: unknown): Map<string, DeviceRef> {
+    const res = new Map<string, DeviceRef>();
+    for (const [k, v] of out) {
+      const src = v !== null && 'ptr' in v ? v : undefined;
+      if (!src && !(v instanceof TensorData)) throw new ExecutionError(`output '${k}' is not a tensor and cannot be returned on the device.`);
+      const dtype = src ? src.dtype : (v as TensorData).dtype, dims = src ? src.dims : (v as TensorData).dims;
+      const bytes = bytesOf(dtype, dims);
+      const ptr = this.dev.alloc(Math.max(bytes, 1), true);
+      if (src) this.dev.copy(ptr, src.ptr, bytes, stream);
+      else this.dev.upload(ptr, (v as TensorData).data as TypedArray, stream);
+      res.set(k, { kind: 'device', dtype, dims: [...dims], deviceId: this.dev.info.ordinal, ptr, bytes });
+    }
+    this.dev.sync(stream);
+    return res;
+  }
+
+  private async runNow(feeds: Map<string, Value | DeviceRef>, fetches: string[], hooks: RunHooks | undefined, c: StreamContext, io?: RunIO): Promise<Map<string, Value | DeviceRef>> {
     this.dev.makeCurrent();
     const stream = c.stream;
     // CUDA graphs: the second run of a shape with every layer on the GPU is captured once, later runs replay it
-    const shapeKey = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData ? `${v.dtype}[${v.dims.join('x')}]` : '?'}`).join('|') + `>${fetches.join(',')}`;
+    const shapeKey = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData || isDeviceRef(v) ? `${v.dtype}[${v.dims.join('x')}]${isDeviceRef(v) ? '@dev' : ''}` : '?'}`).join('|') + `>${fetches.join(',')}`;
     const graph = c.graphs.get(shapeKey);
     const timingOnly = !!hooks?.onPhase && !hooks.onLayer && !hooks.keepAll;
-    if (graph && (!hooks || timingOnly)) return this.replay(graph, feeds, hooks, c);
+    if (graph && (!hooks || timingOnly)) return this.replay(graph, feeds, hooks, c, io);
     const capture = (!hooks || timingOnly) && this.useGraphs && c.eligible.has(shapeKey);
     const env = new Map<string, Slot>();
-    for (const [k, v] of feeds) env.set(k, { host: v });
+    for (const [k, v] of feeds) if (!isDeviceRef(v)) env.set(k, { host: v });
     for (const [k, v] of this.model.graph.initializers) env.set(k, { host: v });
     const temps: number[] = []; // device buffers this run allocated
     const refs = new Map<number, number>(); // live values per device buffer (views share their base's buffer)
@@ -233,7 +261,18 @@ export class CudaRunner implements Runner {
     if (record) this.dev.startRecording();
     const planned = capture ? c.records.get(shapeKey) : undefined;
     const arena = planned ? this.dev.beginArena(planned) : 0;
-    for (const [k, v] of feeds) if (v instanceof TensorData && this.order.some((n) => n.inputs.includes(k))) this.toDevice(env.get(k)!, k, temps, refs, stream);
+    for (const [k, v] of feeds) {
+      if (!this.order.some((n) => n.inputs.includes(k))) continue;
+      if (v instanceof TensorData) this.toDevice(env.get(k)!, k, temps, refs, stream);
+      else if (isDeviceRef(v)) {
+        // the run reads its own copy (a captured graph's input buffer must not change between replays)
+        const ptr = this.dev.alloc(Math.max(v.bytes, 1));
+        this.dev.copy(ptr, v.ptr, v.bytes, stream);
+        temps.push(ptr);
+        refs.set(ptr, 1);
+        env.set(k, { dev: { ptr, dtype: v.dtype, dims: [...v.dims], bytes: v.bytes, owned: true } });
+      }
+    }
     const inputPtrs = new Map([...feeds.keys()].filter((k) => env.get(k)?.dev).map((k) => [k, env.get(k)!.dev!]));
     if (capture) cu('cuStreamBeginCapture_v2', stream, 2 /* relaxed: allocation is allowed while capturing */);
     else cu('cuEventRecord', ev[0], stream);
@@ -307,10 +346,11 @@ export class CudaRunner implements Runner {
         cu('cuGraphDestroy', g[0]);
         const outputs = new Map(fetches.map((f) => [f, env.get(f)?.dev]).filter((e): e is [string, DeviceTensor] => !!e[1]));
         // intermediates freed inside the capture are reused by the graph on every replay: the graph owns them too
-        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps, ...this.dev.takePending(stream)], arena };
+        const pinned = new Map([...inputPtrs, ...outputs].map(([k, d]) => [k, this.dev.allocPinned(d.bytes)]));
+        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps, ...this.dev.takePending(stream)], arena, pinned };
         temps.length = 0; // the graph owns them now
         c.graphs.set(shapeKey, entry);
-        return this.replay(entry, feeds, hooks, c);
+        return this.replay(entry, feeds, hooks, c, io);
       }
       cu('cuEventRecord', ev[1], stream);
       this.dev.sync(stream);
@@ -320,16 +360,18 @@ export class CudaRunner implements Runner {
         const rec = this.dev.stopRecording();
         if (rec) c.records.set(shapeKey, rec);
       }
-      const out = new Map<string, Value>();
+      const out = new Map<string, Value | DeviceTensor>();
       const names = hooks?.keepAll ? [...env.keys()] : fetches;
       const d2h = performance.now();
       for (const f of names) {
         const s = env.get(f);
         if (!s) continue;
-        out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : this.toHost(s, stream));
+        out.set(f, s.host instanceof SequenceValue || s.host === null ? s.host : io?.deviceOutputs && s.dev ? s.dev : this.toHost(s, stream));
       }
+      // copied out before this run's buffers go back to the pool
+      const res = io?.deviceOutputs ? this.keepOnDevice(out, stream) : (out as Map<string, Value>);
       hooks?.onPhase?.('d2h', d2h, performance.now());
-      return out;
+      return res;
     } catch (e) {
       if (capture && !captured) {
         // leave capture mode cleanly, then run this shape without graphs from now on
@@ -366,24 +408,36 @@ export class CudaRunner implements Runner {
   }
 
   /** Replay a captured run: inputs into the graph's input buffers, one launch, outputs back. */
-  private async replay(g: GraphEntry, feeds: Map<string, Value>, hooks: RunHooks | undefined, c: StreamContext): Promise<Map<string, Value>> {
+  private async replay(g: GraphEntry, feeds: Map<string, Value | DeviceRef>, hooks: RunHooks | undefined, c: StreamContext, io?: RunIO): Promise<Map<string, Value | DeviceRef>> {
     this.dev.makeCurrent();
     const stream = c.stream;
     const ev = c.events();
     const hostStart = performance.now();
     cu('cuEventRecord', ev[2], stream);
+    // through page-locked staging: inputs go up, the graph runs and outputs come down without blocking the host
     for (const [k, d] of g.inputs) {
-      const v = feeds.get(k);
-      if (v instanceof TensorData) this.dev.upload(d.ptr, v.data as TypedArray, stream);
+      const v = feeds.get(k), pin = g.pinned.get(k)!;
+      if (isDeviceRef(v)) this.dev.copy(d.ptr, v.ptr, v.bytes, stream);
+      if (!(v instanceof TensorData)) continue;
+      const src = v.data as TypedArray;
+      pin.view.set(new Uint8Array(src.buffer, src.byteOffset, Math.min(src.byteLength, pin.bytes)));
+      this.dev.uploadPinned(d.ptr, pin, stream);
     }
     cu('cuEventRecord', ev[0], stream);
     cu('cuGraphLaunch', g.exec, stream);
     cu('cuEventRecord', ev[1], stream);
-    await this.waitFor(ev[1]); // the event loop keeps turning while the GPU works
+    if (!io?.deviceOutputs) for (const [k, d] of g.outputs) this.dev.downloadPinned(g.pinned.get(k)!, d.ptr, stream);
+    cu('cuEventRecord', ev[3], stream);
+    await this.waitFor(ev[3]); // the event loop keeps turning while the GPU works
     this.reportDeviceTimes(c, hostStart, hooks);
     const d2h = performance.now();
     const out = new Map<string, Value>();
-    for (const [k, d] of g.outputs) out.set(k, this.toHost({ dev: d }, stream));
+    if (io?.deviceOutputs) return this.keepOnDevice(g.outputs, stream); // the graph's buffers stay the graph's
+    for (const [k, d] of g.outputs) {
+      const data = allocStorage(d.dtype, d.dims.reduce((a, b) => a * b, 1)) as TypedArray;
+      new Uint8Array(data.buffer, data.byteOffset, data.byteLength).set(g.pinned.get(k)!.view.subarray(0, data.byteLength));
+      out.set(k, new TensorData(d.dtype, d.dims, data));
+    }
     hooks?.onPhase?.('d2h', d2h, performance.now());
     return out;
   }

@@ -66,3 +66,26 @@ describe.skipIf(!avail.ok)(`cuda backend device selection${avail.ok ? '' : ` (sk
     expect(s.executionProvider).toBe('cuda');
   });
 });
+
+describe.skipIf(!avail.ok)(`cuda backend with GPU tensors${avail.ok ? '' : ` (skipped: ${avail.reason})`}`, () => {
+  it('reads GpuTensor inputs in place and leaves outputs on the device, eager and replayed, same values as host I/O', async () => {
+    const { GpuTensor } = await import('../../../src/runtime/gpu-tensor.js');
+    const engine = await Engine.load(await build(tinyCnn(), { device: 'cuda', shapes: { input: [2, 3, 32, 32] } }));
+    const host = new Tensor('float32', Float32Array.from({ length: 2 * 3 * 32 * 32 }, (_, i) => Math.sin(i / 7)), [2, 3, 32, 32]);
+    const expected = Array.from(((await engine.createContext().run({ input: host })).probabilities as Tensor).data as Float32Array);
+    const ctx = engine.createContext();
+    const g = await GpuTensor.fromTensor(host);
+    for (let i = 0; i < 4; i++) { // eager, capture, replays
+      const onHost = await ctx.run({ input: g });
+      expect(Array.from((onHost.probabilities as Tensor).data as Float32Array)).toEqual(expected);
+      const onDev = await ctx.runToDevice({ input: g });
+      expect(onDev.probabilities).toBeInstanceOf(GpuTensor);
+      expect(Array.from((await onDev.probabilities.toTensor()).data as Float32Array)).toEqual(expected);
+      await onDev.probabilities.dispose();
+    }
+    await g.dispose();
+    await expect(ctx.run({ input: g })).rejects.toThrow(/disposed GpuTensor/);
+    ctx.dispose();
+    engine.dispose();
+  });
+});

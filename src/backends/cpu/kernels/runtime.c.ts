@@ -37,7 +37,25 @@ typedef struct gemm_s {
   void (*epi)(const void *ctx, float *c, int ldc, int i0, int mi, int j0, int nj);
   const void *ctx;
   float *c; int ldc;
+  /* optional: 'batch' independent GEMMs sharing A (one per image); image b's ctx is at ctx + b * ctxbs bytes and
+     its C at c + b * cbs floats (batch 0 means 1) */
+  int batch; size_t cbs, ctxbs;
 } gemm_t;
+
+/* Direct convolution (stride 1, group 1) on a zero-padded copy of the input, without im2col: the output is computed
+   over the padded width ("wide" columns w = oh * WP + ow, those with ow >= OW dropped on store), so B row k of any
+   column block is the contiguous run src + off[k] + w. */
+typedef struct dconv_s {
+  int M, K, OH, OW, WP;
+  const float *ap;                 /* A prepacked in [M/MR][K][MR] panels */
+  const int *off;                  /* [K]: offset of tap k (channel, row, column) in the padded image */
+  const float *src; size_t sbs;    /* padded images, sbs floats apart */
+  void (*epi)(const void *ctx, float *c, int ldc, int i0, int mi, int j0, int nj);
+  const void *ctx; size_t ctxbs;
+  float *c; size_t cbs;            /* output [M][OH * OW] per image, cbs floats apart */
+  int batch;
+} dconv_t;
+float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per);
 
 void kiln_pack_a(const float *a, int rs, int cs, int M, int K, int MR, float *out);
 void kiln_pack_b(const float *b, int rs, int cs, int K, int N, int NR, float *out);
@@ -129,6 +147,10 @@ static void gemm_task_${id}(void *p, int t) {
   enum { MR = ${mr}, NR = ${nv} * VW, KC = 4096 / NR, NB = 4 * NR };
   const gemm_job_${id} *job = p;
   const gemm_t *g = job->g;
+  int per = job->tm * job->tn, img = t / per;
+  t %= per;
+  float *const cimg = g->c + (size_t)img * g->cbs;
+  const void *const ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
   int i0 = (t % job->tm) * job->mc, j0 = (t / job->tm) * job->nc;
   int i1 = KMIN(g->M, i0 + job->mc), j1 = KMIN(g->N, j0 + job->nc), K = g->K;
   if (i0 >= i1 || j0 >= j1) return;
@@ -151,7 +173,7 @@ static void gemm_task_${id}(void *p, int t) {
         int j = jb + jr, nj = KMIN(NR, nbw - jr);
         const float *bpan;
         if (g->bp) bpan = g->bp + (size_t)(j / NR) * K * NR + (size_t)k0 * NR;
-        else { bpan = bbuf + (size_t)(jr / NR) * kcb * NR; g->packb(g->ctx, j, k0, kc, (float *)bpan); }
+        else { bpan = bbuf + (size_t)(jr / NR) * kcb * NR; g->packb(ctx, j, k0, kc, (float *)bpan); }
         /* prepacked B comes from memory once per task (weights larger than the caches): spread prefetches of the
            next slice over this slice's row panels so its latency hides behind the arithmetic */
         const char *pf = NULL; int pfl = 0, pfstep = 0;
@@ -170,7 +192,7 @@ static void gemm_task_${id}(void *p, int t) {
           int mi = KMIN(MR, i1 - i);
           if (pf) for (int o = 0; o < pfstep && pfl > 0; o += 64, pf += 64, pfl -= 64) __builtin_prefetch(pf, 0, 3);
           const float *ap = apan + (size_t)((i - i0) / MR) * K * MR + (size_t)k0 * MR;
-          float *c = g->c + (size_t)i * g->ldc + j;
+          float *c = cimg + (size_t)i * g->ldc + j;
           if (mi == MR && nj == NR) ukr_${id}(kc, ap, bpan, c, g->ldc, k0 > 0);
           else {
             if (k0 > 0) for (int r = 0; r < mi; r++) memcpy(tile + r * NR, c + (size_t)r * g->ldc, nj * sizeof(float));
@@ -180,7 +202,7 @@ static void gemm_task_${id}(void *p, int t) {
         }
       }
     }
-    if (g->epi) g->epi(g->ctx, g->c + (size_t)i0 * g->ldc + jb, g->ldc, i0, i1 - i0, jb, nbw);
+    if (g->epi) g->epi(ctx, cimg + (size_t)i0 * g->ldc + jb, g->ldc, i0, i1 - i0, jb, nbw);
   }
 }
 
@@ -189,12 +211,97 @@ static void gemm_task_${id}(void *p, int t) {
    is not split for size (that would stream the weights once per chunk). */
 void kiln_gemm_${id}(const gemm_t *g) {
   enum { MR = ${mr}, NR = ${nv} * VW };
-  int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
-  int want = nth > 1 ? 4 * nth : 1;
+  if (g->M <= 0 || g->N <= 0) return;
+  int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR, batch = g->batch > 0 ? g->batch : 1;
+  /* images are tasks of their own; each image is split only as far as the threads still need */
+  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
   int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
   int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
   gemm_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
-  kiln_pool_run(gemm_task_${id}, &job, job.tm * job.tn);
+  kiln_pool_run(gemm_task_${id}, &job, job.tm * job.tn * batch);
+}
+
+/* C[MR][NR] = A panel [K][MR] x B rows b + off[k] (unaligned): the direct convolution's microkernel. */
+static void ukrd_${id}(int K, const float *restrict a, const float *restrict b, const int *restrict off, float *restrict c, int ldc) {
+  vf s[${mr}][${nv}];
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
+  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}) {
+    const float *bk = b + off[k];
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vfu *)(bk + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float ar = a[r];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
+}
+
+typedef struct { const dconv_t *g; int tm, tn, mc, nc, nw; } dconv_job_${id};
+
+/* One task: rows [i0, i1) x wide columns [w0, w1) of one image. Rows go in blocks whose A panels fit in L2; per
+   column block of NR, every row panel of the block runs the whole K (C stays in registers), then the epilogue runs
+   on the block's output row segments. */
+static void dconv_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  const dconv_job_${id} *job = p;
+  const dconv_t *g = job->g;
+  int per = job->tm * job->tn, img = t / per;
+  t %= per;
+  int i0 = (t % job->tm) * job->mc, w0 = (t / job->tm) * job->nc;
+  int i1 = KMIN(g->M, i0 + job->mc), w1 = KMIN(job->nw, w0 + job->nc), K = g->K, OW = g->OW, WP = g->WP;
+  if (i0 >= i1 || w0 >= w1) return;
+  const float *src = g->src + (size_t)img * g->sbs;
+  float *cimg = g->c + (size_t)img * g->cbs;
+  const void *ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
+  int ldc = g->OH * OW;
+  int mcb = KMAX(MR, (65536 / K) / MR * MR);
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int ib = i0; ib < i1; ib += mcb) {
+    int ie = KMIN(i1, ib + mcb);
+    for (int w = w0; w < w1; w += NR) {
+      int nw = KMIN(NR, w1 - w), oh = w / WP, ow = w % WP;
+      /* the whole block inside one output row: store straight into C */
+      int direct = nw == NR && ow + NR <= OW;
+      for (int i = ib; i < ie; i += MR) {
+        int mi = KMIN(MR, ie - i);
+        const float *ap = g->ap + (size_t)(i / MR) * K * MR;
+        float *c = cimg + (size_t)i * ldc;
+        if (direct && mi == MR) { ukrd_${id}(K, ap, src + w, g->off, c + oh * OW + ow, ldc); continue; }
+        ukrd_${id}(K, ap, src + w, g->off, tile, NR);
+        for (int q = 0; q < nw;) {
+          int wq = w + q, r = wq / WP, col = wq % WP, len = KMIN(nw - q, WP - col);
+          if (col < OW) {
+            int keep = KMIN(len, OW - col);
+            for (int rr = 0; rr < mi; rr++) memcpy(c + (size_t)rr * ldc + r * OW + col, tile + rr * NR + q, keep * sizeof(float));
+          }
+          q += len;
+        }
+      }
+      if (g->epi) for (int q = 0; q < nw;) {
+        int wq = w + q, r = wq / WP, col = wq % WP, len = KMIN(nw - q, WP - col);
+        if (col < OW) g->epi(ctx, cimg + (size_t)ib * ldc + r * OW + col, ldc, ib, ie - ib, r * OW + col, KMIN(len, OW - col));
+        q += len;
+      }
+      (void)oh;
+    }
+  }
+}
+
+void kiln_dconv_${id}(const dconv_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  int batch = g->batch;
+  /* wide columns up to the last valid one */
+  int nwide = (g->OH - 1) * g->WP + g->OW;
+  if (batch <= 0 || g->M <= 0 || nwide <= 0) return;
+  int nth = kiln_threads(), np = (nwide + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
+  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
+  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
+  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  dconv_job_${id} job = { g, (g->M + mc - 1) / mc, (nwide + nc - 1) / nc, mc, nc, nwide };
+  kiln_pool_run(dconv_task_${id}, &job, job.tm * job.tn * batch);
 }
 `;
 }
@@ -293,8 +400,8 @@ float *kiln_alloc(size_t floats) {
 }
 KEXPORT void kiln_free(void *p) { free(p); }
 
-static __thread float *scratch[2];
-static __thread size_t scratch_cap[2];
+static __thread float *scratch[3];
+static __thread size_t scratch_cap[3];
 float *kiln_scratch(int slot, size_t floats) {
   if (floats > scratch_cap[slot]) {
     free(scratch[slot]);
@@ -302,6 +409,31 @@ float *kiln_scratch(int slot, size_t floats) {
     scratch_cap[slot] = floats;
   }
   return scratch[slot];
+}
+
+/* Zero-padded copies of B images [C][H][W] into [C][HP][WP] planes (top/left pads pt/pl), each image followed by
+   'slack' zeros, in the calling thread's scratch slot 2. *per gets the floats per image. */
+float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per) {
+  size_t plane = (size_t)HP * WP, img = (size_t)C * plane + slack;
+  float *out = kiln_scratch(2, (size_t)B * img);
+  *per = img;
+  for (int b = 0; b < B; b++) {
+    float *o = out + (size_t)b * img;
+    for (int c = 0; c < C; c++) {
+      const float *xc = x + ((size_t)b * C + c) * H * W;
+      float *oc = o + (size_t)c * plane;
+      memset(oc, 0, (size_t)pt * WP * sizeof(float));
+      for (int h = 0; h < H; h++) {
+        float *row = oc + (size_t)(h + pt) * WP;
+        memset(row, 0, pl * sizeof(float));
+        memcpy(row + pl, xc + (size_t)h * W, W * sizeof(float));
+        memset(row + pl + W, 0, (WP - pl - W) * sizeof(float));
+      }
+      memset(oc + (size_t)(pt + H) * WP, 0, (size_t)(HP - pt - H) * WP * sizeof(float));
+    }
+    memset(o + (size_t)C * plane, 0, slack * sizeof(float));
+  }
+  return out;
 }
 
 /* [M][K] (element (i,k) at a[i*rs + k*cs]) -> panels [M/MR][K][MR], zero padded. */
@@ -436,17 +568,24 @@ void kiln_pool2d(const float *x, float *y, int planes, int H, int W, int OH, int
   kiln_pool_run(pool_task, &j, planes);
 }
 
-typedef struct { const float *x; float *y; int hw, is_max; } gpool_job;
+typedef struct { const float *x; float *y; int hw, is_max, planes, tasks; } gpool_job;
 static void gpool_task(void *p, int c) {
   const gpool_job *j = p;
   const float *x = j->x + (size_t)c * j->hw;
-  float acc = j->is_max ? -INFINITY : 0;
-  for (int i = 0; i < j->hw; i++) acc = j->is_max ? (x[i] > acc || x[i] != x[i] ? x[i] : acc) : acc + x[i];
-  j->y[c] = j->is_max ? acc : acc / j->hw;
+  if (!j->is_max) { j->y[c] = ksum(x, j->hw) / j->hw; return; }
+  float acc = -INFINITY;
+  for (int i = 0; i < j->hw; i++) acc = x[i] > acc || x[i] != x[i] ? x[i] : acc;
+  j->y[c] = acc;
+}
+static void gpool_tasks(void *p, int t) {
+  const gpool_job *j = p;
+  int per = (j->planes + j->tasks - 1) / j->tasks;
+  for (int c = t * per; c < KMIN(j->planes, (t + 1) * per); c++) gpool_task(p, c);
 }
 void kiln_global_pool(const float *x, float *y, int planes, int hw, int is_max) {
-  gpool_job j = { x, y, hw, is_max };
-  kiln_pool_run(gpool_task, &j, planes);
+  /* a few planes per task: one plane is often less work than handing it to another thread */
+  gpool_job j = { x, y, hw, is_max, planes, KMIN(planes, 4 * kiln_threads()) };
+  kiln_pool_run(gpool_tasks, &j, j.tasks);
 }
 
 typedef struct { const float *x, *w, *bias; float *y; int C, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, mult; plane_epi epi; const void *ctx; } dw_job;

@@ -1,0 +1,66 @@
+// Per-variant kernel speed for a zoo model's convolution and matmul layers: every native variant the builder could
+// choose (GEMM tiles, im2col vs direct convolution) timed by the process's CPU time (robust to other jobs taking
+// the cores, unlike wall time; one thread, output buffer reused). Usage: npx tsx bench/cpu/variants.ts <model> [batch] [top]
+import { ZOO } from '../models/zoo.js';
+import { optimize } from '../../src/passes/pipeline.js';
+import { inferShapes } from '../../src/passes/infer.js';
+import { executeGraph } from '../../src/ops/execute.js';
+import { randomTensor, seededRandom } from '../../src/ir/builder.js';
+import { TensorData, type Value } from '../../src/ir/tensor.js';
+import { cpuBackend } from '../../src/backends/cpu/index.js';
+import { layerArgs, runBatch, type LayerMeta } from '../../src/backends/cpu/build.js';
+import type { NativeLibrary } from '../../src/backends/cpu/native.js';
+
+/** The parts of build.ts's (unexported) NativeTactic this bench reaches into. */
+interface NativeTacticView { build: { lib: NativeLibrary }; kernel: Pick<LayerMeta, 'args' | 'inputDims' | 'outDims' | 'batch'>; variant: { fn: string }; packed: unknown }
+
+const name = process.argv[2] ?? 'tiny-cnn';
+const batch = Number(process.argv[3] ?? 1);
+const top = Number(process.argv[4] ?? 12);
+const m = ZOO.find((z) => z.name === name)!.full();
+const r = seededRandom(1);
+const shapes = new Map<string, number[]>();
+const feeds = new Map<string, Value>();
+for (const i of m.graph.inputs) {
+  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
+  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : batch));
+  shapes.set(i.name, dims);
+  feeds.set(i.name, i.type.dtype === 'float32' ? randomTensor(r, dims, 1)
+    : new TensorData('int64', dims, BigInt64Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => BigInt(Math.floor(r() * 100)))));
+}
+for (const i of m.graph.inputs) if (shapes.has(i.name) && i.type.kind === 'tensor') i.type = { ...i.type, shape: shapes.get(i.name)! };
+await optimize(m, { inputShapes: shapes });
+inferShapes(m.graph, m.opsets);
+const values = executeGraph(m.graph, feeds, { opsets: m.opsets, keepAll: true });
+const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+const rows: { node: string; shape: string; gflop: number; times: [string, number][] }[] = [];
+for (const node of m.graph.nodes) {
+  if (node.opType !== 'FusedConv' && node.opType !== 'FusedMatMul') continue;
+  const tactics = cpuBackend.tactics(node, m, typeOf).filter((t) => t.name !== 'reference');
+  if (!tactics.length) continue;
+  const ins = node.inputs.map((x) => (x ? values.get(x) : undefined));
+  const out = values.get(node.outputs[0]) as TensorData, w = m.graph.initializers.get(node.inputs[1])!;
+  const gflop = (2 * out.size * w.size) / (node.opType === 'FusedConv' ? out.dims[1] : out.dims[out.dims.length - 1]) / 1e9;
+  const times: [string, number][] = [];
+  for (const t of tactics) {
+    await t.run(node, ins, m.opsets); // packs the weights
+    // call the library directly on one output buffer: a fresh multi-MB array per call would time the allocator and GC
+    const nt = t as unknown as NativeTacticView;
+    const buf = new Float32Array(out.size);
+    const args = layerArgs(nt.kernel.args, ins, nt.packed, buf);
+    const nb = runBatch(nt.kernel, ins)!;
+    const reps = Math.max(3, Math.min(200, Math.ceil(0.05 / gflop)));
+    nt.build.lib.threads(1);
+    nt.build.lib.callSync(nt.variant.fn, args, nb);
+    const c0 = process.cpuUsage();
+    for (let k = 0; k < reps; k++) nt.build.lib.callSync(nt.variant.fn, args, nb);
+    const c = process.cpuUsage(c0);
+    times.push([t.name.replace(/^native-\w+?-/, ''), (c.user + c.system) / 1000 / reps]);
+  }
+  rows.push({ node: node.name, shape: `[${(ins[0] as TensorData).dims.join(',')}] -> [${out.dims.join(',')}]`, gflop, times });
+}
+rows.sort((a, b) => Math.min(...b.times.map((t) => t[1])) - Math.min(...a.times.map((t) => t[1])));
+console.log(`${name} batch ${batch}: CPU ms per call (GFLOP/s) per variant, slowest layers first`);
+for (const row of rows.slice(0, top)) {
+  console.log(`  ${row.node.padEnd(44)} ${row.shape.padEnd(34)} ${row.times.map(([t, ms]) => `${t} ${ms.toFixed(3)} (${(row.gflop / ms * 1e3).toFixed(0)})`).join('  ')}`);
+}

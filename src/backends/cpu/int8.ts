@@ -1,0 +1,180 @@
+// Native kernels for quantized layers (kiln:QConv, kiln:QMatMul) and per-tensor QuantizeLinear: C with shapes and
+// scales baked in, calling the int8 runtime (kernels/int8.c.ts). Weights are packed once at load with their
+// zero-point compensation; outputs are float32, or int8/uint8 when the layer requantizes.
+import type { Model, Node, ValueType } from '../../ir/graph.js';
+import { TensorData } from '../../ir/tensor.js';
+import { KILN_DOMAIN } from '../../ops/fused.js';
+import type { Isa } from './compiler.js';
+import { cFloat } from './expr-c.js';
+import { LAYER_ARGS } from './native.js';
+import { QTILES } from './kernels/int8.c.js';
+import type { Arg, Variant } from './codegen.js';
+
+export type QuantOut = 'int8' | 'uint8';
+
+export interface Int8Kernel {
+  node: string;
+  variants: Variant[];
+  args: Arg[];
+  inputDims: (number[] | null)[];
+  outDims: number[];
+  source: string;
+  work: number;
+  /** int8/uint8 output (absent: float32). */
+  outDtype?: QuantOut;
+}
+
+const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
+const attrOf = <T>(n: Node, k: string, d: T): T => (n.attrs[k]?.value as T | undefined) ?? d;
+const sameDims = (a: readonly number[] | null | undefined, b: readonly number[]) => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
+// the trailing int matches the float kernels' calling convention (run-time batch); these kernels do not read it
+const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}, int nb`;
+const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n  (void)nb;\n${body}\n}\n`;
+const floatArray = (name: string, v: number[]) => `static const float ${name}[${v.length}] = { ${v.map(cFloat).join(', ')} };\n`;
+
+/** Float32 words to allocate for an output (int8 outputs live in a Float32Array's bytes, so buffer pools stay one type). */
+export function outWords(dims: readonly number[], dtype?: QuantOut): number {
+  return dtype ? Math.ceil(prod(dims) / 4) : prod(dims);
+}
+
+/** The output value over a buffer from `outWords`. */
+export function outValue(buf: Float32Array, dims: readonly number[], dtype?: QuantOut): TensorData {
+  if (!dtype) return new TensorData('float32', dims, buf);
+  const n = prod(dims);
+  return new TensorData(dtype, dims, dtype === 'int8' ? new Int8Array(buf.buffer, buf.byteOffset, n) : new Uint8Array(buf.buffer, buf.byteOffset, n));
+}
+
+interface Ctx { model: Model; typeOf: (name: string) => ValueType | undefined; isa: Isa; id: string }
+
+function typeOfName(c: Ctx, name: string): { dtype: string; dims: number[] } | undefined {
+  const init = c.model.graph.initializers.get(name);
+  if (init) return { dtype: init.dtype, dims: [...init.dims] };
+  const t = c.typeOf(name);
+  if (t?.kind !== 'tensor' || !t.shape || t.shape.some((d) => typeof d !== 'number')) return undefined;
+  return { dtype: t.dtype, dims: t.shape as number[] };
+}
+
+/** The epilogue fields of qgemm_t after `res`: activation, output kind and requantization. */
+function epilogueFields(n: Node): string | undefined {
+  const act = attrOf(n, 'activation', ''), p = attrOf<number[]>(n, 'activation_params', []);
+  const a = act === '' ? '0, 0.0f, 0.0f' : act === 'Relu' ? '1, 0.0f, 0.0f' : act === 'Clip' ? `2, ${cFloat(p[0])}, ${cFloat(p[1])}` : undefined;
+  if (!a) return undefined;
+  const y = attrOf<string>(n, 'y_dtype', '');
+  return `${a}, ${y === 'int8' ? 1 : y === 'uint8' ? 2 : 0}, ${cFloat(attrOf(n, 'y_scale', 1))}, ${attrOf(n, 'y_zero_point', 0)}`;
+}
+
+/** x_scale * w_scale per output channel, and the compensation factor for the activation's zero point. */
+function scalesOf(n: Node, channels: number, xDtype: string): { scales: number[]; zsum: number; xr: number; pad: number } | undefined {
+  const ws = attrOf<number[]>(n, 'w_scales', []), xs = attrOf(n, 'x_scale', 1), zx = attrOf(n, 'x_zero_point', 0);
+  if (ws.length !== 1 && ws.length !== channels) return undefined;
+  const scales = Array.from({ length: channels }, (_, i) => Math.fround(xs * (ws.length === 1 ? ws[0] : ws[i])));
+  const signed = xDtype === 'int8';
+  return { scales, zsum: (signed ? 128 : 0) + zx, xr: signed ? 0x80 : 0, pad: zx & 0xff };
+}
+
+const TACTIC = (c: Ctx, kind: string, [mr, nv]: [number, number]) => `native-${c.isa}-int8-${kind}-${mr}x${nv * 16}`;
+
+function qconv(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+  const [x, w, bias, res] = ins;
+  if (!x || !w || x.length !== 4 || w.length !== 4 || out.length !== 4 || attrOf(n, 'group', 1) !== 1 || attrOf(n, 'layout', '')) return undefined;
+  if (!c.model.graph.initializers.has(n.inputs[1]) || (bias && (prod(bias) !== w[0] || !c.model.graph.initializers.has(n.inputs[2]))) || (res && !sameDims(res, out))) return undefined;
+  const [B, C, H, W] = x, [M, , kh, kw] = w, [, , OH, OW] = out;
+  if (w[1] !== C || out[1] !== M) return undefined;
+  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
+  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
+  let p: number[];
+  if (auto === 'NOTSET') p = attrOf(n, 'pads', [0, 0, 0, 0]);
+  else if (auto === 'VALID') p = [0, 0, 0, 0];
+  else {
+    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + (([kh, kw][i] - 1) * d[i] + 1) - x[2 + i]));
+    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
+    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
+  }
+  const expect = [0, 1].map((i) => Math.floor((x[2 + i] + p[i] + p[i + 2] - (([kh, kw][i] - 1) * d[i] + 1)) / s[i]) + 1);
+  if (expect[0] !== OH || expect[1] !== OW) return undefined;
+  const xDtype = typeOfName(c, n.inputs[0])!.dtype;
+  const q = scalesOf(n, M, xDtype), epi = epilogueFields(n);
+  if (!q || !epi) return undefined;
+  const K = C * kh * kw, N = OH * OW, id = c.id, esz = outDtype ? 1 : 4;
+  let src = floatArray(`S${id}`, q.scales);
+  const variants: Variant[] = [];
+  QTILES.forEach(([mr, nv], v) => {
+    const head = Math.ceil((Math.ceil(M / mr) * mr * 4) / 64) * 64;
+    const fn = `L${id}_q${v}`, pack = `P${id}_q${v}`;
+    src += `KEXPORT void *${pack}(void *w, void *unused) { (void)unused; return kiln_qpack_weights(w, ${M}, ${K}, ${K}, 1, ${mr}, 1, ${q.zsum}); }\n`;
+    src += exported(fn, `  const uint8_t *packed = a1;
+  for (int b = 0; b < ${B}; b++) {
+    qconv_t cv = { (const uint8_t *)a0 + (size_t)b * ${C * H * W}, ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${K}, ${q.pad}, ${q.xr}, ${nv * 16} };
+    qgemm_t g = { ${M}, ${N}, ${K}, 1, (const int8_t *)(packed + ${head}), NULL, kiln_qconv_packb, &cv, (const int32_t *)packed, S${id}, a2,
+      a3 ? (const float *)a3 + (size_t)b * ${M * N} : NULL, ${epi}, (char *)a4 + (size_t)b * ${M * N * esz} };
+    kiln_qgemm(&g, ${v});
+  }`);
+    variants.push({ tactic: TACTIC(c, 'conv', [mr, nv]), fn, pack: { fn: pack, inputs: [1] } });
+  });
+  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: src, work: B * M * N * K };
+}
+
+function qmatmul(c: Ctx, n: Node, ins: (number[] | null)[], out: number[]): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+  const [a, w, bias, res] = ins;
+  const transB = attrOf(n, 'transB', 0);
+  if (!a || !w || a.length < 2 || w.length !== 2 || !c.model.graph.initializers.has(n.inputs[1])) return undefined;
+  const K = a[a.length - 1], N = transB ? w[0] : w[1], M = prod(a.slice(0, -1));
+  if ((transB ? w[1] : w[0]) !== K || prod(out) !== M * N || out[out.length - 1] !== N) return undefined;
+  if ((bias && (prod(bias) !== N || !c.model.graph.initializers.has(n.inputs[2]))) || (res && !sameDims(res, out))) return undefined;
+  const q = scalesOf(n, N, typeOfName(c, n.inputs[0])!.dtype), epi = epilogueFields(n);
+  if (!q || !epi) return undefined;
+  const id = c.id, kq = Math.ceil(K / 4);
+  let src = floatArray(`S${id}`, q.scales);
+  const variants: Variant[] = [];
+  QTILES.forEach(([mr, nv], v) => {
+    const nr = nv * 16, head = Math.ceil((Math.ceil(N / nr) * nr * 4) / 64) * 64;
+    const fn = `L${id}_q${v}`, pack = `P${id}_q${v}`;
+    const [rs, cs] = transB ? [K, 1] : [1, N];
+    src += `KEXPORT void *${pack}(void *w, void *unused) { (void)unused; return kiln_qpack_weights(w, ${N}, ${K}, ${rs}, ${cs}, ${nr}, 0, ${q.zsum}); }\n`;
+    src += exported(fn, `  const uint8_t *packed = a1;
+  uint8_t *ap = (uint8_t *)kiln_scratch(1, ${Math.ceil((Math.ceil(M / mr) * mr * kq * 4) / 4)});
+  kiln_qpack_rows(a0, ${M}, ${K}, ${q.xr}, ${mr}, ap);
+  qgemm_t g = { ${M}, ${N}, ${K}, 0, (const int8_t *)ap, (const int8_t *)(packed + ${head}), NULL, NULL, (const int32_t *)packed, S${id}, a2, a3, ${epi}, a4 };
+  kiln_qgemm(&g, ${v});`);
+    variants.push({ tactic: TACTIC(c, 'gemm', [mr, nv]), fn, pack: { fn: pack, inputs: [1] } });
+  });
+  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: src, work: M * N * K };
+}
+
+/** Per-tensor QuantizeLinear of a float32 tensor to int8/uint8. */
+function quantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+  const g = c.model.graph.initializers;
+  const s = g.get(n.inputs[1]), z = n.inputs[2] ? g.get(n.inputs[2]) : undefined;
+  if (!ins[0] || typeOfName(c, n.inputs[0])?.dtype !== 'float32' || !s || s.size !== 1 || s.dtype !== 'float32' || (n.inputs[2] && (!z || z.size !== 1))) return undefined;
+  if (attrOf(n, 'saturate', 1) !== 1 || !outDtype) return undefined;
+  const fn = `L${c.id}_quant`;
+  return {
+    variants: [{ tactic: `native-${c.isa}-quantize`, fn }], args: [{ in: 0 }, { out: true }], work: prod(out),
+    source: exported(fn, `  kiln_quantize_f32(a0, a1, ${prod(out)}L, ${cFloat(s.get(0))}, ${z ? z.get(0) : 0}, ${outDtype === 'uint8' ? 1 : 0});`),
+  };
+}
+
+const GENERATORS: Record<string, typeof qconv> = { 'kiln:QConv': qconv, 'kiln:QMatMul': qmatmul, ':QuantizeLinear': quantize };
+
+/** Whether `node` is one of the ops this file generates kernels for (those skip the float32-only checks). */
+export const isInt8Op = (node: Node): boolean => !!GENERATORS[`${node.domain === KILN_DOMAIN ? 'kiln' : node.domain}:${node.opType}`];
+
+/** The native kernel for a quantized layer or QuantizeLinear, or undefined (the node keeps its reference kernel). */
+export function int8LayerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string): Int8Kernel | undefined {
+  const gen = GENERATORS[`${node.domain === KILN_DOMAIN ? 'kiln' : node.domain}:${node.opType}`];
+  if (!gen || node.outputs.length !== 1 || !node.outputs[0]) return undefined;
+  const c: Ctx = { model, typeOf, isa, id };
+  const outT = typeOfName(c, node.outputs[0]);
+  const types = node.inputs.map((x) => (x ? typeOfName(c, x) ?? null : null));
+  if (!outT || node.inputs.some((x, i) => x && !types[i])) return undefined;
+  const outDtype = outT.dtype === 'int8' || outT.dtype === 'uint8' ? outT.dtype : undefined;
+  if (!outDtype && outT.dtype !== 'float32') return undefined;
+  // quantized layers: int8/uint8 activation, int8 weight, float32 bias and residual
+  if (node.opType !== 'QuantizeLinear') {
+    const want = (i: number, t: string) => (i === 0 ? t === 'int8' || t === 'uint8' : i === 1 ? t === 'int8' : t === 'float32');
+    if (types.some((t, i) => t && !want(i, t.dtype))) return undefined;
+  }
+  const ins = types.map((t) => t?.dims ?? null);
+  const k = gen(c, node, ins, outT.dims, outDtype);
+  return k && { node: node.name, inputDims: ins, outDims: outT.dims, ...k, ...(outDtype ? { outDtype } : {}) };
+}

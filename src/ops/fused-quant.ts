@@ -1,0 +1,106 @@
+// Kiln's quantized layers (domain 'kiln'), made by the 'quantized layers' optimizer stage from
+// DequantizeLinear(x_q) + DequantizeLinear(W_q) -> Conv/MatMul/Gemm [-> bias, residual, activation] [-> QuantizeLinear].
+// Everything a fused int8 GEMM needs is in the attributes: the activation's scale and zero point (per tensor), the
+// weight's scales (one per output channel, or one; weight zero points are always 0), and the output's scale and
+// zero point when the layer requantizes (y_dtype set) instead of writing float32. The reference kernels compute
+// exactly what the unfolded Q/DQ subgraph computes: dequantize in float32, run the fused float layer, quantize.
+import { attr, defineOp, lookupOp, type InferContext, type OpDef } from '../ir/schema.js';
+import type { AttrValue, Node, ValueType } from '../ir/graph.js';
+import type { DType } from '../ir/dtype.js';
+import { TensorData } from '../ir/tensor.js';
+import { callKernel } from './execute.js';
+import { dequantizeLinear, quantizeLinear } from './quantize.js';
+import { KILN_DOMAIN } from './fused.js';
+
+const quantAttrs = {
+  /** activation input: x = (x_q - x_zero_point) * x_scale */
+  x_scale: attr.float(1), x_zero_point: attr.int(0),
+  /** weight scales, one per output channel (or one for the whole tensor); w = W_q * w_scales[channel] */
+  w_scales: attr.floats([]),
+  /** '' writes float32; 'int8' / 'uint8' writes saturate(round_half_even(y / y_scale) + y_zero_point) */
+  y_dtype: attr.string(''), y_scale: attr.float(1), y_zero_point: attr.int(0),
+};
+const epilogueAttrs = { activation: attr.string(''), activation_params: attr.floats([]) };
+
+interface QuantAttrs { x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number }
+
+const f32 = (v: number) => TensorData.scalar('float32', v);
+
+/** The quantized activation input as float32. */
+function dequantizeInput(x: TensorData, a: QuantAttrs): TensorData {
+  return dequantizeLinear(x, f32(a.x_scale), TensorData.scalar(x.dtype, a.x_zero_point), 'float32');
+}
+
+/** The int8 weight as float32: per channel along `axis` when there are several scales. */
+export function dequantizeWeight(w: TensorData, scales: number[], axis: number): TensorData {
+  const s = scales.length === 1 ? f32(scales[0]) : TensorData.fromNumbers('float32', [scales.length], scales);
+  return dequantizeLinear(w, s, undefined, 'float32', axis);
+}
+
+function requantize(y: TensorData, a: QuantAttrs): TensorData {
+  if (!a.y_dtype) return y;
+  return quantizeLinear(y, f32(a.y_scale), TensorData.scalar(a.y_dtype as DType, a.y_zero_point), a.y_dtype as DType);
+}
+
+/** Attributes of `node` other than the quantization ones (what the float layer takes). */
+function floatAttrs(node: Node): Record<string, AttrValue> {
+  const out: Record<string, AttrValue> = {};
+  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs)) out[k] = v;
+  return out;
+}
+
+/** The float layer's output type with the quantized layer's output dtype. */
+function inferAs(floatOp: string, ctx: InferContext<any>): ValueType[] {
+  const def = lookupOp(KILN_DOMAIN, floatOp);
+  const asFloat = (t: ValueType | undefined): ValueType | undefined => (t?.kind === 'tensor' ? { ...t, dtype: 'float32' } : t);
+  const node = { ...ctx.node, opType: floatOp, attrs: floatAttrs(ctx.node) };
+  const types = ctx.inputTypes.map((t, i) => (i < 2 ? asFloat(t) : t));
+  const outs = def?.infer ? def.infer({ ...ctx, node, inputTypes: types, attrs: { ...ctx.attrs } }) : [{ kind: 'unknown' } as ValueType];
+  const dtype = (ctx.attrs.y_dtype as string) || 'float32';
+  return outs.map((t) => (t.kind === 'tensor' ? { ...t, dtype: dtype as DType } : t));
+}
+
+function checkInput(node: Node, x: TensorData): void {
+  if (x.dtype !== 'int8' && x.dtype !== 'uint8') throw new Error(`${node.opType} '${node.name}': input 0 must be int8 or uint8, got ${x.dtype}`);
+}
+
+/** Conv on a quantized activation with int8 weights [M, C/group, kh, kw], float bias/residual, optional requantize. */
+const QConv = defineOp({
+  name: 'QConv', domain: KILN_DOMAIN, versions: [1],
+  attrs: {
+    auto_pad: attr.string('NOTSET'), dilations: attr.ints(), group: attr.int(1), kernel_shape: attr.ints(), pads: attr.ints(),
+    strides: attr.ints(), layout: attr.string(''), ...epilogueAttrs, ...quantAttrs,
+  },
+  inputs: [2, 4], outputs: [1, 1],
+  doc: 'y = quantize?(act(conv(dq(x_q), W_q * w_scales) + b + residual))',
+  infer: (ctx) => inferAs('FusedConv', ctx),
+  run: (ctx) => {
+    const a = ctx.attrs as unknown as QuantAttrs;
+    const x = ctx.tensor(0);
+    checkInput(ctx.node, x);
+    const w = dequantizeWeight(ctx.tensor(1), a.w_scales, 0);
+    const [y] = callKernel(ctx.node, KILN_DOMAIN, 'FusedConv', 1, [dequantizeInput(x, a), w, ctx.optionalTensor(2), ctx.optionalTensor(3)], floatAttrs(ctx.node)) as TensorData[];
+    return [requantize(y, a)];
+  },
+});
+
+/** MatMul/Gemm on a quantized activation with a constant 2-D int8 weight (scales along its output axis). */
+const QMatMul = defineOp({
+  name: 'QMatMul', domain: KILN_DOMAIN, versions: [1],
+  attrs: { transB: attr.int(0), gemm: attr.int(0), ...epilogueAttrs, ...quantAttrs },
+  inputs: [2, 4], outputs: [1, 1],
+  doc: 'y = quantize?(act(dq(x_q) @ (W_q * w_scales) + b + residual))',
+  infer: (ctx) => inferAs('FusedMatMul', ctx),
+  run: (ctx) => {
+    const a = ctx.attrs as unknown as QuantAttrs;
+    const x = ctx.tensor(0);
+    checkInput(ctx.node, x);
+    const wq = ctx.tensor(1);
+    const w = dequantizeWeight(wq, a.w_scales, ctx.attrs.transB ? 0 : wq.rank - 1);
+    const [y] = callKernel(ctx.node, KILN_DOMAIN, 'FusedMatMul', 1, [dequantizeInput(x, a), w, ctx.optionalTensor(2), ctx.optionalTensor(3)], floatAttrs(ctx.node)) as TensorData[];
+    return [requantize(y, a)];
+  },
+});
+
+const ops: OpDef<any>[] = [QConv, QMatMul];
+export default ops;

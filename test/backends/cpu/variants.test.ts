@@ -1,0 +1,81 @@
+// Every native variant the builder may choose (GEMM tiles, im2col and direct convolution, pooling) is checked
+// against the reference kernel on awkward shapes: channel counts that are not multiples of the register tile, rows
+// narrower and wider than a tile, dilations, asymmetric windows, residual and activation epilogues.
+import { describe, it, expect } from 'vitest';
+import type { Model, Node } from '../../../src/ir/graph.js';
+import { TensorData, type Value } from '../../../src/ir/tensor.js';
+import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
+import { optimize } from '../../../src/passes/pipeline.js';
+import { inferShapes } from '../../../src/passes/infer.js';
+import { executeGraph } from '../../../src/ops/execute.js';
+import { findCompiler } from '../../../src/backends/cpu/compiler.js';
+import { cpuBackend } from '../../../src/backends/cpu/index.js';
+
+const hasCompiler = !!findCompiler();
+
+/** A chain of convolutions (with BatchNorm-free bias, residual Add and Relu to fuse) and pools over [2, 5, 19, 37]. */
+function convModel(): Model {
+  const r = seededRandom(4);
+  const b = new GraphBuilder('conv_variants');
+  const x = b.input('x', 'float32', [2, 5, 19, 37]);
+  const conv = (inp: string, cin: number, cout: number, name: string, attrs: Record<string, number[]>, k: number[]) =>
+    b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, ...k], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+      { kernel_shape: k, ...attrs }, name);
+  let h = b.op('Relu', [conv(x, 5, 13, 'c3x3', { pads: [1, 1, 1, 1] }, [3, 3])], {}, 'r1');
+  const d = conv(h, 13, 13, 'dil', { pads: [2, 2, 2, 2], dilations: [2, 2] }, [3, 3]);
+  h = b.op('Relu', [b.op('Add', [d, h], {}, 'res')], {}, 'r2');
+  h = conv(h, 13, 7, 'c3x2', { pads: [0, 1, 0, 0] }, [3, 2]);
+  h = conv(h, 7, 29, 'c5', { pads: [2, 2, 2, 2] }, [5, 5]);
+  h = conv(h, 29, 16, 'pw', {}, [1, 1]);
+  h = conv(h, 16, 16, 's2', { pads: [1, 1, 1, 1], strides: [2, 2] }, [3, 3]);
+  b.output(h);
+  return b.model(17);
+}
+
+async function prepared(m: Model) {
+  await optimize(m, { inputShapes: new Map(m.graph.inputs.map((i) => [i.name, (i.type as { shape: number[] }).shape])) });
+  inferShapes(m.graph, m.opsets);
+  return m;
+}
+
+/** Max |a - b| over every native tactic of every node of `m`, against the reference executor's values. */
+async function checkAllTactics(m: Model, inputs: Map<string, Value>): Promise<Set<string>> {
+  const ref = executeGraph(m.graph, inputs, { opsets: m.opsets, keepAll: true });
+  const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+  const seen = new Set<string>();
+  for (const node of m.graph.nodes) {
+    const ins = node.inputs.map((n) => (n ? ref.get(n) : undefined));
+    for (const t of cpuBackend.tactics(node, m, typeOf)) {
+      if (t.name === 'reference') continue;
+      seen.add(t.name.replace(/^native-\w+?-/, '').replace(/-\d+x\d+$/, ''));
+      const [out] = (await t.run(node as Node, ins, m.opsets)) as TensorData[];
+      const want = ref.get(node.outputs[0]) as TensorData;
+      expect(out.dims, `${node.name} ${t.name}`).toEqual(want.dims);
+      // float32 sums in another order: errors relative to each value, with a floor at 1e-3 of the largest
+      const a = out.data as Float32Array, w = want.data as Float32Array, atol = 1e-3 * w.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+      expect(worst, `${node.name} ${t.name}`).toBeLessThan(1e-3);
+    }
+  }
+  return seen;
+}
+
+describe.skipIf(!hasCompiler)('native variants against the reference kernels', () => {
+  it('transposes: batch-keeping, batch-moving and reversing permutations', async () => {
+    const b = new GraphBuilder('transposes');
+    const x = b.input('x', 'float32', [2, 8, 24, 33]);
+    const big = b.op('Relu', [b.op('Concat', [x, x, x, x], { axis: 1 }, 'cat')], {}, 'relu');
+    for (const [i, perm] of [[0, 2, 1, 3], [0, 2, 3, 1], [3, 1, 0, 2], [1, 0, 2, 3]].entries()) b.output(b.op('Transpose', [big], { perm }, `t${i}`));
+    b.output(b.op('Transpose', [big], {}, 'rev'));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(3), [2, 8, 24, 33], 1)]]));
+    expect(seen).toContain('transpose');
+  }, 120_000);
+
+  it('convolutions: every tile of the im2col and direct variants', async () => {
+    const m = await prepared(convModel());
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(9), [2, 5, 19, 37], 1)]]));
+    expect([...seen].sort()).toEqual(['conv', 'dconv']);
+  }, 120_000);
+});

@@ -1,0 +1,81 @@
+// The 'quantized layers' optimizer stages: Q/DQ around Conv/MatMul/Gemm folds into kiln:QConv/QMatMul (BatchNorm,
+// bias, residual and activation absorbed), chains stay int8, and the folded graph computes what the Q/DQ graph does
+// (within one LSB) on Kiln-quantized zoo models and on an ORT-style file (uint8 activations, int32 bias).
+import { describe, it, expect } from 'vitest';
+import { tinyCnn, resnet50, RESNET_SMALL } from '../../bench/models/zoo.js';
+import { quantized, ortStyleModel } from '../helpers/quant.js';
+import { GraphBuilder } from '../../src/ir/builder.js';
+import type { Model } from '../../src/ir/graph.js';
+import { TensorData } from '../../src/ir/tensor.js';
+import { randomCalibrationData, type Feeds } from '../../src/quant/data.js';
+import { cloneModel } from '../../src/quant/qdq.js';
+import { optimize } from '../../src/passes/pipeline.js';
+import { executeGraph } from '../../src/ops/execute.js';
+
+/** Max |a - b| over the outputs, in units of amax/127 of the reference output. */
+function lsbError(ref: Model, test: Model, feeds: Feeds): number {
+  const a = executeGraph(ref.graph, feeds as Map<string, TensorData>, { opsets: ref.opsets });
+  const b = executeGraph(test.graph, feeds as Map<string, TensorData>, { opsets: test.opsets });
+  let worst = 0;
+  for (const o of ref.graph.outputs) {
+    const x = (a.get(o.name) as TensorData).toFloat64(), y = (b.get(o.name) as TensorData).toFloat64();
+    const lsb = x.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 127;
+    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]) / lsb);
+  }
+  return worst;
+}
+
+const ops = (m: Model) => m.graph.nodes.map((n) => `${n.opType}${n.attrs.y_dtype?.value ? `>${n.attrs.y_dtype.value as string}` : ''}`);
+
+describe('quantized layers: folding Q/DQ', () => {
+  it('tiny-cnn: every Conv/Gemm folds (BatchNorm, bias and Relu absorbed); same outputs as the Q/DQ graph', async () => {
+    const q = quantized(tinyCnn());
+    const f = cloneModel(q);
+    await optimize(f, { verify: true });
+    const names = ops(f);
+    expect(names.filter((n) => n.startsWith('QConv')).length).toBe(2);
+    expect(names.filter((n) => n === 'QMatMul').length).toBe(1);
+    expect(names).not.toContain('DequantizeLinear');
+    expect(names).not.toContain('BatchNormalization');
+    const conv = f.graph.nodes.find((n) => n.opType === 'QConv')!;
+    expect(conv.attrs.activation.value).toBe('Relu');
+    expect((conv.attrs.w_scales.value as number[]).length).toBe(16);
+    expect(lsbError(q, f, randomCalibrationData(q.graph, 8, { seed: 9 }))).toBeLessThanOrEqual(1);
+  });
+
+  it('resnet-small: consecutive quantized convolutions pass int8 (requantizing epilogue), within one LSB', async () => {
+    const q = quantized(resnet50(RESNET_SMALL));
+    const f = cloneModel(q);
+    await optimize(f, { verify: true });
+    const names = ops(f);
+    expect(names.filter((n) => n === 'QConv>int8').length).toBeGreaterThanOrEqual(8);
+    expect(names).not.toContain('DequantizeLinear');
+    // residual adds are absorbed into the last conv of each block
+    expect(f.graph.nodes.filter((n) => n.opType === 'QConv' && n.inputs[3]).length).toBe(4);
+    expect(lsbError(q, f, randomCalibrationData(q.graph, 4, { seed: 9 }))).toBeLessThanOrEqual(1);
+  });
+
+  it('ORT-style file: uint8 activations with zero points and an int32 bias fold, within one LSB', async () => {
+    const q = ortStyleModel();
+    const f = cloneModel(q);
+    await optimize(f, { verify: true });
+    const conv = f.graph.nodes.find((n) => n.opType === 'QConv')!;
+    expect(conv.attrs.x_zero_point.value).toBe(120);
+    expect(conv.attrs.y_dtype.value).toBe('uint8');
+    expect(conv.attrs.y_zero_point.value).toBe(3);
+    expect(f.graph.nodes.some((n) => n.opType === 'QMatMul' && n.inputs[2])).toBe(true);
+    expect(lsbError(q, f, randomCalibrationData(q.graph, 4, { seed: 2 }))).toBeLessThanOrEqual(1);
+  });
+
+  it('leaves asymmetric weights (non-zero weight zero point) in Q/DQ form', async () => {
+    const b = new GraphBuilder('asym');
+    const x = b.input('x', 'float32', [2, 4]);
+    const s = b.initializer('s', TensorData.scalar('float32', 0.1));
+    const xd = b.op('DequantizeLinear', [b.op('QuantizeLinear', [x, s]), s]);
+    const w = b.op('DequantizeLinear', [b.initializer('w', TensorData.fromNumbers('int8', [4, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])), s, b.initializer('z', TensorData.scalar('int8', 1))]);
+    b.output(b.op('MatMul', [xd, w]), { kind: 'tensor', dtype: 'float32', shape: [2, 3] });
+    const m = b.model(13);
+    await optimize(m);
+    expect(m.graph.nodes.some((n) => n.opType === 'QMatMul')).toBe(false);
+  });
+});

@@ -3,14 +3,18 @@
 # production node_modules. The node binary goes there once per checkout (.gpu/node.xz, see the device notes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf .gpu/build .gpu/node_modules
-npx tsc -p tsconfig.gpu.json > /dev/null || echo "note: type errors (emitted anyway)"
-mkdir -p .gpu/node_modules
+# GPU_DIR: where to pack (default .gpu); several people packing at once each use their own (.gpu-<name>)
+D=${GPU_DIR:-.gpu}
+mkdir -p "$D"
+[ -f "$D/node.xz" ] || cp .gpu/node.xz "$D/node.xz"
+rm -rf "$D/build" "$D/node_modules"
+npx tsc -p tsconfig.gpu.json --outDir "$D/build" > /dev/null || echo "note: type errors (emitted anyway)"
+mkdir -p "$D/node_modules"
 # only what the build/run/bench path needs (the server's dependencies stay behind: the carry limit is 64 MiB)
-npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | grep -E '/node_modules/(koffi|@koromix|protobufjs|@protobufjs|long|commander|fflate|cli-progress|string-width|strip-ansi|ansi-regex|emoji-regex|is-fullwidth-code-point)(/|$)' | while read -r dir; do
+npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | grep -E '/node_modules/(koffi|@koromix|@huggingface|protobufjs|@protobufjs|long|commander|fflate|cli-progress|string-width|strip-ansi|ansi-regex|emoji-regex|is-fullwidth-code-point)(/|$)' | while read -r dir; do
   rel="${dir#"$PWD"/node_modules/}"
-  mkdir -p ".gpu/node_modules/$(dirname "$rel")"
-  cp -r "$dir" ".gpu/node_modules/$rel"
+  mkdir -p "$D/node_modules/$(dirname "$rel")"
+  cp -r "$dir" "$D/node_modules/$rel"
 done
-rm -rf .gpu/node_modules/@koromix/koffi-linux-x64/musl_x64
-du -sh .gpu
+rm -rf "$D/node_modules/@koromix/koffi-linux-x64/musl_x64"
+du -sh "$D"

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { InputError } from '../ir/errors.js';
 import { addBuildOptions, buildOptionsFrom, progressBar } from './options.js';
-import { bench, benchInputs, engineInputs, loadBenchEngine, type BenchOptions } from '../tools/bench.js';
+import { bench, benchDevices, benchInputs, engineInputs, loadBenchEngine, parseDeviceList, type BenchOptions } from '../tools/bench.js';
+import { parseDevice } from '../backends/index.js';
 import { formatBenchSummary } from '../tools/bench-format.js';
 import { formatLayerProfile, layerProfileJson, profileLayers } from '../tools/bench-layers.js';
 import { formatPlan } from '../tools/inspect-plan.js';
@@ -52,6 +53,7 @@ export function benchCommand(): Command {
     .option('--duration <s>', 'run at least this many seconds', real('--duration'), 3)
     .option('--iterations <n>', 'and at least this many inferences', int('--iterations'), 10)
     .option('--streams <n>', 'concurrent execution contexts of the engine', int('--streams'), 1)
+    .option('--devices <list>', 'GPU indices to run on at once (e.g. 0,1): one engine per GPU, per-GPU and aggregate throughput')
     .option('--no-data-transfers', 'leave input/output transfers out of the timing')
     .option('--use-cuda-graph', 'capture the inference as a CUDA graph (cuda; the default there)')
     .option('--no-cuda-graph', 'do not use CUDA graphs (cuda)')
@@ -74,6 +76,7 @@ export function benchCommand(): Command {
       if (o.useCudaGraph && o.cudaGraph === false) throw new InputError('choose one of --use-cuda-graph and --no-cuda-graph.');
       const percentiles = String(o.percentile).split(',').map((s) => Number(s.trim()));
       if (percentiles.some((p) => !(p >= 0 && p <= 100))) throw new InputError(`--percentile: expected numbers in [0, 100] separated by commas, got '${o.percentile}'.`);
+      if (o.devices) return devicesBench(o, percentiles);
       const { engine, feeds, source } = await engineAndInputs(o);
       const out: Record<string, unknown> = {};
       const say = (text: string) => { if (!o.json) console.log(text); };
@@ -107,6 +110,30 @@ export function benchCommand(): Command {
       if (o.json) console.log(JSON.stringify({ model: source, ...summary, ...out }, null, 2));
       engine.dispose();
     });
+}
+
+/** `kiln bench --devices 0,1`: build (or load) once, run one engine per GPU at the same time. */
+async function devicesBench(o: Record<string, any>, percentiles: number[]): Promise<void> {
+  const ids = parseDeviceList(String(o.devices));
+  const { name } = parseDevice(o.device ?? 'cpu');
+  if (o.onnx && name !== 'cuda') throw new InputError(`--devices runs on GPUs: add --device cuda (got '${o.device ?? 'cpu'}').`);
+  const { engine, plan, feeds, source } = await engineAndInputs({ ...o, device: `${name}:${ids[0]}` });
+  engine.dispose();
+  const bar = progressBar('benchmark');
+  const r = await benchDevices(plan ?? o.loadEngine, ids, feeds, {
+    warmUpMs: o.warmUp, durationS: o.duration, iterations: o.iterations, streams: o.streams, dataTransfers: o.dataTransfers, percentiles,
+    cudaGraph: o.useCudaGraph ? true : o.cudaGraph === false ? false : undefined, threads: o.threads,
+  }).finally(() => bar.stop());
+  if (o.json) {
+    console.log(JSON.stringify({ model: source, aggregate: r.aggregate, perDevice: r.perDevice }, null, 2));
+    return;
+  }
+  console.log(`Model: ${source}`);
+  for (const p of r.perDevice) {
+    const s = p.summary;
+    console.log(`device ${p.deviceId} (${s.device}): ${s.throughput.qps.toFixed(1)} qps, ${s.throughput.itemsPerS.toFixed(1)} items/s, latency median ${s.latency.median.toFixed(3)} ms`);
+  }
+  console.log(`aggregate over ${ids.length} device(s): ${r.aggregate.qps.toFixed(1)} qps, ${r.aggregate.itemsPerS.toFixed(1)} items/s`);
 }
 
 /** `kiln bench --pipeline spec.json --images DIR [--onnx model]`: images/s of the pipeline, alone or feeding the engine. */

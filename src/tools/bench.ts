@@ -316,3 +316,41 @@ function benchNotes(s: BenchSummary): string[] {
   }
   return n;
 }
+
+export interface DeviceBenchResult {
+  /** one summary per device, in the order asked */
+  perDevice: { deviceId: number; summary: BenchSummary }[];
+  /** sums over devices (the timing windows run at the same time) */
+  aggregate: { qps: number; itemsPerS: number };
+}
+
+/**
+ * `kiln bench --devices 0,1`: the same plan loaded once per GPU, each benchmarked with its own contexts, all at once
+ * (runs wait on their GPU without blocking the event loop, so one process keeps every device busy).
+ */
+export async function benchDevices(plan: string | Plan, deviceIds: number[], feeds: Record<string, Tensor>, o: BenchOptions = {}): Promise<DeviceBenchResult> {
+  if (!deviceIds.length) throw new InputError('bench --devices: give at least one device index, e.g. --devices 0,1.');
+  const engines: Engine[] = [];
+  try {
+    for (const d of deviceIds) engines.push(await Engine.load(plan, { intraOpNumThreads: o.threads, cudaGraph: o.cudaGraph, deviceId: d }));
+    const results = await Promise.all(engines.map((e) => bench(e, feeds, o)));
+    const perDevice = results.map((r, i) => ({ deviceId: deviceIds[i], summary: r.summary }));
+    return {
+      perDevice,
+      aggregate: {
+        qps: perDevice.reduce((a, p) => a + p.summary.throughput.qps, 0),
+        itemsPerS: perDevice.reduce((a, p) => a + p.summary.throughput.itemsPerS, 0),
+      },
+    };
+  } finally {
+    for (const e of engines) e.dispose();
+  }
+}
+
+/** `--devices 0,1` → [0, 1] */
+export function parseDeviceList(spec: string): number[] {
+  const ids = spec.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  if (!ids.length || ids.some((n) => !Number.isSafeInteger(n) || n < 0)) throw new InputError(`--devices: expected GPU indices separated by commas (e.g. 0,1), got '${spec}'.`);
+  if (new Set(ids).size !== ids.length) throw new InputError(`--devices: '${spec}' names a device twice; use --streams for several contexts on one device.`);
+  return ids;
+}

@@ -35,3 +35,28 @@ describe('GPU tensors on a CPU engine', () => {
     engine.dispose();
   });
 });
+
+describe('bench over several devices', () => {
+  it('parses device lists and refuses repeats and junk', async () => {
+    const { parseDeviceList } = await import('../../src/tools/bench.js');
+    expect(parseDeviceList('0,1')).toEqual([0, 1]);
+    expect(parseDeviceList(' 3 ')).toEqual([3]);
+    expect(() => parseDeviceList('0,0')).toThrow(/names a device twice/);
+    expect(() => parseDeviceList('a')).toThrow(/expected GPU indices/);
+  });
+
+  it('benchmarks one engine per listed device and sums their throughput', async () => {
+    const { benchDevices, benchInputs, engineInputs } = await import('../../src/tools/bench.js');
+    const { build } = await import('../../src/build/builder.js');
+    const { Engine } = await import('../../src/runtime/engine.js');
+    const plan = await build(tinyCnn(), { device: 'cpu', shapes: { input: [1, 3, 32, 32] } });
+    const probe = await Engine.load(plan);
+    const feeds = benchInputs(engineInputs(probe));
+    probe.dispose();
+    // the CPU backend has one device: the per-device bookkeeping is what is checked here (GPUs: bench/gpu)
+    const r = await benchDevices(plan, [0], feeds, { warmUpMs: 0, durationS: 0, iterations: 3 });
+    expect(r.perDevice.map((p) => p.deviceId)).toEqual([0]);
+    expect(r.perDevice[0].summary.queries).toBeGreaterThanOrEqual(3);
+    expect(r.aggregate.itemsPerS).toBeCloseTo(r.perDevice[0].summary.throughput.itemsPerS, 6);
+  });
+});

@@ -1,6 +1,10 @@
 // Load test: autocannon (this process) against `kiln serve` and against a fastify + onnxruntime-node server, each
-// started as a child process on loopback. Reports throughput, latency percentiles, errors and server RSS growth.
-// Usage: tsx bench/serve/load.ts [--duration 60] [--connections 256] [--json out.json]
+// started as a child process on loopback, back to back. Two wire formats: KServe JSON tensors, and the binary tensor
+// extension (what a performance-minded Triton client sends; the baseline gets the same binary path). Reports
+// throughput, latency percentiles, errors, server RSS growth after warm-up and, for Kiln, what its /metrics say:
+// batch sizes formed, instance (worker) busy fraction, main-thread event-loop utilization, per-thread memory.
+// Usage: tsx bench/serve/load.ts [--duration 60] [--connections 256] [--instances N] [--body json|binary|both]
+//        [--json out.json]
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,13 +13,15 @@ import autocannon from 'autocannon';
 import { saveOnnx } from '../../src/index.js';
 import { tinyCnn } from '../models/zoo.js';
 
-const arg = (name: string, dflt: number) => {
+const argOf = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+  return i > 0 ? process.argv[i + 1] : undefined;
 };
+const arg = (name: string, dflt: number) => Number(argOf(name) ?? dflt);
 const duration = arg('duration', 60);
 const connections = arg('connections', 256);
 const instances = arg('instances', Math.max(1, Math.min(4, os.cpus().length)));
+const bodies = (argOf('body') ?? 'both') === 'both' ? ['json', 'binary'] : [argOf('body')!];
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-load-'));
 fs.mkdirSync(path.join(root, 'cnn', '1'), { recursive: true });
@@ -27,8 +33,23 @@ fs.writeFileSync(path.join(root, 'cnn', 'config.json'), JSON.stringify({
   instance_group: [{ count: instances, kind: 'KIND_CPU' }],
 }));
 
-const data = Array.from({ length: 3 * 32 * 32 }, (_, i) => Math.sin(i * 0.01));
-const body = JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data }] });
+const values = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => Math.sin(i * 0.01));
+const requests: Record<string, { body: Buffer | string; headers: Record<string, string> }> = {
+  json: {
+    body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data: Array.from(values) }] }),
+    headers: { 'content-type': 'application/json' },
+  },
+  binary: (() => {
+    const head = Buffer.from(JSON.stringify({
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], parameters: { binary_data_size: values.byteLength } }],
+      parameters: { binary_data_output: true },
+    }));
+    return {
+      body: Buffer.concat([head, Buffer.from(values.buffer)]),
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) },
+    };
+  })(),
+};
 const tsx = path.resolve('node_modules/.bin/tsx');
 
 function rssKb(pid: number): number {
@@ -54,22 +75,66 @@ async function waitReady(port: number): Promise<void> {
   throw new Error(`server on port ${port} never became ready`);
 }
 
-async function measure(name: string, args: string[], port: number) {
+/** Kiln's Prometheus samples, keyed by metric name plus labels as written. */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const text = await (await fetch(url)).text();
+  const m = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    m.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return m;
+}
+
+const sum = (m: Map<string, number>, prefix: string) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((s, [, v]) => s + v, 0);
+const mib = (b: number) => +(b / 2 ** 20).toFixed(1);
+/** Per-thread memory from kiln_thread_memory_bytes: { main: { rss, heap_used, ... }, 'cnn/1/0': {...} } in MiB. */
+function threadMemory(m: Map<string, number>): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const [k, v] of m) {
+    const r = /^kiln_thread_memory_bytes\{thread="([^"]+)",area="([^"]+)"\}$/.exec(k);
+    if (r) (out[r[1]] ??= {})[r[2]] = mib(v);
+  }
+  return out;
+}
+
+async function measure(name: string, args: string[], port: number, kind: string, metricsUrl?: string) {
   const child = spawn(tsx, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
     await waitReady(port);
     const pid = serverPid(child);
-    const opts = { url: `http://127.0.0.1:${port}/v2/models/cnn/infer`, method: 'POST' as const, headers: { 'content-type': 'application/json' }, body, connections };
+    const { body, headers } = requests[kind];
+    const opts = { url: `http://127.0.0.1:${port}/v2/models/cnn/infer`, method: 'POST' as const, headers, body, connections };
     await autocannon({ ...opts, duration: Math.min(10, Math.max(3, duration / 6)) }); // warm-up
     const rss0 = rssKb(pid);
+    const m0 = metricsUrl ? await scrape(metricsUrl) : undefined;
     let rssMax = rss0;
-    const sampler = setInterval(() => (rssMax = Math.max(rssMax, rssKb(pid))), 1000);
+    const elu: number[] = [];
+    const rssSeries: number[] = [];
+    const sampler = setInterval(() => {
+      const r = rssKb(pid);
+      rssMax = Math.max(rssMax, r);
+      rssSeries.push(Math.round(r / 1024));
+      if (metricsUrl) void scrape(metricsUrl).then((m) => elu.push(m.get('kiln_event_loop_utilization') ?? NaN), () => {});
+    }, 1000);
+    const t0 = performance.now();
     const r = await autocannon({ ...opts, duration });
+    const wallS = (performance.now() - t0) / 1000;
     clearInterval(sampler);
     const rss1 = rssKb(pid);
+    const m1 = metricsUrl ? await scrape(metricsUrl) : undefined;
+    const kiln = m0 && m1 ? {
+      avgBatch: +((sum(m1, 'nv_inference_count{') - sum(m0, 'nv_inference_count{')) / (sum(m1, 'nv_inference_exec_count{') - sum(m0, 'nv_inference_exec_count{'))).toFixed(1),
+      instanceBusy: +((sum(m1, 'nv_inference_compute_infer_duration_us{') - sum(m0, 'nv_inference_compute_infer_duration_us{')) / 1e6 / wallS / instances).toFixed(2),
+      queueMsPerRequest: +((sum(m1, 'nv_inference_queue_duration_us{') - sum(m0, 'nv_inference_queue_duration_us{')) / 1000 / (sum(m1, 'nv_inference_request_success{') - sum(m0, 'nv_inference_request_success{'))).toFixed(1),
+      mainEventLoopUtilization: +(elu.filter(Number.isFinite).reduce((a, b) => a + b, 0) / Math.max(1, elu.filter(Number.isFinite).length)).toFixed(2),
+      threadMemoryWarm: threadMemory(m0),
+      threadMemoryEnd: threadMemory(m1),
+    } : undefined;
     return {
-      name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx, timeouts: r.timeouts, non2xx: r.non2xx, total: r.requests.total,
-      rssWarmMiB: rss0 / 1024, rssEndMiB: rss1 / 1024, rssMaxMiB: rssMax / 1024, rssGrowthPct: ((rss1 - rss0) / rss0) * 100,
+      name, body: kind, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx, timeouts: r.timeouts, non2xx: r.non2xx, total: r.requests.total,
+      rssWarmMiB: rss0 / 1024, rssEndMiB: rss1 / 1024, rssMaxMiB: rssMax / 1024, rssGrowthPct: ((rss1 - rss0) / rss0) * 100, rssSeries, kiln,
     };
   } finally {
     child.kill('SIGTERM');
@@ -77,17 +142,28 @@ async function measure(name: string, args: string[], port: number) {
   }
 }
 
-const kiln = await measure('kiln serve (dynamic batching)', ['src/cli/main.ts', 'serve', '--model-repository', root, '--http-port', '18100', '--grpc-port', '-1', '--metrics-port', '-1'], 18100);
-const ortB = await measure('fastify + onnxruntime-node', ['bench/serve/ort-baseline.ts', onnx, '18101'], 18101);
-const rows = [kiln, ortB];
-console.log(`\n${duration} s at ${connections} connections, tiny CNN fp32 1x3x32x32 JSON requests, ${os.cpus().length} cores (${os.cpus()[0].model}), ${instances} Kiln instances`);
-console.log('| server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | RSS warm → end (MiB) | RSS growth | memory flat (< 5%) |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+const load0 = os.loadavg();
+const rows = [];
+for (const kind of bodies) {
+  rows.push(await measure('kiln serve (dynamic batching)', ['src/cli/main.ts', 'serve', '--model-repository', root, '--http-port', '18100', '--grpc-port', '-1', '--metrics-port', '18102'],
+    18100, kind, 'http://127.0.0.1:18102/metrics'));
+  rows.push(await measure('fastify + onnxruntime-node', ['bench/serve/ort-baseline.ts', onnx, '18101'], 18101, kind));
+}
+const load1 = os.loadavg();
+console.log(`\n${duration} s at ${connections} connections, tiny CNN fp32 1x3x32x32 per request, ${os.cpus().length} cores (${os.cpus()[0].model}), ${instances} Kiln instances`);
+console.log(`load average (1/5/15 min) before ${load0.map((x) => x.toFixed(1)).join('/')}, after ${load1.map((x) => x.toFixed(1)).join('/')}`);
+console.log('| body | server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | RSS warm → end (MiB) | RSS growth | memory flat (< 5%) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of rows) {
   const flat = r.rssGrowthPct < 5 ? 'yes' : 'NO';
-  console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% | ${flat} |`);
+  console.log(`| ${r.body} | ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% | ${flat} |`);
 }
-console.log(`Kiln/ORT throughput: ${(kiln.rps / ortB.rps).toFixed(2)}×; p99 ${kiln.p99} vs ${ortB.p99} ms (issue 9's target: >= 2× at equal or better p99)`);
-const out = process.argv.indexOf('--json');
-if (out > 0) fs.writeFileSync(process.argv[out + 1], JSON.stringify(rows, null, 2));
+for (const kind of bodies) {
+  const [k, o] = rows.filter((r) => r.body === kind);
+  console.log(`${kind}: Kiln/ORT throughput ${(k.rps / o.rps).toFixed(2)}×; p99 ${k.p99} vs ${o.p99} ms (issue 9's target: >= 2× at equal or better p99)`);
+  console.log(`${kind}: Kiln metrics ${JSON.stringify(k.kiln)}`);
+  console.log(`${kind}: RSS per second (MiB) kiln ${k.rssSeries.join(' ')} | ort ${o.rssSeries.join(' ')}`);
+}
+const out = argOf('json');
+if (out) fs.writeFileSync(out, JSON.stringify(rows, null, 2));
 fs.rmSync(root, { recursive: true, force: true });

@@ -44,6 +44,24 @@ export interface PagedAttention {
   release(): void;
 }
 
+/**
+ * A kernel whose cache lives in GPU memory and which also runs on device pointers, so q/k/v/out stay on the device
+ * between a step's layer engines (src/llm/attention-cuda.ts). Rows are fp32.
+ */
+export interface DevicePagedAttention extends PagedAttention {
+  readonly deviceId: number;
+  /** Upload the step's sequence metadata (rows, context lengths, block tables) once for all its layers. */
+  beginStep(seqs: readonly AttentionSeq[], decode: readonly boolean[], rows: number): void;
+  /** The attention output buffer of this step, [rows, numHeads * headDim] fp32, valid until the next step. */
+  readonly outPtr: number;
+  /** One layer of the step begun last: new k/v into the cache, then attention into `outPtr`; complete on return. */
+  runLayer(layer: number, q: number, k: number, v: number): void;
+}
+
+export function isDeviceAttention(a: PagedAttention): a is DevicePagedAttention {
+  return typeof (a as Partial<DevicePagedAttention>).runLayer === 'function';
+}
+
 /** The TypeScript kernel: fp32 cache, fp64 accumulation, one pass per (sequence, token, head). */
 export class CpuPagedAttention implements PagedAttention {
   private readonly kCache: Float32Array[];

@@ -150,13 +150,23 @@ export class LlmEngine {
     const maxSeqLen = positive('maxSeqLen', options.maxSeqLen ?? Math.min(config.maxPositions, 2048));
     if (maxSeqLen > config.maxPositions) throw new InputError(`LlmEngine.load: maxSeqLen ${maxSeqLen} exceeds the model's ${config.maxPositions} positions.`);
     const maxStepTokens = Math.max(maxBatch, positive('maxStepTokens', options.maxStepTokens ?? 256));
-    const bytesPerBlock = 2 * config.numLayers * blockSize * config.numKvHeads * config.headDim * 4;
+    // the GPU cache holds the engine's dtype (fp16/bf16, fp32 for checks); the CPU one is fp32
+    const bytesPerBlock = 2 * config.numLayers * blockSize * config.numKvHeads * config.headDim * (dtype === 'float32' ? 4 : 2);
     const kvBlocks = positive('kvBlocks', options.kvBlocks ?? Math.max(Math.ceil(maxSeqLen / blockSize),
       Math.min(maxBatch * Math.ceil(maxSeqLen / blockSize), Math.floor(2 ** 30 / bytesPerBlock))));
-    const attention: PagedAttention = new CpuPagedAttention({ numLayers: config.numLayers, numHeads: config.numHeads, numKvHeads: config.numKvHeads,
-      headDim: config.headDim, numBlocks: kvBlocks, blockSize, scale: 1 / Math.sqrt(config.headDim) });
-    const model = await DecoderModel.build(config, loadWeights(dir), dir, attention, { provider, maxTokens: maxStepTokens, maxSeqs: maxBatch,
-      precision: dtype === 'float16' ? 'fp16' : dtype === 'bfloat16' ? 'bf16' : 'fp32' });
+    const shape = { numLayers: config.numLayers, numHeads: config.numHeads, numKvHeads: config.numKvHeads,
+      headDim: config.headDim, numBlocks: kvBlocks, blockSize, scale: 1 / Math.sqrt(config.headDim) };
+    const attention: PagedAttention = provider === 'cuda'
+      ? new (await import('./attention-cuda.js')).CudaPagedAttention(shape, dtype) // loads CUDA only for the GPU provider
+      : new CpuPagedAttention(shape);
+    let model: DecoderModel;
+    try {
+      model = await DecoderModel.build(config, loadWeights(dir), dir, attention, { provider, maxTokens: maxStepTokens, maxSeqs: maxBatch,
+        precision: dtype === 'float16' ? 'fp16' : dtype === 'bfloat16' ? 'bf16' : 'fp32' });
+    } catch (e) {
+      attention.release();
+      throw e;
+    }
     const kv = new KvCache(kvBlocks, blockSize, options.prefixCaching !== false);
     return new LlmEngine(path.basename(path.resolve(dir)), tokenizer, config, model, kv, ChatTemplate.fromDir(dir), { maxBatch, maxSeqLen, maxStepTokens, blockSize });
   }

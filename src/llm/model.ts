@@ -5,12 +5,14 @@
 // attention + layer i up to q/k/v; graph L = layer L-1 after attention + final norm + LM head on the sampled rows.
 import { GraphBuilder, float } from '../ir/builder.js';
 import { TensorData } from '../ir/tensor.js';
+import type { ValueType } from '../ir/graph.js';
 import { ModelError } from '../ir/errors.js';
 import { build } from '../build/builder.js';
 import { Engine, type ExecutionContext } from '../runtime/engine.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config.js';
-import type { AttentionSeq, PagedAttention } from './attention.js';
+import { GpuTensor } from '../runtime/gpu-tensor.js';
+import { isDeviceAttention, type AttentionSeq, type DevicePagedAttention, type PagedAttention } from './attention.js';
 
 const OPSET = 17;
 
@@ -80,6 +82,7 @@ function concat1d(ts: TensorData[]): TensorData {
   return new TensorData('float32', [out.length], out);
 }
 
+const f32Type = (shape: (number | string)[]): ValueType => ({ kind: 'tensor', dtype: 'float32', shape });
 const i64 = (vals: number[]) => new TensorData('int64', [vals.length], BigInt64Array.from(vals.map(BigInt)));
 const f32 = (v: number) => new TensorData('float32', [], Float32Array.of(v));
 
@@ -162,13 +165,9 @@ export class DecoderModel {
 
   /** Run one step; returns the logits [numSampled, vocab] of the sequences whose `sample` flag is set, in order. */
   async forward(batch: StepBatch): Promise<Float32Array> {
+    const { feeds, rope, sel } = this.stepInputs(batch);
+    if (isDeviceAttention(this.attention) && this.engines[0].header.device.backend === 'cuda') return this.forwardDevice(batch, this.attention, feeds, rope, sel);
     const cfg = this.config, T = batch.tokens.length;
-    const feeds: Record<string, Tensor> = { ids: new Tensor('int64', BigInt64Array.from(batch.tokens.map(BigInt)), [T]) };
-    let rope: Record<string, Tensor> = {};
-    if (cfg.family === 'gpt2') feeds.pos = new Tensor('int64', BigInt64Array.from(batch.positions.map(BigInt)), [T]);
-    else rope = ropeTables(batch.positions, cfg.headDim, cfg.ropeTheta);
-    const sel: number[] = [];
-    batch.seqs.forEach((s, i) => batch.sample[i] && sel.push(s.rowStart + s.numTokens - 1));
     let x: Tensor | undefined, attn: Tensor | undefined;
     for (let i = 0; i <= cfg.numLayers; i++) {
       const f: Record<string, Tensor> = i === 0 ? { ...feeds, ...rope } : { x: x!, attn: attn!, ...(i < cfg.numLayers ? rope : {}) };
@@ -185,6 +184,48 @@ export class DecoderModel {
       this.attend(i, out.q as Tensor<'float32'>, out.k as Tensor<'float32'>, out.v as Tensor<'float32'>, attn as Tensor<'float32'>, batch);
     }
     throw new Error('unreachable');
+  }
+
+  private stepInputs(batch: StepBatch): { feeds: Record<string, Tensor>; rope: Record<string, Tensor>; sel: number[] } {
+    const cfg = this.config, T = batch.tokens.length;
+    const feeds: Record<string, Tensor> = { ids: new Tensor('int64', BigInt64Array.from(batch.tokens.map(BigInt)), [T]) };
+    let rope: Record<string, Tensor> = {};
+    if (cfg.family === 'gpt2') feeds.pos = new Tensor('int64', BigInt64Array.from(batch.positions.map(BigInt)), [T]);
+    else rope = ropeTables(batch.positions, cfg.headDim, cfg.ropeTheta);
+    const sel: number[] = [];
+    batch.seqs.forEach((s, i) => batch.sample[i] && sel.push(s.rowStart + s.numTokens - 1));
+    return { feeds, rope, sel };
+  }
+
+  /**
+   * The GPU step: every layer engine leaves x/q/k/v on the device (runToDevice), the attention kernel reads them in
+   * place and writes its own output buffer, which the next engine reads in place; only the logits come back.
+   */
+  private async forwardDevice(batch: StepBatch, att: DevicePagedAttention, feeds: Record<string, Tensor>, rope: Record<string, Tensor>, sel: number[]): Promise<Float32Array> {
+    const cfg = this.config, T = batch.tokens.length, L = cfg.numLayers;
+    att.beginStep(batch.seqs, batch.decode, T);
+    const width = cfg.numHeads * cfg.headDim;
+    const attn = GpuTensor.adopt({ kind: 'device', dtype: 'float32', dims: [T, width], deviceId: att.deviceId, ptr: att.outPtr, bytes: T * width * 4 });
+    let x: GpuTensor | undefined;
+    try {
+      for (let i = 0; i < L; i++) {
+        const f: Record<string, Tensor | GpuTensor> = i === 0 ? { ...feeds, ...rope } : { x: x!, attn, ...rope };
+        const out = await this.contexts[i].runToDevice(f, ['x_out', 'q', 'k', 'v']);
+        await x?.dispose();
+        x = out.x_out;
+        try {
+          att.runLayer(i, out.q.ptr, out.k.ptr, out.v.ptr);
+        } finally {
+          for (const n of ['q', 'k', 'v']) await out[n].dispose();
+        }
+      }
+      // a step of prompt chunks only fills the cache: the last layer's MLP and the LM head have nothing to do
+      if (!sel.length) return new Float32Array(0);
+      const out = await this.contexts[L].run({ x: x!, attn, sel: new Tensor('int64', BigInt64Array.from(sel.map(BigInt)), [sel.length]) }, ['logits']);
+      return (out.logits as Tensor<'float32'>).data;
+    } finally {
+      await x?.dispose();
+    }
   }
 
   private attend(layer: number, q: Tensor<'float32'>, k: Tensor<'float32'>, v: Tensor<'float32'>, out: Tensor<'float32'>, batch: StepBatch): void {
@@ -241,11 +282,12 @@ function layerGraph(cfg: ModelConfig, w: WeightSource, i: number): GraphBuilder 
     const normed = gpt2 ? g.layerNorm(rows, w.get('transformer.ln_f.weight'), w.get('transformer.ln_f.bias')) : g.rmsNorm(rows, w.get('model.norm.weight'));
     const head = cfg.tieWordEmbeddings || !w.has('lm_head.weight') ? w.get(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight') : w.get('lm_head.weight');
     b.node('MatMul', [normed, g.init(transpose(head))], {}, { outputs: ['logits'] });
-    b.output('logits');
+    b.output('logits', f32Type(['S', cfg.vocabSize]));
     return b;
   }
   b.node('Identity', [x], {}, { outputs: ['x_out'] });
-  b.output('x_out');
+  // declared fp32, so fp16/bf16 builds cast at the boundary and the next engine's fp32 inputs match
+  b.output('x_out', f32Type(['T', C]));
   const l = `${p}${i}.`;
   const H = cfg.numHeads * hd, K = cfg.numKvHeads * hd;
   let q: string, k: string, v: string;
@@ -266,7 +308,9 @@ function layerGraph(cfg: ModelConfig, w: WeightSource, i: number): GraphBuilder 
   b.node('Identity', [q], {}, { outputs: ['q'] });
   b.node('Identity', [k], {}, { outputs: ['k'] });
   b.node('Identity', [v], {}, { outputs: ['v'] });
-  for (const o of ['q', 'k', 'v']) b.output(o);
+  b.output('q', f32Type(['T', H]));
+  b.output('k', f32Type(['T', K]));
+  b.output('v', f32Type(['T', K]));
   return b;
 }
 

@@ -61,7 +61,7 @@ function inferAs(floatOp: string, ctx: InferContext<any>): ValueType[] {
 }
 
 function checkInput(node: Node, x: TensorData): void {
-  if (x.dtype !== 'int8' && x.dtype !== 'uint8') throw new Error(`${node.opType} '${node.name}': input 0 must be int8 or uint8, got ${x.dtype}`);
+  if (x.dtype !== 'int8' && x.dtype !== 'uint8' && x.dtype !== 'float8e4m3fn') throw new Error(`${node.opType} '${node.name}': input 0 must be int8, uint8 or float8e4m3fn, got ${x.dtype}`);
 }
 
 /** Conv on a quantized activation with int8 weights [M, C/group, kh, kw], float bias/residual, optional requantize. */

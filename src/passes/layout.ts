@@ -2,7 +2,8 @@
 // im2col for 1x1 convolutions and take bias/ReLU/residual in the GEMM epilogue). This pass turns each 2-D FusedConv
 // into its NHWC form — weights reordered once to [M, kh, kw, C], Transposes inserted at its edges — and the clean-up
 // stages that follow cancel the Transpose pairs between consecutive NHWC layers, leaving them at the graph's edges
-// and around the few ops that stay NCHW.
+// and around the few ops that stay NCHW. Quantized convolutions (kiln:QConv) move the same way, so int8 ResNets stay
+// NHWC from the first layer to the last.
 import type { Node } from '../ir/graph.js';
 import { TensorData } from '../ir/tensor.js';
 import { KILN_DOMAIN } from '../ops/fused.js';
@@ -17,20 +18,24 @@ function transpose(v: GraphView, input: string, perm: number[], like: Node, befo
   return out;
 }
 
-/** Reorder a constant [M, C, kh, kw] weight to [M, kh, kw, C]. */
+/** Reorder a constant [M, C, kh, kw] weight to [M, kh, kw, C] (stored values moved as they are: int8, fp8 bits too). */
 function weightsToNHWC(w: TensorData): TensorData {
   const [M, C, KH, KW] = w.dims;
-  const src = w.toFloat64(), dst = new Float64Array(src.length);
+  const raw = w.data as unknown as ArrayLike<number> & { constructor: new (n: number) => Float64Array };
+  const exact = ArrayBuffer.isView(raw) && raw.length === w.size && typeof raw[0] === 'number';
+  const src = exact ? raw : w.toFloat64(), dst = exact ? new raw.constructor(src.length) : new Float64Array(src.length);
   for (let m = 0; m < M; m++) for (let c = 0; c < C; c++) for (let y = 0; y < KH; y++) for (let x = 0; x < KW; x++) {
     dst[((m * KH + y) * KW + x) * C + c] = src[((m * C + c) * KH + y) * KW + x];
   }
-  return TensorData.fromNumbers(w.dtype, [M, KH, KW, C], dst);
+  return exact ? new TensorData(w.dtype, [M, KH, KW, C], dst as never) : TensorData.fromNumbers(w.dtype, [M, KH, KW, C], dst);
 }
+
+const NHWC_CONVS = new Set(['FusedConv', 'QConv']);
 
 export function convsToNHWC(v: GraphView): number {
   let n = 0;
   for (const conv of [...v.graph.nodes]) {
-    if (conv.domain !== KILN_DOMAIN || conv.opType !== 'FusedConv' || conv.attrs.layout) continue;
+    if (conv.domain !== KILN_DOMAIN || !NHWC_CONVS.has(conv.opType) || conv.attrs.layout) continue;
     const w = v.constant(conv.inputs[1]);
     const group = (conv.attrs.group?.value as number | undefined) ?? 1;
     if (!w || w.rank !== 4 || group !== 1) continue;

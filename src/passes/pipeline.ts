@@ -11,7 +11,7 @@ import {
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
 import { convsToNHWC } from './layout.js';
-import { foldQuantizedLayers, requantizeOutputs } from './quantized.js';
+import { foldFp8Layers, foldQuantizedLayers, requantizeFp8Outputs, requantizeOutputs } from './quantized.js';
 
 export interface Stage {
   name: string;
@@ -25,6 +25,7 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     { name: 'infer shapes', run: reinfer(inputShapes) },
     // Q/DQ around Conv/MatMul/Gemm -> int8 layers, before constant folding turns the int8 weights back into floats
     { name: 'quantized layers', run: foldQuantizedLayers },
+    { name: 'fp8 quantized layers', run: foldFp8Layers },
     // **** simplify: constants, shape arithmetic, no-ops
     // shapes are re-inferred each round: folding one shape computation can make the next one static
     { name: 'fold constants', run: (v) => (reinfer(inputShapes)(v), foldConstants(v)) },
@@ -47,6 +48,7 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     { name: 'fuse elementwise', run: fuseElementwise },
     { name: 'absorb fused activation', run: absorbActivation },
     { name: 'requantize layer outputs', run: requantizeOutputs },
+    { name: 'requantize fp8 layer outputs', run: requantizeFp8Outputs },
     { name: 'name activations', run: nameActivations },
     // **** layout: the backend's preferred convolution layout, transposes cancelled between layers
     ...(layout === 'NHWC' ? [

@@ -145,3 +145,70 @@ export function requantizeOutputs(v: GraphView): number {
   if (n) v.reindex();
   return n;
 }
+
+// **** fp8 (float8e4m3fn): the same fold for MatMul/Gemm, kept apart from the int8 one above. Activations are
+// per-tensor fp8 (zero point 0), weights constant fp8 with one scale or one per output column; the layer becomes a
+// kiln:QMatMul whose operands are fp8 (the GPU runs them on fp8 tensor cores, the CPU on the reference kernel).
+const FP8 = 'float8e4m3fn';
+const FP8_CODE = 17; // TensorProto.FLOAT8E4M3FN
+
+function fp8Input(v: GraphView, x: string) {
+  const dq = producer(v, x, 'DequantizeLinear');
+  const t = dq && v.type(dq.inputs[0]);
+  const p = dq && perTensor(v, dq);
+  if (!dq || !p || t?.kind !== 'tensor' || t.dtype !== FP8 || v.constant(dq.inputs[0])) return undefined;
+  return { q: dq.inputs[0], scale: p.scale };
+}
+
+function fp8Weight(v: GraphView, w: string, axis: number) {
+  const dq = producer(v, w, 'DequantizeLinear');
+  if (!dq || !v.singleUse(w) || attrOf(dq, 'block_size', 0)) return undefined;
+  const q = v.constant(dq.inputs[0]), s = v.constant(dq.inputs[1]), z = dq.inputs[2] ? v.constant(dq.inputs[2]) : undefined;
+  if (!q || q.dtype !== FP8 || q.rank !== 2 || !s || s.dtype !== 'float32' || (dq.inputs[2] && !z) || (z && z.toFloat64().some((x) => x !== 0))) return undefined;
+  if (s.size !== 1 && (s.rank !== 1 || s.size !== q.dims[axis] || ((a) => (a < 0 ? a + 2 : a))(attrOf(dq, 'axis', 1)) !== axis)) return undefined;
+  return { q: dq.inputs[0], scales: Array.from(s.toFloat64()) };
+}
+
+/** MatMul/Gemm on fp8-dequantized operands -> kiln:QMatMul with fp8 inputs. */
+export function foldFp8Layers(v: GraphView): number {
+  let n = 0;
+  for (const node of [...v.graph.nodes]) {
+    if (node.domain !== '' || (node.opType !== 'MatMul' && node.opType !== 'Gemm') || attrOf(node, 'transA', 0)) continue;
+    const x = fp8Input(v, node.inputs[0]);
+    const gemm = node.opType === 'Gemm', transB = attrOf(node, 'transB', 0);
+    const w = x && fp8Weight(v, node.inputs[1], transB ? 0 : 1);
+    let bias = w ? floatBias(v, node.inputs[2]) : null;
+    if (!x || !w || bias === null || (gemm && bias && attrOf(node, 'beta', 1) !== 1)) continue;
+    const alpha = attrOf(node, 'alpha', 1);
+    const attrs: Record<string, AttrValue> = {
+      ...(gemm ? { transB: int(transB), gemm: int(1) } : {}),
+      x_scale: float(x.scale), x_zero_point: int(0), w_scales: floats(w.scales.map((s) => Math.fround(s * alpha))),
+    };
+    bias ??= undefined;
+    v.insertNode({ name: node.name, opType: 'QMatMul', domain: KILN_DOMAIN, inputs: [x.q, w.q, ...(bias ? [bias] : [])], outputs: [...node.outputs], attrs }, node);
+    v.removeNodes([node, v.producer(node.inputs[1])!]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}
+
+/** QuantizeLinear to fp8 (per tensor) as the only reader of a float-output fp8 layer -> the layer writes fp8. */
+export function requantizeFp8Outputs(v: GraphView): number {
+  let n = 0;
+  for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
+    const layer = v.producer(ql.inputs[0]);
+    if (!isQuantizedLayer(layer) || attrOf(layer, 'y_dtype', '') || !v.singleUse(ql.inputs[0])) continue;
+    const xt = v.type(layer.inputs[0]);
+    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
+    const p = perTensor(v, ql);
+    if (xt?.kind !== 'tensor' || xt.dtype !== FP8 || !p || (zt ? zt.dtype !== FP8 : attrOf<number>(ql, 'output_dtype', 0) !== FP8_CODE)) continue;
+    if (attrOf(ql, 'saturate', 1) !== 1) continue;
+    layer.attrs = { ...layer.attrs, y_dtype: str(FP8), y_scale: float(p.scale), y_zero_point: int(0) };
+    layer.outputs = [ql.outputs[0]];
+    v.removeNodes([ql]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}

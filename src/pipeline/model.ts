@@ -2,7 +2,7 @@
 // `kiln serve` ensemble step needs to run the pipeline before an engine on KServe v2 BYTES inputs.
 import { InputError } from '../ir/errors.js';
 import type { Tensor, TensorType } from '../runtime/tensor.js';
-import { Pipeline, type PipelineOptions } from './pipeline.js';
+import { hostTensor, Pipeline, type PipelineOptions } from './pipeline.js';
 import { outputShape, type PipelineSpec } from './spec.js';
 
 export interface PipelineTensorInfo {
@@ -43,7 +43,7 @@ const info = (name: string, datatype: string, type: TensorType, shape: number[])
   ({ name, datatype, type, shape, data_type: datatype === 'BYTES' ? 'TYPE_STRING' : `TYPE_${datatype}`, dims: shape.slice(1) });
 
 export async function pipelineModel(spec: PipelineSpec | string, opts: PipelineModelOptions = {}): Promise<PipelineModel> {
-  const pipeline = await Pipeline.create(spec, { workers: opts.workers, prefetch: 0, onError: 'throw' });
+  const pipeline = await Pipeline.create(spec, { workers: opts.workers, device: opts.device, prefetch: 0, onError: 'throw' });
   const s = pipeline.spec;
   if (s.layout === 'CHW' || s.layout === 'HWC') {
     await pipeline.close();
@@ -66,7 +66,7 @@ export async function pipelineModel(spec: PipelineSpec | string, opts: PipelineM
       }
       if (!images.length) throw new InputError(`pipeline model '${name}': input '${input}' holds no images.`);
       const b = await pipeline.process(images);
-      return { [output]: b.tensor! };
+      return { [output]: (await hostTensor(b))! };
     },
     close: () => pipeline.close(),
   };

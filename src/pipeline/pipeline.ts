@@ -4,10 +4,12 @@
 // `errors` and left out of its tensor; the rest of the batch goes on.
 import { InputError } from '../ir/errors.js';
 import { Tensor } from '../runtime/tensor.js';
+import type { GpuTensor } from '../runtime/gpu-tensor.js';
 import type { ItemResult, PipelineItem } from './decode.js';
 import { inlineExecutor, WorkerPool, type Executor } from './pool.js';
 import { sourceItems, type PipelineSource } from './source.js';
 import { loadPipelineSpec, resolveSpec, type PipelineSpec, type ResolvedSpec } from './spec.js';
+import type { GpuDecodeInfo, GpuExecutor } from './gpu.js';
 
 export interface PipelineOptions {
   /** Worker threads; 0 runs items in the calling thread (default: one per core, at most 4). */
@@ -16,6 +18,11 @@ export interface PipelineOptions {
   prefetch?: number;
   /** 'skip' (default): a failed item is reported in `errors`; 'throw': the batch rejects with the item's error. */
   onError?: 'skip' | 'throw';
+  /**
+   * 'cpu' (default) or 'cuda' / 'cuda:N': nvJPEG decode and one fused kernel per batch, which arrives as
+   * `batch.gpu` (a GpuTensor an engine reads in place; dispose it when done) instead of `batch.tensor`.
+   */
+  device?: string;
 }
 
 export interface ItemError {
@@ -27,8 +34,10 @@ export interface ItemError {
 }
 
 export interface PipelineBatch {
-  /** The items that succeeded, stacked as the spec's layout and dtype. Absent when every item failed. */
+  /** The items that succeeded, stacked as the spec's layout and dtype. Absent when every item failed (or on cuda). */
   tensor?: Tensor;
+  /** The same on the GPU, for device 'cuda': the caller owns it (dispose() returns its memory to Kiln's pool). */
+  gpu?: GpuTensor;
   names: string[];
   indices: number[];
   errors: ItemError[];
@@ -47,20 +56,26 @@ const TENSOR_TYPE = { float32: 'float32', float16: 'float16', uint8: 'uint8' } a
 export class Pipeline {
   readonly stats: PipelineStats = { dispatched: 0, delivered: 0, failed: 0 };
 
-  private constructor(readonly spec: ResolvedSpec, private executor: Executor, private opts: Required<Omit<PipelineOptions, 'workers'>>) {}
+  private constructor(readonly spec: ResolvedSpec, private executor: Executor | GpuExecutor, private opts: Required<Omit<PipelineOptions, 'workers' | 'device'>>) {}
 
   /** A pipeline from a spec object, or the path of a JSON spec. */
   static async create(spec: PipelineSpec | string, opts: PipelineOptions = {}): Promise<Pipeline> {
     const resolved = typeof spec === 'string' ? loadPipelineSpec(spec) : resolveSpec(spec);
     const prefetch = opts.prefetch ?? 2;
     if (!Number.isSafeInteger(prefetch) || prefetch < 0) throw new InputError(`pipeline prefetch must be a non-negative integer, got ${prefetch}.`);
-    const exec = opts.workers === 0 ? inlineExecutor(resolved) : await WorkerPool.create(resolved, opts.workers);
+    const exec = opts.device && opts.device !== 'cpu' ? await gpuExecutor(resolved, opts.device)
+      : opts.workers === 0 ? inlineExecutor(resolved) : await WorkerPool.create(resolved, opts.workers);
     return new Pipeline(resolved, exec, { prefetch, onError: opts.onError ?? 'skip' });
   }
 
   /** Worker threads, when the pipeline has them (for monitoring and tests). */
   get workers(): WorkerPool | undefined {
     return this.executor instanceof WorkerPool ? this.executor : undefined;
+  }
+
+  /** For device 'cuda': the GPU and how JPEGs decode there (nvJPEG's hardware engine, nvJPEG, or the CPU and why). */
+  get gpuInfo(): GpuDecodeInfo | undefined {
+    return 'runBatch' in this.executor ? this.executor.info : undefined;
   }
 
   /** Batches of `spec.batch.size` items from the source (default: the spec's own source). */
@@ -111,7 +126,9 @@ export class Pipeline {
 
   private async runBatch(items: PipelineItem[], first: number): Promise<PipelineBatch> {
     this.stats.dispatched += items.length;
-    const settled = await Promise.allSettled(items.map((it, k) => this.executor.run(it, first + k)));
+    if ('runBatch' in this.executor) return this.runGpuBatch(this.executor, items, first);
+    const exec = this.executor;
+    const settled = await Promise.allSettled(items.map((it, k) => exec.run(it, first + k)));
     const ok: { r: ItemResult; k: number }[] = [];
     const errors: ItemError[] = [];
     settled.forEach((s, k) => {
@@ -121,6 +138,17 @@ export class Pipeline {
     this.stats.failed += errors.length;
     if (errors.length && this.opts.onError === 'throw') throw new InputError(errors[0].message);
     return { tensor: ok.length ? this.stack(ok.map((o) => o.r)) : undefined, names: ok.map((o) => items[o.k].name), indices: ok.map((o) => first + o.k), errors };
+  }
+
+  private async runGpuBatch(exec: GpuExecutor, items: PipelineItem[], first: number): Promise<PipelineBatch> {
+    const r = await exec.runBatch(items, first);
+    const errors = r.errors.map((e) => ({ name: items[e.k].name, index: first + e.k, message: e.message }));
+    this.stats.failed += errors.length;
+    if (errors.length && this.opts.onError === 'throw') {
+      await r.tensor?.dispose();
+      throw new InputError(errors[0].message);
+    }
+    return { gpu: r.tensor, names: r.ok.map((k) => items[k].name), indices: r.ok.map((k) => first + k), errors };
   }
 
   private stack(rs: ItemResult[]): Tensor {
@@ -141,6 +169,23 @@ export class Pipeline {
   }
 }
 
+async function gpuExecutor(spec: ResolvedSpec, device: string): Promise<GpuExecutor> {
+  const m = /^cuda(?::(\d+))?$/.exec(device);
+  if (!m) throw new InputError(`pipeline device '${device}' is not one of cpu, cuda, cuda:N.`);
+  const { GpuExecutor } = await import('./gpu.js'); // loads CUDA only when asked for
+  return GpuExecutor.create(spec, Number(m[1] ?? 0));
+}
+
+/** The batch's tensor on the host (copied from the GPU, and the GPU copy freed, for device 'cuda'). */
+export async function hostTensor(b: PipelineBatch): Promise<Tensor | undefined> {
+  if (!b.gpu) return b.tensor;
+  try {
+    return await b.gpu.toTensor();
+  } finally {
+    await b.gpu.dispose();
+  }
+}
+
 /** Shorthand for Pipeline.create. */
 export const createPipeline = (spec: PipelineSpec | string, opts?: PipelineOptions) => Pipeline.create(spec, opts);
 
@@ -152,7 +197,8 @@ export async function preprocessAll(spec: PipelineSpec | string, source: Pipelin
     const parts: Tensor[] = [];
     const names: string[] = [], errors: ItemError[] = [];
     for await (const b of p.batches(source)) {
-      if (b.tensor) parts.push(b.tensor);
+      const t = await hostTensor(b);
+      if (t) parts.push(t);
       names.push(...b.names);
       errors.push(...b.errors);
     }

@@ -25,6 +25,8 @@ export interface BatchRequest {
   /** Rows along dim 0 (1 when the model does not batch). */
   batch: number;
   level: number;
+  /** Input names, types and non-batch dims plus the outputs: only requests with equal keys share a batch. */
+  key: string;
   enqueued: number;
   deadline: number;
   resolve: (r: BatchResult) => void;
@@ -92,7 +94,7 @@ export class Batcher {
     }
     return new Promise((resolve, reject) => {
       const now = performance.now();
-      const r: BatchRequest = { inputs, outputs, batch, level, enqueued: now, deadline: timeoutUs > 0 ? now + timeoutUs / 1000 : Infinity, resolve, reject };
+      const r: BatchRequest = { inputs, outputs, batch, level, key: shapeKey(inputs, outputs), enqueued: now, deadline: timeoutUs > 0 ? now + timeoutUs / 1000 : Infinity, resolve, reject };
       this.enqueue(r);
       if (r.deadline < Infinity) this.armDeadline(r.deadline);
       this.pump();
@@ -191,11 +193,11 @@ export class Batcher {
   private pick(): number {
     const o = this.opts;
     if (!o.dynamic || o.maxBatchSize === 0) return 1;
-    const sig = shapeKey(this.queue[0]);
+    const sig = this.queue[0].key;
     let rows = 0;
     let n = 0;
     for (const r of this.queue) {
-      if (shapeKey(r) !== sig || rows + r.batch > o.maxBatchSize) break;
+      if (r.key !== sig || rows + r.batch > o.maxBatchSize) break;
       rows += r.batch;
       n++;
     }
@@ -243,11 +245,11 @@ export class Batcher {
 
 const dev = (i: Instance) => i.device ?? 'cpu';
 
-function shapeKey(r: BatchRequest): string {
-  return Object.keys(r.inputs)
+function shapeKey(inputs: Record<string, ServeTensor>, outputs: string[]): string {
+  return Object.keys(inputs)
     .sort()
-    .map((k) => `${k}:${r.inputs[k].type}:${r.inputs[k].dims.slice(1).join('x')}`)
-    .join('|') + `>${r.outputs.join(',')}`;
+    .map((k) => `${k}:${inputs[k].type}:${inputs[k].dims.slice(1).join('x')}`)
+    .join('|') + `>${outputs.join(',')}`;
 }
 
 function concatInputs(reqs: BatchRequest[]): Record<string, ServeTensor> {

@@ -13,6 +13,7 @@ import {
   im2col, im2colLayout, depthwiseConv2d, transpose, copyStrided, gather,
 } from './codegen/index.js';
 import { ctype, finish, indexType, launch1d, lit, type DevDType, type KernelSource } from './codegen/types.js';
+import { quantOps } from './ops-quant.js';
 
 export interface DeviceTensor {
   ptr: number;
@@ -48,7 +49,7 @@ export interface GpuImpl {
 
 type Factory = (c: ImplContext) => GpuImpl | undefined;
 
-const SIZE: Partial<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, int64: 8, uint8: 1, bool: 1, int8: 1 };
+const SIZE: Partial<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, int64: 8, uint8: 1, bool: 1, int8: 1, float8e4m3fn: 1 };
 const FLOATS = new Set<DType>(['float32', 'float16', 'bfloat16']);
 const bytes = (dtype: DType, dims: readonly number[]) => dims.reduce((a, b) => a * b, 1) * (SIZE[dtype] ?? NaN);
 const devType = (d: DType): DevDType => {
@@ -516,6 +517,8 @@ export const GPU_OPS: Record<string, Factory> = {
   Reshape: view, Flatten: view, Squeeze: view, Unsqueeze: view, Identity: view,
   Cast: castOp,
   Where: whereOp,
+  // quantized layers and Q/DQ (ops-quant.ts)
+  ...quantOps({ alloc, inferOutputs, resolvePads }),
 };
 
 export type { AttrValue };

@@ -84,7 +84,7 @@ const isDeviceRef = (v: unknown): v is DeviceRef => typeof v === 'object' && v !
 
 const bytesOf = (dtype: DType, dims: readonly number[]) => {
   const n = dims.reduce((a, b) => a * b, 1);
-  const size: Partial<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, int64: 8, uint8: 1, bool: 1, int8: 1 };
+  const size: Partial<Record<DType, number>> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, int64: 8, uint8: 1, bool: 1, int8: 1, float8e4m3fn: 1 };
   return n * (size[dtype] ?? 0);
 };
 

@@ -32,7 +32,7 @@ function check(st: number, call: string, what: string): void {
 }
 
 // enum values from cublasLt.h / library_types.h
-export const CUDA_R = { float32: 0, float16: 2, bfloat16: 14, int8: 3, int32: 10 } as const;
+export const CUDA_R = { float32: 0, float16: 2, bfloat16: 14, int8: 3, int32: 10, fp8e4m3: 28 } as const;
 const COMPUTE = { f32: 68, f32fastTf32: 77, f32fast16f: 74, f32fast16bf: 75, i32: 72 } as const;
 const DESC = { transa: 3, transb: 4, epilogue: 7, biasPointer: 8, biasDataType: 26 } as const;
 const LAYOUT = { batchCount: 5, stridedBatchOffset: 6 } as const;
@@ -205,4 +205,54 @@ export function cublasLtAvailable(): string | undefined {
   } catch (e) {
     return (e as Error).message;
   }
+}
+
+/** An 8-bit GEMM for quantized layers: D[M,N] = X[M,K] @ W[N,K]^T, int8 -> int32 or fp8 e4m3 -> float32. */
+export interface QuantGemmSpec {
+  M: number; N: number; K: number;
+  kind: 'int8' | 'fp8';
+}
+
+/**
+ * cuBLASLt's 8-bit GEMMs in the "TN" form its integer and fp8 kernels require: W row-major [N, K] is the transposed
+ * column-major A, X row-major [M, K] the plain column-major B, D row-major [M, N] (int32 for int8 with
+ * CUBLAS_COMPUTE_32I, float32 for fp8 with CUBLAS_COMPUTE_32F; operand scales stay 1: Kiln's epilogue applies the
+ * per-channel scales). `run(W, X, D, stream)`.
+ */
+export function prepareQuantGemm(spec: QuantGemmSpec, what: string): { run(W: number, X: number, D: number, stream: unknown): void; destroy(): void } {
+  const n = load();
+  const int = spec.kind === 'int8';
+  const ab = int ? CUDA_R.int8 : CUDA_R.fp8e4m3, cd = int ? CUDA_R.int32 : CUDA_R.float32;
+  const desc = [null];
+  check(n.descCreate(desc, int ? COMPUTE.i32 : COMPUTE.f32, int ? CUDA_R.int32 : CUDA_R.float32), 'cublasLtMatmulDescCreate', what);
+  const i32 = (v: number) => { const b = Buffer.alloc(4); b.writeInt32LE(v); return b; };
+  check(n.descSet(desc[0], DESC.transa, i32(1), 4), 'cublasLtMatmulDescSetAttribute(TRANSA)', what);
+  check(n.descSet(desc[0], DESC.transb, i32(0), 4), 'cublasLtMatmulDescSetAttribute(TRANSB)', what);
+  const layout = (type: number, rows: number, cols: number, ld: number) => {
+    const l = [null];
+    check(n.layoutCreate(l, type, rows, cols, ld), 'cublasLtMatrixLayoutCreate', what);
+    return l[0];
+  };
+  const { M, N, K } = spec;
+  const la = layout(ab, K, N, K), lb = layout(ab, K, M, K), lc = layout(cd, N, M, N);
+  const pref = [null];
+  check(n.prefCreate(pref), 'cublasLtMatmulPreferenceCreate', what);
+  const ws = Buffer.alloc(8);
+  ws.writeBigUInt64LE(BigInt(WORKSPACE_BYTES));
+  check(n.prefSet(pref[0], 1, ws, 8), 'cublasLtMatmulPreferenceSetAttribute', what);
+  const results = Buffer.alloc(HEURISTIC_RESULT_BYTES);
+  const count = [0];
+  check(n.heuristic(lt(), desc[0], la, lb, lc, lc, pref[0], 1, results, count), 'cublasLtMatmulAlgoGetHeuristic', what);
+  if (!count[0]) throw new KilnError(`cuBLASLt has no ${spec.kind} algorithm for ${what} (M=${M} N=${N} K=${K}).`, { hint: 'int8/fp8 GEMMs need K and N multiples of 16' });
+  const alpha = Buffer.alloc(4), beta = Buffer.alloc(4);
+  if (int) alpha.writeInt32LE(1);
+  else alpha.writeFloatLE(1);
+  return {
+    run(W, X, D, stream) {
+      check(n.matmul(lt(), desc[0], alpha, W, la, X, lb, beta, D, lc, D, lc, results.subarray(0, 64), workspace(stream), WORKSPACE_BYTES, stream), 'cublasLtMatmul', what);
+    },
+    destroy() {
+      n.layoutDestroy(la); n.layoutDestroy(lb); n.layoutDestroy(lc); n.descDestroy(desc[0]);
+    },
+  };
 }

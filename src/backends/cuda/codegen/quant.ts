@@ -1,0 +1,284 @@
+// Quantized layers on tensor cores: one kernel per kiln:QConv / kiln:QMatMul computing Y[M, N] = A[M, K] @ W[N, K]^T
+// with 8-bit operands (int8 or uint8 activations x int8 weights into int32, or fp8 e4m3 x e4m3 into float32) through
+// mma.sync m16n8k32, and the whole epilogue fused after the last k-step: per-channel scale (x_scale * w_scale[n]) and
+// offset (bias minus the activation zero point's compensation), residual, activation, then float32/float16 out or a
+// requantization to int8/uint8/fp8. For NHWC convolutions A is never materialized: each 16-byte chunk of an A tile is
+// copied straight from the input image (implicit im2col), zero-filled outside the image.
+// Also: QuantizeLinear / DequantizeLinear per tensor, and an explicit NHWC im2col (K padded to 16) for convolutions
+// whose channels are not a multiple of 16 (the stem's 3).
+import { renderCuda } from '../../../ir/expr.js';
+import { activationExpr } from './elementwise.js';
+import { ctype, finish, indexType, launch1d, lit, type KernelSource } from './types.js';
+
+/** 8-bit operand types of the GEMM (weights are int8 for both integer cases, e4m3 for fp8). */
+export type QOperand = 'int8' | 'uint8' | 'fp8';
+/** What a quantized layer writes. */
+export type QStore = 'float32' | 'float16' | 'int8' | 'uint8' | 'fp8';
+
+export interface QConvGeometry {
+  H: number; W: number; C: number; OH: number; OW: number; KH: number; KW: number;
+  strides: number[]; pads: number[]; dilations: number[];
+}
+
+export interface QGemmArgs {
+  /** output rows (N*OH*OW for a convolution), output channels, reduction length (KH*KW*C); K % 16 == 0 */
+  M: number; N: number; K: number;
+  a: QOperand;
+  /** implicit im2col over an NHWC input with C % 16 == 0; absent: A is a dense row-major [M, K] */
+  conv?: QConvGeometry;
+  residual?: 'float32' | 'float16';
+  activation: string;
+  params: readonly number[];
+  out: QStore;
+  yScale?: number;
+  yZeroPoint?: number;
+}
+
+const BK = 64;
+const ROW = BK + 16; // shared-memory row pitch in bytes: conflict-free fragment loads, 16-byte aligned rows
+const STAGES = 3;
+
+/** Tile shape for a problem: 128x128 when there are enough tiles to fill the device, else smaller. */
+export function qgemmTile(M: number, N: number): { BM: number; BN: number } {
+  const BN = N <= 64 ? 64 : 128;
+  const BM = Math.ceil(M / 128) * Math.ceil(N / BN) >= 132 ? 128 : 64;
+  return { BM, BN };
+}
+
+export const QSTORAGE: Record<QStore, string> = { float32: 'float', float16: 'unsigned short', int8: 'signed char', uint8: 'unsigned char', fp8: 'unsigned char' };
+
+/** Device helpers for fp8 e4m3 (sm_89+): conversions through the hardware's paired converters. */
+const FP8_HELPERS = String.raw`__device__ __forceinline__ unsigned char f2e4m3(float f) {
+  unsigned short r; asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(f)); return (unsigned char)(r & 0xff);
+}
+__device__ __forceinline__ float e4m32f(unsigned char v) {
+  unsigned int h; asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"((unsigned short)v)); return h2f((unsigned short)(h & 0xffff));
+}`;
+
+/** C expression storing the float `v` as `out` (requantizing with the literal scale and zero point). */
+function storeExpr(out: QStore, v: string, yScale: number, zp: number): string {
+  const q = `(${v}) / ${fl(yScale)}`;
+  switch (out) {
+    case 'float32': return `(${v})`;
+    case 'float16': return `f2h(${v})`;
+    case 'int8': return `(signed char)fminf(fmaxf(rintf(${q}) + ${zp}.0f, -128.0f), 127.0f)`;
+    case 'uint8': return `(unsigned char)fminf(fmaxf(rintf(${q}) + ${zp}.0f, 0.0f), 255.0f)`;
+    case 'fp8': return `f2e4m3(${q})`;
+  }
+}
+
+/** A float literal that round-trips through float32. */
+const fl = (v: number): string => {
+  const s = Math.fround(v).toPrecision(9);
+  return /[.e]/.test(s) ? `${s}f` : `${s}.0f`;
+};
+
+function mmaInstr(a: QOperand): { asm: string; acc: string; accC: string } {
+  if (a === 'fp8') return { asm: 'mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32', acc: 'float', accC: 'f' };
+  return { asm: `mma.sync.aligned.m16n8k32.row.col.s32.${a === 'uint8' ? 'u8' : 's8'}.s8.s32`, acc: 'int', accC: 'r' };
+}
+
+/**
+ * The fused quantized GEMM. Params: in 0 = activation (dense [M, K] or NHWC image), in 1 = weight [N, K] (8-bit),
+ * ws = float32 [2N]: per-channel scale then offset, in 3 = residual [M, N] (when `residual`), out 0 = Y [M, N].
+ * y = act(acc * scale[n] + offset[n] + residual), stored as `out`.
+ */
+export function qgemm(g: QGemmArgs): KernelSource {
+  const { M, N, K } = g;
+  if (K % 16 !== 0) throw new Error(`qgemm: K = ${K} must be a multiple of 16`);
+  if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm: implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
+  const { BM, BN } = qgemmTile(M, N);
+  const WM = BM / 2, WN = BN / 4, MT = WM / 16, NT = WN / 8;
+  const aT = g.a === 'uint8' ? 'unsigned char' : g.a === 'int8' ? 'signed char' : 'unsigned char';
+  const { asm, acc, accC } = mmaInstr(g.a);
+  const KT = Math.ceil(K / BK);
+  const stageBytes = (BM + BN) * ROW;
+  const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
+  const aPer = (BM * BK) / 16 / 256, bPer = (BN * BK) / 16 / 256;
+  const cv = g.conv;
+  // per-thread A rows are fixed over the k loop: their coordinates are computed once
+  const aSetup = cv ? `
+  int a_n[${aPer}], a_ih[${aPer}], a_iw[${aPer}];
+  #pragma unroll
+  for (int i = 0; i < ${aPer}; i++) {
+    const int m = m0 + (tid + i * 256) / 4;
+    const int mm = m < ${M} ? m : 0;
+    const int ow = mm % ${cv.OW}, t = mm / ${cv.OW};
+    a_iw[i] = ow * ${cv.strides[1]} - ${cv.pads[1]};
+    a_ih[i] = (t % ${cv.OH}) * ${cv.strides[0]} - ${cv.pads[0]};
+    a_n[i] = m < ${M} ? t / ${cv.OH} : -1;
+  }` : '';
+  const aSrc = cv ? `
+      const int c = k % ${cv.C}, kt2 = k / ${cv.C};
+      const int ih = a_ih[i] + (kt2 / ${cv.KW}) * ${cv.dilations[0]}, iw = a_iw[i] + (kt2 % ${cv.KW}) * ${cv.dilations[1]};
+      const bool ok = a_n[i] >= 0 && k < ${K} && (unsigned)ih < ${cv.H}u && (unsigned)iw < ${cv.W}u;
+      const ${aT}* src = ok ? x + (((${it})a_n[i] * ${cv.H} + ih) * ${cv.W} + iw) * ${cv.C} + c : x;` : `
+      const int m = m0 + row;
+      const bool ok = m < ${M} && k < ${K};
+      const ${aT}* src = ok ? x + (${it})m * ${K} + k : x;`;
+  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
+  const resAdd = g.residual ? `v += ${g.residual === 'float16' ? 'h2f(res[o])' : 'res[o]'};` : '';
+  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
+  const store = storeExpr(g.out, 'v', g.yScale ?? 1, g.yZeroPoint ?? 0);
+  const body = `${g.a === 'fp8' || g.out === 'fp8' ? FP8_HELPERS : ''}
+__device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${QSTORAGE[g.out]}* __restrict__ out) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp >> 2, wn = warp & 3, grp = lane >> 2, tig = lane & 3;
+  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};
+  const unsigned sbase = (unsigned)__cvta_generic_to_shared(smem);${aSetup}
+  ${acc} accum[${MT}][${NT}][4];
+  #pragma unroll
+  for (int a = 0; a < ${MT}; a++)
+    #pragma unroll
+    for (int b = 0; b < ${NT}; b++)
+      #pragma unroll
+      for (int r = 0; r < 4; r++) accum[a][b][r] = 0;
+  auto load = [&](int kt, int stage) {
+    const unsigned sa = sbase + stage * ${stageBytes}, sb = sa + ${BM * ROW};
+    #pragma unroll
+    for (int i = 0; i < ${aPer}; i++) {
+      const int id = tid + i * 256, row = id >> 2, k = kt * ${BK} + (id & 3) * 16;${aSrc}
+      cp16(sa + row * ${ROW} + (id & 3) * 16, src, ok);
+    }
+    #pragma unroll
+    for (int i = 0; i < ${bPer}; i++) {
+      const int id = tid + i * 256, row = id >> 2, n = n0 + row, k = kt * ${BK} + (id & 3) * 16;
+      const bool ok = n < ${N} && k < ${K};
+      cp16(sb + row * ${ROW} + (id & 3) * 16, ok ? w + (${it})n * ${K} + k : w, ok);
+    }
+  };
+  #pragma unroll
+  for (int s = 0; s < ${STAGES - 1}; s++) {
+    if (s < ${KT}) load(s, s);
+    asm volatile("cp.async.commit_group;\\n");
+  }
+  for (int kt = 0; kt < ${KT}; kt++) {
+    asm volatile("cp.async.wait_group ${STAGES - 2};\\n");
+    __syncthreads();
+    if (kt + ${STAGES - 1} < ${KT}) load(kt + ${STAGES - 1}, (kt + ${STAGES - 1}) % ${STAGES});
+    asm volatile("cp.async.commit_group;\\n");
+    const unsigned char* As = smem + (kt % ${STAGES}) * ${stageBytes};
+    const unsigned char* Bs = As + ${BM * ROW};
+    #pragma unroll
+    for (int ks = 0; ks < ${BK}; ks += 32) {
+      unsigned af[${MT}][4], bf[${NT}][2];
+      #pragma unroll
+      for (int a = 0; a < ${MT}; a++) {
+        const unsigned char* p = As + (wm * ${WM} + a * 16 + grp) * ${ROW} + ks + tig * 4;
+        af[a][0] = *(const unsigned*)p;
+        af[a][1] = *(const unsigned*)(p + 8 * ${ROW});
+        af[a][2] = *(const unsigned*)(p + 16);
+        af[a][3] = *(const unsigned*)(p + 8 * ${ROW} + 16);
+      }
+      #pragma unroll
+      for (int b = 0; b < ${NT}; b++) {
+        const unsigned char* p = Bs + (wn * ${WN} + b * 8 + grp) * ${ROW} + ks + tig * 4;
+        bf[b][0] = *(const unsigned*)p;
+        bf[b][1] = *(const unsigned*)(p + 16);
+      }
+      #pragma unroll
+      for (int a = 0; a < ${MT}; a++)
+        #pragma unroll
+        for (int b = 0; b < ${NT}; b++)
+          asm volatile("${asm} {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\\n"
+            : "+${accC}"(accum[a][b][0]), "+${accC}"(accum[a][b][1]), "+${accC}"(accum[a][b][2]), "+${accC}"(accum[a][b][3])
+            : "r"(af[a][0]), "r"(af[a][1]), "r"(af[a][2]), "r"(af[a][3]), "r"(bf[b][0]), "r"(bf[b][1]));
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\\n");
+  #pragma unroll
+  for (int a = 0; a < ${MT}; a++)
+    #pragma unroll
+    for (int b = 0; b < ${NT}; b++)
+      #pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int m = m0 + wm * ${WM} + a * 16 + grp + (r >> 1) * 8, n = n0 + wn * ${WN} + b * 8 + tig * 2 + (r & 1);
+        if (m >= ${M} || n >= ${N}) continue;
+        const ${it} o = (${it})m * ${N} + n;
+        float v = (float)accum[a][b][r] * sc[n] + sc[${N} + n];
+        ${resAdd}
+        v = ${act};
+        out[o] = ${store};
+      }
+}`;
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), { kind: 'out', index: 0 }];
+  return finish(`kiln_qgemm_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: STAGES * stageBytes, params });
+}
+
+/** Explicit NHWC im2col of 8-bit data into [M, Kp] (Kp = K rounded up to 16, tail zero); pads read as `pad`. */
+export function qim2col(g: QConvGeometry & { N: number; Kp: number; pad: number }): KernelSource {
+  const K = g.KH * g.KW * g.C, total = g.N * g.OH * g.OW * g.Kp;
+  const it = indexType(Math.max(total, g.N * g.H * g.W * g.C));
+  const body = `
+extern "C" __global__ void __launch_bounds__(256) KNAME(const unsigned char* __restrict__ x, unsigned char* __restrict__ col) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(total)}; i += (${it})gridDim.x * blockDim.x) {
+    const int k = (int)(i % ${g.Kp});
+    ${it} t = i / ${g.Kp};
+    unsigned char v = 0;
+    if (k < ${K}) {
+      const int c = k % ${g.C}, kk = k / ${g.C}, kw = kk % ${g.KW}, kh = kk / ${g.KW};
+      const int ow = (int)(t % ${g.OW}); t /= ${g.OW};
+      const int oh = (int)(t % ${g.OH}); t /= ${g.OH};
+      const int ih = oh * ${g.strides[0]} - ${g.pads[0]} + kh * ${g.dilations[0]}, iw = ow * ${g.strides[1]} - ${g.pads[1]} + kw * ${g.dilations[1]};
+      v = ((unsigned)ih < ${g.H}u && (unsigned)iw < ${g.W}u) ? x[((t * ${g.H} + ih) * ${g.W} + iw) * ${g.C} + c] : (unsigned char)${g.pad & 0xff};
+    }
+    col[i] = v;
+  }
+}`;
+  return finish('kiln_qim2col', body, { ...launch1d(Math.max(1, total)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+}
+
+/** QuantizeLinear per tensor: float32/float16 -> int8/uint8/fp8 with literal scale and zero point (saturating). */
+export function quantizeKernel(a: { n: number; from: 'float32' | 'float16'; to: 'int8' | 'uint8' | 'fp8'; scale: number; zeroPoint: number }): KernelSource {
+  const it = indexType(a.n);
+  const ld = a.from === 'float16' ? 'h2f(x[i])' : 'x[i]';
+  const body = `${a.to === 'fp8' ? FP8_HELPERS : ''}
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${ctype(a.from)}* __restrict__ x, ${QSTORAGE[a.to]}* __restrict__ y) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(a.n)}; i += (${it})gridDim.x * blockDim.x) {
+    const float v = ${ld};
+    y[i] = ${storeExpr(a.to, 'v', a.scale, a.zeroPoint)};
+  }
+}`;
+  return finish(`kiln_quant_${a.to}`, body, { ...launch1d(Math.max(1, a.n)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+}
+
+/** DequantizeLinear per tensor: int8/uint8/fp8 -> float32/float16. */
+export function dequantizeKernel(a: { n: number; from: 'int8' | 'uint8' | 'fp8'; to: 'float32' | 'float16'; scale: number; zeroPoint: number }): KernelSource {
+  const it = indexType(a.n);
+  const v = a.from === 'fp8' ? `e4m32f(x[i]) * ${fl(a.scale)}` : `((float)x[i] - ${a.zeroPoint}.0f) * ${fl(a.scale)}`;
+  const body = `${a.from === 'fp8' ? FP8_HELPERS : ''}
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${QSTORAGE[a.from]}* __restrict__ x, ${ctype(a.to)}* __restrict__ y) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(a.n)}; i += (${it})gridDim.x * blockDim.x) {
+    const float v = ${v};
+    y[i] = ${a.to === 'float16' ? 'f2h(v)' : 'v'};
+  }
+}`;
+  return finish(`kiln_dequant_${a.from}`, body, { ...launch1d(Math.max(1, a.n)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+}
+
+
+/**
+ * The epilogue alone, after a library GEMM (cuBLASLt int8 -> int32, fp8 -> float32). Params: in 0 = acc [M, N],
+ * ws = float32 [2N] scale then offset, in 3 = residual [M, N] (when `residual`), out 0 = Y [M, N].
+ */
+export function qepilogue(g: { M: number; N: number; acc: 'int32' | 'float32'; residual?: 'float32' | 'float16'; activation: string; params: readonly number[]; out: QStore; yScale?: number; yZeroPoint?: number }): KernelSource {
+  const n = g.M * g.N, it = indexType(n);
+  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
+  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
+  const body = `${g.out === 'fp8' ? FP8_HELPERS : ''}
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${g.acc === 'int32' ? 'int' : 'float'}* __restrict__ acc, const float* __restrict__ sc${resArg}, ${QSTORAGE[g.out]}* __restrict__ out) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(n)}; i += (${it})gridDim.x * blockDim.x) {
+    const int c = (int)(i % ${g.N});
+    float v = (float)acc[i] * sc[c] + sc[${g.N} + c];
+    ${g.residual ? `v += ${g.residual === 'float16' ? 'h2f(res[i])' : 'res[i]'};` : ''}
+    v = ${act};
+    out[i] = ${storeExpr(g.out, 'v', g.yScale ?? 1, g.yZeroPoint ?? 0)};
+  }
+}`;
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), { kind: 'out', index: 0 }];
+  return finish('kiln_qepi', body, { ...launch1d(Math.max(1, n)), sharedBytes: 0, params });
+}

@@ -1,0 +1,211 @@
+// CUDA implementations of the quantized layers (kiln:QConv in NHWC, kiln:QMatMul) and of per-tensor QuantizeLinear /
+// DequantizeLinear. A layer is one fused kernel (codegen/quant.ts): 8-bit tensor-core GEMM with the epilogue
+// (per-channel scale, bias and zero-point compensation, residual, activation, requantization) after its last k-step.
+// Constants each layer needs beyond its inputs (scale/offset per channel; weights transposed or padded to [N, Kp])
+// are computed once on the host and uploaded when the layer's implementation is made.
+// KILN_QGEMM=cublaslt runs QMatMul through cuBLASLt's int8/fp8 GEMM plus the epilogue as a second kernel instead.
+import type { DType } from '../../ir/dtype.js';
+import type { TensorData } from '../../ir/tensor.js';
+import type { CudaDevice } from './device.js';
+import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
+import { prepareQuantGemm } from './ffi/cublaslt.js';
+import { dequantizeKernel, qepilogue, qgemm, qim2col, quantizeKernel, type QOperand, type QStore } from './codegen/quant.js';
+import type { KernelSource } from './codegen/types.js';
+
+type Factory = (c: ImplContext) => GpuImpl | undefined;
+
+/** What ops.ts lends this file (kept there: shared with the float layers). */
+export interface QuantHelpers {
+  alloc(dev: CudaDevice, dtype: DType, dims: number[]): DeviceTensor;
+  inferOutputs(c: ImplContext): { dtype: DType; dims: number[] }[];
+  resolvePads(spatial: number[], kernel: number[], a: { auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[] }): number[];
+}
+
+interface QAttrs {
+  x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number;
+  activation?: string; activation_params?: number[];
+}
+
+const OPERAND: Partial<Record<DType, QOperand>> = { int8: 'int8', uint8: 'uint8', float8e4m3fn: 'fp8' };
+const STORE: Partial<Record<DType, QStore>> = { float32: 'float32', float16: 'float16', int8: 'int8', uint8: 'uint8', float8e4m3fn: 'fp8' };
+const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
+const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** Weight bytes of an 8-bit constant (int8 or fp8 bit patterns). */
+function weightBytes(t: TensorData): Uint8Array {
+  const d = t.data as Int8Array | Uint8Array;
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+}
+
+/** Per-channel scale (x_scale * w_scale) and offset (bias minus the activation zero point times the weight row sum). */
+function scaleOffset(a: QAttrs, N: number, K: number, w: Uint8Array, signed: boolean, bias?: TensorData): Float32Array {
+  const sc = new Float32Array(2 * N);
+  const b = bias?.toFloat64();
+  for (let n = 0; n < N; n++) {
+    const s = Math.fround(a.x_scale * (a.w_scales.length === 1 ? a.w_scales[0] : a.w_scales[n]));
+    let wsum = 0;
+    if (a.x_zero_point) for (let k = 0; k < K; k++) wsum += signed ? (w[n * K + k] << 24) >> 24 : w[n * K + k];
+    sc[n] = s;
+    sc[N + n] = (b ? b[n] : 0) - s * a.x_zero_point * wsum;
+  }
+  return sc;
+}
+
+/** Device copy of host data that lives as long as the layer (uploaded and complete before any run reads it). */
+function upload(dev: CudaDevice, data: ArrayBufferView): number {
+  const ptr = dev.alloc(Math.max(data.byteLength, 1), true);
+  dev.upload(ptr, data, null);
+  dev.sync(null);
+  return ptr;
+}
+
+function outStore(c: ImplContext, dtype: DType): QStore {
+  const s = STORE[dtype];
+  if (!s) throw new Error(`${c.node.opType} '${c.node.name}': output type ${dtype} has no CUDA kernel`);
+  return s;
+}
+
+/** The pointer list of a quantized kernel: activation, weight, scale/offset, residual, output. */
+const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number) =>
+  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? out : p.index === 0 ? x : p.index === 1 ? w : res));
+
+/** kiln:QConv in NHWC (after the layout pass): implicit-im2col GEMM, or an explicit im2col for odd channel counts. */
+const qconv = (h: QuantHelpers): Factory => (c) => {
+  const a = c.attrs as QAttrs & { layout?: string; group?: number; auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[] };
+  const [X, Wt, B, R] = c.inputs;
+  if (a.layout !== 'NHWC' || (a.group ?? 1) !== 1 || !X || !Wt?.constant || X.dims.length !== 4 || Wt.dims.length !== 4) return undefined;
+  const op = OPERAND[X.dtype];
+  if (!op || Wt.dtype !== (op === 'fp8' ? 'float8e4m3fn' : 'int8')) return undefined;
+  const [out] = h.inferOutputs(c);
+  const [Nb, H, W, C] = X.dims, [M, KH, KW] = Wt.dims;
+  const pads = h.resolvePads([H, W], [KH, KW], a), strides = a.strides ?? [1, 1], dilations = a.dilations ?? [1, 1];
+  const [, OH, OW] = out.dims;
+  const K = KH * KW * C, rows = Nb * OH * OW;
+  const geo = { H, W, C, OH, OW, KH, KW, strides, pads, dilations };
+  const zp = op === 'fp8' ? 0 : a.x_zero_point;
+  const implicit = C % 16 === 0 && (zp === 0 || pads.every((p) => p === 0));
+  const Kp = implicit ? K : Math.ceil(K / 16) * 16;
+  const wq = weightBytes(Wt.constant);
+  let wpad: Uint8Array | undefined;
+  if (Kp !== K) {
+    wpad = new Uint8Array(M * Kp);
+    for (let m = 0; m < M; m++) wpad.set(wq.subarray(m * K, (m + 1) * K), m * Kp);
+  }
+  const residual = R ? (R.dtype === 'float32' || R.dtype === 'float16') && same(R.dims, out.dims) ? R.dtype : undefined : undefined;
+  if (R && !residual) return undefined;
+  if (B && (prod(B.dims) !== M || !B.constant)) return undefined;
+  const k = qgemm({
+    M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, activation: a.activation ?? '', params: a.activation_params ?? [],
+    out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point,
+  });
+  const col = implicit ? undefined : qim2col({ ...geo, N: Nb, Kp, pad: zp });
+  c.dev.kernel(k);
+  if (col) c.dev.kernel(col);
+  const sc = upload(c.dev, scaleOffset(a, M, K, wq, X.dtype !== 'uint8', B?.constant));
+  const wptr = wpad ? upload(c.dev, wpad) : 0;
+  return {
+    run(ins, stream) {
+      const o = h.alloc(c.dev, out.dtype, out.dims);
+      let x = ins[0]!.ptr, ws = 0;
+      if (col) {
+        ws = c.dev.alloc(rows * Kp);
+        c.dev.launch(col, [x, ws], stream);
+        x = ws;
+      }
+      c.dev.launch(k, ptrsFor(k, x, wptr || ins[1]!.ptr, sc, ins[3]?.ptr ?? 0, o.ptr), stream);
+      if (ws) c.dev.release(ws); // reuse is ordered on the stream
+      return [o];
+    },
+    destroy() {
+      c.dev.release(sc);
+      if (wptr) c.dev.release(wptr);
+    },
+  };
+};
+
+/** kiln:QMatMul: X[.., K] @ W (constant [K, N], or [N, K] with transB), one GEMM over all leading rows. */
+const qmatmul = (h: QuantHelpers): Factory => (c) => {
+  const a = c.attrs as QAttrs & { transB?: number };
+  const [X, Wt, B, R] = c.inputs;
+  if (!X || !Wt?.constant || Wt.dims.length !== 2 || X.dims.length < 2) return undefined;
+  const op = OPERAND[X.dtype];
+  if (!op || Wt.dtype !== (op === 'fp8' ? 'float8e4m3fn' : 'int8')) return undefined;
+  const [out] = h.inferOutputs(c);
+  const K = X.dims[X.dims.length - 1], rows = prod(X.dims.slice(0, -1));
+  const N = a.transB ? Wt.dims[0] : Wt.dims[1];
+  if ((a.transB ? Wt.dims[1] : Wt.dims[0]) !== K || K % 16 !== 0) throw new Error(`${c.node.name}: QMatMul on the GPU needs K % 16 == 0 (K = ${K})`);
+  if (B && (prod(B.dims) !== N || !B.constant)) return undefined;
+  const residual = R ? (R.dtype === 'float32' || R.dtype === 'float16') && same(R.dims, out.dims) ? R.dtype : undefined : undefined;
+  if (R && !residual) return undefined;
+  const src = weightBytes(Wt.constant);
+  let wt = src;
+  if (!a.transB) {
+    wt = new Uint8Array(N * K);
+    for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) wt[n * K + k] = src[k * N + n];
+  }
+  const epi = { activation: a.activation ?? '', params: a.activation_params ?? [], out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual };
+  const sc = upload(c.dev, scaleOffset(a, N, K, wt, X.dtype !== 'uint8', B?.constant));
+  const wptr = a.transB ? 0 : upload(c.dev, wt);
+  const free = () => { c.dev.release(sc); if (wptr) c.dev.release(wptr); };
+  if (process.env.KILN_QGEMM === 'cublaslt' && op !== 'uint8') {
+    const gemm = prepareQuantGemm({ M: rows, N, K, kind: op === 'fp8' ? 'fp8' : 'int8' }, `layer '${c.node.name}'`);
+    const ek = qepilogue({ M: rows, N, acc: op === 'fp8' ? 'float32' : 'int32', ...epi });
+    c.dev.kernel(ek);
+    return {
+      run(ins, stream) {
+        const o = h.alloc(c.dev, out.dtype, out.dims);
+        const acc = c.dev.alloc(rows * N * 4);
+        gemm.run(wptr || ins[1]!.ptr, ins[0]!.ptr, acc, stream);
+        c.dev.launch(ek, ek.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? o.ptr : p.index === 0 ? acc : ins[3]!.ptr)), stream);
+        c.dev.release(acc);
+        return [o];
+      },
+      destroy() { gemm.destroy(); free(); },
+    };
+  }
+  const k = qgemm({ M: rows, N, K, a: op, ...epi });
+  c.dev.kernel(k);
+  return {
+    run(ins, stream) {
+      const o = h.alloc(c.dev, out.dtype, out.dims);
+      c.dev.launch(k, ptrsFor(k, ins[0]!.ptr, wptr || ins[1]!.ptr, sc, ins[3]?.ptr ?? 0, o.ptr), stream);
+      return [o];
+    },
+    destroy: free,
+  };
+};
+
+/** The per-tensor (scale, zero point) of a Q/DQ node, when both are constant scalars. */
+function perTensor(c: ImplContext): { scale: number; zp: number } | undefined {
+  const [, s, z] = c.inputs;
+  if (!s?.constant || s.constant.size !== 1 || (z && (!z.constant || z.constant.size !== 1))) return undefined;
+  const zp = z?.constant ? z.constant.toFloat64()[0] : 0;
+  return { scale: s.constant.toFloat64()[0], zp: z?.dtype === 'float8e4m3fn' ? 0 : zp };
+}
+
+const quantizeLinear = (h: QuantHelpers): Factory => (c) => {
+  const [X] = c.inputs;
+  const p = perTensor(c);
+  const [out] = h.inferOutputs(c);
+  const to = OPERAND[out.dtype];
+  if (!X || !p || !to || (X.dtype !== 'float32' && X.dtype !== 'float16') || ((c.attrs as { saturate?: number }).saturate ?? 1) !== 1) return undefined;
+  const k = quantizeKernel({ n: prod(X.dims), from: X.dtype, to, scale: p.scale, zeroPoint: p.zp });
+  c.dev.kernel(k);
+  return { run(ins, stream) { const o = h.alloc(c.dev, out.dtype, out.dims); c.dev.launch(k, [ins[0]!.ptr, o.ptr], stream); return [o]; } };
+};
+
+const dequantizeLinear = (h: QuantHelpers): Factory => (c) => {
+  const [X] = c.inputs;
+  const p = perTensor(c);
+  const [out] = h.inferOutputs(c);
+  const from = X && OPERAND[X.dtype];
+  if (!X || !p || !from || (out.dtype !== 'float32' && out.dtype !== 'float16')) return undefined;
+  const k = dequantizeKernel({ n: prod(X.dims), from, to: out.dtype, scale: p.scale, zeroPoint: p.zp });
+  c.dev.kernel(k);
+  return { run(ins, stream) { const o = h.alloc(c.dev, out.dtype, out.dims); c.dev.launch(k, [ins[0]!.ptr, o.ptr], stream); return [o]; } };
+};
+
+/** The quantized entries of GPU_OPS (ops.ts spreads these into its table). */
+export function quantOps(h: QuantHelpers): Record<string, Factory> {
+  return { 'kiln:QConv': qconv(h), 'kiln:QMatMul': qmatmul(h), QuantizeLinear: quantizeLinear(h), DequantizeLinear: dequantizeLinear(h) };
+}

@@ -21,7 +21,10 @@ def make(out):
                                                           intermediate_size=5632, vocab_size=32000, max_position_embeddings=2048,
                                                           bos_token_id=1, eos_token_id=2, tie_word_embeddings=False), 'llama-tiny'),
     }
+    only = os.environ.get('LLM_MODELS', '').split()
     for name, (cls, cfg, tok) in specs.items():
+        if only and name not in only:
+            continue
         d = os.path.join(out, name)
         torch.manual_seed(0)
         with torch.device('cuda'):

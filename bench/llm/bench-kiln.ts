@@ -10,7 +10,12 @@ const t0 = performance.now();
 const engine = await LlmEngine.load(dir, { provider: 'cuda', dtype: dtype as 'float16', maxBatch: Math.max(...concurrency) });
 const loadS = (performance.now() - t0) / 1000;
 console.error(`loaded ${dir} (${dtype}) in ${loadS.toFixed(1)} s`);
-const r = await benchLlm(engine, { concurrency, promptLen: Number(prompt), outputLen: Number(output), onLevel: (c) => console.error(`concurrency ${c}...`) });
-console.error(formatLlmBench(r));
-console.log(JSON.stringify({ model: dir, dtype, loadS, ...r }));
+// one batch of requests per level (at least 3), as transformers' generate() over one batch of prompts
+const levels = [];
+for (const c of concurrency) {
+  const r = await benchLlm(engine, { concurrency: [c], requests: Math.max(3, c), promptLen: Number(prompt), outputLen: Number(output) });
+  console.error(formatLlmBench(r));
+  levels.push(...r.levels);
+}
+console.log(JSON.stringify({ model: dir, dtype, loadS, promptLen: Number(prompt), outputLen: Number(output), levels }));
 await engine.close();

@@ -9,6 +9,9 @@ set -uo pipefail
 B=${GPU_DIR:-.gpu-llm}/build
 MODELS=${MODELS:-/tmp/llm-models}
 OUT=${OUT:-/tmp/llm-out}
+# LLM_MODELS: which models (default both); HF_MODES: eager and/or compile (default both)
+LIST=${LLM_MODELS:-gpt2-medium-random llama-1b-random}
+MODES=${HF_MODES:-eager compile}
 mkdir -p "$OUT"
 for phase in "$@"; do
   echo "=== $phase $(date +%T)"
@@ -16,16 +19,15 @@ for phase in "$@"; do
     check) node "$B/bench/llm/check-gpu.js" test/fixtures/llm 2>&1 | tee "$OUT/check.txt" ;;
     make) python3 bench/llm/bench-hf.py make "$MODELS" ;;
     kiln)
-      for m in gpt2-medium-random llama-1b-random; do
+      for m in $LIST; do
         t0=$(date +%s)
         # the in-process path of `kiln bench --llm DIR --device cuda --dtype float16 --concurrency 1,32`
         node "$B/bench/llm/bench-kiln.js" "$MODELS/$m" float16 1,32 128 128 2>"$OUT/kiln-$m.err" | tee "$OUT/kiln-$m.json"
         echo "kiln $m: $(( $(date +%s) - t0 )) s in all (load, build, bench)"; tail -5 "$OUT/kiln-$m.err"
       done ;;
     hf)
-      for m in gpt2-medium-random llama-1b-random; do
-        python3 bench/llm/bench-hf.py time "$MODELS/$m" | tee -a "$OUT/hf.jsonl"
-        python3 bench/llm/bench-hf.py time "$MODELS/$m" --compile | tee -a "$OUT/hf.jsonl"
+      for m in $LIST; do
+        for mode in $MODES; do python3 bench/llm/bench-hf.py time "$MODELS/$m" "--$mode" | tee -a "$OUT/hf.jsonl"; done
       done ;;
   esac
 done

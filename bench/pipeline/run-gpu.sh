@@ -14,8 +14,8 @@ echo "nvjpeg library: ${lib:-none found}"
 # torchvision's copy or the toolkit's: under its usual name in a folder of its own, found through KILN_CUDA_PATH
 if [ -n "$lib" ]; then mkdir -p /tmp/nvj && ln -sf "$lib" /tmp/nvj/libnvjpeg.so && export KILN_CUDA_PATH=/tmp/nvj; fi
 python3 bench/pipeline/make-images.py /tmp/pimg "${N:-512}"
-(cd "$D/build" && node bench/pipeline/check-gpu.js /tmp/pimg/check) 2>&1 | tee "$OUT/check.txt"
+(cd "$D/build" && timeout "${CHECK_S:-60}" node bench/pipeline/check-gpu.js /tmp/pimg/check) 2>&1 | tee "$OUT/check.txt"
 [ "${CHECK_ONLY:-0}" = 1 ] && exit 0
-PYTHONUNBUFFERED=1 python3 bench/pipeline/torchvision-peer.py /tmp/pimg/bench /tmp/resnet50.onnx "${BATCHES:-32,64,128}" 3 2>"$OUT/peer.err" | tee "$OUT/peer.jsonl"
+PYTHONUNBUFFERED=1 timeout "${PEER_S:-300}" python3 bench/pipeline/torchvision-peer.py /tmp/pimg/bench /tmp/resnet50.onnx "${BATCHES:-32,64,128}" "${REPS:-3}" 2>"$OUT/peer.err" | tee "$OUT/peer.jsonl"
 tail -3 "$OUT/peer.err"
-(cd "$D/build" && node bench/pipeline/gpu-e2e.js /tmp/resnet50.onnx /tmp/pimg/bench "${BATCHES:-32,64,128}" 3) 2>&1 | tee "$OUT/kiln.jsonl"
+(cd "$D/build" && timeout "${KILN_S:-120}" node bench/pipeline/gpu-e2e.js /tmp/resnet50.onnx /tmp/pimg/bench "${BATCHES:-32,64,128}" "${REPS:-3}") 2>&1 | tee "$OUT/kiln.jsonl"

@@ -2,7 +2,7 @@
 // quantizer on seeded random calibration data (accuracy is not what these rows measure), built for cuda and timed in
 // one process against Kiln fp16 on the same models: CUDA-event median of the replayed graph (50 runs after 20
 // warm-ups), throughput = batch / median. Also large-batch ResNet-50 int8 images/s against MLPerf v4.0's H100 figure.
-// Usage (GPU machine, from the packed build): node bench/quant/gpu-int8.js [quick]
+// Usage (GPU machine, from the packed build): node bench/quant/gpu-int8.js [quick|bert]
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
 import { randomCalibrationData } from '../../src/quant/data.js';
@@ -67,9 +67,10 @@ function quantize(m: Model, mode: 'int8' | 'fp8'): Model {
   return model;
 }
 
-const quick = process.argv[2] === 'quick';
+const quick = process.argv[2] === 'quick' || process.argv[2] === 'bert';
+const resnetRows = process.argv[2] !== 'bert';
 const summary: string[] = [];
-{
+if (resnetRows) {
   const m = resnet50();
   const q = quantize(m, 'int8');
   const s32 = { input: [32, 3, 224, 224] };

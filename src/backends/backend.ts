@@ -18,6 +18,9 @@ export interface Tactic {
   workspaceBytes?: number;
   /** Run one node with this implementation (used for timing at build time). */
   run(node: Node, inputs: (Value | undefined)[], opsets: Map<string, number>): Value[] | Promise<Value[]>;
+  /** Optional: the tactic's own timing (ms) on these inputs, where it can measure itself more steadily than wall time
+   * around `run` (undefined: it cannot run them). The builder uses it instead of timing `run`. */
+  time?(node: Node, inputs: (Value | undefined)[]): number | undefined;
 }
 
 export interface Runner {

@@ -20,6 +20,8 @@ class Scratch {
     if (this.ptr) this.dev.release(this.ptr);
     this.bytes = Math.max(bytes, this.bytes * 2, 4096);
     this.ptr = this.dev.alloc(this.bytes, true);
+    this.dev.memset(this.ptr, this.bytes, null); // padded rows of a step read it: never NaN garbage
+    this.dev.sync(null);
     return this.ptr;
   }
   free(): void {

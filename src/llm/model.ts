@@ -139,6 +139,7 @@ export class DecoderModel {
     private readonly engines: Engine[],
     private readonly contexts: ExecutionContext[],
     readonly attention: PagedAttention,
+    private readonly limits: { maxTokens: number; maxSeqs: number },
   ) {}
 
   static async build(cfg: ModelConfig, weights: Weights, dir: string, attention: PagedAttention, opts: ModelBuildOptions): Promise<DecoderModel> {
@@ -160,13 +161,22 @@ export class DecoderModel {
       const plan = await build(model, { device: opts.provider, precision: opts.precision ?? 'fp32', profiles: [profile], buildCommand: `LlmEngine.load('${dir}')` });
       engines.push(await Engine.load(plan));
     }
-    return new DecoderModel(cfg, engines, engines.map((e) => e.createContext()), attention);
+    return new DecoderModel(cfg, engines, engines.map((e) => e.createContext()), attention, { maxTokens: opts.maxTokens, maxSeqs: opts.maxSeqs });
   }
 
   /** Run one step; returns the logits [numSampled, vocab] of the sequences whose `sample` flag is set, in order. */
   async forward(batch: StepBatch): Promise<Float32Array> {
+    if (isDeviceAttention(this.attention) && this.engines[0].header.device.backend === 'cuda') {
+      // a few padded shapes, so the engines' runs are captured once per shape as CUDA graphs and replayed
+      const rows = bucket(batch.tokens.length, this.limits.maxTokens);
+      const pad = rows - batch.tokens.length;
+      const { feeds, rope, sel } = this.stepInputs({ ...batch, tokens: [...batch.tokens, ...new Array<number>(pad).fill(0)], positions: [...batch.positions, ...new Array<number>(pad).fill(0)] });
+      const n = sel.length;
+      if (n) sel.push(...new Array<number>(bucket(n, this.limits.maxSeqs) - n).fill(sel[n - 1]));
+      const logits = await this.forwardDevice(batch, this.attention, feeds, rope, sel, rows);
+      return logits.subarray(0, n * this.config.vocabSize);
+    }
     const { feeds, rope, sel } = this.stepInputs(batch);
-    if (isDeviceAttention(this.attention) && this.engines[0].header.device.backend === 'cuda') return this.forwardDevice(batch, this.attention, feeds, rope, sel);
     const cfg = this.config, T = batch.tokens.length;
     let x: Tensor | undefined, attn: Tensor | undefined;
     for (let i = 0; i <= cfg.numLayers; i++) {
@@ -201,8 +211,8 @@ export class DecoderModel {
    * The GPU step: every layer engine leaves x/q/k/v on the device (runToDevice), the attention kernel reads them in
    * place and writes its own output buffer, which the next engine reads in place; only the logits come back.
    */
-  private async forwardDevice(batch: StepBatch, att: DevicePagedAttention, feeds: Record<string, Tensor>, rope: Record<string, Tensor>, sel: number[]): Promise<Float32Array> {
-    const cfg = this.config, T = batch.tokens.length, L = cfg.numLayers;
+  private async forwardDevice(batch: StepBatch, att: DevicePagedAttention, feeds: Record<string, Tensor>, rope: Record<string, Tensor>, sel: number[], T: number): Promise<Float32Array> {
+    const cfg = this.config, L = cfg.numLayers;
     att.beginStep(batch.seqs, batch.decode, T);
     const width = cfg.numHeads * cfg.headDim;
     const attn = GpuTensor.adopt({ kind: 'device', dtype: 'float32', dims: [T, width], deviceId: att.deviceId, ptr: att.outPtr, bytes: T * width * 4 });
@@ -239,6 +249,11 @@ export class DecoderModel {
     for (const e of this.engines) e.dispose();
     this.attention.release();
   }
+}
+
+/** The next power of two at or above n, at most `max` (padded rows are computed and ignored). */
+function bucket(n: number, max: number): number {
+  return Math.min(max, 2 ** Math.ceil(Math.log2(Math.max(1, n))));
 }
 
 /** HF's default RoPE tables in fp32: inv_freq = theta^(-2i/d), angle = pos * inv_freq, emb = [angle, angle]. */

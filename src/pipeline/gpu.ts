@@ -28,7 +28,13 @@ export interface GpuDecodeInfo {
   jpeg: 'nvjpeg-hardware' | 'nvjpeg' | 'cpu';
   /** Why JPEGs decode on the CPU (nvJPEG missing, or a spec it cannot serve). */
   note?: string;
+  /** Images decoded so far by each way; `cpuAfterNvjpeg` are JPEGs nvJPEG failed on (last reason in `lastNvjpegError`). */
+  counts: { nvjpegHardware: number; nvjpeg: number; cpu: number; cpuAfterNvjpeg: number };
+  lastNvjpegError?: string;
 }
+
+// one decoder per GPU for the process: nvJPEG handles (the hardware one above all) are costly to make
+const decoders = new Map<number, NvJpeg>();
 
 interface Decoded {
   k: number;
@@ -109,14 +115,16 @@ export class GpuExecutor {
       note = nvjpegAvailable();
       if (!note) {
         try {
-          nvjpeg = new NvJpeg((b) => dev.allocPinned(b), (p) => dev.freePinned(p as never));
+          nvjpeg = decoders.get(deviceId) ?? new NvJpeg((b) => dev.allocPinned(b), (p) => dev.freePinned(p as never));
+          decoders.set(deviceId, nvjpeg);
         } catch (e) {
           note = (e as Error).message;
         }
       }
     }
     const jpeg = nvjpeg ? (nvjpeg.backend === 'hardware' ? 'nvjpeg-hardware' : 'nvjpeg') : 'cpu';
-    return new GpuExecutor(spec, deviceId, dev, nvjpeg, { deviceId, jpeg, note: nvjpeg ? undefined : `JPEGs decode on the CPU: ${note}` });
+    const counts = { nvjpegHardware: 0, nvjpeg: 0, cpu: 0, cpuAfterNvjpeg: 0 };
+    return new GpuExecutor(spec, deviceId, dev, nvjpeg, { deviceId, jpeg, note: nvjpeg ? undefined : `JPEGs decode on the CPU: ${note}`, counts });
   }
 
   /** Decode and preprocess a batch; items that fail are reported and left out. */
@@ -155,6 +163,7 @@ export class GpuExecutor {
     const sharp = await loadSharp();
     try {
       const raw = await decodeImage(sharp, { name: item.name, bytes: b }, { ...this.spec, resize: undefined });
+      this.info.counts.cpu++;
       return { k, width: raw.width, height: raw.height, channels: raw.channels, orient: 0, pixels: raw.data, offset: 0 };
     } catch (e) {
       if (e instanceof InputError) throw e;
@@ -183,11 +192,22 @@ export class GpuExecutor {
     const keep: typeof metas = [];
     try {
       for (const { d } of metas) if (d.pixels) dev.upload(src + d.offset, d.pixels, this.stream);
-      const failed = await this.decodeJpegs(metas.map((x) => x.d).filter((d) => d.bytes), src);
+      const failed = this.decodeJpegs(metas.map((x) => x.d).filter((d) => d.bytes), src);
       for (const x of metas) {
         const why = failed.get(x.d.k);
-        if (why) errors.push({ k: x.d.k, message: `${items[x.d.k].name}: nvJPEG cannot decode the image: ${why}` });
-        else keep.push(x);
+        if (!why) { keep.push(x); continue; }
+        // nvJPEG refused it: libjpeg-turbo (sharp) decides, so a file is an error only when the CPU path says so too
+        this.info.lastNvjpegError = `${items[x.d.k].name}: ${why}`;
+        try {
+          const raw = await decodeImage(await loadSharp(), { name: items[x.d.k].name, bytes: x.d.bytes }, { ...s, resize: undefined, decode: { ...s.decode, autoOrient: false } });
+          dev.upload(src + x.d.offset, raw.data, this.stream);
+          x.m[3] = raw.width * raw.channels;
+          x.m[4] = raw.channels;
+          this.info.counts.cpuAfterNvjpeg++;
+          keep.push(x);
+        } catch (e) {
+          errors.push({ k: x.d.k, message: `${items[x.d.k].name}: cannot decode the image: ${(e as Error).message.split('\n')[0]}` });
+        }
       }
       if (!keep.length) {
         await this.wait();
@@ -217,21 +237,27 @@ export class GpuExecutor {
     }
   }
 
-  /** nvJPEG decodes into the source buffer; returns the items it could not decode, with why. */
-  private async decodeJpegs(ds: Decoded[], src: number): Promise<Map<number, string>> {
+  /** nvJPEG decodes into the source buffer (synchronously: its state is free again on return); returns the items it could not decode, with why. */
+  private decodeJpegs(ds: Decoded[], src: number): Map<number, string> {
     const failed = new Map<number, string>();
     if (!ds.length || !this.nvjpeg) return failed;
     const job = (d: Decoded): JpegJob => ({ bytes: d.bytes!, dst: src + d.offset, width: d.width });
     const hw = ds.filter((d) => this.nvjpeg!.batchable(d.bytes!));
     let single = ds.filter((d) => !hw.includes(d));
+    this.dev.makeCurrent();
     if (hw.length) {
-      const st = await this.nvjpeg.decodeBatch(hw.map(job), this.stream);
-      if (st !== 0) single = ds; // one bad image fails the whole batch: find it one by one
+      const st = this.nvjpeg.decodeBatch(hw.map(job), this.stream);
+      if (st !== 0) {
+        single = ds; // one bad image fails the whole batch: find it one by one
+        this.info.lastNvjpegError = `batched decode: ${nvjpegStatus(st)}`;
+      } else this.info.counts.nvjpegHardware += hw.length;
     }
     for (const d of single) {
-      const st = await this.nvjpeg.decodeOne(job(d), this.stream);
+      const st = this.nvjpeg.decodeOne(job(d), this.stream);
       if (st !== 0) failed.set(d.k, nvjpegStatus(st));
+      else this.info.counts.nvjpeg++;
     }
+    this.dev.sync(this.stream);
     return failed;
   }
 
@@ -250,7 +276,6 @@ export class GpuExecutor {
     if (this.closed) return;
     this.closed = true;
     await this.lock;
-    this.nvjpeg?.close();
     loadDriver().cuStreamDestroy_v2(this.stream);
   }
 }

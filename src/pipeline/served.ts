@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { InputError } from '../ir/errors.js';
+import { parsePbtxt } from '../server/config.js';
 import type { ModelFactoryContext, ServedModel, ServeTensor } from '../server/model.js';
 import { pipelineModel } from './model.js';
 import { resolveSpec, type PipelineSpec } from './spec.js';
@@ -17,8 +18,17 @@ function param(params: unknown, key: string): unknown {
   return typeof v === 'object' && v !== null && 'string_value' in v ? (v as { string_value: unknown }).string_value : v;
 }
 
-function specOf(ctx: ModelFactoryContext): PipelineSpec {
-  const params = (ctx.config as unknown as { parameters?: unknown }).parameters;
+/** The config's `parameters` (the parsed ModelConfig keeps only what the server acts on): JSON or pbtxt map form. */
+function parameters(ctx: ModelFactoryContext): unknown {
+  const json = path.join(ctx.dir, 'config.json'), pbtxt = path.join(ctx.dir, 'config.pbtxt');
+  if (fs.existsSync(json)) return (JSON.parse(fs.readFileSync(json, 'utf8')) as { parameters?: unknown }).parameters;
+  if (!fs.existsSync(pbtxt)) return undefined;
+  const p = (parsePbtxt(fs.readFileSync(pbtxt, 'utf8'), pbtxt) as { parameters?: unknown }).parameters;
+  const entries = Array.isArray(p) ? p : p ? [p] : [];
+  return Object.fromEntries(entries.map((e: { key?: unknown; value?: unknown }) => [String(e.key), e.value]));
+}
+
+function specOf(ctx: ModelFactoryContext, params: unknown): PipelineSpec {
   const where = `model '${ctx.name}'`;
   const inline = param(params, 'spec');
   if (inline !== undefined) {
@@ -42,12 +52,13 @@ function specOf(ctx: ModelFactoryContext): PipelineSpec {
 
 /** The factory registered for backend "kiln_pipeline". */
 export async function servedPipeline(ctx: ModelFactoryContext): Promise<ServedModel> {
-  const params = (ctx.config as unknown as { parameters?: unknown }).parameters;
-  const spec = resolveSpec(specOf(ctx), `model '${ctx.name}' pipeline spec`);
+  const params = parameters(ctx);
+  const spec = specOf(ctx, params);
+  resolveSpec(spec, `model '${ctx.name}' pipeline spec`); // its errors name the model
   const asked = param(params, 'device');
   const device = typeof asked === 'string' ? asked : ctx.deviceId !== undefined ? `cuda:${ctx.deviceId}` : 'cpu';
   const workers = param(params, 'workers');
-  const m = await pipelineModel(spec as unknown as PipelineSpec, {
+  const m = await pipelineModel(spec, {
     name: ctx.name, device, workers: workers === undefined ? undefined : Number(workers),
     inputName: ctx.config.input[0]?.name, outputName: ctx.config.output[0]?.name,
   });

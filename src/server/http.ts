@@ -4,7 +4,8 @@ import zlib from 'node:zlib';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { InputError } from '../index.js';
 import { ServeError } from './batcher.js';
-import { infer, tensorBytes, tensorJson, type InferRequest, type InferResponse } from './infer.js';
+import { parseJsonObject, type HttpBody, type ResponseSpec } from './decode.js';
+import { inferWith } from './infer.js';
 import type { ServerCore } from './server.js';
 
 type Params = { model?: string; version?: string };
@@ -62,81 +63,31 @@ function registerKserve(app: FastifyInstance, core: ServerCore): void {
 
 const p = (req: FastifyRequest) => req.params as Params;
 
-function body(req: FastifyRequest, limit: number): Buffer {
-  const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
-  const enc = req.headers['content-encoding'];
-  if (!enc || enc === 'identity') return raw;
-  try {
-    if (enc === 'gzip') return zlib.gunzipSync(raw, { maxOutputLength: limit });
-    if (enc === 'deflate') return zlib.inflateSync(raw, { maxOutputLength: limit });
-  } catch (e) {
-    throw new ServeError(`cannot decompress the ${enc} request body (or it expands past ${limit} bytes): ${(e as Error).message}`, 400);
-  }
-  throw new ServeError(`unsupported Content-Encoding '${enc}'; use gzip, deflate or none.`, 415);
+function jsonBody(req: FastifyRequest): Record<string, unknown> {
+  return parseJsonObject(req.body as Buffer | undefined);
 }
 
-function jsonBody(req: FastifyRequest, b?: Buffer): Record<string, unknown> {
-  const buf = b ?? (req.body as Buffer | undefined);
-  if (!buf || buf.length === 0) return {};
-  try {
-    const v = JSON.parse(buf.toString('utf8')) as unknown;
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('the body must be a JSON object');
-    return v as Record<string, unknown>;
-  } catch (e) {
-    throw new ServeError(`malformed JSON request body: ${(e as Error).message}.`, 400);
-  }
-}
-
+/** The event loop only routes: the body is decoded, and a large JSON answer serialized, on a decode thread. */
 async function inferRoute(core: ServerCore, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const buf = body(req, core.options.maxRequestBytes);
+  const enc = req.headers['content-encoding'];
   const hdr = req.headers['inference-header-content-length'];
-  let json: Buffer<ArrayBufferLike> = buf;
-  let binary: Buffer<ArrayBufferLike> = Buffer.alloc(0);
-  if (hdr !== undefined) {
-    const n = Number(hdr);
-    if (!Number.isInteger(n) || n < 0 || n > buf.length) throw new ServeError(`Inference-Header-Content-Length ${String(hdr)} does not fit a body of ${buf.length} bytes.`, 400);
-    json = buf.subarray(0, n);
-    binary = buf.subarray(n);
-  }
-  const r = jsonBody(req, json) as unknown as InferRequest;
-  if (!Array.isArray(r.inputs)) throw new ServeError(`the request needs an 'inputs' array.`, 400);
-  let off = 0;
-  for (const inp of r.inputs as (InferRequest['inputs'][number] & { parameters?: Record<string, unknown> })[]) {
-    const size = inp.parameters?.binary_data_size;
-    if (size === undefined) continue;
-    if (!Number.isInteger(size) || (size as number) < 0) throw new ServeError(`input '${inp.name}': binary_data_size must be a non-negative integer.`, 400);
-    if (off + (size as number) > binary.length) {
-      throw new ServeError(`binary data is truncated: input '${inp.name}' needs bytes ${off}..${off + (size as number)}, the body has ${binary.length} after the JSON header.`, 400);
-    }
-    inp.raw = binary.subarray(off, off + (size as number));
-    off += size as number;
-  }
-  if (off !== binary.length) throw new ServeError(`the body has ${binary.length - off} bytes of binary data that no input claims (binary_data_size).`, 400);
-  const res = await infer(core.repo, core.metrics, p(req).model!, p(req).version, r);
-  return sendInfer(r, res, reply);
-}
-
-function sendInfer(req: InferRequest, res: InferResponse, reply: FastifyReply): unknown {
-  const all = req.parameters?.binary_data_output === true;
-  const wantsBinary = (name: string) => {
-    const o = req.outputs?.find((x) => x.name === name);
-    const b = o?.parameters?.binary_data;
-    return b === undefined ? all : b === true;
+  const b: HttpBody = {
+    body: (req.body as Buffer | undefined) ?? Buffer.alloc(0),
+    encoding: enc === undefined ? undefined : String(enc),
+    headerLength: hdr === undefined ? undefined : String(hdr),
+    limit: core.options.maxRequestBytes,
   };
-  const blobs: Uint8Array[] = [];
-  const outputs = res.outputs.map((o) => {
-    if (!wantsBinary(o.name)) return { name: o.name, datatype: o.datatype, shape: o.shape, data: tensorJson(o.tensor) };
-    const b = tensorBytes(o.tensor);
-    blobs.push(b);
-    return { name: o.name, datatype: o.datatype, shape: o.shape, parameters: { binary_data_size: b.byteLength } };
+  let spec: ResponseSpec = { all: false, perOutput: {} };
+  const res = await inferWith(core.repo, core.metrics, p(req).model!, p(req).version, async (cfg) => {
+    const d = await core.decoder.decode(cfg, b);
+    spec = d.response;
+    return d;
   });
-  const head = { model_name: res.model_name, model_version: res.model_version, ...(res.id !== undefined ? { id: res.id } : {}), outputs };
-  if (blobs.length === 0) return reply.send(head);
-  const h = Buffer.from(JSON.stringify(head));
-  return reply
-    .header('Content-Type', 'application/octet-stream')
-    .header('Inference-Header-Content-Length', String(h.length))
-    .send(Buffer.concat([h, ...blobs]));
+  const { outputs, ...head } = res;
+  const out = await core.decoder.encode(head, outputs, spec);
+  reply.header('Content-Type', out.contentType);
+  if (out.headerLength !== undefined) reply.header('Inference-Header-Content-Length', String(out.headerLength));
+  return reply.send(Buffer.from(out.body.buffer, out.body.byteOffset, out.body.byteLength));
 }
 
 function compressReply(req: FastifyRequest, reply: FastifyReply, payload: unknown): unknown {

@@ -40,7 +40,31 @@ export interface InferResponse {
 
 const BYTES_PER: Record<string, number> = { BOOL: 1, UINT8: 1, INT8: 1, UINT16: 2, INT16: 2, FP16: 2, BF16: 2, UINT32: 4, INT32: 4, FP32: 4, UINT64: 8, INT64: 8, FP64: 8 };
 
-export async function infer(repo: ModelRepository, metrics: Metrics, modelName: string, version: string | undefined, req: InferRequest): Promise<InferResponse> {
+/** A request checked against its model's config: the tensors to queue, the outputs wanted, scheduling options. */
+export interface DecodedRequest {
+  id?: string;
+  feeds: Record<string, ServeTensor>;
+  batch: number;
+  outputs: string[];
+  submit: SubmitOptions;
+}
+
+/** Check a request against the model's config and turn its inputs into tensors (400 ServeErrors say what is wrong). */
+export function decodeRequest(cfg: ModelConfig, req: InferRequest): DecodedRequest {
+  const { feeds, batch } = toFeeds(cfg, req);
+  const outputs = requestedOutputs(cfg, req);
+  return { ...(req.id !== undefined ? { id: req.id } : {}), feeds, batch, outputs, submit: submitOptions(req.parameters) };
+}
+
+export function infer(repo: ModelRepository, metrics: Metrics, modelName: string, version: string | undefined, req: InferRequest): Promise<InferResponse> {
+  return inferWith(repo, metrics, modelName, version, (cfg) => decodeRequest(cfg, req));
+}
+
+/** Run a request whose decoding (maybe on another thread) needs the model's config first; failures are recorded. */
+export async function inferWith(
+  repo: ModelRepository, metrics: Metrics, modelName: string, version: string | undefined,
+  decode: (cfg: ModelConfig) => DecodedRequest | Promise<DecodedRequest>,
+): Promise<InferResponse> {
   const t0 = performance.now();
   let label = version ?? '';
   let stats;
@@ -49,15 +73,14 @@ export async function infer(repo: ModelRepository, metrics: Metrics, modelName: 
     label = String(v.version);
     stats = v.stats;
     const cfg = model.config!;
-    const { feeds, batch } = toFeeds(cfg, req);
-    const outNames = requestedOutputs(cfg, req);
-    const r = await v.run(feeds, outNames, batch, submitOptions(req.parameters));
+    const d = await decode(cfg);
+    const r = await v.run(d.feeds, d.outputs, d.batch, d.submit);
     metrics.recordSuccess(modelName, label, v.stats, { requestNs: Math.round((performance.now() - t0) * 1e6), ...r });
     return {
       model_name: modelName,
       model_version: label,
-      ...(req.id !== undefined ? { id: req.id } : {}),
-      outputs: outNames.map((n) => {
+      ...(d.id !== undefined ? { id: d.id } : {}),
+      outputs: d.outputs.map((n) => {
         const t = r.outputs[n];
         return { name: n, datatype: kserveFromConfigType(cfg.output.find((o) => o.name === n)!.data_type), shape: [...t.dims], tensor: t };
       }),

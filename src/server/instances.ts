@@ -35,11 +35,11 @@ export function modelInstance(model: ServedModel, device = 'cpu'): Instance {
   return { device, run: (f, o) => model.infer(f, o), close: async () => model.close?.() };
 }
 
-/** The worker's module; from TypeScript sources (tests, `tsx src/cli/main.ts`) it first registers tsx's loader. */
-function workerSource(): [string | URL, { eval?: boolean }] {
-  if (!import.meta.url.endsWith('.ts')) return [new URL('./worker.js', import.meta.url), {}];
+/** A worker module of this folder; from TypeScript sources (tests, `tsx src/cli/main.ts`) it first registers tsx's loader. */
+export function workerSource(name = 'worker'): [string | URL, { eval?: boolean }] {
+  if (!import.meta.url.endsWith('.ts')) return [new URL(`./${name}.js`, import.meta.url), {}];
   const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
-  const worker = new URL('./worker.ts', import.meta.url).href;
+  const worker = new URL(`./${name}.ts`, import.meta.url).href;
   return [`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(worker)}); });`, { eval: true }];
 }
 

@@ -73,6 +73,9 @@ export function modelBackend(name: string): ModelFactory | undefined {
   return BACKENDS.get(name);
 }
 
+// Image pipelines (src/pipeline/served.ts): raw image BYTES in, the preprocessed batch out; loaded on first use.
+registerModelBackend('kiln_pipeline', async (ctx) => (await import('../pipeline/served.js')).servedPipeline(ctx));
+
 export function isBytes(t: unknown): t is BytesTensor {
   return t instanceof BytesTensor;
 }

@@ -5,6 +5,7 @@ import { ServeError } from './batcher.js';
 import { kserveFromConfigType } from './config.js';
 import type { DeviceProvider } from './devices.js';
 import { createHttpApp, type HttpPlugin } from './http.js';
+import { DecodePool, type DecodeOptions } from './decode-pool.js';
 import { createGrpcServer, type GrpcHandle } from './grpc.js';
 import { Metrics } from './metrics.js';
 import { ModelRepository } from './repository.js';
@@ -31,6 +32,8 @@ export interface ServeOptions {
   maxQueueSize?: number;
   /** CPU instances on worker threads (default true); false runs them on the server's thread. */
   workers?: boolean;
+  /** Request decoding threads (JSON parse and tensor conversion off the event loop); `{ threads: 0 }` turns them off. */
+  decode?: DecodeOptions;
   /** GPUs for KIND_GPU / KIND_AUTO instance groups and the per-GPU metrics (default: nvidia-smi). */
   devices?: DeviceProvider;
   /** Extra HTTP routes (e.g. OpenAI-compatible endpoints), registered after the KServe v2 routes. */
@@ -47,6 +50,8 @@ export class ServerCore {
   readonly repo: ModelRepository;
   /** LLM model folders of the repository (OpenAI and KServe generate routes). */
   readonly llm: LlmModels;
+  /** Decodes HTTP infer bodies, on its threads when they are large. */
+  readonly decoder: DecodePool;
   readonly options: Required<Pick<ServeOptions, 'maxRequestBytes' | 'modelControlMode'>> & ServeOptions;
   live = true;
   /** Set when shutdown starts: not ready any more, and HTTP answers close their connections. */
@@ -55,6 +60,7 @@ export class ServerCore {
   constructor(opts: ServeOptions) {
     this.options = { maxRequestBytes: 64 * 1024 * 1024, modelControlMode: 'none', ...opts };
     this.repo = new ModelRepository(opts.repository, this.metrics, { device: opts.device, maxQueueSize: opts.maxQueueSize, workers: opts.workers, devices: opts.devices, log: (l, m, f) => this.log(l, m, f) });
+    this.decoder = new DecodePool(opts.decode, (m, f) => this.log('warn', m, f));
     this.llm = new LlmModels(this.repo.root, this.metrics.registry, { device: opts.device, maxQueueSize: opts.maxQueueSize, log: (l, m, f) => this.log(l, m, f) });
   }
 
@@ -165,6 +171,7 @@ export class ServerCore {
   async stop(): Promise<void> {
     this.draining = true;
     await Promise.all([this.repo.close(), this.llm.close()]);
+    await this.decoder.close();
     this.live = false;
   }
 }
@@ -184,6 +191,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   await core.loadInitial();
   const app = (opts.httpPort ?? 8000) >= 0 ? await createHttpApp(core, [llmRoutes, ...(opts.plugins ?? [])]) : undefined;
   let httpUrl: string | undefined;
+  if (app) void core.decoder.start();
   if (app) httpUrl = await app.listen({ host, port: opts.httpPort ?? 8000 });
   let grpc: GrpcHandle | undefined;
   if ((opts.grpcPort ?? 8001) >= 0) grpc = await createGrpcServer(core, host, opts.grpcPort ?? 8001);

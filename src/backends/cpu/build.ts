@@ -5,11 +5,11 @@ import os from 'node:os';
 import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { TensorData, type Value } from '../../ir/tensor.js';
 import type { Tactic } from '../backend.js';
-import { MIN_MODEL_WORK, layerKernel, tilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
+import { MIN_MODEL_WORK, layerKernel, tilesOf, tconvTilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
 import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
 import { NativeLibrary, nativeUnavailable, type Ptr } from './native.js';
 import { inferShapes } from '../../passes/infer.js';
-import { RUNTIME_C, RUNTIME_H, renderGemm } from './kernels/runtime.c.js';
+import { RUNTIME_C, RUNTIME_H, renderGemm, renderTconv } from './kernels/runtime.c.js';
 import { INT8_C, INT8_H } from './kernels/int8.c.js';
 import { outValue, outWords, type QuantOut } from './int8.js';
 
@@ -98,6 +98,17 @@ export function runBatch(meta: Pick<LayerMeta, 'inputDims' | 'outDims' | 'batch'
 export const outDimsAt = (meta: Pick<LayerMeta, 'outDims' | 'batch'>, nb: number): number[] =>
   meta.batch ? [nb, ...meta.outDims.slice(1)] : meta.outDims;
 
+/** The batch a batch-generic layer is also timed at (see NativeTactic.time). */
+const REP_BATCH = 16;
+
+/** \`v\` with its leading dim repeated \`times\` times (the same images again). */
+function repeatBatch(v: TensorData, times: number): TensorData {
+  const src = v.data as Float32Array;
+  const data = new (src.constructor as Float32ArrayConstructor)(src.length * times);
+  for (let i = 0; i < times; i++) data.set(src, i * src.length);
+  return new TensorData(v.dtype, [v.dims[0] * times, ...v.dims.slice(1)], data);
+}
+
 class NativeTactic implements Tactic {
   readonly name: string;
   packed: Ptr = null;
@@ -118,6 +129,44 @@ class NativeTactic implements Tactic {
     lib.threads(defaultThreads());
     if (out.length) lib.callSync(this.variant.fn, layerArgs(this.kernel.args, inputs, this.packed, out), nb);
     return [outValue(out, dims, this.kernel.outDtype)];
+  }
+
+  /**
+   * The builder's timing: process CPU time of the native call alone (one thread, one output buffer reused), the best
+   * of four rounds. Wall time around \`run\` on a shared machine mostly measures other processes and the output
+   * allocation. A batch-generic layer is also timed at a representative batch, and the two per-image costs are
+   * averaged, so a dynamic-batch build (opt batch 1) does not keep a tactic that only wins at batch 1.
+   */
+  time(node: Node, inputs: (Value | undefined)[]): number | undefined {
+    const nb = runBatch(this.kernel, inputs);
+    if (nb === undefined) return undefined;
+    this.run(node, inputs); // packs the weights, and fails here if the layer cannot run
+    const at1 = this.cpuMs(inputs, nb);
+    if (!this.kernel.batch || nb >= REP_BATCH) return at1;
+    const times = Math.ceil(REP_BATCH / nb);
+    const big = inputs.map((v, i) => (this.kernel.batch![i] && v instanceof TensorData ? repeatBatch(v, times) : v));
+    return (at1 + this.cpuMs(big, nb * times) / times) / 2;
+  }
+
+  private cpuMs(inputs: (Value | undefined)[], nb: number): number {
+    const lib = this.build.lib;
+    const out = new Float32Array(outWords(outDimsAt(this.kernel, nb), this.kernel.outDtype));
+    const args = layerArgs(this.kernel.args, inputs, this.packed, out);
+    const call = () => lib.callSync(this.variant.fn, args, nb);
+    lib.threads(1);
+    const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+    let t0 = cpu();
+    call();
+    // enough calls per round for the clock's resolution (~2 ms of CPU per round), at most 50
+    const reps = Math.max(1, Math.min(50, Math.ceil(2 / Math.max(cpu() - t0, 0.01))));
+    let best = Infinity;
+    for (let r = 0; r < 4; r++) {
+      t0 = cpu();
+      for (let i = 0; i < reps; i++) call();
+      best = Math.min(best, (cpu() - t0) / reps);
+    }
+    lib.threads(defaultThreads());
+    return best;
   }
 
   meta(): LayerMeta {
@@ -193,9 +242,12 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
     return null;
   }
   const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);\nvoid kiln_dconv_${mr}x${nv}(const dconv_t *g);`).join('\n');
+  const tconvs = tconvTilesOf(isa).map(([mr, nv]) => `void kiln_tconv_${mr}x${nv}(const tconv_t *g);`).join('\n');
   const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
   const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('');
-  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${gemms}\n`, [runtime, ...units]);
+  // the transposed convolutions compile as a unit of their own, in parallel with the rest
+  const tunit = tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
+  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${gemms}\n${tconvs}\n`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
 }
 
@@ -252,6 +304,19 @@ function batchCarriers(model: Model, typeOf: (name: string) => ValueType | undef
     }
     return flags;
   };
+}
+
+/** \`kiln_symbol(name)\`: the address of a layer function by name, for chains of calls (see kiln_run_chain). */
+function symbolTable(kernels: Iterable<LayerKernel>): string {
+  const fns = [...kernels].flatMap((k) => k.variants.map((v) => v.fn));
+  const args = Array(8).fill('void *').join(', ');
+  return `${fns.map((f) => `void ${f}(${args}, int);`).join('\n')}
+static const struct { const char *name; void *fn; } kiln_syms[] = { ${fns.map((f) => `{ "${f}", (void *)${f} }`).join(', ')}${fns.length ? '' : '{ 0, 0 }'} };
+KEXPORT void *kiln_symbol(const char *name) {
+  for (size_t i = 0; i < sizeof(kiln_syms) / sizeof(kiln_syms[0]); i++) if (kiln_syms[i].name && !strcmp(kiln_syms[i].name, name)) return kiln_syms[i].fn;
+  return NULL;
+}
+`;
 }
 
 /** Spread layer sources over `n` units of similar size (the runtime is a unit of its own). */

@@ -51,6 +51,10 @@ const TILES: Record<Isa, [number, number][]> = { avx512: [[6, 2], [12, 2]], avx2
 const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
 
 export const tilesOf = (isa: Isa) => TILES[isa];
+/** Tiles of the transposed convolution (see tconv_t): [output positions, vectors of output channels]. Rows of 7 and
+ * 14 divide the spatial sizes of the usual 224-pixel networks (7, 14, 28, 56, 112). */
+const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
+export const tconvTilesOf = (isa: Isa) => TCONV_TILES[isa];
 
 interface Ctx {
   model: Model;
@@ -243,8 +247,46 @@ ${body}
       variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
     }
   }
+  src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
 };
+
+/** Transposed direct convolution variants (tconv_t; any window, stride, padding, dilation): taps read straight from
+ * the input where every tile lies inside it, else from a zero-padded copy with slack for the last tiles' overrun.
+ * A 1x1 stride-1 unpadded convolution runs as one long output row. */
+function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[]): string {
+  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  const id = c.id, K = C * kh * kw, N = OH * OW;
+  const flat = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
+  const HP = flat ? H : Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H);
+  const WP = flat ? W : Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
+  const off: number[] = [];
+  for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) off.push(ci * HP * WP + a * d[0] * WP + b * d[1]);
+  const [oh, ow, rs] = flat ? [1, N, 0] : [OH, OW, s[0] * WP];
+  let src = `static const int toff${id}[${K}] = { ${off.join(', ')} };\n`;
+  for (const [mr, nv] of TCONV_TILES[c.isa]) {
+    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
+    const fn = `L${id}_t${tile}`, pack = `P${id}_t${tile}`;
+    const inside = p.every((v) => v === 0) && ow % mr === 0;
+    src += `KEXPORT void *${pack}(void *w, void *unused) {
+  float *o = kiln_alloc((size_t)${Math.ceil(Co / nr)} * ${nr} * ${K});
+  kiln_pack_b(w, 1, ${K}, ${K}, ${Co}, ${nr}, o);
+  return o;
+}\n`;
+    const source = inside ? `  const float *xp = a0; size_t per = ${C * H * W};`
+      : `  size_t per;
+  const float *xp = kiln_pad_images(a0, B, ${C}, ${H}, ${W}, ${HP}, ${WP}, ${p[0]}, ${p[1]}, ${mr * s[1] + 16}, &per);`;
+    src += exported(fn, `  int B = ${nbOr(c, batch)};
+${source}
+  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
+  for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
+  tconv_t g = { ${Co}, ${K}, ${oh}, ${ow}, ${rs}, ${s[1]}, a1, toff${id}, xp, per, ${epi}, p, sizeof(*p), a4, ${Co * N}, B };
+  kiln_tconv_${tile}(&g);
+  free(p);`);
+    variants.push({ tactic: `native-${c.isa}-tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+  }
+  return src;
+}
 
 /** Stride-1 convolutions with a window larger than 1x1 can also run direct (no im2col; see dconv_t): the padded
  * image size and each tap's offset in it. */

@@ -43,6 +43,8 @@ export class NativeLibrary {
   private lib: KoffiLib;
   private setThreads: KoffiFn;
   private freeFn: KoffiFn;
+  private syms: ((name: string) => unknown) | null | undefined;
+  private chainFn: KoffiFn | undefined;
 
   /** Write the library to a file named by its hash (the loader needs a path) and load it. */
   constructor(readonly bytes: Uint8Array) {
@@ -90,11 +92,43 @@ export class NativeLibrary {
     this.layerFn(name)(...pad(args), batch);
   }
 
+  /** A layer function's address (for chains), or undefined where the library has no symbol table (older plans). */
+  symbol(name: string): bigint | undefined {
+    if (this.syms === undefined) {
+      try {
+        const f = this.lib.func('void *kiln_symbol(const char *)');
+        this.syms = (n: string) => f(n);
+      } catch {
+        this.syms = null;
+      }
+    }
+    const p = this.syms?.(name);
+    return p ? (loadKoffi() as unknown as { address(p: unknown): bigint }).address(p) : undefined;
+  }
+
+  /** Run a chain of layer calls (records from \`chainRecord\`) in one foreign call, on a worker thread unless \`sync\`. */
+  runChain(prog: BigInt64Array, n: number, sync: boolean): Promise<void> | void {
+    this.chainFn ??= this.lib.func('void kiln_run_chain(int64_t *, int)');
+    if (sync) return void this.chainFn(prog, n);
+    return new Promise((resolve, reject) => {
+      this.chainFn!.async(prog, n, (err: unknown) => (err ? reject(err) : resolve()));
+    });
+  }
+
   callAsync(name: string, args: Ptr[], batch: number): Promise<void> {
     return new Promise((resolve, reject) => {
       this.layerFn(name).async(...pad(args), batch, (err: unknown) => (err ? reject(err) : resolve()));
     });
   }
+}
+
+/** Fills record \`i\` of a chain program: the function's address, its pointer arguments (typed arrays or library
+ * pointers; absent: null) and the batch. */
+export function chainRecord(prog: BigInt64Array, i: number, fn: bigint, args: Ptr[], batch: number): void {
+  const k = loadKoffi() as unknown as { address(p: unknown): bigint };
+  prog[i * 10] = fn;
+  for (let a = 0; a < LAYER_ARGS; a++) prog[i * 10 + 1 + a] = args[a] ? k.address(args[a]) : 0n;
+  prog[i * 10 + 9] = BigInt(batch);
 }
 
 const pad = (args: Ptr[]) => (args.length === LAYER_ARGS ? args : [...args, ...Array(LAYER_ARGS - args.length).fill(null)]);

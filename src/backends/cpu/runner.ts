@@ -18,11 +18,13 @@ export interface NativeKernels {
   release(): void;
 }
 
-type LayerKernel = (inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Promise<Value[]> | Value[];
+type LayerKernel = ((inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Promise<Value[]> | Value[]) & {
+  prepare: (inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Prepared;
+};
 
 /** Layers with less work than this (multiply-adds or elements, at the run's batch) are called synchronously: a
  * worker-thread handoff and promise cost tens of microseconds, more than such a layer computes. */
-const SYNC_WORK = 1e7;
+const SYNC_WORK = Number(process.env.KILN_SYNC_WORK ?? 1e7);
 
 /** Free buffers by size class, shared by the runs of one runner (a buffer is only here while no value uses it).
  * Classes are powers of two and a request gets a view of the first n words: keyed by exact length, a server's
@@ -144,26 +146,38 @@ function packWeights(lib: NativeLibrary, model: Model, node: Node, l: LayerMeta)
   return lib.pack(l.pack.fn, data);
 }
 
+/** One native call ready to go: the function, its arguments and batch, the outputs it fills, its work. */
+interface Call { fn: string; args: Ptr[]; nb: number; result: Value[]; work: number }
+
+/** A layer's call on these inputs, or its outputs from the reference kernel where the inputs differ from the shapes
+ * the code was generated for (any leading dim where the layer is batch-generic). */
+type Prepared = { call: Call } | { done: Value[] };
+
 function layerKernel(lib: NativeLibrary, node: Node, l: LayerMeta, packed: Ptr, threads: number,
   fallback: (node: Node, inputs: (Value | undefined)[]) => Value[]): LayerKernel {
   const b0 = l.outDims[0] || 1, work = l.work ?? Infinity;
-  return (inputs, alloc) => {
-    // the code is specialized to the profile's opt shapes (any leading dim where the layer is batch-generic); other
-    // shapes run the reference kernel (its outputs are fresh arrays, so buffer reuse stays safe)
+  const prepare = (inputs: (Value | undefined)[], alloc: (n: number) => Float32Array): Prepared => {
     const nb = runBatch(l, inputs);
-    if (nb === undefined) return fallback(node, inputs).map((v) => (sharesInput(v, inputs) ? copy(v) : v));
+    // other shapes run the reference kernel (its outputs are fresh arrays, so buffer reuse stays safe)
+    if (nb === undefined) return { done: fallback(node, inputs).map((v) => (sharesInput(v, inputs) ? copy(v) : v)) };
     const dims = outDimsAt(l, nb);
     const out = alloc(outWords(dims, l.outDtype));
     const result = [outValue(out, dims, l.outDtype)];
-    if (!out.length) return result;
-    lib.threads(threads);
-    const args = layerArgs(l.args, inputs, packed, out);
-    if (work * (nb / b0) < SYNC_WORK) {
-      lib.callSync(l.fn, args, nb);
-      return result;
-    }
-    return lib.callAsync(l.fn, args, nb).then(() => result);
+    if (!out.length) return { done: result };
+    return { call: { fn: l.fn, args: layerArgs(l.args, inputs, packed, out), nb, result, work: work * (nb / b0) } };
   };
+  const kernel = (inputs: (Value | undefined)[], alloc: (n: number) => Float32Array) => {
+    const p = prepare(inputs, alloc);
+    if ('done' in p) return p.done;
+    const { call } = p;
+    lib.threads(threads);
+    if (call.work < SYNC_WORK) {
+      lib.callSync(call.fn, call.args, call.nb);
+      return call.result;
+    }
+    return lib.callAsync(call.fn, call.args, call.nb).then(() => call.result);
+  };
+  return Object.assign(kernel, { prepare });
 }
 
 function sharesInput(v: Value, inputs: (Value | undefined)[]): boolean {

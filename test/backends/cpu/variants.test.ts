@@ -76,6 +76,22 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
   it('convolutions: every tile of the im2col and direct variants', async () => {
     const m = await prepared(convModel());
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(9), [2, 5, 19, 37], 1)]]));
-    expect([...seen].sort()).toEqual(['conv', 'dconv']);
+    expect([...seen].sort()).toEqual(['conv', 'dconv', 'tconv']);
+  }, 120_000);
+
+  it('transposed convolutions reading the input in place: whole tiles per row, asymmetric strides', async () => {
+    const r = seededRandom(6);
+    const b = new GraphBuilder('tconv_inplace');
+    const x = b.input('x', 'float32', [2, 6, 14, 28]);
+    const conv = (inp: string, cin: number, cout: number, name: string, attrs: Record<string, number[]>, k: number[]) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, ...k], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: k, ...attrs }, name);
+    // 1x1 over 14x28 (one row of 392 positions), 1x1 stride 2 (7x14), 3x1 strides [2, 1] (6x28): no padded copy
+    const h = b.op('Relu', [conv(x, 6, 40, 'flat', {}, [1, 1])], {}, 'r');
+    b.output(conv(h, 40, 33, 'down', { strides: [2, 2] }, [1, 1]));
+    b.output(conv(h, 40, 70, 'tall', { strides: [2, 1] }, [3, 1]));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(2), [2, 6, 14, 28], 1)]]));
+    expect(seen).toContain('tconv');
   }, 120_000);
 });

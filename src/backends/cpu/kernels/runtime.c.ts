@@ -55,6 +55,21 @@ typedef struct dconv_s {
   float *c; size_t cbs;            /* output [M][OH * OW] per image, cbs floats apart */
   int batch;
 } dconv_t;
+/* Convolution with the roles of GEMM swapped ("transposed"): output positions are the tile rows (MR of them, read as
+   scalar broadcasts straight from the (padded) image at tap offsets, so no im2col) and output channels the tile
+   columns (NR = NV vectors, weights packed at build time in [Co/NR][K][NR] panels). Small spatial outputs (7x7,
+   14x14) fill whole tiles this way where the usual orientation pads 49 columns to 64; K goes in blocks so one
+   weight slice stays in L1 across a block of tiles. Tiles are transposed into the [Co][OH*OW] output. */
+typedef struct tconv_s {
+  int M, K, OH, OW, rs, s;         /* M output channels; rs floats between the sources of consecutive output rows; column stride s */
+  const float *bp;                 /* weights packed [M/NR][K][NR] */
+  const int *off;                  /* [K]: offset of tap k in the source image */
+  const float *src; size_t sbs;    /* source images, sbs floats apart */
+  void (*epi)(const void *ctx, float *c, int ldc, int i0, int mi, int j0, int nj);
+  const void *ctx; size_t ctxbs;
+  float *c; size_t cbs;
+  int batch;
+} tconv_t;
 float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per);
 
 void kiln_pack_a(const float *a, int rs, int cs, int M, int K, int MR, float *out);
@@ -306,6 +321,96 @@ void kiln_dconv_${id}(const dconv_t *g) {
 `;
 }
 
+/** The transposed direct convolution (see tconv_t) for one MR x NR tile: output positions x output channels. */
+export function renderTconv(mr: number, nv: number): string {
+  const id = `${mr}x${nv}`;
+  return String.raw`static inline __attribute__((always_inline)) void ukt_${id}(int K, const float *restrict base, const int *restrict off, int s,
+    const float *restrict b, float *restrict ct, int acc) {
+  vf t[${mr}][${nv}];
+  if (acc) {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] = *(const vf *)(ct + r * ${nv} * VW + j * VW);
+  } else {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] = (vf){0};
+  }
+  _Pragma("GCC unroll 2") for (int k = 0; k < K; k++, b += ${nv} * VW) {
+    const float *p = base + off[k];
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float a = p[r * s];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] += a * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vf *)(ct + r * ${nv} * VW + j * VW) = t[r][j];
+}
+
+typedef struct { const tconv_t *g; int tp, tt, pc, tc, tpr, ntiles; } tconv_job_${id};
+
+static void tconv_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW, TB = 16, KC = 8192 / NR };
+  const tconv_job_${id} *job = p;
+  const tconv_t *g = job->g;
+  int per = job->tp * job->tt, img = t / per;
+  t %= per;
+  int p0 = (t % job->tp) * job->pc, p1 = KMIN((g->M + NR - 1) / NR, p0 + job->pc);
+  int t0 = (t / job->tp) * job->tc, t1 = KMIN(job->ntiles, t0 + job->tc);
+  if (p0 >= p1 || t0 >= t1) return;
+  const float *src = g->src + (size_t)img * g->sbs;
+  float *cimg = g->c + (size_t)img * g->cbs;
+  const void *ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
+  int K = g->K, OW = g->OW, s = g->s, tpr = job->tpr, ldc = g->OH * OW;
+  int nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+  float ct[TB * MR * NR] __attribute__((aligned(64)));
+  for (int pn = p0; pn < p1; pn++) {
+    int co0 = pn * NR, nj = KMIN(NR, g->M - co0);
+    const float *bpan = g->bp + (size_t)pn * K * NR;
+    for (int tb = t0; tb < t1; tb += TB) {
+      int te = KMIN(t1, tb + TB);
+      for (int k0 = 0; k0 < K; k0 += kcb) {
+        int kc = KMIN(kcb, K - k0);
+        for (int q = tb; q < te; q++) {
+          int oh = q / tpr, ow0 = (q % tpr) * MR;
+          const float *base = src + (size_t)oh * g->rs + (size_t)ow0 * s;
+          float *tile = ct + (q - tb) * MR * NR;
+          if (s == 1) ukt_${id}(kc, base, g->off + k0, 1, bpan + (size_t)k0 * NR, tile, k0 > 0);
+          else if (s == 2) ukt_${id}(kc, base, g->off + k0, 2, bpan + (size_t)k0 * NR, tile, k0 > 0);
+          else ukt_${id}(kc, base, g->off + k0, s, bpan + (size_t)k0 * NR, tile, k0 > 0);
+        }
+      }
+      /* transpose the block's tiles into C: output position n = oh * OW + ow */
+      int nlo = -1, nhi = 0;
+      for (int q = tb; q < te; q++) {
+        int oh = q / tpr, ow0 = (q % tpr) * MR, mi = KMIN(MR, OW - ow0), n0 = oh * OW + ow0;
+        const float *tile = ct + (q - tb) * MR * NR;
+        if (nlo < 0) nlo = n0;
+        nhi = n0 + mi;
+        for (int j = 0; j < nj; j++) {
+          float *cr = cimg + (size_t)(co0 + j) * ldc + n0;
+          for (int r = 0; r < mi; r++) cr[r] = tile[r * NR + j];
+        }
+      }
+      if (g->epi) g->epi(ctx, cimg + (size_t)co0 * ldc + nlo, ldc, co0, nj, nlo, nhi - nlo);
+    }
+  }
+}
+
+void kiln_tconv_${id}(const tconv_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  int batch = g->batch;
+  if (batch <= 0 || g->M <= 0 || g->OH <= 0 || g->OW <= 0) return;
+  int tpr = (g->OW + MR - 1) / MR, ntiles = g->OH * tpr, np = (g->M + NR - 1) / NR;
+  int nth = kiln_threads(), want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
+  int tp = KMIN(np, want), tt = KMIN(ntiles, (want + tp - 1) / tp);
+  int pc = (np + tp - 1) / tp, tc = (ntiles + tt - 1) / tt;
+  tconv_job_${id} job = { g, (np + pc - 1) / pc, (ntiles + tc - 1) / tc, pc, tc, tpr, ntiles };
+  kiln_pool_run(tconv_task_${id}, &job, job.tp * job.tt * batch);
+}
+`;
+}
+
 /** Thread pool, scratch memory, packing and the row kernels: compiled once per library. */
 export const RUNTIME_C = String.raw`
 #include <pthread.h>
@@ -390,6 +495,17 @@ void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
   claim_all(gen);
   while (atomic_load(&P.done) < ntasks) cpu_relax();
   pthread_mutex_unlock(&P.run);
+}
+
+/* A chain of layer calls in one foreign call (one thread handoff for many layers): n records of 10 words each,
+   the layer function's address, its eight pointer arguments and the batch. */
+typedef void (*layer_fn)(void *, void *, void *, void *, void *, void *, void *, void *, int);
+KEXPORT void kiln_run_chain(const int64_t *prog, int n) {
+  for (int i = 0; i < n; i++) {
+    const int64_t *r = prog + (size_t)i * 10;
+    ((layer_fn)(intptr_t)r[0])((void *)(intptr_t)r[1], (void *)(intptr_t)r[2], (void *)(intptr_t)r[3], (void *)(intptr_t)r[4],
+      (void *)(intptr_t)r[5], (void *)(intptr_t)r[6], (void *)(intptr_t)r[7], (void *)(intptr_t)r[8], (int)r[9]);
+  }
 }
 
 float *kiln_alloc(size_t floats) {

@@ -42,17 +42,12 @@ export function pagedAttentionKernels(s: PagedAttentionShape): PagedKernels {
   if (H % KVH !== 0) unsupported('paged attention', `${H} heads are not a multiple of ${KVH} kv heads`);
   if (!['float32', 'float16', 'bfloat16'].includes(ct)) unsupported('paged attention', `cache type ${ct}`, 'use float32, float16 or bfloat16');
   const C = ctype(ct), DPL = Math.ceil(HD / 32), KW = KVH * HD, QW = H * HD;
-  const consts = `#define HD ${HD}
-#define BS ${BS}
-#define KW ${KW}
-#define QW ${QW}
-#define GROUP ${H / KVH}
-#define DPL ${DPL}
-#define SCALE ${s.scale.toPrecision(9)}f
+  const consts = `constexpr int HD = ${HD}, BS = ${BS}, KW = ${KW}, QW = ${QW}, GROUP = ${H / KVH}, DPL = ${DPL};
+constexpr float SCALE = ${s.scale.toPrecision(9)}f;
 __device__ __forceinline__ long long slot_of(const int* table, int p) { return (long long)table[p / BS] * BS + p % BS; }`;
   const ld = (v: string) => load(ct, v);
 
-  const write = finish('kiln_paged_write', `${consts}
+  const write = finish('kiln_paged_write', `constexpr long long KW = ${KW};
 extern "C" __global__ void __launch_bounds__(256) KNAME(const float* k, const float* v, ${C}* kc, ${C}* vc, const int* meta, long long slotOff, long long rows) {
   const int* slots = meta + slotOff;
   const long long n = rows * KW;
@@ -66,7 +61,7 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(const float* k, const fl
 }`, { grid: [1, 1, 1], block: [256, 1, 1], sharedBytes: 0, params: [] });
 
   const decode = finish('kiln_paged_decode', `${consts}
-#define NW ${DECODE_WARPS}
+constexpr int NW = ${DECODE_WARPS};
 extern "C" __global__ void __launch_bounds__(NW * 32) KNAME(const float* q, const ${C}* kc, const ${C}* vc, float* out, const int* meta,
     long long seqOff, long long tabOff, long long decOff) {
   const int* si = meta + seqOff + 4 * meta[decOff + blockIdx.x];
@@ -126,7 +121,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) KNAME(const float* q, cons
 }`, { grid: [1, H, 1], block: [DECODE_WARPS * 32, 1, 1], sharedBytes: 0, params: [] });
 
   const prefill = finish('kiln_paged_prefill', `${consts}
-#define NW ${QUERY_TILE}
+constexpr int NW = ${QUERY_TILE};
 extern "C" __global__ void __launch_bounds__(NW * 32) KNAME(const float* q, const ${C}* kc, const ${C}* vc, float* out, const int* meta,
     long long seqOff, long long tabOff, long long tileOff) {
   const int* tile = meta + tileOff + 2 * blockIdx.x;

@@ -1,11 +1,11 @@
 // nvJPEG through koffi: JPEG bytes to interleaved RGB in device memory. The hardware backend (the NVJPG engines of
 // A100/H100-class GPUs) decodes baseline JPEGs in batches; everything else (progressive, odd subsamplings, GPUs
-// without the engine) goes through the default backend one image at a time. The long calls run on koffi's worker
-// threads, so the JavaScript thread stays free while a batch decodes (one decode at a time per NvJpeg).
+// without the engine) goes through the default backend one image at a time. Calls run on the calling thread, where
+// Kiln's CUDA context is current (nvJPEG allocates through the runtime, which needs it).
 import { KilnError } from '../../../ir/errors.js';
 import { koffi, loadLibrary } from './libs.js';
 
-type Fn = ((...args: any[]) => any) & { async: (...args: any[]) => void };
+type Fn = (...args: any[]) => any;
 let api: Record<string, Fn> | undefined;
 
 function load(): Record<string, Fn> {
@@ -58,10 +58,6 @@ export interface JpegJob {
   bytes: Uint8Array;
   dst: number;
   width: number;
-}
-
-function callAsync(fn: Fn, ...args: unknown[]): Promise<number> {
-  return new Promise((resolve, reject) => fn.async(...args, (err: Error | null, st: number) => (err ? reject(err) : resolve(st))));
 }
 
 function imageStruct(jobs: JpegJob[]): Buffer {
@@ -131,13 +127,13 @@ export class NvJpeg {
     return this.n.supported(this.hw.handle, this.hw.stream, unsupported) === 0 && unsupported[0] === 0;
   }
 
-  /** Decode one JPEG (default backend) on `stream`; resolves with the nvJPEG status. */
-  decodeOne(job: JpegJob, stream: unknown): Promise<number> {
-    return callAsync(this.n.decode, this.handle, this.state, job.bytes, job.bytes.length, OUTPUT_RGBI, imageStruct([job]), stream);
+  /** Decode one JPEG (default backend) on `stream`; returns the nvJPEG status. */
+  decodeOne(job: JpegJob, stream: unknown): number {
+    return this.n.decode(this.handle, this.state, job.bytes, job.bytes.length, OUTPUT_RGBI, imageStruct([job]), stream);
   }
 
-  /** Decode a batch on the hardware engine; resolves with the nvJPEG status (non-zero: decode them one by one). */
-  async decodeBatch(jobs: JpegJob[], stream: unknown): Promise<number> {
+  /** Decode a batch on the hardware engine; returns the nvJPEG status (non-zero: decode them one by one). */
+  decodeBatch(jobs: JpegJob[], stream: unknown): number {
     const hw = this.hw!;
     const total = jobs.reduce((a, j) => a + j.bytes.length, 0);
     if (!this.staging || this.staging.bytes < total) {
@@ -157,7 +153,7 @@ export class NvJpeg {
       this.check(this.n.batchedInit(hw.handle, hw.state, jobs.length, 1, OUTPUT_RGBI), 'nvjpegDecodeBatchedInitialize');
       hw.batch = jobs.length;
     }
-    return callAsync(this.n.batched, hw.handle, hw.state, ptrs, lengths, imageStruct(jobs), stream);
+    return this.n.batched(hw.handle, hw.state, ptrs, lengths, imageStruct(jobs), stream);
   }
 
   close(): void {

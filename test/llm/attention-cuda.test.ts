@@ -1,0 +1,48 @@
+// The paged-attention kernels' generator (src/backends/cuda/codegen/attention-paged.ts): shapes it accepts, launch
+// configs, and (where nvcc is installed) that every variant compiles for sm_90. The kernels' results
+// are checked on the GPU machine by bench/llm/check-gpu.ts against the TypeScript kernel.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { pagedAttentionKernels, type PagedAttentionShape } from '../../src/backends/cuda/codegen/attention-paged.js';
+
+const base: PagedAttentionShape = { numHeads: 32, numKvHeads: 8, headDim: 64, blockSize: 16, scale: 0.125, cacheDtype: 'float16' };
+const variants: PagedAttentionShape[] = [
+  base,
+  { ...base, headDim: 16, numHeads: 4, numKvHeads: 2, cacheDtype: 'float32' },
+  { ...base, headDim: 128, numKvHeads: 32, cacheDtype: 'bfloat16' },
+  { ...base, headDim: 80, blockSize: 32 },
+];
+
+describe('paged attention kernels', () => {
+  it('renders write/decode/prefill with one head per grid row and the GQA group baked in', () => {
+    const k = pagedAttentionKernels(base);
+    expect(k.decode.grid[1]).toBe(32);
+    expect(k.prefill.block[0]).toBe(k.queryTile * 32);
+    expect(k.decode.source).toContain('GROUP = 4');
+    expect(k.write.source).toContain('unsigned short* kc');
+    expect(new Set([k.write.name, k.decode.name, k.prefill.name]).size).toBe(3);
+  });
+
+  it('rejects head sizes and head counts it cannot serve, with a hint', () => {
+    expect(() => pagedAttentionKernels({ ...base, headDim: 256 })).toThrow(/head size 256/);
+    expect(() => pagedAttentionKernels({ ...base, numKvHeads: 5 })).toThrow(/not a multiple/);
+  });
+
+  const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
+  it.skipIf(!nvcc)('compiles for sm_90 without warnings (nvcc)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-paged-'));
+    try {
+      const ks = variants.flatMap((v) => { const k = pagedAttentionKernels(v); return [k.write, k.decode, k.prefill]; });
+      writeFileSync(join(dir, 'all.cu'), ks.map((k, i) => `namespace v${i} {\n${k.source}\n}\n`).join('\n'));
+      const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
+      const text = `${res.stdout}${res.stderr}`;
+      expect(res.status, text).toBe(0);
+      expect(text).not.toMatch(/warning/i);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});

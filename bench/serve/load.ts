@@ -4,7 +4,9 @@
 // throughput, latency percentiles, errors, server RSS growth after warm-up and, for Kiln, what its /metrics say:
 // batch sizes formed, instance (worker) busy fraction, main-thread event-loop utilization, per-thread memory.
 // Usage: tsx bench/serve/load.ts [--duration 60] [--connections 256] [--instances N] [--body json|binary|both]
-//        [--json out.json]
+//        [--decode-threads N[,M...]] [--json out.json]
+// --decode-threads runs one Kiln row per value (e.g. `--decode-threads 2,0`: request decoding on 2 threads, then on
+// the event loop), each against the same baseline row.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,6 +24,7 @@ const duration = arg('duration', 60);
 const connections = arg('connections', 256);
 const instances = arg('instances', Math.max(1, Math.min(4, os.cpus().length)));
 const bodies = (argOf('body') ?? 'both') === 'both' ? ['json', 'binary'] : [argOf('body')!];
+const decodeThreads = argOf('decode-threads')?.split(',') ?? [undefined];
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-load-'));
 fs.mkdirSync(path.join(root, 'cnn', '1'), { recursive: true });
@@ -55,6 +58,13 @@ const tsx = path.resolve('node_modules/.bin/tsx');
 function rssKb(pid: number): number {
   const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : 0;
+}
+
+/** CPU seconds (user + system) of a process, or of one of its threads (the main thread's id is the pid). */
+function cpuSeconds(pid: number, tid?: number): number {
+  const stat = fs.readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
 /** The node process serving (tsx spawns node as a child; its RSS is what we watch). */
@@ -118,9 +128,11 @@ async function measure(name: string, args: string[], port: number, kind: string,
       rssSeries.push(Math.round(r / 1024));
       if (metricsUrl) void scrape(metricsUrl).then((m) => elu.push(m.get('kiln_event_loop_utilization') ?? NaN), () => {});
     }, 1000);
+    const cpu0 = [cpuSeconds(pid), cpuSeconds(pid, pid)];
     const t0 = performance.now();
     const r = await autocannon({ ...opts, duration });
     const wallS = (performance.now() - t0) / 1000;
+    const cpu1 = [cpuSeconds(pid), cpuSeconds(pid, pid)];
     clearInterval(sampler);
     const rss1 = rssKb(pid);
     const m1 = metricsUrl ? await scrape(metricsUrl) : undefined;
@@ -134,6 +146,9 @@ async function measure(name: string, args: string[], port: number, kind: string,
     } : undefined;
     return {
       name, body: kind, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx, timeouts: r.timeouts, non2xx: r.non2xx, total: r.requests.total,
+      // CPU time per answered request: what the server costs, whatever share of the cores it got
+      cpuMsPerRequest: +(((cpu1[0] - cpu0[0]) * 1000) / Math.max(1, r.requests.total)).toFixed(3),
+      mainThreadCpuMsPerRequest: +(((cpu1[1] - cpu0[1]) * 1000) / Math.max(1, r.requests.total)).toFixed(3),
       rssWarmMiB: rss0 / 1024, rssEndMiB: rss1 / 1024, rssMaxMiB: rssMax / 1024, rssGrowthPct: ((rss1 - rss0) / rss0) * 100, rssSeries, kiln,
     };
   } finally {
@@ -145,24 +160,29 @@ async function measure(name: string, args: string[], port: number, kind: string,
 const load0 = os.loadavg();
 const rows = [];
 for (const kind of bodies) {
-  rows.push(await measure('kiln serve (dynamic batching)', ['src/cli/main.ts', 'serve', '--model-repository', root, '--http-port', '18100', '--grpc-port', '-1', '--metrics-port', '18102'],
-    18100, kind, 'http://127.0.0.1:18102/metrics'));
+  for (const d of decodeThreads) {
+    const serve = ['src/cli/main.ts', 'serve', '--model-repository', root, '--http-port', '18100', '--grpc-port', '-1', '--metrics-port', '18102'];
+    const name = `kiln serve (dynamic batching${d === undefined ? '' : `, ${d} decode threads`})`;
+    rows.push(await measure(name, d === undefined ? serve : [...serve, '--decode-threads', d], 18100, kind, 'http://127.0.0.1:18102/metrics'));
+  }
   rows.push(await measure('fastify + onnxruntime-node', ['bench/serve/ort-baseline.ts', onnx, '18101'], 18101, kind));
 }
 const load1 = os.loadavg();
 console.log(`\n${duration} s at ${connections} connections, tiny CNN fp32 1x3x32x32 per request, ${os.cpus().length} cores (${os.cpus()[0].model}), ${instances} Kiln instances`);
 console.log(`load average (1/5/15 min) before ${load0.map((x) => x.toFixed(1)).join('/')}, after ${load1.map((x) => x.toFixed(1)).join('/')}`);
-console.log('| body | server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | RSS warm → end (MiB) | RSS growth | memory flat (< 5%) |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+console.log('| body | server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | CPU ms/request (main thread) | RSS warm → end (MiB) | RSS growth | memory flat (< 5%) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of rows) {
   const flat = r.rssGrowthPct < 5 ? 'yes' : 'NO';
-  console.log(`| ${r.body} | ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% | ${flat} |`);
+  console.log(`| ${r.body} | ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.cpuMsPerRequest} (${r.mainThreadCpuMsPerRequest}) | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% | ${flat} |`);
 }
 for (const kind of bodies) {
-  const [k, o] = rows.filter((r) => r.body === kind);
-  console.log(`${kind}: Kiln/ORT throughput ${(k.rps / o.rps).toFixed(2)}×; p99 ${k.p99} vs ${o.p99} ms (issue 9's target: >= 2× at equal or better p99)`);
-  console.log(`${kind}: Kiln metrics ${JSON.stringify(k.kiln)}`);
-  console.log(`${kind}: RSS per second (MiB) kiln ${k.rssSeries.join(' ')} | ort ${o.rssSeries.join(' ')}`);
+  const o = rows.find((r) => r.body === kind && !r.kiln)!;
+  for (const k of rows.filter((r) => r.body === kind && r.kiln)) {
+    console.log(`${kind}: ${k.name}: Kiln/ORT throughput ${(k.rps / o.rps).toFixed(2)}×; p99 ${k.p99} vs ${o.p99} ms (issue 9's target: >= 2× at equal or better p99)`);
+    console.log(`${kind}: ${k.name}: Kiln metrics ${JSON.stringify(k.kiln)}`);
+    console.log(`${kind}: ${k.name}: RSS per second (MiB) kiln ${k.rssSeries.join(' ')} | ort ${o.rssSeries.join(' ')}`);
+  }
 }
 const out = argOf('json');
 if (out) fs.writeFileSync(out, JSON.stringify(rows, null, 2));

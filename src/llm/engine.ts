@@ -149,7 +149,9 @@ export class LlmEngine {
     const blockSize = positive('blockSize', options.blockSize ?? 16);
     const maxSeqLen = positive('maxSeqLen', options.maxSeqLen ?? Math.min(config.maxPositions, 2048));
     if (maxSeqLen > config.maxPositions) throw new InputError(`LlmEngine.load: maxSeqLen ${maxSeqLen} exceeds the model's ${config.maxPositions} positions.`);
-    const maxStepTokens = Math.max(maxBatch, positive('maxStepTokens', options.maxStepTokens ?? 256));
+    // tokens per step (chunked prefill budget): a GPU prefills a batch of prompts in one or two steps; a CPU in small
+    // chunks so running decodes keep their pace
+    const maxStepTokens = Math.max(maxBatch, positive('maxStepTokens', options.maxStepTokens ?? (provider === 'cuda' ? 4096 : 256)));
     // the GPU cache holds the engine's dtype (fp16/bf16, fp32 for checks); the CPU one is fp32
     const bytesPerBlock = 2 * config.numLayers * blockSize * config.numKvHeads * config.headDim * (dtype === 'float32' ? 4 : 2);
     const kvBlocks = positive('kvBlocks', options.kvBlocks ?? Math.max(Math.ceil(maxSeqLen / blockSize),

@@ -15,7 +15,8 @@ import { workerSource } from './instances.js';
 export interface DecodeOptions {
   /** Decode threads; 0 decodes everything on the server's thread. Default: the cores, at most 4. */
   threads?: number;
-  /** Bodies below this many bytes are decoded on the server's thread (default 8 KiB). */
+  /** Bodies with less JSON than this (bytes; the binary header only, for binary-extension bodies) are decoded on the
+   *  server's thread (default 8 KiB): parsing them costs less than the thread hop. Compressed bodies always move. */
   minBytes?: number;
   /** JSON responses with at least this many values are serialized on a decode thread (default 2048). */
   minEncodeValues?: number;
@@ -64,7 +65,7 @@ export class DecodePool {
   }
 
   async decode(cfg: ModelConfig, b: HttpBody): Promise<HttpDecoded> {
-    const slot = b.body.byteLength >= this.minBytes ? this.pick() : undefined;
+    const slot = this.parseCost(b) >= this.minBytes ? this.pick() : undefined;
     if (!slot) {
       this.counts.decodedInline++;
       return decodeHttp(cfg, b);
@@ -83,7 +84,8 @@ export class DecodePool {
   }
 
   async encode(head: ResponseHead, outputs: InferOutput[], spec: ResponseSpec): Promise<EncodedResponse> {
-    const slot = jsonElements(outputs, spec) >= this.minEncodeValues ? this.pick() : undefined;
+    const values = jsonElements(outputs, spec);
+    const slot = values > 0 && values >= this.minEncodeValues ? this.pick() : undefined;
     if (!slot) {
       this.counts.encodedInline++;
       return encodeHttp(head, outputs, spec);
@@ -97,6 +99,13 @@ export class DecodePool {
   async close(): Promise<void> {
     this.closing = true;
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  /** Bytes of JSON to parse; raw tensor bytes after a binary header cost one copy, compressed bodies inflate. */
+  private parseCost(b: HttpBody): number {
+    if (b.encoding && b.encoding !== 'identity') return Infinity;
+    const n = Number(b.headerLength);
+    return b.headerLength !== undefined && Number.isInteger(n) && n >= 0 ? Math.min(n, b.body.byteLength) : b.body.byteLength;
   }
 
   private pick(): Slot | undefined {

@@ -288,11 +288,11 @@ ${source}
   return src;
 }
 
-/** Stride-1 convolutions with a window larger than 1x1 can also run direct (no im2col; see dconv_t): the padded
+/** Stride-1 convolutions can also run direct (no im2col; see dconv_t): the padded
  * image size and each tap's offset in it. */
 function directConv(g: ConvGeom): { HP: number; WP: number; off: number[] } | undefined {
   const { C, H, W, OH, OW, kh, kw, s, d, p } = g;
-  if (s[0] !== 1 || s[1] !== 1 || kh * kw === 1) return undefined;
+  if (s[0] !== 1 || s[1] !== 1) return undefined;
   const HP = Math.max(OH + (kh - 1) * d[0], p[0] + H), WP = Math.max(OW + (kw - 1) * d[1], p[1] + W);
   const off: number[] = [];
   for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) off.push(ci * HP * WP + a * d[0] * WP + b * d[1]);
@@ -335,37 +335,58 @@ function im2colBody(g: ConvGeom, nr: number): string {
   }`;
 }
 
-/** Depthwise convolution with everything baked in: per (image, channel) task, the input plane is copied into a
- * zero-padded scratch plane, then each output row is a branch-free, vectorizable loop over the window taps with the
- * bias, residual and activation applied in the same pass. */
+/** Depthwise convolution with everything baked in. Per (image, channel) task, the input plane is copied into
+ * zero-padded phase planes, one per (row, column) offset modulo the stride (a single padded plane at stride 1), so
+ * every tap of every output reads plane[w + constant] where w = oh * WQ + ow runs over the output rows laid end to end
+ * at the planes' width: one long vectorizable loop over all taps, then the valid columns are copied out with the
+ * residual and activation. */
 function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
   const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
   if (batch * Co * OH * OW < MIN_ELEMENTS) return undefined;
   const id = c.id, N = OH * OW, mult = Co / C;
   const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
+  const HQ = Math.ceil(HP / s[0]), WQ = Math.ceil(WP / s[1]), PQ = HQ * WQ + WQ + 16, nw = (OH - 1) * WQ + OW;
   const taps: string[] = [];
-  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) taps.push(`v += wk[${a * kw + b}] * xr[${a * d[0] * WP + b * d[1]} + ow * ${s[1]}];`);
+  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
+    const ra = a * d[0], cb = b * d[1], plane = (ra % s[0]) * s[1] + (cb % s[1]);
+    taps.push(`v += wk[${a * kw + b}] * q[${plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1])} + w];`);
+  }
+  // input (h, x) lands in plane ((h + pt) % s0, (x + pl) % s1) at ((h + pt) / s0, (x + pl) / s1)
+  const fill = s[0] === 1 && s[1] === 1
+    ? `for (int h = 0; h < ${H}; h++) memcpy(q + (size_t)(h + ${p[0]}) * ${WQ} + ${p[1]}, x + (size_t)h * ${W}, ${W} * sizeof(float));`
+    : `for (int h = 0; h < ${H}; h++) {
+    int hh = h + ${p[0]};
+    float *qr = q + (size_t)(hh % ${s[0]}) * ${s[1] * PQ} + (size_t)(hh / ${s[0]}) * ${WQ};
+    const float *xr = x + (size_t)h * ${W};
+    ${colPhases(W, p[1], s[1], PQ)}
+  }`;
   const fn = `L${id}_dw`;
   const src = `static void t${id}(void *ctx, int t) {
-  void *const *q = ctx;
+  void *const *qa = ctx;
   int n = t / ${Co}, oc = t % ${Co}, ic = oc / ${mult};
-  const float *x = (const float *)q[0] + ((size_t)n * ${C} + ic) * ${H * W};
-  const float *w = (const float *)q[1] + (size_t)oc * ${kh * kw};
-  float b = q[2] ? ((const float *)q[2])[oc] : 0.0f;
-  const float *res = q[3] ? (const float *)q[3] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
-  float *y = (float *)q[4] + ((size_t)n * ${Co} + oc) * ${N};
-  float *pad = kiln_scratch(0, ${HP * WP});
-  memset(pad, 0, ${HP * WP} * sizeof(float));
-  for (int h = 0; h < ${H}; h++) memcpy(pad + (size_t)(h + ${p[0]}) * ${WP} + ${p[1]}, x + (size_t)h * ${W}, ${W} * sizeof(float));
+  const float *x = (const float *)qa[0] + ((size_t)n * ${C} + ic) * ${H * W};
+  const float *wt = (const float *)qa[1] + (size_t)oc * ${kh * kw};
+  float b = qa[2] ? ((const float *)qa[2])[oc] : 0.0f;
+  const float *res = qa[3] ? (const float *)qa[3] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
+  float *y = (float *)qa[4] + ((size_t)n * ${Co} + oc) * ${N};
+  float *q = kiln_scratch(0, ${s[0] * s[1] * PQ + nw + 16});
+  float *wide = q + ${s[0] * s[1] * PQ};
+  memset(q, 0, ${s[0] * s[1] * PQ} * sizeof(float));
+  ${fill}
   float wk[${kh * kw}];
-  for (int i = 0; i < ${kh * kw}; i++) wk[i] = w[i];
+  for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
+  #pragma GCC ivdep
+  for (int w = 0; w < ${nw}; w++) {
+    float v = b;
+    ${taps.join(' ')}
+    wide[w] = v;
+  }
   for (int oh = 0; oh < ${OH}; oh++) {
-    const float *xr = pad + (size_t)oh * ${s[0] * WP};
+    const float *wr = wide + oh * ${WQ};
     float *yr = y + oh * ${OW};
     #pragma GCC ivdep
     for (int ow = 0; ow < ${OW}; ow++) {
-      float v = b;
-      ${taps.join(' ')}
+      float v = wr[ow];
       ${hasRes ? `v += res[oh * ${OW} + ow];` : ''}
       yr[ow] = ${act};
     }
@@ -375,6 +396,17 @@ ${exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
   kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`)}`;
   return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
     batched: !!c.batch, work: batch * Co * N * kh * kw };
+}
+
+/** Copies one input row \`xr\` into its column phase planes (\`qr\` + phase * PQ): input column x goes to phase
+ * (x + pl) % s at (x + pl) / s, one strided loop per phase. */
+function colPhases(W: number, pl: number, s: number, PQ: number): string {
+  const loops: string[] = [];
+  for (let ph = 0; ph < s; ph++) {
+    const x0 = (((ph - pl) % s) + s) % s, n = Math.max(0, Math.ceil((W - x0) / s));
+    if (n) loops.push(`{ float *dst = qr + ${ph * PQ + (x0 + pl - ph) / s}; for (int i = 0; i < ${n}; i++) dst[i] = xr[${x0} + i * ${s}]; }`);
+  }
+  return loops.join('\n    ');
 }
 
 /** kiln:Elementwise over float32 inputs: an outer loop over rows (each input's offset from baked strides) and a

@@ -56,7 +56,7 @@ export const cpuBackend: Backend = {
       async run(feeds, fetches, hooks) {
         const t0 = performance.now();
         // intermediate buffers are reused only where no caller can keep an intermediate value
-        const run = faultyKernels.size ? undefined : native?.begin(!hooks?.keepAll && !hooks?.retainOutputs);
+        const run = faultyKernels.size ? undefined : native?.begin(!hooks?.keepAll && !hooks?.retainOutputs, !hooks?.onLayer);
         const all = await executeGraphAsync(model.graph, feeds as Map<string, Value>, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
           kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
         run?.end();

@@ -7,14 +7,15 @@ import { topoSort } from '../../ops/execute.js';
 import { TensorData, type Value } from '../../ir/tensor.js';
 import { KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
-import { NativeLibrary, type Ptr } from './native.js';
+import { NativeLibrary, chainRecord, type Ptr } from './native.js';
 import { outValue, outWords } from './int8.js';
 import { KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
 
 export interface NativeKernels {
   /** The kernels for one run; `pool` lets intermediate outputs reuse buffers of values that are dead by then (off
-   * when a caller holds on to intermediate values: keepAll, or onLayer with retainOutputs). */
-  begin(pool: boolean): { kernelFor: (node: Node) => NodeKernel | undefined; end: () => void };
+   * when a caller holds on to intermediate values: keepAll, or onLayer with retainOutputs); \`chain\` (default on)
+   * runs consecutive native layers in one foreign call (off where per-layer timings are wanted). */
+  begin(pool: boolean, chain?: boolean): { kernelFor: (node: Node) => NodeKernel | undefined; end: () => void };
   release(): void;
 }
 
@@ -103,28 +104,76 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   const order = topoSort(model.graph, () => true);
   const index = new Map(order.map((n, i) => [n, i]));
   const life = deadAfter(order, new Set(kernels.keys()), new Set(model.graph.outputs.map((o) => o.name)));
+  const chains = chainsOf(order, kernels, model);
+  const metaOf = new Map(meta.layers.map((l) => [byName.get(l.node)!, l]));
+  const addr = new Map<string, bigint | undefined>();
+  const symbol = (fn: string) => (addr.has(fn) ? addr.get(fn) : addr.set(fn, lib.symbol(fn)).get(fn));
   const pool = new BufferPool();
   return {
-    begin(usePool) {
-      if (!usePool || !life) {
-        return { kernelFor: (n) => { const k = kernels.get(n); return k && (async (inputs) => k(inputs, (len) => new Float32Array(len))); }, end: () => {} };
-      }
+    begin(usePool, chain = true) {
+      const pooled = usePool && !!life;
       // buffers this run took, with the schedule index after which they are dead
       const held: { until: number; buf: Float32Array }[] = [];
-      // once the run has returned its outputs, every buffer it still holds is dead
-      const end = () => { for (const h of held.splice(0)) pool.give(h.buf); };
+      const releaseBefore = (i: number) => {
+        for (let h = held.length - 1; h >= 0; h--) if (held[h].until < i) pool.give(held.splice(h, 1)[0].buf);
+      };
+      const allocFor = (n: Node) => (len: number) => {
+        const until = pooled ? life!.get(n)! : Infinity;
+        const buf = until === Infinity ? new Float32Array(len) : pool.take(len);
+        if (until !== Infinity) held.push({ until, buf });
+        return buf;
+      };
+      // outputs of this run's native layers (inputs of later chain members), and outputs a chain computed ahead
+      const produced = new Map<string, Value>();
+      const pending = new Map<Node, Value[]>();
+      const record = (n: Node, out: Value[]) => {
+        n.outputs.forEach((o, k) => o && produced.set(o, out[k]));
+        return out;
+      };
+      const single = async (n: Node, inputs: (Value | undefined)[]) => {
+        releaseBefore(index.get(n)!);
+        return record(n, await kernels.get(n)!(inputs, allocFor(n)));
+      };
+      /** Runs the chain's members (as far as their inputs fit their code) in one foreign call; the head's outputs
+       * are returned, the others wait in \`pending\` for the executor to reach them. */
+      const runChain = async (nodes: Node[], headInputs: (Value | undefined)[]): Promise<Value[]> => {
+        const given = new Map(nodes[0].inputs.map((x, i) => [x, headInputs[i]]));
+        const inits = model.graph.initializers;
+        const calls: Call[] = [];
+        const results: Value[][] = [];
+        for (const [j, n] of nodes.entries()) {
+          const inputs = j === 0 ? headInputs : n.inputs.map((x) => (x ? inits.get(x) ?? produced.get(x) ?? given.get(x) : undefined));
+          if (inputs.some((v, q) => n.inputs[q] && v === undefined) || runBatch(metaOf.get(n)!, inputs) === undefined) break;
+          if (symbol(metaOf.get(n)!.fn) === undefined) break;
+          releaseBefore(index.get(n)!);
+          const p = kernels.get(n)!.prepare(inputs, allocFor(n));
+          const out = 'done' in p ? p.done : p.call.result;
+          if ('call' in p) calls.push(p.call);
+          results.push(record(n, out));
+        }
+        if (!results.length) return single(nodes[0], headInputs);
+        const prog = new BigInt64Array(calls.length * 10);
+        calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
+        lib.threads(threads);
+        if (calls.length) await lib.runChain(prog, calls.length, calls.reduce((a, c) => a + c.work, 0) < SYNC_WORK);
+        for (let j = 1; j < results.length; j++) pending.set(nodes[j], results[j]);
+        return results[0];
+      };
       const kernelFor = (n: Node): NodeKernel | undefined => {
-        const k = kernels.get(n);
-        if (!k) return undefined;
-        const i = index.get(n)!, until = life.get(n)!;
-        return async (inputs) => {
-          for (let h = held.length - 1; h >= 0; h--) if (held[h].until < i) pool.give(held.splice(h, 1)[0].buf);
-          return k(inputs, (len) => {
-            const buf = until === Infinity ? new Float32Array(len) : pool.take(len);
-            if (until !== Infinity) held.push({ until, buf });
-            return buf;
-          });
-        };
+        if (!kernels.has(n)) return undefined;
+        const ready = pending.get(n);
+        if (ready) {
+          pending.delete(n);
+          return () => ready;
+        }
+        const c = chain ? chains.get(n) : undefined;
+        return c ? (inputs) => runChain(c, inputs) : (inputs) => single(n, inputs);
+      };
+      // once the run has returned its outputs, every buffer it still holds is dead
+      const end = () => {
+        pending.clear();
+        produced.clear();
+        for (const h of held.splice(0)) pool.give(h.buf);
       };
       return { kernelFor, end };
     },
@@ -134,6 +183,30 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       pool.clear();
     },
   };
+}
+
+/**
+ * Runs of consecutive native layers (in schedule order) that can go to the library in one call, by their first
+ * layer: every input of a later member is a constant, an output of a native layer, or an input of the first
+ * (values the runner holds when the chain starts). Runs of one layer are left out.
+ */
+function chainsOf(order: Node[], kernels: Map<Node, unknown>, model: Model): Map<Node, Node[]> {
+  const chains = new Map<Node, Node[]>();
+  const nativeOut = new Set([...kernels.keys()].flatMap((n) => n.outputs.filter(Boolean)));
+  const inits = model.graph.initializers;
+  let cur: Node[] = [];
+  const close = () => {
+    if (cur.length > 1) chains.set(cur[0], cur);
+    cur = [];
+  };
+  for (const n of order) {
+    if (!kernels.has(n)) { close(); continue; }
+    const head = cur[0];
+    if (head && !n.inputs.every((x) => !x || inits.has(x) || nativeOut.has(x) || head.inputs.includes(x))) close();
+    cur.push(n);
+  }
+  close();
+  return chains;
 }
 
 function packWeights(lib: NativeLibrary, model: Model, node: Node, l: LayerMeta): Ptr {

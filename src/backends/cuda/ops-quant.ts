@@ -3,13 +3,17 @@
 // (per-channel scale, bias and zero-point compensation, residual, activation, requantization) after its last k-step.
 // Constants each layer needs beyond its inputs (scale/offset per channel; weights transposed or padded to [N, Kp])
 // are computed once on the host and uploaded when the layer's implementation is made.
-// KILN_QGEMM=cublaslt runs QMatMul through cuBLASLt's int8/fp8 GEMM plus the epilogue as a second kernel instead.
+// Route and tile are a tactic per layer, timed on the build's device run (like cuBLASLt's algorithms: the choice goes
+// into the plan): the fused kernel with each tile of QGEMM_TILES, the first version of its main loop (faster on some
+// small-channel convolutions), or, for QMatMul and 1x1 stride-1 QConv (a plain GEMM
+// in NHWC) with signed operands, cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel.
+// KILN_QGEMM=cublaslt or =fused forces a route, KILN_QSTAGE=0 turns off the staged epilogue (checks and benchmarks).
 import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
 import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
-import { prepareQuantGemm } from './ffi/cublaslt.js';
-import { dequantizeKernel, qepilogue, qgemm, qim2col, quantizeKernel, type QOperand, type QStore } from './codegen/quant.js';
+import { gemmChoices, prepareQuantGemm, timeOnStream, tuning, usedChoices } from './ffi/cublaslt.js';
+import { dequantizeKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
 
 type Factory = (c: ImplContext) => GpuImpl | undefined;
@@ -94,15 +98,16 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   const residual = R ? (R.dtype === 'float32' || R.dtype === 'float16') && same(R.dims, out.dims) ? R.dtype : undefined : undefined;
   if (R && !residual) return undefined;
   if (B && (prod(B.dims) !== M || !B.constant)) return undefined;
-  const k = qgemm({
+  const args: QGemmArgs = {
     M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, activation: a.activation ?? '', params: a.activation_params ?? [],
-    out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point,
-  });
+    out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, staged: process.env.KILN_QSTAGE !== '0',
+  };
   const col = implicit ? undefined : qim2col({ ...geo, N: Nb, Kp, pad: zp });
-  c.dev.kernel(k);
   if (col) c.dev.kernel(col);
   const sc = upload(c.dev, scaleOffset(a, M, K, wq, X.dtype !== 'uint8', B?.constant));
   const wptr = wpad ? upload(c.dev, wpad) : 0;
+  const plain = KH === 1 && KW === 1 && strides.every((s) => s === 1) && pads.every((p) => p === 0) && implicit;
+  const gemm = layerGemm(c, args, sc, plain ? { ...args, conv: undefined } : undefined);
   return {
     run(ins, stream) {
       const o = h.alloc(c.dev, out.dtype, out.dims);
@@ -112,16 +117,95 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
         c.dev.launch(col, [x, ws], stream);
         x = ws;
       }
-      c.dev.launch(k, ptrsFor(k, x, wptr || ins[1]!.ptr, sc, ins[3]?.ptr ?? 0, o.ptr), stream);
+      gemm.run(x, wptr || ins[1]!.ptr, ins[3]?.ptr ?? 0, o.ptr, stream);
       if (ws) c.dev.release(ws); // reuse is ordered on the stream
       return [o];
     },
     destroy() {
+      gemm.destroy();
       c.dev.release(sc);
       if (wptr) c.dev.release(wptr);
     },
   };
 };
+
+interface LayerGemm {
+  run(x: number, w: number, res: number, out: number, stream: unknown): void;
+  destroy(): void;
+}
+type Candidate = LayerGemm & { ready(): void };
+
+/**
+ * The GEMM of one quantized layer as a timed tactic: candidates are the fused kernel with each tile and, when `lt`
+ * (a dense GEMM with signed 8-bit operands) is given, cuBLASLt plus the epilogue kernel. The build's device run
+ * (`tuning.on`) times them on the layer's real operands and keeps the fastest in `gemmChoices` (saved in the plan);
+ * without a choice the default tile runs.
+ */
+function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs): LayerGemm {
+  const force = process.env.KILN_QGEMM;
+  const { M, N, K } = args;
+  const def = qgemmTile(M, N);
+  const tiles = [def, ...QGEMM_TILES.filter((t) => t.BM !== def.BM || t.BN !== def.BN)];
+  const fused = (tile: { BM: number; BN: number }, legacy = false): Candidate => {
+    const k = qgemm({ ...args, tile, legacy });
+    return {
+      ready: () => { c.dev.kernel(k); },
+      run: (x: number, w: number, res: number, out: number, stream: unknown) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out), stream),
+      destroy: () => undefined,
+    };
+  };
+  const lib = (): Candidate => {
+    const gemm = prepareQuantGemm({ M, N, K, kind: args.a === 'fp8' ? 'fp8' : 'int8' }, `layer '${c.node.name}'`);
+    const ek = qepilogue({ ...lt!, acc: args.a === 'fp8' ? 'float32' : 'int32' });
+    return {
+      ready: () => { c.dev.kernel(ek); },
+      run: (x: number, w: number, res: number, out: number, stream: unknown) => {
+        const acc = c.dev.alloc(M * N * 4);
+        gemm.run(w, x, acc, stream);
+        c.dev.launch(ek, ek.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? out : p.index === 0 ? acc : res)), stream);
+        c.dev.release(acc); // reuse is ordered on the stream
+      },
+      destroy: () => gemm.destroy(),
+    };
+  };
+  const libOk = !!lt && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
+  const makers = force === 'cublaslt' && libOk ? [lib] : force === 'fused' ? [() => fused(def)]
+    : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...(libOk ? [lib] : [])];
+  const key = `qgemm|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}`;
+  const made = new Map<number, Candidate>();
+  const get = (i: number): Candidate => {
+    let m = made.get(i);
+    if (!m) {
+      made.set(i, m = makers[i]());
+      m.ready();
+    }
+    return m;
+  };
+  const saved = makers.length > 1 ? gemmChoices.get(key) : 0;
+  let choice = saved !== undefined && saved < makers.length ? saved : tuning.on ? -1 : 0;
+  if (choice >= 0) get(choice);
+  return {
+    run(x, w, res, out, stream) {
+      if (choice < 0) {
+        const times = makers.map((_, i) => {
+          try {
+            const m = get(i);
+            return timeOnStream(() => m.run(x, w, res, out, stream), stream, 5);
+          } catch {
+            return Infinity; // e.g. cuBLASLt has no algorithm for this shape: not a candidate
+          }
+        });
+        choice = times.indexOf(Math.min(...times));
+        gemmChoices.set(key, choice);
+      }
+      if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
+      get(choice).run(x, w, res, out, stream);
+    },
+    destroy() {
+      for (const m of made.values()) m.destroy();
+    },
+  };
+}
 
 /** kiln:QMatMul: X[.., K] @ W (constant [K, N], or [N, K] with transB), one GEMM over all leading rows. */
 const qmatmul = (h: QuantHelpers): Factory => (c) => {
@@ -143,35 +227,24 @@ const qmatmul = (h: QuantHelpers): Factory => (c) => {
     wt = new Uint8Array(N * K);
     for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) wt[n * K + k] = src[k * N + n];
   }
-  const epi = { activation: a.activation ?? '', params: a.activation_params ?? [], out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual };
+  const args: QGemmArgs = {
+    M: rows, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: outStore(c, out.dtype),
+    yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual, staged: process.env.KILN_QSTAGE !== '0',
+  };
   const sc = upload(c.dev, scaleOffset(a, N, K, wt, X.dtype !== 'uint8', B?.constant));
   const wptr = a.transB ? 0 : upload(c.dev, wt);
-  const free = () => { c.dev.release(sc); if (wptr) c.dev.release(wptr); };
-  if (process.env.KILN_QGEMM === 'cublaslt' && op !== 'uint8') {
-    const gemm = prepareQuantGemm({ M: rows, N, K, kind: op === 'fp8' ? 'fp8' : 'int8' }, `layer '${c.node.name}'`);
-    const ek = qepilogue({ M: rows, N, acc: op === 'fp8' ? 'float32' : 'int32', ...epi });
-    c.dev.kernel(ek);
-    return {
-      run(ins, stream) {
-        const o = h.alloc(c.dev, out.dtype, out.dims);
-        const acc = c.dev.alloc(rows * N * 4);
-        gemm.run(wptr || ins[1]!.ptr, ins[0]!.ptr, acc, stream);
-        c.dev.launch(ek, ek.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? o.ptr : p.index === 0 ? acc : ins[3]!.ptr)), stream);
-        c.dev.release(acc);
-        return [o];
-      },
-      destroy() { gemm.destroy(); free(); },
-    };
-  }
-  const k = qgemm({ M: rows, N, K, a: op, ...epi });
-  c.dev.kernel(k);
+  const gemm = layerGemm(c, args, sc, args);
   return {
     run(ins, stream) {
       const o = h.alloc(c.dev, out.dtype, out.dims);
-      c.dev.launch(k, ptrsFor(k, ins[0]!.ptr, wptr || ins[1]!.ptr, sc, ins[3]?.ptr ?? 0, o.ptr), stream);
+      gemm.run(ins[0]!.ptr, wptr || ins[1]!.ptr, ins[3]?.ptr ?? 0, o.ptr, stream);
       return [o];
     },
-    destroy: free,
+    destroy() {
+      gemm.destroy();
+      c.dev.release(sc);
+      if (wptr) c.dev.release(wptr);
+    },
   };
 };
 

@@ -60,6 +60,8 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     ['mobilenet-v2 (small, 64x64)', () => mobilenetV2({ ...MOBILENET_SMALL, image: 64 }), () => 1, ['FusedConv']],
     ['bert (small, seq 128)', () => bertBase({ ...BERT_SMALL, maxPositions: 128 }), seq, ['FusedMatMul', 'Attention', 'LayerNormalization', 'Elementwise']],
     ['gpt2 (small, seq 128)', () => gpt2({ ...GPT2_SMALL, maxPositions: 128 }), seq, ['FusedMatMul', 'Attention', 'LayerNormalization']],
+    // attention rows and columns that are not multiples of its 4-row, 64-column blocks
+    ['gpt2 (small, seq 37)', () => gpt2({ ...GPT2_SMALL, maxPositions: 64 }), (d) => (/seq|len/.test(String(d)) ? 37 : 1), ['FusedMatMul', 'Attention']],
   ];
   for (const [name, make, dimsOf, expectOps] of cases) {
     it(`${name}: native layers match the reference kernels`, async () => {

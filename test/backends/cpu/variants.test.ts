@@ -79,6 +79,23 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     expect([...seen].sort()).toEqual(['conv', 'dconv', 'tconv']);
   }, 120_000);
 
+  it('depthwise convolutions: strides 1 and 2, asymmetric strides and pads, dilation, channel multiplier, residual', async () => {
+    const r = seededRandom(8);
+    const b = new GraphBuilder('depthwise');
+    const x = b.input('x', 'float32', [2, 6, 17, 23]);
+    const dw = (inp: string, c: number, mult: number, name: string, attrs: Record<string, number[]>, k: number[]) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [c * mult, 1, ...k], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [c * mult], 0.1))],
+        { kernel_shape: k, group: c, ...attrs }, name);
+    let h = b.op('Relu', [dw(x, 6, 1, 'dw1', { pads: [1, 1, 1, 1] }, [3, 3])], {}, 'r1');
+    h = b.op('Relu', [b.op('Add', [dw(h, 6, 1, 'dw2', { pads: [2, 2, 2, 2], dilations: [2, 2] }, [3, 3]), h], {}, 'res')], {}, 'r2');
+    b.output(dw(h, 6, 1, 's2', { pads: [1, 1, 1, 1], strides: [2, 2] }, [3, 3]));
+    b.output(dw(h, 6, 2, 's21', { pads: [2, 1, 0, 2], strides: [2, 1] }, [5, 5]));
+    b.output(dw(h, 6, 1, 's3', { strides: [3, 3] }, [3, 3]));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(5), [2, 6, 17, 23], 1)]]));
+    expect(seen).toContain('depthwise');
+  }, 120_000);
+
   it('transposed convolutions reading the input in place: whole tiles per row, asymmetric strides', async () => {
     const r = seededRandom(6);
     const b = new GraphBuilder('tconv_inplace');

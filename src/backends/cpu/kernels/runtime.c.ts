@@ -761,6 +761,38 @@ static void row_times(const float *restrict x, int k, const float *restrict m, i
   }
 }
 
+/* Y[r][0..n) = X[r][0..k) times the row-major [k][n] matrix m for 'rows' rows (X rows ldx apart, Y rows ldy apart):
+   4 rows x 4 vectors at a time, so each vector of m loaded meets 4 rows (a lone row_times is bound by those loads);
+   leftover rows and columns go through row_times. */
+static void rows_times(const float *restrict x, int ldx, int rows, int k, const float *restrict m, int n, float *restrict y, int ldy) {
+  enum { R = 4, U = 4 };
+  int r0 = 0;
+  for (; r0 + R <= rows; r0 += R) {
+    int j0 = 0;
+    for (; j0 + U * VW <= n; j0 += U * VW) {
+      vf acc[R][U];
+      for (int r = 0; r < R; r++) for (int u = 0; u < U; u++) acc[r][u] = (vf){0};
+      for (int d = 0; d < k; d++) {
+        const float *mr = m + (size_t)d * n + j0;
+        vf mv[U];
+        _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) mv[u] = *(const vfu *)(mr + u * VW);
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+          float xv = x[(size_t)(r0 + r) * ldx + d];
+          _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) acc[r][u] += xv * mv[u];
+        }
+      }
+      for (int r = 0; r < R; r++) for (int u = 0; u < U; u++) *(vfu *)(y + (size_t)(r0 + r) * ldy + j0 + u * VW) = acc[r][u];
+    }
+    if (j0 < n) for (int r = 0; r < R; r++) {
+      float *yr = y + (size_t)(r0 + r) * ldy;
+      const float *xr = x + (size_t)(r0 + r) * ldx;
+      for (int j = j0; j < n; j++) yr[j] = 0;
+      for (int d = 0; d < k; d++) for (int j = j0; j < n; j++) yr[j] += xr[d] * m[(size_t)d * n + j];
+    }
+  }
+  for (; r0 < rows; r0++) row_times(x + (size_t)r0 * ldx, k, m, n, y + (size_t)r0 * ldy);
+}
+
 /* One (batch, head) per task: scores = Q K^T * scale + mask, softmax per row, then P V. */
 static void attn_task(void *p, int t) {
   const attn_t *a = p;
@@ -771,9 +803,9 @@ static void attn_task(void *p, int t) {
   float *sc = kt + (size_t)D * L;
   if (a->kt) memcpy(kt, k, (size_t)D * L * sizeof(float));
   else for (int l = 0; l < L; l++) for (int d = 0; d < D; d++) kt[(size_t)d * L + l] = k[(size_t)l * D + d];
+  rows_times(q, D, S, D, kt, L, sc, L);
   for (int s = 0; s < S; s++) {
     float *row = sc + (size_t)s * L;
-    row_times(q + (size_t)s * D, D, kt, L, row);
     long mo = b * a->mq[0] + h * a->mq[1] + (long)s * a->mq[2];
     if (!a->mask) for (int l = 0; l < L; l++) row[l] *= a->scale;
     else if (a->mask_bool) {
@@ -784,8 +816,8 @@ static void attn_task(void *p, int t) {
       for (int l = 0; l < L; l++) row[l] = row[l] * a->scale + m[l * a->mq[3]];
     }
     softmax_row(row, row, L);
-    row_times(row, L, v, DV, a->y + (bh * S + s) * DV);
   }
+  rows_times(sc, L, S, L, v, DV, a->y + bh * S * DV, DV);
 }
 void kiln_attention(const attn_t *a) { kiln_pool_run(attn_task, (void *)a, a->B * a->H); }
 `;

@@ -32,18 +32,28 @@ export interface QGemmArgs {
   out: QStore;
   yScale?: number;
   yZeroPoint?: number;
+  /** tile override (benchmarks and timed tactics); default qgemmTile(M, N) */
+  tile?: { BM: number; BN: number };
+  /** the first version's main loop (32-bit shared loads, one block per SM, scalar stores): kept for comparisons */
+  legacy?: boolean;
+  /** 1- and 2-byte outputs go through shared memory for 16-byte coalesced stores (default true) */
+  staged?: boolean;
 }
 
 const BK = 64;
 const ROW = BK + 16; // shared-memory row pitch in bytes: conflict-free fragment loads, 16-byte aligned rows
 const STAGES = 3;
 
-/** Tile shape for a problem: 128x128 when there are enough tiles to fill the device, else smaller. */
+/** Tile shape for a problem: 128x128 when there are enough tiles to fill the device twice (2 blocks per SM), else smaller. */
 export function qgemmTile(M: number, N: number): { BM: number; BN: number } {
-  const BN = N <= 64 ? 64 : 128;
-  const BM = Math.ceil(M / 128) * Math.ceil(N / BN) >= 132 ? 128 : 64;
-  return { BM, BN };
+  const tiles = (bm: number, bn: number) => Math.ceil(M / bm) * Math.ceil(N / bn);
+  if (N > 64 && tiles(128, 128) >= 264) return { BM: 128, BN: 128 };
+  if (N > 64 && tiles(64, 128) >= 132) return { BM: 64, BN: 128 };
+  return { BM: 64, BN: 64 };
 }
+
+/** The tiles a timed tactic may choose from. */
+export const QGEMM_TILES = [{ BM: 128, BN: 128 }, { BM: 64, BN: 128 }, { BM: 64, BN: 64 }] as const;
 
 export const QSTORAGE: Record<QStore, string> = { float32: 'float', float16: 'unsigned short', int8: 'signed char', uint8: 'unsigned char', fp8: 'unsigned char' };
 
@@ -87,7 +97,7 @@ export function qgemm(g: QGemmArgs): KernelSource {
   const { M, N, K } = g;
   if (K % 16 !== 0) throw new Error(`qgemm: K = ${K} must be a multiple of 16`);
   if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm: implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
-  const { BM, BN } = qgemmTile(M, N);
+  const { BM, BN } = g.tile ?? qgemmTile(M, N);
   const WM = BM / 2, WN = BN / 4, MT = WM / 16, NT = WN / 8;
   const aT = g.a === 'uint8' ? 'unsigned char' : g.a === 'int8' ? 'signed char' : 'unsigned char';
   const { asm, acc, accC } = mmaInstr(g.a);
@@ -116,15 +126,42 @@ export function qgemm(g: QGemmArgs): KernelSource {
       const int m = m0 + row;
       const bool ok = m < ${M} && k < ${K};
       const ${aT}* src = ok ? x + (${it})m * ${K} + k : x;`;
+  const legacyFrag = `
+      #pragma unroll
+      for (int a = 0; a < ${MT}; a++) {
+        const unsigned char* p = As + (wm * ${WM} + a * 16 + grp) * ${ROW} + ks + tig * 4;
+        af[a][0] = *(const unsigned*)p;
+        af[a][1] = *(const unsigned*)(p + 8 * ${ROW});
+        af[a][2] = *(const unsigned*)(p + 16);
+        af[a][3] = *(const unsigned*)(p + 8 * ${ROW} + 16);
+      }
+      #pragma unroll
+      for (int b = 0; b < ${NT}; b++) {
+        const unsigned char* p = Bs + (wn * ${WN} + b * 8 + grp) * ${ROW} + ks + tig * 4;
+        bf[b][0] = *(const unsigned*)p;
+        bf[b][1] = *(const unsigned*)(p + 16);
+      }`;
+  // ldmatrix.x4: A = rows 0-7 / 8-15 x bytes 0-15 / 16-31 (a0..a3); B = two n-tiles x bytes 0-15 / 16-31
+  const ldsmFrag = `
+      #pragma unroll
+      for (int a = 0; a < ${MT}; a++)
+        ldsm4(sA + (wm * ${WM} + a * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ${ROW} + ks + (lane >> 4) * 16, af[a][0], af[a][1], af[a][2], af[a][3]);
+      #pragma unroll
+      for (int b = 0; b < ${NT}; b += 2)
+        ldsm4(sB + (wn * ${WN} + b * 8 + (lane & 7) + (lane >> 4) * 8) * ${ROW} + ks + ((lane >> 3) & 1) * 16, bf[b][0], bf[b][1], bf[b + 1][0], bf[b + 1][1]);`;
   const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
   const resAdd = g.residual ? `v += ${g.residual === 'float16' ? 'h2f(res[o])' : 'res[o]'};` : '';
   const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
   const store = storeExpr(g.out, 'v', g.yScale ?? 1, g.yZeroPoint ?? 0);
+  const pairedEpilogue = pairedStores(g, { BM, BN, MT, NT, WM, WN, smemBytes: STAGES * stageBytes }, it, act);
   const body = `${g.a === 'fp8' || g.out === 'fp8' ? FP8_HELPERS : ''}
+__device__ __forceinline__ void ldsm4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
-extern "C" __global__ void __launch_bounds__(256) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${QSTORAGE[g.out]}* __restrict__ out) {
+extern "C" __global__ void __launch_bounds__(256${g.legacy ? '' : ', 2'}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${QSTORAGE[g.out]}* __restrict__ out) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp >> 2, wn = warp & 3, grp = lane >> 2, tig = lane & 3;
@@ -161,25 +198,12 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(const ${aT}* __restrict_
     __syncthreads();
     if (kt + ${STAGES - 1} < ${KT}) load(kt + ${STAGES - 1}, (kt + ${STAGES - 1}) % ${STAGES});
     asm volatile("cp.async.commit_group;\\n");
-    const unsigned char* As = smem + (kt % ${STAGES}) * ${stageBytes};
+${g.legacy ? `    const unsigned char* As = smem + (kt % ${STAGES}) * ${stageBytes};
     const unsigned char* Bs = As + ${BM * ROW};
+` : ''}    ${g.legacy ? '' : `const unsigned sA = sbase + (kt % ${STAGES}) * ${stageBytes}, sB = sA + ${BM * ROW};`}
     #pragma unroll
     for (int ks = 0; ks < ${BK}; ks += 32) {
-      unsigned af[${MT}][4], bf[${NT}][2];
-      #pragma unroll
-      for (int a = 0; a < ${MT}; a++) {
-        const unsigned char* p = As + (wm * ${WM} + a * 16 + grp) * ${ROW} + ks + tig * 4;
-        af[a][0] = *(const unsigned*)p;
-        af[a][1] = *(const unsigned*)(p + 8 * ${ROW});
-        af[a][2] = *(const unsigned*)(p + 16);
-        af[a][3] = *(const unsigned*)(p + 8 * ${ROW} + 16);
-      }
-      #pragma unroll
-      for (int b = 0; b < ${NT}; b++) {
-        const unsigned char* p = Bs + (wn * ${WN} + b * 8 + grp) * ${ROW} + ks + tig * 4;
-        bf[b][0] = *(const unsigned*)p;
-        bf[b][1] = *(const unsigned*)(p + 16);
-      }
+      unsigned af[${MT}][4], bf[${NT}][2];${g.legacy ? legacyFrag : ldsmFrag}
       #pragma unroll
       for (int a = 0; a < ${MT}; a++)
         #pragma unroll
@@ -190,7 +214,7 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(const ${aT}* __restrict_
     }
   }
   asm volatile("cp.async.wait_group 0;\\n");
-  #pragma unroll
+${g.legacy || N % 2 ? `  #pragma unroll
   for (int a = 0; a < ${MT}; a++)
     #pragma unroll
     for (int b = 0; b < ${NT}; b++)
@@ -203,10 +227,53 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(const ${aT}* __restrict_
         ${resAdd}
         v = ${act};
         out[o] = ${store};
-      }
+      }` : pairedEpilogue}
 }`;
   const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), { kind: 'out', index: 0 }];
   return finish(`kiln_qgemm_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: STAGES * stageBytes, params });
+}
+
+/** Epilogue storing each thread's two adjacent channels with one 2-, 4- or 8-byte store (N even). */
+function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT: number; WM: number; WN: number; smemBytes: number }, it: string, act: string): string {
+  const { BM, BN, MT, NT, WM, WN } = t;
+  const T = QSTORAGE[g.out], size = g.out === 'float32' ? 4 : g.out === 'float16' ? 2 : 1;
+  const pitch = BN * size + 16; // staged row pitch: rows 4 banks apart, 16-byte aligned
+  const staged = (g.staged ?? true) && size <= 2 && (g.N * size) % 16 === 0 && BM * pitch <= t.smemBytes;
+  const st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0);
+  const res = !g.residual ? '' : g.residual === 'float16'
+    ? 'const unsigned rr = *(const unsigned*)(res + o); v0 += h2f((unsigned short)(rr & 0xffff)); v1 += h2f((unsigned short)(rr >> 16));'
+    : 'const float2 rr = *(const float2*)(res + o); v0 += rr.x; v1 += rr.y;';
+  const dst = staged ? `(smem + (m - m0) * ${pitch} + (n - n0) * ${size})` : '(out + o)';
+  const put = size === 4 ? `*(float2*)${dst} = make_float2(s0, s1);`
+    : size === 2 ? `*(unsigned*)${dst} = (unsigned)s0 | ((unsigned)s1 << 16);`
+      : `*(unsigned short*)${dst} = (unsigned short)((unsigned char)s0 | ((unsigned)(unsigned char)s1 << 8));`;
+  const chunks = (BN * size) / 16;
+  const copy = !staged ? '' : `
+  __syncthreads();
+  for (int id = tid; id < ${BM * chunks}; id += 256) {
+    const int r = id / ${chunks}, q = id % ${chunks}, m = m0 + r, n = n0 + q * ${16 / size};
+    if (m < ${g.M} && n < ${g.N}) *(uint4*)((unsigned char*)out + ((${it})m * ${g.N} + n) * ${size}) = *(const uint4*)(smem + r * ${pitch} + q * 16);
+  }`;
+  return `${staged ? '  __syncthreads(); // every warp is done with the pipeline buffers: they hold the output tile now\n' : ''}  #pragma unroll
+  for (int b = 0; b < ${NT}; b++) {
+    const int n = n0 + wn * ${WN} + b * 8 + tig * 2;
+    if (n >= ${g.N}) continue;
+    const float c0 = sc[n], c1 = sc[n + 1], d0 = sc[${g.N} + n], d1 = sc[${g.N} + n + 1];
+    #pragma unroll
+    for (int a = 0; a < ${MT}; a++)
+      #pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int m = m0 + wm * ${WM} + a * 16 + grp + h * 8;
+        if (m >= ${g.M}) continue;
+        ${staged && !g.residual ? '' : `const ${it} o = (${it})m * ${g.N} + n;`}
+        float v0 = (float)accum[a][b][2 * h] * c0 + d0, v1 = (float)accum[a][b][2 * h + 1] * c1 + d1;
+        ${res}
+        { const float v = v0; v0 = ${act}; }
+        { const float v = v1; v1 = ${act}; }
+        const ${T} s0 = ${st('v0')}, s1 = ${st('v1')};
+        ${put}
+      }
+  }${copy}`;
 }
 
 /** Explicit NHWC im2col of 8-bit data into [M, Kp] (Kp = K rounded up to 16, tail zero); pads read as `pad`. */

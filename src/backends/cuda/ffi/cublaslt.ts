@@ -89,7 +89,7 @@ function gemmKey(spec: GemmSpec, what: string): string {
 }
 
 /** Median time of `f` on `stream` over `reps` runs after 2 warm-ups (CUDA events), ms. */
-function timeOnStream(f: () => void, stream: unknown, reps: number): number {
+export function timeOnStream(f: () => void, stream: unknown, reps: number): number {
   const ev = [0, 1].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
   try {
     f(); f();

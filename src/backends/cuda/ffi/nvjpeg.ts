@@ -32,8 +32,8 @@ const BACKEND = { default: 0, hardware: 3 } as const;
 const OUTPUT_RGBI = 5;
 const STATUS = ['success', 'not initialized', 'invalid parameter', 'bad JPEG', 'JPEG not supported', 'allocator failure',
   'execution failed', 'architecture mismatch', 'internal error', 'implementation not supported', 'incomplete bitstream'];
-/** nvjpegImage_t: channel[4] pointers, then pitch[4] as unsigned int. */
-const IMAGE_BYTES = 48;
+/** nvjpegImage_t: channel[4] pointers, then pitch[4] as size_t. */
+const IMAGE_BYTES = 64;
 
 export const nvjpegStatus = (st: number): string => `${STATUS[st] ?? 'status'} (${st})`;
 
@@ -64,7 +64,7 @@ function imageStruct(jobs: JpegJob[]): Buffer {
   const b = Buffer.alloc(IMAGE_BYTES * jobs.length);
   jobs.forEach((j, i) => {
     b.writeBigUInt64LE(BigInt(j.dst), i * IMAGE_BYTES);
-    b.writeUInt32LE(j.width * 3, i * IMAGE_BYTES + 32);
+    b.writeBigUInt64LE(BigInt(j.width * 3), i * IMAGE_BYTES + 32);
   });
   return b;
 }

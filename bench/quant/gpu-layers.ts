@@ -1,0 +1,98 @@
+// Per-layer GEMM timings of the quantized routes (issue 8) next to fp16 on the same shapes: BERT-base bs8x128
+// QMatMuls and ResNet-50 bs32 NHWC convolutions (1x1 as GEMMs, 3x3 / strided through implicit im2col). Each route is
+// timed alone with CUDA events (median of 20 after 2 warm-ups) on random operands: fused kernel (first version and
+// the ldmatrix version with each tile), cuBLASLt int8/fp8 + epilogue kernel (dense GEMMs only), cuBLASLt fp16 GEMM with
+// bias (the fp16 engine's route for MatMul; for convolutions a GEMM of the same size, a proxy for cuDNN).
+// Also checks that the new kernel's output equals the first version's byte for byte. Usage: node bench/quant/gpu-layers.js
+import { getDevice } from '../../src/backends/cuda/device.js';
+import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
+import { prepareGemm, prepareQuantGemm, timeOnStream } from '../../src/backends/cuda/ffi/cublaslt.js';
+
+const dev = getDevice(0);
+const stream = null;
+interface Shape { name: string; count: number; M: number; N: number; K: number; conv?: QConvGeometry; out: 'int8' | 'float16'; act: string }
+const shapes: Shape[] = [];
+for (const [N, K, count] of [[768, 768, 48], [3072, 768, 12], [768, 3072, 12]]) shapes.push({ name: `bert ${N}x${K}`, count, M: 1024, N, K, out: 'float16', act: '' });
+const conv = (H: number, C: number, O: number, k: number, s: number, count: number) => {
+  const OH = Math.floor((H + 2 * (k >> 1) - k) / s) + 1;
+  const geo = k === 1 && s === 1 ? undefined : { H, W: H, C, OH, OW: OH, KH: k, KW: k, strides: [s, s], pads: [k >> 1, k >> 1, k >> 1, k >> 1], dilations: [1, 1] };
+  shapes.push({ name: `rn ${k}x${k}s${s} ${H}px ${C}->${O}`, count, M: 32 * OH * OH, N: O, K: k * k * C, conv: geo, out: 'int8', act: 'Relu' });
+};
+conv(56, 64, 64, 1, 1, 1); conv(56, 256, 64, 1, 1, 2); conv(56, 64, 64, 3, 1, 3); conv(56, 64, 256, 1, 1, 4);
+conv(56, 256, 128, 1, 1, 1); conv(28, 512, 128, 1, 1, 3); conv(56, 128, 128, 3, 2, 1); conv(28, 128, 128, 3, 1, 3); conv(28, 128, 512, 1, 1, 4); conv(56, 256, 512, 1, 2, 1);
+conv(28, 512, 256, 1, 1, 1); conv(14, 1024, 256, 1, 1, 5); conv(28, 256, 256, 3, 2, 1); conv(14, 256, 256, 3, 1, 5); conv(14, 256, 1024, 1, 1, 6); conv(28, 512, 1024, 1, 2, 1);
+conv(14, 1024, 512, 1, 1, 1); conv(7, 2048, 512, 1, 1, 2); conv(14, 512, 512, 3, 2, 1); conv(7, 512, 512, 3, 1, 2); conv(7, 512, 2048, 1, 1, 3); conv(14, 1024, 2048, 1, 2, 1);
+
+function rand(bytes: number, seed: number, mask = 0xff): number {
+  const a = new Uint8Array(bytes);
+  let s = seed;
+  for (let i = 0; i < bytes; i++) { s = (s * 1103515245 + 12345) >>> 0; a[i] = (s >>> 16) & mask; }
+  const p = dev.alloc(bytes, true);
+  dev.upload(p, a, null);
+  dev.sync(null);
+  return p;
+}
+const t = (f: () => void) => timeOnStream(f, stream, 20) * 1000; // us
+const totals: Record<string, number> = {};
+const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
+for (const s of shapes) {
+  const { M, N, K } = s;
+  const xBytes = s.conv ? 32 * s.conv.H * s.conv.W * s.conv.C : M * K;
+  const model = s.name.startsWith('bert') ? 'bert' : 'resnet';
+  for (const a of ['int8', 'fp8'] as const) {
+    if (model === 'resnet' && a === 'fp8') continue;
+    const x = rand(xBytes, 1, a === 'fp8' ? 0x77 : 0xff), w = rand(N * K, 2, a === 'fp8' ? 0x77 : 0xff);
+    const scv = new Float32Array(2 * N).map((_, i) => (i < N ? (a === 'fp8' ? 1e-3 : 1e-4) : 0.01 * (i % 7)));
+    const sc = dev.alloc(8 * N, true);
+    dev.upload(sc, scv, null);
+    const out = dev.alloc(M * N * 2, true), out2 = dev.alloc(M * N * 2, true), acc = dev.alloc(M * N * 4, true);
+    const args: QGemmArgs = { M, N, K, a, conv: s.conv, activation: s.act, params: [], out: s.out, yScale: 0.05, yZeroPoint: 0 };
+    const launch = (g: QGemmArgs, o: number) => { const k = qgemm(g); dev.kernel(k); return () => dev.launch(k, [x, w, sc, o], stream); };
+    const row: Record<string, string | number> = { shape: s.name, a, M, N, K, count: s.count };
+    const withLegacy = model === 'bert' || shapes.indexOf(s) < 7; // NVRTC time: the first version on a subset only
+    const legacy = withLegacy ? launch({ ...args, legacy: true }, out2) : undefined;
+    if (legacy) row.legacy = +t(legacy).toFixed(1);
+    let best = Infinity;
+    for (const tile of QGEMM_TILES) {
+      const f = launch({ ...args, tile }, out);
+      const us = t(f);
+      row[`t${tile.BM}x${tile.BN}`] = +us.toFixed(1);
+      best = Math.min(best, us);
+    }
+    const dflt = launch(args, out);
+    row.default = +t(dflt).toFixed(1);
+    row.defaultUnstaged = +t(launch({ ...args, staged: false }, out)).toFixed(1);
+    if (legacy) {
+      dflt(); legacy(); dev.sync(null);
+        const b1 = new Uint8Array(M * N * (s.out === 'int8' ? 1 : 2)), b2 = new Uint8Array(b1.length);
+      dev.download(out, b1, null); dev.download(out2, b2, null);
+      let diff = 0;
+      for (let i = 0; i < b1.length; i++) if (b1[i] !== b2[i]) diff++;
+      row.sameAsLegacy = diff === 0 ? 'yes' : `NO (${diff} bytes)`;
+      console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${a}: ldmatrix kernel = first version byte for byte`);
+      add(model, `${a} legacy(subset)`, row.legacy as number * s.count);
+    }
+    add(model, `${a} fused-best`, best * s.count);
+    if (!s.conv) {
+      try {
+        const g = prepareQuantGemm({ M, N, K, kind: a }, s.name);
+        const ek = qepilogue({ ...args, acc: a === 'fp8' ? 'float32' : 'int32' });
+        dev.kernel(ek);
+        row.ltGemm = +t(() => g.run(w, x, acc, stream)).toFixed(1);
+        row.ltTotal = +t(() => { g.run(w, x, acc, stream); dev.launch(ek, [acc, sc, out], stream); }).toFixed(1);
+        best = Math.min(best, row.ltTotal);
+      } catch (e) { row.lt = (e as Error).message.slice(0, 60); }
+    }
+    add(model, `${a} best-route`, best * s.count);
+    if (a === 'int8') {
+      const h = dev.alloc(Math.max(M * K, N * K) * 2, true);
+      const g = prepareGemm({ M, N, K, batch: 1, transA: false, transB: true, dtype: 'float16', strideA: 0, strideB: 0, strideC: 0, epilogue: 'bias' }, s.name);
+      const times = Array.from({ length: g.algos }, (_, k) => t(() => g.run(h, h, acc, sc, stream, k)));
+      row.fp16 = +Math.min(...times).toFixed(1);
+      add(model, 'fp16', row.fp16 * s.count);
+    }
+    console.log(JSON.stringify(row));
+  }
+}
+console.log('TOTALS (us, GEMM layers only, x count) ' + JSON.stringify(Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, Math.round(v)]))));
+process.exit(0);

@@ -24,7 +24,7 @@ export function serveCommand(): Command {
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (default: $KILN_API_KEY, none when unset)')
     .option('--max-request-bytes <n>', 'largest request body accepted', int('--max-request-bytes', 1), 64 * 1024 * 1024)
     .option('--max-queue-size <n>', "per-model queue bound (429 when full) unless the config's max_queue_size is set", int('--max-queue-size', 1), 4096)
-    .option('--decode-threads <n>', 'threads decoding large infer bodies off the event loop (0 = on it; default: cores, at most 4)', int('--decode-threads', 0))
+    .option('--decode-threads <n>', 'threads decoding large infer bodies off the event loop (0 = on it; default: 0 on 2 cores or fewer, else cores - 1, at most 4)', int('--decode-threads', 0))
     .action(async (o) => {
       if (!['none', 'explicit', 'poll'].includes(o.modelControlMode)) throw new InputError(`--model-control-mode must be none, explicit or poll, got '${o.modelControlMode}'.`);
       const server = await startServer({

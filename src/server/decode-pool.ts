@@ -49,7 +49,10 @@ export class DecodePool {
   constructor(opts: DecodeOptions = {}, private log?: (msg: string, fields: Record<string, unknown>) => void) {
     this.minBytes = opts.minBytes ?? 8 * 1024;
     this.minEncodeValues = opts.minEncodeValues ?? 2048;
-    this.threadCount = opts.threads ?? Math.min(4, availableParallelism());
+    // on two cores or fewer the instance workers already take every core: decode inline there (measured: decode
+    // threads lowered JSON throughput in two of three load runs on a 2-core machine, bench/RESULTS.md)
+    const cores = availableParallelism();
+    this.threadCount = opts.threads ?? (cores <= 2 ? 0 : Math.min(4, cores - 1));
   }
 
   /** Start the threads; until one is ready, bodies are decoded inline. Resolves when every thread has started (or

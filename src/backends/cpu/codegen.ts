@@ -52,8 +52,9 @@ const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
 
 export const tilesOf = (isa: Isa) => TILES[isa];
 /** Tiles of the transposed convolution (see tconv_t): [output positions, vectors of output channels]. Rows of 7 and
- * 14 divide the spatial sizes of the usual 224-pixel networks (7, 14, 28, 56, 112). */
-const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
+ * 14 divide the spatial sizes of the usual 224-pixel networks (7, 14, 28, 56, 112); 16 x 1 suits layers of 16 to 32
+ * channels. */
+const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
 export const tconvTilesOf = (isa: Isa) => TCONV_TILES[isa];
 
 interface Ctx {

@@ -5,9 +5,9 @@
 // are computed once on the host and uploaded when the layer's implementation is made.
 // Route and tile are a tactic per layer, timed on the build's device run (like cuBLASLt's algorithms: the choice goes
 // into the plan): the fused kernel with each tile of QGEMM_TILES, the first version of its main loop (faster on some
-// small-channel convolutions), or, for QMatMul and 1x1 stride-1 QConv (a plain GEMM
-// in NHWC) with signed operands, cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel.
-// KILN_QGEMM=cublaslt or =fused forces a route, KILN_QSTAGE=0 turns off the staged epilogue (checks and benchmarks).
+// small-channel convolutions), or, for QMatMul and 1x1 stride-1 QConv (a plain GEMM in NHWC) with signed operands,
+// cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel. KILN_QGEMM=cublaslt or =fused
+// forces a route; KILN_QSTAGE=1 stages 8/16-bit epilogue stores through shared memory (checks and benchmarks).
 import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
@@ -100,7 +100,7 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   if (B && (prod(B.dims) !== M || !B.constant)) return undefined;
   const args: QGemmArgs = {
     M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, activation: a.activation ?? '', params: a.activation_params ?? [],
-    out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, staged: process.env.KILN_QSTAGE !== '0',
+    out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, staged: process.env.KILN_QSTAGE === '1',
   };
   const col = implicit ? undefined : qim2col({ ...geo, N: Nb, Kp, pad: zp });
   if (col) c.dev.kernel(col);
@@ -136,8 +136,8 @@ interface LayerGemm {
 type Candidate = LayerGemm & { ready(): void };
 
 /**
- * The GEMM of one quantized layer as a timed tactic: candidates are the fused kernel with each tile and, when `lt`
- * (a dense GEMM with signed 8-bit operands) is given, cuBLASLt plus the epilogue kernel. The build's device run
+ * The GEMM of one quantized layer as a timed tactic: candidates are the fused kernel with each tile, its first version,
+ * and, when `lt` (a dense GEMM with signed 8-bit operands) is given, cuBLASLt plus the epilogue kernel. The build's device run
  * (`tuning.on`) times them on the layer's real operands and keeps the fastest in `gemmChoices` (saved in the plan);
  * without a choice the default tile runs.
  */
@@ -229,7 +229,7 @@ const qmatmul = (h: QuantHelpers): Factory => (c) => {
   }
   const args: QGemmArgs = {
     M: rows, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: outStore(c, out.dtype),
-    yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual, staged: process.env.KILN_QSTAGE !== '0',
+    yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual, staged: process.env.KILN_QSTAGE === '1',
   };
   const sc = upload(c.dev, scaleOffset(a, N, K, wt, X.dtype !== 'uint8', B?.constant));
   const wptr = a.transB ? 0 : upload(c.dev, wt);

@@ -36,7 +36,7 @@ export interface QGemmArgs {
   tile?: { BM: number; BN: number };
   /** the first version's main loop (32-bit shared loads, one block per SM, scalar stores): kept for comparisons */
   legacy?: boolean;
-  /** 1- and 2-byte outputs go through shared memory for 16-byte coalesced stores (default true) */
+  /** 1- and 2-byte outputs go through shared memory for 16-byte coalesced stores (default off: no measured gain yet) */
   staged?: boolean;
 }
 
@@ -238,7 +238,7 @@ function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT:
   const { BM, BN, MT, NT, WM, WN } = t;
   const T = QSTORAGE[g.out], size = g.out === 'float32' ? 4 : g.out === 'float16' ? 2 : 1;
   const pitch = BN * size + 16; // staged row pitch: rows 4 banks apart, 16-byte aligned
-  const staged = (g.staged ?? true) && size <= 2 && (g.N * size) % 16 === 0 && BM * pitch <= t.smemBytes;
+  const staged = !!g.staged && size <= 2 && (g.N * size) % 16 === 0 && BM * pitch <= t.smemBytes;
   const st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0);
   const res = !g.residual ? '' : g.residual === 'float16'
     ? 'const unsigned rr = *(const unsigned*)(res + o); v0 += h2f((unsigned short)(rr & 0xffff)); v1 += h2f((unsigned short)(rr >> 16));'

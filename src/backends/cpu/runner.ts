@@ -25,7 +25,7 @@ type LayerKernel = ((inputs: (Value | undefined)[], out: (n: number) => Float32A
 
 /** Layers with less work than this (multiply-adds or elements, at the run's batch) are called synchronously: a
  * worker-thread handoff and promise cost tens of microseconds, more than such a layer computes. */
-const SYNC_WORK = Number(process.env.KILN_SYNC_WORK ?? 1e7);
+const SYNC_WORK = 1e7;
 
 /** Free buffers by size class, shared by the runs of one runner (a buffer is only here while no value uses it).
  * Classes are powers of two and a request gets a view of the first n words: keyed by exact length, a server's
@@ -153,6 +153,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         }
         if (!results.length) return single(nodes[0], headInputs);
         const prog = new BigInt64Array(calls.length * 10);
+        void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
         calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
         lib.threads(threads);
         if (calls.length) await lib.runChain(prog, calls.length, calls.reduce((a, c) => a + c.work, 0) < SYNC_WORK);

@@ -174,19 +174,27 @@ function convGeometry(n: Node, x: number[], w: number[], out: number[]): ConvGeo
   const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
   const ks = attrOf<number[]>(n, 'kernel_shape', [kh, kw]);
   if (ks[0] !== kh || ks[1] !== kw || out[1] !== Co) return undefined;
+  const p = convPads(n, x, out, [kh, kw], s, d);
+  if (!p) return undefined;
+  return { C, H, W, Co, OH, OW, kh, kw, s, d, p, group: attrOf(n, 'group', 1) };
+}
+
+/**
+ * A 2-D convolution's pads [top, left, bottom, right] from its pads / auto_pad attributes, or undefined when the
+ * output shape does not follow from them (guards against attributes the generators do not model).
+ */
+export function convPads(n: Node, x: number[], out: number[], k: number[], s: number[], d: number[]): number[] | undefined {
   const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
   let p: number[];
   if (auto === 'NOTSET') p = attrOf(n, 'pads', [0, 0, 0, 0]);
   else if (auto === 'VALID') p = [0, 0, 0, 0];
   else {
-    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + (([kh, kw][i] - 1) * d[i] + 1) - x[2 + i]));
+    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((k[i] - 1) * d[i] + 1) - x[2 + i]));
     const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
     p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
   }
-  // the output shape must follow from these pads (guards against attributes this generator does not model)
-  const expect = [0, 1].map((i) => Math.floor((x[2 + i] + p[i] + p[i + 2] - (([kh, kw][i] - 1) * d[i] + 1)) / s[i]) + 1);
-  if (expect[0] !== OH || expect[1] !== OW) return undefined;
-  return { C, H, W, Co, OH, OW, kh, kw, s, d, p, group: attrOf(n, 'group', 1) };
+  const expect = [0, 1].map((i) => Math.floor((x[2 + i] + p[i] + p[i + 2] - ((k[i] - 1) * d[i] + 1)) / s[i]) + 1);
+  return expect[0] === out[2] && expect[1] === out[3] ? p : undefined;
 }
 
 /** kiln:FusedConv: implicit GEMM (im2col panels packed on the fly) for group 1, a direct kernel for depthwise. */

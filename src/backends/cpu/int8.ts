@@ -8,7 +8,7 @@ import type { Isa } from './compiler.js';
 import { cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { QTILES } from './kernels/int8.c.js';
-import type { Arg, Variant } from './codegen.js';
+import { convPads, type Arg, type Variant } from './codegen.js';
 
 export type QuantOut = 'int8' | 'uint8';
 
@@ -81,17 +81,8 @@ function qconv(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtyp
   const [B, C, H, W] = x, [M, , kh, kw] = w, [, , OH, OW] = out;
   if (w[1] !== C || out[1] !== M) return undefined;
   const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
-  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
-  let p: number[];
-  if (auto === 'NOTSET') p = attrOf(n, 'pads', [0, 0, 0, 0]);
-  else if (auto === 'VALID') p = [0, 0, 0, 0];
-  else {
-    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + (([kh, kw][i] - 1) * d[i] + 1) - x[2 + i]));
-    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
-    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
-  }
-  const expect = [0, 1].map((i) => Math.floor((x[2 + i] + p[i] + p[i + 2] - (([kh, kw][i] - 1) * d[i] + 1)) / s[i]) + 1);
-  if (expect[0] !== OH || expect[1] !== OW) return undefined;
+  const p = convPads(n, x, out, [kh, kw], s, d);
+  if (!p) return undefined;
   const xDtype = typeOfName(c, n.inputs[0])!.dtype;
   const q = scalesOf(n, M, xDtype), epi = epilogueFields(n);
   if (!q || !epi) return undefined;

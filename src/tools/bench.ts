@@ -280,7 +280,7 @@ const computeName = (backend: string) => (backend === 'cuda' ? 'GPU Compute Time
 export function benchWarnings(s: BenchSummary): string[] {
   const w: string[] = [];
   const c = s.compute.median;
-  if (!s.synchronousEnqueue && s.enqueue.median > 0.8 * c) {
+  if (s.backend === 'cuda' && !s.synchronousEnqueue && s.enqueue.median > 0.8 * c) {
     w.push(`* Throughput may be bound by Enqueue Time rather than ${computeName(s.backend)} and the device may be under-utilized.`,
       '  If not already in use, CUDA graphs (the default; see --no-cuda-graph) may increase the throughput.');
   }

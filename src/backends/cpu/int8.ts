@@ -8,21 +8,12 @@ import type { Isa } from './compiler.js';
 import { cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { QTILES } from './kernels/int8.c.js';
-import { convPads, type Arg, type Variant } from './codegen.js';
+import { convPads, type LayerKernel, type Variant } from './codegen.js';
 
 export type QuantOut = 'int8' | 'uint8';
 
-export interface Int8Kernel {
-  node: string;
-  variants: Variant[];
-  args: Arg[];
-  inputDims: (number[] | null)[];
-  outDims: number[];
-  source: string;
-  work: number;
-  /** int8/uint8 output (absent: float32). */
-  outDtype?: QuantOut;
-}
+/** What the int8 generators produce: a LayerKernel (codegen.ts) without the run-time batch. */
+type Int8Kernel = Omit<LayerKernel, 'batch'>;
 
 const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
 const attrOf = <T>(n: Node, k: string, d: T): T => (n.attrs[k]?.value as T | undefined) ?? d;

@@ -49,6 +49,10 @@ export interface DeviceRef {
   readonly bytes: number;
 }
 
+export function isDeviceRef(v: unknown): v is DeviceRef {
+  return typeof v === 'object' && v !== null && (v as DeviceRef).kind === 'device';
+}
+
 export interface RunIO {
   /** Return outputs as DeviceRefs (fresh device blocks the caller frees) instead of host values. */
   deviceOutputs?: boolean;

@@ -5,7 +5,7 @@ import type { Model } from '../ir/graph.js';
 import { KilnError, InputError } from '../ir/errors.js';
 import { parseOnnx } from '../onnx/reader.js';
 import { findBackend } from '../backends/index.js';
-import type { DeviceRef, Runner, RunHooks, RunnerContext } from '../backends/backend.js';
+import { isDeviceRef, type DeviceRef, type Runner, type RunHooks, type RunnerContext } from '../backends/backend.js';
 import { GpuTensor } from './gpu-tensor.js';
 import { deviceMismatch, parsePlan, readPlanFile, PLAN_MAGIC, type PlanData, type PlanHeader, type ShapeProfile } from '../build/plan.js';
 import type { Plan } from '../build/builder.js';
@@ -26,7 +26,6 @@ export interface EngineLoadOptions {
 }
 
 export class Engine {
-  private contexts = new Set<ExecutionContext>();
   private disposed = false;
 
   private constructor(readonly header: PlanHeader, readonly model: Model, private runner: Runner, readonly source: string) {}
@@ -72,15 +71,12 @@ export class Engine {
 
   createContext(): ExecutionContext {
     if (this.disposed) throw new InputError('this Engine was disposed; load it again.');
-    const c = new ExecutionContext(this, this.runner);
-    this.contexts.add(c);
-    return c;
+    return new ExecutionContext(this, this.runner);
   }
 
   /** Frees the engine's memory; its contexts stop working. */
   dispose(): void {
     this.disposed = true;
-    this.contexts.clear();
     this.runner.release();
   }
 
@@ -162,7 +158,7 @@ export class ExecutionContext {
     const result: Record<string, OnnxValue | GpuTensor> = {};
     for (const f of out) {
       const v = r.get(f) ?? null;
-      result[f] = v !== null && 'kind' in v && v.kind === 'device' ? GpuTensor.adopt(v) : fromValue(v as Value);
+      result[f] = isDeviceRef(v) ? GpuTensor.adopt(v) : fromValue(v);
     }
     hooks?.onPhase?.('d2h', d2h, performance.now());
     return result;

@@ -94,16 +94,20 @@ export class CudaDevice {
     if (mine?.length) return mine.pop()!;
     const list = this.free.get(size);
     if (list?.length) return list.pop()!;
-    const p = [0];
-    const st = loadDriver().cuMemAlloc_v2(p, size);
-    if (st !== 0) {
-      this.trim();
-      check(loadDriver().cuMemAlloc_v2(p, size), `cuMemAlloc(${size} bytes)`);
-    }
-    const ptr = Number(p[0]);
+    const ptr = this.driverAlloc(size, `cuMemAlloc(${size} bytes)`);
     this.sizes.set(ptr, size);
-    this.allocatedBytes += size;
     return ptr;
+  }
+
+  /** cuMemAlloc, retried once after returning the cached free blocks to the driver. */
+  private driverAlloc(size: number, what: string): number {
+    const p = [0];
+    if (loadDriver().cuMemAlloc_v2(p, size) !== 0) {
+      this.trim();
+      check(loadDriver().cuMemAlloc_v2(p, size), what);
+    }
+    this.allocatedBytes += size;
+    return Number(p[0]);
   }
 
   /** Give a block back: to the active stream's own list while it runs, else to everyone (its work is done). */
@@ -143,15 +147,9 @@ export class CudaDevice {
    */
   beginArena(record: AllocationRecord): number {
     const { offsets, total } = planArena(record);
-    const p = [0];
-    const st = loadDriver().cuMemAlloc_v2(p, Math.max(total, 256));
-    if (st !== 0) {
-      this.trim();
-      check(loadDriver().cuMemAlloc_v2(p, Math.max(total, 256)), `cuMemAlloc(${total} bytes, context arena)`);
-    }
-    const base = Number(p[0]);
-    this.arenas.set(base, Math.max(total, 256));
-    this.allocatedBytes += Math.max(total, 256);
+    const size = Math.max(total, 256);
+    const base = this.driverAlloc(size, `cuMemAlloc(${size} bytes, context arena)`);
+    this.arenas.set(base, size);
     this.arena = { base, offsets, sizes: record.sizes, i: 0, diverged: false };
     return base;
   }

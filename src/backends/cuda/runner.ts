@@ -12,7 +12,7 @@ import { resolveOp, parseAttrs, type KernelContext } from '../../ir/schema.js';
 import { TensorData, SequenceValue, type Value } from '../../ir/tensor.js';
 import { executeGraph, makeContext, nodeDeps, topoSort } from '../../ops/execute.js';
 import { ExecutionError } from '../../ir/errors.js';
-import type { DeviceRef, Runner, RunHooks, RunIO, RunnerContext } from '../backend.js';
+import { isDeviceRef, type DeviceRef, type Runner, type RunHooks, type RunIO, type RunnerContext } from '../backend.js';
 import type { AllocationRecord, CudaDevice, PinnedBuffer } from './device.js';
 import { cu, loadDriver } from './ffi/driver.js';
 import { dropWorkspace } from './ffi/cublaslt.js';
@@ -80,7 +80,6 @@ interface Slot {
   dev?: DeviceTensor;
 }
 
-const isDeviceRef = (v: unknown): v is DeviceRef => typeof v === 'object' && v !== null && (v as DeviceRef).kind === 'device';
 
 const bytesOf = (dtype: DType, dims: readonly number[]) => {
   const n = dims.reduce((a, b) => a * b, 1);

@@ -64,13 +64,20 @@ export function int8OptionsFrom(o: Record<string, any>): QuantizeOptions | undef
     if (o.calibrationData || o.calibrationRandom) throw new InputError('--calibration-data and --calibration-random only apply with --int8.', { hint: 'Add --int8, or drop the calibration flag.' });
     return undefined;
   }
-  if (o.calibrationData && o.calibrationRandom) throw new InputError('pass either --calibration-data or --calibration-random, not both.');
-  if (!o.calibrationData && !o.calibrationRandom) {
+  const samples = randomCalibrationSamples(o);
+  if (!o.calibrationData && samples === undefined) {
     throw new InputError('--int8 needs calibration inputs to choose activation scales.', { hint: 'Pass --calibration-data <file.npz|folder>, or --calibration-random for a smoke test.' });
   }
-  const samples = o.calibrationRandom === undefined ? undefined : o.calibrationRandom === true ? 64 : Number(o.calibrationRandom);
-  if (samples !== undefined && !(Number.isInteger(samples) && samples > 0)) throw new InputError(`--calibration-random: '${o.calibrationRandom}' is not a positive integer.`);
   return { mode: 'int8', calibrationData: o.calibrationData, calibrationRandom: samples };
+}
+
+/** `--calibration-random [n]` (64 samples when no count is given), which excludes `--calibration-data`. */
+export function randomCalibrationSamples(o: Record<string, any>): number | undefined {
+  if (o.calibrationData && o.calibrationRandom) throw new InputError('pass either --calibration-data or --calibration-random, not both.');
+  if (o.calibrationRandom === undefined) return undefined;
+  const samples = o.calibrationRandom === true ? 64 : Number(o.calibrationRandom);
+  if (!(Number.isInteger(samples) && samples > 0)) throw new InputError(`--calibration-random: '${o.calibrationRandom}' is not a positive integer.`);
+  return samples;
 }
 
 /** A progress bar on a TTY; silent otherwise. */

@@ -8,6 +8,7 @@ import { formatQuantizeReport, quantizeModel, type QuantizeOptions } from '../to
 import { imageCalibrationSet, type Feeds } from '../quant/data.js';
 import { preprocessAll } from '../pipeline/pipeline.js';
 import { TensorData } from '../ir/tensor.js';
+import { randomCalibrationSamples } from './options.js';
 import type { Graph } from '../ir/graph.js';
 
 const list = (v: string | undefined) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
@@ -42,8 +43,7 @@ export function quantizeCommand(): Command {
     .option('--seed <n>', 'seed for random calibration data', '1')
     .option('--json [file]', 'print the report as JSON (or write it to a file)')
     .action(async (o) => {
-      if (o.calibrationData && o.calibrationRandom) throw new InputError('pass either --calibration-data or --calibration-random, not both.');
-      const randomSamples = o.calibrationRandom === undefined ? undefined : o.calibrationRandom === true ? 64 : number(o.calibrationRandom, '--calibration-random');
+      const randomSamples = randomCalibrationSamples(o);
       const opts: QuantizeOptions = {
         mode: o.mode, calibrationData: o.calibrationData, calibrationRandom: randomSamples, evalData: o.evalData,
         calibrator: o.calibrator, percentile: number(o.percentile, '--percentile'), perChannel: !o.perTensor,

@@ -9,7 +9,8 @@ import { MIN_MODEL_WORK, layerKernel, tilesOf, tconvTilesOf, type Arg, type Laye
 import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
 import { NativeLibrary, nativeUnavailable, type Ptr } from './native.js';
 import { inferShapes } from '../../passes/infer.js';
-import { RUNTIME_C, RUNTIME_H, renderGemm, renderTconv } from './kernels/runtime.c.js';
+import { RUNTIME_C, RUNTIME_H } from './kernels/runtime.c.js';
+import { renderGemm, renderTconv } from './kernels/tiles.c.js';
 import { INT8_C, INT8_H } from './kernels/int8.c.js';
 import { outValue, outWords, type QuantOut } from './int8.js';
 

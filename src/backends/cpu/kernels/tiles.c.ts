@@ -1,0 +1,286 @@
+// The register-tile kernels of every compiled CPU library, one instance per tile shape the layers use: the GEMM
+// microkernel and driver (renderGemm) and the transposed direct convolution (renderTconv). They build on the vector
+// types and helpers of RUNTIME_H (runtime.c.ts).
+/** The register-tile microkernel and GEMM driver for one MR x NR tile (NR = NV vectors). */
+export function renderGemm(mr: number, nv: number): string {
+  const id = `${mr}x${nv}`;
+  return String.raw`
+/* C[MR][NR] (+)= A panel [K][MR] x B panel [K][NR]; 'acc' adds to C (later K blocks). */
+static void ukr_${id}(int K, const float *restrict a, const float *restrict b, float *restrict c, int ldc, int acc) {
+  vf s[${mr}][${nv}];
+  if (acc) {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = *(const vfu *)(c + r * ldc + j * VW);
+  } else {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
+  }
+  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ${nv} * VW) {
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float ar = a[r];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
+}
+
+typedef struct { const gemm_t *g; int tm, tn, mc, nc; } gemm_job_${id};
+
+/* One task: rows [i0, i1) x columns [j0, j1). Columns go in blocks of NB; K goes in blocks of KC so one B panel
+   slice [KC][NR] stays in L1 while it meets every A panel slice of the task (those stay in L2). B slices are packed
+   per block (or read from the prepacked panels); the epilogue runs once per block after the last K block. */
+static void gemm_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW, KC = 4096 / NR, NB = 4 * NR };
+  const gemm_job_${id} *job = p;
+  const gemm_t *g = job->g;
+  int per = job->tm * job->tn, img = t / per;
+  t %= per;
+  float *const cimg = g->c + (size_t)img * g->cbs;
+  const void *const ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
+  int i0 = (t % job->tm) * job->mc, j0 = (t / job->tm) * job->nc;
+  int i1 = KMIN(g->M, i0 + job->mc), j1 = KMIN(g->N, j0 + job->nc), K = g->K;
+  if (i0 >= i1 || j0 >= j1) return;
+  const float *apan;
+  if (g->ap) apan = g->ap + (size_t)(i0 / MR) * K * MR;
+  else {
+    float *buf = kiln_scratch(0, (size_t)((i1 - i0 + MR - 1) / MR) * MR * K);
+    kiln_pack_a(g->a + (size_t)i0 * g->lda, g->lda, 1, i1 - i0, K, MR, buf);
+    apan = buf;
+  }
+  /* K blocks of equal size near KC (a short last block wastes the C reload) */
+  int nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+  float *bbuf = g->bp ? NULL : kiln_scratch(1, (size_t)kcb * NB);
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int jb = j0; jb < j1; jb += NB) {
+    int nbw = KMIN(NB, j1 - jb);
+    for (int k0 = 0; k0 < K; k0 += kcb) {
+      int kc = KMIN(kcb, K - k0);
+      for (int jr = 0; jr < nbw; jr += NR) {
+        int j = jb + jr, nj = KMIN(NR, nbw - jr);
+        const float *bpan;
+        if (g->bp) bpan = g->bp + (size_t)(j / NR) * K * NR + (size_t)k0 * NR;
+        else { bpan = bbuf + (size_t)(jr / NR) * kcb * NR; g->packb(ctx, j, k0, kc, (float *)bpan); }
+        /* prepacked B comes from memory once per task (weights larger than the caches): spread prefetches of the
+           next slice over this slice's row panels so its latency hides behind the arithmetic */
+        const char *pf = NULL; int pfl = 0, pfstep = 0;
+        if (g->bp) {
+          int nj2 = j, nk0 = k0;
+          if (jr + NR < nbw) nj2 = j + NR;
+          else if (k0 + kc < K) { nj2 = jb; nk0 = k0 + kc; }
+          else { nj2 = jb + NB; nk0 = 0; }
+          if (nj2 < j1) {
+            pf = (const char *)(g->bp + (size_t)(nj2 / NR) * K * NR + (size_t)nk0 * NR);
+            pfl = KMIN(kcb, K - nk0) * NR * 4;
+            pfstep = (pfl / ((i1 - i0 + MR - 1) / MR) + 63) / 64 * 64;
+          }
+        }
+        for (int i = i0; i < i1; i += MR) {
+          int mi = KMIN(MR, i1 - i);
+          if (pf) for (int o = 0; o < pfstep && pfl > 0; o += 64, pf += 64, pfl -= 64) __builtin_prefetch(pf, 0, 3);
+          const float *ap = apan + (size_t)((i - i0) / MR) * K * MR + (size_t)k0 * MR;
+          float *c = cimg + (size_t)i * g->ldc + j;
+          if (mi == MR && nj == NR) ukr_${id}(kc, ap, bpan, c, g->ldc, k0 > 0);
+          else {
+            if (k0 > 0) for (int r = 0; r < mi; r++) memcpy(tile + r * NR, c + (size_t)r * g->ldc, nj * sizeof(float));
+            ukr_${id}(kc, ap, bpan, tile, NR, k0 > 0);
+            for (int r = 0; r < mi; r++) memcpy(c + (size_t)r * g->ldc, tile + r * NR, nj * sizeof(float));
+          }
+        }
+      }
+    }
+    if (g->epi) g->epi(ctx, cimg + (size_t)i0 * g->ldc + jb, g->ldc, i0, i1 - i0, jb, nbw);
+  }
+}
+
+/* Split the output into tasks: N panels first (B is packed per task, or streamed once from the prepacked weights),
+   then M chunks so every thread has a few tasks to balance. K blocking keeps the A slices in L2 whatever M is, so A
+   is not split for size (that would stream the weights once per chunk). */
+void kiln_gemm_${id}(const gemm_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  if (g->M <= 0 || g->N <= 0) return;
+  int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR, batch = g->batch > 0 ? g->batch : 1;
+  /* images are tasks of their own; each image is split only as far as the threads still need */
+  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
+  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
+  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  gemm_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
+  kiln_pool_run(gemm_task_${id}, &job, job.tm * job.tn * batch);
+}
+
+/* C[MR][NR] = A panel [K][MR] x B rows b + off[k] (unaligned): the direct convolution's microkernel. */
+static void ukrd_${id}(int K, const float *restrict a, const float *restrict b, const int *restrict off, float *restrict c, int ldc) {
+  vf s[${mr}][${nv}];
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
+  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}) {
+    const float *bk = b + off[k];
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vfu *)(bk + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float ar = a[r];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
+}
+
+typedef struct { const dconv_t *g; int tm, tn, mc, nc, nw; } dconv_job_${id};
+
+/* One task: rows [i0, i1) x wide columns [w0, w1) of one image. Rows go in blocks whose A panels fit in L2; per
+   column block of NR, every row panel of the block runs the whole K (C stays in registers), then the epilogue runs
+   on the block's output row segments. */
+static void dconv_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  const dconv_job_${id} *job = p;
+  const dconv_t *g = job->g;
+  int per = job->tm * job->tn, img = t / per;
+  t %= per;
+  int i0 = (t % job->tm) * job->mc, w0 = (t / job->tm) * job->nc;
+  int i1 = KMIN(g->M, i0 + job->mc), w1 = KMIN(job->nw, w0 + job->nc), K = g->K, OW = g->OW, WP = g->WP;
+  if (i0 >= i1 || w0 >= w1) return;
+  const float *src = g->src + (size_t)img * g->sbs;
+  float *cimg = g->c + (size_t)img * g->cbs;
+  const void *ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
+  int ldc = g->OH * OW;
+  int mcb = KMAX(MR, (65536 / K) / MR * MR);
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int ib = i0; ib < i1; ib += mcb) {
+    int ie = KMIN(i1, ib + mcb);
+    for (int w = w0; w < w1; w += NR) {
+      int nw = KMIN(NR, w1 - w), oh = w / WP, ow = w % WP;
+      /* the whole block inside one output row: store straight into C */
+      int direct = nw == NR && ow + NR <= OW;
+      for (int i = ib; i < ie; i += MR) {
+        int mi = KMIN(MR, ie - i);
+        const float *ap = g->ap + (size_t)(i / MR) * K * MR;
+        float *c = cimg + (size_t)i * ldc;
+        if (direct && mi == MR) { ukrd_${id}(K, ap, src + w, g->off, c + oh * OW + ow, ldc); continue; }
+        ukrd_${id}(K, ap, src + w, g->off, tile, NR);
+        for (int q = 0; q < nw;) {
+          int wq = w + q, r = wq / WP, col = wq % WP, len = KMIN(nw - q, WP - col);
+          if (col < OW) {
+            int keep = KMIN(len, OW - col);
+            for (int rr = 0; rr < mi; rr++) memcpy(c + (size_t)rr * ldc + r * OW + col, tile + rr * NR + q, keep * sizeof(float));
+          }
+          q += len;
+        }
+      }
+      if (g->epi) for (int q = 0; q < nw;) {
+        int wq = w + q, r = wq / WP, col = wq % WP, len = KMIN(nw - q, WP - col);
+        if (col < OW) g->epi(ctx, cimg + (size_t)ib * ldc + r * OW + col, ldc, ib, ie - ib, r * OW + col, KMIN(len, OW - col));
+        q += len;
+      }
+      (void)oh;
+    }
+  }
+}
+
+void kiln_dconv_${id}(const dconv_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  int batch = g->batch;
+  /* wide columns up to the last valid one */
+  int nwide = (g->OH - 1) * g->WP + g->OW;
+  if (batch <= 0 || g->M <= 0 || nwide <= 0) return;
+  int nth = kiln_threads(), np = (nwide + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
+  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
+  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
+  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  dconv_job_${id} job = { g, (g->M + mc - 1) / mc, (nwide + nc - 1) / nc, mc, nc, nwide };
+  kiln_pool_run(dconv_task_${id}, &job, job.tm * job.tn * batch);
+}
+`;
+}
+
+/** The transposed direct convolution (see tconv_t) for one MR x NR tile: output positions x output channels. */
+export function renderTconv(mr: number, nv: number): string {
+  const id = `${mr}x${nv}`;
+  return String.raw`static inline __attribute__((always_inline)) void ukt_${id}(int K, const float *restrict base, const int *restrict off, int s,
+    const float *restrict b, float *restrict ct, int acc) {
+  vf t[${mr}][${nv}];
+  if (acc) {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] = *(const vf *)(ct + r * ${nv} * VW + j * VW);
+  } else {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] = (vf){0};
+  }
+  _Pragma("GCC unroll 2") for (int k = 0; k < K; k++, b += ${nv} * VW) {
+    const float *p = base + off[k];
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float a = p[r * s];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] += a * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vf *)(ct + r * ${nv} * VW + j * VW) = t[r][j];
+}
+
+typedef struct { const tconv_t *g; int tp, tt, pc, tc, tpr, ntiles; } tconv_job_${id};
+
+static void tconv_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW, TB = 16, KC = 8192 / NR };
+  const tconv_job_${id} *job = p;
+  const tconv_t *g = job->g;
+  int per = job->tp * job->tt, img = t / per;
+  t %= per;
+  int p0 = (t % job->tp) * job->pc, p1 = KMIN((g->M + NR - 1) / NR, p0 + job->pc);
+  int t0 = (t / job->tp) * job->tc, t1 = KMIN(job->ntiles, t0 + job->tc);
+  if (p0 >= p1 || t0 >= t1) return;
+  const float *src = g->src + (size_t)img * g->sbs;
+  float *cimg = g->c + (size_t)img * g->cbs;
+  const void *ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
+  int K = g->K, OW = g->OW, s = g->s, tpr = job->tpr, ldc = g->OH * OW;
+  int nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+  float ct[TB * MR * NR] __attribute__((aligned(64)));
+  for (int pn = p0; pn < p1; pn++) {
+    int co0 = pn * NR, nj = KMIN(NR, g->M - co0);
+    const float *bpan = g->bp + (size_t)pn * K * NR;
+    for (int tb = t0; tb < t1; tb += TB) {
+      int te = KMIN(t1, tb + TB);
+      for (int k0 = 0; k0 < K; k0 += kcb) {
+        int kc = KMIN(kcb, K - k0);
+        for (int q = tb; q < te; q++) {
+          int oh = q / tpr, ow0 = (q % tpr) * MR;
+          const float *base = src + (size_t)oh * g->rs + (size_t)ow0 * s;
+          float *tile = ct + (q - tb) * MR * NR;
+          if (s == 1) ukt_${id}(kc, base, g->off + k0, 1, bpan + (size_t)k0 * NR, tile, k0 > 0);
+          else if (s == 2) ukt_${id}(kc, base, g->off + k0, 2, bpan + (size_t)k0 * NR, tile, k0 > 0);
+          else ukt_${id}(kc, base, g->off + k0, s, bpan + (size_t)k0 * NR, tile, k0 > 0);
+        }
+      }
+      /* transpose the block's tiles into C: output position n = oh * OW + ow */
+      int nlo = -1, nhi = 0;
+      for (int q = tb; q < te; q++) {
+        int oh = q / tpr, ow0 = (q % tpr) * MR, mi = KMIN(MR, OW - ow0), n0 = oh * OW + ow0;
+        const float *tile = ct + (q - tb) * MR * NR;
+        if (nlo < 0) nlo = n0;
+        nhi = n0 + mi;
+        for (int j = 0; j < nj; j++) {
+          float *cr = cimg + (size_t)(co0 + j) * ldc + n0;
+          for (int r = 0; r < mi; r++) cr[r] = tile[r * NR + j];
+        }
+      }
+      if (g->epi) g->epi(ctx, cimg + (size_t)co0 * ldc + nlo, ldc, co0, nj, nlo, nhi - nlo);
+    }
+  }
+}
+
+void kiln_tconv_${id}(const tconv_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  int batch = g->batch;
+  if (batch <= 0 || g->M <= 0 || g->OH <= 0 || g->OW <= 0) return;
+  int tpr = (g->OW + MR - 1) / MR, ntiles = g->OH * tpr, np = (g->M + NR - 1) / NR;
+  int nth = kiln_threads(), want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
+  int tp = KMIN(np, want), tt = KMIN(ntiles, (want + tp - 1) / tp);
+  int pc = (np + tp - 1) / tp, tc = (ntiles + tt - 1) / tt;
+  tconv_job_${id} job = { g, (np + pc - 1) / pc, (ntiles + tc - 1) / tc, pc, tc, tpr, ntiles };
+  kiln_pool_run(tconv_task_${id}, &job, job.tp * job.tt * batch);
+}
+`;
+}

@@ -61,6 +61,8 @@ async function main() {
   const u8: PipelineSpec = { resize: { size: 256 }, crop: { size: 224 }, dtype: 'uint8', layout: 'NHWC' };
   await compare('bilinear 256 + crop 224', u8, images, bilinearLimits);
   await compare('area exact 96x80', { resize: { mode: 'exact', width: 96, height: 80, interpolation: 'area' }, dtype: 'uint8', layout: 'NHWC' }, pngs, () => ({ mean: 0.05, p999: 1, max: 1 }));
+  await compare('bilinear exact 200x120 (mixed scales)', { resize: { mode: 'exact', width: 200, height: 120 }, dtype: 'uint8', layout: 'NHWC' }, images, bilinearLimits);
+  await compare('RGBA bilinear 160 + crop 128 (premultiplied)', { decode: { channels: 4 }, resize: { size: 160 }, crop: { size: 128 }, dtype: 'uint8', layout: 'NHWC' }, pngs, bilinearLimits);
   await compare('random crop + flips', { resize: { size: 160 }, crop: { mode: 'random', size: 128 }, flip: { horizontal: 'random', vertical: 'random' }, seed: 7, dtype: 'uint8', layout: 'NHWC' }, images, bilinearLimits);
   await compare('no resize, crop 200', { crop: { size: 200 }, dtype: 'uint8', layout: 'NCHW' }, images, bilinearLimits);
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The GPU pipeline run in one go, on the GPU machine from the repo root, after packing here into $D:
 #   GPU_DIR=.gpu-pipe bash scripts/gpu-pack.sh && npx tsc -p .gpu-pipe/tsconfig.json (a config that adds bench/pipeline)
-#   and sharp (not in the GPU pack) as $D/sharp.txz, for the CPU side of check-gpu.
+#   and sharp (not in the GPU pack) as $D/sharp.txz, for the CPU side of check-gpu:
+#   tar cJf $D/sharp.txz node_modules/sharp node_modules/@img/{sharp-linux-x64,sharp-libvips-linux-x64,colour} \
+#     node_modules/detect-libc node_modules/semver
 # Makes the images with PIL, runs check-gpu (PASS/FAIL), the torchvision peer and Kiln's end-to-end benchmark.
+# CHECK_ONLY=1 N=4 stops after the check (N: benchmark images to make).
 set -uo pipefail
 D=${D:-.gpu-pipe}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

@@ -1,18 +1,20 @@
 // The GPU executor: a whole batch at a time. JPEGs decode with nvJPEG straight into device memory (batched on the
 // hardware engine where the GPU has one); PNG, WebP and JPEGs nvJPEG does not take decode on the CPU with sharp and
-// are uploaded. One NVRTC kernel (codegen/image.ts) then applies orientation, resize, crop, flip, normalize, layout
+// are uploaded. One NVRTC kernel (codegen/image.ts) then applies resize, orientation, crop, flip, normalize, layout
 // and dtype and writes the batch into a GpuTensor, which an engine reads in place: nothing returns to the host.
-// Crop windows and random flips come from the same `placement` as the CPU path, so both draw the same per item.
+// The resize is a table of taps per image built here (resample.ts: the filters the CPU path gets from libvips), and
+// crop windows and random flips come from the same `placement` as the CPU path, so both draw the same per item.
 import fs from 'node:fs/promises';
 import { InputError } from '../ir/errors.js';
 import { GpuTensor } from '../runtime/gpu-tensor.js';
 import { getDevice, type CudaDevice } from '../backends/cuda/device.js';
 import { loadDriver } from '../backends/cuda/ffi/driver.js';
 import { NvJpeg, nvjpegAvailable, nvjpegStatus, type JpegJob } from '../backends/cuda/ffi/nvjpeg.js';
-import { IMAGE_META, imageKernel, imageLaunch, ORIENT } from '../backends/cuda/codegen/image.js';
+import { IMAGE_META, imageKernel, imageLaunch, META, ORIENT } from '../backends/cuda/codegen/image.js';
 import type { KernelSource } from '../backends/cuda/codegen/types.js';
 import { decodeImage, loadSharp, type PipelineItem } from './decode.js';
-import { placement, resizeTarget } from './pack.js';
+import { placement } from './pack.js';
+import { identityTaps, jpegShrinkOnLoad, resizePlan, type ResizePlan } from './resample.js';
 import { fixedSize, type ResolvedSpec } from './spec.js';
 
 export interface GpuBatchResult {
@@ -42,6 +44,8 @@ interface Decoded {
   height: number;
   channels: number;
   orient: number;
+  /** The file is a JPEG (the CPU path may have libjpeg shrink it on load; resample.ts stands in for that). */
+  jpeg: boolean;
   /** CPU-decoded pixels to upload; absent for nvJPEG's. */
   pixels?: Uint8Array;
   bytes?: Uint8Array;
@@ -82,16 +86,40 @@ export function jpegOrientation(b: Uint8Array): number {
 
 const align = (n: number) => Math.ceil(n / 256) * 256;
 
+const floatBits = (v: number) => new Int32Array(Float32Array.of(v).buffer)[0];
+
+/**
+ * The taps of a batch as the kernel reads them (one buffer of 32-bit words): per image, the x and y tables' first
+ * source indices and weights over the crop's window; their offsets, tap counts, window origin and rounding go into
+ * the image's metadata (META).
+ */
+function packTaps(images: { m: number[]; plan: ResizePlan; win: number[] }[]): Int32Array {
+  let words = 0;
+  for (const { plan, win } of images) words += win[1] * (1 + plan.x.n) + win[3] * (1 + plan.y.n);
+  const lo = new Int32Array(Math.max(words, 64)), wt = new Float32Array(lo.buffer);
+  let off = 0;
+  for (const { m, plan: { x, y }, win: [qx0, lenX, qy0, lenY] } of images) {
+    m[META.loX] = off; lo.set(x.lo.subarray(qx0, qx0 + lenX), off); off += lenX;
+    m[META.loY] = off; lo.set(y.lo.subarray(qy0, qy0 + lenY), off); off += lenY;
+    m[META.wX] = off; wt.set(x.w.subarray(qx0 * x.n, (qx0 + lenX) * x.n), off); off += lenX * x.n;
+    m[META.wY] = off; wt.set(y.w.subarray(qy0 * y.n, (qy0 + lenY) * y.n), off); off += lenY * y.n;
+    m[META.nx] = x.n; m[META.ny] = y.n; m[META.qx0] = qx0; m[META.qy0] = qy0;
+    m[META.round] = floatBits(0.5 - x.bias - y.bias);
+  }
+  return lo;
+}
+
 export class GpuExecutor {
   private lock: Promise<unknown> = Promise.resolve();
   private kernel: KernelSource;
   private stream: unknown;
   private closed = false;
+  private plans = new Map<string, ResizePlan>();
 
   private constructor(private spec: ResolvedSpec, private deviceId: number, private dev: CudaDevice, private nvjpeg: NvJpeg | undefined, readonly info: GpuDecodeInfo) {
     const [h, w] = fixedSize(spec)!;
     this.kernel = imageKernel({
-      height: h, width: w, channels: spec.decode.channels, interpolation: spec.resize ? spec.resize.interpolation : 'none',
+      height: h, width: w, channels: spec.decode.channels,
       layout: spec.layout === 'NHWC' || spec.layout === 'HWC' ? 'NHWC' : 'NCHW', dtype: spec.dtype, normalize: spec.normalize,
     });
     this.stream = dev.createStream();
@@ -157,14 +185,18 @@ export class GpuExecutor {
       const info = this.nvjpeg.info(b);
       if (info && (info.components === 3 || info.components === 1)) {
         const orient = this.spec.decode.autoOrient ? EXIF_ORIENT[jpegOrientation(b)] : 0;
-        return { k, width: info.width, height: info.height, channels: 3, orient, bytes: b, offset: 0 };
+        return { k, width: info.width, height: info.height, channels: 3, orient, jpeg: true, bytes: b, offset: 0 };
       }
     }
     const sharp = await loadSharp();
     try {
-      const raw = await decodeImage(sharp, { name: item.name, bytes: b }, { ...this.spec, resize: undefined });
+      // a JPEG stays in its stored frame, its orientation left to the kernel: the CPU path resizes before orienting
+      const jpeg = isJpeg(b);
+      const orient = jpeg && this.spec.decode.autoOrient ? EXIF_ORIENT[jpegOrientation(b)] : 0;
+      const decode = jpeg ? { ...this.spec.decode, autoOrient: false } : this.spec.decode;
+      const raw = await decodeImage(sharp, { name: item.name, bytes: b }, { ...this.spec, decode, resize: undefined });
       this.info.counts.cpu++;
-      return { k, width: raw.width, height: raw.height, channels: raw.channels, orient: 0, pixels: raw.data, offset: 0 };
+      return { k, width: raw.width, height: raw.height, channels: raw.channels, orient, jpeg, pixels: raw.data, offset: 0 };
     } catch (e) {
       if (e instanceof InputError) throw e;
       throw new InputError(`${item.name}: cannot decode the image: ${(e as Error).message.split('\n')[0]}`, { hint: 'Supported formats: JPEG, PNG and WebP. Check that the file is complete.' });
@@ -175,13 +207,20 @@ export class GpuExecutor {
     const dev = getDevice(this.deviceId);
     const s = this.spec;
     // geometry first: a crop larger than the resized image fails that item before anything is decoded
-    const metas: { d: Decoded; m: number[] }[] = [];
+    const metas: { d: Decoded; m: number[]; plan: ResizePlan; win: number[] }[] = [];
+    const [H, W] = fixedSize(s)!;
     for (const d of decoded) {
-      const [ow, oh] = d.orient & ORIENT.transpose ? [d.height, d.width] : [d.width, d.height];
-      const [rw, rh] = s.resize ? resizeTarget(s.resize, ow, oh) : [ow, oh];
+      const t = (d.orient & ORIENT.transpose) !== 0;
+      const plan = this.plan(d);
+      const [rw, rh] = t ? [plan.y.size, plan.x.size] : [plan.x.size, plan.y.size];
       try {
         const pl = placement(s, rw, rh, first + d.k, items[d.k].name);
-        metas.push({ d, m: [0, d.width, d.height, d.width * d.channels, d.channels, d.orient, rw, rh, pl.x0, pl.y0, (pl.flipH ? 1 : 0) | (pl.flipV ? 2 : 0), 0] });
+        // the crop's window in the resized image's stored frame: the only taps the kernel reads
+        const xs = d.orient & ORIENT.mirrorX ? rw - pl.x0 - W : pl.x0, ys = d.orient & ORIENT.mirrorY ? rh - pl.y0 - H : pl.y0;
+        const win = t ? [ys, H, xs, W] : [xs, W, ys, H];
+        const pre = plan.premultiply && d.channels === 4 ? 4 : 0; // RGBA resized premultiplied, as sharp does
+        const m = [0, d.width, d.height, d.width * d.channels, d.channels, d.orient, rw, rh, pl.x0, pl.y0, (pl.flipH ? 1 : 0) | (pl.flipV ? 2 : 0) | pre];
+        metas.push({ d, m, plan, win });
       } catch (e) {
         errors.push({ k: d.k, message: (e as Error).message });
       }
@@ -213,28 +252,48 @@ export class GpuExecutor {
         await this.wait();
         return { ok: [], errors };
       }
+      const taps = packTaps(keep);
       const meta = new BigInt64Array(IMAGE_META * keep.length);
       keep.forEach((x, i) => { x.m[0] = x.d.offset; x.m.forEach((v, j) => (meta[i * IMAGE_META + j] = BigInt(v))); });
       const metaPtr = dev.alloc(meta.byteLength, true);
-      const [h, w] = fixedSize(s)!;
+      const tapsPtr = dev.alloc(taps.byteLength, true);
+      const [h, w] = [H, W];
       const C = s.decode.channels;
       const dims = { NHWC: [keep.length, h, w, C], NCHW: [keep.length, C, h, w], HWC: [h, w, C], CHW: [C, h, w] }[s.layout];
       const tensor = await GpuTensor.allocate(s.dtype, dims, this.deviceId);
       try {
         dev.makeCurrent();
         dev.upload(metaPtr, meta, this.stream);
-        dev.launch(imageLaunch(this.kernel, keep.length, h * w), [src, metaPtr, tensor.ptr, keep.length], this.stream);
+        dev.upload(tapsPtr, taps, this.stream);
+        dev.launch(imageLaunch(this.kernel, keep.length, h * w), [src, metaPtr, tapsPtr, tensor.ptr, keep.length], this.stream);
         await this.wait();
       } catch (e) {
         await tensor.dispose();
         throw e;
       } finally {
         dev.release(metaPtr);
+        dev.release(tapsPtr);
       }
       return { tensor, ok: keep.map((x) => x.d.k), errors };
     } finally {
       dev.release(src);
     }
+  }
+
+  /** The resize taps of a decoded image in its stored frame (cached: a dataset has few distinct sizes). */
+  private plan(d: Decoded): ResizePlan {
+    const r = this.spec.resize;
+    if (!r) return { x: identityTaps(d.width), y: identityTaps(d.height), premultiply: false };
+    const t = (d.orient & ORIENT.transpose) !== 0;
+    const f = d.jpeg ? jpegShrinkOnLoad(r, d.width, d.height, t) : 1;
+    const key = `${d.width}x${d.height}/${t ? 1 : 0}/${f}`;
+    let p = this.plans.get(key);
+    if (!p) {
+      if (this.plans.size >= 256) this.plans.clear();
+      p = resizePlan(r, d.width, d.height, t, f);
+      this.plans.set(key, p);
+    }
+    return p;
   }
 
   /** nvJPEG decodes into the source buffer (synchronously: its state is free again on return); returns the items it could not decode, with why. */

@@ -5,6 +5,7 @@ import { floatToFloat16 } from '../ir/dtype.js';
 import { InputError } from '../ir/errors.js';
 import { seededRandom } from '../ir/builder.js';
 import type { ResolvedSpec } from './spec.js';
+import { resizeShrink } from './resample.js';
 
 /** A decoded image: 8-bit, interleaved (HWC). */
 export interface RawImage {
@@ -102,10 +103,11 @@ const identity = (() => {
   return t;
 })();
 
-/** Target size of a resize for an image of width × height. */
+/** Target size of a resize for an image of width × height: as sharp computes it (the shorter side to `size`). */
 export function resizeTarget(r: NonNullable<ResolvedSpec['resize']>, width: number, height: number): [number, number] {
   if (r.mode === 'exact') return [r.width, r.height];
-  return width <= height ? [r.size, Math.max(1, Math.round((height * r.size) / width))] : [Math.max(1, Math.round((width * r.size) / height)), r.size];
+  const [hs, vs] = resizeShrink(r, width, height);
+  return [Math.max(1, Math.floor(width / hs + 0.5)), Math.max(1, Math.floor(height / vs + 0.5))];
 }
 
 /** For each output index along one axis: the source indices it covers and their weights (pixel-area overlap). */

@@ -38,7 +38,10 @@ export interface ResizeSpec {
   size?: number;
   width?: number;
   height?: number;
-  /** 'bilinear' (triangle filter, widened when shrinking: antialiased) or 'area' (pixel-area average). */
+  /**
+   * 'bilinear' (libvips' linear resize, as sharp does it: when shrinking, an integer box shrink then a triangle filter
+   * widened by the rest of the factor, antialiased; when enlarging, bilinear) or 'area' (pixel-area average).
+   */
   interpolation?: Interpolation;
 }
 

@@ -44,11 +44,11 @@ describe('cuda pipeline: host side', () => {
 
 const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
 describe.skipIf(!nvcc)('cuda pipeline: the fused kernel compiles for sm_90', () => {
-  it('compiles every interpolation, layout and dtype without warnings or spills', () => {
+  it('compiles every channel count, layout and dtype without warnings or spills', () => {
     const variants: ImageKernelArgs[] = [
-      { height: 224, width: 224, channels: 3, interpolation: 'bilinear', layout: 'NCHW', dtype: 'float32', normalize: { scale: [0.017, 0.0175, 0.0174], shift: [-2.1, -2.03, -1.8] } },
-      { height: 7, width: 5, channels: 1, interpolation: 'area', layout: 'NHWC', dtype: 'float16', normalize: { scale: [1 / 255], shift: [0] } },
-      { height: 9, width: 9, channels: 4, interpolation: 'none', layout: 'NHWC', dtype: 'uint8' },
+      { height: 224, width: 224, channels: 3, layout: 'NCHW', dtype: 'float32', normalize: { scale: [0.017, 0.0175, 0.0174], shift: [-2.1, -2.03, -1.8] } },
+      { height: 7, width: 5, channels: 1, layout: 'NHWC', dtype: 'float16', normalize: { scale: [1 / 255], shift: [0] } },
+      { height: 9, width: 9, channels: 4, layout: 'NHWC', dtype: 'uint8' },
     ];
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-img-cu-'));
     try {

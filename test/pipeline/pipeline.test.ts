@@ -37,11 +37,18 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-/** sharp's decode (+ bilinear resize) with channels fixed as the spec asks; HWC uint8. */
+/**
+ * sharp's decode with channels fixed as the spec asks, then (a second sharp call, so that a dropped alpha channel
+ * plays no part in it, as in torchvision's RGB decode) its bilinear resize; HWC uint8.
+ */
 async function decodeRef(file: string, channels: 1 | 3 | 4, resize?: { size: number }) {
   let img = sharp(file).autoOrient();
   img = channels === 1 ? img.greyscale() : channels === 3 ? img.removeAlpha() : img.ensureAlpha();
-  if (resize) img = img.resize({ width: resize.size, height: resize.size, fit: 'outside', kernel: 'linear' });
+  if (resize) {
+    const fixed = await img.raw().toBuffer({ resolveWithObject: true });
+    img = sharp(fixed.data, { raw: { width: fixed.info.width, height: fixed.info.height, channels: fixed.info.channels } })
+      .resize({ width: resize.size, height: resize.size, fit: 'outside', kernel: 'linear' });
+  }
   const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
   return { data, w: info.width, h: info.height, c: info.channels };
 }

@@ -1,12 +1,16 @@
 // Load test: autocannon (this process) against `kiln serve` and against a fastify + onnxruntime-node server, each
 // started as a child process on loopback, back to back. Two wire formats: KServe JSON tensors, and the binary tensor
 // extension (what a performance-minded Triton client sends; the baseline gets the same binary path). Reports
-// throughput, latency percentiles, errors, server RSS growth after warm-up and, for Kiln, what its /metrics say:
-// batch sizes formed, instance (worker) busy fraction, main-thread event-loop utilization, per-thread memory.
+// throughput, latency percentiles, errors, CPU time per request, server RSS growth after warm-up and, for Kiln, what
+// its /metrics say: batch sizes formed, queueing time, main-thread event-loop utilization, per-thread memory.
+// Two models (bench/serve/models.ts says why): the tiny CNN, where one request computes in ~0.1 ms and the test
+// measures HTTP plumbing, and an MLP whose batch-1 run streams 24.5 MiB of weights, where batching pays.
 // Usage: tsx bench/serve/load.ts [--duration 60] [--connections 256] [--instances N] [--body json|binary|both]
-//        [--decode-threads N[,M...]] [--json out.json]
-// --decode-threads runs one Kiln row per value (e.g. `--decode-threads 2,0`: request decoding on 2 threads, then on
-// the event loop), each against the same baseline row.
+//        [--model tiny-cnn|mlp|both (default)] [--cpu-instances auto|main|workers[,...]] [--decode-threads N[,M...]]
+//        [--ort-threads default|N[,...]] [--json out.json]
+// --cpu-instances and --decode-threads run one Kiln row per value (e.g. `--cpu-instances main,workers`), each against
+// the same baseline row(s); --ort-threads runs one baseline row per value (default: onnxruntime's default options;
+// N: intraOpNumThreads N), and Kiln is compared with the first.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +18,7 @@ import path from 'node:path';
 import autocannon from 'autocannon';
 import { saveOnnx } from '../../src/index.js';
 import { tinyCnn } from '../models/zoo.js';
+import { mlp, MLP_DEFAULT } from './models.js';
 
 const argOf = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -25,34 +30,44 @@ const connections = arg('connections', 256);
 const instances = arg('instances', Math.max(1, Math.min(4, os.cpus().length)));
 const bodies = (argOf('body') ?? 'both') === 'both' ? ['json', 'binary'] : [argOf('body')!];
 const decodeThreads = argOf('decode-threads')?.split(',') ?? [undefined];
+const cpuInstances = argOf('cpu-instances')?.split(',') ?? [undefined];
+const ortThreads = argOf('ort-threads')?.split(',') ?? ['default'];
+const models = (argOf('model') ?? 'both') === 'both' ? ['tiny-cnn', 'mlp'] : [argOf('model')!];
+const MODELS: Record<string, { model: () => ReturnType<typeof tinyCnn>; row: number[]; about: string }> = {
+  'tiny-cnn': { model: tinyCnn, row: [3, 32, 32], about: 'tiny CNN fp32 1x3x32x32 per request' },
+  mlp: { model: mlp, row: [MLP_DEFAULT.inputs], about: `MLP fp32 1x${MLP_DEFAULT.inputs} per request (6.4 M weights)` },
+};
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-load-'));
-fs.mkdirSync(path.join(root, 'cnn', '1'), { recursive: true });
-const onnx = path.join(root, 'cnn', '1', 'model.onnx');
-await saveOnnx(tinyCnn(), onnx);
-fs.writeFileSync(path.join(root, 'cnn', 'config.json'), JSON.stringify({
-  max_batch_size: 64,
-  dynamic_batching: { preferred_batch_size: [32, 64], max_queue_delay_microseconds: 2000 },
-  instance_group: [{ count: instances, kind: 'KIND_CPU' }],
-}));
+for (const name of models) {
+  if (!MODELS[name]) throw new Error(`--model: unknown model '${name}' (tiny-cnn, mlp or both)`);
+  fs.mkdirSync(path.join(root, name, '1'), { recursive: true });
+  await saveOnnx(MODELS[name].model(), path.join(root, name, '1', 'model.onnx'));
+  fs.writeFileSync(path.join(root, name, 'config.json'), JSON.stringify({
+    max_batch_size: 64,
+    dynamic_batching: { preferred_batch_size: [32, 64], max_queue_delay_microseconds: 2000 },
+    instance_group: [{ count: instances, kind: 'KIND_CPU' }],
+  }));
+}
 
-const values = Float32Array.from({ length: 3 * 32 * 32 }, (_, i) => Math.sin(i * 0.01));
-const requests: Record<string, { body: Buffer | string; headers: Record<string, string> }> = {
-  json: {
-    body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data: Array.from(values) }] }),
-    headers: { 'content-type': 'application/json' },
-  },
-  binary: (() => {
-    const head = Buffer.from(JSON.stringify({
-      inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], parameters: { binary_data_size: values.byteLength } }],
-      parameters: { binary_data_output: true },
-    }));
-    return {
+type Req = { body: Buffer | string; headers: Record<string, string> };
+function requestsFor(row: number[]): Record<string, Req> {
+  const values = Float32Array.from({ length: row.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.01));
+  const head = Buffer.from(JSON.stringify({
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [1, ...row], parameters: { binary_data_size: values.byteLength } }],
+    parameters: { binary_data_output: true },
+  }));
+  return {
+    json: {
+      body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, ...row], data: Array.from(values) }] }),
+      headers: { 'content-type': 'application/json' },
+    },
+    binary: {
       body: Buffer.concat([head, Buffer.from(values.buffer)]),
       headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) },
-    };
-  })(),
-};
+    },
+  };
+}
 const tsx = path.resolve('node_modules/.bin/tsx');
 
 function rssKb(pid: number): number {
@@ -109,13 +124,21 @@ function threadMemory(m: Map<string, number>): Record<string, Record<string, num
   return out;
 }
 
-async function measure(name: string, args: string[], port: number, kind: string, metricsUrl?: string) {
+/** RSS growth as the mean of the last quarter of the per-second samples over the mean of the first quarter: the
+ * garbage collector's sawtooth (tens of MiB) makes two single samples a coin toss; a leak shows in both figures. */
+function trend(series: number[]): number {
+  const q = Math.max(1, Math.floor(series.length / 4));
+  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+  return (mean(series.slice(-q)) / mean(series.slice(0, q)) - 1) * 100;
+}
+
+async function measure(name: string, args: string[], port: number, model: string, kind: string, metricsUrl?: string) {
   const child = spawn(tsx, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
     await waitReady(port);
     const pid = serverPid(child);
-    const { body, headers } = requests[kind];
-    const opts = { url: `http://127.0.0.1:${port}/v2/models/cnn/infer`, method: 'POST' as const, headers, body, connections };
+    const { body, headers } = requestsFor(MODELS[model].row)[kind];
+    const opts = { url: `http://127.0.0.1:${port}/v2/models/${model}/infer`, method: 'POST' as const, headers, body, connections };
     await autocannon({ ...opts, duration: Math.min(10, Math.max(3, duration / 6)) }); // warm-up
     const rss0 = rssKb(pid);
     const m0 = metricsUrl ? await scrape(metricsUrl) : undefined;
@@ -129,27 +152,24 @@ async function measure(name: string, args: string[], port: number, kind: string,
       if (metricsUrl) void scrape(metricsUrl).then((m) => elu.push(m.get('kiln_event_loop_utilization') ?? NaN), () => {});
     }, 1000);
     const cpu0 = [cpuSeconds(pid), cpuSeconds(pid, pid)];
-    const t0 = performance.now();
     const r = await autocannon({ ...opts, duration });
-    const wallS = (performance.now() - t0) / 1000;
     const cpu1 = [cpuSeconds(pid), cpuSeconds(pid, pid)];
     clearInterval(sampler);
     const rss1 = rssKb(pid);
     const m1 = metricsUrl ? await scrape(metricsUrl) : undefined;
     const kiln = m0 && m1 ? {
       avgBatch: +((sum(m1, 'nv_inference_count{') - sum(m0, 'nv_inference_count{')) / (sum(m1, 'nv_inference_exec_count{') - sum(m0, 'nv_inference_exec_count{'))).toFixed(1),
-      instanceBusy: +((sum(m1, 'nv_inference_compute_infer_duration_us{') - sum(m0, 'nv_inference_compute_infer_duration_us{')) / 1e6 / wallS / instances).toFixed(2),
       queueMsPerRequest: +((sum(m1, 'nv_inference_queue_duration_us{') - sum(m0, 'nv_inference_queue_duration_us{')) / 1000 / (sum(m1, 'nv_inference_request_success{') - sum(m0, 'nv_inference_request_success{'))).toFixed(1),
       mainEventLoopUtilization: +(elu.filter(Number.isFinite).reduce((a, b) => a + b, 0) / Math.max(1, elu.filter(Number.isFinite).length)).toFixed(2),
       threadMemoryWarm: threadMemory(m0),
       threadMemoryEnd: threadMemory(m1),
     } : undefined;
     return {
-      name, body: kind, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx, timeouts: r.timeouts, non2xx: r.non2xx, total: r.requests.total,
+      name, model, body: kind, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx, timeouts: r.timeouts, non2xx: r.non2xx, total: r.requests.total,
       // CPU time per answered request: what the server costs, whatever share of the cores it got
       cpuMsPerRequest: +(((cpu1[0] - cpu0[0]) * 1000) / Math.max(1, r.requests.total)).toFixed(3),
       mainThreadCpuMsPerRequest: +(((cpu1[1] - cpu0[1]) * 1000) / Math.max(1, r.requests.total)).toFixed(3),
-      rssWarmMiB: rss0 / 1024, rssEndMiB: rss1 / 1024, rssMaxMiB: rssMax / 1024, rssGrowthPct: ((rss1 - rss0) / rss0) * 100, rssSeries, kiln,
+      rssWarmMiB: rss0 / 1024, rssEndMiB: rss1 / 1024, rssMaxMiB: rssMax / 1024, rssGrowthPct: ((rss1 - rss0) / rss0) * 100, rssTrendPct: trend(rssSeries), rssSeries, kiln,
     };
   } finally {
     child.kill('SIGTERM');
@@ -159,29 +179,46 @@ async function measure(name: string, args: string[], port: number, kind: string,
 
 const load0 = os.loadavg();
 const rows = [];
-for (const kind of bodies) {
-  for (const d of decodeThreads) {
-    const serve = ['src/cli/main.ts', 'serve', '--model-repository', root, '--http-port', '18100', '--grpc-port', '-1', '--metrics-port', '18102'];
-    const name = `kiln serve (dynamic batching${d === undefined ? '' : `, ${d} decode threads`})`;
-    rows.push(await measure(name, d === undefined ? serve : [...serve, '--decode-threads', d], 18100, kind, 'http://127.0.0.1:18102/metrics'));
+for (const model of models) {
+  for (const kind of bodies) {
+    for (const where of cpuInstances) {
+      for (const d of decodeThreads) {
+        const serve = ['src/cli/main.ts', 'serve', '--model-repository', root, '--http-port', '18100', '--grpc-port', '-1', '--metrics-port', '18102'];
+        if (d !== undefined) serve.push('--decode-threads', d);
+        if (where !== undefined) serve.push('--cpu-instances', where);
+        const place: Record<string, string> = { auto: 'instances placed by auto', main: 'instances on the main thread', workers: 'instances on worker threads' };
+        const how = [where && (place[where] ?? where), d && `${d} decode threads`].filter(Boolean).join(', ');
+        rows.push(await measure(`kiln serve (dynamic batching${how ? `, ${how}` : ''})`, serve, 18100, model, kind, 'http://127.0.0.1:18102/metrics'));
+      }
+    }
+    const onnx = path.join(root, model, '1', 'model.onnx');
+    for (const t of ortThreads) {
+      const name = `fastify + onnxruntime-node${t === 'default' ? '' : ` (intraOpNumThreads ${t})`}`;
+      rows.push(await measure(name, ['bench/serve/ort-baseline.ts', onnx, '18101', ...(t === 'default' ? [] : [t])], 18101, model, kind));
+    }
   }
-  rows.push(await measure('fastify + onnxruntime-node', ['bench/serve/ort-baseline.ts', onnx, '18101'], 18101, kind));
 }
 const load1 = os.loadavg();
-console.log(`\n${duration} s at ${connections} connections, tiny CNN fp32 1x3x32x32 per request, ${os.cpus().length} cores (${os.cpus()[0].model}), ${instances} Kiln instances`);
+console.log(`\n${duration} s at ${connections} connections, ${os.cpus().length} cores (${os.cpus()[0].model}), ${instances} Kiln instances; ${models.map((m) => `${m}: ${MODELS[m].about}`).join('; ')}`);
 console.log(`load average (1/5/15 min) before ${load0.map((x) => x.toFixed(1)).join('/')}, after ${load1.map((x) => x.toFixed(1)).join('/')}`);
-console.log('| body | server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | CPU ms/request (main thread) | RSS warm → end (MiB) | RSS growth | memory flat (< 5%) |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+console.log('| model | body | server | req/s | p50 (ms) | p99 (ms) | errors (non-2xx) | timeouts | requests | CPU ms/request (main thread) | RSS warm → end (MiB) | RSS growth end / quarters | memory flat (< 5%) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const r of rows) {
-  const flat = r.rssGrowthPct < 5 ? 'yes' : 'NO';
-  console.log(`| ${r.body} | ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.cpuMsPerRequest} (${r.mainThreadCpuMsPerRequest}) | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% | ${flat} |`);
+  const flat = r.rssTrendPct < 5 ? 'yes' : 'NO';
+  console.log(`| ${r.model} | ${r.body} | ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} (${r.non2xx}) | ${r.timeouts} | ${r.total} | ${r.cpuMsPerRequest} (${r.mainThreadCpuMsPerRequest}) | ${r.rssWarmMiB.toFixed(0)} → ${r.rssEndMiB.toFixed(0)} (max ${r.rssMaxMiB.toFixed(0)}) | ${r.rssGrowthPct.toFixed(1)}% / ${r.rssTrendPct.toFixed(1)}% | ${flat} |`);
 }
-for (const kind of bodies) {
-  const o = rows.find((r) => r.body === kind && !r.kiln)!;
-  for (const k of rows.filter((r) => r.body === kind && r.kiln)) {
-    console.log(`${kind}: ${k.name}: Kiln/ORT throughput ${(k.rps / o.rps).toFixed(2)}×; p99 ${k.p99} vs ${o.p99} ms (issue 9's target: >= 2× at equal or better p99)`);
-    console.log(`${kind}: ${k.name}: Kiln metrics ${JSON.stringify(k.kiln)}`);
-    console.log(`${kind}: ${k.name}: RSS per second (MiB) kiln ${k.rssSeries.join(' ')} | ort ${o.rssSeries.join(' ')}`);
+for (const model of models) {
+  for (const kind of bodies) {
+    const orts = rows.filter((r) => r.model === model && r.body === kind && !r.kiln);
+    const o = orts[0];
+    for (const k of rows.filter((r) => r.model === model && r.body === kind && r.kiln)) {
+      for (const x of orts) {
+        const met = k.rps >= 2 * x.rps && k.p99 <= x.p99 && k.errors === 0 ? 'met' : 'not met';
+        console.log(`${model} ${kind}: ${k.name} vs ${x.name}: throughput ${(k.rps / x.rps).toFixed(2)}×; p99 ${k.p99} vs ${x.p99} ms; issue 9's target (>= 2× at equal or better p99, zero errors): ${met}`);
+      }
+      console.log(`${model} ${kind}: ${k.name}: Kiln metrics ${JSON.stringify(k.kiln)}`);
+      console.log(`${model} ${kind}: ${k.name}: RSS per second (MiB) kiln ${k.rssSeries.join(' ')} | ort ${o.rssSeries.join(' ')}`);
+    }
   }
 }
 const out = argOf('json');

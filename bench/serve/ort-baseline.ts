@@ -2,12 +2,14 @@
 // For the binary rows of the load test it also takes the KServe binary tensor extension (a JSON header of
 // Inference-Header-Content-Length bytes, then raw little-endian tensors) and answers in kind when
 // binary_data_output is set: the equivalent fast path, so both servers are compared on the same wire format.
-// Usage: tsx bench/serve/ort-baseline.ts <model.onnx> <port>
+// Default session options (what such a server has); an optional third argument sets intraOpNumThreads, to show a
+// tuned variant next to it (concurrent runs each with all cores' threads oversubscribe a small machine).
+// Usage: tsx bench/serve/ort-baseline.ts <model.onnx> <port> [intraOpNumThreads]
 import Fastify from 'fastify';
 import * as ort from 'onnxruntime-node';
 
-const [file, port] = process.argv.slice(2);
-const session = await ort.InferenceSession.create(file);
+const [file, port, threads] = process.argv.slice(2);
+const session = await ort.InferenceSession.create(file, threads ? { intraOpNumThreads: Number(threads) } : {});
 const app = Fastify({ bodyLimit: 64 * 1024 * 1024 });
 app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 

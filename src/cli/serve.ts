@@ -25,13 +25,15 @@ export function serveCommand(): Command {
     .option('--max-request-bytes <n>', 'largest request body accepted', int('--max-request-bytes', 1), 64 * 1024 * 1024)
     .option('--max-queue-size <n>', "per-model queue bound (429 when full) unless the config's max_queue_size is set", int('--max-queue-size', 1), 4096)
     .option('--decode-threads <n>', 'threads decoding large infer bodies off the event loop (0 = on it; default: 0 on 2 cores or fewer, else cores - 1, at most 4)', int('--decode-threads', 0))
+    .option('--cpu-instances <where>', "where KIND_CPU instances run: 'main' (execution contexts on the server's thread; native kernels run on their own threads), 'workers' (one worker thread each), or 'auto': main when every compute layer of the model has a native kernel, else workers", 'auto')
     .action(async (o) => {
       if (!['none', 'explicit', 'poll'].includes(o.modelControlMode)) throw new InputError(`--model-control-mode must be none, explicit or poll, got '${o.modelControlMode}'.`);
+      if (!['auto', 'workers', 'main'].includes(o.cpuInstances)) throw new InputError(`--cpu-instances must be auto, main or workers, got '${o.cpuInstances}'.`);
       const server = await startServer({
         repository: o.modelRepository, host: o.host, httpPort: o.httpPort, grpcPort: o.grpcPort, metricsPort: o.metricsPort,
         modelControlMode: o.modelControlMode as ControlMode, loadModels: o.loadModel, pollSeconds: o.repositoryPollSecs, device: o.device,
         apiKey: o.apiKey ?? process.env.KILN_API_KEY, maxRequestBytes: o.maxRequestBytes, maxQueueSize: o.maxQueueSize,
-        decode: { threads: o.decodeThreads },
+        decode: { threads: o.decodeThreads }, workers: o.cpuInstances === 'auto' ? undefined : o.cpuInstances === 'workers',
       });
       let stopping = false;
       const stop = (signal: string) => {

@@ -233,21 +233,19 @@ function flatten(data: unknown, name: string): unknown[] {
   return data.every((x) => !Array.isArray(x)) ? data : data.flat(Infinity);
 }
 
+type ViewCtor = { new (b: ArrayBufferLike, offset: number, length: number): ArrayLike<unknown>; BYTES_PER_ELEMENT: number };
+const VIEWS: Partial<Record<TensorType, ViewCtor>> = {
+  float32: Float32Array, float64: Float64Array, int8: Int8Array, int16: Int16Array, int32: Int32Array, int64: BigInt64Array,
+  uint16: Uint16Array, float16: Uint16Array, bfloat16: Uint16Array, uint32: Uint32Array, uint64: BigUint64Array,
+};
+
+/** The raw bytes as a typed array: a view of the request body where the data is aligned (no copy: the batcher
+ * copies each request into its batch anyway, and nothing writes to inputs), else an aligned copy. */
 function fromBytes(type: TensorType, b: Uint8Array): ArrayLike<unknown> {
-  const copy = new Uint8Array(b); // an aligned copy of exactly these bytes (Buffer.slice would share the pool)
-  const buf = copy.buffer;
-  switch (type) {
-    case 'float32': return new Float32Array(buf);
-    case 'float64': return new Float64Array(buf);
-    case 'int8': return new Int8Array(buf);
-    case 'int16': return new Int16Array(buf);
-    case 'int32': return new Int32Array(buf);
-    case 'int64': return new BigInt64Array(buf);
-    case 'uint16': case 'float16': case 'bfloat16': return new Uint16Array(buf);
-    case 'uint32': return new Uint32Array(buf);
-    case 'uint64': return new BigUint64Array(buf);
-    default: return copy;
-  }
+  const View = VIEWS[type];
+  if (!View) return new Uint8Array(b.buffer, b.byteOffset, b.byteLength); // uint8, bool: any offset is aligned
+  const at = b.byteOffset % View.BYTES_PER_ELEMENT === 0 ? b : new Uint8Array(b);
+  return new View(at.buffer, at.byteOffset, at.byteLength / View.BYTES_PER_ELEMENT);
 }
 
 /** Raw little-endian bytes of a tensor (binary extension, gRPC raw contents); BYTES elements length-prefixed. */

@@ -42,7 +42,9 @@ export interface ModelEntry {
 export interface RepositoryOptions {
   device?: string;
   maxQueueSize?: number;
-  /** Run each CPU instance on its own worker thread (default true), so inference never blocks request handling. */
+  /** Where KIND_CPU instances run: true = each on its own worker thread, false = execution contexts on the server's
+   *  thread; default (undefined): on the server's thread when every compute layer of the plan is native (see
+   *  `offLoopEngine`), else on workers. */
   workers?: boolean;
   /** GPUs for KIND_GPU / KIND_AUTO instance groups (default: nvidia-smi's list). */
   devices?: DeviceProvider;
@@ -226,33 +228,44 @@ export class ModelRepository {
     };
     const engines: Engine[] = [];
     const byDevice = new Map<string, Engine>();
+    // the CPU instances share the cores: each instance's engine gets its part, so N instances don't run N x cores
+    // kernel threads (2 cores, 2 instances, tiny CNN, binary requests: 2241 req/s split vs 1877-1965 all cores)
+    const onCpu = places.filter((p) => p.kind === 'cpu').length;
+    const intraOpNumThreads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, onCpu)));
     const engineFor = async (p: Placement) => {
       const key = deviceLabel(p);
       if (!byDevice.has(key)) {
         const plan = await planFor(p.kind === 'gpu' ? gpuBackend : cpuDevice);
-        const e = await Engine.load(plan, p.kind === 'gpu' ? { deviceId: p.deviceId } : {});
+        const e = await Engine.load(plan, p.kind === 'gpu' ? { deviceId: p.deviceId } : { intraOpNumThreads });
         engines.push(e);
         byDevice.set(key, e);
       }
       return byDevice.get(key)!;
     };
     const contexts: Instance[] = [];
+    const used = new Set<Engine>();
     try {
-      completeConfig(cfg, await engineFor(places[0]), file);
-      // the CPU instances share the cores: each worker's engine gets its part, so N instances don't run N x cores
-      // kernel threads (2 cores, 2 instances, tiny CNN, binary requests: 2241 req/s split vs 1877-1965 all cores)
-      const onCpu = places.filter((p) => p.kind === 'cpu').length;
-      const intraOpNumThreads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, onCpu)));
+      const first = await engineFor(places[0]);
+      completeConfig(cfg, first, file);
+      const cpuWorkers = this.opts.workers ?? !(places[0].kind === 'cpu' && offLoopEngine(first));
       for (const p of places) {
-        const threads = p.kind === 'cpu' && cpuDevice === 'cpu' && this.opts.workers !== false;
-        contexts.push(threads ? await workerInstance(await planFor(cpuDevice), { intraOpNumThreads }) : inThreadInstance(await engineFor(p), deviceLabel(p)));
+        const threads = p.kind === 'cpu' && cpuDevice === 'cpu' && cpuWorkers;
+        if (threads) contexts.push(await workerInstance(await planFor(cpuDevice), { intraOpNumThreads }));
+        else {
+          const e = await engineFor(p);
+          used.add(e);
+          contexts.push(inThreadInstance(e, deviceLabel(p)));
+        }
       }
     } catch (e) {
       await Promise.all(contexts.map((c) => c.close()));
       for (const en of engines) en.dispose();
       throw e;
     }
-    return this.withBatcher(name, cfg, version, engines, contexts);
+    // an engine loaded here only to complete the config (every instance on a worker) would hold a copy of the
+    // weights for nothing
+    for (const en of engines) if (!used.has(en)) en.dispose();
+    return this.withBatcher(name, cfg, version, engines.filter((en) => used.has(en)), contexts);
   }
 
   private withBatcher(name: string, cfg: ModelConfig, version: number, engines: Engine[], contexts: Instance[]): LoadedVersion {
@@ -344,6 +357,24 @@ function findVersions(dir: string, cfg: ModelConfig, anyFolder: boolean): { vers
     throw new ServeError(`no version folder with model.plan or model.onnx matches the version policy (found: ${[...found.keys()].join(', ') || 'none'}).`, 400);
   }
   return chosen.map((v) => ({ version: v, file: found.get(v)! }));
+}
+
+/** Layers the CPU runtime runs in JavaScript that only reshape or relabel (views, no per-element work). */
+const VIEW_OPS = new Set(['Flatten', 'Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Shape', 'Constant']);
+
+/**
+ * Whether an engine's runs leave the event loop free: every layer that computes runs a native kernel (koffi calls
+ * it on a libuv thread; the kernel's own pool does the rest). Such an engine is served from execution contexts on
+ * the server's thread: no worker hop, no structured clone of each batch, no second copy of the weights per
+ * instance, and no worker thread competing with the server's thread for the cores. Measured on 2 shared cores at
+ * 256 connections (bench/serve/load.ts, binary bodies, same-run A/B): tiny CNN 5.5-9.6 k req/s on the server's
+ * thread vs 3.9-5.3 k on workers and CPU per request 0.14-0.16 vs 0.20 ms; MLP even (6.3 k vs 4.1 k in one run,
+ * 6.3 k vs 6.6 k in another); RSS about half. A plan with reference (JS) kernels that compute would block request
+ * handling for the whole run: its instances stay on workers.
+ * Small chains of native layers (below the runner's synchronous-call threshold) still run on the calling thread.
+ */
+export function offLoopEngine(engine: Engine): boolean {
+  return engine.header.layers.every((l) => l.tactic.startsWith('native') || VIEW_OPS.has(l.opType));
 }
 
 /** Plan bytes for the device: a .plan file as is; an ONNX model built, reusing a plan cached next to it when newer. */

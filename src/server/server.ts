@@ -30,7 +30,8 @@ export interface ServeOptions {
   apiKey?: string;
   maxRequestBytes?: number;
   maxQueueSize?: number;
-  /** CPU instances on worker threads (default true); false runs them on the server's thread. */
+  /** KIND_CPU instances on worker threads (true) or as execution contexts on the server's thread (false); default:
+   *  the server's thread when every compute layer of the model has a native kernel, else workers. */
   workers?: boolean;
   /** Request decoding threads (JSON parse and tensor conversion off the event loop); `{ threads: 0 }` turns them off. */
   decode?: DecodeOptions;

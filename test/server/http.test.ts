@@ -78,6 +78,18 @@ describe('kiln serve over HTTP', () => {
     out.forEach((v, i) => expect(v).toBeCloseTo(expected[i], 5));
   });
 
+  it('reads binary tensor data at any byte offset of the body (views where aligned, copies where not)', async () => {
+    const input = cnnInput(3);
+    for (const pad of [0, 1, 2, 3]) {
+      // JSON whitespace shifts where the tensor bytes start: 4-byte aligned for one of the four pads
+      const head = Buffer.from(JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [3, 3, 32, 32], parameters: { binary_data_size: 3 * 3072 * 4 } }] }) + ' '.repeat(pad));
+      const r = await post('/v2/models/cnn/infer', Buffer.concat([head, Buffer.from(input.buffer)]), { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) });
+      expect(r.status, `pad ${pad}: ${r.status === 200 ? '' : await r.clone().text()}`).toBe(200);
+      const data = (await r.json()).outputs[0].data as number[];
+      data.forEach((v, i) => expect(v, `pad ${pad}`).toBeCloseTo(expected[i], 5));
+    }
+  });
+
   it('accepts gzip request bodies and compresses responses when asked', async () => {
     const r = await post('/v2/models/cnn/infer', zlib.gzipSync(JSON.stringify(fp32(8))), { 'content-encoding': 'gzip', 'accept-encoding': 'gzip' });
     expect(r.status).toBe(200);

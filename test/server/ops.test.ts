@@ -2,7 +2,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Engine, InferenceSession, Tensor } from '../../src/index.js';
+import { findCompiler } from '../../src/backends/cpu/compiler.js';
+import { nativeUnavailable } from '../../src/backends/cpu/native.js';
 import { parseConfigText, parsePbtxt, selectVersions } from '../../src/server/config.js';
+import { offLoopEngine } from '../../src/server/repository.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { cnnInput, makeRepository } from './repo.js';
 
@@ -84,6 +88,48 @@ describe('kiln serve instances on worker threads', () => {
     expect(b[0]).toEqual(a);
     expect(b[1]).toEqual(a);
     await threaded.close();
+  });
+
+  it('by default serves a CPU model from the server\'s thread when every compute layer is native, else from workers', async () => {
+    const s = await start({ modelControlMode: 'explicit', loadModels: ['cnn'], workers: undefined });
+    const engine = await Engine.load(new Uint8Array(fs.readFileSync(path.join(root, 'cnn', '1', 'model.cpu.kiln.plan'))));
+    const native = offLoopEngine(engine);
+    // where native kernels can be built and loaded, the tiny CNN's compute layers all have them (Flatten is a view)
+    if (nativeUnavailable() === '' && findCompiler()) expect(native, engine.header.layers.map((l) => `${l.opType}:${l.tactic}`).join(' ')).toBe(true);
+    engine.dispose();
+    const { v } = s.core.repo.get('cnn');
+    // instances on workers report their thread's memory; contexts on the server's thread have none of their own
+    expect(v.instances.map((i) => i.memory === undefined)).toEqual(v.instances.map(() => native));
+    const r = await fetch(`${s.httpUrl}/v2/models/cnn/infer`, { method: 'POST', body: body(4) });
+    expect(r.status).toBe(200);
+    await s.close();
+  });
+
+  it('answers concurrent requests batched over two in-thread contexts, each with its own input\'s result', async () => {
+    const s = await start({ modelControlMode: 'explicit', loadModels: ['cnn'], workers: false });
+    const session = await InferenceSession.create(path.join(root, 'cnn', '1', 'model.onnx'));
+    const seeds = Array.from({ length: 24 }, (_, i) => i + 1);
+    const answers = await Promise.all(seeds.map(async (seed) => {
+      const r = await fetch(`${s.httpUrl}/v2/models/cnn/infer`, { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data: Array.from(cnnInput(1, seed)) }] }) });
+      expect(r.status).toBe(200);
+      return (await r.json()).outputs[0].data as number[];
+    }));
+    const executions = s.core.repo.get('cnn').v.stats.execution_count;
+    expect(executions).toBeLessThan(seeds.length); // some requests shared a batch
+    for (const [i, seed] of seeds.entries()) {
+      const want = ((await session.run({ input: new Tensor('float32', cnnInput(1, seed), [1, 3, 32, 32]) })).probabilities as Tensor).data as Float32Array;
+      answers[i].forEach((v, k) => expect(v, `seed ${seed}`).toBeCloseTo(want[k], 5));
+    }
+    await session.release();
+    await s.close();
+  });
+
+  it('keeps plans whose compute layers run reference (JavaScript) kernels off the event loop', () => {
+    const layer = (opType: string, tactic: string) => ({ opType, tactic });
+    const engine = (layers: { opType: string; tactic: string }[]) => ({ header: { layers } }) as unknown as Engine;
+    expect(offLoopEngine(engine([layer('FusedConv', 'native-avx512-tconv'), layer('Flatten', 'reference'), layer('Softmax', 'native-avx512-softmax')]))).toBe(true);
+    expect(offLoopEngine(engine([layer('FusedConv', 'native-avx512-tconv'), layer('LayerNormalization', 'reference')]))).toBe(false);
+    expect(offLoopEngine(engine([layer('Conv', 'reference')]))).toBe(false);
   });
 });
 

@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { Engine, build, loadOnnx } from '../index.js';
-import { Batcher, ServeError, type BatchResult, type SubmitOptions } from './batcher.js';
+import { Engine, Tensor, build, loadOnnx, type TensorType } from '../index.js';
+import { Batcher, ServeError, batchBuckets, type BatchResult, type SubmitOptions } from './batcher.js';
 import { inThreadInstance, modelInstance, workerInstance, type Instance } from './instances.js';
 import { configTypeFromKiln, parseConfigText, selectVersions, type ModelConfig } from './config.js';
 import { deviceLabel, nvidiaSmiProvider, placeInstances, type DeviceProvider, type Placement } from './devices.js';
@@ -265,10 +265,20 @@ export class ModelRepository {
     // an engine loaded here only to complete the config (every instance on a worker) would hold a copy of the
     // weights for nothing
     for (const en of engines) if (!used.has(en)) en.dispose();
-    return this.withBatcher(name, cfg, version, engines.filter((en) => used.has(en)), contexts);
+    // GPU engines capture one CUDA graph per shape: batches are padded to a few sizes, each run once per GPU
+    // instance here so no request pays for an eager run and a capture (Triton's model_warmup, made automatic)
+    const padTo = cfg.dynamic_batching && cfg.max_batch_size > 0 && places.some((p) => p.kind === 'gpu') ? batchBuckets(cfg.max_batch_size) : undefined;
+    if (padTo) {
+      await warmUp(engines.find((en) => used.has(en))!, contexts.filter((_, i) => places[i].kind === 'gpu'), padTo).catch(async (e: unknown) => {
+        await Promise.all(contexts.map((c) => c.close()));
+        for (const en of engines) en.dispose();
+        throw e;
+      });
+    }
+    return this.withBatcher(name, cfg, version, engines.filter((en) => used.has(en)), contexts, padTo);
   }
 
-  private withBatcher(name: string, cfg: ModelConfig, version: number, engines: Engine[], contexts: Instance[]): LoadedVersion {
+  private withBatcher(name: string, cfg: ModelConfig, version: number, engines: Engine[], contexts: Instance[], padTo?: number[]): LoadedVersion {
     const stats = emptyStats();
     const db = cfg.dynamic_batching;
     const q = db?.default_queue_policy;
@@ -285,6 +295,7 @@ export class ModelRepository {
       priorityLevels: db?.priority_levels ?? 0,
       defaultPriority: db?.default_priority_level ?? 1,
       onExec: (rows, _n, device) => this.metrics.recordExec(name, vs, stats, rows, device),
+      padTo,
     });
     return {
       version, engines, instances: contexts, devices: contexts.map((c) => c.device ?? 'cpu'), batcher, stats,
@@ -397,6 +408,24 @@ async function loadPlan(file: string, device: string, precision?: string): Promi
     // read-only repository: serve without the cache
   }
   return built.bytes;
+}
+
+/** Runs every batch size in `sizes` once on each instance with zeros; skipped when an input has a non-batch dynamic dim. */
+async function warmUp(engine: Engine, instances: Instance[], sizes: number[]): Promise<void> {
+  const inputs = engine.header.inputs;
+  if (inputs.some((t) => t.shape.slice(1).some((d) => typeof d !== 'number'))) return;
+  for (const inst of instances) {
+    for (const n of sizes) {
+      const feeds: Record<string, ServeTensor> = {};
+      for (const t of inputs) {
+        const dims = [n, ...(t.shape.slice(1) as number[])];
+        const count = dims.reduce((a, b) => a * b, 1);
+        const zero = t.dtype === 'int64' || t.dtype === 'uint64' ? 0n : t.dtype === 'bool' ? false : 0;
+        feeds[t.name] = new Tensor(t.dtype as TensorType, new Array(count).fill(zero) as number[], dims);
+      }
+      await inst.run(feeds, engine.header.outputs.map((o) => o.name), true);
+    }
+  }
 }
 
 /** Fill inputs/outputs from the engine when the config leaves them out, and check them when it gives them. */

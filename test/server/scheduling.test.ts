@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor } from '../../src/index.js';
-import { Batcher, ServeError, type BatcherOptions } from '../../src/server/batcher.js';
+import { Batcher, ServeError, batchBuckets, type BatcherOptions } from '../../src/server/batcher.js';
 import { parseConfigText } from '../../src/server/config.js';
 import { placeInstances, type DeviceProvider } from '../../src/server/devices.js';
 import type { Instance } from '../../src/server/instances.js';
@@ -88,6 +88,27 @@ describe('batcher priorities and timeouts', () => {
     expect(cfg.dynamic_batching).toMatchObject({ priority_levels: 3, default_priority_level: 2, default_queue_policy: { timeout_action: 'DELAY', default_timeout_microseconds: 1000, allow_timeout_override: true, max_queue_size: 7 } });
     expect(() => parseConfigText('dynamic_batching { priority_levels: 2 default_priority_level: 3 }', 'm', 'm/config.pbtxt')).toThrow(/default_priority_level 3 is outside 1\.\.2/);
     expect(() => parseConfigText('dynamic_batching { default_queue_policy { timeout_action: DROP } }', 'm', 'm/config.pbtxt')).toThrow(/REJECT or DELAY/);
+  });
+});
+
+describe('batch padding (GPU engines replay one graph per shape)', () => {
+  it('pads a batch with zero rows up to the next bucket and hands each request only its own rows', async () => {
+    const g = gate('gpu0');
+    const b = new Batcher([g.inst], opts({ maxBatchSize: 8, dynamic: true, maxQueueDelayUs: 20_000, padTo: batchBuckets(8) }));
+    const done = [b.submit(x(1), ['y'], 1), b.submit(x(2, 2), ['y'], 2)];
+    await tick(40);
+    g.release();
+    const [a, c] = await Promise.all(done);
+    expect(g.ran).toEqual([1, 2, 2, 0]); // 3 rows formed, run as 4
+    expect(Array.from((a.outputs.y as Tensor).data as Float32Array)).toEqual([1]);
+    expect((c.outputs.y as Tensor).dims).toEqual([2]);
+    expect(Array.from((c.outputs.y as Tensor).data as Float32Array)).toEqual([2, 2]);
+  });
+
+  it('buckets are the powers of two below max_batch_size, then max_batch_size', () => {
+    expect(batchBuckets(1)).toEqual([1]);
+    expect(batchBuckets(8)).toEqual([1, 2, 4, 8]);
+    expect(batchBuckets(24)).toEqual([1, 2, 4, 8, 16, 24]);
   });
 });
 

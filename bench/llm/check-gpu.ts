@@ -3,7 +3,8 @@
 //    over a cached prefix, decode), fp32 cache;
 // 2. greedy tokens of LlmEngine on the cuda provider against the fixtures' Hugging Face references: fp32 identical;
 //    fp16/bf16 may drift, allowed only where the reference's top-2 logit margin is a near tie (< DRIFT_MARGIN);
-// 3. batched = unbatched, and chunked prefill (tiny step budget) = one-shot prefill, on the GPU.
+// 3. batched = unbatched, greedy beside a sampled request (logits to the host) = greedy alone (device argmax), and
+//    chunked prefill (tiny step budget) = one-shot prefill, on the GPU.
 // Usage: node bench/llm/check-gpu.js [fixtures dir]
 import fs from 'node:fs';
 import path from 'node:path';
@@ -78,6 +79,8 @@ async function modelCheck(name: string, dtype: 'float32' | 'float16' | 'bfloat16
   const single: number[][] = [];
   for (const g of expected.greedy) single.push(await tokens(engine, req(g)));
   const batched = await Promise.all(expected.greedy.map((g) => tokens(engine, req(g))));
+  // a sampled request in the batch sends the step down the logits path (host sampling) instead of device argmax
+  const [mixed] = await Promise.all([tokens(engine, req(expected.greedy[0])), tokens(engine, { ...req(expected.greedy[0]), temperature: 0.8, seed: 1 })]);
   await engine.close();
   const chunked = await LlmEngine.load(dir, { provider: 'cuda', dtype, maxBatch: 8, maxStepTokens: 3, prefixCaching: false });
   const small: number[][] = [];
@@ -97,6 +100,7 @@ async function modelCheck(name: string, dtype: 'float32' | 'float16' | 'bfloat16
   report(ok, `${name} ${dtype} cuda greedy vs transformers: ${total - drift}/${total} prompts identical${notes.length ? `; ${notes.join('; ')}` : ''} (load ${loadS.toFixed(1)} s)`);
   const bDiff = batched.map((b, i) => firstDiff(b, single[i])).filter((d) => d >= 0).length;
   report(bDiff === 0, `${name} ${dtype} cuda batched = unbatched: ${total - bDiff}/${total} prompts identical`);
+  report(firstDiff(mixed, single[0]) < 0, `${name} ${dtype} cuda greedy next to a sampled request (host sampling from logits) = device argmax alone`);
   const cDiff = small.map((b, i) => firstDiff(b, single[i])).filter((d) => d >= 0).length;
   report(cDiff === 0, `${name} ${dtype} cuda chunked prefill (3 tokens a step) = one-shot: ${total - cDiff}/${total} prompts identical`);
 }

@@ -22,8 +22,8 @@ for phase in "$@"; do
       for m in $LIST; do
         t0=$(date +%s)
         # the in-process path of `kiln bench --llm DIR --device cuda --dtype float16 --concurrency 1,32`
-        node "$B/bench/llm/bench-kiln.js" "$MODELS/$m" float16 1,32 128 128 2>"$OUT/kiln-$m.err" | tee "$OUT/kiln-$m.json"
-        echo "kiln $m: $(( $(date +%s) - t0 )) s in all (load, build, bench)"; tail -5 "$OUT/kiln-$m.err"
+        KILN_LLM_PROFILE=1 node "$B/bench/llm/bench-kiln.js" "$MODELS/$m" float16 1,32 128 128 2>"$OUT/kiln-$m.err" | tee "$OUT/kiln-$m.json"
+        echo "kiln $m: $(( $(date +%s) - t0 )) s in all (load, build, bench)"; tail -25 "$OUT/kiln-$m.err"
       done ;;
     hf)
       for m in $LIST; do

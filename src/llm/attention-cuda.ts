@@ -33,7 +33,7 @@ class Scratch {
 export class CudaPagedAttention implements DevicePagedAttention {
   readonly deviceId: number;
   private readonly dev: CudaDevice;
-  private readonly stream: unknown;
+  readonly stream: unknown;
   private readonly k: PagedKernels;
   private readonly kCache: number[] = [];
   private readonly vCache: number[] = [];
@@ -45,11 +45,15 @@ export class CudaPagedAttention implements DevicePagedAttention {
   private step?: { rows: number; nSeq: number; seqOff: number; tabOff: number; slotOff: number; decOff: number; nDec: number; tileOff: number; nTiles: number };
   private released = false;
 
-  constructor(readonly shape: AttentionShape, readonly cacheDtype: CacheDtype = 'float16', deviceId = 0) {
+  /**
+   * `rowDtype`: the element type of the q/k/v rows the layer engines hand over and of the output rows (the engine's
+   * own type, so its graphs need no casts at their edges); the host entry points (prefill/decode) need float32.
+   */
+  constructor(readonly shape: AttentionShape, readonly cacheDtype: CacheDtype = 'float16', deviceId = 0, readonly rowDtype: CacheDtype = 'float32') {
     this.deviceId = deviceId;
     this.dev = getDevice(deviceId);
     this.stream = this.dev.createStream();
-    this.k = pagedAttentionKernels({ ...shape, cacheDtype });
+    this.k = pagedAttentionKernels({ ...shape, cacheDtype, rowDtype });
     const elt = cacheDtype === 'float32' ? 4 : 2;
     this.blockBytes = shape.blockSize * shape.numKvHeads * shape.headDim * elt;
     for (let l = 0; l < shape.numLayers; l++) {
@@ -98,21 +102,47 @@ export class CudaPagedAttention implements DevicePagedAttention {
     this.dev.makeCurrent();
     const ptr = this.meta.need(total * 4);
     this.dev.upload(ptr, m.subarray(0, total), this.stream);
-    this.out.need(rows * this.shape.numHeads * this.shape.headDim * 4);
+    this.out.need(rows * this.shape.numHeads * this.shape.headDim * this.rowBytes);
     this.step = { rows, nSeq: seqs.length, seqOff, tabOff, slotOff, decOff, nDec, tileOff, nTiles };
   }
 
+  /** Grow the step buffers now for steps of up to `rows` rows over `seqs` sequences (no allocation mid-serving). */
+  reserve(rows: number, seqs: number): void {
+    this.check();
+    this.dev.makeCurrent();
+    // block tables of all sequences together rarely exceed the pool (prefix sharing aside; beginStep grows if so)
+    const tab = this.shape.numBlocks, tiles = Math.ceil(rows / this.k.queryTile) + seqs;
+    this.meta.need((4 * seqs + tab + rows + seqs + 2 * tiles) * 4);
+    this.out.need(rows * this.shape.numHeads * this.shape.headDim * this.rowBytes);
+    for (const k of [this.k.write, this.k.decode, this.k.prefill]) this.dev.kernel(k); // compiled now, not on a request
+  }
+
+  private get rowBytes(): number {
+    return this.rowDtype === 'float32' ? 4 : 2;
+  }
+
   runLayer(layer: number, q: number, k: number, v: number): void {
+    this.dev.makeCurrent();
+    this.enqueueLayer(layer, q, k, v, this.out.ptr);
+    this.dev.sync(this.stream);
+  }
+
+  enqueueLayer(layer: number, q: number, k: number, v: number, out: number): void {
     const s = this.step;
     if (!s) throw new Error('paged attention: runLayer before beginStep');
-    const kc = this.kCache[layer], vc = this.vCache[layer], meta = this.meta.ptr, out = this.out.ptr;
+    const kc = this.kCache[layer], vc = this.vCache[layer], meta = this.meta.ptr;
     const kw = this.shape.numKvHeads * this.shape.headDim;
-    this.dev.makeCurrent();
-    const blocks = Math.max(1, Math.min(Math.ceil((s.rows * kw) / 256), SM_COUNT * 8));
-    this.dev.launch({ ...this.k.write, grid: [blocks, 1, 1] }, [k, v, kc, vc, meta, s.slotOff, s.rows], this.stream);
+    // a step of decodes only: the decode kernel writes the new keys and values itself (one launch a layer, not two)
+    const decodeWrites = this.k.decodeWrites && !s.nTiles;
+    if (!decodeWrites) {
+      const blocks = Math.max(1, Math.min(Math.ceil((s.rows * kw) / 256), SM_COUNT * 8));
+      this.dev.launch({ ...this.k.write, grid: [blocks, 1, 1] }, [k, v, kc, vc, meta, s.slotOff, s.rows], this.stream);
+    }
     if (s.nTiles) this.dev.launch({ ...this.k.prefill, grid: [s.nTiles, this.shape.numHeads, 1] }, [q, kc, vc, out, meta, s.seqOff, s.tabOff, s.tileOff], this.stream);
-    if (s.nDec) this.dev.launch({ ...this.k.decode, grid: [s.nDec, this.shape.numHeads, 1] }, [q, kc, vc, out, meta, s.seqOff, s.tabOff, s.decOff], this.stream);
-    this.dev.sync(this.stream);
+    if (s.nDec) {
+      const params = this.k.decodeWrites ? [q, k, v, kc, vc, out, meta, s.seqOff, s.tabOff, s.decOff, s.slotOff, decodeWrites ? 1 : 0] : [q, kc, vc, out, meta, s.seqOff, s.tabOff, s.decOff];
+      this.dev.launch({ ...this.k.decode, grid: [s.nDec, this.shape.numHeads, 1] }, params, this.stream);
+    }
   }
 
   /** The host-memory entry points (checks, and callers without device tensors): copies in and out around runLayer. */
@@ -125,6 +155,7 @@ export class CudaPagedAttention implements DevicePagedAttention {
   }
 
   private hostStep(step: AttentionStep, decode: boolean): void {
+    if (this.rowDtype !== 'float32') throw new Error(`paged attention: the host entry points take float32 rows; this instance was made for ${this.rowDtype} rows`);
     const qw = this.shape.numHeads * this.shape.headDim, kw = this.shape.numKvHeads * this.shape.headDim;
     const rows = step.q.length / qw;
     this.beginStep(step.seqs, step.seqs.map(() => decode), rows);

@@ -46,7 +46,7 @@ export interface PagedAttention {
 
 /**
  * A kernel whose cache lives in GPU memory and which also runs on device pointers, so q/k/v/out stay on the device
- * between a step's layer engines (src/llm/attention-cuda.ts). Rows are fp32.
+ * between a step's layer engines (src/llm/attention-cuda.ts). Rows are fp32, or the engine's fp16/bf16.
  */
 export interface DevicePagedAttention extends PagedAttention {
   readonly deviceId: number;
@@ -56,6 +56,15 @@ export interface DevicePagedAttention extends PagedAttention {
   readonly outPtr: number;
   /** One layer of the step begun last: new k/v into the cache, then attention into `outPtr`; complete on return. */
   runLayer(layer: number, q: number, k: number, v: number): void;
+  /** Grow the step buffers for steps of up to `rows` rows over `seqs` sequences now, not mid-serving. */
+  reserve(rows: number, seqs: number): void;
+  /** The stream the kernels run on: callers that chain their own work there need no host sync between layers. */
+  readonly stream: unknown;
+  /**
+   * As runLayer, into `out` ([rows, numHeads * headDim] in the rows' type), queued on `stream` and not waited for;
+   * the device's context must be current (beginStep makes it so).
+   */
+  enqueueLayer(layer: number, q: number, k: number, v: number, out: number): void;
 }
 
 export function isDeviceAttention(a: PagedAttention): a is DevicePagedAttention {

@@ -2,14 +2,16 @@
 // waiting requests (FIFO) while their whole KV budget (prompt + maxTokens) fits, so a running request never runs out
 // of blocks mid-generation (TensorRT-LLM's "guaranteed no evict" policy); decodes of running requests go first, then
 // prompt chunks fill the step's token budget (chunked prefill), and finished or cancelled requests leave at once.
+// When the next step can only continue this one (every running request decoding greedily, nobody waiting), it is
+// queued before this one finishes, its ids taken from this step's tokens on the device (`chain`).
 import path from 'node:path';
 import { InputError, KilnError } from '../ir/errors.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
 import { Tokenizer } from './tokenizer.js';
 import { loadWeights } from './safetensors.js';
-import { CpuPagedAttention, type AttentionSeq, type PagedAttention } from './attention.js';
+import { CpuPagedAttention, type PagedAttention } from './attention.js';
 import { KvCache } from './kv-cache.js';
-import { DecoderModel } from './model.js';
+import { DecoderModel, type StepBatch, type StepOutput } from './model.js';
 import { makeRng, sampleToken, type SamplingParams } from './sampling.js';
 import { ChatTemplate, type ChatMessage } from './chat.js';
 
@@ -62,13 +64,31 @@ export interface LlmLoadOptions {
   /** Longest prompt + output (default: the model's max positions, at most 2048). */
   maxSeqLen?: number;
   dtype?: 'float32' | 'float16' | 'bfloat16';
-  /** Most tokens one step computes (default 256): longer prompts are prefilled in chunks of what is left. */
+  /** Most tokens one step computes (default 256 on the CPU, 4096 on the GPU): longer prompts are prefilled in chunks of what is left. */
   maxStepTokens?: number;
   /** Reuse cached blocks of identical prompt prefixes (default true). */
   prefixCaching?: boolean;
+  /**
+   * Queue the next decode step before the current one finishes when it can only continue it (default: on the GPU,
+   * where it keeps the device busy while tokens stream; on the CPU it gains nothing and is for tests).
+   */
+  chainSteps?: boolean;
 }
 
 type Finish = NonNullable<GenerateEvent['finishReason']>;
+
+/** A queued step: its batch, its requests in row order, and its result to come. */
+interface InFlight {
+  batch: StepBatch;
+  reqs: Request[];
+  /** every sampled request decodes greedily (tokens picked on the device) */
+  greedy: boolean;
+  /** queued before the step ahead of it finished, ids taken from that step's tokens on the device */
+  chained: boolean;
+  out: Promise<StepOutput>;
+}
+
+const isGreedy = (r: { params: SamplingParams }) => r.params.temperature <= 0 && r.params.repetitionPenalty === 1;
 
 interface Pending {
   resolve: (e: GenerateEvent | undefined) => void;
@@ -130,9 +150,11 @@ export class LlmEngine {
   private promptTokens = 0;
   private generatedTokens = 0;
   private readonly eos: Set<number>;
+  /** a step queued behind the one in flight (see chain) */
+  private ahead?: InFlight;
 
   private constructor(readonly name: string, readonly tokenizer: Tokenizer, readonly config: ModelConfig, private readonly model: DecoderModel,
-    private readonly kv: KvCache, private readonly chat: ChatTemplate | undefined, readonly limits: Required<Pick<LlmLoadOptions, 'maxBatch' | 'maxSeqLen' | 'maxStepTokens' | 'blockSize'>>) {
+    private readonly kv: KvCache, private readonly chat: ChatTemplate | undefined, readonly limits: Required<Pick<LlmLoadOptions, 'maxBatch' | 'maxSeqLen' | 'maxStepTokens' | 'blockSize' | 'chainSteps'>>) {
     this.eos = new Set([...config.eosTokenIds, ...(tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [])]);
   }
 
@@ -159,7 +181,7 @@ export class LlmEngine {
     const shape = { numLayers: config.numLayers, numHeads: config.numHeads, numKvHeads: config.numKvHeads,
       headDim: config.headDim, numBlocks: kvBlocks, blockSize, scale: 1 / Math.sqrt(config.headDim) };
     const attention: PagedAttention = provider === 'cuda'
-      ? new (await import('./attention-cuda.js')).CudaPagedAttention(shape, dtype) // loads CUDA only for the GPU provider
+      ? new (await import('./attention-cuda.js')).CudaPagedAttention(shape, dtype, 0, dtype) // loads CUDA only for the GPU provider
       : new CpuPagedAttention(shape);
     let model: DecoderModel;
     try {
@@ -170,7 +192,7 @@ export class LlmEngine {
       throw e;
     }
     const kv = new KvCache(kvBlocks, blockSize, options.prefixCaching !== false);
-    return new LlmEngine(path.basename(path.resolve(dir)), tokenizer, config, model, kv, ChatTemplate.fromDir(dir), { maxBatch, maxSeqLen, maxStepTokens, blockSize });
+    return new LlmEngine(path.basename(path.resolve(dir)), tokenizer, config, model, kv, ChatTemplate.fromDir(dir), { maxBatch, maxSeqLen, maxStepTokens, blockSize, chainSteps: options.chainSteps ?? provider === 'cuda' });
   }
 
   /** Stream the tokens of one request; it joins the in-flight batch at the next step. */
@@ -253,7 +275,7 @@ export class LlmEngine {
   }
 
   private async run(): Promise<void> {
-    while (this.waiting.length || this.running.length) {
+    while (this.waiting.length || this.running.length || this.ahead) {
       try {
         await this.step();
       } catch (e) {
@@ -274,6 +296,29 @@ export class LlmEngine {
   }
 
   private async step(): Promise<void> {
+    let cur = this.ahead;
+    this.ahead = undefined;
+    if (!cur) {
+      this.admit();
+      if (!this.running.length) return;
+      cur = this.schedule();
+    }
+    // when the next step can only be this one's continuation, queue it now (ids from this step's tokens on the
+    // device), so the GPU does not idle while this step's tokens are streamed and the next one is scheduled
+    this.ahead = this.chain(cur);
+    let out: StepOutput;
+    try {
+      out = await cur.out;
+    } catch (e) {
+      await this.ahead?.out.catch(() => undefined);
+      this.ahead = undefined;
+      throw e;
+    }
+    this.complete(cur, out);
+  }
+
+  /** Drop cancelled requests; admit waiting ones (FIFO) while their whole KV budget fits. */
+  private admit(): void {
     for (const list of [this.waiting, this.running]) {
       for (const r of list.filter((x) => x.cancelled)) {
         list.splice(list.indexOf(r), 1);
@@ -288,8 +333,11 @@ export class LlmEngine {
       this.promptTokens += r.prompt.length;
       this.running.push(this.waiting.shift()!);
     }
-    if (!this.running.length) return;
-    const batch = { tokens: [] as number[], positions: [] as number[], seqs: [] as AttentionSeq[], sample: [] as boolean[], decode: [] as boolean[] };
+  }
+
+  /** Decodes of running requests first, then prompt chunks within the step's token budget; queued at once. */
+  private schedule(): InFlight {
+    const batch: StepBatch = { tokens: [], positions: [], seqs: [], sample: [], decode: [] };
     const reqs: Request[] = [];
     let budget = this.limits.maxStepTokens;
     const add = (r: Request, n: number) => {
@@ -309,16 +357,57 @@ export class LlmEngine {
       if (r.output.length || budget <= 0) continue;
       add(r, Math.min(budget, r.prompt.length - r.computed));
     }
-    const logits = await this.model.forward(batch);
+    // greedy requests only: the GPU picks the tokens itself and sends back one id per sequence instead of logits
+    const greedy = reqs.every((r, i) => !batch.sample[i] || isGreedy(r));
+    return { batch, reqs, greedy, chained: false, out: this.model.forward(batch, greedy) };
+  }
+
+  /**
+   * The step after `cur`, queued before `cur` finishes, when nothing else could be scheduled next: no request waits,
+   * and every running request is sampled greedily by `cur` and will still need a token after it. Its ids come from
+   * `cur`'s tokens on the device; rows of requests that `cur` finishes (end of sequence, stop text) are dropped when
+   * it completes (their cache write lands in a block no prefix key covers, inside their own allocation).
+   */
+  private chain(cur: InFlight): InFlight | undefined {
+    if (!this.limits.chainSteps || !cur.greedy || this.waiting.length || !this.running.length) return undefined;
+    const sampledAt = new Map<Request, { row: number; n: number }>();
+    let row = 0;
+    cur.reqs.forEach((r, i) => cur.batch.sample[i] && sampledAt.set(r, { row: row++, n: cur.batch.seqs[i].numTokens }));
+    if (!this.running.every((r) => sampledAt.has(r) && !r.cancelled && r.output.length + 1 < r.maxTokens)) return undefined;
+    const batch: StepBatch = { tokens: [], positions: [], seqs: [], sample: [], decode: [] };
+    const from: number[] = [];
+    for (const r of this.running) {
+      const { row: src, n } = sampledAt.get(r)!;
+      const pos = r.computed + n;
+      batch.seqs.push({ rowStart: batch.tokens.length, numTokens: 1, contextLen: pos, blockTable: this.kv.table(r.id) });
+      batch.tokens.push(0); // the device fills it in
+      batch.positions.push(pos);
+      batch.sample.push(true);
+      batch.decode.push(true);
+      from.push(src);
+    }
+    const out = this.model.forward(batch, true, Int32Array.from(from));
+    out.catch(() => undefined); // a failure surfaces where it is awaited (step), not as an unhandled rejection meanwhile
+    return { batch, reqs: [...this.running], greedy: true, chained: true, out };
+  }
+
+  /** Apply a finished step: cache bookkeeping, then each sampled request's token. */
+  private complete(cur: InFlight, { tokens, logits }: StepOutput): void {
+    const { batch, reqs } = cur;
     const V = this.config.vocabSize;
     let row = 0;
     reqs.forEach((r, i) => {
+      const at = batch.sample[i] ? row++ : -1;
+      if (cur.chained && r.done) return; // finished by the step this one was chained to
       r.computed += batch.seqs[i].numTokens;
       this.kv.commit(r.id, r.tokens, r.computed);
-      if (!batch.sample[i]) return;
-      const l = logits.subarray(row * V, ++row * V);
-      if (r.cancelled) return;
-      const tok = sampleToken(r.params.repetitionPenalty !== 1 ? l.slice() : l, r.params, r.tokens, r.rng);
+      if (at < 0 || r.cancelled) return;
+      let tok: number;
+      if (tokens) tok = tokens[at];
+      else {
+        const l = logits!.subarray(at * V, (at + 1) * V);
+        tok = sampleToken(r.params.repetitionPenalty !== 1 ? l.slice() : l, r.params, r.tokens, r.rng);
+      }
       this.accept(r, tok);
     });
     for (let i = this.running.length - 1; i >= 0; i--) if (this.running[i].done) this.running.splice(i, 1);

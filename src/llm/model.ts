@@ -2,17 +2,20 @@
 // final norm and LM head) is a Kiln IR graph built with build() for the provider, with a dynamic token dimension so
 // prefill chunks and decode batches share the engines. The graphs are cut at attention, which runs over the paged KV
 // cache as a runtime kernel (attention.ts): graph 0 = embeddings + layer 0 up to q/k/v; graph i = layer i-1 after
-// attention + layer i up to q/k/v; graph L = layer L-1 after attention + final norm + LM head on the sampled rows.
+// attention + layer i up to q/k/v; graph L = layer L-1 after attention + final norm + LM head, fed only the rows that
+// need logits (the rest of the model is row-wise). GPU fp16/bf16 builds write the graphs in that type end to end
+// (weights, inputs, outputs), so no Casts sit between layers; on the GPU a step runs through step-cuda.ts.
 import { GraphBuilder, float } from '../ir/builder.js';
 import { TensorData } from '../ir/tensor.js';
-import type { ValueType } from '../ir/graph.js';
+import type { Model, ValueType } from '../ir/graph.js';
 import { ModelError } from '../ir/errors.js';
 import { build } from '../build/builder.js';
 import { Engine, type ExecutionContext } from '../runtime/engine.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config.js';
-import { GpuTensor } from '../runtime/gpu-tensor.js';
-import { isDeviceAttention, type AttentionSeq, type DevicePagedAttention, type PagedAttention } from './attention.js';
+import { isDeviceAttention, type AttentionSeq, type PagedAttention } from './attention.js';
+import type { CudaDecoderStep } from './step-cuda.js';
+import { argmax } from './sampling.js';
 
 const OPSET = 17;
 
@@ -24,6 +27,14 @@ export interface ModelBuildOptions {
   maxSeqs: number;
   /** Build precision (fp32 on the CPU). */
   precision?: 'fp32' | 'fp16' | 'bf16';
+  /** GPU: capture every padded step size at load (default true), so no request meets a first-time run. */
+  warmup?: boolean;
+}
+
+/** One step's output for the sampled rows, in order: greedy tokens (argmax; the GPU sends back only these) and/or logits [rows, vocab]. */
+export interface StepOutput {
+  tokens?: Int32Array;
+  logits?: Float32Array;
 }
 
 /** One step's batch: the new tokens of every scheduled sequence, concatenated. */
@@ -82,7 +93,9 @@ function concat1d(ts: TensorData[]): TensorData {
   return new TensorData('float32', [out.length], out);
 }
 
-const f32Type = (shape: (number | string)[]): ValueType => ({ kind: 'tensor', dtype: 'float32', shape });
+/** The element type a model's graphs are written in: fp16/bf16 GPU builds are native end to end (no casts). */
+export type GraphDtype = 'float32' | 'float16' | 'bfloat16';
+const tensorType = (dtype: GraphDtype, shape: (number | string)[]): ValueType => ({ kind: 'tensor', dtype, shape });
 const i64 = (vals: number[]) => new TensorData('int64', [vals.length], BigInt64Array.from(vals.map(BigInt)));
 const f32 = (v: number) => new TensorData('float32', [], Float32Array.of(v));
 
@@ -90,11 +103,12 @@ const f32 = (v: number) => new TensorData('float32', [], Float32Array.of(v));
 class LayerGraph {
   readonly b: GraphBuilder;
   private n = 0;
-  constructor(name: string, private readonly cfg: ModelConfig) {
+  constructor(name: string, private readonly cfg: ModelConfig, readonly dtype: GraphDtype) {
     this.b = new GraphBuilder(name);
   }
+  /** A weight or constant; float ones in the graph's type. */
   init(t: TensorData, name = `w${this.n++}`): string {
-    return this.b.initializer(name, t);
+    return this.b.initializer(name, t.dtype === 'float32' && this.dtype !== 'float32' ? TensorData.fromNumbers(this.dtype, t.dims, t.data as Float32Array) : t);
   }
   linear(x: string, w: TensorData, bias?: TensorData): string {
     const y = this.b.op('MatMul', [x, this.init(w)]);
@@ -110,24 +124,33 @@ class LayerGraph {
     const div = b.op('Div', [x, b.op('Sqrt', [b.op('Add', [mean, this.init(f32(this.cfg.normEps))])])]);
     return b.op('Mul', [div, this.init(g)]);
   }
-  /** HF's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+  /**
+   * HF's gelu_new, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as one kiln Gelu node (ONNX opset-20 semantics):
+   * the optimizer folds it into the MLP's first GEMM as its epilogue, where the op-by-op chain stayed 8 kernels.
+   */
   geluTanh(x: string): string {
-    const b = this.b;
-    const cube = b.op('Mul', [b.op('Pow', [x, this.init(f32(3))]), this.init(f32(0.044715))]);
-    const t = b.op('Tanh', [b.op('Mul', [b.op('Add', [x, cube]), this.init(f32(Math.sqrt(2 / Math.PI)))])]);
-    return b.op('Mul', [b.op('Mul', [x, this.init(f32(0.5))]), b.op('Add', [t, this.init(f32(1))])]);
+    return this.b.node('Gelu', [x], { approximate: 'tanh' }, { domain: 'kiln' })[0];
   }
   silu(x: string): string {
     return this.b.op('Mul', [x, this.b.op('Sigmoid', [x])]);
   }
-  /** Rotate-half RoPE on [T, heads*headDim] rows with cos/sin [T, headDim]. */
+  /**
+   * Rotate-half RoPE on [T, heads*headDim] rows with cos/sin [T, headDim]: x cos + rotate_half(x) sin, the rotation
+   * as a product with a signed permutation matrix (exact: one nonzero term per output), which the GPU runs as one
+   * GEMM where slicing the halves would not stay on the device.
+   */
   rope(x: string, heads: number, cos: string, sin: string): string {
     const b = this.b, hd = this.cfg.headDim, half = hd / 2;
     const x3 = b.op('Reshape', [x, this.init(i64([-1, heads, hd]))]);
     const axes = this.init(i64([1]));
     const c = b.op('Unsqueeze', [cos, axes]), s = b.op('Unsqueeze', [sin, axes]);
-    const sl = (start: number, end: number) => b.op('Slice', [x3, this.init(i64([start])), this.init(i64([end])), this.init(i64([-1]))]);
-    const rot = b.op('Concat', [b.op('Neg', [sl(half, hd)]), sl(0, half)], { axis: -1 });
+    const r = new Float32Array(hd * hd);
+    for (let j = 0; j < half; j++) {
+      r[(j + half) * hd + j] = -1; // out[j] = -x[j + half]
+      r[j * hd + j + half] = 1; // out[j + half] = x[j]
+    }
+    const rot2 = b.op('MatMul', [b.op('Reshape', [x, this.init(i64([-1, hd]))]), this.init(new TensorData('float32', [hd, hd], r))]);
+    const rot = b.op('Reshape', [rot2, this.init(i64([-1, heads, hd]))]);
     const y = b.op('Add', [b.op('Mul', [x3, c]), b.op('Mul', [rot, s])]);
     return b.op('Reshape', [y, this.init(i64([-1, heads * hd]))]);
   }
@@ -140,41 +163,79 @@ export class DecoderModel {
     private readonly contexts: ExecutionContext[],
     readonly attention: PagedAttention,
     private readonly limits: { maxTokens: number; maxSeqs: number },
+    private readonly gpu?: CudaDecoderStep,
+    private readonly gpuDtype: GraphDtype = 'float32',
   ) {}
 
   static async build(cfg: ModelConfig, weights: Weights, dir: string, attention: PagedAttention, opts: ModelBuildOptions): Promise<DecoderModel> {
-    const w = new WeightSource(weights, dir);
-    const graphs: GraphBuilder[] = [];
-    for (let i = 0; i <= cfg.numLayers; i++) graphs.push(layerGraph(cfg, w, i));
+    const dtype = graphDtype(opts);
+    const graphs = layerModels(cfg, weights, dir, dtype);
     const engines: Engine[] = [];
-    for (const g of graphs) {
-      const model = g.model(OPSET);
-      const dyn = (inp: string, dims: number[]) => ({ min: [1, ...dims], opt: [Math.min(opts.maxTokens, 8), ...dims], max: [opts.maxTokens, ...dims] });
+    for (const [i, model] of graphs.entries()) {
+      // the last engine sees only the sampled rows
+      const max = i === cfg.numLayers ? opts.maxSeqs : opts.maxTokens;
       const profile: Record<string, { min: number[]; opt: number[]; max: number[] }> = {};
       for (const inp of model.graph.inputs) {
         const t = inp.type as { shape?: (number | string)[] };
         const rest = (t.shape ?? []).slice(1) as number[];
-        profile[inp.name] = inp.name === 'sel'
-          ? { min: [1], opt: [1], max: [opts.maxSeqs] }
-          : dyn(inp.name, rest);
+        profile[inp.name] = { min: [1, ...rest], opt: [Math.min(max, 8), ...rest], max: [max, ...rest] };
       }
       const plan = await build(model, { device: opts.provider, precision: opts.precision ?? 'fp32', profiles: [profile], buildCommand: `LlmEngine.load('${dir}')` });
       engines.push(await Engine.load(plan));
     }
-    return new DecoderModel(cfg, engines, engines.map((e) => e.createContext()), attention, { maxTokens: opts.maxTokens, maxSeqs: opts.maxSeqs });
+    const limits = { maxTokens: opts.maxTokens, maxSeqs: opts.maxSeqs };
+    let gpu: CudaDecoderStep | undefined;
+    if (isDeviceAttention(attention) && engines[0].header.device.backend === 'cuda') {
+      gpu = new (await import('./step-cuda.js')).CudaDecoderStep(cfg, engines, attention, limits, dtype); // CUDA loads only here
+      if (opts.warmup !== false) await gpu.warmup(buckets(opts.maxTokens), buckets(opts.maxSeqs));
+    }
+    return new DecoderModel(cfg, engines, engines.map((e) => e.createContext()), attention, limits, gpu, dtype);
   }
 
-  /** Run one step; returns the logits [numSampled, vocab] of the sequences whose `sample` flag is set, in order. */
-  async forward(batch: StepBatch): Promise<Float32Array> {
-    if (isDeviceAttention(this.attention) && this.engines[0].header.device.backend === 'cuda') {
-      // a few padded shapes, so the engines' runs are captured once per shape as CUDA graphs and replayed
-      const rows = bucket(batch.tokens.length, this.limits.maxTokens);
-      const pad = rows - batch.tokens.length;
-      const { feeds, rope, sel } = this.stepInputs({ ...batch, tokens: [...batch.tokens, ...new Array<number>(pad).fill(0)], positions: [...batch.positions, ...new Array<number>(pad).fill(0)] });
-      const n = sel.length;
-      if (n) sel.push(...new Array<number>(bucket(n, this.limits.maxSeqs) - n).fill(sel[n - 1]));
-      const logits = await this.forwardDevice(batch, this.attention, feeds, rope, sel, rows);
-      return logits.subarray(0, n * this.config.vocabSize);
+  /** The step queued last (a chained step's ids come from its tokens). */
+  private previous?: Promise<StepOutput>;
+
+  /**
+   * Run one step over the sequences whose `sample` flag is set, in order: with `greedy` (every sampled sequence
+   * decodes greedily) their argmax tokens (the GPU sends back nothing else), otherwise their logits. A step may be
+   * queued before the previous one finished (`idsFromPrevious`: for each row, the index of the previous step's
+   * sampled row whose greedy token is this row's id, or -1): on the GPU it goes into the stream behind it and takes
+   * the ids on the device; on the CPU it waits for it.
+   */
+  forward(batch: StepBatch, greedy = false, idsFromPrevious?: Int32Array): Promise<StepOutput> {
+    const prev = this.previous;
+    const out = this.gpu ? this.forwardGpu(batch, greedy, idsFromPrevious) : this.forwardCpu(batch, greedy, idsFromPrevious && prev ? { map: idsFromPrevious, prev } : undefined);
+    this.previous = out;
+    return out;
+  }
+
+  private async forwardGpu(batch: StepBatch, greedy: boolean, idsFromPrevious?: Int32Array): Promise<StepOutput> {
+    const gpu = this.gpu!;
+    // a few padded shapes, each captured at load as CUDA graphs and replayed
+    const rows = bucket(batch.tokens.length, this.limits.maxTokens);
+    const pad = rows - batch.tokens.length;
+    const padded = { ...batch, tokens: [...batch.tokens, ...new Array<number>(pad).fill(0)], positions: [...batch.positions, ...new Array<number>(pad).fill(0)] };
+    const sel = sampledRows(batch);
+    const n = sel.length;
+    if (n) sel.push(...new Array<number>(bucket(n, this.limits.maxSeqs) - n).fill(sel[n - 1]));
+    const cfg = this.config;
+    const feeds = { ids: BigInt64Array.from(padded.tokens.map(BigInt)), ...(cfg.family === 'gpt2'
+      ? { pos: BigInt64Array.from(padded.positions.map(BigInt)) }
+      : ropeIn(ropeArrays(padded.positions, cfg.headDim, cfg.ropeTheta), this.gpuDtype)) };
+    if (idsFromPrevious) {
+      const map = new Int32Array(rows).fill(-1);
+      map.set(idsFromPrevious);
+      Object.assign(feeds, { idsFromPrevious: map });
+    }
+    const out = await gpu.run(batch.seqs, batch.decode, rows, feeds, sel, { tokens: greedy, logits: !greedy });
+    return { tokens: out.tokens?.subarray(0, n), logits: out.logits?.subarray(0, n * cfg.vocabSize) };
+  }
+
+  private async forwardCpu(batch: StepBatch, greedy: boolean, chained?: { map: Int32Array; prev: Promise<StepOutput> }): Promise<StepOutput> {
+    if (chained) {
+      const { tokens } = await chained.prev;
+      if (!tokens) throw new Error('DecoderModel.forward: a chained step needs the greedy tokens of the step before it');
+      batch = { ...batch, tokens: batch.tokens.map((t, i) => (i < chained.map.length && chained.map[i] >= 0 ? tokens[chained.map[i]] : t)) };
     }
     const { feeds, rope, sel } = this.stepInputs(batch);
     const cfg = this.config, T = batch.tokens.length;
@@ -183,10 +244,10 @@ export class DecoderModel {
       const f: Record<string, Tensor> = i === 0 ? { ...feeds, ...rope } : { x: x!, attn: attn!, ...(i < cfg.numLayers ? rope : {}) };
       if (i === cfg.numLayers) {
         // a step of prompt chunks only fills the cache: the last layer's MLP and the LM head have nothing to do
-        if (!sel.length) return new Float32Array(0);
-        f.sel = new Tensor('int64', BigInt64Array.from(sel.map(BigInt)), [sel.length]);
-        const out = await this.contexts[i].run(f, ['logits']);
-        return (out.logits as Tensor<'float32'>).data;
+        if (!sel.length) return { logits: new Float32Array(0), tokens: greedy ? new Int32Array(0) : undefined };
+        const out = await this.contexts[i].run({ x: rowsOf(x!, sel), attn: rowsOf(attn!, sel) }, ['logits']);
+        const logits = (out.logits as Tensor<'float32'>).data, V = cfg.vocabSize;
+        return { logits, tokens: greedy ? Int32Array.from(sel, (_, r) => argmax(logits.subarray(r * V, (r + 1) * V))) : undefined };
       }
       const out = await this.contexts[i].run(f, ['x_out', 'q', 'k', 'v']);
       x = out.x_out as Tensor;
@@ -202,40 +263,7 @@ export class DecoderModel {
     let rope: Record<string, Tensor> = {};
     if (cfg.family === 'gpt2') feeds.pos = new Tensor('int64', BigInt64Array.from(batch.positions.map(BigInt)), [T]);
     else rope = ropeTables(batch.positions, cfg.headDim, cfg.ropeTheta);
-    const sel: number[] = [];
-    batch.seqs.forEach((s, i) => batch.sample[i] && sel.push(s.rowStart + s.numTokens - 1));
-    return { feeds, rope, sel };
-  }
-
-  /**
-   * The GPU step: every layer engine leaves x/q/k/v on the device (runToDevice), the attention kernel reads them in
-   * place and writes its own output buffer, which the next engine reads in place; only the logits come back.
-   */
-  private async forwardDevice(batch: StepBatch, att: DevicePagedAttention, feeds: Record<string, Tensor>, rope: Record<string, Tensor>, sel: number[], T: number): Promise<Float32Array> {
-    const cfg = this.config, L = cfg.numLayers;
-    att.beginStep(batch.seqs, batch.decode, T);
-    const width = cfg.numHeads * cfg.headDim;
-    const attn = GpuTensor.adopt({ kind: 'device', dtype: 'float32', dims: [T, width], deviceId: att.deviceId, ptr: att.outPtr, bytes: T * width * 4 });
-    let x: GpuTensor | undefined;
-    try {
-      for (let i = 0; i < L; i++) {
-        const f: Record<string, Tensor | GpuTensor> = i === 0 ? { ...feeds, ...rope } : { x: x!, attn, ...rope };
-        const out = await this.contexts[i].runToDevice(f, ['x_out', 'q', 'k', 'v']);
-        await x?.dispose();
-        x = out.x_out;
-        try {
-          att.runLayer(i, out.q.ptr, out.k.ptr, out.v.ptr);
-        } finally {
-          for (const n of ['q', 'k', 'v']) await out[n].dispose();
-        }
-      }
-      // a step of prompt chunks only fills the cache: the last layer's MLP and the LM head have nothing to do
-      if (!sel.length) return new Float32Array(0);
-      const out = await this.contexts[L].run({ x: x!, attn, sel: new Tensor('int64', BigInt64Array.from(sel.map(BigInt)), [sel.length]) }, ['logits']);
-      return (out.logits as Tensor<'float32'>).data;
-    } finally {
-      await x?.dispose();
-    }
+    return { feeds, rope, sel: sampledRows(batch) };
   }
 
   private attend(layer: number, q: Tensor<'float32'>, k: Tensor<'float32'>, v: Tensor<'float32'>, out: Tensor<'float32'>, batch: StepBatch): void {
@@ -246,6 +274,7 @@ export class DecoderModel {
   }
 
   release(): void {
+    this.gpu?.release();
     for (const e of this.engines) e.dispose();
     this.attention.release();
   }
@@ -256,8 +285,53 @@ function bucket(n: number, max: number): number {
   return Math.min(max, 2 ** Math.ceil(Math.log2(Math.max(1, n))));
 }
 
+/** The model's L + 1 graphs (see the file comment), in `dtype`. */
+export function layerModels(cfg: ModelConfig, weights: Weights, dir: string, dtype: GraphDtype): Model[] {
+  const w = new WeightSource(weights, dir);
+  return Array.from({ length: cfg.numLayers + 1 }, (_, i) => layerGraph(cfg, w, i, dtype).model(OPSET));
+}
+
+/** GPU fp16/bf16 builds write the graphs in that type (weights converted once, here); everything else is fp32. */
+export function graphDtype(opts: Pick<ModelBuildOptions, 'provider' | 'precision'>): GraphDtype {
+  if (opts.provider !== 'cuda') return 'float32';
+  return opts.precision === 'fp16' ? 'float16' : opts.precision === 'bf16' ? 'bfloat16' : 'float32';
+}
+
+/** The last row of each sequence that needs logits, in order. */
+function sampledRows(batch: StepBatch): number[] {
+  const sel: number[] = [];
+  batch.seqs.forEach((s, i) => batch.sample[i] && sel.push(s.rowStart + s.numTokens - 1));
+  return sel;
+}
+
+/** Every padded size `bucket` can return up to `max`. */
+function buckets(max: number): number[] {
+  const out: number[] = [];
+  for (let n = 1; n < max; n *= 2) out.push(n);
+  return [...out, max];
+}
+
+/** RoPE tables in the graphs' type (fp16/bf16 as bit patterns). */
+function ropeIn(t: { cos: Float32Array; sin: Float32Array }, dtype: GraphDtype): { cos: Float32Array | Uint16Array; sin: Float32Array | Uint16Array } {
+  if (dtype === 'float32') return t;
+  const conv = (a: Float32Array) => TensorData.fromNumbers(dtype, [a.length], a).data as Uint16Array;
+  return { cos: conv(t.cos), sin: conv(t.sin) };
+}
+
+/** Rows `sel` of a [T, width] fp32 tensor. */
+function rowsOf(t: Tensor, sel: number[]): Tensor {
+  const [, w] = t.dims, src = (t as Tensor<'float32'>).data, dst = new Float32Array(sel.length * w);
+  sel.forEach((r, i) => dst.set(src.subarray(r * w, (r + 1) * w), i * w));
+  return new Tensor('float32', dst, [sel.length, w]);
+}
+
 /** HF's default RoPE tables in fp32: inv_freq = theta^(-2i/d), angle = pos * inv_freq, emb = [angle, angle]. */
 function ropeTables(positions: number[], hd: number, theta: number): Record<string, Tensor> {
+  const { cos, sin } = ropeArrays(positions, hd, theta), T = positions.length;
+  return { cos: new Tensor('float32', cos, [T, hd]), sin: new Tensor('float32', sin, [T, hd]) };
+}
+
+function ropeArrays(positions: number[], hd: number, theta: number): { cos: Float32Array; sin: Float32Array } {
   const half = hd / 2, T = positions.length;
   const inv = Array.from({ length: half }, (_, i) => Math.fround(1 / Math.pow(theta, Math.fround((2 * i) / hd))));
   const cos = new Float32Array(T * hd), sin = new Float32Array(T * hd);
@@ -268,12 +342,12 @@ function ropeTables(positions: number[], hd: number, theta: number): Record<stri
       sin[t * hd + i] = sin[t * hd + half + i] = Math.sin(a);
     }
   });
-  return { cos: new Tensor('float32', cos, [T, hd]), sin: new Tensor('float32', sin, [T, hd]) };
+  return { cos, sin };
 }
 
 /** Graph i of the model (see the file comment). */
-function layerGraph(cfg: ModelConfig, w: WeightSource, i: number): GraphBuilder {
-  const g = new LayerGraph(`layer${i}`, cfg);
+function layerGraph(cfg: ModelConfig, w: WeightSource, i: number, dtype: GraphDtype): GraphBuilder {
+  const g = new LayerGraph(`layer${i}`, cfg, dtype);
   const b = g.b, C = cfg.hiddenSize, hd = cfg.headDim;
   const gpt2 = cfg.family === 'gpt2';
   const p = gpt2 ? 'transformer.h.' : 'model.layers.';
@@ -287,22 +361,22 @@ function layerGraph(cfg: ModelConfig, w: WeightSource, i: number): GraphBuilder 
       x = b.op('Gather', [g.init(w.get('model.embed_tokens.weight')), ids]);
     }
   } else {
-    const xin = b.input('x', 'float32', ['T', C]);
-    const attn = b.input('attn', 'float32', ['T', cfg.numHeads * hd]);
+    // the last graph gets only the rows that need logits (S of them): the rest of the model is row-wise
+    const rows = i === cfg.numLayers ? 'S' : 'T';
+    const xin = b.input('x', dtype, [rows, C]);
+    const attn = b.input('attn', dtype, [rows, cfg.numHeads * hd]);
     x = postAttention(g, cfg, w, `${p}${i - 1}.`, xin, attn);
   }
   if (i === cfg.numLayers) {
-    const sel = b.input('sel', 'int64', ['S']);
-    const rows = b.op('Gather', [x, sel], { axis: 0 });
-    const normed = gpt2 ? g.layerNorm(rows, w.get('transformer.ln_f.weight'), w.get('transformer.ln_f.bias')) : g.rmsNorm(rows, w.get('model.norm.weight'));
+    const normed = gpt2 ? g.layerNorm(x, w.get('transformer.ln_f.weight'), w.get('transformer.ln_f.bias')) : g.rmsNorm(x, w.get('model.norm.weight'));
     const head = cfg.tieWordEmbeddings || !w.has('lm_head.weight') ? w.get(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight') : w.get('lm_head.weight');
-    b.node('MatMul', [normed, g.init(transpose(head))], {}, { outputs: ['logits'] });
-    b.output('logits', f32Type(['S', cfg.vocabSize]));
+    if (dtype === 'float32') b.node('MatMul', [normed, g.init(transpose(head))], {}, { outputs: ['logits'] });
+    else b.node('Cast', [b.op('MatMul', [normed, g.init(transpose(head))])], { to: 1 /* float32 */ }, { outputs: ['logits'] });
+    b.output('logits', tensorType('float32', ['S', cfg.vocabSize]));
     return b;
   }
   b.node('Identity', [x], {}, { outputs: ['x_out'] });
-  // declared fp32, so fp16/bf16 builds cast at the boundary and the next engine's fp32 inputs match
-  b.output('x_out', f32Type(['T', C]));
+  b.output('x_out', tensorType(dtype, ['T', C]));
   const l = `${p}${i}.`;
   const H = cfg.numHeads * hd, K = cfg.numKvHeads * hd;
   let q: string, k: string, v: string;
@@ -316,16 +390,16 @@ function layerGraph(cfg: ModelConfig, w: WeightSource, i: number): GraphBuilder 
     const bias = cfg.attentionBias ? concat1d(names.map((n) => w.get(`${n}.bias`))) : undefined;
     const qkv = g.linear(h, concatCols(names.map((n) => transpose(w.get(`${n}.weight`)))), bias);
     [q, k, v] = b.node('Split', [qkv, g.init(i64([H, K, K]))], { axis: -1 }, { outputs: 3 });
-    const cos = b.input('cos', 'float32', ['T', hd]), sin = b.input('sin', 'float32', ['T', hd]);
+    const cos = b.input('cos', dtype, ['T', hd]), sin = b.input('sin', dtype, ['T', hd]);
     q = g.rope(q, cfg.numHeads, cos, sin);
     k = g.rope(k, cfg.numKvHeads, cos, sin);
   }
   b.node('Identity', [q], {}, { outputs: ['q'] });
   b.node('Identity', [k], {}, { outputs: ['k'] });
   b.node('Identity', [v], {}, { outputs: ['v'] });
-  b.output('q', f32Type(['T', H]));
-  b.output('k', f32Type(['T', K]));
-  b.output('v', f32Type(['T', K]));
+  b.output('q', tensorType(dtype, ['T', H]));
+  b.output('k', tensorType(dtype, ['T', K]));
+  b.output('v', tensorType(dtype, ['T', K]));
   return b;
 }
 

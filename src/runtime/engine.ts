@@ -80,6 +80,11 @@ export class Engine {
     this.runner.release();
   }
 
+  /** The backend's runner, for runtimes that chain a GPU backend's captured graphs themselves (the LLM step). */
+  get backendRunner(): Runner {
+    return this.runner;
+  }
+
   get isDisposed(): boolean {
     return this.disposed;
   }

@@ -14,6 +14,8 @@ const variants: PagedAttentionShape[] = [
   { ...base, headDim: 16, numHeads: 4, numKvHeads: 2, cacheDtype: 'float32' },
   { ...base, headDim: 128, numKvHeads: 32, cacheDtype: 'bfloat16' },
   { ...base, headDim: 80, blockSize: 32 },
+  { ...base, rowDtype: 'float16' },
+  { ...base, cacheDtype: 'bfloat16', rowDtype: 'bfloat16' },
 ];
 
 describe('paged attention kernels', () => {
@@ -24,6 +26,15 @@ describe('paged attention kernels', () => {
     expect(k.decode.source).toContain('GROUP = 4');
     expect(k.write.source).toContain('unsigned short* kc');
     expect(new Set([k.write.name, k.decode.name, k.prefill.name]).size).toBe(3);
+    // rows in the engine's own type: fp16 q/k/v in, fp16 attention out, no fp32 row pointers left
+    const h = pagedAttentionKernels({ ...base, rowDtype: 'float16' });
+    expect(h.decode.source).toContain('const unsigned short* q');
+    expect(h.prefill.source).not.toContain('float* out');
+    expect(() => pagedAttentionKernels({ ...base, rowDtype: 'int32' })).toThrow(/row type int32/);
+    // 16-byte rows per lane group where the head size allows (64 = 8 lanes of 8 halves), the scalar kernel otherwise
+    expect(k.decode.name).toMatch(/^kiln_paged_decode_v_/);
+    expect(k.decode.source).toContain('uint4');
+    expect(pagedAttentionKernels({ ...base, headDim: 80 }).decode.name).toMatch(/^kiln_paged_decode_[0-9a-f]/);
   });
 
   it('rejects head sizes and head counts it cannot serve, with a hint', () => {

@@ -52,13 +52,13 @@ describe.each(['gpt2-tiny', 'llama-tiny'])('%s matches Hugging Face transformers
     const att = new CpuPagedAttention({ numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim, numBlocks: 4, blockSize: 4, scale: 1 / Math.sqrt(cfg.headDim) });
     const model = await DecoderModel.build(cfg, loadWeights(dir), dir, att, { provider: 'cpu', maxTokens: 256, maxSeqs: 8 });
     const g = expected.greedy[0];
-    const logits = await model.forward({ tokens: g.prompt_ids, positions: g.prompt_ids.map((_, i) => i), sample: [true], decode: [false],
+    const { logits } = await model.forward({ tokens: g.prompt_ids, positions: g.prompt_ids.map((_, i) => i), sample: [true], decode: [false],
       seqs: [{ rowStart: 0, numTokens: g.prompt_ids.length, contextLen: 0, blockTable: [0, 1, 2, 3] }] });
     model.release();
     const ref = g.first_logits!;
     const scale = Math.max(...ref.map(Math.abs));
     expect(logits).toHaveLength(ref.length);
-    for (let i = 0; i < ref.length; i++) expect(Math.abs(logits[i] - ref[i])).toBeLessThan(1e-4 * scale);
+    for (let i = 0; i < ref.length; i++) expect(Math.abs(logits![i] - ref[i])).toBeLessThan(1e-4 * scale);
   });
 
   it('generates the same greedy tokens, one request at a time', async () => {
@@ -176,6 +176,44 @@ describe('LlmEngine scheduler (gpt2-tiny)', () => {
     const held = await collect(engine, { prompt: g3.prompt, maxTokens: 3, stop: ['):x'], ignoreEos: true });
     expect(held.map((e) => e.text)).toEqual(['', '):', '):):']);
     expect(held.at(-1)!.finishReason).toBe('length');
+  });
+
+  it('queues the next decode step before the current one finishes, and drops the rows of requests that stop', async () => {
+    // chaining is the GPU default; on the CPU the model waits for the step ahead, which tests the scheduler's side
+    const engine = await LlmEngine.load(dir, { maxBatch: 4, maxStepTokens: 4, blockSize: 4, kvBlocks: 12, chainSteps: true });
+    const model = (engine as unknown as { model: DecoderModel }).model;
+    const forward = model.forward.bind(model);
+    let chained = 0, empty = 0;
+    model.forward = (batch, greedy, from) => {
+      if (from) chained++;
+      if (!batch.tokens.length) empty++;
+      return forward(batch, greedy, from);
+    };
+    try {
+      // one request stops at a stop text while the step after it is already queued; the other runs on unchanged
+      const [stopped, other] = await Promise.all([
+        collect(engine, { prompt: g3.prompt, maxTokens: 6, stop: [':):'] }),
+        collect(engine, { prompt: g1.prompt, maxTokens: g1.output_ids.length, ignoreEos: true }),
+      ]);
+      expect(stopped.map((e) => e.text).join('')).toBe(')');
+      expectGreedyMatch(ids(other), g1);
+      expect(chained).toBeGreaterThan(0);
+      // the last running request stopping leaves nothing to chain: no empty step is queued
+      expect(ids(await collect(engine, { prompt: g3.prompt, maxTokens: 6, stop: [':):'] }))).toHaveLength(2);
+      expect(empty).toBe(0);
+      // while a sampled request is in the batch, steps are not chained (its token is chosen on the host); once it has
+      // finished, the greedy one's steps are, and its tokens stay those of the reference
+      chained = 0;
+      const [, greedy] = await Promise.all([collect(engine, { prompt: g1.prompt, maxTokens: 3, temperature: 0.9, seed: 1, ignoreEos: true }),
+        collect(engine, { prompt: g1.prompt, maxTokens: 12, ignoreEos: true })]);
+      expect(ids(greedy)).toEqual(g1.output_ids.slice(0, 12));
+      expect(chained).toBeGreaterThan(0);
+      expect(chained).toBeLessThan(11);
+      expect(engine.stats().running).toBe(0);
+      expect(engine.stats().kvBlocksUsed).toBe(0);
+    } finally {
+      await engine.close();
+    }
   });
 
   it('samples reproducibly with a seed, and top-k 1 is greedy', async () => {

@@ -75,6 +75,13 @@ class StreamContext implements RunnerContext {
   }
 }
 
+/** A captured run's graph and its fixed input and output buffers (see CudaRunner.prepareGraph). */
+export interface CapturedRun {
+  readonly exec: unknown;
+  readonly inputs: ReadonlyMap<string, DeviceTensor>;
+  readonly outputs: ReadonlyMap<string, DeviceTensor>;
+}
+
 interface Slot {
   host?: Value;
   dev?: DeviceTensor;
@@ -439,6 +446,25 @@ export class CudaRunner implements Runner {
     }
     hooks?.onPhase?.('d2h', d2h, performance.now());
     return out;
+  }
+
+  /**
+   * The CUDA graph of a run with these feeds' shapes (eager run, then capture, as `run` does on its own), for callers
+   * that chain several engines' graphs on one stream of theirs with no host round trip (the LLM runtime's step):
+   * they write the graph's input buffers, `launchGraph` it, and read its output buffers in place.
+   */
+  async prepareGraph(feeds: Map<string, Value>, fetches: string[], context: RunnerContext): Promise<CapturedRun> {
+    const c = context as StreamContext;
+    const key = [...feeds].map(([k, v]) => `${k}:${v instanceof TensorData ? `${v.dtype}[${v.dims.join('x')}]` : '?'}`).join('|') + `>${fetches.join(',')}`;
+    for (let i = 0; i < 2 && !c.graphs.has(key); i++) await this.run(feeds, fetches, undefined, c);
+    const g = c.graphs.get(key);
+    if (!g) throw new ExecutionError(`no CUDA graph for this run (layers on the CPU: ${[...this.cpuLayers].join(', ') || 'none'}; graphs ${this.useGraphs ? 'on' : 'off'}).`);
+    return { exec: g.exec, inputs: g.inputs, outputs: g.outputs };
+  }
+
+  /** Launch a prepared graph on `stream` (asynchronous; ordered after what the caller queued there). */
+  launchGraph(g: CapturedRun, stream: unknown): void {
+    cu('cuGraphLaunch', g.exec, stream);
   }
 
   /** TF32 tensor cores for fp32 GEMMs (plans built with --tf32). */

@@ -14,9 +14,12 @@ nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader | tee "$O
 python3 bench/gpu/export-resnet.py /tmp/r50.onnx 2> "$OUT/export.err"
 K="node $D/build/src/cli/main.js"
 $K build --onnx /tmp/r50.onnx --device cuda --fp16 --shapes input:32x3x224x224 --save-engine /tmp/r50.plan 2>&1 | tail -3
-for devs in 0 1 0,1; do
-  echo "== kiln bench --devices $devs"
-  $K bench --load-engine /tmp/r50.plan --device cuda --devices $devs --duration 10 --json 2>/dev/null | tee "$OUT/bench-$devs.json" | tr -d '\n ' | head -c 1500; echo
+SUM='let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);console.log(JSON.stringify({aggregateItemsPerS:+r.aggregate.itemsPerS.toFixed(1),perDevice:r.perDevice.map(p=>({id:p.deviceId,itemsPerS:+p.summary.throughput.itemsPerS.toFixed(1),medianMs:+p.summary.latency.median.toFixed(3),computeMs:+p.summary.compute.median.toFixed(3)}))}))})'
+for extra in "" "--streams 2" "--no-data-transfers"; do
+  for devs in 0 1 0,1; do
+    echo "== kiln bench --devices $devs $extra"
+    $K bench --load-engine /tmp/r50.plan --device cuda --devices $devs $extra --duration ${BENCH_SECS:-6} --json 2>/dev/null | tee "$OUT/bench-${devs/,/+}${extra// /}.json" | node -e "$SUM"
+  done
 done
 for gpus in "0,1" "0"; do
   R=/tmp/repo-$gpus; mkdir -p "$R/resnet50/1"; cp /tmp/r50.onnx "$R/resnet50/1/model.onnx"
@@ -25,10 +28,10 @@ for gpus in "0,1" "0"; do
   "dynamic_batching": { "preferred_batch_size": [16, 32], "max_queue_delay_microseconds": 2000 },
   "instance_group": [{ "count": 1, "kind": "KIND_GPU", "gpus": [$gpus] }] }
 CFG
-  $K serve --model-repository "$R" --http-port 8000 --grpc-port -1 --metrics-port 8002 > "$OUT/serve-$gpus.log" 2>&1 &
+  $K serve --model-repository "$R" --http-port 8000 --grpc-port -1 --metrics-port 8002 > "$OUT/serve-${gpus/,/+}.log" 2>&1 &
   S=$!
   for i in $(seq 1 240); do curl -sf localhost:8000/v2/models/resnet50/ready > /dev/null && break; sleep 0.5; done
   echo "== kiln serve, gpus [$gpus], 64 clients, ${SECS}s"
-  node "$D/build/bench/gpu/serve-gpus.js" 8000 8002 resnet50 input 1x3x224x224 64 "$SECS" | tee "$OUT/serve-$gpus.txt"
+  node "$D/build/bench/gpu/serve-gpus.js" 8000 8002 resnet50 input 1x3x224x224 64 "$SECS" | tee "$OUT/serve-${gpus/,/+}.txt"
   kill -INT $S; wait $S
 done

@@ -1,5 +1,9 @@
 // Kiln vs onnxruntime-node on one zoo model, interleaved run by run (so load from other processes hits both alike):
 // median wall time and CPU time per run. Usage: npx tsx bench/cpu/e2e.ts <model> [threads] [runs]
+//   threads: a count or a comma list (one build, then each count in turn); --blocks: all Kiln runs, then all ORT
+//   runs, each engine alone (onnxruntime's pool spins for a while after each run, which takes a core from whatever
+//   runs next)
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { ZOO } from '../models/zoo.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
@@ -9,9 +13,11 @@ import { Tensor } from '../../src/runtime/tensor.js';
 import { seededRandom } from '../../src/ir/builder.js';
 
 const require = createRequire(import.meta.url);
-const name = process.argv[2] ?? 'mobilenet-v2';
-const threads = Number(process.argv[3] ?? 1);
-const runs = Number(process.argv[4] ?? 30);
+const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const blocks = process.argv.includes('--blocks');
+const name = argv[0] ?? 'mobilenet-v2';
+const threadList = (argv[1] ?? '1').split(',').map(Number);
+const runs = Number(argv[2] ?? 30);
 const m = ZOO.find((z) => z.name === name)!.full();
 const r = seededRandom(5);
 const shapes: Record<string, number[]> = {};
@@ -26,28 +32,42 @@ for (const i of m.graph.inputs) {
 }
 const onnx = serializeOnnx(m);
 const plan = await build(m, { shapes });
-const engine = await Engine.load(plan, { intraOpNumThreads: threads });
-const ctx = engine.createContext();
 const kFeeds = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new Tensor(v.dtype as 'float32', v.data as Float32Array, v.dims)]));
 const ort = require('onnxruntime-node');
-const sess = await ort.InferenceSession.create(onnx, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
-const oFeeds = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new ort.Tensor(v.dtype, v.data, v.dims)]));
 const time = async (f: () => Promise<unknown>) => {
   const c = process.cpuUsage(), s = performance.now();
   await f();
   const u = process.cpuUsage(c);
   return [performance.now() - s, (u.user + u.system) / 1000];
 };
-const k: number[][] = [], o: number[][] = [];
-for (let i = 0; i < runs + 3; i++) {
-  const a = await time(() => ctx.run(kFeeds)), b = await time(() => sess.run(oFeeds));
-  if (i >= 3) { k.push(a); o.push(b); }
-}
 const med = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
-const fmt = (x: number[][]) => `wall ${med(x.map((v) => v[0])).toFixed(2)} ms (min ${Math.min(...x.map((v) => v[0])).toFixed(2)}), cpu ${med(x.map((v) => v[1])).toFixed(2)} ms`;
-console.log(`${name}, ${threads} thread(s), ${runs} interleaved runs`);
-console.log(`  Kiln: ${fmt(k)}`);
-console.log(`  ORT:  ${fmt(o)}`);
-console.log(`  Kiln / ORT (median wall): ${(med(k.map((v) => v[0])) / med(o.map((v) => v[0]))).toFixed(2)}x`);
-engine.dispose();
-await sess.release();
+for (const threads of threadList) {
+  const engine = await Engine.load(plan, { intraOpNumThreads: threads });
+  const ctx = engine.createContext();
+  const session = () => ort.InferenceSession.create(onnx, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
+  const oFeeds = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new ort.Tensor(v.dtype, v.data, v.dims)]));
+  const k: number[][] = [], o: number[][] = [];
+  const kiln = () => time(() => ctx.run(kFeeds));
+  let sess: { run: (f: unknown) => Promise<unknown>; release: () => Promise<void> };
+  if (blocks) {
+    // each engine alone: onnxruntime's session (and its threads) only exists once Kiln's runs are done
+    for (let i = 0; i < runs + 3; i++) { const a = await kiln(); if (i >= 3) k.push(a); }
+    engine.dispose();
+    sess = await session();
+    for (let i = 0; i < runs + 3; i++) { const a = await time(() => sess.run(oFeeds)); if (i >= 3) o.push(a); }
+  } else {
+    sess = await session();
+    for (let i = 0; i < runs + 3; i++) {
+      const a = await kiln(), b = await time(() => sess.run(oFeeds));
+      if (i >= 3) { k.push(a); o.push(b); }
+    }
+    engine.dispose();
+  }
+  const fmt = (x: number[][]) => `wall ${med(x.map((v) => v[0])).toFixed(2)} ms (min ${Math.min(...x.map((v) => v[0])).toFixed(2)}), cpu ${med(x.map((v) => v[1])).toFixed(2)} ms`;
+  console.log(`${name}, ${threads} thread(s), ${runs} ${blocks ? 'runs each, in blocks' : 'interleaved runs'}`);
+  console.log(`  Kiln: ${fmt(k)}`);
+  console.log(`  ORT:  ${fmt(o)}`);
+  console.log(`  Kiln / ORT (median wall): ${(med(k.map((v) => v[0])) / med(o.map((v) => v[0]))).toFixed(2)}x`);
+  console.log(`  load average: ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  await sess.release();
+}

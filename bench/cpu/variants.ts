@@ -1,6 +1,7 @@
 // Per-variant kernel speed for a zoo model's convolution and matmul layers: every native variant the builder could
 // choose (GEMM tiles, im2col vs direct convolution) timed by the process's CPU time (robust to other jobs taking
 // the cores, unlike wall time; one thread, output buffer reused). Usage: npx tsx bench/cpu/variants.ts <model> [batch] [top]
+//   [--tactic=S] (only variants whose name contains S, e.g. depthwise)
 import { ZOO } from '../models/zoo.js';
 import { optimize } from '../../src/passes/pipeline.js';
 import { inferShapes } from '../../src/passes/infer.js';
@@ -14,9 +15,11 @@ import type { NativeLibrary } from '../../src/backends/cpu/native.js';
 /** The parts of build.ts's (unexported) NativeTactic this bench reaches into. */
 interface NativeTacticView { build: { lib: NativeLibrary }; kernel: Pick<LayerMeta, 'args' | 'inputDims' | 'outDims' | 'batch'>; variant: { fn: string }; packed: unknown }
 
-const name = process.argv[2] ?? 'tiny-cnn';
-const batch = Number(process.argv[3] ?? 1);
-const top = Number(process.argv[4] ?? 12);
+const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const only = process.argv.find((a) => a.startsWith('--tactic='))?.slice(9) ?? '';
+const name = argv[0] ?? 'tiny-cnn';
+const batch = Number(argv[1] ?? 1);
+const top = Number(argv[2] ?? 12);
 const m = ZOO.find((z) => z.name === name)!.full();
 const r = seededRandom(1);
 const shapes = new Map<string, number[]>();
@@ -36,7 +39,7 @@ const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i
 const rows: { node: string; shape: string; gflop: number; times: [string, number][] }[] = [];
 for (const node of m.graph.nodes) {
   if (node.opType !== 'FusedConv' && node.opType !== 'FusedMatMul') continue;
-  const tactics = cpuBackend.tactics(node, m, typeOf).filter((t) => t.name !== 'reference');
+  const tactics = cpuBackend.tactics(node, m, typeOf).filter((t) => t.name !== 'reference' && t.name.includes(only));
   if (!tactics.length) continue;
   const ins = node.inputs.map((x) => (x ? values.get(x) : undefined));
   const out = values.get(node.outputs[0]) as TensorData, w = m.graph.initializers.get(node.inputs[1])!;

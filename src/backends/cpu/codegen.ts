@@ -356,19 +356,35 @@ function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes:
   const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
   const HQ = Math.ceil(HP / s[0]), WQ = Math.ceil(WP / s[1]), PQ = HQ * WQ + WQ + 16, nw = (OH - 1) * WQ + OW;
   const taps: string[] = [];
+  let maxOff = 0;
   for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
     const ra = a * d[0], cb = b * d[1], plane = (ra % s[0]) * s[1] + (cb % s[1]);
-    taps.push(`v += wk[${a * kw + b}] * q[${plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1])} + w];`);
+    const off = plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1]);
+    maxOff = Math.max(maxOff, off);
+    taps.push(`v += wk[${a * kw + b}] * *(const vfu *)(q + ${off} + w);`);
   }
+  // whole vectors over the wide row (the lanes past nw are dropped): the planes plus slack cover the last reads
+  const nwv = Math.ceil(nw / VW[c.isa]) * VW[c.isa], qn = Math.max(s[0] * s[1] * PQ, maxOff + nwv);
+  const qa = Math.ceil(qn / 16) * 16;
   // input (h, x) lands in plane ((h + pt) % s0, (x + pl) % s1) at ((h + pt) / s0, (x + pl) / s1)
+  // stride 1: one plane, and only its border is zeroed (the rows above and below, the columns either side)
   const fill = s[0] === 1 && s[1] === 1
-    ? `for (int h = 0; h < ${H}; h++) memcpy(q + (size_t)(h + ${p[0]}) * ${WQ} + ${p[1]}, x + (size_t)h * ${W}, ${W} * sizeof(float));`
+    ? `memset(q, 0, ${p[0] * WQ} * sizeof(float));
+  for (int h = 0; h < ${H}; h++) {
+    float *qr = q + (size_t)(h + ${p[0]}) * ${WQ};
+    for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
+    memcpy(qr + ${p[1]}, x + (size_t)h * ${W}, ${W} * sizeof(float));
+    for (int i = ${p[1] + W}; i < ${WQ}; i++) qr[i] = 0;
+  }
+  memset(q + ${(p[0] + H) * WQ}, 0, ${qa - (p[0] + H) * WQ} * sizeof(float));`
     : `for (int h = 0; h < ${H}; h++) {
     int hh = h + ${p[0]};
     float *qr = q + (size_t)(hh % ${s[0]}) * ${s[1] * PQ} + (size_t)(hh / ${s[0]}) * ${WQ};
     const float *xr = x + (size_t)h * ${W};
     ${colPhases(W, p[1], s[1], PQ)}
   }`;
+  // output rows shorter than a vector (7, 14): the activation runs over the wide rows as whole vectors and the rows
+  // are fixed-size copies; per row, a loop of 7 or 14 would run scalar
   const fn = `L${id}_dw`;
   const src = `static void t${id}(void *ctx, int t) {
   void *const *qa = ctx;
@@ -378,28 +394,28 @@ function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes:
   float b = qa[2] ? ((const float *)qa[2])[oc] : 0.0f;
   const float *res = qa[3] ? (const float *)qa[3] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
   float *y = (float *)qa[4] + ((size_t)n * ${Co} + oc) * ${N};
-  float *q = kiln_scratch(0, ${s[0] * s[1] * PQ + nw + 16});
-  float *wide = q + ${s[0] * s[1] * PQ};
-  memset(q, 0, ${s[0] * s[1] * PQ} * sizeof(float));
+  float *q = kiln_scratch(0, ${qa + nwv});
+  float *wide = q + ${qa};
+  ${s[0] === 1 && s[1] === 1 ? '' : `memset(q, 0, ${qa} * sizeof(float));`}
   ${fill}
   float wk[${kh * kw}];
   for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
-  #pragma GCC ivdep
-  for (int w = 0; w < ${nw}; w++) {
-    float v = b;
+  for (int w = 0; w < ${nwv}; w += VW) {
+    vf v = (vf){0} + b;
     ${taps.join(' ')}
-    wide[w] = v;
+    *(vf *)(wide + w) = v;
   }
-  for (int oh = 0; oh < ${OH}; oh++) {
+  ${hasRes || OW >= VW[c.isa] ? `for (int oh = 0; oh < ${OH}; oh++) {
     const float *wr = wide + oh * ${WQ};
     float *yr = y + oh * ${OW};
     #pragma GCC ivdep
     for (int ow = 0; ow < ${OW}; ow++) {
-      float v = wr[ow];
-      ${hasRes ? `v += res[oh * ${OW} + ow];` : ''}
+      float v = wr[ow]${hasRes ? ` + res[oh * ${OW} + ow]` : ''};
       yr[ow] = ${act};
     }
-  }
+  }` : `${act === 'v' ? '' : `#pragma GCC ivdep
+  for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${act}; }`}
+  for (int oh = 0; oh < ${OH}; oh++) memcpy(y + oh * ${OW}, wide + oh * ${WQ}, ${OW} * sizeof(float));`}
 }
 ${exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
   kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`)}`;

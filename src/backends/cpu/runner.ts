@@ -5,6 +5,7 @@
 import type { Model, Node } from '../../ir/graph.js';
 import { topoSort } from '../../ops/execute.js';
 import { TensorData, type Value } from '../../ir/tensor.js';
+import { KILN_DOMAIN } from '../../ops/fused.js';
 import { KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, chainRecord, type Ptr } from './native.js';
@@ -50,12 +51,12 @@ class BufferPool {
 }
 
 /**
- * For each native layer's output: the schedule index after which no node can read its buffer, or Infinity. A
- * native consumer only reads it; any other consumer may return a view of it (Reshape, Identity), so the buffer lives
- * as long as that consumer's outputs do. Graph outputs live on. Null when the graph has subgraphs (their captured
- * reads are not tracked here).
+ * For each output of the native layers and of the pooled Splits, by value name: the schedule index after which no
+ * node can read its buffer, or Infinity. A native consumer only reads it; any other consumer may return a view of it
+ * (Reshape, Identity), so the buffer lives as long as that consumer's outputs do. Graph outputs live on. Null when
+ * the graph has subgraphs (their captured reads are not tracked here).
  */
-function deadAfter(order: Node[], native: Set<Node>, graphOutputs: Set<string>): Map<Node, number> | null {
+function deadAfter(order: Node[], native: Set<Node>, splits: Node[], graphOutputs: Set<string>): Map<string, number> | null {
   if (order.some((n) => Object.values(n.attrs).some((a) => a.type === 'graph' || a.type === 'graphs'))) return null;
   const index = new Map(order.map((n, i) => [n, i]));
   const consumers = new Map<string, Node[]>();
@@ -74,7 +75,39 @@ function deadAfter(order: Node[], native: Set<Node>, graphOutputs: Set<string>):
     memo.set(value, last);
     return last;
   };
-  return new Map([...native].map((n) => [n, lifeOf(n.outputs[0], n)]));
+  const values = [...[...native].map((n) => [n.outputs[0], n] as const), ...splits.flatMap((n) => n.outputs.filter(Boolean).map((o) => [o, n] as const))];
+  return new Map(values.map(([v, n]) => [v, lifeOf(v, n)]));
+}
+
+/** Whether a node is a Split the runner runs itself (see \`splitPooled\`). */
+const isSplit = (n: Node) => n.opType === 'Split' && (n.domain === '' || n.domain === KILN_DOMAIN);
+
+/**
+ * Split of float32 data into buffers from the run's pool: a transformer's Splits are most of what its run would
+ * otherwise allocate (BERT-base: 14 MB of fresh arrays per run, and with them a major GC per run, ~10 ms of the main
+ * thread). Sizes as ONNX defines them (the split input or attribute, else equal parts); anything else returns
+ * undefined and the reference kernel runs.
+ */
+function splitPooled(n: Node, inputs: (Value | undefined)[], alloc: (value: string) => (len: number) => Float32Array): Value[] | undefined {
+  const x = inputs[0];
+  if (!(x instanceof TensorData) || x.dtype !== 'float32' || !x.dims.length) return undefined;
+  const outs = n.outputs;
+  if (outs.some((o) => !o)) return undefined;
+  const rank = x.dims.length, a0 = (n.attrs.axis?.value as number | undefined) ?? 0, axis = a0 < 0 ? a0 + rank : a0;
+  if (axis < 0 || axis >= rank) return undefined;
+  const d = x.dims[axis];
+  const given = inputs[1] instanceof TensorData ? Array.from(inputs[1].data as BigInt64Array, Number) : (n.attrs.split?.value as number[] | undefined);
+  const sizes = given ?? (d % outs.length === 0 ? new Array<number>(outs.length).fill(d / outs.length) : undefined);
+  if (!sizes || sizes.length !== outs.length || sizes.some((v) => !(v >= 0)) || sizes.reduce((p, q) => p + q, 0) !== d) return undefined;
+  const outer = x.dims.slice(0, axis).reduce((p, q) => p * q, 1), inner = x.dims.slice(axis + 1).reduce((p, q) => p * q, 1);
+  const src = x.data as Float32Array;
+  let at = 0;
+  return sizes.map((len, k) => {
+    const run = len * inner, y = alloc(outs[k])(outer * run);
+    for (let o = 0; o < outer; o++) y.set(src.subarray((o * d + at) * inner, (o * d + at) * inner + run), o * run);
+    at += len;
+    return new TensorData('float32', x.dims.map((v, i) => (i === axis ? len : v)), y);
+  });
 }
 
 /** The plan's native layers ready to run, or undefined when the plan has none. */
@@ -103,7 +136,8 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   }
   const order = topoSort(model.graph, () => true);
   const index = new Map(order.map((n, i) => [n, i]));
-  const life = deadAfter(order, new Set(kernels.keys()), new Set(model.graph.outputs.map((o) => o.name)));
+  const splits = new Set(order.filter(isSplit));
+  const life = deadAfter(order, new Set(kernels.keys()), [...splits], new Set(model.graph.outputs.map((o) => o.name)));
   const chains = chainsOf(order, kernels, model);
   const metaOf = new Map(meta.layers.map((l) => [byName.get(l.node)!, l]));
   const addr = new Map<string, bigint | undefined>();
@@ -117,8 +151,8 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       const releaseBefore = (i: number) => {
         for (let h = held.length - 1; h >= 0; h--) if (held[h].until < i) pool.give(held.splice(h, 1)[0].buf);
       };
-      const allocFor = (n: Node) => (len: number) => {
-        const until = pooled ? life!.get(n)! : Infinity;
+      const allocFor = (value: string) => (len: number) => {
+        const until = pooled ? life!.get(value)! : Infinity;
         const buf = until === Infinity ? new Float32Array(len) : pool.take(len);
         if (until !== Infinity) held.push({ until, buf });
         return buf;
@@ -132,7 +166,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       };
       const single = async (n: Node, inputs: (Value | undefined)[]) => {
         releaseBefore(index.get(n)!);
-        return record(n, await kernels.get(n)!(inputs, allocFor(n)));
+        return record(n, await kernels.get(n)!(inputs, allocFor(n.outputs[0])));
       };
       /** Runs the chain's members (as far as their inputs fit their code) in one foreign call; the head's outputs
        * are returned, the others wait in \`pending\` for the executor to reach them. */
@@ -146,7 +180,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           if (inputs.some((v, q) => n.inputs[q] && v === undefined) || runBatch(metaOf.get(n)!, inputs) === undefined) break;
           if (symbol(metaOf.get(n)!.fn) === undefined) break;
           releaseBefore(index.get(n)!);
-          const p = kernels.get(n)!.prepare(inputs, allocFor(n));
+          const p = kernels.get(n)!.prepare(inputs, allocFor(n.outputs[0]));
           const out = 'done' in p ? p.done : p.call.result;
           if ('call' in p) calls.push(p.call);
           results.push(record(n, out));
@@ -161,6 +195,12 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         return results[0];
       };
       const kernelFor = (n: Node): NodeKernel | undefined => {
+        if (splits.has(n)) {
+          return (inputs) => {
+            releaseBefore(index.get(n)!);
+            return record(n, splitPooled(n, inputs, allocFor) ?? fallback(n, inputs));
+          };
+        }
         if (!kernels.has(n)) return undefined;
         const ready = pending.get(n);
         if (ready) {

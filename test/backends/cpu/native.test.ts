@@ -109,6 +109,62 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     }
   }, 60_000);
 
+  it('overlapping runs of one library at 1, 2 and 3 threads (one shared pool, thread count changing mid-run) agree', async () => {
+    const m = mobilenetV2({ ...MOBILENET_SMALL, image: 64 });
+    const plan = await build(m, { shapes: feedsFor(m, () => 1).shapes });
+    const engines = await Promise.all([1, 2, 3].map((t) => Engine.load(plan, { intraOpNumThreads: t })));
+    const inputs = Array.from({ length: 6 }, (_, i) => {
+      const { feeds } = feedsFor(m, () => 1);
+      for (const t of Object.values(feeds)) (t.data as Float32Array).forEach((x, j, a) => { a[j] = x * (1 + i) + 0.1 * i; });
+      return feeds;
+    });
+    // the one-thread engine's outputs, one run at a time
+    const want: Record<string, unknown>[] = [];
+    for (const f of inputs) want.push(await engines[0].createContext().run(f));
+    // every input on every engine at once: 18 runs in flight, each setting the pool's thread count before its layers
+    const got = await Promise.all(engines.flatMap((e) => inputs.map((f) => e.createContext().run(f))));
+    for (const e of engines) e.dispose();
+    got.forEach((out, i) => {
+      for (const [k, v] of Object.entries(out)) {
+        const a = (v as Tensor).data as Float32Array, b = (want[i % inputs.length][k] as Tensor).data as Float32Array;
+        let worst = 0;
+        for (let j = 0; j < a.length; j++) worst = Math.max(worst, Math.abs(a[j] - b[j]) / (1e-5 + Math.abs(b[j])));
+        expect(worst, `run ${i}, ${k}`).toBeLessThan(1e-5);
+      }
+    });
+  }, 60_000);
+
+  it('Split between native layers (uneven sizes, negative axis, equal parts) runs into pooled buffers and matches the reference', async () => {
+    const b = new GraphBuilder('splits');
+    const r = seededRandom(4);
+    const x = b.input('x', 'float32', [2, 16, 64]);
+    const h = b.op('MatMul', [x, b.initializer('w0', randomTensor(r, [64, 96], 0.1))], {}, 'mm0');
+    const parts = b.node('Split', [h, b.initializer('sizes', new TensorData('int64', [3], BigInt64Array.of(10n, 50n, 36n)))], { axis: -1 }, { outputs: 3, name: 'split' });
+    const halves = b.node('Split', [h], { axis: 1 }, { outputs: 2, name: 'halves' });
+    parts.forEach((p, i) => b.output(b.op('Relu', [b.op('MatMul', [p, b.initializer(`w${i + 1}`, randomTensor(r, [[10, 50, 36][i], 32], 0.1))], {}, `mm${i + 1}`)], {}, `relu${i}`)));
+    halves.forEach((p, i) => b.output(b.op('MatMul', [p, b.initializer(`v${i}`, randomTensor(r, [96, 40], 0.1))], {}, `half${i}`)));
+    const m = b.model(17);
+    const plan = await build(m);
+    expect(nativeLayers(plan.bytes).length).toBeGreaterThan(0);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const ctx = engine.createContext();
+    for (let run = 0; run < 3; run++) {
+      const xs = randomTensor(seededRandom(run), [2, 16, 64], 1);
+      const out = await ctx.run({ x: new Tensor('float32', xs.data as Float32Array, [2, 16, 64]) });
+      const ref = executeGraph(m.graph, new Map([['x', xs]]), { opsets: m.opsets });
+      for (const [k, v] of Object.entries(out)) {
+        const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
+        expect(a.length, k).toBe(w.length);
+        // float32 sums in another order: errors relative to each value, with a floor at 1e-3 of the largest
+        const atol = 1e-3 * w.reduce((p, v) => Math.max(p, Math.abs(v)), 0);
+        let worst = 0;
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+        expect(worst, `run ${run}, ${k}`).toBeLessThan(1e-4);
+      }
+    }
+    engine.dispose();
+  }, 60_000);
+
   it('keeps the event loop running while native layers compute', async () => {
     const b = new GraphBuilder('deep_mlp');
     const r = seededRandom(2);

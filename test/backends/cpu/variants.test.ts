@@ -79,7 +79,7 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     expect([...seen].sort()).toEqual(['conv', 'dconv', 'tconv']);
   }, 120_000);
 
-  it('depthwise convolutions: strides 1 and 2, asymmetric strides and pads, dilation, channel multiplier, residual', async () => {
+  it('depthwise convolutions: strides 1 and 2, asymmetric strides and pads, dilation, channel multiplier, residual, clip', async () => {
     const r = seededRandom(8);
     const b = new GraphBuilder('depthwise');
     const x = b.input('x', 'float32', [2, 6, 17, 23]);
@@ -91,6 +91,8 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     b.output(dw(h, 6, 1, 's2', { pads: [1, 1, 1, 1], strides: [2, 2] }, [3, 3]));
     b.output(dw(h, 6, 2, 's21', { pads: [2, 1, 0, 2], strides: [2, 1] }, [5, 5]));
     b.output(dw(h, 6, 1, 's3', { strides: [3, 3] }, [3, 3]));
+    b.output(dw(h, 6, 1, 's12', { pads: [0, 2, 1, 1], strides: [1, 2] }, [3, 5]));
+    b.output(b.op('Clip', [dw(h, 6, 1, 's22', { pads: [0, 0, 1, 1], strides: [2, 2] }, [3, 3]), b.initializer('lo', new TensorData('float32', [], Float32Array.of(0))), b.initializer('hi', new TensorData('float32', [], Float32Array.of(0.5)))], {}, 'relu6'));
     const m = await prepared(b.model(17));
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(5), [2, 6, 17, 23], 1)]]));
     expect(seen).toContain('depthwise');
@@ -110,5 +112,18 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     const m = await prepared(b.model(17));
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(2), [2, 6, 14, 28], 1)]]));
     expect(seen).toContain('tconv');
+  }, 120_000);
+  it('matrix products of 1 to 5 rows (the few-row path and the tile path): odd K, N off the panel width, bias and activation', async () => {
+    const r = seededRandom(12);
+    const b = new GraphBuilder('few_rows');
+    for (const rows of [1, 2, 3, 5]) {
+      const x = b.input(`x${rows}`, 'float32', [rows, 1283]);
+      const y = b.op('Gemm', [x, b.initializer(`w${rows}`, randomTensor(r, [1283, 1001], 0.05)), b.initializer(`b${rows}`, randomTensor(r, [1001], 0.1))], {}, `fc${rows}`);
+      b.output(b.op('Relu', [y], {}, `relu${rows}`));
+    }
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([1, 2, 3, 5].map((rows) => [`x${rows}`, randomTensor(seededRandom(rows), [rows, 1283], 1)]));
+    const seen = await checkAllTactics(m, inputs);
+    expect(seen).toContain('gemm');
   }, 120_000);
 });

@@ -130,22 +130,34 @@ static inline float kmish(float x) { return x * ktanh(ksoftplus(x)); }
 /** Thread pool, scratch memory, packing and the row kernels: compiled once per library. */
 export const RUNTIME_C = String.raw`
 #include <pthread.h>
-#include <semaphore.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <float.h>
 
 /* The pool: one job word holds (generation, next task, task count), so a worker can only claim tasks of the job it
-   saw published; the caller waits for the done count. Idle workers spin briefly, then sleep on their own semaphore
-   (a flag says so; whoever clears the flag posts, so no wake-up is lost). */
+   saw published. Claims take a shrinking share of what is left (guided scheduling): a layer of a thousand one-channel
+   tasks costs a few dozen claims on the shared word, not a thousand cache-line handoffs. Waiting is bounded
+   spinning, then a futex sleep: idle workers sleep on the published generation, and a caller whose helpers were
+   descheduled sleeps on the done count, so a pool burns no CPU between runs, nor for long when the machine is
+   shared (a server with more busy threads than cores). Each side announces its sleep before re-checking, and the
+   other side checks for sleepers after publishing (both sequentially consistent), so no wake-up is lost. */
+#include <limits.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #define MAXT 64
+/* spin this long before sleeping: about 50 us, longer than the gap between the layers of a chain */
+#define SPIN_NS 50000
 static struct {
   int started, limit;
   pthread_mutex_t run;
   _Atomic uint64_t word;
-  _Atomic int done;
+  _Atomic uint32_t gen;            /* futex word: generation of the latest job (workers sleep on it) */
+  _Atomic int done;                /* futex word: tasks finished (a caller sleeps on it) */
+  _Atomic int sleepers, caller_sleeps;
   task_fn fn; void *arg;
-  _Atomic int sleeping[MAXT];
-  sem_t wake[MAXT];
 } P = { 0, 1, PTHREAD_MUTEX_INITIALIZER };
 
 static inline void cpu_relax(void) {
@@ -153,31 +165,71 @@ static inline void cpu_relax(void) {
   __builtin_ia32_pause();
 #endif
 }
+static inline uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + t.tv_nsec;
+}
+#if defined(__linux__)
+static inline void futex_wait(_Atomic uint32_t *w, uint32_t v) { syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0); }
+static inline void futex_wake(_Atomic uint32_t *w, int n) { syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0); }
+#else
+/* elsewhere one condition variable stands in for both futex words: wakers broadcast, sleepers re-check their word */
+static pthread_mutex_t fx_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fx_cv = PTHREAD_COND_INITIALIZER;
+static void futex_wait(_Atomic uint32_t *w, uint32_t v) {
+  pthread_mutex_lock(&fx_mu);
+  while (atomic_load(w) == v) pthread_cond_wait(&fx_cv, &fx_mu);
+  pthread_mutex_unlock(&fx_mu);
+}
+static void futex_wake(_Atomic uint32_t *w, int n) {
+  (void)w; (void)n;
+  pthread_mutex_lock(&fx_mu);
+  pthread_cond_broadcast(&fx_cv);
+  pthread_mutex_unlock(&fx_mu);
+}
+#endif
 
-static void claim_all(uint32_t gen) {
-  for (;;) {
-    uint64_t w = atomic_load(&P.word);
-    uint32_t t = (w >> 20) & 0xFFFFF, n = w & 0xFFFFF;
-    if ((uint32_t)(w >> 40) != gen || t >= n) return;
-    if (atomic_compare_exchange_weak(&P.word, &w, w + (1u << 20))) {
-      P.fn(P.arg, (int)t);
-      atomic_fetch_add(&P.done, 1);
+/* Spins until *w differs from v or about SPIN_NS passed; returns whether it changed. */
+static int spin_while(_Atomic uint32_t *w, uint32_t v) {
+  uint64_t t0 = 0;
+  for (int i = 0;; i++) {
+    if (atomic_load_explicit(w, memory_order_acquire) != v) return 1;
+    cpu_relax();
+    if ((i & 63) == 63) {
+      uint64_t t = now_ns();
+      if (!t0) t0 = t;
+      else if (t - t0 > SPIN_NS) return 0;
     }
   }
 }
 
-static inline uint32_t gen_now(void) { return (uint32_t)(atomic_load(&P.word) >> 40); }
+static void claim_all(uint32_t gen) {
+  int nth = P.limit;
+  for (;;) {
+    uint64_t w = atomic_load(&P.word);
+    uint32_t t = (w >> 20) & 0xFFFFF, n = w & 0xFFFFF;
+    if ((uint32_t)(w >> 40) != gen || t >= n) return;
+    uint32_t k = (n - t) / (2 * nth);
+    k = k < 1 ? 1 : k;
+    if (atomic_compare_exchange_weak(&P.word, &w, w + ((uint64_t)k << 20))) {
+      for (uint32_t i = t; i < t + k; i++) P.fn(P.arg, (int)i);
+      if (atomic_fetch_add(&P.done, (int)k) + (int)k == (int)n && atomic_load(&P.caller_sleeps)) futex_wake((_Atomic uint32_t *)&P.done, 1);
+    }
+  }
+}
 
 static void *worker(void *idp) {
   int id = (int)(intptr_t)idp;
-  uint32_t seen = gen_now();
+  uint32_t seen = atomic_load(&P.gen);
   for (;;) {
-    for (int s = 0; s < 4000 && gen_now() == seen; s++) cpu_relax();
-    if (gen_now() == seen) {
-      atomic_store(&P.sleeping[id], 1);
-      if (gen_now() == seen || atomic_exchange(&P.sleeping[id], 0) == 0) sem_wait(&P.wake[id]);
+    /* a worker the current thread count leaves out goes straight to sleep */
+    if (id >= P.limit - 1 || !spin_while(&P.gen, seen)) {
+      atomic_fetch_add(&P.sleepers, 1);
+      while (atomic_load(&P.gen) == seen) futex_wait(&P.gen, seen);
+      atomic_fetch_sub(&P.sleepers, 1);
     }
-    seen = gen_now();
+    seen = atomic_load(&P.gen);
     if (id < P.limit - 1) claim_all(seen);
   }
   return NULL;
@@ -190,7 +242,6 @@ KEXPORT void kiln_set_threads(int n) {
   pthread_mutex_lock(&P.run);
   for (; P.started < n - 1; P.started++) {
     pthread_t th;
-    sem_init(&P.wake[P.started], 0, 0);
     pthread_create(&th, NULL, worker, (void *)(intptr_t)P.started);
     pthread_detach(th);
   }
@@ -205,11 +256,20 @@ void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
   pthread_mutex_lock(&P.run);
   P.fn = fn; P.arg = arg;
   atomic_store(&P.done, 0);
-  uint32_t gen = (gen_now() + 1) & 0xFFFFFF;
+  atomic_store(&P.caller_sleeps, 0);
+  uint32_t gen = (atomic_load(&P.gen) + 1) & 0xFFFFFF;
   atomic_store(&P.word, ((uint64_t)gen << 40) | (uint64_t)ntasks);
-  for (int i = 0; i < P.started && i < P.limit - 1; i++) if (atomic_exchange(&P.sleeping[i], 0)) sem_post(&P.wake[i]);
+  atomic_store(&P.gen, gen);
+  if (atomic_load(&P.sleepers)) futex_wake(&P.gen, INT_MAX);
   claim_all(gen);
-  while (atomic_load(&P.done) < ntasks) cpu_relax();
+  /* the tasks other threads claimed: spin a while, then sleep until the last one finishes */
+  _Atomic uint32_t *done = (_Atomic uint32_t *)&P.done;
+  for (uint32_t d; (int)(d = atomic_load(done)) < ntasks;) {
+    if (spin_while(done, d)) continue;
+    atomic_store(&P.caller_sleeps, 1);
+    d = atomic_load(done);
+    if ((int)d < ntasks) futex_wait(done, d);
+  }
   pthread_mutex_unlock(&P.run);
 }
 
@@ -232,8 +292,8 @@ float *kiln_alloc(size_t floats) {
 }
 KEXPORT void kiln_free(void *p) { free(p); }
 
-static __thread float *scratch[3];
-static __thread size_t scratch_cap[3];
+static __thread float *scratch[4];
+static __thread size_t scratch_cap[4];
 float *kiln_scratch(int slot, size_t floats) {
   if (floats > scratch_cap[slot]) {
     free(scratch[slot]);

@@ -95,6 +95,63 @@ static void gemm_task_${id}(void *p, int t) {
   }
 }
 
+/* A few rows against prepacked B (a classifier at batch 1, M = 1): the MR-row tile would spend most of its work on
+   zero rows, so each task runs MM rows of row-major A straight against its B panels, U accumulator sets over
+   interleaved K steps to hide the FMA latency. Bound by streaming the weights. */
+typedef struct { const gemm_t *g; int per; } gemv_job_${id};
+static inline __attribute__((always_inline)) void gemv_rows_${id}(const gemm_t *g, const float *restrict b, int r0, int MM, int j, int nj) {
+  enum { NV = ${nv}, NR = ${nv} * VW, U = 4 };
+  const int K = g->K;
+  const float *a = g->a + (size_t)r0 * g->lda;
+  vf s[U][4][NV];
+  for (int u = 0; u < U; u++) for (int r = 0; r < MM; r++) for (int v = 0; v < NV; v++) s[u][r][v] = (vf){0};
+  int k = 0;
+  for (; k + U <= K; k += U) {
+    _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) {
+      const float *bk = b + (size_t)(k + u) * NR;
+      for (int r = 0; r < MM; r++) {
+        float ar = a[(size_t)r * g->lda + k + u];
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) s[u][r][v] += ar * *(const vf *)(bk + v * VW);
+      }
+    }
+  }
+  for (; k < K; k++) for (int r = 0; r < MM; r++) {
+    float ar = a[(size_t)r * g->lda + k];
+    for (int v = 0; v < NV; v++) s[0][r][v] += ar * *(const vf *)(b + (size_t)k * NR + v * VW);
+  }
+  for (int r = 0; r < MM; r++) {
+    float tile[NR] __attribute__((aligned(64)));
+    for (int v = 0; v < NV; v++) *(vf *)(tile + v * VW) = (s[0][r][v] + s[1][r][v]) + (s[2][r][v] + s[3][r][v]);
+    memcpy(g->c + (size_t)(r0 + r) * g->ldc + j, tile, nj * sizeof(float));
+  }
+}
+static void gemv_task_${id}(void *p, int t) {
+  enum { NR = ${nv} * VW };
+  const gemv_job_${id} *job = p;
+  const gemm_t *g = job->g;
+  int np = (g->N + NR - 1) / NR, p0 = t * job->per, p1 = KMIN(np, p0 + job->per);
+  for (int pn = p0; pn < p1; pn++) {
+    const float *b = g->bp + (size_t)pn * g->K * NR;
+    int j = pn * NR, nj = KMIN(NR, g->N - j);
+    for (int r0 = 0; r0 < g->M; r0 += 2) {
+      if (g->M - r0 == 1) gemv_rows_${id}(g, b, r0, 1, j, nj);
+      else gemv_rows_${id}(g, b, r0, 2, j, nj);
+    }
+    if (g->epi) g->epi(g->ctx, g->c + j, g->ldc, 0, g->M, j, nj);
+  }
+}
+
+/* Row-major A packed into MR-row panels once for all tasks of a GEMM (split by columns, each task would pack the same
+   rows again: 8 times over at two threads). */
+typedef struct { const gemm_t *g; float *buf; int per; } packa_job_${id};
+static void packa_task_${id}(void *p, int t) {
+  enum { MR = ${mr} };
+  const packa_job_${id} *job = p;
+  const gemm_t *g = job->g;
+  int i0 = t * job->per * MR, i1 = KMIN(g->M, i0 + job->per * MR);
+  if (i0 < i1) kiln_pack_a(g->a + (size_t)i0 * g->lda, g->lda, 1, i1 - i0, g->K, MR, job->buf + (size_t)(i0 / MR) * g->K * MR);
+}
+
 /* Split the output into tasks: N panels first (B is packed per task, or streamed once from the prepacked weights),
    then M chunks so every thread has a few tasks to balance. K blocking keeps the A slices in L2 whatever M is, so A
    is not split for size (that would stream the weights once per chunk). */
@@ -102,11 +159,28 @@ void kiln_gemm_${id}(const gemm_t *g) {
   enum { MR = ${mr}, NR = ${nv} * VW };
   if (g->M <= 0 || g->N <= 0) return;
   int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR, batch = g->batch > 0 ? g->batch : 1;
+  if (g->M <= 4 && g->M < MR && g->bp && !g->ap && batch == 1) {
+    int tasks = KMIN(np, 4 * nth);
+    gemv_job_${id} job = { g, (np + tasks - 1) / tasks };
+    kiln_pool_run(gemv_task_${id}, &job, (np + job.per - 1) / job.per);
+    return;
+  }
   /* images are tasks of their own; each image is split only as far as the threads still need */
   int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
   int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
   int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
   gemm_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
+  gemm_t packed;
+  if (!g->ap && job.tn * batch > 1) {
+    /* scratch slot 3 of the calling thread: the tasks' own slots 0 and 1 stay theirs */
+    packed = *g;
+    float *buf = kiln_scratch(3, (size_t)nm * MR * g->K);
+    int tasks = KMIN(nm, 4 * nth);
+    packa_job_${id} pj = { g, buf, (nm + tasks - 1) / tasks };
+    kiln_pool_run(packa_task_${id}, &pj, (nm + pj.per - 1) / pj.per);
+    packed.ap = buf;
+    job.g = &packed;
+  }
   kiln_pool_run(gemm_task_${id}, &job, job.tm * job.tn * batch);
 }
 

@@ -1,11 +1,8 @@
 // The paged-attention kernels' generator (src/backends/cuda/codegen/attention-paged.ts): shapes it accepts, launch
 // configs, and (where nvcc is installed) that every variant compiles for sm_90. The kernels' results
 // are checked on the GPU machine by bench/llm/check-gpu.ts against the TypeScript kernel.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { compileSm90, hasNvcc } from '../helpers/nvcc.js';
 import { pagedAttentionKernels, type PagedAttentionShape } from '../../src/backends/cuda/codegen/attention-paged.js';
 
 const base: PagedAttentionShape = { numHeads: 32, numKvHeads: 8, headDim: 64, blockSize: 16, scale: 0.125, cacheDtype: 'float16' };
@@ -42,18 +39,10 @@ describe('paged attention kernels', () => {
     expect(() => pagedAttentionKernels({ ...base, numKvHeads: 5 })).toThrow(/not a multiple/);
   });
 
-  const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
-  it.skipIf(!nvcc)('compiles for sm_90 without warnings (nvcc)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kiln-paged-'));
-    try {
-      const ks = variants.flatMap((v) => { const k = pagedAttentionKernels(v); return [k.write, k.decode, k.prefill]; });
-      writeFileSync(join(dir, 'all.cu'), ks.map((k, i) => `namespace v${i} {\n${k.source}\n}\n`).join('\n'));
-      const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
-      const text = `${res.stdout}${res.stderr}`;
-      expect(res.status, text).toBe(0);
-      expect(text).not.toMatch(/warning/i);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  it.skipIf(!hasNvcc)('compiles for sm_90 without warnings (nvcc)', () => {
+    const ks = variants.flatMap((v) => { const k = pagedAttentionKernels(v); return [k.write, k.decode, k.prefill]; });
+    const { status, output } = compileSm90(ks.map((k, i) => [`v${i}`, k.source]));
+    expect(status, output).toBe(0);
+    expect(output).not.toMatch(/warning/i);
   }, 120_000);
 });

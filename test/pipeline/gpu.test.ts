@@ -1,12 +1,12 @@
 // The cuda pipeline's host side everywhere (EXIF orientation reading, option errors, the fused kernel compiling for
 // sm_90 where nvcc is), and GPU against CPU output where a CUDA device is found (skipped elsewhere; the full check
 // is bench/pipeline/check-gpu.ts on the GPU machine).
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileSm90, hasNvcc, kernelResources } from '../helpers/nvcc.js';
 import { Pipeline, hostTensor, type PipelineSpec } from '../../src/pipeline/index.js';
 import { jpegOrientation } from '../../src/pipeline/gpu.js';
 import { imageKernel, type ImageKernelArgs } from '../../src/backends/cuda/codegen/image.js';
@@ -42,25 +42,17 @@ describe('cuda pipeline: host side', () => {
   });
 });
 
-const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
-describe.skipIf(!nvcc)('cuda pipeline: the fused kernel compiles for sm_90', () => {
+describe.skipIf(!hasNvcc)('cuda pipeline: the fused kernel compiles for sm_90', () => {
   it('compiles every channel count, layout and dtype without warnings or spills', () => {
     const variants: ImageKernelArgs[] = [
       { height: 224, width: 224, channels: 3, layout: 'NCHW', dtype: 'float32', normalize: { scale: [0.017, 0.0175, 0.0174], shift: [-2.1, -2.03, -1.8] } },
       { height: 7, width: 5, channels: 1, layout: 'NHWC', dtype: 'float16', normalize: { scale: [1 / 255], shift: [0] } },
       { height: 9, width: 9, channels: 4, layout: 'NHWC', dtype: 'uint8' },
     ];
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-img-cu-'));
-    try {
-      fs.writeFileSync(path.join(tmp, 'all.cu'), variants.map((v, i) => `namespace v${i} {\n${imageKernel(v).source}\n}`).join('\n'));
-      const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', path.join(tmp, 'all.cubin'), path.join(tmp, 'all.cu')], { encoding: 'utf8' });
-      const text = `${res.stdout}${res.stderr}`;
-      expect(res.status, text).toBe(0);
-      expect(text).not.toMatch(/warning/i);
-      expect([...text.matchAll(/(\d+) bytes spill stores/g)].map((m) => m[1])).toEqual(['0', '0', '0']);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    const { status, output } = compileSm90(variants.map((v, i) => [`v${i}`, imageKernel(v).source]));
+    expect(status, output).toBe(0);
+    expect(output).not.toMatch(/warning/i);
+    expect(kernelResources(output).map((k) => k[2])).toEqual(['0', '0', '0']);
   });
 });
 

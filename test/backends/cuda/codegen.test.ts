@@ -1,8 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { compileSm90, hasNvcc, kernelResources } from '../../helpers/nvcc.js';
 import {
   broadcastStrides, cast, collapseDims, copyStrided, elementwise, epilogue, im2colIndex, im2colLayout, poolOutputDims, PRELUDE,
   softmax, transpose, widenCopy, type KernelSource,
@@ -130,27 +127,18 @@ describe('cuda codegen: pure helpers', () => {
   });
 });
 
-const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
-if (!nvcc) console.warn('cuda codegen: nvcc is not on the PATH; the sm_90 compile test is skipped (install the CUDA toolkit to run it)');
+if (!hasNvcc) console.warn('cuda codegen: nvcc is not on the PATH; the sm_90 compile test is skipped (install the CUDA toolkit to run it)');
 
-describe.skipIf(!nvcc)('cuda codegen: every source compiles with nvcc for sm_90', () => {
+describe.skipIf(!hasNvcc)('cuda codegen: every source compiles with nvcc for sm_90', () => {
   it('compiles without errors, warnings, spills or local memory', () => {
     // one translation unit (each kernel in its own namespace) keeps this to a single nvcc run
-    const dir = mkdtempSync(join(tmpdir(), 'kiln-cuda-'));
-    try {
-      const unit = rendered.map(([key, k]) => `// ${key}\nnamespace ${key} {\n${k.source}\n}\n`).join('\n');
-      writeFileSync(join(dir, 'all.cu'), unit);
-      const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
-      const text = `${res.stdout}${res.stderr}`;
-      expect(res.status, text).toBe(0);
-      expect(text).not.toMatch(/warning/i);
-      const fns = [...text.matchAll(/Compiling entry function '(\w+)'[\s\S]*?(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/g)];
-      expect(fns.map((m) => m[1]).sort()).toEqual(rendered.map(([, k]) => k.name).sort());
-      // sinf/cosf keep a small local array for large-argument range reduction: a stack frame there is expected
-      const trig = new Set(rendered.filter(([, k]) => /k_(sin|cos)\(/.test(k.source.slice(PRELUDE.length))).map(([, k]) => k.name));
-      for (const m of fns) expect([m[1], trig.has(m[1]) ? '0' : m[2], m[3], m[4]]).toEqual([m[1], '0', '0', '0']);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const { status, output } = compileSm90(rendered.map(([key, k]) => [key, k.source]));
+    expect(status, output).toBe(0);
+    expect(output).not.toMatch(/warning/i);
+    const fns = kernelResources(output);
+    expect(fns.map((m) => m[0]).sort()).toEqual(rendered.map(([, k]) => k.name).sort());
+    // sinf/cosf keep a small local array for large-argument range reduction: a stack frame there is expected
+    const trig = new Set(rendered.filter(([, k]) => /k_(sin|cos)\(/.test(k.source.slice(PRELUDE.length))).map(([, k]) => k.name));
+    for (const m of fns) expect([m[0], trig.has(m[0]) ? '0' : m[1], m[2], m[3]]).toEqual([m[0], '0', '0', '0']);
   });
 });

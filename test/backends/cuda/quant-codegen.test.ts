@@ -1,10 +1,7 @@
 // Generated quantized-layer kernels: launch shapes, and (where nvcc is on the PATH) that every variant compiles for
 // sm_90 with no spills and no local memory. The kernels' results are checked on a GPU by bench/gpu/quant-check.ts.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { compileSm90, hasNvcc, kernelResources } from '../../helpers/nvcc.js';
 import { dequantizeKernel, qgemm, qgemmTile, qim2col, quantizeKernel } from '../../../src/backends/cuda/codegen/quant.js';
 
 const conv = { H: 14, W: 14, C: 64, OH: 7, OW: 7, KH: 3, KW: 3, strides: [2, 2], pads: [1, 1, 1, 1], dilations: [1, 1] };
@@ -53,23 +50,15 @@ describe('cuda quantized kernels: sources and launch shapes', () => {
   });
 });
 
-const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
-if (!nvcc) console.warn('cuda quantized codegen: nvcc is not on the PATH; the sm_90 compile test is skipped');
+if (!hasNvcc) console.warn('cuda quantized codegen: nvcc is not on the PATH; the sm_90 compile test is skipped');
 
-describe.skipIf(!nvcc)('cuda quantized kernels compile with nvcc for sm_90', () => {
+describe.skipIf(!hasNvcc)('cuda quantized kernels compile with nvcc for sm_90', () => {
   it('compiles without errors, warnings, spills or local memory', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kiln-qcuda-'));
-    try {
-      writeFileSync(join(dir, 'all.cu'), rendered.map(([key, k]) => `namespace ${key} {\n${k.source}\n}\n`).join('\n'));
-      const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
-      const text = `${res.stdout}${res.stderr}`;
-      expect(res.status, text).toBe(0);
-      expect(text).not.toMatch(/warning/i);
-      const fns = [...text.matchAll(/Compiling entry function '(\w+)'[\s\S]*?(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/g)];
-      expect(fns).toHaveLength(rendered.length);
-      for (const m of fns) expect([m[1], m[2], m[3], m[4]]).toEqual([m[1], '0', '0', '0']);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const { status, output } = compileSm90(rendered.map(([key, k]) => [key, k.source]));
+    expect(status, output).toBe(0);
+    expect(output).not.toMatch(/warning/i);
+    const fns = kernelResources(output);
+    expect(fns).toHaveLength(rendered.length);
+    for (const m of fns) expect(m).toEqual([m[0], '0', '0', '0']);
   }, 120_000);
 });

@@ -1,0 +1,25 @@
+// nvcc for the CUDA codegen tests: whether it is on the PATH, and one nvcc run over many generated kernels (each in its
+// own namespace, one translation unit) for sm_90 with ptxas' resource report, so a test can check warnings and spills.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const hasNvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
+
+/** Compiles `[namespace, source]` pairs to one sm_90 cubin; returns nvcc's exit status and its whole output. */
+export function compileSm90(units: [string, string][]): { status: number | null; output: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-nvcc-'));
+  try {
+    writeFileSync(join(dir, 'all.cu'), units.map(([ns, src]) => `namespace ${ns} {\n${src}\n}\n`).join('\n'));
+    const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
+    return { status: res.status, output: `${res.stdout}${res.stderr}` };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** ptxas' per-kernel report: [entry name, stack frame bytes, spill store bytes, spill load bytes]. */
+export function kernelResources(output: string): [string, string, string, string][] {
+  return [...output.matchAll(/Compiling entry function '(\w+)'[\s\S]*?(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/g)].map((m) => [m[1], m[2], m[3], m[4]]);
+}

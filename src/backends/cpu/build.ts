@@ -307,9 +307,12 @@ function batchCarriers(model: Model, typeOf: (name: string) => ValueType | undef
   };
 }
 
+/** The runtime's strided row copy (Splits inside a chain of calls; see runner.ts). */
+export const COPY_ROWS = 'kiln_copy_rows';
+
 /** \`kiln_symbol(name)\`: the address of a layer function by name, for chains of calls (see kiln_run_chain). */
 function symbolTable(kernels: Iterable<LayerKernel>): string {
-  const fns = [...kernels].flatMap((k) => k.variants.map((v) => v.fn));
+  const fns = [...[...kernels].flatMap((k) => k.variants.map((v) => v.fn)), COPY_ROWS];
   const args = Array(8).fill('void *').join(', ');
   return `${fns.map((f) => `void ${f}(${args}, int);`).join('\n')}
 static const struct { const char *name; void *fn; } kiln_syms[] = { ${fns.map((f) => `{ "${f}", (void *)${f} }`).join(', ')}${fns.length ? '' : '{ 0, 0 }'} };

@@ -10,7 +10,7 @@ import { KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, chainRecord, type Ptr } from './native.js';
 import { outValue, outWords } from './int8.js';
-import { KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
+import { COPY_ROWS, KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
 
 export interface NativeKernels {
   /** The kernels for one run; `pool` lets intermediate outputs reuse buffers of values that are dead by then (off
@@ -20,13 +20,15 @@ export interface NativeKernels {
   release(): void;
 }
 
-type LayerKernel = ((inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Promise<Value[]> | Value[]) & {
-  prepare: (inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Prepared;
-};
+type LayerKernel = { prepare: (inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Prepared };
 
 /** Layers with less work than this (multiply-adds or elements, at the run's batch) are called synchronously: a
  * worker-thread handoff and promise cost tens of microseconds, more than such a layer computes. */
 const SYNC_WORK = 1e7;
+/** ...but only until the run has held the calling thread this long (ms) since it last let the event loop in: a
+ * mid-size model made of small layers (3.5 ms at batch 1) would otherwise keep a server's event loop waiting for the
+ * whole run. Models quicker than this stay fully synchronous. */
+const SYNC_MS = 0.5;
 
 /** Free buffers by size class, shared by the runs of one runner (a buffer is only here while no value uses it).
  * Classes are powers of two and a request gets a view of the first n words: keyed by exact length, a server's
@@ -89,6 +91,19 @@ const isSplit = (n: Node) => n.opType === 'Split' && (n.domain === '' || n.domai
  * undefined and the reference kernel runs.
  */
 function splitPooled(n: Node, inputs: (Value | undefined)[], alloc: (value: string) => (len: number) => Float32Array): Value[] | undefined {
+  const g = splitGeometry(n, inputs);
+  if (!g) return undefined;
+  const src = g.x.data as Float32Array;
+  return g.parts.map((p, k) => {
+    const y = alloc(n.outputs[k])(g.outer * p.run);
+    for (let o = 0; o < g.outer; o++) y.set(src.subarray(o * g.stride + p.offset, o * g.stride + p.offset + p.run), o * p.run);
+    return new TensorData('float32', p.dims, y);
+  });
+}
+
+/** A float32 Split as rows of a strided copy: per output, its dims, the floats per row and where its rows start in
+ * each source row of \`stride\` floats; undefined where the Split is anything else (the reference kernel runs). */
+function splitGeometry(n: Node, inputs: (Value | undefined)[]) {
   const x = inputs[0];
   if (!(x instanceof TensorData) || x.dtype !== 'float32' || !x.dims.length) return undefined;
   const outs = n.outputs;
@@ -100,15 +115,19 @@ function splitPooled(n: Node, inputs: (Value | undefined)[], alloc: (value: stri
   const sizes = given ?? (d % outs.length === 0 ? new Array<number>(outs.length).fill(d / outs.length) : undefined);
   if (!sizes || sizes.length !== outs.length || sizes.some((v) => !(v >= 0)) || sizes.reduce((p, q) => p + q, 0) !== d) return undefined;
   const outer = x.dims.slice(0, axis).reduce((p, q) => p * q, 1), inner = x.dims.slice(axis + 1).reduce((p, q) => p * q, 1);
-  const src = x.data as Float32Array;
   let at = 0;
-  return sizes.map((len, k) => {
-    const run = len * inner, y = alloc(outs[k])(outer * run);
-    for (let o = 0; o < outer; o++) y.set(src.subarray((o * d + at) * inner, (o * d + at) * inner + run), o * run);
+  const parts = sizes.map((len) => {
+    const part = { dims: x.dims.map((v, i) => (i === axis ? len : v)), run: len * inner, offset: at * inner };
     at += len;
-    return new TensorData('float32', x.dims.map((v, i) => (i === axis ? len : v)), y);
+    return part;
   });
+  return { x, outer, stride: d * inner, parts };
 }
+
+/** Ops whose outputs are views of their input (same buffer, new dims): inside a chain they cost nothing, so they
+ * need not break it (BERT: the Reshapes around attention). */
+const VIEW_OPS = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Identity']);
+const isView = (n: Node) => n.domain === '' && VIEW_OPS.has(n.opType) && n.outputs.length === 1;
 
 /** The plan's native layers ready to run, or undefined when the plan has none. */
 export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> | undefined, threads: number,
@@ -132,7 +151,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
     if (!node) throw new KilnError(`plan kernels name layer '${l.node}', which the plan's graph does not have.`, { hint: 'The plan is inconsistent; rebuild it.' });
     const p = packWeights(lib, model, node, l);
     if (p !== null) packed.push(p);
-    kernels.set(node, layerKernel(lib, node, l, p, threads, fallback));
+    kernels.set(node, layerKernel(node, l, p, fallback));
   }
   const order = topoSort(model.graph, () => true);
   const index = new Map(order.map((n, i) => [n, i]));
@@ -159,14 +178,60 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       };
       // outputs of this run's native layers (inputs of later chain members), and outputs a chain computed ahead
       const produced = new Map<string, Value>();
+      const keepParams: BigInt64Array[] = [];
       const pending = new Map<Node, Value[]>();
       const record = (n: Node, out: Value[]) => {
         n.outputs.forEach((o, k) => o && produced.set(o, out[k]));
         return out;
       };
+      // when this run last let the event loop in (see SYNC_MS)
+      let yielded = performance.now();
+      /** Runs native work on the calling thread when it is small and the run has not held the thread for long, else
+       * on a worker thread (the event loop runs meanwhile). */
+      const invoke = async (work: number, sync: () => void, async: () => Promise<void>) => {
+        lib.threads(threads);
+        if (work < SYNC_WORK && performance.now() - yielded < SYNC_MS) return sync();
+        await async();
+        yielded = performance.now();
+      };
       const single = async (n: Node, inputs: (Value | undefined)[]) => {
         releaseBefore(index.get(n)!);
-        return record(n, await kernels.get(n)!(inputs, allocFor(n.outputs[0])));
+        const p = kernels.get(n)!.prepare(inputs, allocFor(n.outputs[0]));
+        if ('done' in p) return record(n, p.done);
+        const { fn, args, nb, result, work } = p.call;
+        await invoke(work, () => lib.callSync(fn, args, nb), () => lib.callAsync(fn, args, nb));
+        return record(n, result);
+      };
+      /** A Split inside a chain: its outputs from the pool, filled by strided copies in the library. */
+      const chainSplit = (n: Node, inputs: (Value | undefined)[], calls: Call[]): Value[] | undefined => {
+        const g = splitGeometry(n, inputs);
+        if (!g || symbol(COPY_ROWS) === undefined) return undefined;
+        releaseBefore(index.get(n)!);
+        return g.parts.map((p, k) => {
+          const y = allocFor(n.outputs[k])(g.outer * p.run);
+          const params = BigInt64Array.of(BigInt(g.outer), BigInt(p.run), BigInt(g.stride), BigInt(p.offset));
+          // off V8's heap (see offHeap in build.ts): the library reads them on a worker thread
+          const src = g.x.data as Float32Array;
+          for (const a of [params, y, src]) void a.buffer;
+          // a chain program holds bare addresses, and nothing else references the parameters: the run keeps them
+          // (a local of runChain may be collected during its await while the library still reads them)
+          keepParams.push(params);
+          if (y.length) calls.push({ fn: COPY_ROWS, args: [src, y, params], nb: 1, result: [], work: y.length });
+          return new TensorData('float32', p.dims, y);
+        });
+      };
+      /** A view op inside a chain: the reference kernel only relabels dims, so it can run before the data is there
+       * (undefined where its output would not share the input's buffer). */
+      const chainView = (n: Node, inputs: (Value | undefined)[]): Value[] | undefined => {
+        const x = inputs[0];
+        if (!(x instanceof TensorData)) return undefined;
+        let out: Value[];
+        try {
+          out = fallback(n, inputs);
+        } catch {
+          return undefined;
+        }
+        return out.length === 1 && out[0] instanceof TensorData && out[0].data === x.data ? out : undefined;
       };
       /** Runs the chain's members (as far as their inputs fit their code) in one foreign call; the head's outputs
        * are returned, the others wait in \`pending\` for the executor to reach them. */
@@ -177,8 +242,14 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         const results: Value[][] = [];
         for (const [j, n] of nodes.entries()) {
           const inputs = j === 0 ? headInputs : n.inputs.map((x) => (x ? inits.get(x) ?? produced.get(x) ?? given.get(x) : undefined));
-          if (inputs.some((v, q) => n.inputs[q] && v === undefined) || runBatch(metaOf.get(n)!, inputs) === undefined) break;
-          if (symbol(metaOf.get(n)!.fn) === undefined) break;
+          if (inputs.some((v, q) => n.inputs[q] && v === undefined)) break;
+          if (!kernels.has(n)) {
+            const out = isSplit(n) ? chainSplit(n, inputs, calls) : chainView(n, inputs);
+            if (!out) break;
+            results.push(record(n, out));
+            continue;
+          }
+          if (runBatch(metaOf.get(n)!, inputs) === undefined || symbol(metaOf.get(n)!.fn) === undefined) break;
           releaseBefore(index.get(n)!);
           const p = kernels.get(n)!.prepare(inputs, allocFor(n.outputs[0]));
           const out = 'done' in p ? p.done : p.call.result;
@@ -189,12 +260,19 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         const prog = new BigInt64Array(calls.length * 10);
         void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
         calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
-        lib.threads(threads);
-        if (calls.length) await lib.runChain(prog, calls.length, calls.reduce((a, c) => a + c.work, 0) < SYNC_WORK);
+        if (calls.length) {
+          await invoke(calls.reduce((a, c) => a + c.work, 0), () => void lib.runChain(prog, calls.length, true),
+            () => lib.runChain(prog, calls.length, false) as Promise<void>);
+        }
         for (let j = 1; j < results.length; j++) pending.set(nodes[j], results[j]);
         return results[0];
       };
       const kernelFor = (n: Node): NodeKernel | undefined => {
+        const ready = pending.get(n);
+        if (ready) {
+          pending.delete(n);
+          return () => ready;
+        }
         if (splits.has(n)) {
           return (inputs) => {
             releaseBefore(index.get(n)!);
@@ -202,11 +280,6 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           };
         }
         if (!kernels.has(n)) return undefined;
-        const ready = pending.get(n);
-        if (ready) {
-          pending.delete(n);
-          return () => ready;
-        }
         const c = chain ? chains.get(n) : undefined;
         return c ? (inputs) => runChain(c, inputs) : (inputs) => single(n, inputs);
       };
@@ -214,6 +287,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       const end = () => {
         pending.clear();
         produced.clear();
+        keepParams.length = 0;
         for (const h of held.splice(0)) pool.give(h.buf);
       };
       return { kernelFor, end };
@@ -228,23 +302,31 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
 
 /**
  * Runs of consecutive native layers (in schedule order) that can go to the library in one call, by their first
- * layer: every input of a later member is a constant, an output of a native layer, or an input of the first
- * (values the runner holds when the chain starts). Runs of one layer are left out.
+ * layer: every input of a later member is a constant, an output of an earlier member, or an input of the first
+ * (values the runner holds when the chain starts). Splits (a strided copy in the library) and view ops (no work)
+ * may sit between the layers. Runs of one layer are left out.
  */
 function chainsOf(order: Node[], kernels: Map<Node, unknown>, model: Model): Map<Node, Node[]> {
   const chains = new Map<Node, Node[]>();
-  const nativeOut = new Set([...kernels.keys()].flatMap((n) => n.outputs.filter(Boolean)));
   const inits = model.graph.initializers;
+  // values the runner holds once their producer ran (in or out of a chain), and those made earlier in this chain
+  const held = new Set([...order].filter((n) => kernels.has(n) || isSplit(n)).flatMap((n) => n.outputs.filter(Boolean)));
   let cur: Node[] = [];
+  let made = new Set<string>();
   const close = () => {
-    if (cur.length > 1) chains.set(cur[0], cur);
+    if (cur.filter((n) => kernels.has(n) || isSplit(n)).length > 1) chains.set(cur[0], cur);
     cur = [];
+    made = new Set();
   };
   for (const n of order) {
-    if (!kernels.has(n)) { close(); continue; }
+    const native = kernels.has(n);
+    if (!native && !isSplit(n) && !isView(n)) { close(); continue; }
     const head = cur[0];
-    if (head && !n.inputs.every((x) => !x || inits.has(x) || nativeOut.has(x) || head.inputs.includes(x))) close();
+    if (head && !n.inputs.every((x) => !x || inits.has(x) || held.has(x) || made.has(x) || head.inputs.includes(x))) close();
+    // a chain starts at a native layer: its head runs alone when the rest cannot be prepared
+    if (!cur.length && !native) continue;
     cur.push(n);
+    for (const o of n.outputs) if (o) made.add(o);
   }
   close();
   return chains;
@@ -267,7 +349,7 @@ interface Call { fn: string; args: Ptr[]; nb: number; result: Value[]; work: num
  * the code was generated for (any leading dim where the layer is batch-generic). */
 type Prepared = { call: Call } | { done: Value[] };
 
-function layerKernel(lib: NativeLibrary, node: Node, l: LayerMeta, packed: Ptr, threads: number,
+function layerKernel(node: Node, l: LayerMeta, packed: Ptr,
   fallback: (node: Node, inputs: (Value | undefined)[]) => Value[]): LayerKernel {
   const b0 = l.outDims[0] || 1, work = l.work ?? Infinity;
   const prepare = (inputs: (Value | undefined)[], alloc: (n: number) => Float32Array): Prepared => {
@@ -280,18 +362,7 @@ function layerKernel(lib: NativeLibrary, node: Node, l: LayerMeta, packed: Ptr, 
     if (!out.length) return { done: result };
     return { call: { fn: l.fn, args: layerArgs(l.args, inputs, packed, out), nb, result, work: work * (nb / b0) } };
   };
-  const kernel = (inputs: (Value | undefined)[], alloc: (n: number) => Float32Array) => {
-    const p = prepare(inputs, alloc);
-    if ('done' in p) return p.done;
-    const { call } = p;
-    lib.threads(threads);
-    if (call.work < SYNC_WORK) {
-      lib.callSync(call.fn, call.args, call.nb);
-      return call.result;
-    }
-    return lib.callAsync(call.fn, call.args, call.nb).then(() => call.result);
-  };
-  return Object.assign(kernel, { prepare });
+  return { prepare };
 }
 
 function sharesInput(v: Value, inputs: (Value | undefined)[]): boolean {

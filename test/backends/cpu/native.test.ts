@@ -1,7 +1,7 @@
 // The CPU backend's compiled kernels: outputs match the reference executor on the zoo's small models, plans carry
 // the library and the ISA, a missing compiler falls back to reference kernels with one warning, other shapes than
 // the compiled ones fall back per layer, and session.run leaves the event loop free while native layers run.
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import type { Model } from '../../../src/ir/graph.js';
 import { TensorData } from '../../../src/ir/tensor.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
@@ -11,6 +11,7 @@ import { parsePlan, serializePlan } from '../../../src/build/plan.js';
 import { Tensor } from '../../../src/runtime/tensor.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler, resetCompiler } from '../../../src/backends/cpu/compiler.js';
+import { NativeLibrary } from '../../../src/backends/cpu/native.js';
 import { renderC, renderActivation } from '../../../src/backends/cpu/expr-c.js';
 import { parseExpr } from '../../../src/ir/expr.js';
 import { resnet50, RESNET_SMALL, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL, gpt2, GPT2_SMALL } from '../../../bench/models/zoo.js';
@@ -163,6 +164,75 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
       }
     }
     engine.dispose();
+  }, 60_000);
+
+  it("a transformer's Split and Reshapes run inside one chain of native calls and match the reference", async () => {
+    // BERT's attention input: one QKV product, Split along the last axis, Reshape to heads, Transpose
+    const b = new GraphBuilder('qkv');
+    const r = seededRandom(6);
+    const x = b.input('x', 'float32', [1, 32, 64]);
+    const qkv = b.op('MatMul', [x, b.initializer('wqkv', randomTensor(r, [64, 192], 0.1))], {}, 'qkv');
+    const heads = b.initializer('heads', new TensorData('int64', [4], BigInt64Array.of(1n, 32n, 4n, 16n)));
+    const merge = b.initializer('merge', new TensorData('int64', [3], BigInt64Array.of(1n, 32n, 64n)));
+    const parts = b.node('Split', [qkv, b.initializer('sizes', new TensorData('int64', [3], BigInt64Array.of(64n, 64n, 64n)))], { axis: -1 }, { outputs: 3, name: 'split' });
+    // heads-major back to [1, 32, 64] (a different order of the same values: the Reshapes cannot cancel)
+    const back = parts.map((p, i) => b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [p, heads], {}, `to_heads${i}`)], { perm: [0, 2, 1, 3] }, `t${i}`), merge], {}, `merge${i}`));
+    const sum = b.op('Add', [b.op('Add', [back[0], back[1]], {}, 'add0'), back[2]], {}, 'add1');
+    b.output(b.op('MatMul', [sum, b.initializer('wo', randomTensor(r, [64, 48], 0.1))], {}, 'out'));
+    const m = b.model(17);
+    const plan = await build(m);
+    expect(nativeLayers(plan.bytes).length).toBeGreaterThan(3);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const ctx = engine.createContext();
+    const calls = { chain: 0, single: 0 };
+    const proto = NativeLibrary.prototype;
+    const { runChain, callSync, callAsync } = proto;
+    const spies = [
+      vi.spyOn(proto, 'runChain').mockImplementation(function (this: NativeLibrary, ...a) { calls.chain++; return runChain.apply(this, a); }),
+      vi.spyOn(proto, 'callSync').mockImplementation(function (this: NativeLibrary, ...a) { calls.single++; return callSync.apply(this, a); }),
+      vi.spyOn(proto, 'callAsync').mockImplementation(function (this: NativeLibrary, ...a) { calls.single++; return callAsync.apply(this, a); }),
+    ];
+    try {
+      for (let run = 0; run < 3; run++) {
+        const xs = randomTensor(seededRandom(run), [1, 32, 64], 1);
+        const out = await ctx.run({ x: new Tensor('float32', xs.data as Float32Array, [1, 32, 64]) });
+        const ref = executeGraph(m.graph, new Map([['x', xs]]), { opsets: m.opsets });
+        const [k, v] = Object.entries(out)[0];
+        const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
+        expect(a.length).toBe(w.length);
+        const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
+        let worst = 0;
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+        expect(worst, `run ${run}`).toBeLessThan(1e-4);
+      }
+    } finally {
+      spies.forEach((s) => s.mockRestore());
+      engine.dispose();
+    }
+    // every layer in one foreign call per run: the Split is a copy in the library, the Reshapes are views
+    expect(calls).toEqual({ chain: 3, single: 0 });
+  }, 60_000);
+
+  it('lets the event loop in during a run of many small layers', async () => {
+    // layers far below the synchronous-call threshold, with a reference-only op between them (no chain)
+    const b = new GraphBuilder('small_layers');
+    const r = seededRandom(3);
+    let h = b.input('x', 'float32', [64, 256]);
+    const axis = b.initializer('axis', new TensorData('int64', [], BigInt64Array.of(1n)));
+    for (let i = 0; i < 40; i++) h = b.op('CumSum', [b.op('MatMul', [h, b.initializer(`w${i}`, randomTensor(r, [256, 256], 0.005))], {}, `mm${i}`), axis], {}, `cs${i}`);
+    b.output(h, { kind: 'tensor', dtype: 'float32', shape: [64, 256] });
+    const m = b.model(17);
+    const plan = await build(m);
+    expect(nativeLayers(plan.bytes).length).toBe(40);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 1 });
+    const x = new Tensor('float32', new Float32Array(64 * 256).fill(0.01), [64, 256]);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    await engine.createContext().run({ x });
+    clearInterval(timer);
+    engine.dispose();
+    // 40 native calls of 4M multiply-adds and 40 reference CumSums: several milliseconds on any machine
+    expect(ticks).toBeGreaterThan(1);
   }, 60_000);
 
   it('keeps the event loop running while native layers compute', async () => {

@@ -284,6 +284,24 @@ KEXPORT void kiln_run_chain(const int64_t *prog, int n) {
   }
 }
 
+/* One output of a Split inside a chain: rows of a strided source copied to a contiguous output. p holds int64
+   {rows, run, source stride, source offset}, in floats; rows are spread over the pool when there is enough to copy. */
+typedef struct { const float *s; float *d; int64_t rows, run, stride, per; } copy_rows_t;
+static void copy_rows_task(void *arg, int t) {
+  const copy_rows_t *c = arg;
+  int64_t r1 = KMIN(c->rows, (t + 1) * c->per);
+  for (int64_t r = t * c->per; r < r1; r++) memcpy(c->d + r * c->run, c->s + r * c->stride, (size_t)c->run * sizeof(float));
+}
+KEXPORT void kiln_copy_rows(void *src, void *dst, void *p, void *a3, void *a4, void *a5, void *a6, void *a7, int nb) {
+  (void)a3; (void)a4; (void)a5; (void)a6; (void)a7; (void)nb;
+  const int64_t *q = p;
+  int64_t rows = q[0], run = q[1];
+  int tasks = rows * run < (1 << 16) ? 1 : (int)KMIN((int64_t)kiln_threads(), rows);
+  copy_rows_t c = { (const float *)src + q[3], dst, rows, run, q[2], (rows + tasks - 1) / (tasks ? tasks : 1) };
+  if (tasks <= 1) copy_rows_task(&c, 0);
+  else kiln_pool_run(copy_rows_task, &c, tasks);
+}
+
 float *kiln_alloc(size_t floats) {
   size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
   float *p = aligned_alloc(64, bytes ? bytes : 64);

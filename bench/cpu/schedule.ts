@@ -1,0 +1,24 @@
+// Prints a built plan's schedule, marking the native layers (N), to see where chains of native calls break.
+// Usage: npx tsx bench/cpu/schedule.ts <zoo model>
+import { ZOO } from '../models/zoo.js';
+import { build } from '../../src/build/builder.js';
+import { parsePlan } from '../../src/build/plan.js';
+import { Engine } from '../../src/runtime/engine.js';
+import { META_BLOB, type KernelsMeta } from '../../src/backends/cpu/build.js';
+import { topoSort } from '../../src/ops/execute.js';
+
+const name = process.argv[2] ?? 'bert-base';
+const m = ZOO.find((z) => z.name === name)!.full();
+const shapes: Record<string, number[]> = {};
+for (const i of m.graph.inputs) {
+  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
+  shapes[i.name] = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
+}
+const plan = await build(m, { shapes });
+const meta = JSON.parse(new TextDecoder().decode(parsePlan(plan.bytes).blobs.get(META_BLOB)!)) as KernelsMeta;
+const native = new Set(meta.layers.map((l) => l.node));
+const engine = await Engine.load(plan, { intraOpNumThreads: 1 });
+for (const n of topoSort(engine.model.graph, () => true)) {
+  console.log(native.has(n.name) ? 'N' : '.', `${n.domain}:${n.opType}`, n.name, n.inputs.join(','), '->', n.outputs.join(','));
+}
+engine.dispose();

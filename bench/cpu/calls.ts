@@ -3,22 +3,14 @@
 import { ZOO } from '../models/zoo.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { Tensor } from '../../src/runtime/tensor.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
+import { asTensors, zooInputs } from './inputs.js';
 
 const name = process.argv[2] ?? 'bert-base';
 const threads = Number(process.argv[3] ?? 1);
 const m = ZOO.find((z) => z.name === name)!.full();
-const feeds: Record<string, Tensor> = {};
-const shapes: Record<string, number[]> = {};
-for (const i of m.graph.inputs) {
-  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
-  const n = dims.reduce((a, b) => a * b, 1);
-  shapes[i.name] = dims;
-  feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, (_, k) => Math.sin(k)), dims)
-    : new Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => (i.name.includes('mask') ? 1n : BigInt(k % 1000))), dims);
-}
+const { shapes, feeds: raw } = zooInputs(m);
+const feeds = asTensors(raw);
 const stats = { chain: 0, sync: 0, async: 0, ms: 0 };
 const P = NativeLibrary.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
 for (const [k, key] of [['runChain', 'chain'], ['callSync', 'sync'], ['callAsync', 'async']] as const) {

@@ -7,30 +7,12 @@ import { ZOO } from '../models/zoo.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { Tensor } from '../../src/runtime/tensor.js';
-import { seededRandom } from '../../src/ir/builder.js';
-import type { Model } from '../../src/ir/graph.js';
+import { asTensors, zooInputs } from './inputs.js';
 
 const require = createRequire(import.meta.url);
 const models = (process.argv[2] ?? 'resnet50,mobilenet-v2,bert-base').split(',');
 const runs = Number(process.argv[3] ?? 20);
-const SEQ = 128;
 
-function inputsOf(m: Model) {
-  const r = seededRandom(5);
-  const shapes: Record<string, number[]> = {};
-  const feeds: Record<string, { dtype: string; dims: number[]; data: Float32Array | BigInt64Array }> = {};
-  for (const i of m.graph.inputs) {
-    if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-    const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? SEQ : 1));
-    const n = dims.reduce((a, b) => a * b, 1);
-    shapes[i.name] = dims;
-    feeds[i.name] = i.type.dtype === 'float32'
-      ? { dtype: 'float32', dims, data: Float32Array.from({ length: n }, () => r() * 2 - 1) }
-      : { dtype: 'int64', dims, data: BigInt64Array.from({ length: n }, () => (i.name.includes('mask') ? 1n : BigInt(Math.floor(r() * 1000)))) };
-  }
-  return { shapes, feeds };
-}
 
 async function median(f: () => Promise<unknown>): Promise<number> {
   for (let i = 0; i < 3; i++) await f();
@@ -47,7 +29,7 @@ async function median(f: () => Promise<unknown>): Promise<number> {
 const rows: string[] = [];
 for (const name of models) {
   const m = ZOO.find((z) => z.name === name)!.full();
-  const { shapes, feeds } = inputsOf(m);
+  const { shapes, feeds } = zooInputs(m);
   const t0 = performance.now();
   const plan = await build(m, { shapes });
   const buildMs = performance.now() - t0;
@@ -56,7 +38,7 @@ for (const name of models) {
   for (const threads of [1, 2]) {
     const engine = await Engine.load(plan, { intraOpNumThreads: threads });
     const ctx = engine.createContext();
-    const kFeeds = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new Tensor(v.dtype as 'float32', v.data as Float32Array, v.dims)]));
+    const kFeeds = asTensors(feeds);
     const kiln = await median(() => ctx.run(kFeeds));
     engine.dispose();
     const ortNode = require('onnxruntime-node');

@@ -9,8 +9,7 @@ import { ZOO } from '../models/zoo.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { Tensor } from '../../src/runtime/tensor.js';
-import { seededRandom } from '../../src/ir/builder.js';
+import { asTensors, zooInputs } from './inputs.js';
 
 const require = createRequire(import.meta.url);
 const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -19,20 +18,10 @@ const name = argv[0] ?? 'mobilenet-v2';
 const threadList = (argv[1] ?? '1').split(',').map(Number);
 const runs = Number(argv[2] ?? 30);
 const m = ZOO.find((z) => z.name === name)!.full();
-const r = seededRandom(5);
-const shapes: Record<string, number[]> = {};
-const feeds: Record<string, { dtype: string; dims: number[]; data: Float32Array | BigInt64Array }> = {};
-for (const i of m.graph.inputs) {
-  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
-  const n = dims.reduce((a, b) => a * b, 1);
-  shapes[i.name] = dims;
-  feeds[i.name] = i.type.dtype === 'float32' ? { dtype: 'float32', dims, data: Float32Array.from({ length: n }, () => r() * 2 - 1) }
-    : { dtype: 'int64', dims, data: BigInt64Array.from({ length: n }, () => (i.name.includes('mask') ? 1n : BigInt(Math.floor(r() * 1000)))) };
-}
+const { shapes, feeds } = zooInputs(m);
 const onnx = serializeOnnx(m);
 const plan = await build(m, { shapes });
-const kFeeds = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new Tensor(v.dtype as 'float32', v.data as Float32Array, v.dims)]));
+const kFeeds = asTensors(feeds);
 const ort = require('onnxruntime-node');
 const time = async (f: () => Promise<unknown>) => {
   const c = process.cpuUsage(), s = performance.now();

@@ -8,23 +8,14 @@ import { ZOO } from '../models/zoo.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { Tensor } from '../../src/runtime/tensor.js';
-import { seededRandom } from '../../src/ir/builder.js';
+import { asTensors, zooInputs } from './inputs.js';
 
 const name = process.argv[2] ?? 'mobilenet-v2';
 const threadList = (process.argv[3] ?? '1,2').split(',').map(Number);
 const runs = Number(process.argv[4] ?? 50);
 const m = ZOO.find((z) => z.name === name)!.full();
-const r = seededRandom(5);
-const shapes: Record<string, number[]> = {};
-const feeds: Record<string, Tensor> = {};
-for (const i of m.graph.inputs) {
-  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
-  const n = dims.reduce((a, b) => a * b, 1);
-  shapes[i.name] = dims;
-  feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, () => r() * 2 - 1), dims)
-    : new Tensor('int64', BigInt64Array.from({ length: n }, () => (i.name.includes('mask') ? 1n : BigInt(Math.floor(r() * 1000)))), dims);
-}
+const { shapes, feeds: raw } = zooInputs(m);
+const feeds = asTensors(raw);
 const plan = await build(m, { shapes });
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 const med = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];

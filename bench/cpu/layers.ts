@@ -5,10 +5,9 @@
 import { ZOO } from '../models/zoo.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { Tensor } from '../../src/runtime/tensor.js';
-import { seededRandom } from '../../src/ir/builder.js';
 import { profileLayers } from '../../src/tools/bench-layers.js';
 import type { LayerInfo } from '../../src/build/plan.js';
+import { asTensors, zooInputs } from './inputs.js';
 
 const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -17,17 +16,8 @@ const threads = Number(args[1] ?? 1);
 const top = Number(args[2] ?? 15);
 const batch = Number(flags.find((f) => f.startsWith('--batch='))?.slice(8) ?? 1);
 const m = ZOO.find((z) => z.name === name)!.full();
-const r = seededRandom(5);
-const shapes: Record<string, number[]> = {};
-const feeds: Record<string, Tensor> = {};
-for (const i of m.graph.inputs) {
-  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : batch));
-  const n = dims.reduce((a, b) => a * b, 1);
-  shapes[i.name] = dims;
-  feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, () => r() * 2 - 1), dims)
-    : new Tensor('int64', BigInt64Array.from({ length: n }, () => (i.name.includes('mask') ? 1n : BigInt(Math.floor(r() * 1000)))), dims);
-}
+const { shapes, feeds: raw } = zooInputs(m, batch);
+const feeds = asTensors(raw);
 const plan = await build(m, { shapes });
 const engine = await Engine.load(plan, { intraOpNumThreads: threads });
 const prof = await profileLayers(engine, feeds, { iterations: 10 });

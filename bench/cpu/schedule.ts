@@ -6,14 +6,11 @@ import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { META_BLOB, type KernelsMeta } from '../../src/backends/cpu/build.js';
 import { topoSort } from '../../src/ops/execute.js';
+import { zooInputs } from './inputs.js';
 
 const name = process.argv[2] ?? 'bert-base';
 const m = ZOO.find((z) => z.name === name)!.full();
-const shapes: Record<string, number[]> = {};
-for (const i of m.graph.inputs) {
-  if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-  shapes[i.name] = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 128 : 1));
-}
+const { shapes } = zooInputs(m);
 const plan = await build(m, { shapes });
 const meta = JSON.parse(new TextDecoder().decode(parsePlan(plan.bytes).blobs.get(META_BLOB)!)) as KernelsMeta;
 const native = new Set(meta.layers.map((l) => l.node));

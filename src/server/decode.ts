@@ -6,6 +6,7 @@ import { InputError, Tensor, type TensorType } from '../index.js';
 import { ServeError, type SubmitOptions } from './batcher.js';
 import type { ModelConfig } from './config.js';
 import { decodeRequest, tensorBytes, tensorJson, type DecodedRequest, type InferOutput, type InferRequest, type InferResponse } from './infer.js';
+import { parseInferJson } from './json-infer.js';
 import { BytesTensor, type ServeTensor } from './model.js';
 
 /** What the HTTP route knows of an infer request before decoding: the raw body and the headers that shape it. */
@@ -53,7 +54,7 @@ export function parseHttpBody(b: HttpBody): InferRequest {
     json = buf.subarray(0, n);
     binary = buf.subarray(n);
   }
-  const r = parseJsonObject(json) as unknown as InferRequest;
+  const r = (parseInferJson(json) ?? parseJsonObject(json)) as unknown as InferRequest;
   if (!Array.isArray(r.inputs)) throw new ServeError(`the request needs an 'inputs' array.`, 400);
   let off = 0;
   for (const inp of r.inputs as (InferRequest['inputs'][number] & { parameters?: Record<string, unknown> })[]) {

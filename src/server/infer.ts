@@ -163,7 +163,7 @@ function toTensor(inp: InferInput, shape: number[]): ServeTensor {
     }
     return new Tensor(type, fromBytes(type, inp.raw) as never, shape);
   }
-  const fast = Array.isArray(inp.data) ? fillTyped(type, inp.data, size) : undefined;
+  const fast = Array.isArray(inp.data) ? fillTyped(type, inp.data, size) : alreadyTyped(type, inp.data, size);
   if (fast) return new Tensor(type, fast as never, shape);
   const flat = flatten(inp.data, inp.name);
   if (flat.length !== size) throw new ServeError(`input '${inp.name}' has ${flat.length} values; shape [${shape.join(',')}] needs ${size}.`, 400);
@@ -192,6 +192,13 @@ function fillTyped(type: TensorType, data: unknown[], size: number): ArrayLike<n
     out[i] = v;
   }
   return out;
+}
+
+/** Data already in this type's typed array (json-infer.ts reads JSON numbers straight into one); other sizes and
+ *  types take the general path, which gives the usual errors. */
+function alreadyTyped(type: TensorType, data: unknown, size: number): ArrayLike<number> | undefined {
+  const Ctor = TYPED[type];
+  return Ctor && data instanceof Ctor && (data as ArrayLike<number>).length === size ? (data as ArrayLike<number>) : undefined;
 }
 
 /** BYTES: JSON strings (UTF-8), gRPC bytes_contents, or raw elements of a 4-byte little-endian length + bytes. */

@@ -4,7 +4,7 @@
 // weight's scales (one per output channel, or one; weight zero points are always 0), and the output's scale and
 // zero point when the layer requantizes (y_dtype set) instead of writing float32. The reference kernels compute
 // exactly what the unfolded Q/DQ subgraph computes: dequantize in float32, run the fused float layer, quantize.
-import { attr, defineOp, lookupOp, type InferContext, type OpDef } from '../ir/schema.js';
+import { attr, defineOp, lookupOp, type InferContext, type KernelContext, type OpDef } from '../ir/schema.js';
 import type { AttrValue, Node, ValueType } from '../ir/graph.js';
 import type { DType } from '../ir/dtype.js';
 import { TensorData } from '../ir/tensor.js';
@@ -64,6 +64,20 @@ function checkInput(node: Node, x: TensorData): void {
   if (x.dtype !== 'int8' && x.dtype !== 'uint8' && x.dtype !== 'float8e4m3fn') throw new Error(`${node.opType} '${node.name}': input 0 must be int8, uint8 or float8e4m3fn, got ${x.dtype}`);
 }
 
+/**
+ * The reference semantics of a quantized layer: dequantize the activation and the weight (its scales along the axis
+ * `weightAxis` gives), run the float fused op with the same epilogue, then requantize when the layer does.
+ */
+function runAsFloat(ctx: KernelContext<any>, floatOp: string, weightAxis: (wq: TensorData) => number): TensorData[] {
+  const a = ctx.attrs as unknown as QuantAttrs;
+  const x = ctx.tensor(0);
+  checkInput(ctx.node, x);
+  const wq = ctx.tensor(1);
+  const w = dequantizeWeight(wq, a.w_scales, weightAxis(wq));
+  const [y] = callKernel(ctx.node, KILN_DOMAIN, floatOp, 1, [dequantizeInput(x, a), w, ctx.optionalTensor(2), ctx.optionalTensor(3)], floatAttrs(ctx.node)) as TensorData[];
+  return [requantize(y, a)];
+}
+
 /** Conv on a quantized activation with int8 weights [M, C/group, kh, kw], float bias/residual, optional requantize. */
 const QConv = defineOp({
   name: 'QConv', domain: KILN_DOMAIN, versions: [1],
@@ -74,14 +88,7 @@ const QConv = defineOp({
   inputs: [2, 4], outputs: [1, 1],
   doc: 'y = quantize?(act(conv(dq(x_q), W_q * w_scales) + b + residual))',
   infer: (ctx) => inferAs('FusedConv', ctx),
-  run: (ctx) => {
-    const a = ctx.attrs as unknown as QuantAttrs;
-    const x = ctx.tensor(0);
-    checkInput(ctx.node, x);
-    const w = dequantizeWeight(ctx.tensor(1), a.w_scales, 0);
-    const [y] = callKernel(ctx.node, KILN_DOMAIN, 'FusedConv', 1, [dequantizeInput(x, a), w, ctx.optionalTensor(2), ctx.optionalTensor(3)], floatAttrs(ctx.node)) as TensorData[];
-    return [requantize(y, a)];
-  },
+  run: (ctx) => runAsFloat(ctx, 'FusedConv', () => 0),
 });
 
 /** MatMul/Gemm on a quantized activation with a constant 2-D int8 weight (scales along its output axis). */
@@ -91,15 +98,7 @@ const QMatMul = defineOp({
   inputs: [2, 4], outputs: [1, 1],
   doc: 'y = quantize?(act(dq(x_q) @ (W_q * w_scales) + b + residual))',
   infer: (ctx) => inferAs('FusedMatMul', ctx),
-  run: (ctx) => {
-    const a = ctx.attrs as unknown as QuantAttrs;
-    const x = ctx.tensor(0);
-    checkInput(ctx.node, x);
-    const wq = ctx.tensor(1);
-    const w = dequantizeWeight(wq, a.w_scales, ctx.attrs.transB ? 0 : wq.rank - 1);
-    const [y] = callKernel(ctx.node, KILN_DOMAIN, 'FusedMatMul', 1, [dequantizeInput(x, a), w, ctx.optionalTensor(2), ctx.optionalTensor(3)], floatAttrs(ctx.node)) as TensorData[];
-    return [requantize(y, a)];
-  },
+  run: (ctx) => runAsFloat(ctx, 'FusedMatMul', (wq) => (ctx.attrs.transB ? 0 : wq.rank - 1)),
 });
 
 const ops: OpDef<any>[] = [QConv, QMatMul];

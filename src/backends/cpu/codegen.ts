@@ -67,10 +67,11 @@ interface Ctx {
   batch?: boolean[];
 }
 
-const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
-const attrOf = <T>(n: Node, k: string, d: T): T => (n.attrs[k]?.value as T | undefined) ?? d;
+export const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
+export const attrOf = <T>(n: Node, k: string, d: T): T => (n.attrs[k]?.value as T | undefined) ?? d;
 
-function typeOfName(c: Ctx, name: string): { dtype: string; dims: number[] } | undefined {
+/** A value's dtype and static dims (initializers included); undefined when its shape is not fully known. */
+export function typeOfName(c: Pick<Ctx, 'model' | 'typeOf'>, name: string): { dtype: string; dims: number[] } | undefined {
   const init = c.model.graph.initializers.get(name);
   if (init) return { dtype: init.dtype, dims: [...init.dims] };
   const t = c.typeOf(name);

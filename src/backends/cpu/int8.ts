@@ -8,15 +8,13 @@ import type { Isa } from './compiler.js';
 import { cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { QTILES } from './kernels/int8.c.js';
-import { convPads, type LayerKernel, type Variant } from './codegen.js';
+import { attrOf, convPads, prod, typeOfName, type LayerKernel, type Variant } from './codegen.js';
 
 export type QuantOut = 'int8' | 'uint8';
 
 /** What the int8 generators produce: a LayerKernel (codegen.ts) without the run-time batch. */
 type Int8Kernel = Omit<LayerKernel, 'batch'>;
 
-const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
-const attrOf = <T>(n: Node, k: string, d: T): T => (n.attrs[k]?.value as T | undefined) ?? d;
 const sameDims = (a: readonly number[] | null | undefined, b: readonly number[]) => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
 // the trailing int matches the float kernels' calling convention (run-time batch); these kernels do not read it
 const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}, int nb`;
@@ -36,14 +34,6 @@ export function outValue(buf: Float32Array, dims: readonly number[], dtype?: Qua
 }
 
 interface Ctx { model: Model; typeOf: (name: string) => ValueType | undefined; isa: Isa; id: string }
-
-function typeOfName(c: Ctx, name: string): { dtype: string; dims: number[] } | undefined {
-  const init = c.model.graph.initializers.get(name);
-  if (init) return { dtype: init.dtype, dims: [...init.dims] };
-  const t = c.typeOf(name);
-  if (t?.kind !== 'tensor' || !t.shape || t.shape.some((d) => typeof d !== 'number')) return undefined;
-  return { dtype: t.dtype, dims: t.shape as number[] };
-}
 
 /** The epilogue fields of qgemm_t after `res`: activation, output kind and requantization. */
 function epilogueFields(n: Node): string | undefined {

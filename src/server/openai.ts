@@ -111,12 +111,7 @@ async function openaiGenerate(llm: LlmModels, req: FastifyRequest, reply: Fastif
   const usageJson = () => ({ prompt_tokens: usage.promptTokens, completion_tokens: usage.completionTokens, total_tokens: usage.promptTokens + usage.completionTokens });
 
   if (b.stream !== true) {
-    let text = '';
-    let finish: string | undefined;
-    for await (const ev of events) {
-      text += ev.text;
-      finish = ev.finishReason ?? finish;
-    }
+    const { text, finish } = await collect(events);
     if (abort.signal.aborted) return gone(reply);
     const choice = chat ? { index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finish ?? 'stop' } : { index: 0, text, logprobs: null, finish_reason: finish ?? 'stop' };
     return reply.send({ id, object, created, model, choices: [choice], usage: usageJson() });
@@ -160,12 +155,7 @@ async function kserveGenerate(llm: LlmModels, req: FastifyRequest, reply: Fastif
   const events = llm.generate(model, text, sampling, abort.signal, usage);
   const head = { model_name: model, model_version: '1', ...(b.id !== undefined ? { id: b.id } : {}) };
   if (!stream) {
-    let out = '';
-    let finish: string | undefined;
-    for await (const ev of events) {
-      out += ev.text;
-      finish = ev.finishReason ?? finish;
-    }
+    const { text: out, finish } = await collect(events);
     if (abort.signal.aborted) return gone(reply);
     return reply.send({ ...head, text_output: out, finish_reason: finish ?? 'stop', usage: { prompt_tokens: usage.promptTokens, completion_tokens: usage.completionTokens } });
   }
@@ -195,6 +185,17 @@ function jsonBody(req: FastifyRequest): Body {
 }
 
 /** The client left before the answer was ready: nothing to send. */
+/** A non-streamed answer: the whole text and the last finish reason. */
+async function collect(events: AsyncGenerator<GenerateEvent>): Promise<{ text: string; finish?: string }> {
+  let text = '';
+  let finish: string | undefined;
+  for await (const ev of events) {
+    text += ev.text;
+    finish = ev.finishReason ?? finish;
+  }
+  return { text, finish };
+}
+
 function gone(reply: FastifyReply): FastifyReply {
   reply.hijack();
   reply.raw.destroy();

@@ -16,6 +16,7 @@ import type { ModelConfig } from './config.js';
 import { isDeviceAttention, type AttentionSeq, type PagedAttention } from './attention.js';
 import type { CudaDecoderStep } from './step-cuda.js';
 import { argmax } from './sampling.js';
+import { bucket, buckets } from '../runtime/buckets.js';
 
 const OPSET = 17;
 
@@ -280,11 +281,6 @@ export class DecoderModel {
   }
 }
 
-/** The next power of two at or above n, at most `max` (padded rows are computed and ignored). */
-function bucket(n: number, max: number): number {
-  return Math.min(max, 2 ** Math.ceil(Math.log2(Math.max(1, n))));
-}
-
 /** The model's L + 1 graphs (see the file comment), in `dtype`. */
 export function layerModels(cfg: ModelConfig, weights: Weights, dir: string, dtype: GraphDtype): Model[] {
   const w = new WeightSource(weights, dir);
@@ -302,13 +298,6 @@ function sampledRows(batch: StepBatch): number[] {
   const sel: number[] = [];
   batch.seqs.forEach((s, i) => batch.sample[i] && sel.push(s.rowStart + s.numTokens - 1));
   return sel;
-}
-
-/** Every padded size `bucket` can return up to `max`. */
-function buckets(max: number): number[] {
-  const out: number[] = [];
-  for (let n = 1; n < max; n *= 2) out.push(n);
-  return [...out, max];
 }
 
 /** RoPE tables in the graphs' type (fp16/bf16 as bit patterns). */

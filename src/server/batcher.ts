@@ -3,6 +3,7 @@
 // once, and the outputs split back. Requests wait in priority order (level 1 first, FIFO within a level) and may
 // carry a timeout; a batch goes to the idle instance on the least busy device, so batches spread over GPUs.
 import { Tensor, type TensorType } from '../index.js';
+import { bucket } from '../runtime/buckets.js';
 import type { Instance } from './instances.js';
 import { BytesTensor, type ServeTensor } from './model.js';
 
@@ -55,20 +56,12 @@ export interface BatcherOptions {
   timeoutAction?: 'REJECT' | 'DELAY';
   onExec?: (batchSize: number, requests: number, device: string) => void;
   /**
-   * Batch sizes to pad every batch up to (ascending; the smallest one ≥ the rows formed), with zero rows whose outputs
-   * are dropped. GPU engines replay one captured CUDA graph per input shape, so an unpadded dynamic batcher meets up
-   * to max_batch_size shapes, each run eagerly and captured the first time (~0.1–0.5 s each, per GPU): on ResNet-50
+   * Pad every batch with zero rows up to its bucket (runtime/buckets.ts; outputs of the padding are dropped). GPU
+   * engines replay one captured CUDA graph per input shape, so an unpadded dynamic batcher meets up to
+   * max_batch_size shapes, each run eagerly and captured the first time (~0.1–0.5 s each, per GPU): on ResNet-50
    * over 2 GPUs that warm-up took most of a 20 s load test. With buckets the shapes are few and are warmed at load.
    */
-  padTo?: number[];
-}
-
-/** Powers of two up to the model's max batch size, and that size itself (1, 2, 4, 8, 16, 24 for 24). */
-export function batchBuckets(maxBatchSize: number): number[] {
-  const b: number[] = [];
-  for (let n = 1; n < maxBatchSize; n *= 2) b.push(n);
-  b.push(maxBatchSize);
-  return b;
+  padBatches?: boolean;
 }
 
 const ns = (ms: number) => Math.round(ms * 1e6);
@@ -233,7 +226,7 @@ export class Batcher {
     const t0 = performance.now();
     try {
       const rows = reqs.reduce((s, r) => s + r.batch, 0);
-      const padded = this.opts.padTo?.find((b) => b >= rows) ?? rows;
+      const padded = this.opts.padBatches ? bucket(rows, this.opts.maxBatchSize) : rows;
       const single = reqs.length === 1 && padded === rows;
       const feeds = single ? reqs[0].inputs : concatInputs(reqs, padded - rows);
       const wanted = [...new Set(reqs.flatMap((r) => r.outputs))];

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Engine, Tensor, build, loadOnnx, type TensorType } from '../index.js';
-import { Batcher, ServeError, batchBuckets, type BatchResult, type SubmitOptions } from './batcher.js';
+import { Batcher, ServeError, type BatchResult, type SubmitOptions } from './batcher.js';
+import { buckets } from '../runtime/buckets.js';
 import { inThreadInstance, modelInstance, workerInstance, type Instance } from './instances.js';
 import { configTypeFromKiln, parseConfigText, selectVersions, type ModelConfig } from './config.js';
 import { deviceLabel, nvidiaSmiProvider, placeInstances, type DeviceProvider, type Placement } from './devices.js';
@@ -267,18 +268,18 @@ export class ModelRepository {
     for (const en of engines) if (!used.has(en)) en.dispose();
     // GPU engines capture one CUDA graph per shape: batches are padded to a few sizes, each run once per GPU
     // instance here so no request pays for an eager run and a capture (Triton's model_warmup, made automatic)
-    const padTo = cfg.dynamic_batching && cfg.max_batch_size > 0 && places.some((p) => p.kind === 'gpu') ? batchBuckets(cfg.max_batch_size) : undefined;
-    if (padTo) {
-      await warmUp(engines.find((en) => used.has(en))!, contexts.filter((_, i) => places[i].kind === 'gpu'), padTo).catch(async (e: unknown) => {
+    const padBatches = !!cfg.dynamic_batching && cfg.max_batch_size > 0 && places.some((p) => p.kind === 'gpu');
+    if (padBatches) {
+      await warmUp(engines.find((en) => used.has(en))!, contexts.filter((_, i) => places[i].kind === 'gpu'), buckets(cfg.max_batch_size)).catch(async (e: unknown) => {
         await Promise.all(contexts.map((c) => c.close()));
         for (const en of engines) en.dispose();
         throw e;
       });
     }
-    return this.withBatcher(name, cfg, version, engines.filter((en) => used.has(en)), contexts, padTo);
+    return this.withBatcher(name, cfg, version, engines.filter((en) => used.has(en)), contexts, padBatches);
   }
 
-  private withBatcher(name: string, cfg: ModelConfig, version: number, engines: Engine[], contexts: Instance[], padTo?: number[]): LoadedVersion {
+  private withBatcher(name: string, cfg: ModelConfig, version: number, engines: Engine[], contexts: Instance[], padBatches = false): LoadedVersion {
     const stats = emptyStats();
     const db = cfg.dynamic_batching;
     const q = db?.default_queue_policy;
@@ -295,7 +296,7 @@ export class ModelRepository {
       priorityLevels: db?.priority_levels ?? 0,
       defaultPriority: db?.default_priority_level ?? 1,
       onExec: (rows, _n, device) => this.metrics.recordExec(name, vs, stats, rows, device),
-      padTo,
+      padBatches,
     });
     return {
       version, engines, instances: contexts, devices: contexts.map((c) => c.device ?? 'cpu'), batcher, stats,

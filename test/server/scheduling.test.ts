@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor } from '../../src/index.js';
-import { Batcher, ServeError, batchBuckets, type BatcherOptions } from '../../src/server/batcher.js';
+import { Batcher, ServeError, type BatcherOptions } from '../../src/server/batcher.js';
+import { buckets } from '../../src/runtime/buckets.js';
 import { parseConfigText } from '../../src/server/config.js';
 import { placeInstances, type DeviceProvider } from '../../src/server/devices.js';
 import type { Instance } from '../../src/server/instances.js';
@@ -94,7 +95,7 @@ describe('batcher priorities and timeouts', () => {
 describe('batch padding (GPU engines replay one graph per shape)', () => {
   it('pads a batch with zero rows up to the next bucket and hands each request only its own rows', async () => {
     const g = gate('gpu0');
-    const b = new Batcher([g.inst], opts({ maxBatchSize: 8, dynamic: true, maxQueueDelayUs: 20_000, padTo: batchBuckets(8) }));
+    const b = new Batcher([g.inst], opts({ maxBatchSize: 8, dynamic: true, maxQueueDelayUs: 20_000, padBatches: true }));
     const done = [b.submit(x(1), ['y'], 1), b.submit(x(2, 2), ['y'], 2)];
     await tick(40);
     g.release();
@@ -106,9 +107,9 @@ describe('batch padding (GPU engines replay one graph per shape)', () => {
   });
 
   it('buckets are the powers of two below max_batch_size, then max_batch_size', () => {
-    expect(batchBuckets(1)).toEqual([1]);
-    expect(batchBuckets(8)).toEqual([1, 2, 4, 8]);
-    expect(batchBuckets(24)).toEqual([1, 2, 4, 8, 16, 24]);
+    expect(buckets(1)).toEqual([1]);
+    expect(buckets(8)).toEqual([1, 2, 4, 8]);
+    expect(buckets(24)).toEqual([1, 2, 4, 8, 16, 24]);
   });
 });
 

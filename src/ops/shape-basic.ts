@@ -365,7 +365,7 @@ function concatAxis(axis: number | undefined, opset: number, rank: number): numb
 }
 
 /** Split sizes along a dim of size `n`: explicit, or `parts` equal chunks (the last smaller when allowed). */
-function splitSizes(n: number, split: number[] | undefined, parts: number, unevenOk: boolean): number[] {
+export function splitSizes(n: number, split: number[] | undefined, parts: number, unevenOk: boolean): number[] {
   if (split) {
     const sum = split.reduce((a, b) => a + b, 0);
     if (split.some((s) => !(Number.isInteger(s) && s >= 0)) || sum !== n) {

@@ -6,6 +6,7 @@ import type { Model, Node } from '../../ir/graph.js';
 import { topoSort } from '../../ops/execute.js';
 import { TensorData, type Value } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
+import { splitSizes } from '../../ops/shape-basic.js';
 import { KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, chainRecord, type Ptr } from './native.js';
@@ -112,8 +113,13 @@ function splitGeometry(n: Node, inputs: (Value | undefined)[]) {
   if (axis < 0 || axis >= rank) return undefined;
   const d = x.dims[axis];
   const given = inputs[1] instanceof TensorData ? Array.from(inputs[1].data as BigInt64Array, Number) : (n.attrs.split?.value as number[] | undefined);
-  const sizes = given ?? (d % outs.length === 0 ? new Array<number>(outs.length).fill(d / outs.length) : undefined);
-  if (!sizes || sizes.length !== outs.length || sizes.some((v) => !(v >= 0)) || sizes.reduce((p, q) => p + q, 0) !== d) return undefined;
+  let sizes: number[];
+  try {
+    sizes = splitSizes(d, given, outs.length, false); // uneven parts (opset 18) and bad sizes: the reference kernel
+  } catch {
+    return undefined;
+  }
+  if (sizes.length !== outs.length) return undefined;
   const outer = x.dims.slice(0, axis).reduce((p, q) => p * q, 1), inner = x.dims.slice(axis + 1).reduce((p, q) => p * q, 1);
   let at = 0;
   const parts = sizes.map((len) => {

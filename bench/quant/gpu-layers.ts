@@ -3,7 +3,8 @@
 // timed alone with CUDA events (median of 20 after 2 warm-ups) on random operands: fused kernel (first version and
 // the ldmatrix version with each tile), cuBLASLt int8/fp8 + epilogue kernel (dense GEMMs only), cuBLASLt fp16 GEMM with
 // bias (the fp16 engine's route for MatMul; for convolutions a GEMM of the same size, a proxy for cuDNN).
-// Also checks that the new kernel's output equals the first version's byte for byte. Usage: node bench/quant/gpu-layers.js
+// Also checks that the new kernel's output equals the first version's byte for byte, and times the wgmma kernel
+// (Hopper) against it. Usage: node bench/quant/gpu-layers.js [bert|resnet]
 import { getDevice } from '../../src/backends/cuda/device.js';
 import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
 import { prepareGemm, prepareQuantGemm, timeOnStream } from '../../src/backends/cuda/ffi/cublaslt.js';
@@ -35,7 +36,9 @@ function rand(bytes: number, seed: number, mask = 0xff): number {
 const t = (f: () => void) => timeOnStream(f, stream, 20) * 1000; // us
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
+const only = process.argv[2];
 for (const s of shapes) {
+  if (only && !s.name.startsWith(only === 'resnet' ? 'rn' : only)) continue;
   const { M, N, K } = s;
   const xBytes = s.conv ? 32 * s.conv.H * s.conv.W * s.conv.C : M * K;
   const model = s.name.startsWith('bert') ? 'bert' : 'resnet';
@@ -52,7 +55,7 @@ for (const s of shapes) {
     const withLegacy = model === 'bert' || shapes.indexOf(s) < 7; // NVRTC time: the first version on a subset only
     const legacy = withLegacy ? launch({ ...args, legacy: true }, out2) : undefined;
     if (legacy) row.legacy = +t(legacy).toFixed(1);
-    let best = Infinity;
+    let best = Infinity, wgBest = Infinity;
     for (const tile of QGEMM_TILES) {
       const f = launch({ ...args, tile }, out);
       const us = t(f);
@@ -72,6 +75,36 @@ for (const s of shapes) {
       console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${a}: ldmatrix kernel with staged epilogue = first version byte for byte`);
       add(model, `${a} legacy(subset)`, row.legacy as number * s.count);
     }
+    // Hopper's warpgroup MMA: timed, and held to the ldmatrix kernel's output byte for byte (int8; fp8: the differing
+    // bytes are reported)
+    const out3 = dev.alloc(M * N * 2, true);
+    const ref = launch(args, out);
+    for (const bn of [128, 64]) {
+      try {
+        const f = launch({ ...args, wgmma: true, tile: { BM: 128, BN: bn } }, out3);
+        const us = t(f);
+        row[`wg${bn}`] = +us.toFixed(1);
+        ref(); f(); dev.sync(null);
+        const b1 = new Uint8Array(M * N * (s.out === 'int8' ? 1 : 2)), b2 = new Uint8Array(b1.length);
+        dev.download(out, b1, null); dev.download(out3, b2, null);
+        let diff = 0;
+        for (let i = 0; i < b1.length; i++) if (b1[i] !== b2[i]) diff++;
+        if (a === 'fp8') { // not a tactic candidate (less precise accumulation): reported, not counted
+          console.log(`INFO ${s.name} fp8: wgmma 128x${bn} vs ldmatrix kernel: ${diff} of ${b1.length} bytes differ`);
+          continue;
+        }
+        console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${a}: wgmma 128x${bn} = ldmatrix kernel (${diff} of ${b1.length} bytes differ)`);
+        if (diff) continue;
+        add(model, `${a} wgmma${bn}`, us * s.count);
+        wgBest = Math.min(wgBest, us);
+        best = Math.min(best, us);
+      } catch (e) {
+        row[`wg${bn}`] = (e as Error).message.slice(0, 300);
+        console.log(`FAIL ${s.name} ${a}: wgmma 128x${bn}: ${(e as Error).message.slice(0, 2000)}`);
+      }
+    }
+    if (wgBest < Infinity) add(model, `${a} wgmma-best`, wgBest * s.count);
+    dev.release(out3);
     add(model, `${a} fused-best`, best * s.count);
     if (!s.conv) {
       try {

@@ -20,9 +20,14 @@ const quantAttrs = {
   /** '' writes float32; 'int8' / 'uint8' writes saturate(round_half_even(y / y_scale) + y_zero_point) */
   y_dtype: attr.string(''), y_scale: attr.float(1), y_zero_point: attr.int(0),
 };
+/** QConv's second output (a float output other layers read too): the first output, as stored, quantized like this */
+const secondOutputAttrs = { y2_dtype: attr.string(''), y2_scale: attr.float(1), y2_zero_point: attr.int(0) };
 const epilogueAttrs = { activation: attr.string(''), activation_params: attr.floats([]) };
 
-interface QuantAttrs { x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number }
+interface QuantAttrs {
+  x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number;
+  y2_dtype: string; y2_scale: number; y2_zero_point: number;
+}
 
 const f32 = (v: number) => TensorData.scalar('float32', v);
 
@@ -45,7 +50,7 @@ function requantize(y: TensorData, a: QuantAttrs): TensorData {
 /** Attributes of `node` other than the quantization ones (what the float layer takes). */
 function floatAttrs(node: Node): Record<string, AttrValue> {
   const out: Record<string, AttrValue> = {};
-  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs)) out[k] = v;
+  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs) && !(k in secondOutputAttrs)) out[k] = v;
   return out;
 }
 
@@ -56,9 +61,15 @@ function inferAs(floatOp: string, ctx: InferContext<any>): ValueType[] {
   const node = { ...ctx.node, opType: floatOp, attrs: floatAttrs(ctx.node) };
   const types = ctx.inputTypes.map((t, i) => (i < 2 ? asFloat(t) : t));
   const outs = def?.infer ? def.infer({ ...ctx, node, inputTypes: types, attrs: { ...ctx.attrs } }) : [{ kind: 'unknown' } as ValueType];
-  const dtype = (ctx.attrs.y_dtype as string) || 'float32';
-  return outs.map((t) => (t.kind === 'tensor' ? { ...t, dtype: dtype as DType } : t));
+  const dtype = (ctx.attrs.y_dtype as string) || floatOut(ctx.inputTypes.slice(2).map((t) => (t?.kind === 'tensor' ? t.dtype : undefined)));
+  const res = outs.map((t) => (t.kind === 'tensor' ? { ...t, dtype: dtype as DType } : t));
+  const y2 = ctx.attrs.y2_dtype as string;
+  return y2 && ctx.numOutputs > 1 && res[0]?.kind === 'tensor' ? [res[0], { ...res[0], dtype: y2 as DType }] : res;
 }
+
+/** A float output's type: fp16/bf16 when the layer's bias or residual is (an fp16 build's reduced layer), else float32. */
+const floatOut = (types: (DType | undefined)[]): DType => types.find((t) => t === 'float16' || t === 'bfloat16') ?? 'float32';
+const asF32 = (t: TensorData | undefined) => (t && t.dtype !== 'float32' ? TensorData.fromNumbers('float32', t.dims, t.toFloat64()) : t);
 
 function checkInput(node: Node, x: TensorData): void {
   if (x.dtype !== 'int8' && x.dtype !== 'uint8' && x.dtype !== 'float8e4m3fn') throw new Error(`${node.opType} '${node.name}': input 0 must be int8, uint8 or float8e4m3fn, got ${x.dtype}`);
@@ -74,8 +85,12 @@ function runAsFloat(ctx: KernelContext<any>, floatOp: string, weightAxis: (wq: T
   checkInput(ctx.node, x);
   const wq = ctx.tensor(1);
   const w = dequantizeWeight(wq, a.w_scales, weightAxis(wq));
-  const [y] = callKernel(ctx.node, KILN_DOMAIN, floatOp, 1, [dequantizeInput(x, a), w, ctx.optionalTensor(2), ctx.optionalTensor(3)], floatAttrs(ctx.node)) as TensorData[];
-  return [requantize(y, a)];
+  const extra = [ctx.optionalTensor(2), ctx.optionalTensor(3)];
+  const [y] = callKernel(ctx.node, KILN_DOMAIN, floatOp, 1, [dequantizeInput(x, a), w, ...extra.map(asF32)], floatAttrs(ctx.node)) as TensorData[];
+  const out = a.y_dtype ? 'float32' : floatOut(extra.map((t) => t?.dtype));
+  const first = requantize(out === 'float32' ? y : TensorData.fromNumbers(out, y.dims, y.toFloat64()), a);
+  if (ctx.node.outputs.length < 2 || !a.y2_dtype) return [first];
+  return [first, requantize(asF32(first)!, { ...a, y_dtype: a.y2_dtype, y_scale: a.y2_scale, y_zero_point: a.y2_zero_point })];
 }
 
 /** Conv on a quantized activation with int8 weights [M, C/group, kh, kw], float bias/residual, optional requantize. */
@@ -83,10 +98,10 @@ const QConv = defineOp({
   name: 'QConv', domain: KILN_DOMAIN, versions: [1],
   attrs: {
     auto_pad: attr.string('NOTSET'), dilations: attr.ints(), group: attr.int(1), kernel_shape: attr.ints(), pads: attr.ints(),
-    strides: attr.ints(), layout: attr.string(''), ...epilogueAttrs, ...quantAttrs,
+    strides: attr.ints(), layout: attr.string(''), ...epilogueAttrs, ...quantAttrs, ...secondOutputAttrs,
   },
-  inputs: [2, 4], outputs: [1, 1],
-  doc: 'y = quantize?(act(conv(dq(x_q), W_q * w_scales) + b + residual))',
+  inputs: [2, 4], outputs: [1, 2],
+  doc: 'y = quantize?(act(conv(dq(x_q), W_q * w_scales) + b + residual)); y2 = quantize(y) when y2_dtype is set',
   infer: (ctx) => inferAs('FusedConv', ctx),
   run: (ctx) => runAsFloat(ctx, 'FusedConv', () => 0),
 });

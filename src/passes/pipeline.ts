@@ -11,7 +11,7 @@ import {
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
 import { convsToNHWC } from './layout.js';
-import { foldFp8Layers, foldQuantizedLayers, requantizeFp8Outputs, requantizeOutputs } from './quantized.js';
+import { foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeTranspose, quantizeInEpilogue, requantizeFp8Outputs, requantizeOutputs } from './quantized.js';
 
 export interface Stage {
   name: string;
@@ -43,6 +43,7 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     { name: 'fused layers', run: toFusedLayers },
     { name: 'absorb bias', run: absorbBias },
     { name: 'merge parallel matmuls', run: mergeParallelMatMuls },
+    { name: 'merge parallel quantized matmuls', run: mergeParallelQMatMuls },
     { name: 'absorb residual', run: absorbResidual },
     { name: 'absorb activation', run: absorbActivation },
     { name: 'fuse elementwise', run: fuseElementwise },
@@ -53,8 +54,10 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     // **** layout: the backend's preferred convolution layout, transposes cancelled between layers
     ...(layout === 'NHWC' ? [
       { name: 'layout NHWC', run: convsToNHWC },
+      { name: 'quantize before transposes', run: quantizeBeforeTranspose },
       { name: 'eliminate common subexpressions (layout)', run: eliminateCommonSubexpressions },
       { name: 'cancel transposes', run: removeNoOps },
+      { name: 'quantize in layer epilogues', run: quantizeInEpilogue },
     ] : []),
     { name: 'eliminate dead code (final)', run: eliminateDeadCode },
     { name: 'infer shapes (final)', run: reinfer(inputShapes) },

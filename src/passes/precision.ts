@@ -20,12 +20,18 @@ const REDUCED_OK = new Set([
   'HardSigmoid', 'HardSwish', 'Neg', 'Abs', 'Max', 'Min', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool',
   'Concat', 'Reshape', 'Transpose', 'Flatten', 'Squeeze', 'Unsqueeze', 'Slice', 'Gather', 'Split', 'Pad', 'Identity',
   'Expand', 'Tile', 'Where', 'DepthToSpace', 'SpaceToDepth', 'Gelu',
+  // quantized layers (fp16 builds only, see FP16_ONLY): 8-bit operands either way; reduced here means fp16 bias,
+  // residual and float output, so the float tensors between quantized layers (residual streams) are half the bytes
+  'kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear',
 ]);
+/** Reduced only to fp16 (the quantized kernels read and write fp16 beside float32; a bf16 build keeps them fp32). */
+const FP16_ONLY = new Set(['kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear']);
 
 const key = (n: Node) => (n.domain === KILN_DOMAIN ? `kiln:${n.opType}` : n.opType);
 
-/** Inputs that stay fp32 even when their layer runs reduced (attention masks hold -1e4..-3.4e38 fill values). */
-const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3] };
+/** Inputs that stay fp32 even when their layer runs reduced (attention masks hold -1e4..-3.4e38 fill values; a
+ * quantization scale is exact in fp32 only). */
+const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3], QuantizeLinear: [1] };
 
 /** Largest finite value of each reduced type: layers whose constants exceed it stay fp32. */
 const RANGE: Record<string, number> = { float16: 65504, bfloat16: 3.39e38 };
@@ -100,7 +106,10 @@ export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, Lay
     const wantType: DType = want === 'fp32' ? 'float32' : want === 'fp16' ? 'float16' : 'bfloat16';
     const floatIn = n.inputs.map((i) => !!i && (typeOf(i) === 'float32'));
     const keep32 = FP32_INPUTS[key(n)] ?? [];
-    const runsLow = want !== 'fp32' && REDUCED_OK.has(key(n)) && floatIn.some(Boolean) && (!!pin || constantsFit(g, n, wantType));
+    // QuantizeLinear reads its input in whichever float type it comes (a cast before it would only cost a pass)
+    const asIs = key(n) === 'QuantizeLinear' && !pin && !current.has(n.inputs[0]);
+    const typeOk = !FP16_ONLY.has(key(n)) || wantType === 'float16';
+    const runsLow = want !== 'fp32' && !asIs && typeOk && REDUCED_OK.has(key(n)) && floatIn.some(Boolean) && (!!pin || constantsFit(g, n, wantType));
     result.set(n, runsLow ? want : 'fp32');
     n.inputs = n.inputs.map((i, k) => {
       if (!i) return i;

@@ -146,9 +146,11 @@ export function requantizeOutputs(v: GraphView): number {
   return n;
 }
 
-// **** fp8 (float8e4m3fn): the same fold for MatMul/Gemm, kept apart from the int8 one above. Activations are
-// per-tensor fp8 (zero point 0), weights constant fp8 with one scale or one per output column; the layer becomes a
-// kiln:QMatMul whose operands are fp8 (the GPU runs them on fp8 tensor cores, the CPU on the reference kernel).
+// **** fp8 (float8e4m3fn): the same fold for Conv/MatMul/Gemm, kept apart from the int8 one above. Activations are
+// per-tensor fp8 (zero point 0), weights constant fp8 with one scale or one per output channel (Conv: axis 0; MatMul:
+// the output column); the layer becomes a kiln:QConv / kiln:QMatMul whose operands are fp8 (the GPU runs them on fp8
+// tensor cores, the CPU on the reference kernel). Folding Conv matters for exactness, not only speed: left unfolded,
+// fp8 Q/DQ around a float convolution flips whole fp8 steps wherever two engines sum in different orders.
 const FP8 = 'float8e4m3fn';
 const FP8_CODE = 17; // TensorProto.FLOAT8E4M3FN
 
@@ -164,29 +166,32 @@ function fp8Weight(v: GraphView, w: string, axis: number) {
   const dq = producer(v, w, 'DequantizeLinear');
   if (!dq || !v.singleUse(w) || attrOf(dq, 'block_size', 0)) return undefined;
   const q = v.constant(dq.inputs[0]), s = v.constant(dq.inputs[1]), z = dq.inputs[2] ? v.constant(dq.inputs[2]) : undefined;
-  if (!q || q.dtype !== FP8 || q.rank !== 2 || !s || s.dtype !== 'float32' || (dq.inputs[2] && !z) || (z && z.toFloat64().some((x) => x !== 0))) return undefined;
-  if (s.size !== 1 && (s.rank !== 1 || s.size !== q.dims[axis] || ((a) => (a < 0 ? a + 2 : a))(attrOf(dq, 'axis', 1)) !== axis)) return undefined;
+  if (!q || q.dtype !== FP8 || (q.rank !== 2 && q.rank !== 4) || !s || s.dtype !== 'float32' || (dq.inputs[2] && !z) || (z && z.toFloat64().some((x) => x !== 0))) return undefined;
+  if (s.size !== 1 && (s.rank !== 1 || s.size !== q.dims[axis] || ((a) => (a < 0 ? a + q.rank : a))(attrOf(dq, 'axis', 1)) !== axis)) return undefined;
   return { q: dq.inputs[0], scales: Array.from(s.toFloat64()) };
 }
 
-/** MatMul/Gemm on fp8-dequantized operands -> kiln:QMatMul with fp8 inputs. */
+/** Conv/MatMul/Gemm on fp8-dequantized operands -> kiln:QConv / kiln:QMatMul with fp8 inputs. */
 export function foldFp8Layers(v: GraphView): number {
   let n = 0;
   for (const node of [...v.graph.nodes]) {
-    if (node.domain !== '' || (node.opType !== 'MatMul' && node.opType !== 'Gemm') || attrOf(node, 'transA', 0)) continue;
+    if (node.domain !== '' || !['Conv', 'MatMul', 'Gemm'].includes(node.opType) || attrOf(node, 'transA', 0)) continue;
+    const conv = node.opType === 'Conv', gemm = node.opType === 'Gemm', transB = attrOf(node, 'transB', 0);
     const x = fp8Input(v, node.inputs[0]);
-    const gemm = node.opType === 'Gemm', transB = attrOf(node, 'transB', 0);
-    const w = x && fp8Weight(v, node.inputs[1], transB ? 0 : 1);
+    const w = x && fp8Weight(v, node.inputs[1], conv || transB ? 0 : 1);
     let bias = w ? floatBias(v, node.inputs[2]) : null;
-    if (!x || !w || bias === null || (gemm && bias && attrOf(node, 'beta', 1) !== 1)) continue;
+    const rank = w && v.constant(w.q)!.rank;
+    if (!x || !w || bias === null || rank !== (conv ? 4 : 2) || (gemm && bias && attrOf(node, 'beta', 1) !== 1)) continue;
     const alpha = attrOf(node, 'alpha', 1);
     const attrs: Record<string, AttrValue> = {
-      ...(gemm ? { transB: int(transB), gemm: int(1) } : {}),
+      ...(conv ? node.attrs : gemm ? { transB: int(transB), gemm: int(1) } : {}),
       x_scale: float(x.scale), x_zero_point: int(0), w_scales: floats(w.scales.map((s) => Math.fround(s * alpha))),
     };
     bias ??= undefined;
-    v.insertNode({ name: node.name, opType: 'QMatMul', domain: KILN_DOMAIN, inputs: [x.q, w.q, ...(bias ? [bias] : [])], outputs: [...node.outputs], attrs }, node);
+    const q: Node = { name: node.name, opType: conv ? 'QConv' : 'QMatMul', domain: KILN_DOMAIN, inputs: [x.q, w.q, ...(bias ? [bias] : [])], outputs: [...node.outputs], attrs };
+    v.insertNode(q, node);
     v.removeNodes([node, v.producer(node.inputs[1])!]);
+    if (conv) absorbBatchNorm(v, q);
     n++;
   }
   if (n) v.reindex();
@@ -206,6 +211,106 @@ export function requantizeFp8Outputs(v: GraphView): number {
     if (attrOf(ql, 'saturate', 1) !== 1) continue;
     layer.attrs = { ...layer.attrs, y_dtype: str(FP8), y_scale: float(p.scale), y_zero_point: int(0) };
     layer.outputs = [ql.outputs[0]];
+    v.removeNodes([ql]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}
+
+/**
+ * Per-tensor QuantizeLinear/DequantizeLinear reading a Transpose's output -> the same node before the Transpose.
+ * Both are elementwise, so they commute with any permutation; after the layout pass this moves the quantization of a
+ * residual block's output (an NCHW value between two NHWC layers) inside the NHWC region, where the Transpose pairs
+ * around it cancel instead of permuting full-size float tensors twice per block.
+ */
+export function quantizeBeforeTranspose(v: GraphView): number {
+  let n = 0;
+  for (const q of [...v.graph.nodes]) {
+    if (q.domain !== '' || (q.opType !== 'QuantizeLinear' && q.opType !== 'DequantizeLinear') || q.outputs.length !== 1) continue;
+    const t = v.producer(q.inputs[0]);
+    if (!t || t.opType !== 'Transpose' || t.domain !== '' || !perTensor(v, q) || v.isGraphOutput(q.outputs[0])) continue;
+    const inner = v.fresh(`${q.outputs[0]}_pre`);
+    const moved: Node = { ...q, inputs: [t.inputs[0], ...q.inputs.slice(1)], outputs: [inner] };
+    v.insertNode(moved, q);
+    v.insertNode({ ...t, name: v.fresh(`${t.name}_after_${q.opType}`), inputs: [inner], outputs: [...q.outputs] }, q);
+    v.removeNodes([q]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}
+
+/**
+ * Quantized MatMuls reading one quantized activation with the same quantization (BERT's Q, K and V projections) ->
+ * one kiln:QMatMul over the concatenated weights, scales and biases, then a kiln:Split: one GEMM three times as wide
+ * fills the GPU where three narrow ones each leave it partly idle. Layers that requantize, take a residual or an
+ * activation are left alone (their epilogues differ); so is a weight stored transposed.
+ */
+export function mergeParallelQMatMuls(v: GraphView): number {
+  let n = 0;
+  const groups = new Map<string, Node[]>();
+  for (const m of v.graph.nodes) {
+    if (m.domain !== KILN_DOMAIN || m.opType !== 'QMatMul' || attrOf(m, 'transB', 0) || attrOf(m, 'y_dtype', '') || m.inputs[3] || attrOf(m, 'activation', '')) continue;
+    const w = v.constant(m.inputs[1]);
+    if (!w || w.rank !== 2 || (m.inputs[2] && !v.constant(m.inputs[2]))) continue;
+    const key = `${m.inputs[0]}|${w.dims[0]}|${w.dtype}|${attrOf(m, 'x_scale', 1)}|${attrOf(m, 'x_zero_point', 0)}|${m.inputs[2] ? 'b' : ''}`;
+    groups.set(key, [...(groups.get(key) ?? []), m]);
+  }
+  for (const ms of groups.values()) {
+    if (ms.length < 2) continue;
+    const ws = ms.map((m) => v.constant(m.inputs[1])!);
+    const K = ws[0].dims[0], Ns = ws.map((w) => w.dims[1]), total = Ns.reduce((a, b) => a + b, 0);
+    // weights move as stored values (int8, or fp8 bit patterns), row by row
+    const bytes = ws.map((w) => { const d = w.data as Int8Array | Uint8Array; return new Uint8Array(d.buffer, d.byteOffset, d.byteLength); });
+    if (bytes.some((b, j) => b.length !== K * Ns[j])) continue;
+    const W = new Uint8Array(K * total);
+    let off = 0;
+    bytes.forEach((b, j) => {
+      for (let k = 0; k < K; k++) W.set(b.subarray(k * Ns[j], (k + 1) * Ns[j]), k * total + off);
+      off += Ns[j];
+    });
+    const data = ws[0].dtype === 'int8' ? new Int8Array(W.buffer) : W;
+    const scales = ms.flatMap((m, j) => { const s = attrOf<number[]>(m, 'w_scales', []); return s.length === 1 ? Array(Ns[j]).fill(s[0]) : s; });
+    if (scales.length !== total) continue;
+    const first = v.graph.nodes.find((x) => ms.includes(x))!;
+    const inputs = [ms[0].inputs[0], v.addConstant(`${first.name}.qkv_weight`, new TensorData(ws[0].dtype, [K, total], data as never))];
+    if (ms[0].inputs[2]) {
+      const bs = ms.map((m) => v.constant(m.inputs[2])!.toFloat64());
+      if (bs.some((b, j) => b.length !== Ns[j])) continue;
+      inputs.push(v.addConstant(`${first.name}.qkv_bias`, TensorData.fromNumbers('float32', [total], bs.flatMap((b) => Array.from(b)))));
+    }
+    const merged = v.fresh(`${first.name}.qkv`);
+    v.insertNode({ name: v.fresh(`${first.name}.qkv`), opType: 'QMatMul', domain: KILN_DOMAIN, inputs, outputs: [merged], attrs: { ...first.attrs, w_scales: floats(scales) } }, first);
+    v.insertNode({
+      name: v.fresh(`${first.name}.split`), opType: 'Split', domain: KILN_DOMAIN, outputs: ms.map((m) => m.outputs[0]), attrs: { axis: int(-1) },
+      inputs: [merged, v.addConstant(`${first.name}.qkv_split`, TensorData.fromBigInts('int64', [Ns.length], Ns.map(BigInt)))],
+    }, first);
+    v.removeNodes(ms);
+    n++;
+  }
+  return n;
+}
+
+/**
+ * QuantizeLinear (per tensor, saturating) of a float-output QConv whose output other layers read too (a residual
+ * block's output: the next block's residual input and, quantized, its convolutions' input) -> the QConv's second
+ * output: its epilogue writes the float value and its quantized copy at once, instead of a separate pass re-reading
+ * the float tensor. Runs after the layout stages (the GPU's NHWC build), where the QuantizeLinear sits right after
+ * the layer; the second output is the first as stored, quantized, so the result is the unfused graph's.
+ */
+export function quantizeInEpilogue(v: GraphView): number {
+  let n = 0;
+  for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
+    const layer = v.producer(ql.inputs[0]);
+    if (!layer || layer.domain !== KILN_DOMAIN || layer.opType !== 'QConv' || layer.outputs.length !== 1 || attrOf(layer, 'y_dtype', '')) continue;
+    const p = perTensor(v, ql);
+    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
+    const od = attrOf<number>(ql, 'output_dtype', 0);
+    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od === FP8_CODE ? FP8 : od ? '' : 'uint8');
+    if (!p || !['int8', 'uint8', FP8].includes(dtype) || attrOf(ql, 'saturate', 1) !== 1 || v.isGraphOutput(ql.outputs[0])) continue;
+    layer.attrs = { ...layer.attrs, y2_dtype: str(dtype), y2_scale: float(p.scale), y2_zero_point: int(dtype === FP8 ? 0 : p.zeroPoint) };
+    layer.outputs = [layer.outputs[0], ql.outputs[0]];
     v.removeNodes([ql]);
     n++;
   }

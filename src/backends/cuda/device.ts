@@ -259,7 +259,8 @@ export class CudaDevice {
     if (!m) {
       let cubin = this.cubins.get(k.name);
       if (!cubin) {
-        cubin = compileCubin(k.source, k.name, this.info.sm);
+        if (k.arch && this.info.sm !== 90) throw new KilnError(`kernel ${k.name} needs ${k.arch} (a Hopper GPU); this GPU is sm_${this.info.sm}`);
+        cubin = compileCubin(k.source, k.name, this.info.sm, k.arch ? [`--gpu-architecture=${k.arch}`] : []);
         this.cubins.set(k.name, cubin);
       }
       const mod = [null];

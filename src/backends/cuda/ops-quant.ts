@@ -6,8 +6,9 @@
 // Route and tile are a tactic per layer, timed on the build's device run (like cuBLASLt's algorithms: the choice goes
 // into the plan): the fused kernel with each tile of QGEMM_TILES, the first version of its main loop (faster on some
 // small-channel convolutions), or, for QMatMul and 1x1 stride-1 QConv (a plain GEMM in NHWC) with signed operands,
-// cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel. KILN_QGEMM=cublaslt or =fused
-// forces a route; KILN_QSTAGE=1 stages 8/16-bit epilogue stores through shared memory (checks and benchmarks).
+// cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel, and on Hopper the fused kernel
+// on warpgroup MMA (wgmma, sm_90a). KILN_QGEMM=cublaslt, =fused or =wgmma forces a route; KILN_QSTAGE=1 stages
+// 8/16-bit epilogue stores through shared memory (checks and benchmarks).
 import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
@@ -27,6 +28,7 @@ export interface QuantHelpers {
 
 interface QAttrs {
   x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number;
+  y2_scale: number; y2_zero_point: number;
   activation?: string; activation_params?: number[];
 }
 
@@ -69,9 +71,9 @@ function outStore(c: ImplContext, dtype: DType): QStore {
   return s;
 }
 
-/** The pointer list of a quantized kernel: activation, weight, scale/offset, residual, output. */
-const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number) =>
-  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? out : p.index === 0 ? x : p.index === 1 ? w : res));
+/** The pointer list of a quantized kernel: activation, weight, scale/offset, residual, output(s). */
+const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number, out2: number) =>
+  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? (p.index ? out2 : out) : p.index === 0 ? x : p.index === 1 ? w : res));
 
 /** kiln:QConv in NHWC (after the layout pass): implicit-im2col GEMM, or an explicit im2col for odd channel counts. */
 const qconv = (h: QuantHelpers): Factory => (c) => {
@@ -80,7 +82,7 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   if (a.layout !== 'NHWC' || (a.group ?? 1) !== 1 || !X || !Wt?.constant || X.dims.length !== 4 || Wt.dims.length !== 4) return undefined;
   const op = OPERAND[X.dtype];
   if (!op || Wt.dtype !== (op === 'fp8' ? 'float8e4m3fn' : 'int8')) return undefined;
-  const [out] = h.inferOutputs(c);
+  const [out, out2] = h.inferOutputs(c);
   const [Nb, H, W, C] = X.dims, [M, KH, KW] = Wt.dims;
   const pads = h.resolvePads([H, W], [KH, KW], a), strides = a.strides ?? [1, 1], dilations = a.dilations ?? [1, 1];
   const [, OH, OW] = out.dims;
@@ -102,6 +104,11 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
     M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, activation: a.activation ?? '', params: a.activation_params ?? [],
     out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, staged: process.env.KILN_QSTAGE === '1',
   };
+  if (out2) {
+    const store = OPERAND[out2.dtype];
+    if (!store || (out.dtype !== 'float32' && out.dtype !== 'float16')) return undefined;
+    args.out2 = { store, yScale: a.y2_scale, yZeroPoint: a.y2_zero_point };
+  }
   const col = implicit ? undefined : qim2col({ ...geo, N: Nb, Kp, pad: zp });
   if (col) c.dev.kernel(col);
   const sc = upload(c.dev, scaleOffset(a, M, K, wq, X.dtype !== 'uint8', B?.constant));
@@ -110,16 +117,16 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   const gemm = layerGemm(c, args, sc, plain ? { ...args, conv: undefined } : undefined);
   return {
     run(ins, stream) {
-      const o = h.alloc(c.dev, out.dtype, out.dims);
+      const o = h.alloc(c.dev, out.dtype, out.dims), o2 = out2 ? h.alloc(c.dev, out2.dtype, out2.dims) : undefined;
       let x = ins[0]!.ptr, ws = 0;
       if (col) {
         ws = c.dev.alloc(rows * Kp);
         c.dev.launch(col, [x, ws], stream);
         x = ws;
       }
-      gemm.run(x, wptr || ins[1]!.ptr, ins[3]?.ptr ?? 0, o.ptr, stream);
+      gemm.run(x, wptr || ins[1]!.ptr, ins[3]?.ptr ?? 0, o.ptr, stream, o2?.ptr ?? 0);
       if (ws) c.dev.release(ws); // reuse is ordered on the stream
-      return [o];
+      return o2 ? [o, o2] : [o];
     },
     destroy() {
       gemm.destroy();
@@ -130,7 +137,7 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
 };
 
 interface LayerGemm {
-  run(x: number, w: number, res: number, out: number, stream: unknown): void;
+  run(x: number, w: number, res: number, out: number, stream: unknown, out2?: number): void;
   destroy(): void;
 }
 type Candidate = LayerGemm & { ready(): void };
@@ -146,11 +153,11 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const { M, N, K } = args;
   const def = qgemmTile(M, N);
   const tiles = [def, ...QGEMM_TILES.filter((t) => t.BM !== def.BM || t.BN !== def.BN)];
-  const fused = (tile: { BM: number; BN: number }, legacy = false): Candidate => {
-    const k = qgemm({ ...args, tile, legacy });
+  const fused = (tile: { BM: number; BN: number }, legacy = false, wgmma = false): Candidate => {
+    const k = qgemm({ ...args, tile, legacy, wgmma });
     return {
       ready: () => { c.dev.kernel(k); },
-      run: (x: number, w: number, res: number, out: number, stream: unknown) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out), stream),
+      run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2), stream),
       destroy: () => undefined,
     };
   };
@@ -168,9 +175,13 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
       destroy: () => gemm.destroy(),
     };
   };
-  const libOk = !!lt && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
-  const makers = force === 'cublaslt' && libOk ? [lib] : force === 'fused' ? [() => fused(def)]
-    : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...(libOk ? [lib] : [])];
+  const libOk = !!lt && !args.out2 && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
+  // Hopper's warpgroup MMA, tiles 128x128 and 128x64 (appended, so choices stored by earlier plans keep their index);
+  // integer operands only unless forced: its fp8 accumulation is less precise than mma.sync's (codegen/quant.ts)
+  const wgOk = c.dev.info.sm === 90 && N % 2 === 0 && (args.a !== 'fp8' || force === 'wgmma');
+  const wg = wgOk ? [() => fused({ BM: 128, BN: 128 }, false, true), () => fused({ BM: 128, BN: 64 }, false, true)] : [];
+  const makers = force === 'cublaslt' && libOk ? [lib] : force === 'fused' ? [() => fused(def)] : force === 'wgmma' && wgOk ? [wg[N > 64 ? 0 : 1]]
+    : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...(libOk ? [lib] : []), ...wg];
   const key = `qgemm|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}`;
   const made = new Map<number, Candidate>();
   const get = (i: number): Candidate => {
@@ -185,12 +196,12 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   let choice = saved !== undefined && saved < makers.length ? saved : tuning.on ? -1 : 0;
   if (choice >= 0) get(choice);
   return {
-    run(x, w, res, out, stream) {
+    run(x, w, res, out, stream, out2) {
       if (choice < 0) {
         const times = makers.map((_, i) => {
           try {
             const m = get(i);
-            return timeOnStream(() => m.run(x, w, res, out, stream), stream, 5);
+            return timeOnStream(() => m.run(x, w, res, out, stream, out2), stream, 5);
           } catch {
             return Infinity; // e.g. cuBLASLt has no algorithm for this shape: not a candidate
           }
@@ -199,7 +210,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
         gemmChoices.set(key, choice);
       }
       if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
-      get(choice).run(x, w, res, out, stream);
+      get(choice).run(x, w, res, out, stream, out2);
     },
     destroy() {
       for (const m of made.values()) m.destroy();

@@ -438,7 +438,8 @@ const pool = (kind: 'max' | 'avg' | 'gavg' | 'gmax'): Factory => (c) => {
 const transposeOp: Factory = (c) => {
   const [X] = c.inputs;
   const perm = (attr(c).perm as number[] | undefined) ?? X!.dims.map((_, i) => X!.dims.length - 1 - i);
-  return single(c, transpose({ dims: X!.dims, perm, dtype: devType(X!.dtype) }));
+  // a permutation only moves bytes: fp8 tensors (quantized activations) move as uint8
+  return single(c, transpose({ dims: X!.dims, perm, dtype: X!.dtype === 'float8e4m3fn' ? 'uint8' : devType(X!.dtype) }));
 };
 
 const gatherOp: Factory = (c) => {

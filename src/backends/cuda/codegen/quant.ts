@@ -38,6 +38,22 @@ export interface QGemmArgs {
   legacy?: boolean;
   /** 1- and 2-byte outputs go through shared memory for 16-byte coalesced stores (default off: no measured gain yet) */
   staged?: boolean;
+  /** Hopper's warpgroup MMA (sm_90a) instead of mma.sync: tile 128 x `tile.BN` (64 or 128), see qgemmWgmma */
+  wgmma?: boolean;
+  /** a second output (out 1): the first (a float store) as stored, requantized to this 8-bit type */
+  out2?: { store: 'int8' | 'uint8' | 'fp8'; yScale: number; yZeroPoint: number };
+}
+
+/** The kernel parameters' tail: the output(s), with their C declarations. */
+function outParams(g: QGemmArgs): { decl: string; params: KernelSource['params'] } {
+  const decl = `${QSTORAGE[g.out]}* __restrict__ out${g.out2 ? `, ${QSTORAGE[g.out2.store]}* __restrict__ out2` : ''}`;
+  return { decl, params: [{ kind: 'out', index: 0 }, ...(g.out2 ? [{ kind: 'out' as const, index: 1 }] : [])] };
+}
+
+/** The second output's value (C expression) from the stored first output `s` (its float value `v` for float32). */
+function out2Expr(g: QGemmArgs, s: string, v: string): string {
+  const o = g.out2!;
+  return storeExpr(o.store, g.out === 'float16' ? `h2f(${s})` : v, o.yScale, o.yZeroPoint);
 }
 
 const BK = 64;
@@ -94,6 +110,7 @@ function mmaInstr(a: QOperand): { asm: string; acc: string; accC: string } {
  * y = act(acc * scale[n] + offset[n] + residual), stored as `out`.
  */
 export function qgemm(g: QGemmArgs): KernelSource {
+  if (g.wgmma) return qgemmWgmma(g);
   const { M, N, K } = g;
   if (K % 16 !== 0) throw new Error(`qgemm: K = ${K} must be a multiple of 16`);
   if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm: implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
@@ -105,27 +122,8 @@ export function qgemm(g: QGemmArgs): KernelSource {
   const stageBytes = (BM + BN) * ROW;
   const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
   const aPer = (BM * BK) / 16 / 256, bPer = (BN * BK) / 16 / 256;
-  const cv = g.conv;
   // per-thread A rows are fixed over the k loop: their coordinates are computed once
-  const aSetup = cv ? `
-  int a_n[${aPer}], a_ih[${aPer}], a_iw[${aPer}];
-  #pragma unroll
-  for (int i = 0; i < ${aPer}; i++) {
-    const int m = m0 + (tid + i * 256) / 4;
-    const int mm = m < ${M} ? m : 0;
-    const int ow = mm % ${cv.OW}, t = mm / ${cv.OW};
-    a_iw[i] = ow * ${cv.strides[1]} - ${cv.pads[1]};
-    a_ih[i] = (t % ${cv.OH}) * ${cv.strides[0]} - ${cv.pads[0]};
-    a_n[i] = m < ${M} ? t / ${cv.OH} : -1;
-  }` : '';
-  const aSrc = cv ? `
-      const int c = k % ${cv.C}, kt2 = k / ${cv.C};
-      const int ih = a_ih[i] + (kt2 / ${cv.KW}) * ${cv.dilations[0]}, iw = a_iw[i] + (kt2 % ${cv.KW}) * ${cv.dilations[1]};
-      const bool ok = a_n[i] >= 0 && k < ${K} && (unsigned)ih < ${cv.H}u && (unsigned)iw < ${cv.W}u;
-      const ${aT}* src = ok ? x + (((${it})a_n[i] * ${cv.H} + ih) * ${cv.W} + iw) * ${cv.C} + c : x;` : `
-      const int m = m0 + row;
-      const bool ok = m < ${M} && k < ${K};
-      const ${aT}* src = ok ? x + (${it})m * ${K} + k : x;`;
+  const { setup: aSetup, src: aSrc } = aChunk(g, aT, it, aPer, '(tid + i * 256) / 4');
   const legacyFrag = `
       #pragma unroll
       for (int a = 0; a < ${MT}; a++) {
@@ -161,7 +159,7 @@ __device__ __forceinline__ void ldsm4(unsigned addr, unsigned& r0, unsigned& r1,
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
-extern "C" __global__ void __launch_bounds__(256${g.legacy ? '' : ', 2'}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${QSTORAGE[g.out]}* __restrict__ out) {
+extern "C" __global__ void __launch_bounds__(256${g.legacy ? '' : ', 2'}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp >> 2, wn = warp & 3, grp = lane >> 2, tig = lane & 3;
@@ -226,11 +224,145 @@ ${g.legacy || N % 2 ? `  #pragma unroll
         float v = (float)accum[a][b][r] * sc[n] + sc[${N} + n];
         ${resAdd}
         v = ${act};
-        out[o] = ${store};
+        out[o] = ${store};${g.out2 ? `
+        out2[o] = ${out2Expr(g, 'out[o]', 'v')};` : ''}
       }` : pairedEpilogue}
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), { kind: 'out', index: 0 }];
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
   return finish(`kiln_qgemm_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: STAGES * stageBytes, params });
+}
+
+/** The A-row coordinates and the source address of one 16-byte chunk (shared by both main loops): `rowsPer` rows per thread. */
+function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: string) {
+  const cv = g.conv, { M, K } = g;
+  const setup = cv ? `
+  int a_n[${rowsPer}], a_ih[${rowsPer}], a_iw[${rowsPer}];
+  #pragma unroll
+  for (int i = 0; i < ${rowsPer}; i++) {
+    const int m = m0 + ${rowOf};
+    const int mm = m < ${M} ? m : 0;
+    const int ow = mm % ${cv.OW}, t = mm / ${cv.OW};
+    a_iw[i] = ow * ${cv.strides[1]} - ${cv.pads[1]};
+    a_ih[i] = (t % ${cv.OH}) * ${cv.strides[0]} - ${cv.pads[0]};
+    a_n[i] = m < ${M} ? t / ${cv.OH} : -1;
+  }` : '';
+  const src = cv ? `
+      const int c = k % ${cv.C}, kt2 = k / ${cv.C};
+      const int ih = a_ih[i] + (kt2 / ${cv.KW}) * ${cv.dilations[0]}, iw = a_iw[i] + (kt2 % ${cv.KW}) * ${cv.dilations[1]};
+      const bool ok = a_n[i] >= 0 && k < ${K} && (unsigned)ih < ${cv.H}u && (unsigned)iw < ${cv.W}u;
+      const ${aT}* src = ok ? x + (((${it})a_n[i] * ${cv.H} + ih) * ${cv.W} + iw) * ${cv.C} + c : x;` : `
+      const int m = m0 + row;
+      const bool ok = m < ${M} && k < ${K};
+      const ${aT}* src = ok ? x + (${it})m * ${K} + k : x;`;
+  return { setup, src };
+}
+
+/**
+ * The fused quantized GEMM on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a). Block = 2 warpgroups, tile
+ * 128 x BN (BN 64 or 128; each warpgroup one m64nBNk32 chain), k-step 128 bytes (64 when K <= 64). Tiles go to shared
+ * memory by cp.async (16-byte chunks; implicit im2col for convolutions as in `qgemm`) in the swizzled layout the
+ * wgmma descriptors name (128-byte rows: chunk c of row r at c ^ (r % 8); 64-byte rows: c ^ ((r / 2) % 4)), 3-4
+ * stages deep, one MMA group left in flight while the next k-step is set up. Integer only in the timed tactic: Hopper's fp8 wgmma accumulates with fewer bits than float32
+ * (measured: half the fp16 outputs of a BERT GEMM differ in their last bits from mma.sync's), which compounds
+ * through a chain of requantized fp8 layers.
+ * Both operands K-major from shared memory, accumulators in registers, then the same epilogue as `qgemm`
+ * (each warp owns 16 rows of its warpgroup's 64, so the m16n8 store mapping applies unchanged).
+ */
+export function qgemmWgmma(g: QGemmArgs): KernelSource {
+  const { M, N, K } = g;
+  if (K % 16 !== 0 || N % 2 !== 0) throw new Error(`qgemm (wgmma): needs K % 16 == 0 and an even N, got K = ${K}, N = ${N}`);
+  if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm (wgmma): implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
+  // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
+  const BM = 128, BN = g.tile?.BN === 64 ? 64 : 128, BKB = K <= 64 ? 64 : 128, CH = BKB / 16;
+  const NT = BN / 8, KT = Math.ceil(K / BKB);
+  // stages: loads run D = ST - 2 k-steps ahead while one wgmma group stays in flight behind the current one (the slot
+  // a load refills was last read two groups back); no more stages than a short reduction needs, so shared memory
+  // is left for a second block on the SM
+  const ST = Math.max(3, Math.min(4, KT + 1)), D = ST - 2;
+  const swz = (row: string) => (BKB === 128 ? `(ch ^ (${row} & 7))` : `(ch ^ ((${row} >> 1) & 3))`);
+  const aT = g.a === 'uint8' ? 'unsigned char' : g.a === 'int8' ? 'signed char' : 'unsigned char';
+  const stage = (BM + BN) * BKB, smem = ST * stage + 1024; // + alignment slack: swizzle atoms want 1024-aligned tiles
+  const blocks = 2 * smem <= 227 * 1024 ? 2 : 1;
+  const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
+  const aPer = (BM * CH) / 256, bPer = (BN * CH) / 256;
+  const a = aChunk(g, aT, it, aPer, `(tid + i * 256) / ${CH}`);
+  const fp8 = g.a === 'fp8';
+  const accT = fp8 ? 'float' : 'int', accC = fp8 ? 'f' : 'r';
+  const instr = fp8 ? `wgmma.mma_async.sync.aligned.m64n${BN}k32.f32.e4m3.e4m3`
+    : `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`;
+  const nAcc = BN / 2;
+  const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(',');
+  const outs = Array.from({ length: nAcc }, (_, i) => `"+${accC}"(accum[0][${i >> 2}][${i & 3}])`).join(', ');
+  // scale-d = 1 (accumulate; the accumulators start at zero)
+  const mma = `asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nAcc + 2}, 0;\\n${instr} {${regs}}, %${nAcc}, %${nAcc + 1}, p${fp8 ? ', 1, 1' : ''};\\n}\\n"
+          : ${outs}
+          : "l"(da), "l"(db), "r"(1));`;
+  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
+  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
+  const epilogue = pairedStores({ ...g, staged: false }, { BM, BN, MT: 1, NT, WM: 16, WN: BN, smemBytes: 0 }, it, act);
+  const body = `${fp8 || g.out === 'fp8' ? FP8_HELPERS : ''}
+__device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+// shared-memory matrix descriptor: start >> 4, leading offset 1 (unused when K-major and swizzled), stride between
+// 8-row atoms (8 rows of ${BKB} bytes), ${BKB}-byte swizzle
+__device__ __forceinline__ unsigned long long qdesc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(${8 * BKB} >> 4) << 32) | (${BKB === 128 ? 1 : 2}ull << 62);
+}
+extern "C" __global__ void __launch_bounds__(256, ${blocks}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp, wn = 0, grp = lane >> 2, tig = lane & 3;
+  (void)wn;
+  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};
+  const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;${a.setup}
+  ${accT} accum[1][${NT}][4];
+  #pragma unroll
+  for (int b = 0; b < ${NT}; b++)
+    #pragma unroll
+    for (int r = 0; r < 4; r++) accum[0][b][r] = 0;
+  auto load = [&](int kt, int stage) {
+    const unsigned sa = sbase + stage * ${stage}, sb = sa + ${BM * BKB};
+    #pragma unroll
+    for (int i = 0; i < ${aPer}; i++) {
+      const int id = tid + i * 256, row = id / ${CH}, ch = id % ${CH}, k = kt * ${BKB} + ch * 16;${a.src}
+      cp16(sa + row * ${BKB} + (${swz('row')} << 4), src, ok);
+    }
+    #pragma unroll
+    for (int i = 0; i < ${bPer}; i++) {
+      const int id = tid + i * 256, row = id / ${CH}, ch = id % ${CH}, n = n0 + row, k = kt * ${BKB} + ch * 16;
+      const bool ok = n < ${N} && k < ${K};
+      cp16(sb + row * ${BKB} + (${swz('row')} << 4), ok ? w + (${it})n * ${K} + k : w, ok);
+    }
+  };
+  #pragma unroll
+  for (int s = 0; s < ${D}; s++) {
+    if (s < ${KT}) load(s, s);
+    asm volatile("cp.async.commit_group;\\n");
+  }
+  const unsigned wgA = (warp >> 2) * ${64 * BKB};
+  for (int kt = 0; kt < ${KT}; kt++) {
+    asm volatile("cp.async.wait_group ${D - 1};\\n");
+    asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory"); // cp.async wrote it; the tensor cores read it
+    __syncthreads();
+    if (kt + ${D} < ${KT}) load(kt + ${D}, (kt + ${D}) % ${ST});
+    asm volatile("cp.async.commit_group;\\n");
+    const unsigned sA = sbase + (kt % ${ST}) * ${stage}, sB = sA + ${BM * BKB};
+    asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
+    #pragma unroll
+    for (int ks = 0; ks < ${BKB / 32}; ks++) {
+      const unsigned long long da = qdesc(sA + wgA + ks * 32), db = qdesc(sB + ks * 32);
+      ${mma}
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // this group may run on behind the next k-step's loads
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
+  asm volatile("cp.async.wait_group 0;\\n");
+${epilogue}
+}`;
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
+  return { ...finish(`kiln_qwgmma_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
 }
 
 /** Epilogue storing each thread's two adjacent channels with one 2-, 4- or 8-byte store (N even). */
@@ -265,13 +397,14 @@ function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT:
       for (int h = 0; h < 2; h++) {
         const int m = m0 + wm * ${WM} + a * 16 + grp + h * 8;
         if (m >= ${g.M}) continue;
-        ${staged && !g.residual ? '' : `const ${it} o = (${it})m * ${g.N} + n;`}
+        ${staged && !g.residual && !g.out2 ? '' : `const ${it} o = (${it})m * ${g.N} + n;`}
         float v0 = (float)accum[a][b][2 * h] * c0 + d0, v1 = (float)accum[a][b][2 * h + 1] * c1 + d1;
         ${res}
         { const float v = v0; v0 = ${act}; }
         { const float v = v1; v1 = ${act}; }
         const ${T} s0 = ${st('v0')}, s1 = ${st('v1')};
-        ${put}
+        ${put}${g.out2 ? `
+        *(unsigned short*)(out2 + o) = (unsigned short)((unsigned char)(${out2Expr(g, 's0', 'v0')}) | ((unsigned)(unsigned char)(${out2Expr(g, 's1', 'v1')}) << 8));` : ''}
       }
   }${copy}`;
 }

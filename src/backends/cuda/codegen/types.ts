@@ -27,6 +27,8 @@ export interface KernelSource {
    * (`ws`, sized as the generator documents).
    */
   params: ({ kind: 'in'; index: number } | { kind: 'out'; index: number } | { kind: 'ws' })[];
+  /** Compile for this architecture instead of the device's plain one ('sm_90a': Hopper's wgmma, setmaxnreg). */
+  arch?: 'sm_90a';
 }
 
 /** A tensor as a generator sees it: element type and static dims. */

@@ -48,7 +48,9 @@ export function compileCubin(source: string, name: string, sm: number, extraOpti
   let st = n.create(prog, source, `${name}.cu`, 0, null, null);
   if (st !== 0) throw new KilnError(`NVRTC could not create program ${name}: ${n.errorString(st)}`);
   try {
-    const opts = [`--gpu-architecture=sm_${sm}`, '--std=c++17', '-default-device', ...extraOptions];
+    // an architecture among the extra options (sm_90a for wgmma) replaces the device's plain one
+    const arch = extraOptions.some((o) => o.startsWith('--gpu-architecture=')) ? [] : [`--gpu-architecture=sm_${sm}`];
+    const opts = [...arch, '--std=c++17', '-default-device', ...extraOptions];
     st = n.compile(prog[0], opts.length, opts);
     if (st !== 0) {
       const size = [0];

@@ -1,4 +1,4 @@
-// Per-variant kernel speed for a zoo model's convolution and matmul layers: every native variant the builder could
+// Per-variant kernel speed for a zoo model's convolution, matmul and attention layers: every native variant the builder could
 // choose (GEMM tiles, im2col vs direct convolution) timed by the process's CPU time (robust to other jobs taking
 // the cores, unlike wall time; one thread, output buffer reused). Usage: npx tsx bench/cpu/variants.ts <model> [batch] [top]
 //   [--tactic=S] (only variants whose name contains S, e.g. depthwise)
@@ -38,12 +38,15 @@ const values = executeGraph(m.graph, feeds, { opsets: m.opsets, keepAll: true })
 const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
 const rows: { node: string; shape: string; gflop: number; times: [string, number][] }[] = [];
 for (const node of m.graph.nodes) {
-  if (node.opType !== 'FusedConv' && node.opType !== 'FusedMatMul') continue;
+  if (node.opType !== 'FusedConv' && node.opType !== 'FusedMatMul' && node.opType !== 'Attention') continue;
   const tactics = cpuBackend.tactics(node, m, typeOf).filter((t) => t.name !== 'reference' && t.name.includes(only));
   if (!tactics.length) continue;
   const ins = node.inputs.map((x) => (x ? values.get(x) : undefined));
-  const out = values.get(node.outputs[0]) as TensorData, w = m.graph.initializers.get(node.inputs[1])!;
-  const gflop = (2 * out.size * w.size) / (node.opType === 'FusedConv' ? out.dims[1] : out.dims[out.dims.length - 1]) / 1e9;
+  const out = values.get(node.outputs[0]) as TensorData, w = m.graph.initializers.get(node.inputs[1]);
+  // attention: Q K^T and P V, 2 * S * L * (D + DV) per (batch, head), L read off V
+  const v = ins[2] as TensorData | undefined;
+  const gflop = !w ? (2 * out.size * (v ? v.dims[v.dims.length - 2] : 0) * 2) / 1e9
+    : (2 * out.size * w.size) / (node.opType === 'FusedConv' ? out.dims[1] : out.dims[out.dims.length - 1]) / 1e9;
   const times: [string, number][] = [];
   for (const t of tactics) {
     await t.run(node, ins, m.opsets); // packs the weights

@@ -10,7 +10,7 @@ import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
 import { NativeLibrary, nativeUnavailable, type Ptr } from './native.js';
 import { inferShapes } from '../../passes/infer.js';
 import { RUNTIME_C, RUNTIME_H } from './kernels/runtime.c.js';
-import { renderGemm, renderTconv } from './kernels/tiles.c.js';
+import { renderGemm, renderTconv, TRANSPOSE16 } from './kernels/tiles.c.js';
 import { INT8_C, INT8_H } from './kernels/int8.c.js';
 import { outValue, outWords, type QuantOut } from './int8.js';
 
@@ -29,6 +29,10 @@ export interface LayerMeta {
   work?: number;
   /** int8/uint8 output (quantized layers); absent: float32. */
   outDtype?: QuantOut;
+  /** This layer and its producer in one function (see LayerKernel.pair). */
+  pair?: LayerKernel['pair'];
+  /** The function accepts its residual's buffer as its output (see Variant.accumulate). */
+  accumulate?: boolean;
 }
 
 export interface KernelsMeta {
@@ -173,7 +177,8 @@ class NativeTactic implements Tactic {
   meta(): LayerMeta {
     const k = this.kernel;
     return { node: k.node, tactic: this.name, fn: this.variant.fn, pack: this.variant.pack, args: k.args, inputDims: k.inputDims, outDims: k.outDims,
-      work: k.work, ...(k.batch ? { batch: k.batch } : {}), ...(k.outDtype ? { outDtype: k.outDtype } : {}) };
+      work: k.work, ...(k.batch ? { batch: k.batch } : {}), ...(k.outDtype ? { outDtype: k.outDtype } : {}), ...(k.pair ? { pair: k.pair } : {}),
+      ...(this.variant.accumulate ? { accumulate: true } : {}) };
   }
 }
 
@@ -247,7 +252,7 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
   const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('');
   // the transposed convolutions compile as a unit of their own, in parallel with the rest
-  const tunit = tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
+  const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
   const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${gemms}\n${tconvs}\n`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
 }
@@ -312,7 +317,7 @@ export const COPY_ROWS = 'kiln_copy_rows';
 
 /** \`kiln_symbol(name)\`: the address of a layer function by name, for chains of calls (see kiln_run_chain). */
 function symbolTable(kernels: Iterable<LayerKernel>): string {
-  const fns = [...[...kernels].flatMap((k) => k.variants.map((v) => v.fn)), COPY_ROWS];
+  const fns = [...[...kernels].flatMap((k) => [...k.variants.map((v) => v.fn), ...(k.pair ? [k.pair.fn] : [])]), COPY_ROWS];
   const args = Array(8).fill('void *').join(', ');
   return `${fns.map((f) => `void ${f}(${args}, int);`).join('\n')}
 static const struct { const char *name; void *fn; } kiln_syms[] = { ${fns.map((f) => `{ "${f}", (void *)${f} }`).join(', ')}${fns.length ? '' : '{ 0, 0 }'} };

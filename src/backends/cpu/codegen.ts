@@ -18,6 +18,10 @@ export interface Variant {
   fn: string;
   /** Packing function for the constant operand and which node inputs it reads. */
   pack?: { fn: string; inputs: number[] };
+  /** The function also runs with its residual input's buffer as its output (a3 == a4): it adds its product to the
+   * residual there, and its epilogue leaves the residual term out (the runner passes it so when the residual dies
+   * at this layer: one output stream less than reading the residual and writing a fresh buffer). */
+  accumulate?: boolean;
 }
 
 export interface LayerKernel {
@@ -35,6 +39,10 @@ export interface LayerKernel {
   work: number;
   /** int8/uint8 output of a quantized layer (see int8.ts; absent: float32). */
   outDtype?: QuantOut;
+  /** A function computing this layer together with the layer producing its first input (\`producer\`, whose output
+   * nothing else reads), for chains where the two run back to back. Its arguments: the producer's input, raw weights
+   * and bias, then this layer's arguments after its first input (see depthwise). */
+  pair?: { producer: string; fn: string };
 }
 
 /** Below this much work (multiply-adds, or output elements) a layer keeps its reference kernel. A synchronous
@@ -47,7 +55,7 @@ const MIN_ELEMENTS = 1;
 export const MIN_MODEL_WORK = 16384;
 
 /** Register tiles offered per ISA: [rows, vectors of columns]. */
-const TILES: Record<Isa, [number, number][]> = { avx512: [[6, 2], [12, 2]], avx2: [[6, 2], [4, 3]], portable: [[6, 2], [4, 3]] };
+const TILES: Record<Isa, [number, number][]> = { avx512: [[6, 2], [8, 2]], avx2: [[6, 2], [4, 3]], portable: [[6, 2], [4, 3]] };
 const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
 
 export const tilesOf = (isa: Isa) => TILES[isa];
@@ -126,6 +134,12 @@ function epilogue(fn: string, alpha: number, bias: string | undefined, res: stri
 }\n`;
 }
 
+/** The accumulate mode's epilogue (no residual term; may be none) and the statement that switches a layer function's
+ * gemm_t / tconv_t \`g\` to it when the runner passes the residual's buffer as the output. */
+function accumulateEpilogue(id: string, epi: string | undefined): { src: string; set: string } {
+  return { src: epi ?? '', set: `  if (a3 && a3 == a4) { g.accumulate = 1; g.epi = ${epi ? `e${id}i` : 'NULL'}; }\n` };
+}
+
 function activation(n: Node): string | undefined {
   return renderActivation(attrOf(n, 'activation', ''), attrOf<number[]>(n, 'activation_params', []), 'v');
 }
@@ -149,8 +163,10 @@ const fusedMatMul: Gen = (c, n, ins, out) => {
   const Mexpr = batched ? `nb * ${M / a[0]}` : String(M);
   const id = c.id;
   const epi = epilogue(`e${id}`, alpha, biasRead, res ? 'p[1][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
+  // accumulating onto the residual: C = res + A B, then alpha must be 1 (it would scale the residual too)
+  const acc = res && alpha === 1 ? accumulateEpilogue(id, epilogue(`e${id}i`, 1, biasRead, undefined, act)) : undefined;
   const variants: Variant[] = [];
-  let src = `#define N_ ${N}\n${epi ?? ''}`;
+  let src = `#define N_ ${N}\n${epi ?? ''}${acc?.src ?? ''}`;
   for (const [mr, nv] of TILES[c.isa]) {
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
     const fn = `L${id}_${tile}`, pack = `P${id}_${tile}`;
@@ -161,8 +177,8 @@ const fusedMatMul: Gen = (c, n, ins, out) => {
 }\n`;
     src += exported(fn, `  const float *p[2] = { a2, a3 };
   gemm_t g = { ${Mexpr}, ${N}, ${K}, NULL, a0, ${K}, a1, NULL, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N} };
-  kiln_gemm_${tile}(&g);`);
-    variants.push({ tactic: `native-${c.isa}-gemm-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+${acc?.set ?? ''}  kiln_gemm_${tile}(&g);`);
+    variants.push({ tactic: `native-${c.isa}-gemm-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched, work: M * N * K };
 };
@@ -208,12 +224,13 @@ const fusedConv: Gen = (c, n, ins, out) => {
   const { C, H, W, Co, OH, OW, kh, kw, s, p } = g;
   const batch = x[0], N = OH * OW, K = C * kh * kw, id = c.id;
   if (c.batch && (!c.batch[0] || (res && !c.batch[3]))) c = { ...c, batch: undefined };
-  if (g.group === C && w[1] === 1 && Co % C === 0) return depthwise(c, g, batch, !!bias, !!res, act);
+  if (g.group === C && w[1] === 1 && Co % C === 0) return depthwise(c, n, g, batch, !!bias, !!res, act);
   if (g.group !== 1 || w[1] !== C || Co * N * K < MIN_GEMM_WORK) return undefined;
   const epi = epilogue(`e${id}`, 1, bias ? 'p[1][i0 + r]' : undefined, res ? 'p[2][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
+  const acc = res ? accumulateEpilogue(id, epilogue(`e${id}i`, 1, bias ? 'p[1][i0 + r]' : undefined, undefined, act)) : undefined;
   const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
   const direct = directConv(g);
-  let src = `#define N_ ${N}\n${epi ?? ''}${direct ? `static const int off${id}[${K}] = { ${direct.off.join(', ')} };\n` : ''}`;
+  let src = `#define N_ ${N}\n${epi ?? ''}${acc?.src ?? ''}${direct ? `static const int off${id}[${K}] = { ${direct.off.join(', ')} };\n` : ''}`;
   const variants: Variant[] = [];
   for (const [mr, nv] of TILES[c.isa]) {
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
@@ -242,9 +259,9 @@ ${body}
     p[b][0] = (const float *)a0 + (size_t)b * ${C * H * W}; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL;
   }
   gemm_t g = { ${Co}, ${N}, ${K}, a1, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N}, B, ${Co * N}, sizeof(*p) };
-  if (B) kiln_gemm_${tile}(&g);
+${acc?.set ?? ''}  if (B) kiln_gemm_${tile}(&g);
   free(p);`);
-    variants.push({ tactic: `native-${c.isa}-conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+    variants.push({ tactic: `native-${c.isa}-conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
     if (direct) {
       src += exported(`${fn}d`, `  int B = ${nbOr(c, batch)};
   size_t per;
@@ -257,14 +274,14 @@ ${body}
       variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
     }
   }
-  src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants);
+  src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
 };
 
 /** Transposed direct convolution variants (tconv_t; any window, stride, padding, dilation): taps read straight from
  * the input where every tile lies inside it, else from a zero-padded copy with slack for the last tiles' overrun.
  * A 1x1 stride-1 unpadded convolution runs as one long output row. */
-function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[]): string {
+function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[], acc?: string): string {
   const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
   const id = c.id, K = C * kh * kw, N = OH * OW;
   const flat = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
@@ -291,9 +308,9 @@ ${source}
   const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
   for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
   tconv_t g = { ${Co}, ${K}, ${oh}, ${ow}, ${rs}, ${s[1]}, a1, toff${id}, xp, per, ${epi}, p, sizeof(*p), a4, ${Co * N}, B };
-  kiln_tconv_${tile}(&g);
+${acc ?? ''}  kiln_tconv_${tile}(&g);
   free(p);`);
-    variants.push({ tactic: `native-${c.isa}-tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
+    variants.push({ tactic: `native-${c.isa}-tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
   return src;
 }
@@ -345,49 +362,145 @@ function im2colBody(g: ConvGeom, nr: number): string {
   }`;
 }
 
-/** Depthwise convolution with everything baked in. Per (image, channel) task, the input plane is copied into
- * zero-padded phase planes, one per (row, column) offset modulo the stride (a single padded plane at stride 1), so
- * every tap of every output reads plane[w + constant] where w = oh * WQ + ow runs over the output rows laid end to end
- * at the planes' width: one long vectorizable loop over all taps, then the valid columns are copied out with the
- * residual and activation. */
-function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
+/** A pointwise convolution whose output only a depthwise layer reads: the pair can run as one kernel that computes
+ * the expanded rows straight into the depthwise layer's padded planes (MobileNetV2's 16 -> 96 channel expansion at
+ * 112x112 writes 4.8 MB that the depthwise layer reads back; fused, those rows never leave L1). */
+interface Expand { producer: string; K: number; act: string }
+
+/** Expanded tensors of at least this many floats per image (and inputs of at most EXPAND_MAX_K channels) fuse: 4 MB,
+ * well past these cores' L2. MobileNetV2's 96 x 112 x 112 expansion: 0.83 vs 0.99-1.29 ms at one thread, 0.60 vs
+ * 0.81 ms at two; its 144 x 56 x 56 ones (1.8 MB) come out even with the GEMM, and the 28 x 28 ones lose. */
+const EXPAND_MIN = 1 << 20;
+const EXPAND_MAX_K = 64;
+
+function expandFeeding(c: Ctx, n: Node, g: ConvGeom): Expand | undefined {
+  const e = n.inputs[0], graph = c.model.graph;
+  if (g.Co !== g.C || g.C * g.H * g.W < EXPAND_MIN || graph.outputs.some((o) => o.name === e)) return undefined;
+  const pw = graph.nodes.find((m) => m.outputs[0] === e);
+  if (!pw || pw.domain !== KILN_DOMAIN || pw.opType !== 'FusedConv' || pw.attrs.layout || pw.inputs[3] || !pw.inputs[1] || !isConst(c, pw.inputs[1])) return undefined;
+  if (pw.inputs[2] && !isConst(c, pw.inputs[2])) return undefined;
+  // the expanded tensor is never written: nothing else may read it, nor this layer as its residual
+  if (graph.nodes.some((m) => m !== n && m.inputs.includes(e)) || n.inputs.lastIndexOf(e) !== 0) return undefined;
+  const x = typeOfName(c, pw.inputs[0]), w = typeOfName(c, pw.inputs[1]), y = typeOfName(c, e);
+  if (x?.dtype !== 'float32' || !w || !y || x.dims.length !== 4 || w.dims.length !== 4 || y.dims.length !== 4) return undefined;
+  const pg = convGeometry(pw, x.dims, w.dims, y.dims);
+  const act = activation(pw);
+  if (!pg || act === undefined || pg.group !== 1 || pg.kh !== 1 || pg.kw !== 1 || pg.s.some((v) => v !== 1) || pg.p.some((v) => v !== 0)) return undefined;
+  if (pg.Co !== g.C || pg.OH !== g.H || pg.OW !== g.W || pg.C > EXPAND_MAX_K || (pw.inputs[2] && prod(typeOfName(c, pw.inputs[2])?.dims ?? []) !== g.C)) return undefined;
+  return { producer: pw.name, K: pg.C, act };
+}
+
+/** Depthwise convolution with everything baked in. Per (image, channel) task, bands of output rows: the input rows a
+ * band reads are copied into zero-padded planes so that every tap of every output reads a plane at a constant offset
+ * from w = oh * WQ + ow, the band's output rows laid end to end at the planes' width: one long vectorizable loop over
+ * all taps, then the valid columns are copied out with the residual and activation. Bands keep the planes in L1
+ * (a whole 112x112 plane is 52 KB). Stride 1: one padded plane. Column stride 2: one plane per row phase (whole rows,
+ * so the fill is row copies), read as pairs of vectors whose even or odd lanes one permute picks. Other strides: one
+ * plane per (row, column) phase over the whole image, filled by strided scalar loops. Where a pointwise convolution
+ * feeds the layer (see Expand), a second function computes the pair, its band rows from the pointwise input. */
+function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
   const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
   if (batch * Co * OH * OW < MIN_ELEMENTS) return undefined;
-  const id = c.id, N = OH * OW, mult = Co / C;
+  const id = c.id, N = OH * OW, mult = Co / C, vw = VW[c.isa];
   const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
-  const HQ = Math.ceil(HP / s[0]), WQ = Math.ceil(WP / s[1]), PQ = HQ * WQ + WQ + 16, nw = (OH - 1) * WQ + OW;
-  const taps: string[] = [];
-  let maxOff = 0;
+  const mode = s[0] === 1 && s[1] === 1 ? 'one' : s[1] === 2 ? 'pairs' : 'phases';
+  const expand = mode === 'phases' ? undefined : expandFeeding(c, n, g);
+  // pairs: plane rows of WR = 2 * WQ columns, so output column ow of wide row oh reads plane columns 2 * w + constant
+  const WQ = Math.ceil(WP / s[1]), WR = mode === 'pairs' ? 2 * WQ : WQ;
+  // output rows per band: the band's padded rows about 8 KB (phases: one band)
+  const span = (kh - 1) * d[0] + 1;
+  const rmax = mode === 'phases' ? OH : Math.max(1, Math.floor((Math.floor(2048 / WR) - span) / s[0]) + 1);
+  const R = Math.ceil(OH / Math.ceil(OH / Math.min(rmax, OH)));
+  // padded rows per band, rows per plane, plane stride (pairs: planes back to back; else with a row and more of slack,
+  // which the 7x7 planes are ~3% faster with)
+  const BH = mode === 'phases' ? HP : (R - 1) * s[0] + span, HQ = Math.ceil(BH / s[0]);
+  const PQ = mode === 'pairs' ? HQ * WR : HQ * WQ + WQ + 16, nw = (R - 1) * WQ + OW;
+  // whole vectors over the wide rows (the lanes past nw are dropped): the planes plus slack cover the last reads
+  const nwv = Math.ceil(nw / vw) * vw;
+  const taps: string[] = [], loads = new Map<number, string>();
+  let maxRead = 0;
   for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
-    const ra = a * d[0], cb = b * d[1], plane = (ra % s[0]) * s[1] + (cb % s[1]);
-    const off = plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1]);
-    maxOff = Math.max(maxOff, off);
-    taps.push(`v += wk[${a * kw + b}] * *(const vfu *)(q + ${off} + w);`);
+    const ra = a * d[0], cb = b * d[1], k = a * kw + b;
+    if (mode === 'pairs') {
+      // tap column cb: the even (cb even) or odd lanes of the pair of vectors from plane column 2 * w + cb - cb % 2
+      const off = (ra % s[0]) * PQ + Math.floor(ra / s[0]) * WR + cb - (cb % 2);
+      if (!loads.has(off)) loads.set(off, `vf u${loads.size} = *(const vfu *)(q + ${off} + 2 * w), z${loads.size} = *(const vfu *)(q + ${off + vw} + 2 * w);`);
+      const i = [...loads.keys()].indexOf(off);
+      taps.push(`v += wk[${k}] * __builtin_shuffle(u${i}, z${i}, ${cb % 2 ? 'KODD' : 'KEVEN'});`);
+      maxRead = Math.max(maxRead, off + 2 * nwv);
+    } else {
+      const plane = (ra % s[0]) * s[1] + (cb % s[1]);
+      const off = plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1]);
+      taps.push(`v += wk[${k}] * *(const vfu *)(q + ${off} + w);`);
+      maxRead = Math.max(maxRead, off + nwv);
+    }
   }
-  // whole vectors over the wide row (the lanes past nw are dropped): the planes plus slack cover the last reads
-  const nwv = Math.ceil(nw / VW[c.isa]) * VW[c.isa], qn = Math.max(s[0] * s[1] * PQ, maxOff + nwv);
-  const qa = Math.ceil(qn / 16) * 16;
-  // input (h, x) lands in plane ((h + pt) % s0, (x + pl) % s1) at ((h + pt) / s0, (x + pl) / s1)
-  // stride 1: one plane, and only its border is zeroed (the rows above and below, the columns either side)
-  const fill = s[0] === 1 && s[1] === 1
-    ? `memset(q, 0, ${p[0] * WQ} * sizeof(float));
-  for (int h = 0; h < ${H}; h++) {
-    float *qr = q + (size_t)(h + ${p[0]}) * ${WQ};
-    for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
-    memcpy(qr + ${p[1]}, x + (size_t)h * ${W}, ${W} * sizeof(float));
-    for (int i = ${p[1] + W}; i < ${WQ}; i++) qr[i] = 0;
-  }
-  memset(q + ${(p[0] + H) * WQ}, 0, ${qa - (p[0] + H) * WQ} * sizeof(float));`
-    : `for (int h = 0; h < ${H}; h++) {
-    int hh = h + ${p[0]};
-    float *qr = q + (size_t)(hh % ${s[0]}) * ${s[1] * PQ} + (size_t)(hh / ${s[0]}) * ${WQ};
-    const float *xr = x + (size_t)h * ${W};
-    ${colPhases(W, p[1], s[1], PQ)}
-  }`;
+  const planes = mode === 'one' ? 1 : mode === 'pairs' ? s[0] : s[0] * s[1];
+  const qa = Math.ceil(Math.max(planes * PQ, maxRead) / 16) * 16;
+  const rowAt = (hh: string) => (planes > 1 ? `q + (size_t)(${hh} % ${s[0]}) * ${PQ} + (size_t)(${hh} / ${s[0]}) * ${WR}` : `q + (size_t)(${hh}) * ${WR}`);
+  // stride 1 in one band: the rows of padding above and below (with the slack) are zeroed around the data rows, in
+  // a few long stores (per-row zeroing that the first taps then read back costs ~8% on 7x7 planes)
+  const whole = mode === 'one' && R >= OH;
+  // otherwise the band's padded row hh (input row oh0 * s0 + hh - pt) goes whole to plane hh % s0, row hh / s0: data
+  // rows (copied, or expanded by the pair) with their pad columns zeroed, padding rows all zeros; rows past the band's
+  // and the slack after the planes only meet dropped lanes, and are zeroed once per task
+  const fill = (data: (dst: string, h: string) => string) => whole ? `memset(q, 0, ${p[0] * WQ} * sizeof(float));
+    for (int h = 0; h < ${H}; h++) {
+      float *qr = q + (size_t)(h + ${p[0]}) * ${WQ};
+      for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
+      ${data(`qr + ${p[1]}`, 'h')}
+      for (int i = ${p[1] + W}; i < ${WQ}; i++) qr[i] = 0;
+    }
+    memset(q + ${(p[0] + H) * WQ}, 0, ${qa - (p[0] + H) * WQ} * sizeof(float));`
+    : mode === 'phases'
+    // input (h, x) lands in plane ((h + pt) % s0, (x + pl) % s1) at ((h + pt) / s0, (x + pl) / s1)
+    ? `memset(q, 0, ${qa} * sizeof(float));
+    for (int h = 0; h < ${H}; h++) {
+      int hh = h + ${p[0]};
+      float *qr = q + (size_t)(hh % ${s[0]}) * ${s[1] * PQ} + (size_t)(hh / ${s[0]}) * ${WQ};
+      const float *xr = x + (size_t)h * ${W};
+      ${colPhases(W, p[1], s[1], PQ)}
+    }`
+    : `for (int hh = 0; hh < ${BH}; hh++) {
+      float *qr = ${rowAt('hh')};
+      int h = oh0 * ${s[0]} + hh - ${p[0]};
+      if ((unsigned)h < ${H}u) {
+        for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
+        ${data(`qr + ${p[1]}`, 'h')}
+        for (int i = ${p[1] + W}; i < ${WR}; i++) qr[i] = 0;
+      } else memset(qr, 0, ${WR} * sizeof(float));
+    }`;
+  const zeroOnce = mode === 'phases' || whole ? '' : `for (int hh = ${BH}; hh < ${planes * HQ}; hh++) memset(${rowAt('hh')}, 0, ${WR} * sizeof(float));
+  memset(q + ${planes * PQ}, 0, ${qa - planes * PQ} * sizeof(float));`;
   // output rows shorter than a vector (7, 14): the activation runs over the wide rows as whole vectors and the rows
   // are fixed-size copies; per row, a loop of 7 or 14 would run scalar
+  const copyOut = hasRes || OW >= vw ? `for (int r = 0; r < rows; r++) {
+      const float *wr = wide + r * ${WQ};
+      float *yr = y + (size_t)(oh0 + r) * ${OW};
+      #pragma GCC ivdep
+      for (int ow = 0; ow < ${OW}; ow++) {
+        float v = wr[ow]${hasRes ? ` + res[(oh0 + r) * ${OW} + ow]` : ''};
+        yr[ow] = ${act};
+      }
+    }` : `${act === 'v' ? '' : `#pragma GCC ivdep
+    for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${act}; }`}
+    for (int r = 0; r < rows; r++) memcpy(y + (size_t)(oh0 + r) * ${OW}, wide + r * ${WQ}, ${OW} * sizeof(float));`;
+  // the loop over bands (one band: constants, so the row loops have fixed counts)
+  const bands = R >= OH ? `{
+    const int oh0 = 0, rows = ${OH};` : `for (int oh0 = 0; oh0 < ${OH}; oh0 += ${R}) {
+    int rows = KMIN(${R}, ${OH} - oh0);`;
+  // one channel's band: planes, taps, copy-out (with wk, b, res, y, q, wide, oh0 and rows in scope)
+  const band = (data: (dst: string, h: string) => string) => `${fill(data)}
+    for (int w = 0; w < ${nwv}; w += VW) {
+      vf v = (vf){0} + b;
+      ${[...loads.values()].join(' ')}
+      ${taps.join(' ')}
+      *(vf *)(wide + w) = v;
+    }
+    ${copyOut}`;
+  // one (image, channel) per task
   const fn = `L${id}_dw`;
-  const src = `static void t${id}(void *ctx, int t) {
+  let src = `static void t${id}(void *ctx, int t) {
   void *const *qa = ctx;
   int n = t / ${Co}, oc = t % ${Co}, ic = oc / ${mult};
   const float *x = (const float *)qa[0] + ((size_t)n * ${C} + ic) * ${H * W};
@@ -397,31 +510,79 @@ function depthwise(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes:
   float *y = (float *)qa[4] + ((size_t)n * ${Co} + oc) * ${N};
   float *q = kiln_scratch(0, ${qa + nwv});
   float *wide = q + ${qa};
-  ${s[0] === 1 && s[1] === 1 ? '' : `memset(q, 0, ${qa} * sizeof(float));`}
-  ${fill}
   float wk[${kh * kw}];
   for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
-  for (int w = 0; w < ${nwv}; w += VW) {
-    vf v = (vf){0} + b;
-    ${taps.join(' ')}
-    *(vf *)(wide + w) = v;
+  ${zeroOnce}
+  ${bands}
+    ${band((dst, h) => `memcpy(${dst}, x + (size_t)${h} * ${W}, ${W} * sizeof(float));`)}
   }
-  ${hasRes || OW >= VW[c.isa] ? `for (int oh = 0; oh < ${OH}; oh++) {
-    const float *wr = wide + oh * ${WQ};
-    float *yr = y + oh * ${OW};
-    #pragma GCC ivdep
-    for (int ow = 0; ow < ${OW}; ow++) {
-      float v = wr[ow]${hasRes ? ` + res[oh * ${OW} + ow]` : ''};
-      yr[ow] = ${act};
-    }
-  }` : `${act === 'v' ? '' : `#pragma GCC ivdep
-  for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${act}; }`}
-  for (int oh = 0; oh < ${OH}; oh++) memcpy(y + oh * ${OW}, wide + oh * ${WQ}, ${OW} * sizeof(float));`}
 }
-${exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
-  kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`)}`;
+`;
+  src += exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
+  kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`);
+  let pair: LayerKernel['pair'];
+  if (expand) {
+    // the pair: x [K][H][W] of the image, the pointwise weights [C][K] and bias, then the depthwise layer's arguments.
+    // A task takes G channels: per band, their expanded rows first (the band's input rows are contiguous in every
+    // input channel, so one flat span; each input vector loaded meets G channels, U vectors at a time so the sums
+    // are independent), then each channel's planes, taps and copy-out as in the layer alone.
+    const { K, act: act1 } = expand, HW = H * W, G = 8, U = 2, NG = Math.ceil(Co / G), EX = BH * W;
+    const sums = (u: number, load: (k: string, u: string) => string, store: (g: string, u: string) => string, type = 'vf', zero = '(vf){0} + ') => `{
+        ${type} v[${G}][${u}];
+        for (int g = 0; g < ${G}; g++) for (int u = 0; u < ${u}; u++) v[g][u] = ${zero}b1[g];
+        _Pragma("GCC unroll 64") for (int k = 0; k < ${K}; k++) {
+          ${type} xv[${u}];
+          _Pragma("GCC unroll 8") for (int u = 0; u < ${u}; u++) xv[u] = ${load('k', 'u')};
+          _Pragma("GCC unroll 8") for (int g = 0; g < ${G}; g++) _Pragma("GCC unroll 8") for (int u = 0; u < ${u}; u++) v[g][u] += w1[g][k] * xv[u];
+        }
+        for (int g = 0; g < ${G}; g++) for (int u = 0; u < ${u}; u++) ${store('g', 'u')} = v[g][u];
+      }`;
+    src += `static void x${id}(void *ctx, int t) {
+  void *const *qa = ctx;
+  int n = t / ${NG}, oc0 = (t % ${NG}) * ${G}, ng = KMIN(${G}, ${Co} - oc0);
+  const float *xk = (const float *)qa[0] + (size_t)n * ${K * HW};
+  float w1[${G}][${K}], b1[${G}];
+  for (int g = 0; g < ${G}; g++) {
+    for (int k = 0; k < ${K}; k++) w1[g][k] = g < ng ? ((const float *)qa[1])[(size_t)(oc0 + g) * ${K} + k] : 0.0f;
+    b1[g] = qa[2] && g < ng ? ((const float *)qa[2])[oc0 + g] : 0.0f;
+  }
+  float *q = kiln_scratch(0, ${qa + nwv + G * EX});
+  float *wide = q + ${qa}, *exs = wide + ${nwv};
+  ${zeroOnce}
+  ${bands}
+    int hlo = KMAX(0, oh0 * ${s[0]} - ${p[0]}), hhi = KMIN(${H}, oh0 * ${s[0]} - ${p[0]} + ${BH});
+    {
+      const float *xs = xk + (size_t)hlo * ${W};
+      int L = (hhi - hlo) * ${W}, i = 0;
+      for (; i + ${U} * VW <= L; i += ${U} * VW) ${sums(U, (k, u) => `*(const vfu *)(xs + (size_t)${k} * ${HW} + i + ${u} * VW)`, (g, u) => `*(vfu *)(exs + (size_t)${g} * ${EX} + i + ${u} * VW)`)}
+      for (; i + VW <= L; i += VW) ${sums(1, (k) => `*(const vfu *)(xs + (size_t)${k} * ${HW} + i)`, (g) => `*(vfu *)(exs + (size_t)${g} * ${EX} + i)`)}
+      for (; i < L; i++) ${sums(1, (k) => `xs[(size_t)${k} * ${HW} + i]`, (g) => `exs[(size_t)${g} * ${EX} + i]`, 'float', '')}
+      ${act1 === 'v' ? '' : `for (int g = 0; g < ng; g++) {
+        float *ex = exs + (size_t)g * ${EX};
+        #pragma GCC ivdep
+        for (int i = 0; i < L; i++) { float v = ex[i]; ex[i] = ${act1}; }
+      }`}
+    }
+    for (int g = 0; g < ng; g++) {
+      int oc = oc0 + g;
+      const float *ex = exs + (size_t)g * ${EX};
+      const float *wt = (const float *)qa[3] + (size_t)oc * ${kh * kw};
+      float b = qa[4] ? ((const float *)qa[4])[oc] : 0.0f;
+      const float *res = qa[5] ? (const float *)qa[5] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
+      float *y = (float *)qa[6] + ((size_t)n * ${Co} + oc) * ${N};
+      float wk[${kh * kw}];
+      for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
+      ${band((dst, h) => `memcpy(${dst}, ex + (size_t)(${h} - hlo) * ${W}, ${W} * sizeof(float));`)}
+    }
+  }
+}
+`;
+    src += exported(`X${id}_pwdw`, `  void *q[7] = { a0, a1, a2, a3, ${hasBias ? 'a4' : 'NULL'}, a5, a6 };
+  kiln_pool_run(x${id}, q, ${nbOr(c, batch)} * ${NG});`);
+    pair = { producer: expand.producer, fn: `X${id}_pwdw` };
+  }
   return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
-    batched: !!c.batch, work: batch * Co * N * kh * kw };
+    batched: !!c.batch, work: batch * Co * N * kh * kw, ...(pair ? { pair } : {}) };
 }
 
 /** Copies one input row \`xr\` into its column phase planes (\`qr\` + phase * PQ): input column x goes to phase
@@ -525,7 +686,12 @@ const layerNorm: Gen = (c, n, ins, out) => {
     source: exported(fn, `  kiln_layernorm_rows(a0, a1, a2, a3, ${bt ? `nb * ${prod(x.slice(1)) / D}` : prod(x) / D}, ${D}, ${cFloat(attrOf(n, 'epsilon', 1e-5))});`) };
 };
 
-/** kiln:Attention over [B, H, S, D] (or [B, S, D]) with an optional float32 or bool mask. */
+/** kiln:Attention over [B, H, S, D] (or [B, S, D]) with an optional float32 or bool mask. Per (batch, head) task, in
+ * blocks of 6 query rows: scores against K^T (packed once per task, the scale folded in), softmax, and P V while the
+ * block's scores are still in L1. Q, K, V and the output are read and written through row, head and batch strides:
+ * the default ones of the dense tensors, or (argument a5, int64 [17]: offset and batch, head, row strides in floats
+ * of q, k, v, y, then K's stride along D) views the runner passes in place of BERT's Split and Transposes around
+ * attention (runner.ts, attentionGroups). */
 const attention: Gen = (c, n, ins, out) => {
   const [q, k, v] = ins;
   const maskName = n.inputs[3];
@@ -539,7 +705,7 @@ const attention: Gen = (c, n, ins, out) => {
   // batch-generic: q, k, v carry the batch; mask strides come from a stand-in batch of 2
   const bt = !!c.batch && c.batch[0] && c.batch[1] && c.batch[2] && (!maskName || !c.batch[3] || typeOfName(c, maskName)!.dims.length === r);
   const mq = [0, 0, 0, 0];
-  let maskBool = 0;
+  let maskBool = false;
   if (maskName) {
     const md = typeOfName(c, maskName)!.dims, full = [bt ? 2 : B, H, S, L];
     if (md.length > r) return undefined;
@@ -550,12 +716,121 @@ const attention: Gen = (c, n, ins, out) => {
       mq[i] = m4[i] === 1 ? 0 : acc;
       acc *= m4[i];
     }
-    maskBool = typeOfName(c, maskName)!.dtype === 'bool' ? 1 : 0;
+    maskBool = typeOfName(c, maskName)!.dtype === 'bool';
   }
-  const fn = `L${c.id}_attn`;
-  const src = exported(fn, `  attn_t at = { ${bt ? 'nb' : B}, ${H}, ${S}, ${L}, ${D}, ${DV}, ${kt ? 1 : 0}, ${cFloat(attrOf(n, 'scale', 1))}, a0, a1, a2, a3, ${maskBool},
-    { ${mq.join(', ')} }, a4 };
-  kiln_attention(&at);`);
+  const id = c.id, fn = `L${id}_attn`, vw = VW[c.isa], LP = Math.ceil(L / vw) * vw;
+  const scale = cFloat(attrOf(n, 'scale', 1));
+  // scores of a block's rows (already scaled) plus the mask, padded columns at -inf
+  const maskRow = !maskName ? '' : maskBool
+    ? `const uint8_t *m = (const uint8_t *)mask + mo + (long)(s0 + r) * ${mq[2]};
+      for (int l = 0; l < ${L}; l++) if (!m[(long)l * ${mq[3]}]) row[l] = -INFINITY;`
+    : `const float *m = (const float *)mask + mo + (long)(s0 + r) * ${mq[2]};
+      #pragma GCC ivdep
+      for (int l = 0; l < ${L}; l++) row[l] += m[(long)l * ${mq[3]}];`;
+  // offset and batch, head, row strides of q, k (rows along L), v, y; then k's stride along D
+  const defaults = [0, H * S * D, S * D, D, 0, H * L * D, L * D, kt ? 1 : D, 0, H * L * DV, L * DV, DV, 0, H * S * DV, S * DV, DV, kt ? L : 1];
+  const src = `typedef int32_t vi${id} __attribute__((vector_size(VW * 4)));
+static inline __attribute__((always_inline)) void ab${id}(const int R, int s0, const float *restrict q, long qs, const float *restrict kt,
+    const float *restrict v, long vs, float *restrict y, long ys, float *restrict sc, const void *mask, long mo) {
+  (void)mask; (void)mo;
+  for (int l0 = 0; l0 < ${LP}; l0 += 4 * VW) {
+    if (l0 + 4 * VW <= ${LP}) {
+      vf acc[R][4];
+      for (int i = 0; i < R; i++) for (int j = 0; j < 4; j++) acc[i][j] = (vf){0};
+      for (int d = 0; d < ${D}; d++) {
+        const float *kr = kt + (size_t)d * ${LP} + l0;
+        vf kv[4];
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) kv[j] = *(const vfu *)(kr + j * VW);
+        _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
+          float a = q[(size_t)i * qs + d];
+          _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) acc[i][j] += a * kv[j];
+        }
+      }
+      for (int i = 0; i < R; i++) for (int j = 0; j < 4; j++) *(vfu *)(sc + (size_t)i * ${LP} + l0 + j * VW) = acc[i][j];
+    } else for (int l1 = l0; l1 < ${LP}; l1 += VW) {
+      vf acc[R];
+      for (int i = 0; i < R; i++) acc[i] = (vf){0};
+      for (int d = 0; d < ${D}; d++) {
+        vf kv = *(const vfu *)(kt + (size_t)d * ${LP} + l1);
+        for (int i = 0; i < R; i++) acc[i] += q[(size_t)i * qs + d] * kv;
+      }
+      for (int i = 0; i < R; i++) *(vfu *)(sc + (size_t)i * ${LP} + l1) = acc[i];
+    }
+  }
+  float inv[R];
+  for (int r = 0; r < R; r++) {
+    float *row = sc + (size_t)r * ${LP};
+    ${maskRow}
+    for (int l = ${L}; l < ${LP}; l++) row[l] = -INFINITY;
+    vf mv = *(const vfu *)row;
+    for (int l = VW; l < ${LP}; l += VW) {
+      vf x = *(const vfu *)(row + l);
+      vi${id} gt = x > mv;
+      mv = (vf)(((vi${id})x & gt) | ((vi${id})mv & ~gt));
+    }
+    float mx = mv[0];
+    for (int i = 1; i < VW; i++) mx = mv[i] > mx ? mv[i] : mx;
+    #pragma GCC ivdep
+    for (int l = 0; l < ${LP}; l++) row[l] = kexp(row[l] - mx);
+    vf sv = (vf){0};
+    for (int l = 0; l < ${LP}; l += VW) sv += *(const vfu *)(row + l);
+    float sum = 0;
+    for (int i = 0; i < VW; i++) sum += sv[i];
+    inv[r] = 1.0f / sum;
+  }
+  int j0 = 0;
+  for (; j0 + 4 * VW <= ${DV}; j0 += 4 * VW) {
+    vf acc[R][4];
+    for (int i = 0; i < R; i++) for (int j = 0; j < 4; j++) acc[i][j] = (vf){0};
+    for (int l = 0; l < ${L}; l++) {
+      const float *vr = v + (size_t)l * vs + j0;
+      vf vv[4];
+      _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) vv[j] = *(const vfu *)(vr + j * VW);
+      _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
+        float p = sc[(size_t)i * ${LP} + l];
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) acc[i][j] += p * vv[j];
+      }
+    }
+    for (int i = 0; i < R; i++) for (int j = 0; j < 4; j++) *(vfu *)(y + (size_t)i * ys + j0 + j * VW) = acc[i][j] * inv[i];
+  }
+  for (; j0 + VW <= ${DV}; j0 += VW) {
+    vf acc[R];
+    for (int i = 0; i < R; i++) acc[i] = (vf){0};
+    for (int l = 0; l < ${L}; l++) {
+      vf vv = *(const vfu *)(v + (size_t)l * vs + j0);
+      for (int i = 0; i < R; i++) acc[i] += sc[(size_t)i * ${LP} + l] * vv;
+    }
+    for (int i = 0; i < R; i++) *(vfu *)(y + (size_t)i * ys + j0) = acc[i] * inv[i];
+  }
+  for (; j0 < ${DV}; j0++) for (int i = 0; i < R; i++) {
+    float a = 0;
+    for (int l = 0; l < ${L}; l++) a += sc[(size_t)i * ${LP} + l] * v[(size_t)l * vs + j0];
+    y[(size_t)i * ys + j0] = a * inv[i];
+  }
+}
+static void at${id}(void *ctx, int t) {
+  void *const *a = ctx;
+  const int64_t *st = a[5];
+  int b = t / ${H}, h = t % ${H};
+  const float *q = (const float *)a[0] + st[0] + b * st[1] + h * st[2];
+  const float *k = (const float *)a[1] + st[4] + b * st[5] + h * st[6];
+  const float *v = (const float *)a[2] + st[8] + b * st[9] + h * st[10];
+  float *y = (float *)a[4] + st[12] + b * st[13] + h * st[14];
+  long qs = st[3], kl = st[7], kd = st[16], vs = st[11], ys = st[15];
+  float *kt = kiln_scratch(0, (size_t)${D * LP} + ${6 * LP});
+  float *sc = kt + ${D * LP};
+  /* K^T (times the scale), zero padded to whole vectors */
+  for (int d = 0; d < ${D}; d++) for (int l = ${L}; l < ${LP}; l++) kt[d * ${LP} + l] = 0;
+  if (kd == 1) for (int l = 0; l < ${L}; l++) for (int d = 0; d < ${D}; d++) kt[d * ${LP} + l] = k[(size_t)l * kl + d] * ${scale};
+  else for (int d = 0; d < ${D}; d++) for (int l = 0; l < ${L}; l++) kt[d * ${LP} + l] = k[(size_t)d * kd + (size_t)l * kl] * ${scale};
+  long mo = (long)b * ${mq[0]} + (long)h * ${mq[1]}; (void)mo;
+  int s0 = 0;
+  for (; s0 + 6 <= ${S}; s0 += 6) ab${id}(6, s0, q + (size_t)s0 * qs, qs, kt, v, vs, y + (size_t)s0 * ys, ys, sc, a[3], mo);
+  for (; s0 < ${S}; s0++) ab${id}(1, s0, q + (size_t)s0 * qs, qs, kt, v, vs, y + (size_t)s0 * ys, ys, sc, a[3], mo);
+}
+${exported(fn, `  static const int64_t dflt[17] = { ${defaults.join(', ')} };
+  void *c[6] = { a0, a1, a2, a3, a4, a5 ? a5 : (void *)dflt };
+  kiln_pool_run(at${id}, c, ${bt ? 'nb' : B} * ${H});`)}`;
   return { variants: [{ tactic: `native-${c.isa}-attention`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
     batched: bt, work: prod(lead) * S * L * (D + DV) };
 };

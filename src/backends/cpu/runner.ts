@@ -37,9 +37,10 @@ const SYNC_MS = 0.5;
  * memory grew for minutes (tiny CNN, 240 runs of random sizes 1..64: +180 MiB of buffers per engine; now +8 MiB). */
 class BufferPool {
   private free = new Map<number, Float32Array[]>();
-  take(n: number): Float32Array {
+  /** A buffer of n words, from this pool, else from \`shared\`, else new. */
+  take(n: number, shared?: BufferPool): Float32Array {
     const cap = n <= 1 ? n : 2 ** Math.ceil(Math.log2(n));
-    const b = this.free.get(cap)?.pop() ?? new Float32Array(cap);
+    const b = this.free.get(cap)?.pop() ?? shared?.free.get(cap)?.pop() ?? new Float32Array(cap);
     return b.length === n ? b : b.subarray(0, n);
   }
   give(view: Float32Array): void {
@@ -47,6 +48,10 @@ class BufferPool {
     const l = this.free.get(b.length);
     if (l) l.push(b);
     else this.free.set(b.length, [b]);
+  }
+  moveTo(other: BufferPool): void {
+    for (const l of this.free.values()) for (const b of l) other.give(b);
+    this.free.clear();
   }
   clear(): void {
     this.free.clear();
@@ -165,6 +170,9 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   const life = deadAfter(order, new Set(kernels.keys()), [...splits], new Set(model.graph.outputs.map((o) => o.name)));
   const chains = chainsOf(order, kernels, model);
   const metaOf = new Map(meta.layers.map((l) => [byName.get(l.node)!, l]));
+  const groups = attentionGroups(order, kernels, model);
+  // placeholder storage for the values a fused attention group leaves unwritten (never read; see attentionGroups)
+  let unwritten = new Float32Array(0);
   const addr = new Map<string, bigint | undefined>();
   const symbol = (fn: string) => (addr.has(fn) ? addr.get(fn) : addr.set(fn, lib.symbol(fn)).get(fn));
   const pool = new BufferPool();
@@ -173,14 +181,33 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       const pooled = usePool && !!life;
       // buffers this run took, with the schedule index after which they are dead
       const held: { until: number; buf: Float32Array }[] = [];
+      // buffers freed while a chain is prepared: its calls have not run yet, so only its own later calls (which run in
+      // order) may reuse them; they go back to the pool the runs share once the chain has run (another run of this
+      // runner could otherwise write into a buffer an earlier call of the chain still reads)
+      const chainFreed = new BufferPool();
+      let preparing = false;
       const releaseBefore = (i: number) => {
-        for (let h = held.length - 1; h >= 0; h--) if (held[h].until < i) pool.give(held.splice(h, 1)[0].buf);
+        for (let h = held.length - 1; h >= 0; h--) if (held[h].until < i) (preparing ? chainFreed : pool).give(held.splice(h, 1)[0].buf);
       };
       const allocFor = (value: string) => (len: number) => {
         const until = pooled ? life!.get(value)! : Infinity;
-        const buf = until === Infinity ? new Float32Array(len) : pool.take(len);
+        const buf = until === Infinity ? new Float32Array(len) : preparing ? chainFreed.take(len, pool) : pool.take(len);
         if (until !== Infinity) held.push({ until, buf });
         return buf;
+      };
+      /** A layer's output buffer: its residual input's own buffer where the layer can add to it (Variant.accumulate)
+       * and nothing reads the residual after this layer, else a buffer from the pool. */
+      const outFor = (n: Node, inputs: (Value | undefined)[]) => {
+        const m = metaOf.get(n)!, res = inputs[3], x = inputs[0];
+        const until = pooled && m.accumulate && !m.pair ? life!.get(n.outputs[0]) : undefined;
+        const h = until !== undefined && until !== Infinity && res instanceof TensorData && res.dtype === 'float32' && life!.get(n.inputs[3]) === index.get(n)
+          && x instanceof TensorData && (x.data as Float32Array).buffer !== (res.data as Float32Array).buffer ? held.find((e) => e.buf === res.data) : undefined;
+        const fresh = allocFor(n.outputs[0]);
+        return (len: number) => {
+          if (!h || len !== h.buf.length) return fresh(len);
+          h.until = until!;
+          return h.buf;
+        };
       };
       // outputs of this run's native layers (inputs of later chain members), and outputs a chain computed ahead
       const produced = new Map<string, Value>();
@@ -202,7 +229,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       };
       const single = async (n: Node, inputs: (Value | undefined)[]) => {
         releaseBefore(index.get(n)!);
-        const p = kernels.get(n)!.prepare(inputs, allocFor(n.outputs[0]));
+        const p = kernels.get(n)!.prepare(inputs, outFor(n, inputs));
         if ('done' in p) return record(n, p.done);
         const { fn, args, nb, result, work } = p.call;
         await invoke(work, () => lib.callSync(fn, args, nb), () => lib.callAsync(fn, args, nb));
@@ -239,6 +266,59 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         }
         return out.length === 1 && out[0] instanceof TensorData && out[0].data === x.data ? out : undefined;
       };
+      /** One strided attention call for a whole group (see attentionGroups) in place of its Split copies, Transposes
+       * and attention: the outputs of every member (placeholders for the unwritten ones, the real output of the final
+       * Transpose), or undefined where the views or shapes do not fit (the members then run one by one). The call
+       * goes into the chain's \`calls\`. */
+      const fuseAttention = (g: AttentionGroup, valueOf: (x: string) => Value | undefined, calls: Call[]): Map<Node, Value[]> | undefined => {
+        const outs = new Map<Node, Value[]>();
+        const views = new Map<string, View>();
+        for (const m of g.members) {
+          if (m === g.attn || m === g.out) continue;
+          const ins = m.inputs.map((x) => (x ? views.get(x) ?? valueOf(x) : undefined));
+          const made = viewOf(m, ins, (n, x) => fallback(n, [placeholder(x.dims), ...x.rest]));
+          if (!made) return undefined;
+          made.forEach((v, k) => views.set(m.outputs[k], v));
+          outs.set(m, made.map((v) => placeholder(v.dims)));
+        }
+        const [q, k, v] = g.attn.inputs.slice(0, 3).map((x) => views.get(x));
+        const mask = g.attn.inputs[3] ? valueOf(g.attn.inputs[3]) : undefined;
+        const am = metaOf.get(g.attn)!;
+        if (!q || !k || !v || (g.attn.inputs[3] && !(mask instanceof TensorData)) || symbol(am.fn) === undefined) return undefined;
+        const nb = runBatch(am, [placeholder(q.dims), placeholder(k.dims), placeholder(v.dims), mask]);
+        if (nb === undefined || ![q, k, v].every((w) => w.dims.length === 4) || q.strides[3] !== 1 || v.strides[3] !== 1) return undefined;
+        const [B, H, S] = q.dims, DV = v.dims[3];
+        // K's strides along L and along D (k_transposed: K is [B, H, D, L])
+        const [kl, kd] = g.attn.attrs.k_transposed?.value ? [k.strides[3], k.strides[2]] : [k.strides[2], k.strides[3]];
+        releaseBefore(index.get(g.members[0])!);
+        const y = allocFor(g.out.outputs[0])(B * S * H * DV);
+        const params = BigInt64Array.from([q.offset, ...q.strides.slice(0, 3), k.offset, k.strides[0], k.strides[1], kl, v.offset, ...v.strides.slice(0, 3),
+          0, S * H * DV, DV, H * DV, kd], BigInt);
+        for (const a of [params, y, q.base, k.base, v.base, (mask as TensorData | undefined)?.data]) if (a) void (a as Float32Array).buffer;
+        keepParams.push(params);
+        calls.push({ fn: am.fn, args: [q.base, k.base, v.base, (mask as TensorData | undefined)?.data ?? null, y, params], nb, result: [], work: (am.work ?? 0) * (nb / (am.outDims[0] || 1)) });
+        outs.set(g.attn, [placeholder([B, H, S, DV])]);
+        outs.set(g.out, [new TensorData('float32', [B, S, H, DV], y)]);
+        return outs;
+      };
+      const placeholder = (dims: number[]) => {
+        const n = dims.reduce((a, b) => a * b, 1);
+        if (unwritten.length < n) unwritten = new Float32Array(n);
+        return new TensorData('float32', dims, unwritten.subarray(0, n));
+      };
+      /** A layer with a pair function (LayerMeta.pair) right after its producer's call: the two become one call in
+       * place of the producer's, whose output is left unwritten (only this layer reads it, and with the pool on no
+       * caller sees it). Not where this layer's output took the buffer of the producer's input, which the pair reads. */
+      const pairUp = (n: Node, inputs: (Value | undefined)[], call: Call, calls: Call[]): boolean => {
+        const pair = metaOf.get(n)!.pair, prev = calls[calls.length - 1], pw = pair && byName.get(pair.producer);
+        const w1 = pw && model.graph.initializers.get(pw.inputs[1])?.data;
+        if (!pair || !prev || !pw || !(w1 instanceof Float32Array) || prev.fn !== metaOf.get(pw)?.fn || prev.result[0] !== inputs[0] || prev.nb !== call.nb) return false;
+        const x = prev.args[0] as Float32Array, y = call.args[4] as Float32Array;
+        if (x.buffer === y.buffer || symbol(pair.fn) === undefined) return false;
+        void w1.buffer;
+        calls[calls.length - 1] = { fn: pair.fn, args: [x, w1, prev.args[2], ...call.args.slice(1, 5)], nb: call.nb, result: call.result, work: prev.work + call.work };
+        return true;
+      };
       /** Runs the chain's members (as far as their inputs fit their code) in one foreign call; the head's outputs
        * are returned, the others wait in \`pending\` for the executor to reach them. */
       const runChain = async (nodes: Node[], headInputs: (Value | undefined)[]): Promise<Value[]> => {
@@ -246,8 +326,25 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         const inits = model.graph.initializers;
         const calls: Call[] = [];
         const results: Value[][] = [];
+        const valueOf = (x: string) => inits.get(x) ?? produced.get(x) ?? given.get(x);
+        const fusedOut = new Map<Node, Value[]>();
+        preparing = true;
         for (const [j, n] of nodes.entries()) {
-          const inputs = j === 0 ? headInputs : n.inputs.map((x) => (x ? inits.get(x) ?? produced.get(x) ?? given.get(x) : undefined));
+          const ready = fusedOut.get(n);
+          if (ready) {
+            results.push(record(n, ready));
+            continue;
+          }
+          const group = j > 0 && pooled ? groups.get(n) : undefined;
+          if (group && nodes.slice(j, j + group.members.length).every((m, i) => m === group.members[i])) {
+            const fused = fuseAttention(group, valueOf, calls);
+            if (fused) {
+              for (const [m, out] of fused) fusedOut.set(m, out);
+              results.push(record(n, fusedOut.get(n)!));
+              continue;
+            }
+          }
+          const inputs = j === 0 ? headInputs : n.inputs.map((x) => (x ? valueOf(x) : undefined));
           if (inputs.some((v, q) => n.inputs[q] && v === undefined)) break;
           if (!kernels.has(n)) {
             const out = isSplit(n) ? chainSplit(n, inputs, calls) : chainView(n, inputs);
@@ -256,13 +353,18 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
             continue;
           }
           if (runBatch(metaOf.get(n)!, inputs) === undefined || symbol(metaOf.get(n)!.fn) === undefined) break;
-          releaseBefore(index.get(n)!);
-          const p = kernels.get(n)!.prepare(inputs, allocFor(n.outputs[0]));
+          // a layer that may pair with its producer keeps the producer's inputs (which the pair reads) one node longer
+          releaseBefore(index.get(n)! - (pooled && metaOf.get(n)!.pair ? 1 : 0));
+          const p = kernels.get(n)!.prepare(inputs, outFor(n, inputs));
           const out = 'done' in p ? p.done : p.call.result;
-          if ('call' in p) calls.push(p.call);
+          if ('call' in p && !(pooled && pairUp(n, inputs, p.call, calls))) calls.push(p.call);
           results.push(record(n, out));
         }
-        if (!results.length) return single(nodes[0], headInputs);
+        preparing = false;
+        if (!results.length) {
+          chainFreed.moveTo(pool);
+          return single(nodes[0], headInputs);
+        }
         const prog = new BigInt64Array(calls.length * 10);
         void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
         calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
@@ -270,6 +372,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           await invoke(calls.reduce((a, c) => a + c.work, 0), () => void lib.runChain(prog, calls.length, true),
             () => lib.runChain(prog, calls.length, false) as Promise<void>);
         }
+        chainFreed.moveTo(pool);
         for (let j = 1; j < results.length; j++) pending.set(nodes[j], results[j]);
         return results[0];
       };
@@ -304,6 +407,104 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       pool.clear();
     },
   };
+}
+
+/**
+ * BERT's attention block: Split of the QKV product (optional), Reshapes to heads, Transposes into kiln:Attention (Q
+ * and V [0, 2, 1, 3], K [0, 2, 3, 1] with k_transposed; any 4-D permutation), and a Transpose [0, 2, 1, 3] of its
+ * output. Inside a chain of calls with pooled buffers (no caller sees intermediate values), the group runs as one
+ * attention call that reads Q, K and V through strides straight from the Split's input and writes the final
+ * Transpose's output: 3 row copies and 4 transposes less per layer. The other members' values are placeholders of the
+ * right dims that nothing reads: each member's outputs go only to the next member, and none is a graph output.
+ * Groups are keyed by their first member in schedule order; members are consecutive there.
+ */
+interface AttentionGroup { attn: Node; out: Node; members: Node[] }
+
+function attentionGroups(order: Node[], kernels: Map<Node, unknown>, model: Model): Map<Node, AttentionGroup> {
+  const groups = new Map<Node, AttentionGroup>();
+  const producer = new Map<string, Node>();
+  const consumers = new Map<string, Node[]>();
+  for (const n of order) {
+    for (const o of n.outputs) if (o) producer.set(o, n);
+    for (const x of n.inputs) if (x) consumers.set(x, [...(consumers.get(x) ?? []), n]);
+  }
+  const outputs = new Set(model.graph.outputs.map((o) => o.name));
+  const only = (value: string, to: Node) => !outputs.has(value) && consumers.get(value)?.length === 1 && consumers.get(value)![0] === to;
+  const isT = (n: Node | undefined) => !!n && n.domain === '' && n.opType === 'Transpose' && (n.attrs.perm?.value as number[] | undefined)?.length === 4;
+  const isHeadsT = (n: Node | undefined) => isT(n) && (n!.attrs.perm!.value as number[]).join() === '0,2,1,3';
+  const index = new Map(order.map((n, i) => [n, i]));
+  for (const a of order) {
+    if (!(a.domain === KILN_DOMAIN && a.opType === 'Attention' && kernels.has(a))) continue;
+    const out = consumers.get(a.outputs[0])?.[0];
+    if (!isHeadsT(out) || !kernels.has(out!) || !only(a.outputs[0], out!)) continue;
+    const members = new Set<Node>([a, out!]);
+    let ok = true;
+    const splits = new Set<Node>();
+    for (const x of a.inputs.slice(0, 3)) {
+      const t = producer.get(x);
+      if (!isT(t) || !only(x, a)) { ok = false; break; }
+      members.add(t!);
+      let src = t!.inputs[0];
+      const r = producer.get(src);
+      if (r && r.domain === '' && r.opType === 'Reshape' && only(src, t!)) {
+        members.add(r);
+        src = r.inputs[0];
+      }
+      const sp = producer.get(src);
+      if (sp && isSplit(sp)) splits.add(sp);
+    }
+    if (!ok) continue;
+    // a Split is left out (its outputs made for real) unless every output of it feeds this group alone
+    for (const sp of splits) if (sp.outputs.every((o) => o && [...members].some((m) => m.inputs[0] === o && only(o, m)))) members.add(sp);
+    const sorted = [...members].sort((p, q) => index.get(p)! - index.get(q)!);
+    if (index.get(sorted[sorted.length - 1])! - index.get(sorted[0])! !== sorted.length - 1) continue;
+    groups.set(sorted[0], { attn: a, out: out!, members: sorted });
+  }
+  return groups;
+}
+
+/** A strided view of a float32 buffer: element i at base[offset + sum(i[d] * strides[d])]. */
+interface View { base: Float32Array; offset: number; dims: number[]; strides: number[] }
+
+const denseStrides = (dims: number[]) => dims.map((_, i) => dims.slice(i + 1).reduce((a, b) => a * b, 1));
+
+/**
+ * The outputs of a Split, Reshape or heads Transpose as views of its input (a view or a dense float32 tensor), or
+ * undefined where they are not expressible as one. \`reshapeTo\` runs the reference Reshape on a placeholder of the
+ * view's dims (with the node's other inputs) to learn the target dims.
+ */
+function viewOf(n: Node, ins: (Value | View | undefined)[], reshapeTo: (n: Node, x: { dims: number[]; rest: (Value | undefined)[] }) => Value[]): View[] | undefined {
+  const x = ins[0];
+  const asView = (v: Value | View | undefined): View | undefined =>
+    v && 'base' in v ? v : v instanceof TensorData && v.dtype === 'float32' ? { base: v.data as Float32Array, offset: 0, dims: [...v.dims], strides: denseStrides([...v.dims]) } : undefined;
+  if (isSplit(n)) {
+    if (!(x instanceof TensorData)) return undefined;
+    const g = splitGeometry(n, ins as (Value | undefined)[]);
+    return g?.parts.map((p) => ({ base: x.data as Float32Array, offset: p.offset, dims: p.dims, strides: denseStrides([...x.dims]) }));
+  }
+  const v = asView(x);
+  if (!v) return undefined;
+  if (n.opType === 'Transpose') {
+    const perm = n.attrs.perm?.value as number[];
+    return [{ base: v.base, offset: v.offset, dims: perm.map((a) => v.dims[a]), strides: perm.map((a) => v.strides[a]) }];
+  }
+  if (n.opType !== 'Reshape') return undefined;
+  let out: Value[];
+  try {
+    out = reshapeTo(n, { dims: v.dims, rest: ins.slice(1) as (Value | undefined)[] });
+  } catch {
+    return undefined;
+  }
+  const to = out[0] instanceof TensorData ? [...out[0].dims] : undefined;
+  if (!to) return undefined;
+  const r = v.dims.length;
+  if (to.join() === v.dims.join()) return [v];
+  if (v.strides.join() === denseStrides(v.dims).join()) return [{ ...v, dims: to, strides: denseStrides(to) }];
+  // the last axis split in two (heads): the leading axes keep their strides
+  if (to.length === r + 1 && v.strides[r - 1] === 1 && to.slice(0, r - 1).join() === v.dims.slice(0, r - 1).join() && to[r - 1] * to[r] === v.dims[r - 1]) {
+    return [{ ...v, dims: to, strides: [...v.strides.slice(0, r - 1), to[r], 1] }];
+  }
+  return undefined;
 }
 
 /**

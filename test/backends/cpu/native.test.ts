@@ -213,6 +213,100 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     expect(calls).toEqual({ chain: 3, single: 0 });
   }, 60_000);
 
+  it("BERT's attention block (QKV Split, head Transposes, attention, merge Transpose) runs as one strided attention call", async () => {
+    // the layout of bert.ts: one QKV product split three ways, heads by Reshape + Transpose (K to [B, H, D, S]),
+    // scaled scores plus an additive mask, softmax, times V, heads merged back; S = 37 is off the 6-row blocks
+    const [S, H, DH] = [37, 4, 16], hidden = H * DH;
+    const b = new GraphBuilder('attn_block');
+    const r = seededRandom(8);
+    const x = b.input('x', 'float32', [1, S, hidden]);
+    // an additive key mask the chain of calls holds (a constant; bert.ts computes it in a native layer)
+    const scalar = (name: string, v: number) => b.initializer(name, new TensorData('float32', [], Float32Array.of(v)));
+    const mask = b.initializer('mask', new TensorData('float32', [1, 1, 1, S], Float32Array.from({ length: S }, (_, i) => (i % 5 === 4 ? -1e4 : 0))));
+    const qkv = b.op('MatMul', [x, b.initializer('wqkv', randomTensor(r, [hidden, 3 * hidden], 0.2))], {}, 'qkv');
+    const heads = b.initializer('heads', new TensorData('int64', [4], BigInt64Array.of(1n, BigInt(S), BigInt(H), BigInt(DH))));
+    const parts = b.node('Split', [qkv, b.initializer('sizes', new TensorData('int64', [3], BigInt64Array.of(...[1, 2, 3].map(() => BigInt(hidden)))))], { axis: -1 }, { outputs: 3, name: 'split' });
+    const [q, kT, v] = parts.map((p, i) => b.op('Transpose', [b.op('Reshape', [p, heads], {}, `to_heads${i}`)], { perm: i === 1 ? [0, 2, 3, 1] : [0, 2, 1, 3] }, `t${i}`));
+    let sc = b.op('Div', [b.op('MatMul', [q, kT], {}, 'scores'), scalar('scale', Math.sqrt(DH))], {}, 'div');
+    sc = b.op('Add', [sc, mask], {}, 'add_mask');
+    const ctxv = b.op('MatMul', [b.op('Softmax', [sc], { axis: -1 }, 'softmax'), v], {}, 'context');
+    const merged = b.op('Reshape', [b.op('Transpose', [ctxv], { perm: [0, 2, 1, 3] }, 'merge_t'), b.initializer('merge', new TensorData('int64', [3], BigInt64Array.of(1n, BigInt(S), BigInt(hidden))))], {}, 'merge');
+    b.output(b.op('MatMul', [merged, b.initializer('wo', randomTensor(r, [hidden, 24], 0.2))], {}, 'out'));
+    const m = b.model(17);
+    const plan = await build(m);
+    expect(nativeLayers(plan.bytes).map((l) => l.opType)).toContain('Attention');
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const ctx = engine.createContext();
+    let records = 0;
+    const proto = NativeLibrary.prototype;
+    const { runChain } = proto;
+    const spy = vi.spyOn(proto, 'runChain').mockImplementation(function (this: NativeLibrary, prog, n, sync) { records += n; return runChain.call(this, prog, n, sync); });
+    try {
+      for (let run = 0; run < 3; run++) {
+        const xs = randomTensor(seededRandom(run), [1, S, hidden], 1);
+        const out = await ctx.run({ x: new Tensor('float32', xs.data as Float32Array, xs.dims) });
+        const ref = executeGraph(m.graph, new Map([['x', xs]]), { opsets: m.opsets });
+        const [k, val] = Object.entries(out)[0];
+        const a = (val as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
+        expect(a.length).toBe(w.length);
+        const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
+        let worst = 0;
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+        expect(worst, `run ${run}`).toBeLessThan(1e-3);
+      }
+    } finally {
+      spy.mockRestore();
+      engine.dispose();
+    }
+    // per run: the QKV product, one attention call, the output product (no Split copies, no Transposes)
+    expect(records).toBe(3 * 3);
+  }, 60_000);
+
+  it('a layer adds its product onto its residual in place only where the residual dies there', async () => {
+    const b = new GraphBuilder('residuals');
+    const r = seededRandom(9);
+    const x = b.input('x', 'float32', [40, 64]);
+    const mm = (h: string, name: string) => b.op('MatMul', [h, b.initializer(`w_${name}`, randomTensor(r, [64, 64], 0.2))], {}, name);
+    // with a bias, so the sum is the layer's residual input (a full-size sum alone would be taken as its bias)
+    const dense = (h: string, res: string, name: string) => b.op('Add', [b.op('Add', [mm(h, name), b.initializer(`b_${name}`, randomTensor(r, [64], 0.2))], {}, `${name}_bias`), res], {}, `${name}_res`);
+    const h0 = mm(x, 'mm0');
+    const h1 = dense(mm(h0, 'mmA'), h0, 'd1'); // h0 dies here: in place
+    const h2 = dense(h1, h1, 'd2'); // its own input: not in place
+    const h3 = dense(mm(h2, 'mmB'), h2, 'd3'); // h2 dies here: in place
+    const h4 = dense(mm(h3, 'mmC'), h3, 'd4'); // h3 is read again below: not in place
+    b.output(mm(b.op('Add', [h4, h3], {}, 'sum'), 'out'));
+    const m = b.model(17);
+    const plan = await build(m);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const ctx = engine.createContext();
+    let inPlace = 0;
+    const proto = NativeLibrary.prototype;
+    const { runChain } = proto;
+    // a record's a3 (residual) and a4 (output) at the same address: the layer accumulates onto its residual
+    const spy = vi.spyOn(proto, 'runChain').mockImplementation(function (this: NativeLibrary, prog, n, sync) {
+      for (let i = 0; i < n; i++) if (prog[i * 10 + 4] !== 0n && prog[i * 10 + 4] === prog[i * 10 + 5]) inPlace++;
+      return runChain.call(this, prog, n, sync);
+    });
+    try {
+      for (let run = 0; run < 3; run++) {
+        const xs = randomTensor(seededRandom(20 + run), [40, 64], 1);
+        const out = await ctx.run({ x: new Tensor('float32', xs.data as Float32Array, xs.dims) });
+        const ref = executeGraph(m.graph, new Map([['x', xs]]), { opsets: m.opsets });
+        for (const [k, v] of Object.entries(out)) {
+          const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
+          const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
+          let worst = 0;
+          for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+          expect(worst, `run ${run}, ${k}`).toBeLessThan(1e-3);
+        }
+      }
+    } finally {
+      spy.mockRestore();
+      engine.dispose();
+    }
+    expect(inPlace).toBe(2 * 3);
+  }, 60_000);
+
   it('lets the event loop in during a run of many small layers', async () => {
     // layers far below the synchronous-call threshold, with a reference-only op between them (no chain)
     const b = new GraphBuilder('small_layers');

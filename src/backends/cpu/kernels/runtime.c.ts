@@ -1,5 +1,6 @@
 // The fixed part of every compiled CPU library: vector types for the host ISA, vectorizable math, a small thread
-// pool and the row kernels (softmax, layer norm, attention, pooling); the register-tile kernels are in tiles.c.ts.
+// pool and the row kernels (softmax, layer norm, pooling); the register-tile kernels are in tiles.c.ts, attention is
+// generated per layer (codegen.ts).
 // Per-layer code from codegen.ts calls these with its shapes baked in as constants.
 
 /** Declarations shared by every translation unit. */
@@ -18,6 +19,19 @@ export const RUNTIME_H = String.raw`
 #endif
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+/* lane masks picking the even or the odd elements of two vectors laid end to end (one permute on AVX-512): the
+   stride-2 depthwise kernels read their columns this way instead of de-interleaving the input in memory */
+typedef int32_t kvi __attribute__((vector_size(VW * 4)));
+#if VW == 16
+#define KEVEN ((kvi){ 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30 })
+#define KODD ((kvi){ 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31 })
+#elif VW == 8
+#define KEVEN ((kvi){ 0, 2, 4, 6, 8, 10, 12, 14 })
+#define KODD ((kvi){ 1, 3, 5, 7, 9, 11, 13, 15 })
+#else
+#define KEVEN ((kvi){ 0, 2, 4, 6 })
+#define KODD ((kvi){ 1, 3, 5, 7 })
+#endif
 #define KEXPORT __attribute__((visibility("default")))
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 #define KMAX(a, b) ((a) > (b) ? (a) : (b))
@@ -40,6 +54,7 @@ typedef struct gemm_s {
   /* optional: 'batch' independent GEMMs sharing A (one per image); image b's ctx is at ctx + b * ctxbs bytes and
      its C at c + b * cbs floats (batch 0 means 1) */
   int batch; size_t cbs, ctxbs;
+  int accumulate;                  /* C already holds the residual (the runner gave the layer its buffer): add to it */
 } gemm_t;
 
 /* Direct convolution (stride 1, group 1) on a zero-padded copy of the input, without im2col: the output is computed
@@ -69,6 +84,7 @@ typedef struct tconv_s {
   const void *ctx; size_t ctxbs;
   float *c; size_t cbs;
   int batch;
+  int accumulate;                  /* as in gemm_t */
 } tconv_t;
 float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per);
 
@@ -82,14 +98,6 @@ void kiln_global_pool(const float *x, float *y, int planes, int hw, int is_max);
 typedef void (*plane_epi)(const void *ctx, float *plane, int n, int oc);
 void kiln_depthwise(const float *x, const float *w, const float *bias, float *y, int N, int C, int H, int W, int OH, int OW,
   int kh, int kw, int sh, int sw, int dh, int dw, int ph, int pw, int mult, plane_epi epi, const void *ctx);
-typedef struct attn_s {
-  int B, H, S, L, D, DV, kt;
-  float scale;
-  const float *q, *k, *v; const void *mask; int mask_bool;
-  long mq[4];                      /* mask strides over [B, H, S, L] (0 where broadcast) */
-  float *y;
-} attn_t;
-void kiln_attention(const attn_t *a);
 
 static inline float kexp(float x) {
   float c = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
@@ -531,87 +539,4 @@ void kiln_depthwise(const float *x, const float *w, const float *bias, float *y,
   dw_job j = { x, w, bias, y, C, H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw, mult, epi, ctx };
   kiln_pool_run(dw_task, &j, N * C * mult);
 }
-
-/* y[0..n) = x[0..k) times the row-major [k][n] matrix m, 8 vectors of y at a time held in registers. */
-static void row_times(const float *restrict x, int k, const float *restrict m, int n, float *restrict y) {
-  enum { U = 8 };
-  int j0 = 0;
-  for (; j0 + U * VW <= n; j0 += U * VW) {
-    vf acc[U];
-    for (int u = 0; u < U; u++) acc[u] = (vf){0};
-    for (int d = 0; d < k; d++) {
-      float xv = x[d];
-      const float *mr = m + (size_t)d * n + j0;
-      _Pragma("GCC unroll 8") for (int u = 0; u < U; u++) acc[u] += xv * *(const vfu *)(mr + u * VW);
-    }
-    for (int u = 0; u < U; u++) *(vfu *)(y + j0 + u * VW) = acc[u];
-  }
-  if (j0 == n) return;
-  for (int j = j0; j < n; j++) y[j] = 0;
-  for (int d = 0; d < k; d++) {
-    float xv = x[d];
-    const float *mr = m + (size_t)d * n;
-    for (int j = j0; j < n; j++) y[j] += xv * mr[j];
-  }
-}
-
-/* Y[r][0..n) = X[r][0..k) times the row-major [k][n] matrix m for 'rows' rows (X rows ldx apart, Y rows ldy apart):
-   4 rows x 4 vectors at a time, so each vector of m loaded meets 4 rows (a lone row_times is bound by those loads);
-   leftover rows and columns go through row_times. */
-static void rows_times(const float *restrict x, int ldx, int rows, int k, const float *restrict m, int n, float *restrict y, int ldy) {
-  enum { R = 4, U = 4 };
-  int r0 = 0;
-  for (; r0 + R <= rows; r0 += R) {
-    int j0 = 0;
-    for (; j0 + U * VW <= n; j0 += U * VW) {
-      vf acc[R][U];
-      for (int r = 0; r < R; r++) for (int u = 0; u < U; u++) acc[r][u] = (vf){0};
-      for (int d = 0; d < k; d++) {
-        const float *mr = m + (size_t)d * n + j0;
-        vf mv[U];
-        _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) mv[u] = *(const vfu *)(mr + u * VW);
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
-          float xv = x[(size_t)(r0 + r) * ldx + d];
-          _Pragma("GCC unroll 4") for (int u = 0; u < U; u++) acc[r][u] += xv * mv[u];
-        }
-      }
-      for (int r = 0; r < R; r++) for (int u = 0; u < U; u++) *(vfu *)(y + (size_t)(r0 + r) * ldy + j0 + u * VW) = acc[r][u];
-    }
-    if (j0 < n) for (int r = 0; r < R; r++) {
-      float *yr = y + (size_t)(r0 + r) * ldy;
-      const float *xr = x + (size_t)(r0 + r) * ldx;
-      for (int j = j0; j < n; j++) yr[j] = 0;
-      for (int d = 0; d < k; d++) for (int j = j0; j < n; j++) yr[j] += xr[d] * m[(size_t)d * n + j];
-    }
-  }
-  for (; r0 < rows; r0++) row_times(x + (size_t)r0 * ldx, k, m, n, y + (size_t)r0 * ldy);
-}
-
-/* One (batch, head) per task: scores = Q K^T * scale + mask, softmax per row, then P V. */
-static void attn_task(void *p, int t) {
-  const attn_t *a = p;
-  int b = t / a->H, h = t % a->H, S = a->S, L = a->L, D = a->D, DV = a->DV;
-  size_t bh = (size_t)b * a->H + h;
-  const float *q = a->q + bh * S * D, *k = a->k + bh * L * D, *v = a->v + bh * L * DV;
-  float *kt = kiln_scratch(0, (size_t)D * L + (size_t)S * L);
-  float *sc = kt + (size_t)D * L;
-  if (a->kt) memcpy(kt, k, (size_t)D * L * sizeof(float));
-  else for (int l = 0; l < L; l++) for (int d = 0; d < D; d++) kt[(size_t)d * L + l] = k[(size_t)l * D + d];
-  rows_times(q, D, S, D, kt, L, sc, L);
-  for (int s = 0; s < S; s++) {
-    float *row = sc + (size_t)s * L;
-    long mo = b * a->mq[0] + h * a->mq[1] + (long)s * a->mq[2];
-    if (!a->mask) for (int l = 0; l < L; l++) row[l] *= a->scale;
-    else if (a->mask_bool) {
-      const uint8_t *m = (const uint8_t *)a->mask + mo;
-      for (int l = 0; l < L; l++) row[l] = m[l * a->mq[3]] ? row[l] * a->scale : -INFINITY;
-    } else {
-      const float *m = (const float *)a->mask + mo;
-      for (int l = 0; l < L; l++) row[l] = row[l] * a->scale + m[l * a->mq[3]];
-    }
-    softmax_row(row, row, L);
-  }
-  rows_times(sc, L, S, L, v, DV, a->y + bh * S * DV, DV);
-}
-void kiln_attention(const attn_t *a) { kiln_pool_run(attn_task, (void *)a, a->B * a->H); }
 `;

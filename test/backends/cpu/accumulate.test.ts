@@ -1,0 +1,86 @@
+// Layers that add their product onto their residual in place (Variant.accumulate: the runner passes the residual's
+// buffer as the output where the residual dies at the layer): every such variant, called that way, matches the
+// reference, on convolutions whose tiles are whole and partial in both positions and channels, and on matrix products.
+import { describe, it, expect } from 'vitest';
+import type { Model, Node } from '../../../src/ir/graph.js';
+import { TensorData, type Value } from '../../../src/ir/tensor.js';
+import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
+import { optimize } from '../../../src/passes/pipeline.js';
+import { inferShapes } from '../../../src/passes/infer.js';
+import { executeGraph } from '../../../src/ops/execute.js';
+import { findCompiler } from '../../../src/backends/cpu/compiler.js';
+import { cpuBackend } from '../../../src/backends/cpu/index.js';
+import { layerArgs, runBatch, type LayerMeta } from '../../../src/backends/cpu/build.js';
+import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
+
+/** The parts of build.ts's (unexported) NativeTactic this test reaches into. */
+interface NativeTacticView {
+  build: { lib: NativeLibrary };
+  kernel: Pick<LayerMeta, 'args' | 'inputDims' | 'outDims' | 'batch'>;
+  variant: { fn: string; accumulate?: boolean };
+  packed: unknown;
+}
+
+async function prepared(m: Model) {
+  await optimize(m, { inputShapes: new Map(m.graph.inputs.map((i) => [i.name, (i.type as { shape: number[] }).shape])) });
+  inferShapes(m.graph, m.opsets);
+  return m;
+}
+
+/** Runs every accumulating variant of every layer with a residual, output buffer = a copy of the residual; returns
+ * the variants checked (by tactic name). */
+async function checkAccumulating(m: Model, inputs: Map<string, Value>, threads: number): Promise<string[]> {
+  const ref = executeGraph(m.graph, inputs, { opsets: m.opsets, keepAll: true });
+  const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+  const checked: string[] = [];
+  for (const node of m.graph.nodes) {
+    if (!node.inputs[3]) continue;
+    const ins = node.inputs.map((n) => (n ? ref.get(n) : undefined));
+    for (const t of cpuBackend.tactics(node, m, typeOf)) {
+      const nt = t as unknown as NativeTacticView;
+      if (!nt.variant?.accumulate) continue;
+      await t.run(node as Node, ins, m.opsets); // packs the weights
+      const buf = Float32Array.from((ins[3] as TensorData).data as Float32Array);
+      const args = layerArgs(nt.kernel.args, ins, nt.packed, buf);
+      args[3] = buf; // the residual argument is the output buffer
+      nt.build.lib.threads(threads);
+      nt.build.lib.callSync(nt.variant.fn, args, runBatch(nt.kernel, ins)!);
+      const w = (ref.get(node.outputs[0]) as TensorData).data as Float32Array;
+      const atol = 1e-3 * w.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+      let worst = 0;
+      for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(buf[i] - w[i]) / (atol + Math.abs(w[i])));
+      expect(worst, `${node.name} ${t.name}`).toBeLessThan(1e-3);
+      checked.push(t.name);
+    }
+  }
+  return checked;
+}
+
+describe.skipIf(!findCompiler())('layers accumulating onto their residual', () => {
+  it('convolutions (GEMM and transposed tiles, whole and partial, 2 images) and matrix products', async () => {
+    const r = seededRandom(12);
+    const b = new GraphBuilder('accumulate');
+    const x = b.input('x', 'float32', [2, 16, 19, 37]);
+    const conv = (inp: string, cin: number, cout: number, name: string, k: number, pad: number) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, k, k], 0.2)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: [k, k], pads: [pad, pad, pad, pad] }, name);
+    // 32 channels: whole 16-channel tiles (and 13: partial ones); rows of 37 positions: whole and partial tiles
+    const h = b.op('Relu', [conv(x, 16, 32, 'pw', 1, 0)], {}, 'r0');
+    const y = b.op('Relu', [b.op('Add', [conv(h, 32, 32, 'c3', 3, 1), h], {}, 'res')], {}, 'r1');
+    const z = b.op('Add', [conv(y, 32, 13, 'c13', 3, 1), conv(y, 32, 13, 'side', 1, 0)], {}, 'res13');
+    b.output(z);
+    // a matrix product with bias and residual (the residual is its fourth input)
+    const v = b.input('v', 'float32', [40, 64]);
+    const g = b.op('MatMul', [v, b.initializer('wv', randomTensor(r, [64, 64], 0.2))], {}, 'mm0');
+    const dense = b.op('Add', [b.op('MatMul', [g, b.initializer('w1', randomTensor(r, [64, 64], 0.2))], {}, 'mm1'), b.initializer('b1', randomTensor(r, [64], 0.1))], {}, 'bias1');
+    b.output(b.op('Add', [dense, v], {}, 'res_mm'));
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(1), [2, 16, 19, 37], 1)], ['v', randomTensor(seededRandom(2), [40, 64], 1)]]);
+    for (const threads of [1, 2]) {
+      const checked = await checkAccumulating(m, inputs, threads);
+      const kinds = new Set(checked.map((t) => t.replace(/^native-\w+?-/, '').replace(/-\d+x\d+$/, '')));
+      expect([...kinds].sort()).toEqual(['conv', 'gemm', 'tconv']);
+      expect(checked.filter((t) => t.includes('tconv-16x16')).length).toBeGreaterThan(1);
+    }
+  }, 120_000);
+});

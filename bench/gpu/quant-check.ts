@@ -2,7 +2,7 @@
 // cuda and for the reference CPU executor, run on the same seeded inputs; PASS when every quantized layer ran on the
 // GPU and the outputs agree within one LSB of the output scale (float outputs: |diff| <= 1 LSB of amax/127 for int8,
 // relative 2e-2 for fp8). Also runs the QMatMul of BERT-small through cuBLASLt (KILN_QGEMM=cublaslt) as a second path,
-// the wgmma kernel (KILN_QGEMM=wgmma, Hopper), and fp16 builds (the speed configuration: fp16 residuals and float outputs around the quantized layers) against the
+// the wgmma kernel (KILN_QGEMM=wgmma, =wgmma-staged, =wgmma64; Hopper), and fp16 builds (the speed configuration: fp16 residuals and float outputs around the quantized layers) against the
 // CPU engine built at fp16 too.
 // Usage (GPU machine): node bench/gpu/quant-check.js
 import { resnet50, RESNET_SMALL, bertBase, BERT_SMALL, tinyCnn } from '../models/zoo.js';
@@ -78,5 +78,13 @@ await check('bert-small', () => bertBase(BERT_SMALL), 'fp8', 2, 'cublaslt');
 // is not a candidate: its accumulation is less precise, see src/backends/cuda/codegen/quant.ts)
 await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma');
 await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma');
+// the staged-epilogue wgmma variants, in fp16 builds too (fp16 outputs, fp16 residuals, int8 second outputs)
+await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma-staged');
+await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma-staged', 'fp16');
+await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma64', 'fp16');
+await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma-staged', 'fp16');
+await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma64');
+await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma-persistent-staged', 'fp16');
+await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma-persistent-staged', 'fp16');
 console.log(`quant checks: ${failures} failure(s)`);
 process.exit(failures ? 1 : 0);

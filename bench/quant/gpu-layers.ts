@@ -4,7 +4,11 @@
 // the ldmatrix version with each tile), cuBLASLt int8/fp8 + epilogue kernel (dense GEMMs only), cuBLASLt fp16 GEMM with
 // bias (the fp16 engine's route for MatMul; for convolutions a GEMM of the same size, a proxy for cuDNN).
 // Also checks that the new kernel's output equals the first version's byte for byte, and times the wgmma kernel
-// (Hopper) against it. Usage: node bench/quant/gpu-layers.js [bert|resnet]
+// (Hopper) against it: direct epilogue (128x128, 128x64) and staged through shared memory (128x128, 128x64 at 3 blocks
+// per SM, 64x64) and on a persistent grid (128x64 direct and staged), each held to the ldmatrix kernel byte for byte, on a subset also with the fp16 output, fp16 residual
+// and int8 second output of the fp16 engines. Totals: best-before = best of the routes of the previous pass (ldmatrix
+// tiles, direct wgmma, cuBLASLt + epilogue), best-route = the same plus the staged wgmma variants.
+// Usage: node bench/quant/gpu-layers.js [bert|resnet|all] [full]  (full: also fp8 and the first-version kernel)
 import { getDevice } from '../../src/backends/cuda/device.js';
 import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
 import { prepareGemm, prepareQuantGemm, timeOnStream } from '../../src/backends/cuda/ffi/cublaslt.js';
@@ -36,14 +40,25 @@ function rand(bytes: number, seed: number, mask = 0xff): number {
 const t = (f: () => void) => timeOnStream(f, stream, 20) * 1000; // us
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
-const only = process.argv[2];
+const only = process.argv[2] === 'all' ? undefined : process.argv[2];
+const full = process.argv[3] === 'full';
+const WG = [
+  { name: 'wg128', tile: { BM: 128, BN: 128 }, more: {} },
+  { name: 'wg64', tile: { BM: 128, BN: 64 }, more: {} },
+  { name: 'wg128s', tile: { BM: 128, BN: 128 }, more: { staged: true } },
+  { name: 'wg64s', tile: { BM: 128, BN: 64 }, more: { staged: true, occupancy: 3 } },
+  { name: 'wg64x64s', tile: { BM: 64, BN: 64 }, more: { staged: true, occupancy: 4 } },
+  { name: 'wgp64', tile: { BM: 128, BN: 64 }, more: { staged: false, persistent: dev.info.smCount } },
+  { name: 'wgp64s', tile: { BM: 128, BN: 64 }, more: { staged: true, occupancy: 3, persistent: dev.info.smCount } },
+] as const;
+let fails = 0;
 for (const s of shapes) {
   if (only && !s.name.startsWith(only === 'resnet' ? 'rn' : only)) continue;
   const { M, N, K } = s;
   const xBytes = s.conv ? 32 * s.conv.H * s.conv.W * s.conv.C : M * K;
   const model = s.name.startsWith('bert') ? 'bert' : 'resnet';
   for (const a of ['int8', 'fp8'] as const) {
-    if (model === 'resnet' && a === 'fp8') continue;
+    if ((model === 'resnet' || !full) && a === 'fp8') continue;
     const x = rand(xBytes, 1, a === 'fp8' ? 0x77 : 0xff), w = rand(N * K, 2, a === 'fp8' ? 0x77 : 0xff);
     const scv = new Float32Array(2 * N).map((_, i) => (i < N ? (a === 'fp8' ? 1e-3 : 1e-4) : 0.01 * (i % 7)));
     const sc = dev.alloc(8 * N, true);
@@ -52,7 +67,7 @@ for (const s of shapes) {
     const args: QGemmArgs = { M, N, K, a, conv: s.conv, activation: s.act, params: [], out: s.out, yScale: 0.05, yZeroPoint: 0 };
     const launch = (g: QGemmArgs, o: number) => { const k = qgemm(g); dev.kernel(k); return () => dev.launch(k, [x, w, sc, o], stream); };
     const row: Record<string, string | number> = { shape: s.name, a, M, N, K, count: s.count };
-    const withLegacy = model === 'bert' || shapes.indexOf(s) < 7; // NVRTC time: the first version on a subset only
+    const withLegacy = full && (model === 'bert' || shapes.indexOf(s) < 7); // NVRTC time: the first version on a subset only
     const legacy = withLegacy ? launch({ ...args, legacy: true }, out2) : undefined;
     if (legacy) row.legacy = +t(legacy).toFixed(1);
     let best = Infinity, wgBest = Infinity;
@@ -63,8 +78,10 @@ for (const s of shapes) {
       best = Math.min(best, us);
     }
     const dflt = launch({ ...args, staged: true }, out);
-    row.default = +t(dflt).toFixed(1); // staged epilogue
-    row.defaultUnstaged = +t(launch(args, out)).toFixed(1);
+    if (full) {
+      row.default = +t(dflt).toFixed(1); // staged epilogue
+      row.defaultUnstaged = +t(launch(args, out)).toFixed(1);
+    }
     if (legacy) {
       dflt(); legacy(); dev.sync(null);
         const b1 = new Uint8Array(M * N * (s.out === 'int8' ? 1 : 2)), b2 = new Uint8Array(b1.length);
@@ -79,29 +96,53 @@ for (const s of shapes) {
     // bytes are reported)
     const out3 = dev.alloc(M * N * 2, true);
     const ref = launch(args, out);
-    for (const bn of [128, 64]) {
+    let before = best;
+    for (const v of WG) {
       try {
-        const f = launch({ ...args, wgmma: true, tile: { BM: 128, BN: bn } }, out3);
+        const f = launch({ ...args, wgmma: true, tile: v.tile, ...v.more }, out3);
         const us = t(f);
-        row[`wg${bn}`] = +us.toFixed(1);
+        row[v.name] = +us.toFixed(1);
         ref(); f(); dev.sync(null);
         const b1 = new Uint8Array(M * N * (s.out === 'int8' ? 1 : 2)), b2 = new Uint8Array(b1.length);
         dev.download(out, b1, null); dev.download(out3, b2, null);
         let diff = 0;
         for (let i = 0; i < b1.length; i++) if (b1[i] !== b2[i]) diff++;
         if (a === 'fp8') { // not a tactic candidate (less precise accumulation): reported, not counted
-          console.log(`INFO ${s.name} fp8: wgmma 128x${bn} vs ldmatrix kernel: ${diff} of ${b1.length} bytes differ`);
+          console.log(`INFO ${s.name} fp8: ${v.name} vs ldmatrix kernel: ${diff} of ${b1.length} bytes differ`);
           continue;
         }
-        console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${a}: wgmma 128x${bn} = ldmatrix kernel (${diff} of ${b1.length} bytes differ)`);
+        if (diff) fails++;
+        console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${a}: ${v.name} = ldmatrix kernel (${diff} of ${b1.length} bytes differ)`);
         if (diff) continue;
-        add(model, `${a} wgmma${bn}`, us * s.count);
+        add(model, `${a} ${v.name}`, us * s.count);
         wgBest = Math.min(wgBest, us);
         best = Math.min(best, us);
+        if (!('staged' in v.more) && !('persistent' in v.more)) before = Math.min(before, us);
       } catch (e) {
-        row[`wg${bn}`] = (e as Error).message.slice(0, 300);
-        console.log(`FAIL ${s.name} ${a}: wgmma 128x${bn}: ${(e as Error).message.slice(0, 2000)}`);
+        fails++;
+        row[v.name] = (e as Error).message.slice(0, 300);
+        console.log(`FAIL ${s.name} ${a}: ${v.name}: ${(e as Error).message.slice(0, 2000)}`);
       }
+    }
+    // the fp16 engines' epilogue (fp16 out, fp16 residual, int8 second output) on a subset: staged = direct, byte for byte
+    if (a === 'int8' && ['bert 768x768', 'rn 1x1s1 56px 64->256', 'rn 3x3s1 56px 64->64', 'rn 1x1s1 14px 256->1024', 'rn 3x3s1 7px 512->512'].includes(s.name)) {
+      const res = rand(M * N * 2, 3, 0x3f); // fp16 bit patterns below 2.0: no NaN or infinity
+      const o1 = dev.alloc(M * N * 2, true), o2 = dev.alloc(M * N, true), p1 = dev.alloc(M * N * 2, true), p2 = dev.alloc(M * N, true);
+      const g2: QGemmArgs = { ...args, out: 'float16', residual: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } };
+      const go = (g: QGemmArgs, y: number, y2: number) => { const k = qgemm(g); dev.kernel(k); dev.launch(k, [x, w, sc, res, y, y2], stream); };
+      const bytes = (p: number, n: number) => { const b = new Uint8Array(n); dev.download(p, b, null); return b; };
+      go(g2, o1, o2); dev.sync(null);
+      const r1 = bytes(o1, M * N * 2), r2 = bytes(o2, M * N);
+      for (const v of WG) {
+        go({ ...g2, wgmma: true, tile: v.tile, ...v.more }, p1, p2); dev.sync(null);
+        const q1 = bytes(p1, M * N * 2), q2 = bytes(p2, M * N);
+        let diff = 0;
+        for (let i = 0; i < q1.length; i++) if (q1[i] !== r1[i]) diff++;
+        for (let i = 0; i < q2.length; i++) if (q2[i] !== r2[i]) diff++;
+        if (diff) fails++;
+        console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} int8 fp16-out+residual+out2: ${v.name} = ldmatrix kernel (${diff} bytes differ)`);
+      }
+      for (const p of [res, o1, o2, p1, p2]) dev.release(p);
     }
     if (wgBest < Infinity) add(model, `${a} wgmma-best`, wgBest * s.count);
     dev.release(out3);
@@ -116,6 +157,8 @@ for (const s of shapes) {
         best = Math.min(best, row.ltTotal);
       } catch (e) { row.lt = (e as Error).message.slice(0, 60); }
     }
+    if (!s.conv) before = Math.min(before, typeof row.ltTotal === 'number' ? row.ltTotal : Infinity);
+    add(model, `${a} best-before`, before * s.count);
     add(model, `${a} best-route`, best * s.count);
     if (a === 'int8') {
       const h = dev.alloc(Math.max(M * K, N * K) * 2, true);
@@ -127,5 +170,6 @@ for (const s of shapes) {
     console.log(JSON.stringify(row));
   }
 }
+console.log(`byte checks: ${fails} failure(s)`);
 console.log('TOTALS (us, GEMM layers only, x count) ' + JSON.stringify(Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, Math.round(v)]))));
 process.exit(0);

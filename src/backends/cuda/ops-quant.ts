@@ -7,8 +7,10 @@
 // into the plan): the fused kernel with each tile of QGEMM_TILES, the first version of its main loop (faster on some
 // small-channel convolutions), or, for QMatMul and 1x1 stride-1 QConv (a plain GEMM in NHWC) with signed operands,
 // cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel, and on Hopper the fused kernel
-// on warpgroup MMA (wgmma, sm_90a). KILN_QGEMM=cublaslt, =fused or =wgmma forces a route; KILN_QSTAGE=1 stages
-// 8/16-bit epilogue stores through shared memory (checks and benchmarks).
+// on warpgroup MMA (wgmma, sm_90a), with its epilogue direct or staged through shared memory (coalesced 16-byte
+// accesses). KILN_QGEMM=cublaslt, =fused, =wgmma, =wgmma-staged, =wgmma64 (64-row staged tile) or
+// =wgmma-persistent-staged forces a route;
+// KILN_QSTAGE=1 stages every fused kernel's epilogue stores through shared memory (checks and benchmarks).
 import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
@@ -153,8 +155,8 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const { M, N, K } = args;
   const def = qgemmTile(M, N);
   const tiles = [def, ...QGEMM_TILES.filter((t) => t.BM !== def.BM || t.BN !== def.BN)];
-  const fused = (tile: { BM: number; BN: number }, legacy = false, wgmma = false): Candidate => {
-    const k = qgemm({ ...args, tile, legacy, wgmma });
+  const fused = (tile: { BM: number; BN: number }, legacy = false, wgmma = false, more: Partial<QGemmArgs> = {}): Candidate => {
+    const k = qgemm({ ...args, tile, legacy, wgmma, ...more });
     return {
       ready: () => { c.dev.kernel(k); },
       run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2), stream),
@@ -179,9 +181,18 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   // Hopper's warpgroup MMA, tiles 128x128 and 128x64 (appended, so choices stored by earlier plans keep their index);
   // integer operands only unless forced: its fp8 accumulation is less precise than mma.sync's (codegen/quant.ts)
   const wgOk = c.dev.info.sm === 90 && N % 2 === 0 && (args.a !== 'fp8' || force === 'wgmma');
+  // then the staged epilogue (N % 8 == 0): 128x128, 128x64 asking for 3 blocks per SM, 64x64 (128 threads) for short
+  // M, and 128x64 staged on a persistent grid (the persistent grid with the direct epilogue lost on every ResNet-50 and
+  // BERT shape measured, and each candidate is another NVRTC compile per layer at build time, so it is not offered)
+  const stagedOk = wgOk && N % 8 === 0, sms = c.dev.info.smCount;
   const wg = wgOk ? [() => fused({ BM: 128, BN: 128 }, false, true), () => fused({ BM: 128, BN: 64 }, false, true)] : [];
+  const wgs = stagedOk ? [() => fused({ BM: 128, BN: 128 }, false, true, { staged: true }), () => fused({ BM: 128, BN: 64 }, false, true, { staged: true, occupancy: 3 }),
+    () => fused({ BM: 64, BN: 64 }, false, true, { staged: true, occupancy: 4 }),
+    () => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })] : [];
   const makers = force === 'cublaslt' && libOk ? [lib] : force === 'fused' ? [() => fused(def)] : force === 'wgmma' && wgOk ? [wg[N > 64 ? 0 : 1]]
-    : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...(libOk ? [lib] : []), ...wg];
+    : force === 'wgmma-staged' && stagedOk ? [wgs[N > 64 ? 0 : 1]] : force === 'wgmma64' && stagedOk ? [wgs[2]]
+      : force === 'wgmma-persistent-staged' && stagedOk ? [wgs[3]]
+      : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...(libOk ? [lib] : []), ...wg, ...wgs];
   const key = `qgemm|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}`;
   const made = new Map<number, Candidate>();
   const get = (i: number): Candidate => {

@@ -108,7 +108,8 @@ export class NativeLibrary {
 
   /** Run a chain of layer calls (records from \`chainRecord\`) in one foreign call, on a worker thread unless \`sync\`. */
   runChain(prog: BigInt64Array, n: number, sync: boolean): Promise<void> | void {
-    this.chainFn ??= this.lib.func('void kiln_run_chain(int64_t *, int)');
+    // void *: koffi passes the array's address as is; as int64_t * it copied the program in and back on every call
+    this.chainFn ??= this.lib.func('void kiln_run_chain(void *, int)');
     if (sync) return void this.chainFn(prog, n);
     return new Promise((resolve, reject) => {
       this.chainFn!.async(prog, n, (err: unknown) => (err ? reject(err) : resolve()));

@@ -21,7 +21,8 @@ export interface NativeKernels {
   release(): void;
 }
 
-type LayerKernel = { prepare: (inputs: (Value | undefined)[], out: (n: number) => Float32Array) => Prepared };
+/** \`nb\`: the batch from \`runBatch\` on these inputs where the caller has it already. */
+type LayerKernel = { prepare: (inputs: (Value | undefined)[], out: (n: number) => Float32Array, nb?: number) => Prepared };
 
 /** Layers with less work than this (multiply-adds or elements, at the run's batch) are called synchronously: a
  * worker-thread handoff and promise cost tens of microseconds, more than such a layer computes. */
@@ -175,6 +176,14 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   let unwritten = new Float32Array(0);
   const addr = new Map<string, bigint | undefined>();
   const symbol = (fn: string) => (addr.has(fn) ? addr.get(fn) : addr.set(fn, lib.symbol(fn)).get(fn));
+  // what a chain asks of each member on every run, looked up once (symbol: the function's address, or undefined
+  // where the library has no symbol table and the chain stops there)
+  const facts = new Map(order.map((n, i) => {
+    const m = metaOf.get(n);
+    return [n, { index: i, kernel: kernels.get(n), meta: m, split: isSplit(n), addr: m && symbol(m.fn) }];
+  }));
+  // the output dims of each view op in a chain, for the input dims and other inputs it last saw (see chainView)
+  const viewDims = new Map<Node, { dims: readonly number[]; rest: (Value | undefined)[]; out: readonly number[] }>();
   const pool = new BufferPool();
   return {
     begin(usePool, chain = true) {
@@ -258,13 +267,21 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       const chainView = (n: Node, inputs: (Value | undefined)[]): Value[] | undefined => {
         const x = inputs[0];
         if (!(x instanceof TensorData)) return undefined;
+        // the same dims and the same other inputs (constant shapes: the same objects) give the same output dims, which
+        // saves running the reference kernel on every run
+        const seen = viewDims.get(n);
+        if (seen && sameDims(seen.dims, x.dims) && seen.rest.length === inputs.length - 1 && seen.rest.every((v, i) => v === inputs[i + 1])) {
+          return [new TensorData(x.dtype, seen.out, x.data)];
+        }
         let out: Value[];
         try {
           out = fallback(n, inputs);
         } catch {
           return undefined;
         }
-        return out.length === 1 && out[0] instanceof TensorData && out[0].data === x.data ? out : undefined;
+        if (!(out.length === 1 && out[0] instanceof TensorData && out[0].data === x.data)) return undefined;
+        viewDims.set(n, { dims: x.dims, rest: inputs.slice(1), out: out[0].dims });
+        return out;
       };
       /** One strided attention call for a whole group (see attentionGroups) in place of its Split copies, Transposes
        * and attention: the outputs of every member (placeholders for the unwritten ones, the real output of the final
@@ -322,14 +339,20 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       /** Runs the chain's members (as far as their inputs fit their code) in one foreign call; the head's outputs
        * are returned, the others wait in \`pending\` for the executor to reach them. */
       const runChain = async (nodes: Node[], headInputs: (Value | undefined)[]): Promise<Value[]> => {
-        const given = new Map(nodes[0].inputs.map((x, i) => [x, headInputs[i]]));
+        const head = nodes[0].inputs;
         const inits = model.graph.initializers;
         const calls: Call[] = [];
         const results: Value[][] = [];
-        const valueOf = (x: string) => inits.get(x) ?? produced.get(x) ?? given.get(x);
+        const valueOf = (x: string) => {
+          const v = inits.get(x) ?? produced.get(x);
+          if (v !== undefined) return v;
+          const q = head.indexOf(x);
+          return q < 0 ? undefined : headInputs[q];
+        };
         const fusedOut = new Map<Node, Value[]>();
         preparing = true;
-        for (const [j, n] of nodes.entries()) {
+        for (let j = 0; j < nodes.length; j++) {
+          const n = nodes[j];
           const ready = fusedOut.get(n);
           if (ready) {
             results.push(record(n, ready));
@@ -344,18 +367,25 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
               continue;
             }
           }
-          const inputs = j === 0 ? headInputs : n.inputs.map((x) => (x ? valueOf(x) : undefined));
-          if (inputs.some((v, q) => n.inputs[q] && v === undefined)) break;
-          if (!kernels.has(n)) {
-            const out = isSplit(n) ? chainSplit(n, inputs, calls) : chainView(n, inputs);
+          let inputs = headInputs;
+          if (j > 0) {
+            inputs = new Array<Value | undefined>(n.inputs.length);
+            let q = 0;
+            for (; q < inputs.length; q++) if (n.inputs[q] && (inputs[q] = valueOf(n.inputs[q])) === undefined) break;
+            if (q < inputs.length) break;
+          }
+          const f = facts.get(n)!;
+          if (!f.kernel) {
+            const out = f.split ? chainSplit(n, inputs, calls) : chainView(n, inputs);
             if (!out) break;
             results.push(record(n, out));
             continue;
           }
-          if (runBatch(metaOf.get(n)!, inputs) === undefined || symbol(metaOf.get(n)!.fn) === undefined) break;
+          const nb = runBatch(f.meta!, inputs);
+          if (nb === undefined || f.addr === undefined) break;
           // a layer that may pair with its producer keeps the producer's inputs (which the pair reads) one node longer
-          releaseBefore(index.get(n)! - (pooled && metaOf.get(n)!.pair ? 1 : 0));
-          const p = kernels.get(n)!.prepare(inputs, outFor(n, inputs));
+          releaseBefore(f.index - (pooled && f.meta!.pair ? 1 : 0));
+          const p = f.kernel.prepare(inputs, outFor(n, inputs), nb);
           const out = 'done' in p ? p.done : p.call.result;
           if ('call' in p && !(pooled && pairUp(n, inputs, p.call, calls))) calls.push(p.call);
           results.push(record(n, out));
@@ -365,10 +395,11 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           chainFreed.moveTo(pool);
           return single(nodes[0], headInputs);
         }
-        const prog = new BigInt64Array(calls.length * 10);
-        void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
-        calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
         if (calls.length) {
+          const prog = new BigInt64Array(calls.length * 10);
+          void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
+          calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
+          keepParams.push(prog); // the library reads it by address (see NativeLibrary.runChain): held until the run ends
           await invoke(calls.reduce((a, c) => a + c.work, 0), () => void lib.runChain(prog, calls.length, true),
             () => lib.runChain(prog, calls.length, false) as Promise<void>);
         }
@@ -559,17 +590,28 @@ type Prepared = { call: Call } | { done: Value[] };
 function layerKernel(node: Node, l: LayerMeta, packed: Ptr,
   fallback: (node: Node, inputs: (Value | undefined)[]) => Value[]): LayerKernel {
   const b0 = l.outDims[0] || 1, work = l.work ?? Infinity;
-  const prepare = (inputs: (Value | undefined)[], alloc: (n: number) => Float32Array): Prepared => {
-    const nb = runBatch(l, inputs);
+  // the output dims and size at the last batch seen: a server runs one batch size after another, a benchmark one
+  let at = { nb: -1, dims: l.outDims, words: 0 };
+  const prepare = (inputs: (Value | undefined)[], alloc: (n: number) => Float32Array, nb = runBatch(l, inputs)): Prepared => {
     // other shapes run the reference kernel (its outputs are fresh arrays, so buffer reuse stays safe)
     if (nb === undefined) return { done: fallback(node, inputs).map((v) => (sharesInput(v, inputs) ? copy(v) : v)) };
-    const dims = outDimsAt(l, nb);
-    const out = alloc(outWords(dims, l.outDtype));
+    if (at.nb !== nb) {
+      const d = outDimsAt(l, nb);
+      at = { nb, dims: d, words: outWords(d, l.outDtype) };
+    }
+    const { dims } = at;
+    const out = alloc(at.words);
     const result = [outValue(out, dims, l.outDtype)];
     if (!out.length) return { done: result };
     return { call: { fn: l.fn, args: layerArgs(l.args, inputs, packed, out), nb, result, work: work * (nb / b0) } };
   };
   return { prepare };
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function sharesInput(v: Value, inputs: (Value | undefined)[]): boolean {

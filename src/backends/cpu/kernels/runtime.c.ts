@@ -129,6 +129,9 @@ static inline float kerf(float x) {
   return x < 0 ? -r : r;
 }
 static inline float kmaxf(float a, float b) { return a != a || b != b ? NAN : a > b ? a : b; }
+/* the same NaN-propagating max in a form GCC vectorizes (kmaxf's NAN constant keeps its loops scalar): a NaN in a
+   stays, a NaN in b is taken */
+static inline float kmaxv(float a, float b) { return b > a || b != b ? b : a; }
 static inline float kminf(float a, float b) { return a != a || b != b ? NAN : a < b ? a : b; }
 static inline float kclip(float x, float lo, float hi) { return x < lo ? lo : x > hi ? hi : x; }
 static inline float ksoftplus(float x) { return x > 20.0f ? x : log1pf(kexp(x)); }
@@ -330,27 +333,38 @@ float *kiln_scratch(int slot, size_t floats) {
 }
 
 /* Zero-padded copies of B images [C][H][W] into [C][HP][WP] planes (top/left pads pt/pl), each image followed by
-   'slack' zeros, in the calling thread's scratch slot 2. *per gets the floats per image. */
+   'slack' zeros, in the calling thread's scratch slot 2. *per gets the floats per image. A few planes per task over
+   the pool: the copy is memory-bound and, run serially, leaves the other cores idle before every padded convolution. */
+typedef struct { const float *x; float *out; int B, C, H, W, HP, WP, pt, pl, slack, per; size_t img; } pad_job;
+static void pad_task(void *p, int t) {
+  const pad_job *j = p;
+  int HP = j->HP, WP = j->WP, H = j->H, W = j->W, pt = j->pt, pl = j->pl, C = j->C;
+  size_t plane = (size_t)HP * WP;
+  for (int i = t * j->per; i < KMIN(j->B * C, (t + 1) * j->per); i++) {
+    int b = i / C, c = i % C;
+    const float *xc = j->x + (size_t)i * H * W;
+    float *o = j->out + (size_t)b * j->img, *oc = o + (size_t)c * plane;
+    memset(oc, 0, (size_t)pt * WP * sizeof(float));
+    for (int h = 0; h < H; h++) {
+      float *row = oc + (size_t)(h + pt) * WP;
+      memset(row, 0, pl * sizeof(float));
+      memcpy(row + pl, xc + (size_t)h * W, W * sizeof(float));
+      memset(row + pl + W, 0, (WP - pl - W) * sizeof(float));
+    }
+    memset(oc + (size_t)(pt + H) * WP, 0, (size_t)(HP - pt - H) * WP * sizeof(float));
+    if (c == C - 1) memset(o + (size_t)C * plane, 0, j->slack * sizeof(float));
+  }
+}
 float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per) {
   size_t plane = (size_t)HP * WP, img = (size_t)C * plane + slack;
   float *out = kiln_scratch(2, (size_t)B * img);
   *per = img;
-  for (int b = 0; b < B; b++) {
-    float *o = out + (size_t)b * img;
-    for (int c = 0; c < C; c++) {
-      const float *xc = x + ((size_t)b * C + c) * H * W;
-      float *oc = o + (size_t)c * plane;
-      memset(oc, 0, (size_t)pt * WP * sizeof(float));
-      for (int h = 0; h < H; h++) {
-        float *row = oc + (size_t)(h + pt) * WP;
-        memset(row, 0, pl * sizeof(float));
-        memcpy(row + pl, xc + (size_t)h * W, W * sizeof(float));
-        memset(row + pl + W, 0, (WP - pl - W) * sizeof(float));
-      }
-      memset(oc + (size_t)(pt + H) * WP, 0, (size_t)(HP - pt - H) * WP * sizeof(float));
-    }
-    memset(o + (size_t)C * plane, 0, slack * sizeof(float));
-  }
+  int planes = B * C;
+  /* below ~64K floats a handoff to other threads costs more than the copy */
+  int tasks = (size_t)planes * plane < (1 << 16) ? 1 : KMIN(planes, 4 * kiln_threads());
+  pad_job j = { x, out, B, C, H, W, HP, WP, pt, pl, slack, (planes + (tasks ? tasks : 1) - 1) / (tasks ? tasks : 1), img };
+  if (tasks <= 1) { if (planes) { j.per = planes; pad_task(&j, 0); } }
+  else kiln_pool_run(pad_task, &j, tasks);
   return out;
 }
 
@@ -469,13 +483,9 @@ static void pool_task(void *p, int c) {
     }
     if (j->is_max) continue;
     for (int ow = 0; ow < OW; ow++) {
-      int cnt = ch * cw[ow];
-      /* count_include_pad counts the padded window clipped to the padded input, as ONNX does */
-      if (j->count_pad) {
-        int w0 = ow * sw - j->pw;
-        int hs = h0, he = KMIN(h0 + (j->kh - 1) * j->dh + 1, j->H + j->ph), ws = w0, we = KMIN(w0 + (j->kw - 1) * j->dw + 1, j->W + j->pw);
-        cnt = ((he - hs + j->dh - 1) / j->dh) * ((we - ws + j->dw - 1) / j->dw);
-      }
+      /* count_include_pad counts the whole window: the builder sends it here in floor mode only, where no window
+         overhangs the padded input (clipping against the top/left pads alone got asymmetric pads wrong) */
+      int cnt = j->count_pad ? j->kh * j->kw : ch * cw[ow];
       acc[ow] = cnt ? acc[ow] / cnt : NAN;
     }
   }

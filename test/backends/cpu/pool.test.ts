@@ -1,0 +1,64 @@
+// Baked MaxPool / AveragePool kernels (codegen.ts windowPool) and the generic one (runtime kiln_pool2d): interior outputs run the unrolled-tap loop, border
+// outputs clip their window; every shape below puts outputs on each side of that split (pads on one side only,
+// ceil_mode overhang, dilation, strides 1-3, count_include_pad, SAME padding), against the
+// reference kernel.
+import { describe, it, expect } from 'vitest';
+import type { Model, Node } from '../../../src/ir/graph.js';
+import type { TensorData } from '../../../src/ir/tensor.js';
+import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
+import { inferShapes } from '../../../src/passes/infer.js';
+import { executeGraph } from '../../../src/ops/execute.js';
+import { findCompiler } from '../../../src/backends/cpu/compiler.js';
+import { cpuBackend } from '../../../src/backends/cpu/index.js';
+
+const X = [2, 3, 37, 41];
+type Attrs = Record<string, number | number[] | string>;
+const CASES: [string, Attrs][] = [
+  ['resnet', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }],
+  ['inside', { kernel_shape: [2, 2], strides: [2, 2] }],
+  ['s1', { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }],
+  ['oneside', { kernel_shape: [3, 2], strides: [1, 2], pads: [0, 1, 2, 0] }],
+  ['ceil', { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }],
+  ['ceilpad', { kernel_shape: [3, 3], strides: [3, 3], pads: [1, 1, 1, 1], ceil_mode: 1 }],
+  ['dilated', { kernel_shape: [3, 3], strides: [2, 1], pads: [2, 1, 2, 1], dilations: [2, 3] }],
+  ['big', { kernel_shape: [7, 5], strides: [3, 2], pads: [3, 2, 3, 2] }],
+  ['same', { kernel_shape: [4, 3], strides: [2, 3], auto_pad: 'SAME_UPPER' }],
+  ['samelo', { kernel_shape: [4, 4], strides: [2, 2], auto_pad: 'SAME_LOWER' }],
+  ['huge', { kernel_shape: [9, 9], strides: [4, 4], pads: [4, 4, 4, 4] }],
+  ['generic', { kernel_shape: [20, 15], strides: [2, 3], pads: [1, 2, 3, 1] }], // past the unrolled limit: kiln_pool2d
+];
+
+function model(): Model {
+  const b = new GraphBuilder('pools');
+  const x = b.input('x', 'float32', X);
+  for (const [name, attrs] of CASES) {
+    b.output(b.op('MaxPool', [x], attrs, `max_${name}`));
+    b.output(b.op('AveragePool', [x], attrs, `avg_${name}`));
+    if (!attrs.ceil_mode && !attrs.auto_pad) b.output(b.op('AveragePool', [x], { ...attrs, count_include_pad: 1 }, `avgpad_${name}`));
+  }
+  return b.model(19);
+}
+
+describe.skipIf(!findCompiler())('baked window pooling', () => {
+  it('matches the reference kernel on every shape, interior and border', async () => {
+    const m = model();
+    inferShapes(m.graph, m.opsets);
+    const input = randomTensor(seededRandom(5), X, 1);
+    const ref = executeGraph(m.graph, new Map([['x', input]]), { opsets: m.opsets, keepAll: true });
+    const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+    let checked = 0;
+    for (const node of m.graph.nodes) {
+      const tactics = cpuBackend.tactics(node, m, typeOf).filter((q) => q.name.endsWith('-pool'));
+      expect(tactics.length, node.name).toBe(1);
+      const [out] = (await tactics[0].run(node as Node, [ref.get('x')], m.opsets)) as TensorData[];
+      const want = ref.get(node.outputs[0]) as TensorData;
+      expect(out.dims, node.name).toEqual(want.dims);
+      const a = out.data as Float32Array, w = want.data as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (1 + Math.abs(w[i])));
+      expect(worst, node.name).toBeLessThan(1e-5);
+      checked++;
+    }
+    expect(checked).toBe(m.graph.nodes.length);
+  }, 120_000);
+});

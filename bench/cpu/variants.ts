@@ -1,7 +1,8 @@
-// Per-variant kernel speed for a zoo model's convolution, matmul and attention layers: every native variant the builder could
-// choose (GEMM tiles, im2col vs direct convolution) timed by the process's CPU time (robust to other jobs taking
-// the cores, unlike wall time; one thread, output buffer reused). Usage: npx tsx bench/cpu/variants.ts <model> [batch] [top]
-//   [--tactic=S] (only variants whose name contains S, e.g. depthwise)
+// Per-variant kernel speed for a zoo model's convolution, matmul, attention and pooling layers: every native variant the
+// builder could choose (GEMM tiles, im2col vs direct convolution) timed by the process's CPU time (robust to other jobs
+// taking the cores, unlike wall time; one thread, output buffer reused), with GFLOP/s, or for pools (memory-bound) the
+// input's GB/s. Usage: npx tsx bench/cpu/variants.ts <model> [batch] [top]
+//   [--tactic=S] (only variants whose name contains S, e.g. depthwise or pool)
 import { ZOO } from '../models/zoo.js';
 import { optimize } from '../../src/passes/pipeline.js';
 import { inferShapes } from '../../src/passes/infer.js';
@@ -36,26 +37,28 @@ await optimize(m, { inputShapes: shapes });
 inferShapes(m.graph, m.opsets);
 const values = executeGraph(m.graph, feeds, { opsets: m.opsets, keepAll: true });
 const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
-const rows: { node: string; shape: string; gflop: number; times: [string, number][] }[] = [];
+// per layer: its work (GFLOP, or for a pool GB of input read once) and the CPU ms of each variant
+const rows: { node: string; shape: string; amount: number; unit: string; times: [string, number][] }[] = [];
 for (const node of m.graph.nodes) {
-  if (node.opType !== 'FusedConv' && node.opType !== 'FusedMatMul' && node.opType !== 'Attention') continue;
+  const isPool = /Pool$/.test(node.opType);
+  if (!isPool && node.opType !== 'FusedConv' && node.opType !== 'FusedMatMul' && node.opType !== 'Attention') continue;
   const tactics = cpuBackend.tactics(node, m, typeOf).filter((t) => t.name !== 'reference' && t.name.includes(only));
   if (!tactics.length) continue;
   const ins = node.inputs.map((x) => (x ? values.get(x) : undefined));
   const out = values.get(node.outputs[0]) as TensorData, w = m.graph.initializers.get(node.inputs[1]);
   // attention: Q K^T and P V, 2 * S * L * (D + DV) per (batch, head), L read off V
   const v = ins[2] as TensorData | undefined;
-  const gflop = !w ? (2 * out.size * (v ? v.dims[v.dims.length - 2] : 0) * 2) / 1e9
+  const amount = isPool ? ((ins[0] as TensorData).size * 4) / 1e9 : !w ? (2 * out.size * (v ? v.dims[v.dims.length - 2] : 0) * 2) / 1e9
     : (2 * out.size * w.size) / (node.opType === 'FusedConv' ? out.dims[1] : out.dims[out.dims.length - 1]) / 1e9;
   const times: [string, number][] = [];
   for (const t of tactics) {
-    await t.run(node, ins, m.opsets); // packs the weights
+    await t.run(node, ins, m.opsets); // builds the library, packs the weights
     // call the library directly on one output buffer: a fresh multi-MB array per call would time the allocator and GC
     const nt = t as unknown as NativeTacticView;
     const buf = new Float32Array(out.size);
     const args = layerArgs(nt.kernel.args, ins, nt.packed, buf);
     const nb = runBatch(nt.kernel, ins)!;
-    const reps = Math.max(3, Math.min(200, Math.ceil(0.05 / gflop)));
+    const reps = Math.max(3, Math.min(200, Math.ceil((isPool ? 0.002 : 0.05) / amount)));
     nt.build.lib.threads(1);
     nt.build.lib.callSync(nt.variant.fn, args, nb);
     const c0 = process.cpuUsage();
@@ -63,10 +66,10 @@ for (const node of m.graph.nodes) {
     const c = process.cpuUsage(c0);
     times.push([t.name.replace(/^native-\w+?-/, ''), (c.user + c.system) / 1000 / reps]);
   }
-  rows.push({ node: node.name, shape: `[${(ins[0] as TensorData).dims.join(',')}] -> [${out.dims.join(',')}]`, gflop, times });
+  rows.push({ node: node.name, shape: `[${(ins[0] as TensorData).dims.join(',')}] -> [${out.dims.join(',')}]`, amount, unit: isPool ? 'GB/s' : 'GFLOP/s', times });
 }
 rows.sort((a, b) => Math.min(...b.times.map((t) => t[1])) - Math.min(...a.times.map((t) => t[1])));
-console.log(`${name} batch ${batch}: CPU ms per call (GFLOP/s) per variant, slowest layers first`);
+console.log(`${name} batch ${batch}: CPU ms per call (GFLOP/s, or GB/s for pools) per variant, slowest layers first`);
 for (const row of rows.slice(0, top)) {
-  console.log(`  ${row.node.padEnd(44)} ${row.shape.padEnd(34)} ${row.times.map(([t, ms]) => `${t} ${ms.toFixed(3)} (${(row.gflop / ms * 1e3).toFixed(0)})`).join('  ')}`);
+  console.log(`  ${row.node.padEnd(44)} ${row.shape.padEnd(34)} ${row.times.map(([t, ms]) => `${t} ${ms.toFixed(3)} (${(row.amount / ms * 1e3).toFixed(0)} ${row.unit})`).join('  ')}`);
 }

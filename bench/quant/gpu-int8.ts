@@ -8,24 +8,14 @@ import { quantizeModel } from '../../src/tools/quantize.js';
 import { randomCalibrationData } from '../../src/quant/data.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
+import { feedsFor, median } from './feeds.js';
 import { Tensor } from '../../src/runtime/tensor.js';
 import type { Model } from '../../src/ir/graph.js';
 import type { Precision } from '../../src/passes/precision.js';
 import type { CudaRunner } from '../../src/backends/cuda/runner.js';
 
 const MLPERF_H100_RESNET50 = 88714; // MLPerf Inference v4.0, offline, one H100 (samples/s)
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 const rows: Record<string, unknown>[] = [];
-
-function feedsFor(shapes: Record<string, number[]>): Record<string, Tensor> {
-  const feeds: Record<string, Tensor> = {};
-  for (const [name, dims] of Object.entries(shapes)) {
-    const n = dims.reduce((a, b) => a * b, 1);
-    feeds[name] = name === 'input' ? new Tensor('float32', Float32Array.from({ length: n }, (_, k) => Math.sin(k)), dims)
-      : new Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => (name.includes('mask') ? 1n : BigInt((k * 31) % 1000))), dims);
-  }
-  return feeds;
-}
 
 /** Build, warm up, time; returns the median device ms and the first output (for agreement checks). */
 async function time(label: string, m: Model, precision: Precision, shapes: Record<string, number[]>) {

@@ -9,21 +9,10 @@ import { quantizeModel } from '../../src/tools/quantize.js';
 import { randomCalibrationData } from '../../src/quant/data.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { Tensor } from '../../src/runtime/tensor.js';
+import { feedsFor, median } from './feeds.js';
 import type { Model, Node } from '../../src/ir/graph.js';
 import { gemmChoices } from '../../src/backends/cuda/ffi/cublaslt.js';
 
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
-
-function feedsFor(shapes: Record<string, number[]>): Record<string, Tensor> {
-  const feeds: Record<string, Tensor> = {};
-  for (const [name, dims] of Object.entries(shapes)) {
-    const n = dims.reduce((a, b) => a * b, 1);
-    feeds[name] = name === 'input' ? new Tensor('float32', Float32Array.from({ length: n }, (_, k) => Math.sin(k)), dims)
-      : new Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => (name.includes('mask') ? 1n : BigInt((k * 31) % 1000))), dims);
-  }
-  return feeds;
-}
 
 async function profile(label: string, m: Model, shapes: Record<string, number[]>) {
   gemmChoices.clear();

@@ -24,6 +24,13 @@ export function sizeOf(dims: readonly number[]): number {
   return n;
 }
 
+/** Whether two shapes are the same (false where either is missing). */
+export function sameDims(a: readonly number[] | null | undefined, b: readonly number[] | null | undefined): boolean {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function stridesOf(dims: readonly number[]): number[] {
   const s = new Array<number>(dims.length);
   let acc = 1;

@@ -2,7 +2,7 @@
 // stacking slices along a new axis, concatenating and splitting. Works for every storage type (typed arrays and
 // string[]), copying contiguous runs.
 import type { TensorStorage, TypedArray } from '../ir/dtype.js';
-import { TensorData } from '../ir/tensor.js';
+import { TensorData, sameDims } from '../ir/tensor.js';
 import { normAxis, prod } from './util.js';
 
 /** Copy n elements of src starting at srcOff into dst at dstOff. */
@@ -14,10 +14,6 @@ export function copyRange(src: TensorStorage, srcOff: number, dst: TensorStorage
     return;
   }
   (dst as TypedArray).set((src as TypedArray).subarray(srcOff, srcOff + n) as never, dstOff);
-}
-
-function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 function elemWidth(t: TensorData): number {

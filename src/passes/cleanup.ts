@@ -1,6 +1,7 @@
 // Graph clean-up rules: dead nodes, common subexpressions, and no-ops.
 import type { Node } from '../ir/graph.js';
 import type { GraphView } from './view.js';
+import { sameDims } from '../ir/tensor.js';
 
 const SIDE_EFFECT_FREE_EXCEPTIONS = new Set<string>(); // every standard op is pure; kept for future custom ops
 
@@ -48,10 +49,6 @@ export function eliminateCommonSubexpressions(v: GraphView): number {
   return merged;
 }
 
-function sameShape(a: readonly number[] | undefined, b: readonly number[] | undefined): boolean {
-  return !!a && !!b && a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
 /** Is `n` a no-op whose (single) output equals its first input? */
 function isNoOp(v: GraphView, n: Node): boolean {
   if (n.domain !== '') return false;
@@ -66,7 +63,7 @@ function isNoOp(v: GraphView, n: Node): boolean {
         && (v.graph.valueInfo.get(n.outputs[0]) as { dtype: string }).dtype === t.dtype;
     }
     case 'Reshape': case 'Expand': case 'Squeeze': case 'Unsqueeze': case 'Flatten':
-      return sameShape(v.staticShape(x), v.staticShape(n.outputs[0])) && n.opType !== 'Unsqueeze' && n.opType !== 'Squeeze';
+      return sameDims(v.staticShape(x), v.staticShape(n.outputs[0])) && n.opType !== 'Unsqueeze' && n.opType !== 'Squeeze';
     case 'Tile': {
       const r = v.constant(n.inputs[1]);
       return !!r && r.toNumberArray().every((k) => k === 1);

@@ -3,7 +3,7 @@
 // variants. The chosen variants' metadata and the library go into the plan.
 import os from 'node:os';
 import type { Model, Node, ValueType } from '../../ir/graph.js';
-import { TensorData, type Value } from '../../ir/tensor.js';
+import { TensorData, sameDims, type Value } from '../../ir/tensor.js';
 import type { Tactic } from '../backend.js';
 import { MIN_MODEL_WORK, layerKernel, tilesOf, tconvTilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
 import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
@@ -80,8 +80,7 @@ export function dimsMatch(meta: Pick<LayerMeta, 'inputDims'>, inputs: (Value | u
       if (v) return false;
       continue;
     }
-    if (!(v instanceof TensorData) || v.dims.length !== d.length) return false;
-    for (let k = 0; k < d.length; k++) if (v.dims[k] !== d[k]) return false;
+    if (!(v instanceof TensorData) || !sameDims(v.dims, d)) return false;
   }
   return true;
 }

@@ -4,6 +4,7 @@
 // everything else keeps its reference kernel.
 import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { parseExpr } from '../../ir/expr.js';
+import { sameDims } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
 import type { Isa } from './compiler.js';
 import { renderC, renderActivation, cFloat } from './expr-c.js';
@@ -88,7 +89,6 @@ export function typeOfName(c: Pick<Ctx, 'model' | 'typeOf'>, name: string): { dt
 }
 
 const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(name);
-const sameDims = (a: readonly number[] | undefined, b: readonly number[]) => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** The native kernel for a node, or undefined when the node keeps its reference kernel. */
 export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string, batch?: boolean[]): LayerKernel | undefined {

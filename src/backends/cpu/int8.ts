@@ -2,7 +2,7 @@
 // scales baked in, calling the int8 runtime (kernels/int8.c.ts). Weights are packed once at load with their
 // zero-point compensation; outputs are float32, or int8/uint8 when the layer requantizes.
 import type { Model, Node, ValueType } from '../../ir/graph.js';
-import { TensorData } from '../../ir/tensor.js';
+import { TensorData, sameDims } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
 import type { Isa } from './compiler.js';
 import { cFloat } from './expr-c.js';
@@ -15,7 +15,6 @@ export type QuantOut = 'int8' | 'uint8';
 /** What the int8 generators produce: a LayerKernel (codegen.ts) without the run-time batch. */
 type Int8Kernel = Omit<LayerKernel, 'batch'>;
 
-const sameDims = (a: readonly number[] | null | undefined, b: readonly number[]) => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
 // the trailing int matches the float kernels' calling convention (run-time batch); these kernels do not read it
 const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}, int nb`;
 const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n  (void)nb;\n${body}\n}\n`;

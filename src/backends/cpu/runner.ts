@@ -4,7 +4,7 @@
 // faults and zeroing on every run (measured: ResNet-50 120 -> 73 ms at one thread).
 import type { Model, Node } from '../../ir/graph.js';
 import { topoSort } from '../../ops/execute.js';
-import { TensorData, type Value } from '../../ir/tensor.js';
+import { TensorData, sameDims, type Value } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
 import { splitSizes } from '../../ops/shape-basic.js';
 import { KilnError } from '../../ir/errors.js';
@@ -176,12 +176,6 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   let unwritten = new Float32Array(0);
   const addr = new Map<string, bigint | undefined>();
   const symbol = (fn: string) => (addr.has(fn) ? addr.get(fn) : addr.set(fn, lib.symbol(fn)).get(fn));
-  // what a chain asks of each member on every run, looked up once (symbol: the function's address, or undefined
-  // where the library has no symbol table and the chain stops there)
-  const facts = new Map(order.map((n, i) => {
-    const m = metaOf.get(n);
-    return [n, { index: i, kernel: kernels.get(n), meta: m, split: isSplit(n), addr: m && symbol(m.fn) }];
-  }));
   // the output dims of each view op in a chain, for the input dims and other inputs it last saw (see chainView)
   const viewDims = new Map<Node, { dims: readonly number[]; rest: (Value | undefined)[]; out: readonly number[] }>();
   const pool = new BufferPool();
@@ -374,18 +368,19 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
             for (; q < inputs.length; q++) if (n.inputs[q] && (inputs[q] = valueOf(n.inputs[q])) === undefined) break;
             if (q < inputs.length) break;
           }
-          const f = facts.get(n)!;
-          if (!f.kernel) {
-            const out = f.split ? chainSplit(n, inputs, calls) : chainView(n, inputs);
+          const kernel = kernels.get(n);
+          if (!kernel) {
+            const out = isSplit(n) ? chainSplit(n, inputs, calls) : chainView(n, inputs);
             if (!out) break;
             results.push(record(n, out));
             continue;
           }
-          const nb = runBatch(f.meta!, inputs);
-          if (nb === undefined || f.addr === undefined) break;
+          const meta = metaOf.get(n)!;
+          const nb = runBatch(meta, inputs);
+          if (nb === undefined || symbol(meta.fn) === undefined) break;
           // a layer that may pair with its producer keeps the producer's inputs (which the pair reads) one node longer
-          releaseBefore(f.index - (pooled && f.meta!.pair ? 1 : 0));
-          const p = f.kernel.prepare(inputs, outFor(n, inputs), nb);
+          releaseBefore(index.get(n)! - (pooled && meta.pair ? 1 : 0));
+          const p = kernel.prepare(inputs, outFor(n, inputs), nb);
           const out = 'done' in p ? p.done : p.call.result;
           if ('call' in p && !(pooled && pairUp(n, inputs, p.call, calls))) calls.push(p.call);
           results.push(record(n, out));
@@ -606,12 +601,6 @@ function layerKernel(node: Node, l: LayerMeta, packed: Ptr,
     return { call: { fn: l.fn, args: layerArgs(l.args, inputs, packed, out), nb, result, work: work * (nb / b0) } };
   };
   return { prepare };
-}
-
-function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function sharesInput(v: Value, inputs: (Value | undefined)[]): boolean {

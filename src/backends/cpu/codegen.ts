@@ -10,6 +10,8 @@ import type { Isa } from './compiler.js';
 import { renderC, renderActivation, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
+import { depthwise } from './depthwise.js';
+import { pool, globalPool } from './pool.js';
 
 /** Where a layer function's pointer argument comes from. */
 export type Arg = { in: number } | { packed: true } | { out: true } | { none: true };
@@ -50,14 +52,14 @@ export interface LayerKernel {
  * native call costs about a microsecond, far less than the reference kernels at any size, so only empty layers stay
  * there; whether a model is worth compiling at all is `MIN_MODEL_WORK`. */
 const MIN_GEMM_WORK = 1;
-const MIN_ELEMENTS = 1;
+export const MIN_ELEMENTS = 1;
 /** A model gets compiled kernels only when one of its layers has at least this much work: compiling costs a fraction
  * of a second, which one-op models (the conformance cases) never earn back. */
 export const MIN_MODEL_WORK = 16384;
 
 /** Register tiles offered per ISA: [rows, vectors of columns]. */
 const TILES: Record<Isa, [number, number][]> = { avx512: [[6, 2], [8, 2]], avx2: [[6, 2], [4, 3]], portable: [[6, 2], [4, 3]] };
-const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
+export const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
 
 export const tilesOf = (isa: Isa) => TILES[isa];
 /** Tiles of the transposed convolution (see tconv_t): [output positions, vectors of output channels]. Rows of 7 and
@@ -66,7 +68,7 @@ export const tilesOf = (isa: Isa) => TILES[isa];
 const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
 export const tconvTilesOf = (isa: Isa) => TCONV_TILES[isa];
 
-interface Ctx {
+export interface Ctx {
   model: Model;
   typeOf: (name: string) => ValueType | undefined;
   isa: Isa;
@@ -88,7 +90,7 @@ export function typeOfName(c: Pick<Ctx, 'model' | 'typeOf'>, name: string): { dt
   return { dtype: t.dtype, dims: t.shape as number[] };
 }
 
-const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(name);
+export const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(name);
 
 /** The native kernel for a node, or undefined when the node keeps its reference kernel. */
 export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string, batch?: boolean[]): LayerKernel | undefined {
@@ -112,14 +114,14 @@ export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa
   return { node: node.name, inputDims: ins, outDims: out, ...rest, work: work ?? prod(out), ...(batched && batch ? { batch } : {}) };
 }
 
-type GenResult = Omit<LayerKernel, 'node' | 'inputDims' | 'outDims' | 'batch' | 'work'> & { batched?: boolean; work?: number };
-type Gen = (c: Ctx, n: Node, ins: (number[] | null)[], out: number[]) => GenResult | undefined;
+export type GenResult = Omit<LayerKernel, 'node' | 'inputDims' | 'outDims' | 'batch' | 'work'> & { batched?: boolean; work?: number };
+export type Gen = (c: Ctx, n: Node, ins: (number[] | null)[], out: number[]) => GenResult | undefined;
 
 /** The batch expression for generated code: the run-time \`nb\` where the layer is batch-generic, else the constant. */
-const nbOr = (c: Ctx, b0: number) => (c.batch ? 'nb' : String(b0));
+export const nbOr = (c: Ctx, b0: number) => (c.batch ? 'nb' : String(b0));
 
 const params = `${Array.from({ length: LAYER_ARGS }, (_, i) => `void *a${i}`).join(', ')}, int nb`;
-const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n  (void)nb;\n${body}\n}\n`;
+export const exported = (fn: string, body: string) => `KEXPORT void ${fn}(${params}) {\n  (void)nb;\n${body}\n}\n`;
 
 /** Epilogue over one C tile: alpha scaling, bias, residual, activation. `bias` and `res` render element reads. */
 function epilogue(fn: string, alpha: number, bias: string | undefined, res: string | undefined, act: string): string | undefined {
@@ -140,7 +142,7 @@ function accumulateEpilogue(id: string, epi: string | undefined): { src: string;
   return { src: epi ?? '', set: `  if (a3 && a3 == a4) { g.accumulate = 1; g.epi = ${epi ? `e${id}i` : 'NULL'}; }\n` };
 }
 
-function activation(n: Node): string | undefined {
+export function activation(n: Node): string | undefined {
   return renderActivation(attrOf(n, 'activation', ''), attrOf<number[]>(n, 'activation_params', []), 'v');
 }
 
@@ -183,9 +185,9 @@ ${acc?.set ?? ''}  kiln_gemm_${tile}(&g);`);
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched, work: M * N * K };
 };
 
-interface ConvGeom { C: number; H: number; W: number; Co: number; OH: number; OW: number; kh: number; kw: number; s: number[]; d: number[]; p: number[]; group: number }
+export interface ConvGeom { C: number; H: number; W: number; Co: number; OH: number; OW: number; kh: number; kw: number; s: number[]; d: number[]; p: number[]; group: number }
 
-function convGeometry(n: Node, x: number[], w: number[], out: number[]): ConvGeom | undefined {
+export function convGeometry(n: Node, x: number[], w: number[], out: number[]): ConvGeom | undefined {
   if (x.length !== 4 || w.length !== 4 || out.length !== 4) return undefined;
   const [, C, H, W] = x, [Co, , kh, kw] = w, [, , OH, OW] = out;
   const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
@@ -360,240 +362,6 @@ function im2colBody(g: ConvGeom, nr: number): string {
       if (ow == ${OW}) { ow = 0; oh++; }
     }
   }`;
-}
-
-/** A pointwise convolution whose output only a depthwise layer reads: the pair can run as one kernel that computes
- * the expanded rows straight into the depthwise layer's padded planes (MobileNetV2's 16 -> 96 channel expansion at
- * 112x112 writes 4.8 MB that the depthwise layer reads back; fused, those rows never leave L1). */
-interface Expand { producer: string; K: number; act: string }
-
-/** Expanded tensors of at least this many floats per image (and inputs of at most EXPAND_MAX_K channels) fuse: 4 MB,
- * well past these cores' L2. MobileNetV2's 96 x 112 x 112 expansion: 0.83 vs 0.99-1.29 ms at one thread, 0.60 vs
- * 0.81 ms at two; its 144 x 56 x 56 ones (1.8 MB) come out even with the GEMM, and the 28 x 28 ones lose. */
-const EXPAND_MIN = 1 << 20;
-const EXPAND_MAX_K = 64;
-
-function expandFeeding(c: Ctx, n: Node, g: ConvGeom): Expand | undefined {
-  const e = n.inputs[0], graph = c.model.graph;
-  if (g.Co !== g.C || g.C * g.H * g.W < EXPAND_MIN || graph.outputs.some((o) => o.name === e)) return undefined;
-  const pw = graph.nodes.find((m) => m.outputs[0] === e);
-  if (!pw || pw.domain !== KILN_DOMAIN || pw.opType !== 'FusedConv' || pw.attrs.layout || pw.inputs[3] || !pw.inputs[1] || !isConst(c, pw.inputs[1])) return undefined;
-  if (pw.inputs[2] && !isConst(c, pw.inputs[2])) return undefined;
-  // the expanded tensor is never written: nothing else may read it, nor this layer as its residual
-  if (graph.nodes.some((m) => m !== n && m.inputs.includes(e)) || n.inputs.lastIndexOf(e) !== 0) return undefined;
-  const x = typeOfName(c, pw.inputs[0]), w = typeOfName(c, pw.inputs[1]), y = typeOfName(c, e);
-  if (x?.dtype !== 'float32' || !w || !y || x.dims.length !== 4 || w.dims.length !== 4 || y.dims.length !== 4) return undefined;
-  const pg = convGeometry(pw, x.dims, w.dims, y.dims);
-  const act = activation(pw);
-  if (!pg || act === undefined || pg.group !== 1 || pg.kh !== 1 || pg.kw !== 1 || pg.s.some((v) => v !== 1) || pg.p.some((v) => v !== 0)) return undefined;
-  if (pg.Co !== g.C || pg.OH !== g.H || pg.OW !== g.W || pg.C > EXPAND_MAX_K || (pw.inputs[2] && prod(typeOfName(c, pw.inputs[2])?.dims ?? []) !== g.C)) return undefined;
-  return { producer: pw.name, K: pg.C, act };
-}
-
-/** Depthwise convolution with everything baked in. Per (image, channel) task, bands of output rows: the input rows a
- * band reads are copied into zero-padded planes so that every tap of every output reads a plane at a constant offset
- * from w = oh * WQ + ow, the band's output rows laid end to end at the planes' width: one long vectorizable loop over
- * all taps, then the valid columns are copied out with the residual and activation. Bands keep the planes in L1
- * (a whole 112x112 plane is 52 KB). Stride 1: one padded plane. Column stride 2: one plane per row phase (whole rows,
- * so the fill is row copies), read as pairs of vectors whose even or odd lanes one permute picks. Other strides: one
- * plane per (row, column) phase over the whole image, filled by strided scalar loops. Where a pointwise convolution
- * feeds the layer (see Expand), a second function computes the pair, its band rows from the pointwise input. */
-function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
-  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
-  if (batch * Co * OH * OW < MIN_ELEMENTS) return undefined;
-  const id = c.id, N = OH * OW, mult = Co / C, vw = VW[c.isa];
-  const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
-  const mode = s[0] === 1 && s[1] === 1 ? 'one' : s[1] === 2 ? 'pairs' : 'phases';
-  const expand = mode === 'phases' ? undefined : expandFeeding(c, n, g);
-  // pairs: plane rows of WR = 2 * WQ columns, so output column ow of wide row oh reads plane columns 2 * w + constant
-  const WQ = Math.ceil(WP / s[1]), WR = mode === 'pairs' ? 2 * WQ : WQ;
-  // output rows per band: the band's padded rows about 8 KB (phases: one band)
-  const span = (kh - 1) * d[0] + 1;
-  const rmax = mode === 'phases' ? OH : Math.max(1, Math.floor((Math.floor(2048 / WR) - span) / s[0]) + 1);
-  const R = Math.ceil(OH / Math.ceil(OH / Math.min(rmax, OH)));
-  // padded rows per band, rows per plane, plane stride (pairs: planes back to back; else with a row and more of slack,
-  // which the 7x7 planes are ~3% faster with)
-  const BH = mode === 'phases' ? HP : (R - 1) * s[0] + span, HQ = Math.ceil(BH / s[0]);
-  const PQ = mode === 'pairs' ? HQ * WR : HQ * WQ + WQ + 16, nw = (R - 1) * WQ + OW;
-  // whole vectors over the wide rows (the lanes past nw are dropped): the planes plus slack cover the last reads
-  const nwv = Math.ceil(nw / vw) * vw;
-  const taps: string[] = [], loads = new Map<number, string>();
-  let maxRead = 0;
-  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
-    const ra = a * d[0], cb = b * d[1], k = a * kw + b;
-    if (mode === 'pairs') {
-      // tap column cb: the even (cb even) or odd lanes of the pair of vectors from plane column 2 * w + cb - cb % 2
-      const off = (ra % s[0]) * PQ + Math.floor(ra / s[0]) * WR + cb - (cb % 2);
-      if (!loads.has(off)) loads.set(off, `vf u${loads.size} = *(const vfu *)(q + ${off} + 2 * w), z${loads.size} = *(const vfu *)(q + ${off + vw} + 2 * w);`);
-      const i = [...loads.keys()].indexOf(off);
-      taps.push(`v += wk[${k}] * __builtin_shuffle(u${i}, z${i}, ${cb % 2 ? 'KODD' : 'KEVEN'});`);
-      maxRead = Math.max(maxRead, off + 2 * nwv);
-    } else {
-      const plane = (ra % s[0]) * s[1] + (cb % s[1]);
-      const off = plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1]);
-      taps.push(`v += wk[${k}] * *(const vfu *)(q + ${off} + w);`);
-      maxRead = Math.max(maxRead, off + nwv);
-    }
-  }
-  const planes = mode === 'one' ? 1 : mode === 'pairs' ? s[0] : s[0] * s[1];
-  const qa = Math.ceil(Math.max(planes * PQ, maxRead) / 16) * 16;
-  const rowAt = (hh: string) => (planes > 1 ? `q + (size_t)(${hh} % ${s[0]}) * ${PQ} + (size_t)(${hh} / ${s[0]}) * ${WR}` : `q + (size_t)(${hh}) * ${WR}`);
-  // stride 1 in one band: the rows of padding above and below (with the slack) are zeroed around the data rows, in
-  // a few long stores (per-row zeroing that the first taps then read back costs ~8% on 7x7 planes)
-  const whole = mode === 'one' && R >= OH;
-  // otherwise the band's padded row hh (input row oh0 * s0 + hh - pt) goes whole to plane hh % s0, row hh / s0: data
-  // rows (copied, or expanded by the pair) with their pad columns zeroed, padding rows all zeros; rows past the band's
-  // and the slack after the planes only meet dropped lanes, and are zeroed once per task
-  const fill = (data: (dst: string, h: string) => string) => whole ? `memset(q, 0, ${p[0] * WQ} * sizeof(float));
-    for (int h = 0; h < ${H}; h++) {
-      float *qr = q + (size_t)(h + ${p[0]}) * ${WQ};
-      for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
-      ${data(`qr + ${p[1]}`, 'h')}
-      for (int i = ${p[1] + W}; i < ${WQ}; i++) qr[i] = 0;
-    }
-    memset(q + ${(p[0] + H) * WQ}, 0, ${qa - (p[0] + H) * WQ} * sizeof(float));`
-    : mode === 'phases'
-    // input (h, x) lands in plane ((h + pt) % s0, (x + pl) % s1) at ((h + pt) / s0, (x + pl) / s1)
-    ? `memset(q, 0, ${qa} * sizeof(float));
-    for (int h = 0; h < ${H}; h++) {
-      int hh = h + ${p[0]};
-      float *qr = q + (size_t)(hh % ${s[0]}) * ${s[1] * PQ} + (size_t)(hh / ${s[0]}) * ${WQ};
-      const float *xr = x + (size_t)h * ${W};
-      ${colPhases(W, p[1], s[1], PQ)}
-    }`
-    : `for (int hh = 0; hh < ${BH}; hh++) {
-      float *qr = ${rowAt('hh')};
-      int h = oh0 * ${s[0]} + hh - ${p[0]};
-      if ((unsigned)h < ${H}u) {
-        for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
-        ${data(`qr + ${p[1]}`, 'h')}
-        for (int i = ${p[1] + W}; i < ${WR}; i++) qr[i] = 0;
-      } else memset(qr, 0, ${WR} * sizeof(float));
-    }`;
-  const zeroOnce = mode === 'phases' || whole ? '' : `for (int hh = ${BH}; hh < ${planes * HQ}; hh++) memset(${rowAt('hh')}, 0, ${WR} * sizeof(float));
-  memset(q + ${planes * PQ}, 0, ${qa - planes * PQ} * sizeof(float));`;
-  // output rows shorter than a vector (7, 14): the activation runs over the wide rows as whole vectors and the rows
-  // are fixed-size copies; per row, a loop of 7 or 14 would run scalar
-  const copyOut = hasRes || OW >= vw ? `for (int r = 0; r < rows; r++) {
-      const float *wr = wide + r * ${WQ};
-      float *yr = y + (size_t)(oh0 + r) * ${OW};
-      #pragma GCC ivdep
-      for (int ow = 0; ow < ${OW}; ow++) {
-        float v = wr[ow]${hasRes ? ` + res[(oh0 + r) * ${OW} + ow]` : ''};
-        yr[ow] = ${act};
-      }
-    }` : `${act === 'v' ? '' : `#pragma GCC ivdep
-    for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${act}; }`}
-    for (int r = 0; r < rows; r++) memcpy(y + (size_t)(oh0 + r) * ${OW}, wide + r * ${WQ}, ${OW} * sizeof(float));`;
-  // the loop over bands (one band: constants, so the row loops have fixed counts)
-  const bands = R >= OH ? `{
-    const int oh0 = 0, rows = ${OH};` : `for (int oh0 = 0; oh0 < ${OH}; oh0 += ${R}) {
-    int rows = KMIN(${R}, ${OH} - oh0);`;
-  // one channel's band: planes, taps, copy-out (with wk, b, res, y, q, wide, oh0 and rows in scope)
-  const band = (data: (dst: string, h: string) => string) => `${fill(data)}
-    for (int w = 0; w < ${nwv}; w += VW) {
-      vf v = (vf){0} + b;
-      ${[...loads.values()].join(' ')}
-      ${taps.join(' ')}
-      *(vf *)(wide + w) = v;
-    }
-    ${copyOut}`;
-  // one (image, channel) per task
-  const fn = `L${id}_dw`;
-  let src = `static void t${id}(void *ctx, int t) {
-  void *const *qa = ctx;
-  int n = t / ${Co}, oc = t % ${Co}, ic = oc / ${mult};
-  const float *x = (const float *)qa[0] + ((size_t)n * ${C} + ic) * ${H * W};
-  const float *wt = (const float *)qa[1] + (size_t)oc * ${kh * kw};
-  float b = qa[2] ? ((const float *)qa[2])[oc] : 0.0f;
-  const float *res = qa[3] ? (const float *)qa[3] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
-  float *y = (float *)qa[4] + ((size_t)n * ${Co} + oc) * ${N};
-  float *q = kiln_scratch(0, ${qa + nwv});
-  float *wide = q + ${qa};
-  float wk[${kh * kw}];
-  for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
-  ${zeroOnce}
-  ${bands}
-    ${band((dst, h) => `memcpy(${dst}, x + (size_t)${h} * ${W}, ${W} * sizeof(float));`)}
-  }
-}
-`;
-  src += exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
-  kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`);
-  let pair: LayerKernel['pair'];
-  if (expand) {
-    // the pair: x [K][H][W] of the image, the pointwise weights [C][K] and bias, then the depthwise layer's arguments.
-    // A task takes G channels: per band, their expanded rows first (the band's input rows are contiguous in every
-    // input channel, so one flat span; each input vector loaded meets G channels, U vectors at a time so the sums
-    // are independent), then each channel's planes, taps and copy-out as in the layer alone.
-    const { K, act: act1 } = expand, HW = H * W, G = 8, U = 2, NG = Math.ceil(Co / G), EX = BH * W;
-    const sums = (u: number, load: (k: string, u: string) => string, store: (g: string, u: string) => string, type = 'vf', zero = '(vf){0} + ') => `{
-        ${type} v[${G}][${u}];
-        for (int g = 0; g < ${G}; g++) for (int u = 0; u < ${u}; u++) v[g][u] = ${zero}b1[g];
-        _Pragma("GCC unroll 64") for (int k = 0; k < ${K}; k++) {
-          ${type} xv[${u}];
-          _Pragma("GCC unroll 8") for (int u = 0; u < ${u}; u++) xv[u] = ${load('k', 'u')};
-          _Pragma("GCC unroll 8") for (int g = 0; g < ${G}; g++) _Pragma("GCC unroll 8") for (int u = 0; u < ${u}; u++) v[g][u] += w1[g][k] * xv[u];
-        }
-        for (int g = 0; g < ${G}; g++) for (int u = 0; u < ${u}; u++) ${store('g', 'u')} = v[g][u];
-      }`;
-    src += `static void x${id}(void *ctx, int t) {
-  void *const *qa = ctx;
-  int n = t / ${NG}, oc0 = (t % ${NG}) * ${G}, ng = KMIN(${G}, ${Co} - oc0);
-  const float *xk = (const float *)qa[0] + (size_t)n * ${K * HW};
-  float w1[${G}][${K}], b1[${G}];
-  for (int g = 0; g < ${G}; g++) {
-    for (int k = 0; k < ${K}; k++) w1[g][k] = g < ng ? ((const float *)qa[1])[(size_t)(oc0 + g) * ${K} + k] : 0.0f;
-    b1[g] = qa[2] && g < ng ? ((const float *)qa[2])[oc0 + g] : 0.0f;
-  }
-  float *q = kiln_scratch(0, ${qa + nwv + G * EX});
-  float *wide = q + ${qa}, *exs = wide + ${nwv};
-  ${zeroOnce}
-  ${bands}
-    int hlo = KMAX(0, oh0 * ${s[0]} - ${p[0]}), hhi = KMIN(${H}, oh0 * ${s[0]} - ${p[0]} + ${BH});
-    {
-      const float *xs = xk + (size_t)hlo * ${W};
-      int L = (hhi - hlo) * ${W}, i = 0;
-      for (; i + ${U} * VW <= L; i += ${U} * VW) ${sums(U, (k, u) => `*(const vfu *)(xs + (size_t)${k} * ${HW} + i + ${u} * VW)`, (g, u) => `*(vfu *)(exs + (size_t)${g} * ${EX} + i + ${u} * VW)`)}
-      for (; i + VW <= L; i += VW) ${sums(1, (k) => `*(const vfu *)(xs + (size_t)${k} * ${HW} + i)`, (g) => `*(vfu *)(exs + (size_t)${g} * ${EX} + i)`)}
-      for (; i < L; i++) ${sums(1, (k) => `xs[(size_t)${k} * ${HW} + i]`, (g) => `exs[(size_t)${g} * ${EX} + i]`, 'float', '')}
-      ${act1 === 'v' ? '' : `for (int g = 0; g < ng; g++) {
-        float *ex = exs + (size_t)g * ${EX};
-        #pragma GCC ivdep
-        for (int i = 0; i < L; i++) { float v = ex[i]; ex[i] = ${act1}; }
-      }`}
-    }
-    for (int g = 0; g < ng; g++) {
-      int oc = oc0 + g;
-      const float *ex = exs + (size_t)g * ${EX};
-      const float *wt = (const float *)qa[3] + (size_t)oc * ${kh * kw};
-      float b = qa[4] ? ((const float *)qa[4])[oc] : 0.0f;
-      const float *res = qa[5] ? (const float *)qa[5] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
-      float *y = (float *)qa[6] + ((size_t)n * ${Co} + oc) * ${N};
-      float wk[${kh * kw}];
-      for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
-      ${band((dst, h) => `memcpy(${dst}, ex + (size_t)(${h} - hlo) * ${W}, ${W} * sizeof(float));`)}
-    }
-  }
-}
-`;
-    src += exported(`X${id}_pwdw`, `  void *q[7] = { a0, a1, a2, a3, ${hasBias ? 'a4' : 'NULL'}, a5, a6 };
-  kiln_pool_run(x${id}, q, ${nbOr(c, batch)} * ${NG});`);
-    pair = { producer: expand.producer, fn: `X${id}_pwdw` };
-  }
-  return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
-    batched: !!c.batch, work: batch * Co * N * kh * kw, ...(pair ? { pair } : {}) };
-}
-
-/** Copies one input row \`xr\` into its column phase planes (\`qr\` + phase * PQ): input column x goes to phase
- * (x + pl) % s at (x + pl) / s, one strided loop per phase. */
-function colPhases(W: number, pl: number, s: number, PQ: number): string {
-  const loops: string[] = [];
-  for (let ph = 0; ph < s; ph++) {
-    const x0 = (((ph - pl) % s) + s) % s, n = Math.max(0, Math.ceil((W - x0) / s));
-    if (n) loops.push(`{ float *dst = qr + ${ph * PQ + (x0 + pl - ph) / s}; for (int i = 0; i < ${n}; i++) dst[i] = xr[${x0} + i * ${s}]; }`);
-  }
-  return loops.join('\n    ');
 }
 
 /** kiln:Elementwise over float32 inputs: an outer loop over rows (each input's offset from baked strides) and a
@@ -833,111 +601,6 @@ ${exported(fn, `  static const int64_t dflt[17] = { ${defaults.join(', ')} };
   kiln_pool_run(at${id}, c, ${bt ? 'nb' : B} * ${H});`)}`;
   return { variants: [{ tactic: `native-${c.isa}-attention`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
     batched: bt, work: prod(lead) * S * L * (D + DV) };
-};
-
-/** kh + kw taps get unrolled into the baked pool's two passes; larger windows keep the generic loop */
-const MAX_POOL_TAPS = 32;
-const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
-  const [x] = ins;
-  if (!x || x.length !== 4 || prod(out) < MIN_ELEMENTS) return undefined;
-  const [, , H, W] = x, [N, C, OH, OW] = out;
-  const [kh, kw] = attrOf<number[]>(n, 'kernel_shape', []);
-  if (kh === undefined || kw === undefined || attrOf(n, 'storage_order', 0)) return undefined;
-  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
-  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
-  let p = auto === 'NOTSET' ? attrOf(n, 'pads', [0, 0, 0, 0]) : [0, 0, 0, 0];
-  if (auto.startsWith('SAME')) {
-    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((i ? kw : kh) - 1) * d[i] + 1 - x[2 + i]));
-    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
-    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
-  }
-  const countPad = attrOf(n, 'count_include_pad', 0);
-  if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || auto !== 'NOTSET')) return undefined;
-  const fn = `L${c.id}_pool`;
-  // one input row lives on the baked pool's stack: very wide rows keep the generic loop too
-  if (kh + kw <= MAX_POOL_TAPS && W <= 8192) return windowPool(c, fn, isMax, countPad, [N, C, H, W, OH, OW, kh, kw], s, d, p);
-  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
-    batched: !!c.batch?.[0], work: prod(out) * kh * kw,
-    source: exported(fn, `  kiln_pool2d(a0, a1, ${c.batch?.[0] ? 'nb' : N} * ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${isMax ? 1 : 0}, ${countPad});`) };
-};
-
-/** Baked window pooling, separable: per output row, the window's input rows are combined column by column into one
- * row (contiguous, vectorizes), then each output column combines kw entries of it. Output columns whose window lies
- * inside the image run one loop with the taps unrolled; only the border columns (padding, ceil_mode overhang) clip
- * tap by tap, and rows clip by leaving padded input rows out. A few planes per task. */
-function windowPool(c: Ctx, fn: string, isMax: boolean, countPad: number, g: number[], s: number[], d: number[], p: number[]): GenResult {
-  const [N, C, H, W, OH, OW, kh, kw] = g;
-  const id = c.id;
-  // output columns whose window lies inside the image: ow * s - p >= 0 and ow * s - p + (kw - 1) * d <= W - 1
-  const ow0 = Math.min(OW, Math.ceil(p[1] / s[1]));
-  const last = W - 1 - (kw - 1) * d[1] + p[1];
-  const ow1 = last < 0 ? ow0 : Math.max(ow0, Math.min(OW, Math.floor(last / s[1]) + 1));
-  const op = (a: string, b: string) => (isMax ? `kmaxv(${a}, ${b})` : `${a} + ${b}`);
-  let vert = `xr[w]`, horiz = `r[ow * ${s[1]} + ${-p[1]}]`;
-  for (let a = 1; a < kh; a++) vert = op(vert, `xr[${a * d[0] * W} + w]`);
-  for (let b = 1; b < kw; b++) horiz = op(horiz, `r[ow * ${s[1]} + ${b * d[1] - p[1]}]`);
-  // average divisor: the whole window with count_include_pad (floor mode only, so it never overhangs the padded input)
-  const div = (cols: string) => (countPad ? cFloat(kh * kw) : `(nr * ${cols})`);
-  const planes = `${c.batch?.[0] ? 'nb' : N} * ${C}`;
-  // the two full-window passes live in functions of their own: inlined into the loop nest below, GCC leaves them scalar
-  const src = `static __attribute__((noinline)) void pv${id}(const float *restrict xr, float *restrict r) {
-  for (int w = 0; w < ${W}; w++) r[w] = ${vert};
-}
-static __attribute__((noinline)) void ph${id}(const float *restrict r, float *restrict yr, float nr) {
-  (void)nr;
-  for (int ow = ${ow0}; ow < ${ow1}; ow++) yr[ow] = ${isMax ? horiz : `(${horiz}) / ${div(String(kw))}`};
-}
-static void t${id}(void *ctx, int t) {
-  void *const *q = ctx;
-  int planes = (int)(intptr_t)q[2], per = (planes + (int)(intptr_t)q[3] - 1) / (int)(intptr_t)q[3];
-  float r[${W}];
-  for (int pl = t * per; pl < KMIN(planes, (t + 1) * per); pl++) {
-    const float *x = (const float *)q[0] + (size_t)pl * ${H * W};
-    float *y = (float *)q[1] + (size_t)pl * ${OH * OW};
-    for (int oh = 0; oh < ${OH}; oh++) {
-      int h0 = oh * ${s[0]} - ${p[0]}, nr = 0;
-      float *yr = y + oh * ${OW};
-      if (h0 >= 0 && h0 + ${(kh - 1) * d[0]} < ${H}) {
-        const float *xr = x + h0 * ${W};
-        nr = ${kh};
-        pv${id}(xr, r);
-      } else {
-        for (int a = 0; a < ${kh}; a++) {
-          int h = h0 + a * ${d[0]};
-          if (h < 0 || h >= ${H}) continue;
-          const float *xr = x + h * ${W};
-          if (nr++) for (int w = 0; w < ${W}; w++) r[w] = ${op('r[w]', 'xr[w]')};
-          else memcpy(r, xr, sizeof(r));
-        }
-        if (!nr) { for (int ow = 0; ow < ${OW}; ow++) yr[ow] = ${isMax ? '-INFINITY' : countPad ? '0' : 'NAN'}; continue; }
-      }
-      ph${id}(r, yr, (float)nr);
-      for (int ow = 0; ow < ${OW}; ow++) {
-        if (ow == ${ow0}) ow = ${ow1};
-        if (ow >= ${OW}) break;
-        int w0 = ow * ${s[1]} - ${p[1]}, nc = 0;
-        float v = ${isMax ? '-INFINITY' : '0'};
-        for (int b = 0; b < ${kw}; b++) {
-          int w = w0 + b * ${d[1]};
-          if (w >= 0 && w < ${W}) { v = ${op('v', 'r[w]')}; nc++; }
-        }
-        ${isMax || countPad ? '(void)nc; ' : ''}yr[ow] = ${isMax ? 'v' : `v / ${div('nc')}`};
-      }
-    }
-  }
-}
-${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads());
-  void *q[4] = { a0, a1, (void *)(intptr_t)planes, (void *)(intptr_t)tasks };
-  kiln_pool_run(t${id}, q, tasks);`)}`;
-  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: N * C * OH * OW * kh * kw, source: src };
-}
-
-const globalPool = (isMax: boolean): Gen => (c, n, ins) => {
-  const [x] = ins;
-  if (!x || x.length < 3 || prod(x) < MIN_ELEMENTS) return undefined;
-  const fn = `L${c.id}_gpool`;
-  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: prod(x),
-    source: exported(fn, `  kiln_global_pool(a0, a1, ${c.batch?.[0] ? 'nb' : x[0]} * ${x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
 };
 
 /** Transpose: per output row (all axes but the last), the input offset from baked strides, then one loop along the

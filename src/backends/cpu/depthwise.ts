@@ -1,0 +1,241 @@
+// Depthwise convolution on the CPU (codegen.ts's fusedConv hands grouped convolutions with one input channel per group
+// here): padded planes filled in bands of rows that stay in L1, stride 2 by permutes, and the pair with a pointwise
+// expansion whose output only this layer reads (LayerKernel.pair).
+import type { Node } from '../../ir/graph.js';
+import { KILN_DOMAIN } from '../../ops/fused.js';
+import { VW, activation, convGeometry, exported, isConst, nbOr, prod, typeOfName, MIN_ELEMENTS, type ConvGeom, type Ctx, type Gen, type LayerKernel } from './codegen.js';
+
+/** A pointwise convolution whose output only a depthwise layer reads: the pair can run as one kernel that computes
+ * the expanded rows straight into the depthwise layer's padded planes (MobileNetV2's 16 -> 96 channel expansion at
+ * 112x112 writes 4.8 MB that the depthwise layer reads back; fused, those rows never leave L1). */
+interface Expand { producer: string; K: number; act: string }
+
+/** Expanded tensors of at least this many floats per image (and inputs of at most EXPAND_MAX_K channels) fuse: 4 MB,
+ * well past these cores' L2. MobileNetV2's 96 x 112 x 112 expansion: 0.83 vs 0.99-1.29 ms at one thread, 0.60 vs
+ * 0.81 ms at two; its 144 x 56 x 56 ones (1.8 MB) come out even with the GEMM, and the 28 x 28 ones lose. */
+const EXPAND_MIN = 1 << 20;
+const EXPAND_MAX_K = 64;
+
+function expandFeeding(c: Ctx, n: Node, g: ConvGeom): Expand | undefined {
+  const e = n.inputs[0], graph = c.model.graph;
+  if (g.Co !== g.C || g.C * g.H * g.W < EXPAND_MIN || graph.outputs.some((o) => o.name === e)) return undefined;
+  const pw = graph.nodes.find((m) => m.outputs[0] === e);
+  if (!pw || pw.domain !== KILN_DOMAIN || pw.opType !== 'FusedConv' || pw.attrs.layout || pw.inputs[3] || !pw.inputs[1] || !isConst(c, pw.inputs[1])) return undefined;
+  if (pw.inputs[2] && !isConst(c, pw.inputs[2])) return undefined;
+  // the expanded tensor is never written: nothing else may read it, nor this layer as its residual
+  if (graph.nodes.some((m) => m !== n && m.inputs.includes(e)) || n.inputs.lastIndexOf(e) !== 0) return undefined;
+  const x = typeOfName(c, pw.inputs[0]), w = typeOfName(c, pw.inputs[1]), y = typeOfName(c, e);
+  if (x?.dtype !== 'float32' || !w || !y || x.dims.length !== 4 || w.dims.length !== 4 || y.dims.length !== 4) return undefined;
+  const pg = convGeometry(pw, x.dims, w.dims, y.dims);
+  const act = activation(pw);
+  if (!pg || act === undefined || pg.group !== 1 || pg.kh !== 1 || pg.kw !== 1 || pg.s.some((v) => v !== 1) || pg.p.some((v) => v !== 0)) return undefined;
+  if (pg.Co !== g.C || pg.OH !== g.H || pg.OW !== g.W || pg.C > EXPAND_MAX_K || (pw.inputs[2] && prod(typeOfName(c, pw.inputs[2])?.dims ?? []) !== g.C)) return undefined;
+  return { producer: pw.name, K: pg.C, act };
+}
+
+/** Depthwise convolution with everything baked in. Per (image, channel) task, bands of output rows: the input rows a
+ * band reads are copied into zero-padded planes so that every tap of every output reads a plane at a constant offset
+ * from w = oh * WQ + ow, the band's output rows laid end to end at the planes' width: one long vectorizable loop over
+ * all taps, then the valid columns are copied out with the residual and activation. Bands keep the planes in L1
+ * (a whole 112x112 plane is 52 KB). Stride 1: one padded plane. Column stride 2: one plane per row phase (whole rows,
+ * so the fill is row copies), read as pairs of vectors whose even or odd lanes one permute picks. Other strides: one
+ * plane per (row, column) phase over the whole image, filled by strided scalar loops. Where a pointwise convolution
+ * feeds the layer (see Expand), a second function computes the pair, its band rows from the pointwise input. */
+export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string): ReturnType<Gen> {
+  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  if (batch * Co * OH * OW < MIN_ELEMENTS) return undefined;
+  const id = c.id, N = OH * OW, mult = Co / C, vw = VW[c.isa];
+  const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
+  const mode = s[0] === 1 && s[1] === 1 ? 'one' : s[1] === 2 ? 'pairs' : 'phases';
+  const expand = mode === 'phases' ? undefined : expandFeeding(c, n, g);
+  // pairs: plane rows of WR = 2 * WQ columns, so output column ow of wide row oh reads plane columns 2 * w + constant
+  const WQ = Math.ceil(WP / s[1]), WR = mode === 'pairs' ? 2 * WQ : WQ;
+  // output rows per band: the band's padded rows about 8 KB (phases: one band)
+  const span = (kh - 1) * d[0] + 1;
+  const rmax = mode === 'phases' ? OH : Math.max(1, Math.floor((Math.floor(2048 / WR) - span) / s[0]) + 1);
+  const R = Math.ceil(OH / Math.ceil(OH / Math.min(rmax, OH)));
+  // padded rows per band, rows per plane, plane stride (pairs: planes back to back; else with a row and more of slack,
+  // which the 7x7 planes are ~3% faster with)
+  const BH = mode === 'phases' ? HP : (R - 1) * s[0] + span, HQ = Math.ceil(BH / s[0]);
+  const PQ = mode === 'pairs' ? HQ * WR : HQ * WQ + WQ + 16, nw = (R - 1) * WQ + OW;
+  // whole vectors over the wide rows (the lanes past nw are dropped): the planes plus slack cover the last reads
+  const nwv = Math.ceil(nw / vw) * vw;
+  const taps: string[] = [], loads = new Map<number, string>();
+  let maxRead = 0;
+  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) {
+    const ra = a * d[0], cb = b * d[1], k = a * kw + b;
+    if (mode === 'pairs') {
+      // tap column cb: the even (cb even) or odd lanes of the pair of vectors from plane column 2 * w + cb - cb % 2
+      const off = (ra % s[0]) * PQ + Math.floor(ra / s[0]) * WR + cb - (cb % 2);
+      if (!loads.has(off)) loads.set(off, `vf u${loads.size} = *(const vfu *)(q + ${off} + 2 * w), z${loads.size} = *(const vfu *)(q + ${off + vw} + 2 * w);`);
+      const i = [...loads.keys()].indexOf(off);
+      taps.push(`v += wk[${k}] * __builtin_shuffle(u${i}, z${i}, ${cb % 2 ? 'KODD' : 'KEVEN'});`);
+      maxRead = Math.max(maxRead, off + 2 * nwv);
+    } else {
+      const plane = (ra % s[0]) * s[1] + (cb % s[1]);
+      const off = plane * PQ + Math.floor(ra / s[0]) * WQ + Math.floor(cb / s[1]);
+      taps.push(`v += wk[${k}] * *(const vfu *)(q + ${off} + w);`);
+      maxRead = Math.max(maxRead, off + nwv);
+    }
+  }
+  const planes = mode === 'one' ? 1 : mode === 'pairs' ? s[0] : s[0] * s[1];
+  const qa = Math.ceil(Math.max(planes * PQ, maxRead) / 16) * 16;
+  const rowAt = (hh: string) => (planes > 1 ? `q + (size_t)(${hh} % ${s[0]}) * ${PQ} + (size_t)(${hh} / ${s[0]}) * ${WR}` : `q + (size_t)(${hh}) * ${WR}`);
+  // stride 1 in one band: the rows of padding above and below (with the slack) are zeroed around the data rows, in
+  // a few long stores (per-row zeroing that the first taps then read back costs ~8% on 7x7 planes)
+  const whole = mode === 'one' && R >= OH;
+  // otherwise the band's padded row hh (input row oh0 * s0 + hh - pt) goes whole to plane hh % s0, row hh / s0: data
+  // rows (copied, or expanded by the pair) with their pad columns zeroed, padding rows all zeros; rows past the band's
+  // and the slack after the planes only meet dropped lanes, and are zeroed once per task
+  const fill = (data: (dst: string, h: string) => string) => whole ? `memset(q, 0, ${p[0] * WQ} * sizeof(float));
+    for (int h = 0; h < ${H}; h++) {
+      float *qr = q + (size_t)(h + ${p[0]}) * ${WQ};
+      for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
+      ${data(`qr + ${p[1]}`, 'h')}
+      for (int i = ${p[1] + W}; i < ${WQ}; i++) qr[i] = 0;
+    }
+    memset(q + ${(p[0] + H) * WQ}, 0, ${qa - (p[0] + H) * WQ} * sizeof(float));`
+    : mode === 'phases'
+    // input (h, x) lands in plane ((h + pt) % s0, (x + pl) % s1) at ((h + pt) / s0, (x + pl) / s1)
+    ? `memset(q, 0, ${qa} * sizeof(float));
+    for (int h = 0; h < ${H}; h++) {
+      int hh = h + ${p[0]};
+      float *qr = q + (size_t)(hh % ${s[0]}) * ${s[1] * PQ} + (size_t)(hh / ${s[0]}) * ${WQ};
+      const float *xr = x + (size_t)h * ${W};
+      ${colPhases(W, p[1], s[1], PQ)}
+    }`
+    : `for (int hh = 0; hh < ${BH}; hh++) {
+      float *qr = ${rowAt('hh')};
+      int h = oh0 * ${s[0]} + hh - ${p[0]};
+      if ((unsigned)h < ${H}u) {
+        for (int i = 0; i < ${p[1]}; i++) qr[i] = 0;
+        ${data(`qr + ${p[1]}`, 'h')}
+        for (int i = ${p[1] + W}; i < ${WR}; i++) qr[i] = 0;
+      } else memset(qr, 0, ${WR} * sizeof(float));
+    }`;
+  const zeroOnce = mode === 'phases' || whole ? '' : `for (int hh = ${BH}; hh < ${planes * HQ}; hh++) memset(${rowAt('hh')}, 0, ${WR} * sizeof(float));
+  memset(q + ${planes * PQ}, 0, ${qa - planes * PQ} * sizeof(float));`;
+  // output rows shorter than a vector (7, 14): the activation runs over the wide rows as whole vectors and the rows
+  // are fixed-size copies; per row, a loop of 7 or 14 would run scalar
+  const copyOut = hasRes || OW >= vw ? `for (int r = 0; r < rows; r++) {
+      const float *wr = wide + r * ${WQ};
+      float *yr = y + (size_t)(oh0 + r) * ${OW};
+      #pragma GCC ivdep
+      for (int ow = 0; ow < ${OW}; ow++) {
+        float v = wr[ow]${hasRes ? ` + res[(oh0 + r) * ${OW} + ow]` : ''};
+        yr[ow] = ${act};
+      }
+    }` : `${act === 'v' ? '' : `#pragma GCC ivdep
+    for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${act}; }`}
+    for (int r = 0; r < rows; r++) memcpy(y + (size_t)(oh0 + r) * ${OW}, wide + r * ${WQ}, ${OW} * sizeof(float));`;
+  // the loop over bands (one band: constants, so the row loops have fixed counts)
+  const bands = R >= OH ? `{
+    const int oh0 = 0, rows = ${OH};` : `for (int oh0 = 0; oh0 < ${OH}; oh0 += ${R}) {
+    int rows = KMIN(${R}, ${OH} - oh0);`;
+  // one channel's band: planes, taps, copy-out (with wk, b, res, y, q, wide, oh0 and rows in scope)
+  const band = (data: (dst: string, h: string) => string) => `${fill(data)}
+    for (int w = 0; w < ${nwv}; w += VW) {
+      vf v = (vf){0} + b;
+      ${[...loads.values()].join(' ')}
+      ${taps.join(' ')}
+      *(vf *)(wide + w) = v;
+    }
+    ${copyOut}`;
+  // one (image, channel) per task
+  const fn = `L${id}_dw`;
+  let src = `static void t${id}(void *ctx, int t) {
+  void *const *qa = ctx;
+  int n = t / ${Co}, oc = t % ${Co}, ic = oc / ${mult};
+  const float *x = (const float *)qa[0] + ((size_t)n * ${C} + ic) * ${H * W};
+  const float *wt = (const float *)qa[1] + (size_t)oc * ${kh * kw};
+  float b = qa[2] ? ((const float *)qa[2])[oc] : 0.0f;
+  const float *res = qa[3] ? (const float *)qa[3] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
+  float *y = (float *)qa[4] + ((size_t)n * ${Co} + oc) * ${N};
+  float *q = kiln_scratch(0, ${qa + nwv});
+  float *wide = q + ${qa};
+  float wk[${kh * kw}];
+  for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
+  ${zeroOnce}
+  ${bands}
+    ${band((dst, h) => `memcpy(${dst}, x + (size_t)${h} * ${W}, ${W} * sizeof(float));`)}
+  }
+}
+`;
+  src += exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
+  kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`);
+  let pair: LayerKernel['pair'];
+  if (expand) {
+    // the pair: x [K][H][W] of the image, the pointwise weights [C][K] and bias, then the depthwise layer's arguments.
+    // A task takes G channels: per band, their expanded rows first (the band's input rows are contiguous in every
+    // input channel, so one flat span; each input vector loaded meets G channels, U vectors at a time so the sums
+    // are independent), then each channel's planes, taps and copy-out as in the layer alone.
+    const { K, act: act1 } = expand, HW = H * W, G = 8, U = 2, NG = Math.ceil(Co / G), EX = BH * W;
+    const sums = (u: number, load: (k: string, u: string) => string, store: (g: string, u: string) => string, type = 'vf', zero = '(vf){0} + ') => `{
+        ${type} v[${G}][${u}];
+        for (int g = 0; g < ${G}; g++) for (int u = 0; u < ${u}; u++) v[g][u] = ${zero}b1[g];
+        _Pragma("GCC unroll 64") for (int k = 0; k < ${K}; k++) {
+          ${type} xv[${u}];
+          _Pragma("GCC unroll 8") for (int u = 0; u < ${u}; u++) xv[u] = ${load('k', 'u')};
+          _Pragma("GCC unroll 8") for (int g = 0; g < ${G}; g++) _Pragma("GCC unroll 8") for (int u = 0; u < ${u}; u++) v[g][u] += w1[g][k] * xv[u];
+        }
+        for (int g = 0; g < ${G}; g++) for (int u = 0; u < ${u}; u++) ${store('g', 'u')} = v[g][u];
+      }`;
+    src += `static void x${id}(void *ctx, int t) {
+  void *const *qa = ctx;
+  int n = t / ${NG}, oc0 = (t % ${NG}) * ${G}, ng = KMIN(${G}, ${Co} - oc0);
+  const float *xk = (const float *)qa[0] + (size_t)n * ${K * HW};
+  float w1[${G}][${K}], b1[${G}];
+  for (int g = 0; g < ${G}; g++) {
+    for (int k = 0; k < ${K}; k++) w1[g][k] = g < ng ? ((const float *)qa[1])[(size_t)(oc0 + g) * ${K} + k] : 0.0f;
+    b1[g] = qa[2] && g < ng ? ((const float *)qa[2])[oc0 + g] : 0.0f;
+  }
+  float *q = kiln_scratch(0, ${qa + nwv + G * EX});
+  float *wide = q + ${qa}, *exs = wide + ${nwv};
+  ${zeroOnce}
+  ${bands}
+    int hlo = KMAX(0, oh0 * ${s[0]} - ${p[0]}), hhi = KMIN(${H}, oh0 * ${s[0]} - ${p[0]} + ${BH});
+    {
+      const float *xs = xk + (size_t)hlo * ${W};
+      int L = (hhi - hlo) * ${W}, i = 0;
+      for (; i + ${U} * VW <= L; i += ${U} * VW) ${sums(U, (k, u) => `*(const vfu *)(xs + (size_t)${k} * ${HW} + i + ${u} * VW)`, (g, u) => `*(vfu *)(exs + (size_t)${g} * ${EX} + i + ${u} * VW)`)}
+      for (; i + VW <= L; i += VW) ${sums(1, (k) => `*(const vfu *)(xs + (size_t)${k} * ${HW} + i)`, (g) => `*(vfu *)(exs + (size_t)${g} * ${EX} + i)`)}
+      for (; i < L; i++) ${sums(1, (k) => `xs[(size_t)${k} * ${HW} + i]`, (g) => `exs[(size_t)${g} * ${EX} + i]`, 'float', '')}
+      ${act1 === 'v' ? '' : `for (int g = 0; g < ng; g++) {
+        float *ex = exs + (size_t)g * ${EX};
+        #pragma GCC ivdep
+        for (int i = 0; i < L; i++) { float v = ex[i]; ex[i] = ${act1}; }
+      }`}
+    }
+    for (int g = 0; g < ng; g++) {
+      int oc = oc0 + g;
+      const float *ex = exs + (size_t)g * ${EX};
+      const float *wt = (const float *)qa[3] + (size_t)oc * ${kh * kw};
+      float b = qa[4] ? ((const float *)qa[4])[oc] : 0.0f;
+      const float *res = qa[5] ? (const float *)qa[5] + ((size_t)n * ${Co} + oc) * ${N} : NULL; (void)res;
+      float *y = (float *)qa[6] + ((size_t)n * ${Co} + oc) * ${N};
+      float wk[${kh * kw}];
+      for (int i = 0; i < ${kh * kw}; i++) wk[i] = wt[i];
+      ${band((dst, h) => `memcpy(${dst}, ex + (size_t)(${h} - hlo) * ${W}, ${W} * sizeof(float));`)}
+    }
+  }
+}
+`;
+    src += exported(`X${id}_pwdw`, `  void *q[7] = { a0, a1, a2, a3, ${hasBias ? 'a4' : 'NULL'}, a5, a6 };
+  kiln_pool_run(x${id}, q, ${nbOr(c, batch)} * ${NG});`);
+    pair = { producer: expand.producer, fn: `X${id}_pwdw` };
+  }
+  return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
+    batched: !!c.batch, work: batch * Co * N * kh * kw, ...(pair ? { pair } : {}) };
+}
+
+/** Copies one input row \`xr\` into its column phase planes (\`qr\` + phase * PQ): input column x goes to phase
+ * (x + pl) % s at (x + pl) / s, one strided loop per phase. */
+function colPhases(W: number, pl: number, s: number, PQ: number): string {
+  const loops: string[] = [];
+  for (let ph = 0; ph < s; ph++) {
+    const x0 = (((ph - pl) % s) + s) % s, n = Math.max(0, Math.ceil((W - x0) / s));
+    if (n) loops.push(`{ float *dst = qr + ${ph * PQ + (x0 + pl - ph) / s}; for (int i = 0; i < ${n}; i++) dst[i] = xr[${x0} + i * ${s}]; }`);
+  }
+  return loops.join('\n    ');
+}
+

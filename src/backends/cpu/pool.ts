@@ -1,0 +1,110 @@
+// Max/AveragePool and the global pools on the CPU: 2-D windows with few taps get a kernel with the shapes baked in
+// (rows combined first, only border rows and columns clip their window); larger windows use the runtime's generic loop.
+import { cFloat } from './expr-c.js';
+import { attrOf, exported, prod, MIN_ELEMENTS, type Ctx, type Gen, type GenResult } from './codegen.js';
+
+/** kh + kw taps get unrolled into the baked pool's two passes; larger windows keep the generic loop */
+const MAX_POOL_TAPS = 32;
+export const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
+  const [x] = ins;
+  if (!x || x.length !== 4 || prod(out) < MIN_ELEMENTS) return undefined;
+  const [, , H, W] = x, [N, C, OH, OW] = out;
+  const [kh, kw] = attrOf<number[]>(n, 'kernel_shape', []);
+  if (kh === undefined || kw === undefined || attrOf(n, 'storage_order', 0)) return undefined;
+  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
+  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
+  let p = auto === 'NOTSET' ? attrOf(n, 'pads', [0, 0, 0, 0]) : [0, 0, 0, 0];
+  if (auto.startsWith('SAME')) {
+    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((i ? kw : kh) - 1) * d[i] + 1 - x[2 + i]));
+    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
+    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
+  }
+  const countPad = attrOf(n, 'count_include_pad', 0);
+  if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || auto !== 'NOTSET')) return undefined;
+  const fn = `L${c.id}_pool`;
+  // one input row lives on the baked pool's stack: very wide rows keep the generic loop too
+  if (kh + kw <= MAX_POOL_TAPS && W <= 8192) return windowPool(c, fn, isMax, countPad, [N, C, H, W, OH, OW, kh, kw], s, d, p);
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
+    batched: !!c.batch?.[0], work: prod(out) * kh * kw,
+    source: exported(fn, `  kiln_pool2d(a0, a1, ${c.batch?.[0] ? 'nb' : N} * ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${isMax ? 1 : 0}, ${countPad});`) };
+};
+
+/** Baked window pooling, separable: per output row, the window's input rows are combined column by column into one
+ * row (contiguous, vectorizes), then each output column combines kw entries of it. Output columns whose window lies
+ * inside the image run one loop with the taps unrolled; only the border columns (padding, ceil_mode overhang) clip
+ * tap by tap, and rows clip by leaving padded input rows out. A few planes per task. */
+function windowPool(c: Ctx, fn: string, isMax: boolean, countPad: number, g: number[], s: number[], d: number[], p: number[]): GenResult {
+  const [N, C, H, W, OH, OW, kh, kw] = g;
+  const id = c.id;
+  // output columns whose window lies inside the image: ow * s - p >= 0 and ow * s - p + (kw - 1) * d <= W - 1
+  const ow0 = Math.min(OW, Math.ceil(p[1] / s[1]));
+  const last = W - 1 - (kw - 1) * d[1] + p[1];
+  const ow1 = last < 0 ? ow0 : Math.max(ow0, Math.min(OW, Math.floor(last / s[1]) + 1));
+  const op = (a: string, b: string) => (isMax ? `kmaxv(${a}, ${b})` : `${a} + ${b}`);
+  let vert = `xr[w]`, horiz = `r[ow * ${s[1]} + ${-p[1]}]`;
+  for (let a = 1; a < kh; a++) vert = op(vert, `xr[${a * d[0] * W} + w]`);
+  for (let b = 1; b < kw; b++) horiz = op(horiz, `r[ow * ${s[1]} + ${b * d[1] - p[1]}]`);
+  // average divisor: the whole window with count_include_pad (floor mode only, so it never overhangs the padded input)
+  const div = (cols: string) => (countPad ? cFloat(kh * kw) : `(nr * ${cols})`);
+  const planes = `${c.batch?.[0] ? 'nb' : N} * ${C}`;
+  // the two full-window passes live in functions of their own: inlined into the loop nest below, GCC leaves them scalar
+  const src = `static __attribute__((noinline)) void pv${id}(const float *restrict xr, float *restrict r) {
+  for (int w = 0; w < ${W}; w++) r[w] = ${vert};
+}
+static __attribute__((noinline)) void ph${id}(const float *restrict r, float *restrict yr, float nr) {
+  (void)nr;
+  for (int ow = ${ow0}; ow < ${ow1}; ow++) yr[ow] = ${isMax ? horiz : `(${horiz}) / ${div(String(kw))}`};
+}
+static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  int planes = (int)(intptr_t)q[2], per = (planes + (int)(intptr_t)q[3] - 1) / (int)(intptr_t)q[3];
+  float r[${W}];
+  for (int pl = t * per; pl < KMIN(planes, (t + 1) * per); pl++) {
+    const float *x = (const float *)q[0] + (size_t)pl * ${H * W};
+    float *y = (float *)q[1] + (size_t)pl * ${OH * OW};
+    for (int oh = 0; oh < ${OH}; oh++) {
+      int h0 = oh * ${s[0]} - ${p[0]}, nr = 0;
+      float *yr = y + oh * ${OW};
+      if (h0 >= 0 && h0 + ${(kh - 1) * d[0]} < ${H}) {
+        const float *xr = x + h0 * ${W};
+        nr = ${kh};
+        pv${id}(xr, r);
+      } else {
+        for (int a = 0; a < ${kh}; a++) {
+          int h = h0 + a * ${d[0]};
+          if (h < 0 || h >= ${H}) continue;
+          const float *xr = x + h * ${W};
+          if (nr++) for (int w = 0; w < ${W}; w++) r[w] = ${op('r[w]', 'xr[w]')};
+          else memcpy(r, xr, sizeof(r));
+        }
+        if (!nr) { for (int ow = 0; ow < ${OW}; ow++) yr[ow] = ${isMax ? '-INFINITY' : countPad ? '0' : 'NAN'}; continue; }
+      }
+      ph${id}(r, yr, (float)nr);
+      for (int ow = 0; ow < ${OW}; ow++) {
+        if (ow == ${ow0}) ow = ${ow1};
+        if (ow >= ${OW}) break;
+        int w0 = ow * ${s[1]} - ${p[1]}, nc = 0;
+        float v = ${isMax ? '-INFINITY' : '0'};
+        for (int b = 0; b < ${kw}; b++) {
+          int w = w0 + b * ${d[1]};
+          if (w >= 0 && w < ${W}) { v = ${op('v', 'r[w]')}; nc++; }
+        }
+        ${isMax || countPad ? '(void)nc; ' : ''}yr[ow] = ${isMax ? 'v' : `v / ${div('nc')}`};
+      }
+    }
+  }
+}
+${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads());
+  void *q[4] = { a0, a1, (void *)(intptr_t)planes, (void *)(intptr_t)tasks };
+  kiln_pool_run(t${id}, q, tasks);`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: N * C * OH * OW * kh * kw, source: src };
+}
+
+export const globalPool = (isMax: boolean): Gen => (c, n, ins) => {
+  const [x] = ins;
+  if (!x || x.length < 3 || prod(x) < MIN_ELEMENTS) return undefined;
+  const fn = `L${c.id}_gpool`;
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: prod(x),
+    source: exported(fn, `  kiln_global_pool(a0, a1, ${c.batch?.[0] ? 'nb' : x[0]} * ${x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
+};
+

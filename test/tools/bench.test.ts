@@ -11,7 +11,7 @@ import { Engine } from '../../src/runtime/engine.js';
 import type { Tensor } from '../../src/runtime/tensor.js';
 import { TensorData } from '../../src/ir/tensor.js';
 import { encodeNpy } from '../../src/tools/npy.js';
-import { bench, benchInputs, benchWarnings, engineInputs, stats, timedRun, type BenchSummary, type IterationTimes, type Stats } from '../../src/tools/bench.js';
+import { bench, benchInputs, benchWarnings, engineInputs, stats, type BenchSummary, type IterationTimes, type Stats } from '../../src/tools/bench.js';
 import { formatBenchSummary } from '../../src/tools/bench-format.js';
 import { formatLayerProfile, layerProfileJson, profileLayers } from '../../src/tools/bench-layers.js';
 import { tinyCnn } from '../../bench/models/zoo.js';
@@ -171,27 +171,22 @@ describe('bench', () => {
     expect(Array.from(loaded.input.data as Float32Array)).toEqual(Array.from(data));
   });
 
-  // a timing relation: npm test runs this file alone, after the rest of the suite; retried for a noisy machine
-  it('profiles layers in a separate pass; their times add up to the un-profiled latency', { retry: 3 }, async () => {
-    // a larger batch, so that the per-layer timer is small next to the layers
-    const big = await Engine.load(await build(tinyCnn(), { shapes: { input: [64, 3, 32, 32] } }));
-    const x = benchInputs(engineInputs(big));
-    const ctx = big.createContext();
-    await profileLayers(big, x, { iterations: 3, context: ctx });
-    // plain and profiled inferences interleaved (ABBA), so that load changes on the machine hit both alike
-    const plain: number[] = [], profiled: number[] = [];
-    const once = async (profile: boolean) => {
-      if (profile) profiled.push((await profileLayers(big, x, { iterations: 1, warmUpRuns: 0, context: ctx })).totalMedianMs);
-      else plain.push((await timedRun(ctx, x)).latencyMs);
-    };
+  // How close the profiled pass comes to the un-profiled latency is a speed figure: bench/cpu/profile-overhead.ts
+  // measures it. Here: the profile's own arithmetic, and that its layer times lie inside the runs that took them.
+  it('profiles layers in a separate pass: every layer once per run, totals from the layer times', async () => {
+    const ctx = engine.createContext();
     const t0 = performance.now();
-    while (plain.length < 8 || (plain.length < 40 && performance.now() - t0 < 2500)) {
-      for (const p of [false, true, true, false]) await once(p);
+    const one = await profileLayers(engine, feeds, { iterations: 3, warmUpRuns: 0, context: ctx });
+    const wall = performance.now() - t0;
+    expect(one.count).toBe(3);
+    const sum = one.layers.reduce((a, l) => a + l.timeMs, 0);
+    expect(one.totalAverageMs).toBeCloseTo(sum / one.count, 9);
+    for (const l of one.layers) {
+      expect(l.timeMs).toBeGreaterThan(0);
+      expect(l.medianMs).toBeLessThanOrEqual(l.timeMs);
     }
-    const ratio = stats(profiled).median / stats(plain).median;
-    expect(ratio).toBeGreaterThan(0.9);
-    expect(ratio).toBeLessThan(1.1);
-    big.dispose();
+    expect(one.totalMedianMs).toBeGreaterThan(0);
+    expect(sum).toBeLessThanOrEqual(wall);
     const prof = await profileLayers(engine, feeds, { iterations: 4 });
     expect(prof.count).toBe(4);
     const p = prof;

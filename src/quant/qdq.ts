@@ -173,6 +173,37 @@ export function insertWeightDq(g: Graph, namer: Namer, node: Node, index: number
   node.inputs[index] = out;
 }
 
+/**
+ * Conv/Gemm bias as int32 at scale x_scale * w_scale (zero point 0) behind a DequantizeLinear, the form integer runtimes
+ * fuse: onnxruntime turns DQ -> Conv -> Q into its integer QLinearConv only when the bias is such an int32 DQ (with a
+ * float bias it runs a float convolution on dequantized values, whose float sums round differently from an integer
+ * kernel's exact ones), and Kiln's build folds the DQ of a constant like any other constant. Left as it is (float)
+ * where it is not a constant 1-D float32 vector of the output channels, or where a value would not fit in int32.
+ * Returns whether the bias was quantized.
+ */
+export function insertBiasDq(g: Graph, namer: Namer, node: Node, index: number, actScale: number, qw: QuantizedWeight): boolean {
+  const base = node.inputs[index];
+  const b = base ? g.initializers.get(base) : undefined;
+  const ws = qw.scale.toFloat64();
+  if (!b || b.dtype !== 'float32' || b.rank !== 1 || qw.blockSize || (ws.length !== 1 && ws.length !== b.size)) return false;
+  const bv = b.toFloat64();
+  const scales = new Float32Array(b.size), q = new Int32Array(b.size);
+  for (let c = 0; c < b.size; c++) {
+    scales[c] = Math.fround(Math.fround(actScale) * ws[ws.length === 1 ? 0 : c]);
+    const v = Math.round(bv[c] / scales[c]);
+    if (!(scales[c] > 0) || !Number.isFinite(v) || Math.abs(v) > 2 ** 31 - 1) return false;
+    q[c] = v;
+  }
+  const qName = namer.take(`${base}_quantized`), sName = namer.take(`${base}_scale`), zName = namer.take(`${base}_zero_point`);
+  g.initializers.set(qName, TensorData.fromNumbers('int32', [b.size], q));
+  g.initializers.set(sName, TensorData.fromNumbers('float32', [b.size], scales));
+  g.initializers.set(zName, TensorData.zeros('int32', [b.size]));
+  const out = namer.take(`${base}_dequantized`);
+  insertBefore(g, node, [{ name: namer.take(`${base}_DequantizeLinear`), opType: 'DequantizeLinear', domain: '', inputs: [qName, sName, zName], outputs: [out], attrs: { axis: { type: 'int', value: 0 } } }]);
+  node.inputs[index] = out;
+  return true;
+}
+
 /** Drop initializers nothing reads any more (the float weights that were replaced). */
 export function dropUnusedInitializers(g: Graph): void {
   const used = new Set<string>();

@@ -8,12 +8,14 @@ import type { Model, Node } from '../ir/graph.js';
 import { TensorData, type Value } from '../ir/tensor.js';
 import { InputError } from '../ir/errors.js';
 import { executeGraph } from '../ops/execute.js';
+import { GraphView } from '../passes/view.js';
+import { foldBatchNorm } from '../passes/fuse.js';
 import {
   type Feeds, checkCalibrationSet, loadCalibrationData, randomCalibrationData, samplesIn, sliceFeeds, dataInputs,
 } from '../quant/data.js';
 import { AbsHistogram, type CalibratorKind, absMax, pickThreshold } from '../quant/calibrate.js';
 import {
-  type QuantTarget, cloneModel, dropUnusedInitializers, insertActivationQdq, insertInputScale, insertWeightDq, Namer,
+  type QuantTarget, cloneModel, dropUnusedInitializers, insertActivationQdq, insertBiasDq, insertInputScale, insertWeightDq, Namer,
   raiseOpset, selectTargets,
 } from '../quant/qdq.js';
 import {
@@ -85,6 +87,8 @@ export interface QuantizeReport {
   evalSource: string;
   layers: LayerReport[];
   skipped: { node: string; reason: string }[];
+  /** BatchNormalization nodes folded into the Conv/Gemm before them ahead of quantization. */
+  batchNormsFolded: number;
   outputs: OutputReport[];
   warnings: string[];
 }
@@ -250,9 +254,13 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
   const opTypes = o.opTypesToQuantize ?? (mode === 'int4' ? ['MatMul', 'Gemm'] : ['Conv', 'MatMul', 'Gemm']);
   const out = cloneModel(model);
   const g = out.graph;
+  // BatchNormalization after a Conv/Gemm folds into its weights and bias first (as exporters in eval mode and other
+  // quantizers' pre-processing do): the weights are quantized as they will run, and the layer keeps the DQ -> Conv ->
+  // Q form with an int32 bias that integer runtimes fuse (with BN in between, onnxruntime runs the layer in float)
+  const batchNormsFolded = foldBatchNorm(new GraphView(g, out.opsets));
   const { targets, skipped } = selectTargets(g, { opTypes, nodesToExclude: o.nodesToExclude, excludePatterns: compileRegexes(o.excludePatterns) });
   if (!targets.length) warnings.push(`no layer to quantize (op types ${opTypes.join(', ')}); the model is written unchanged apart from its opset.`);
-  const plans = planWeights(model, targets, calib, o, batch);
+  const plans = planWeights(out, targets, calib, o, batch);
   const namer = new Namer(g);
   // activation-side scales first, so calibration sees the smoothed activations
   for (const p of plans) if (p.inputScale) insertInputScale(g, namer, p.target.node, 0, p.inputScale.map((s) => 1 / s));
@@ -265,6 +273,10 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
     const actReport = act && { tensor: node.inputs[0], amax: act.amax, threshold: act.threshold, scale: act.scale, clipped: act.hist?.fractionAbove(act.threshold) ?? 0 };
     if (act) insertActivationQdq(g, namer, node, 0, act.scale, DTYPE_OF[mode], cache);
     insertWeightDq(g, namer, node, 1, p.qw);
+    // int8 layers carry their bias as int32 (see insertBiasDq); a Gemm only with alpha = beta = 1, where the bias is
+    // added at the product's scale
+    const unitGemm = node.opType !== 'Gemm' || ((node.attrs.alpha?.value ?? 1) === 1 && (node.attrs.beta?.value ?? 1) === 1);
+    if (act && mode === 'int8' && unitGemm && (node.opType === 'Conv' || node.opType === 'Gemm')) insertBiasDq(g, namer, node, 2, act.scale, p.qw);
     const sc = p.qw.scale.toFloat64();
     layers.push({
       node: node.name, opType: node.opType, weightDtype: p.qw.q.dtype,
@@ -280,7 +292,7 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
   const outputs = evaluate(model, out, plans.map((p) => p.target.node), evalFeeds, batch, layers);
   return {
     model: out,
-    report: { mode, calibrator: o.calibrator ?? 'max', opset: out.opsets.get('') ?? 0, calibrationSamples: samplesIn(calib), evalSamples: samplesIn(evalFeeds), evalSource, layers, skipped, outputs, warnings },
+    report: { mode, calibrator: o.calibrator ?? 'max', opset: out.opsets.get('') ?? 0, calibrationSamples: samplesIn(calib), evalSamples: samplesIn(evalFeeds), evalSource, layers, skipped, batchNormsFolded, outputs, warnings },
   };
 }
 
@@ -363,6 +375,7 @@ export function formatQuantizeReport(r: QuantizeReport): string {
       `${(a ? `${(a.clipped * 100).toFixed(3)}%` : '-').padStart(7)}  ${fmt(l.cosine).padStart(8)}  ${fmt(l.relativeError).padStart(7)}${extra}`);
   }
   if (r.skipped.length) lines.push('', `not quantized: ${r.skipped.map((s) => `${s.node} (${s.reason})`).join(', ')}`);
+  if (r.batchNormsFolded) lines.push('', `folded ${r.batchNormsFolded} BatchNormalization node${r.batchNormsFolded === 1 ? '' : 's'} into the layers before them`);
   lines.push('', 'output                         cosine     max|err|   int8 LSB   top-1');
   for (const o of r.outputs) {
     lines.push(`${o.name.padEnd(30).slice(0, 30)} ${fmt(o.cosine, 5).padStart(8)}  ${fmt(o.maxAbsError).padStart(9)}  ${fmt(o.lsb).padStart(9)}  ${o.top1 === undefined ? '-' : `${(o.top1 * 100).toFixed(1)}%`}`);

@@ -1,5 +1,5 @@
 // Kiln vs onnxruntime-node on one zoo model, interleaved run by run (so load from other processes hits both alike):
-// median wall time and CPU time per run. Usage: npx tsx bench/cpu/e2e.ts <model> [threads] [runs]
+// median wall time and CPU time per run. Usage: npx tsx bench/cpu/e2e.ts <model|real:name> [threads] [runs]
 //   threads: a count or a comma list (one build, then each count in turn); --blocks: all Kiln runs, then all ORT
 //   runs, each engine alone (onnxruntime's pool spins for a while after each run, which takes a core from whatever
 //   runs next)
@@ -10,6 +10,7 @@ import { serializeOnnx } from '../../src/onnx/writer.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { asTensors, zooInputs } from './inputs.js';
+import { loadReal } from '../real/models.js';
 
 const require = createRequire(import.meta.url);
 const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -17,7 +18,8 @@ const blocks = process.argv.includes('--blocks');
 const name = argv[0] ?? 'mobilenet-v2';
 const threadList = (argv[1] ?? '1').split(',').map(Number);
 const runs = Number(argv[2] ?? 30);
-const m = ZOO.find((z) => z.name === name)!.full();
+// real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
+const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const { shapes, feeds } = zooInputs(m);
 const onnx = serializeOnnx(m);
 const plan = await build(m, { shapes });

@@ -260,7 +260,8 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
   const batchNormsFolded = foldBatchNorm(new GraphView(g, out.opsets));
   const { targets, skipped } = selectTargets(g, { opTypes, nodesToExclude: o.nodesToExclude, excludePatterns: compileRegexes(o.excludePatterns) });
   if (!targets.length) warnings.push(`no layer to quantize (op types ${opTypes.join(', ')}); the model is written unchanged apart from its opset.`);
-  const plans = planWeights(out, targets, calib, o, batch);
+  // (a shallow copy of the graph to run: the executor caches its schedule per graph object, and g changes below)
+  const plans = planWeights({ ...out, graph: { ...g } }, targets, calib, o, batch);
   const namer = new Namer(g);
   // activation-side scales first, so calibration sees the smoothed activations
   for (const p of plans) if (p.inputScale) insertInputScale(g, namer, p.target.node, 0, p.inputScale.map((s) => 1 / s));

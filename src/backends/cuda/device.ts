@@ -1,7 +1,7 @@
 // One CUDA device: context, stream, memory (a caching allocator over cuMemAlloc), copies, modules and launches.
 import { KilnError } from '../../ir/errors.js';
 import { cu, check, loadDriver, ATTR, pointerArray, current, koffi } from './ffi/driver.js';
-import { compileCubin } from './ffi/nvrtc.js';
+import { compileCubin, prefetchCubins } from './ffi/nvrtc.js';
 import { setWorkspaceAllocator, WORKSPACE_BYTES } from './ffi/cublaslt.js';
 import type { KernelSource } from './codegen/types.js';
 
@@ -260,7 +260,7 @@ export class CudaDevice {
       let cubin = this.cubins.get(k.name);
       if (!cubin) {
         if (k.arch && this.info.sm !== 90) throw new KilnError(`kernel ${k.name} needs ${k.arch} (a Hopper GPU); this GPU is sm_${this.info.sm}`);
-        cubin = compileCubin(k.source, k.name, this.info.sm, k.arch ? [`--gpu-architecture=${k.arch}`] : []);
+        cubin = compileCubin(k.source, k.name, this.info.sm, this.extraOptions(k));
         this.cubins.set(k.name, cubin);
       }
       const mod = [null];
@@ -272,6 +272,19 @@ export class CudaDevice {
       this.modules.set(k.name, m);
     }
     return m.fn;
+  }
+
+  /**
+   * Start compiling kernels that a tactic is about to try (on worker threads); `kernel` then waits for each one.
+   * Kernels the plan or this process already holds, or that this GPU cannot run, are left out.
+   */
+  prefetch(kernels: KernelSource[]): void {
+    const todo = kernels.filter((k) => !this.cubins.has(k.name) && !(k.arch && this.info.sm !== 90));
+    prefetchCubins(todo.map((k) => ({ source: k.source, name: k.name, sm: this.info.sm, extraOptions: this.extraOptions(k) })));
+  }
+
+  private extraOptions(k: KernelSource): string[] {
+    return k.arch ? [`--gpu-architecture=${k.arch}`] : [];
   }
 
   launch(k: KernelSource, ptrs: number[], stream: unknown): void {

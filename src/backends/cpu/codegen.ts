@@ -12,6 +12,7 @@ import { LAYER_ARGS } from './native.js';
 import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
 import { depthwise } from './depthwise.js';
 import { pool, globalPool } from './pool.js';
+import { winogradVariants } from './winograd.js';
 
 /** Where a layer function's pointer argument comes from. */
 export type Arg = { in: number } | { packed: true } | { out: true } | { none: true };
@@ -277,6 +278,7 @@ ${acc?.set ?? ''}  if (B) kiln_gemm_${tile}(&g);
     }
   }
   src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
 };
 

@@ -79,7 +79,7 @@ describe.skipIf(!findCompiler())('layers accumulating onto their residual', () =
     for (const threads of [1, 2]) {
       const checked = await checkAccumulating(m, inputs, threads);
       const kinds = new Set(checked.map((t) => t.replace(/^native-\w+?-/, '').replace(/-\d+x\d+$/, '')));
-      expect([...kinds].sort()).toEqual(['conv', 'gemm', 'tconv']);
+      expect([...kinds].sort()).toEqual(['conv', 'gemm', 'tconv', 'winograd-f2', 'winograd-f4']);
       expect(checked.filter((t) => t.includes('tconv-16x16')).length).toBeGreaterThan(1);
     }
   }, 120_000);

@@ -1,8 +1,8 @@
 // The depthwise kernels of MobileNetV2's depthwise layers (or given geometries) as a standalone C program: each
 // layer's generated code timed alone at one thread, with the input hot in cache and after a buffer the size of the
 // L2 has been written over it (the layer before a depthwise layer leaves its output in L3 at best). A fifth number K
-// puts a 1x1 convolution from K channels in front and times the pair function (see codegen.ts Expand) instead.
-// Prints the median microseconds per call. Usage: npx tsx bench/cpu/dw-c.ts [C,H,W,stride[,K] ...] [--reps=N]
+// puts a 1x1 convolution from K channels in front and times the pair functions (see depthwise.ts Expand) instead.
+// Prints the median microseconds per call of every variant (the banded kernel, the channels-in-lanes one). Usage: npx tsx bench/cpu/dw-c.ts [C,H,W,stride[,K] ...] [--reps=N]
 //   [--threads=N] [--keep=dir]
 import fs from 'node:fs';
 import os from 'node:os';
@@ -50,8 +50,10 @@ for (const [i, [C, H, W, s, K]] of geoms.entries()) {
   src += k.source;
   const OH = Math.floor((H - 1) / s) + 1, OW = Math.floor((W - 1) / s) + 1;
   if (K && !k.pair) throw new Error(`no pair function for ${C},${H},${W},${s},${K}`);
-  calls.push(K ? `  bench("${C}x${H}x${W} s${s} K${K}", ${k.pair!.fn}, 1, ${K * H * W}, ${C * K}, ${C * 9}, ${C}, ${C * OH * OW});`
-    : `  bench("${C}x${H}x${W} s${s}", ${k.variants[0].fn}, 0, ${C * H * W}, 0, ${C * 9}, ${C}, ${C * OH * OW});`);
+  // the pair functions in the source: the banded one (X<id>_pwdw) and the channels-in-lanes one (X<id>_pwdwc)
+  const pairs = [...k.source.matchAll(/KEXPORT void (X\w+_pwdwc?)\(/g)].map((q) => q[1]);
+  calls.push(K ? pairs.map((f) => `  bench("${C}x${H}x${W} s${s} K${K} ${f.endsWith('c') ? 'pair-c16' : 'pair'}", ${f}, 1, ${K * H * W}, ${C * K}, ${C * 9}, ${C}, ${C * OH * OW});`).join('\n')
+    : k.variants.map((v) => `  bench("${C}x${H}x${W} s${s} ${v.tactic.replace(/native-\w+?-/, '')}", ${v.fn}, 0, ${C * H * W}, 0, ${C * 9}, ${C}, ${C * OH * OW});`).join('\n'));
 }
 src += String.raw`
 typedef void (*layer_fn)(void *, void *, void *, void *, void *, void *, void *, void *, int);
@@ -74,7 +76,7 @@ static void bench(const char *name, layer_fn f0, int pair, int nx, int nw1, int 
   }
   qsort(hot, ${reps}, sizeof(double), cmp); qsort(cold, ${reps}, sizeof(double), cmp);
   double s = 0; for (int i = 0; i < ny; i++) s += y[i];
-  printf("%-16s hot %8.1f us (min %8.1f)  input from L3 %8.1f us (min %8.1f)  checksum %.9g\n", name, hot[${reps} / 2], hot[0], cold[${reps} / 2], cold[0], s);
+  printf("%-30s hot %8.1f us (min %8.1f)  input from L3 %8.1f us (min %8.1f)  checksum %.9g\n", name, hot[${reps} / 2], hot[0], cold[${reps} / 2], cold[0], s);
   free(x); free(w1); free(b1); free(w); free(b); free(y);
   #undef f
 }

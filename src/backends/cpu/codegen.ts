@@ -65,8 +65,9 @@ export const VW: Record<Isa, number> = { avx512: 16, avx2: 8, portable: 4 };
 export const tilesOf = (isa: Isa) => TILES[isa];
 /** Tiles of the transposed convolution (see tconv_t): [output positions, vectors of output channels]. Rows of 7 and
  * 14 divide the spatial sizes of the usual 224-pixel networks (7, 14, 28, 56, 112); 16 x 1 suits layers of 16 to 32
- * channels. */
-const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
+ * channels; 7 x 2 is offered only where 48 and 64 channels do not divide the output channels (MobileNetV2's 960 -> 160
+ * at 7 x 7: 141-144 us vs 156-166 for the wider tiles, bench/cpu/conv-c.ts). */
+const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1], [7, 2]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
 export const tconvTilesOf = (isa: Isa) => TCONV_TILES[isa];
 
 export interface Ctx {
@@ -296,6 +297,7 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
   const [oh, ow, rs] = flat ? [1, N, 0] : [OH, OW, s[0] * WP];
   let src = `static const int toff${id}[${K}] = { ${off.join(', ')} };\n`;
   for (const [mr, nv] of TCONV_TILES[c.isa]) {
+    if (c.isa === 'avx512' && mr === 7 && nv === 2 && (Co % 48 === 0 || Co % 64 === 0)) continue;
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
     const fn = `L${id}_t${tile}`, pack = `P${id}_t${tile}`;
     const inside = p.every((v) => v === 0) && ow % mr === 0;

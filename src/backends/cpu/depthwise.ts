@@ -1,6 +1,7 @@
 // Depthwise convolution on the CPU (codegen.ts's fusedConv hands grouped convolutions with one input channel per group
-// here): padded planes filled in bands of rows that stay in L1, stride 2 by permutes, and the pair with a pointwise
-// expansion whose output only this layer reads (LayerKernel.pair).
+// here): padded planes filled in bands of rows that stay in L1, stride 2 by permutes; on AVX-512 also a variant with
+// 16 channels in vector lanes (see lanes); and the pair with a pointwise expansion whose output only this layer reads
+// (LayerKernel.pair), in either form.
 import type { Node } from '../../ir/graph.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
 import { VW, activation, convGeometry, exported, isConst, nbOr, prod, typeOfName, MIN_ELEMENTS, type ConvGeom, type Ctx, type Gen, type LayerKernel } from './codegen.js';
@@ -10,15 +11,22 @@ import { VW, activation, convGeometry, exported, isConst, nbOr, prod, typeOfName
  * 112x112 writes 4.8 MB that the depthwise layer reads back; fused, those rows never leave L1). */
 interface Expand { producer: string; K: number; act: string }
 
-/** Expanded tensors of at least this many floats per image (and inputs of at most EXPAND_MAX_K channels) fuse: 4 MB,
- * well past these cores' L2. MobileNetV2's 96 x 112 x 112 expansion: 0.83 vs 0.99-1.29 ms at one thread, 0.60 vs
- * 0.81 ms at two; its 144 x 56 x 56 ones (1.8 MB) come out even with the GEMM, and the 28 x 28 ones lose. */
+/** Expanded tensors of at least this many floats per image (and inputs of at most EXPAND_MAX_K channels) fuse with the
+ * banded row kernel: 4 MB, well past these cores' L2. MobileNetV2's 96 x 112 x 112 expansion: 0.83 vs 0.99-1.29 ms at
+ * one thread, 0.60 vs 0.81 ms at two; its 144 x 56 x 56 ones (1.8 MB) come out even with the GEMM, and the 28 x 28
+ * ones lose. */
 const EXPAND_MIN = 1 << 20;
 const EXPAND_MAX_K = 64;
+/** With channels in lanes (see lanes) every expansion from at most this many channels fuses, whatever its size: the
+ * pointwise layer computes straight into the depthwise scratch's [position][channel] layout (bench/cpu/dw-c.ts, us per
+ * call, pair vs banded pair: 96 x 112 x 112 s2 from 16 channels 566 / 768, 144 x 56 x 56 from 24: s1 344 / 475, s2 253 /
+ * 361; 192 x 28 x 28 from 32: s1 155 / 181, s2 125 / 153, against ~175 and ~148 for the two layers apart). From 64
+ * channels and up its 8-position sums lose to the GEMM tiles (384 x 14 x 14 from 64: 187-222 vs ~145 apart). */
+const LANES_EXPAND_MAX_K = 32;
 
-function expandFeeding(c: Ctx, n: Node, g: ConvGeom): Expand | undefined {
+function expandFeeding(c: Ctx, n: Node, g: ConvGeom, minSize: number, maxK: number): Expand | undefined {
   const e = n.inputs[0], graph = c.model.graph;
-  if (g.Co !== g.C || g.C * g.H * g.W < EXPAND_MIN || graph.outputs.some((o) => o.name === e)) return undefined;
+  if (g.Co !== g.C || g.C * g.H * g.W < minSize || graph.outputs.some((o) => o.name === e)) return undefined;
   const pw = graph.nodes.find((m) => m.outputs[0] === e);
   if (!pw || pw.domain !== KILN_DOMAIN || pw.opType !== 'FusedConv' || pw.attrs.layout || pw.inputs[3] || !pw.inputs[1] || !isConst(c, pw.inputs[1])) return undefined;
   if (pw.inputs[2] && !isConst(c, pw.inputs[2])) return undefined;
@@ -29,7 +37,7 @@ function expandFeeding(c: Ctx, n: Node, g: ConvGeom): Expand | undefined {
   const pg = convGeometry(pw, x.dims, w.dims, y.dims);
   const act = activation(pw);
   if (!pg || act === undefined || pg.group !== 1 || pg.kh !== 1 || pg.kw !== 1 || pg.s.some((v) => v !== 1) || pg.p.some((v) => v !== 0)) return undefined;
-  if (pg.Co !== g.C || pg.OH !== g.H || pg.OW !== g.W || pg.C > EXPAND_MAX_K || (pw.inputs[2] && prod(typeOfName(c, pw.inputs[2])?.dims ?? []) !== g.C)) return undefined;
+  if (pg.Co !== g.C || pg.OH !== g.H || pg.OW !== g.W || pg.C > maxK || (pw.inputs[2] && prod(typeOfName(c, pw.inputs[2])?.dims ?? []) !== g.C)) return undefined;
   return { producer: pw.name, K: pg.C, act };
 }
 
@@ -47,7 +55,9 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
   const id = c.id, N = OH * OW, mult = Co / C, vw = VW[c.isa];
   const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
   const mode = s[0] === 1 && s[1] === 1 ? 'one' : s[1] === 2 ? 'pairs' : 'phases';
-  const expand = mode === 'phases' ? undefined : expandFeeding(c, n, g);
+  // the pair with a pointwise expansion: channels in lanes where that variant exists (see lanes), else banded rows
+  const inLanes = lanesApply(c, g);
+  const expand = inLanes ? expandFeeding(c, n, g, 0, LANES_EXPAND_MAX_K) : mode === 'phases' ? undefined : expandFeeding(c, n, g, EXPAND_MIN, EXPAND_MAX_K);
   // pairs: plane rows of WR = 2 * WQ columns, so output column ow of wide row oh reads plane columns 2 * w + constant
   const WQ = Math.ceil(WP / s[1]), WR = mode === 'pairs' ? 2 * WQ : WQ;
   // output rows per band: the band's padded rows about 8 KB (phases: one band)
@@ -164,7 +174,7 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
   src += exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
   kiln_pool_run(t${id}, q, ${nbOr(c, batch)} * ${Co});`);
   let pair: LayerKernel['pair'];
-  if (expand) {
+  if (expand && !inLanes) {
     // the pair: x [K][H][W] of the image, the pointwise weights [C][K] and bias, then the depthwise layer's arguments.
     // A task takes G channels: per band, their expanded rows first (the band's input rows are contiguous in every
     // input channel, so one flat span; each input vector loaded meets G channels, U vectors at a time so the sums
@@ -224,7 +234,11 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
   kiln_pool_run(x${id}, q, ${nbOr(c, batch)} * ${NG});`);
     pair = { producer: expand.producer, fn: `X${id}_pwdw` };
   }
-  return { variants: [{ tactic: `native-${c.isa}-depthwise`, fn }], args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
+  const c16 = lanes(c, g, batch, hasBias, hasRes, act, expand);
+  if (c16) src += c16.src;
+  if (c16?.pair && expand) pair = { producer: expand.producer, fn: c16.pair };
+  const variants = [{ tactic: `native-${c.isa}-depthwise`, fn }, ...(c16?.fn ? [{ tactic: `native-${c.isa}-depthwise-c16`, fn: c16.fn }] : [])];
+  return { variants, args: [{ in: 0 }, { in: 1 }, { in: 2 }, { in: 3 }, { out: true }], source: src,
     batched: !!c.batch, work: batch * Co * N * kh * kw, ...(pair ? { pair } : {}) };
 }
 
@@ -239,3 +253,174 @@ function colPhases(W: number, pl: number, s: number, PQ: number): string {
   return loops.join('\n    ');
 }
 
+/** Input planes up to this many floats get the channels-in-lanes pair (MobileNetV2's 16 -> 96 expansion at 112 x 112
+ * included), up to LANES_ALONE_HW the layer alone too: past 56 x 56 the banded row kernel wins (32 x 112 x 112: 150-153
+ * us vs 163-167), and each variant costs build time (MobileNetV2 built in 10.3 s with it at every size, 6.1 s before). */
+const LANES_MAX_HW = 112 * 112;
+const LANES_ALONE_HW = 56 * 56;
+const lanesApply = (c: Ctx, g: ConvGeom) => c.isa === 'avx512' && g.H * g.W <= LANES_MAX_HW;
+
+/** The channels-in-lanes variant (AVX-512): per task 16 channels of one image and a band of output rows. The band's
+ * input rows are transposed 16 positions at a time into a zero-padded [rows][WP][16] scratch, so every tap of an
+ * output position is one aligned vector of 16 channels whatever the stride; 16 output positions' vectors are
+ * transposed back to the [channel][position] output with bias, residual and activation. Small planes (7x7, 14x14)
+ * waste most of a row-vector kernel's lanes and pay a padded copy per channel; here nothing is wasted but the
+ * transposes. Planes past 56 x 56 go in bands (their scratch about 64 KB; the rows a band shares with the next are
+ * transposed twice), which also gives layers of few channels enough tasks for the threads. The builder times it
+ * against the banded row kernel. */
+function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string, expand?: Expand): { src: string; fn?: string; pair?: string } | undefined {
+  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  const alone = H * W <= LANES_ALONE_HW;
+  if (!lanesApply(c, g) || (!alone && !expand)) return undefined;
+  const id = c.id, N = OH * OW, HW = H * W, mult = Co / C, KK = kh * kw, NB = Math.ceil(Co / 16);
+  const HP = Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H), WP = Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
+  const span = (kh - 1) * d[0] + 1;
+  // output rows per band: the whole plane up to 28 x 28 inputs, two bands up to 56 x 56 (tasks for two threads where a
+  // layer has few channels; 144 x 56 x 56 alone: 169 us whole, 182 in bands of 8 rows), else about 64 KB of scratch
+  // rows (at least 4 rows)
+  const R = HW <= 28 * 28 ? OH : HW <= 56 * 56 ? Math.ceil(OH / 2) : Math.min(OH, Math.max(4, Math.floor((Math.floor(1024 / WP) - span) / s[0]) + 1));
+  const NBANDS = Math.ceil(OH / R), BH = R >= OH ? HP : (R - 1) * s[0] + span;
+  const taps: string[] = [];
+  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) taps.push(`v += wv[${a * kw + b}] * *(const vf *)(q + ${(a * d[0] * WP + b * d[1]) * 16});`);
+  // scratch offsets of every input position and of every output position's first tap, for a band starting at row 0
+  // (a band at output row oh0 subtracts oh0 * s0 rows): tables, so that the loops over 16 positions unroll without
+  // index arithmetic (and the 16 tap chains interleave)
+  const inOff = Array.from({ length: HW }, (_, i) => ((Math.floor(i / W) + p[0]) * WP + (i % W) + p[1]) * 16);
+  const outOff = Array.from({ length: N }, (_, i) => (Math.floor(i / OW) * s[0] * WP + (i % OW) * s[1]) * 16);
+  // one output position's vector of 16 channels (i and p0 in scope)
+  const position = `const float *q = S + op${id}[p0 + i];
+        vf v = bv;
+        ${taps.join(' ')}`;
+  // channel l's m positions from the transposed block: plain stores, or through the epilogue
+  const plain = !hasRes && act === 'v';
+  const store = (m: string) => plain ? `for (int l = 0; l < nc; l++) memcpy(y + (size_t)l * ${N} + p0, &r[l], ${m} * sizeof(float));`
+    : `float tt[16][16] __attribute__((aligned(64)));
+      for (int l = 0; l < 16; l++) *(vf *)tt[l] = r[l];
+      for (int l = 0; l < nc; l++) {
+        float *yr = y + (size_t)l * ${N} + p0;
+        ${hasRes ? `const float *rr = res + (size_t)l * ${N} + p0;` : ''}
+        #pragma GCC ivdep
+        for (int i = 0; i < ${m}; i++) { float v = tt[l][i]${hasRes ? ' + rr[i]' : ''}; yr[i] = ${act}; }
+      }`;
+  const fn = `L${id}_dwc`;
+  // the task of the layer alone (a0..a4 as the layer's arguments) or of the pair (a0 the pointwise input, a1 and a2 its
+  // weights and bias, then the layer's arguments): the same but for how the band's rows are filled
+  const task = (name: string, pw: boolean) => `static void ${name}(void *ctx, int t) {
+  void *const *qa = ctx;
+  int band = t % ${NBANDS}, n = t / ${NBANDS * NB}, oc0 = ((t / ${NBANDS}) % ${NB}) * 16, nc = KMIN(16, ${Co} - oc0);
+  int oh0 = band * ${R}, oh1 = KMIN(${OH}, oh0 + ${R});
+  const int o = ${pw ? 2 : 0};
+  const float *x = (const float *)qa[0] + (size_t)n * ${(pw ? expand!.K : C) * HW};
+  const float *wt = qa[o + 1], *bias = qa[o + 2];
+  const float *res = qa[o + 3] ? (const float *)qa[o + 3] + ((size_t)n * ${Co} + oc0) * ${N} : NULL; (void)res;
+  float *y = (float *)qa[o + 4] + ((size_t)n * ${Co} + oc0) * ${N};
+  /* S: the scratch as the tables see it (S + table offset lands in the band's rows) */
+  float *S0 = kiln_scratch(0, ${BH * WP * 16});
+  float *S = S0 - (ptrdiff_t)oh0 * ${s[0] * WP * 16};
+  /* lanes past the last channel repeat it (read, never stored) with zero weights */
+  const float *xs[16];
+  float wl[${KK}][16] __attribute__((aligned(64))), bl[16] __attribute__((aligned(64)));
+  for (int l = 0; l < 16; l++) {
+    int oc = oc0 + KMIN(l, nc - 1);
+    xs[l] = x + (size_t)(oc / ${mult}) * ${HW};
+    for (int k = 0; k < ${KK}; k++) wl[k][l] = l < nc ? wt[(size_t)oc * ${KK} + k] : 0.0f;
+    bl[l] = bias && l < nc ? bias[oc] : 0.0f;
+  }
+  vf wv[${KK}], bv = *(const vf *)bl;
+  for (int k = 0; k < ${KK}; k++) wv[k] = *(const vf *)wl[k];
+  /* the band's padded rows: padding zeroed, input rows [hlo, hhi) transposed in */
+  int hlo = KMAX(0, oh0 * ${s[0]} - ${p[0]}), hhi = KMIN(${H}, oh0 * ${s[0]} - ${p[0]} + ${BH});
+  for (int hh = 0; hh < ${BH}; hh++) {
+    vf *row = (vf *)(S0 + (size_t)hh * ${WP * 16});
+    int h = oh0 * ${s[0]} + hh - ${p[0]};
+    if (h < hlo || h >= hhi) { for (int w = 0; w < ${WP}; w++) row[w] = (vf){0}; }
+    else { for (int w = 0; w < ${p[1]}; w++) row[w] = (vf){0}; for (int w = ${p[1] + W}; w < ${WP}; w++) row[w] = (vf){0}; }
+  }
+  ${pw ? expandRows(expand!, id, W, HW) : transposeRows(id, W)}
+  /* 16 output positions at a time, transposed back */
+  int p0 = oh0 * ${OW}, pe = oh1 * ${OW};
+  for (; p0 + 16 <= pe; p0 += 16) {
+    vf r[16];
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) {
+      ${position}
+      r[i] = v;
+    }
+    ktranspose16(r);
+    ${store('16')}
+  }
+  if (p0 < pe) {
+    int m = pe - p0;
+    vf r[16];
+    for (int i = 0; i < 16; i++) {
+      if (i < m) {
+        ${position}
+        r[i] = v;
+      } else r[i] = (vf){0};
+    }
+    ktranspose16(r);
+    ${store('m')}
+  }
+}
+`;
+  let src = `static const int ip${id}[${HW}] = { ${inOff.join(', ')} };
+static const int op${id}[${N}] = { ${outOff.join(', ')} };
+`;
+  if (alone) {
+    src += `${task(`c${id}`, false)}
+${exported(fn, `  void *q[5] = { a0, a1, ${hasBias ? 'a2' : 'NULL'}, a3, a4 };
+  kiln_pool_run(c${id}, q, ${nbOr(c, batch)} * ${NB * NBANDS});`)}`;
+  }
+  if (!expand) return { src, fn };
+  src += `${task(`cx${id}`, true)}
+${exported(`X${id}_pwdwc`, `  void *q[7] = { a0, a1, a2, a3, ${hasBias ? 'a4' : 'NULL'}, a5, a6 };
+  kiln_pool_run(cx${id}, q, ${nbOr(c, batch)} * ${NB * NBANDS});`)}`;
+  return { src, ...(alone ? { fn } : {}), pair: `X${id}_pwdwc` };
+}
+
+/** The band's input rows [hlo, hhi) of 16 channel planes (xs) transposed 16 positions at a time into the scratch. */
+function transposeRows(id: string, W: number): string {
+  return `int i0 = hlo * ${W};
+  for (; i0 + 16 <= hhi * ${W}; i0 += 16) {
+    vf r[16];
+    for (int l = 0; l < 16; l++) r[l] = *(const vfu *)(xs[l] + i0);
+    ktranspose16(r);
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) *(vf *)(S + ip${id}[i0 + i]) = r[i];
+  }
+  for (; i0 < hhi * ${W}; i0++) {
+    float *o = S + ip${id}[i0];
+    for (int l = 0; l < 16; l++) o[l] = xs[l][i0];
+  }`;
+}
+
+/** The pair's fill: the band's input rows [hlo, hhi) of the 16 expanded channels computed straight into the scratch in
+ * its [position][channel] layout (the pointwise layer with output channels in lanes: per input channel one weight
+ * vector times the input value broadcast, 8 positions at a time), then the pointwise layer's activation. */
+function expandRows(e: Expand, id: string, W: number, HW: number): string {
+  const { K, act } = e, P = 8;
+  const acc = (m: number) => `{
+      vf a[${m}];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) a[j] = b1v;
+      for (int k = 0; k < ${K}; k++) {
+        vf wv = *(const vf *)w1l[k];
+        const float *xk = xr + (size_t)k * ${HW} + w;
+        _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) a[j] += xk[j] * wv;
+      }
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) *(vf *)(row + (size_t)(w + j) * 16) = a[j];
+    }`;
+  return `float w1l[${K}][16] __attribute__((aligned(64))), b1l[16] __attribute__((aligned(64)));
+  for (int l = 0; l < 16; l++) {
+    int oc = oc0 + KMIN(l, nc - 1);
+    for (int k = 0; k < ${K}; k++) w1l[k][l] = l < nc ? ((const float *)qa[1])[(size_t)oc * ${K} + k] : 0.0f;
+    b1l[l] = qa[2] && l < nc ? ((const float *)qa[2])[oc] : 0.0f;
+  }
+  vf b1v = *(const vf *)b1l;
+  for (int h = hlo; h < hhi; h++) {
+    float *row = S + ip${id}[h * ${W}];
+    const float *xr = x + (size_t)h * ${W};
+    int w = 0;
+    for (; w + ${P} <= ${W}; w += ${P}) ${acc(P)}
+    for (; w < ${W}; w++) ${acc(1)}
+    ${act === 'v' ? '' : `#pragma GCC ivdep
+    for (int i = 0; i < ${W * 16}; i++) { float v = row[i]; row[i] = ${act}; }`}
+  }`;
+}

@@ -32,6 +32,28 @@ typedef int32_t kvi __attribute__((vector_size(VW * 4)));
 #define KEVEN ((kvi){ 0, 2, 4, 6 })
 #define KODD ((kvi){ 1, 3, 5, 7 })
 #endif
+/* A 16 x 16 block of floats in 16 vectors transposed in registers: four rounds of two-vector permutes swapping the
+   off-diagonal blocks of 8, 4, 2, 1 (GCC's __builtin_shuffle; elsewhere through memory). The transposed convolution's
+   tiles and the channels-in-lanes depthwise kernel move between [channel][position] and [position][channel] with it. */
+#if VW == 16 && defined(__GNUC__) && !defined(__clang__)
+#define KILN_TR16 1
+typedef int32_t tr_vi __attribute__((vector_size(64)));
+static inline __attribute__((always_inline)) void ktranspose16(vf *r) {
+#define TR_ROUND(b, lo, hi) for (int i = 0; i < 16; i++) if (!(i & b)) { vf a = r[i], z = r[i + b]; \
+    r[i] = __builtin_shuffle(a, z, lo); r[i + b] = __builtin_shuffle(a, z, hi); }
+  TR_ROUND(8, ((tr_vi){ 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 }), ((tr_vi){ 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 }))
+  TR_ROUND(4, ((tr_vi){ 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 }), ((tr_vi){ 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 }))
+  TR_ROUND(2, ((tr_vi){ 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 }), ((tr_vi){ 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 }))
+  TR_ROUND(1, ((tr_vi){ 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 }), ((tr_vi){ 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 }))
+#undef TR_ROUND
+}
+#elif VW == 16
+static inline void ktranspose16(vf *r) {
+  float t[16][16];
+  for (int i = 0; i < 16; i++) for (int j = 0; j < 16; j++) t[j][i] = r[i][j];
+  for (int i = 0; i < 16; i++) memcpy(&r[i], t[i], sizeof(vf));
+}
+#endif
 #define KEXPORT __attribute__((visibility("default")))
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 #define KMAX(a, b) ((a) > (b) ? (a) : (b))

@@ -270,24 +270,16 @@ void kiln_dconv_${id}(const dconv_t *g) {
 `;
 }
 
-/** A 16 x 16 block of floats transposed in registers (four rounds of two-vector permutes swapping the off-diagonal
- * blocks of 8, 4, 2, 1) and stored as rows \`ldc\` apart, or added to them: the transposed convolution's 16-position
- * x 16-channel tiles go to the [channel][position] output this way instead of by 256 scalar moves (a fifth of the
- * work of a 3-channel 7x7 layer). Rendered once per library (AVX-512, GCC's __builtin_shuffle; else the scalar moves). */
+/** A 16 x 16 block of floats transposed in registers (ktranspose16, RUNTIME_H) and stored as rows \`ldc\` apart, or
+ * added to them: the transposed convolution's 16-position x 16-channel tiles go to the [channel][position] output
+ * this way instead of by 256 scalar moves (a fifth of the work of a 3-channel 7x7 layer). Rendered once per library
+ * (AVX-512 with GCC's __builtin_shuffle; else the scalar moves). */
 export const TRANSPOSE16 = String.raw`
-#if VW == 16 && defined(__GNUC__) && !defined(__clang__)
-#define KILN_TR16 1
-typedef int32_t tr_vi __attribute__((vector_size(64)));
+#ifdef KILN_TR16
 static inline __attribute__((always_inline)) void transpose_store16(const float *restrict t, float *restrict c, int ldc, int acc) {
   vf r[16];
   for (int i = 0; i < 16; i++) r[i] = *(const vf *)(t + i * 16);
-#define TR_ROUND(b, lo, hi) for (int i = 0; i < 16; i++) if (!(i & b)) { vf a = r[i], z = r[i + b]; \
-    r[i] = __builtin_shuffle(a, z, lo); r[i + b] = __builtin_shuffle(a, z, hi); }
-  TR_ROUND(8, ((tr_vi){ 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 }), ((tr_vi){ 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 }))
-  TR_ROUND(4, ((tr_vi){ 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 }), ((tr_vi){ 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 }))
-  TR_ROUND(2, ((tr_vi){ 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 }), ((tr_vi){ 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 }))
-  TR_ROUND(1, ((tr_vi){ 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 }), ((tr_vi){ 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 }))
-#undef TR_ROUND
+  ktranspose16(r);
   if (acc) for (int i = 0; i < 16; i++) *(vfu *)(c + (size_t)i * ldc) += r[i];
   else for (int i = 0; i < 16; i++) *(vfu *)(c + (size_t)i * ldc) = r[i];
 }

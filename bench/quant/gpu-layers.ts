@@ -3,11 +3,11 @@
 // timed alone with CUDA events (median of 20 after 2 warm-ups) on random operands: fused kernel (first version and
 // the ldmatrix version with each tile), cuBLASLt int8/fp8 + epilogue kernel (dense GEMMs only), cuBLASLt fp16 GEMM with
 // bias (the fp16 engine's route for MatMul; for convolutions a GEMM of the same size, a proxy for cuDNN).
-// Also checks that the new kernel's output equals the first version's byte for byte, and times the wgmma kernel
-// (Hopper) against it: direct epilogue (128x128, 128x64) and staged through shared memory (128x128, 128x64 at 3 blocks
-// per SM, 64x64) and on a persistent grid (128x64 direct and staged), each held to the ldmatrix kernel byte for byte, on a subset also with the fp16 output, fp16 residual
-// and int8 second output of the fp16 engines. Totals: best-before = best of the routes of the previous pass (ldmatrix
-// tiles, direct wgmma, cuBLASLt + epilogue), best-route = the same plus the staged wgmma variants.
+// Also times the wgmma kernel (Hopper): direct epilogue (128x64), staged through shared memory (128x128, 128x64 at 3
+// and 4 blocks per SM, 64x64, 64x32) and staged on a persistent grid, each with pass 4's epilogue arithmetic (`_v1`:
+// I2F, div.rn, F2I) and with the FMA-pipe arithmetic, every one held byte for byte to pass 4's ldmatrix kernel (also
+// on a subset with the fp16 output, fp16 residual and int8 second output of the fp16 engines). Totals: best-before =
+// best of pass 4's routes (ldmatrix tiles and `_v1` wgmma variants, cuBLASLt + epilogue), best-route = all routes.
 // Usage: node bench/quant/gpu-layers.js [bert|resnet|all] [full]  (full: also fp8 and the first-version kernel)
 import { getDevice } from '../../src/backends/cuda/device.js';
 import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
@@ -42,15 +42,22 @@ const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
 const only = process.argv[2] === 'all' ? undefined : process.argv[2];
 const full = process.argv[3] === 'full';
-const WG = [
-  { name: 'wg128', tile: { BM: 128, BN: 128 }, more: {} },
+// the wgmma variants of the tactic; `_v1`: with the first epilogue arithmetic (I2F, div.rn, F2I: pass 4's kernels, the
+// "before" of this pass), the others with the FMA-pipe arithmetic
+const WG1 = [
   { name: 'wg64', tile: { BM: 128, BN: 64 }, more: {} },
   { name: 'wg128s', tile: { BM: 128, BN: 128 }, more: { staged: true } },
   { name: 'wg64s', tile: { BM: 128, BN: 64 }, more: { staged: true, occupancy: 3 } },
   { name: 'wg64x64s', tile: { BM: 64, BN: 64 }, more: { staged: true, occupancy: 4 } },
-  { name: 'wgp64', tile: { BM: 128, BN: 64 }, more: { staged: false, persistent: dev.info.smCount } },
   { name: 'wgp64s', tile: { BM: 128, BN: 64 }, more: { staged: true, occupancy: 3, persistent: dev.info.smCount } },
 ] as const;
+const WG: { name: string; tile: { BM: number; BN: number }; more: Partial<QGemmArgs>; v1?: boolean }[] = [
+  ...WG1.map((v) => ({ ...v, name: `${v.name}_v1`, more: { ...v.more, v1Epilogue: true }, v1: true })),
+  ...WG1,
+  { name: 'wg64s4', tile: { BM: 128, BN: 64 }, more: { staged: true, occupancy: 4 } }, // the tactic's 128x64 staged tile now
+  { name: 'wg64s4x', tile: { BM: 128, BN: 64 }, more: { staged: true, occupancy: 4, xuConvert: true } }, // I2F instead of the magic add
+  { name: 'wg64x32s', tile: { BM: 64, BN: 32 }, more: { staged: true, occupancy: 4 } }, // more blocks for short M
+];
 let fails = 0;
 for (const s of shapes) {
   if (only && !s.name.startsWith(only === 'resnet' ? 'rn' : only)) continue;
@@ -72,12 +79,12 @@ for (const s of shapes) {
     if (legacy) row.legacy = +t(legacy).toFixed(1);
     let best = Infinity, wgBest = Infinity;
     for (const tile of QGEMM_TILES) {
-      const f = launch({ ...args, tile }, out);
+      const f = launch({ ...args, tile, v1Epilogue: true }, out);
       const us = t(f);
       row[`t${tile.BM}x${tile.BN}`] = +us.toFixed(1);
       best = Math.min(best, us);
     }
-    const dflt = launch({ ...args, staged: true }, out);
+    const dflt = full || legacy ? launch({ ...args, staged: true, v1Epilogue: true }, out) : () => undefined;
     if (full) {
       row.default = +t(dflt).toFixed(1); // staged epilogue
       row.defaultUnstaged = +t(launch(args, out)).toFixed(1);
@@ -95,7 +102,7 @@ for (const s of shapes) {
     // Hopper's warpgroup MMA: timed, and held to the ldmatrix kernel's output byte for byte (int8; fp8: the differing
     // bytes are reported)
     const out3 = dev.alloc(M * N * 2, true);
-    const ref = launch(args, out);
+    const ref = launch({ ...args, v1Epilogue: true }, out); // the byte-for-byte reference: pass 4's ldmatrix kernel
     let before = best;
     for (const v of WG) {
       try {
@@ -117,7 +124,7 @@ for (const s of shapes) {
         add(model, `${a} ${v.name}`, us * s.count);
         wgBest = Math.min(wgBest, us);
         best = Math.min(best, us);
-        if (!('staged' in v.more) && !('persistent' in v.more)) before = Math.min(before, us);
+        if (v.v1) before = Math.min(before, us);
       } catch (e) {
         fails++;
         row[v.name] = (e as Error).message.slice(0, 300);
@@ -131,7 +138,7 @@ for (const s of shapes) {
       const g2: QGemmArgs = { ...args, out: 'float16', residual: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } };
       const go = (g: QGemmArgs, y: number, y2: number) => { const k = qgemm(g); dev.kernel(k); dev.launch(k, [x, w, sc, res, y, y2], stream); };
       const bytes = (p: number, n: number) => { const b = new Uint8Array(n); dev.download(p, b, null); return b; };
-      go(g2, o1, o2); dev.sync(null);
+      go({ ...g2, v1Epilogue: true }, o1, o2); dev.sync(null);
       const r1 = bytes(o1, M * N * 2), r2 = bytes(o2, M * N);
       for (const v of WG) {
         go({ ...g2, wgmma: true, tile: v.tile, ...v.more }, p1, p2); dev.sync(null);
@@ -142,6 +149,19 @@ for (const s of shapes) {
         if (diff) fails++;
         console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} int8 fp16-out+residual+out2: ${v.name} = ldmatrix kernel (${diff} bytes differ)`);
       }
+      // uint8 out with an odd zero point and no activation (the other clamp bounds and the zero-point add)
+      const g3: QGemmArgs = { ...args, out: 'uint8', activation: '', yScale: 0.02, yZeroPoint: 117 };
+      const go3 = (g: QGemmArgs, y: number) => { const k = qgemm(g); dev.kernel(k); dev.launch(k, [x, w, sc, y], stream); };
+      go3({ ...g3, v1Epilogue: true }, o2); dev.sync(null);
+      const r3 = bytes(o2, M * N);
+      for (const v of WG.filter((u) => !u.v1)) {
+        go3({ ...g3, wgmma: true, tile: v.tile, ...v.more }, p2); dev.sync(null);
+        const q3 = bytes(p2, M * N);
+        let diff = 0;
+        for (let i = 0; i < q3.length; i++) if (q3[i] !== r3[i]) diff++;
+        if (diff) fails++;
+        console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} int8 uint8-out zp 117: ${v.name} = ldmatrix kernel (${diff} bytes differ)`);
+      }
       for (const p of [res, o1, o2, p1, p2]) dev.release(p);
     }
     if (wgBest < Infinity) add(model, `${a} wgmma-best`, wgBest * s.count);
@@ -150,7 +170,7 @@ for (const s of shapes) {
     if (!s.conv) {
       try {
         const g = prepareQuantGemm({ M, N, K, kind: a }, s.name);
-        const ek = qepilogue({ ...args, acc: a === 'fp8' ? 'float32' : 'int32' });
+        const ek = qepilogue({ ...args, acc: a === 'fp8' ? 'float32' : 'int32' }); // (FMA-pipe requantization)
         dev.kernel(ek);
         row.ltGemm = +t(() => g.run(w, x, acc, stream)).toFixed(1);
         row.ltTotal = +t(() => { g.run(w, x, acc, stream); dev.launch(ek, [acc, sc, out], stream); }).toFixed(1);
@@ -160,6 +180,8 @@ for (const s of shapes) {
     if (!s.conv) before = Math.min(before, typeof row.ltTotal === 'number' ? row.ltTotal : Infinity);
     add(model, `${a} best-before`, before * s.count);
     add(model, `${a} best-route`, best * s.count);
+    row.before = +before.toFixed(1);
+    row.best = +best.toFixed(1);
     if (a === 'int8') {
       const h = dev.alloc(Math.max(M * K, N * K) * 2, true);
       const g = prepareGemm({ M, N, K, batch: 1, transA: false, transB: true, dtype: 'float16', strideA: 0, strideB: 0, strideC: 0, epilogue: 'bias' }, s.name);

@@ -16,6 +16,7 @@ const VARIANTS: Record<string, Partial<QGemmArgs>> = {
   staged128x128: { tile: { BM: 128, BN: 128 }, staged: true },
   staged128x64: { tile: { BM: 128, BN: 64 }, staged: true, occupancy: 3 },
   staged64x64: { tile: { BM: 64, BN: 64 }, staged: true, occupancy: 4 },
+  staged64x32: { tile: { BM: 64, BN: 32 }, staged: true, occupancy: 4 },
   persistent128x64: { tile: { BM: 128, BN: 64 }, persistent: SMS },
   persistentStaged128x64: { tile: { BM: 128, BN: 64 }, staged: true, occupancy: 3, persistent: SMS },
 };
@@ -26,6 +27,8 @@ const LAYERS: Record<string, QGemmArgs> = {
   // the fp16 engines' residual block: fp16 out, fp16 residual, int8 second output, implicit im2col
   conv_f16_out2: { M: 2 * 784, N: 64, K: 576, a: 'uint8', conv, residual: 'float16', activation: 'Relu', params: [], out: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } },
   gemm_f32_res: { M: 1000, N: 768, K: 768, a: 'int8', residual: 'float32', activation: '', params: [], out: 'float32' },
+  // channels a multiple of the k-step: the filter tap is worked out once per k-step; an odd M leaves a partial tile
+  conv_c128: { M: 2 * 196 - 5, N: 128, K: 9 * 128, a: 'int8', conv: { ...conv, H: 14, W: 14, C: 128, OH: 14, OW: 14 }, activation: 'Relu', params: [], out: 'uint8', yScale: 0.02, yZeroPoint: 5 },
 };
 const rendered = Object.entries(VARIANTS).flatMap(([v, more]) => Object.entries(LAYERS).map(([l, g]) => [`${v}_${l}`, { ...g, wgmma: true, ...more }, qgemm({ ...g, wgmma: true, ...more })] as const));
 
@@ -50,11 +53,20 @@ describe('cuda wgmma quantized GEMM variants', () => {
     const f16 = qgemm({ ...LAYERS.conv_f16_out2, wgmma: true, ...VARIANTS.staged128x64 });
     expect(f16.source).toMatch(/\*\(uint4\*\)\(out \+ o\) = make_uint4/);
     expect(f16.source).toMatch(/const uint4 rr = \*\(const uint4\*\)\(res \+ o\)/);
-    expect(f16.source).toMatch(/\*\(uint2\*\)\(out2 \+ o\) = make_uint2/);
+    expect(f16.source).toMatch(/\*\(uint2\*\)\(out2 \+ o\) = kq_q8x8\(ww,/);
     const i8 = qgemm({ ...LAYERS.k64_i8, wgmma: true, ...VARIANTS.staged128x128 });
-    expect(i8.source).toMatch(/\*\(uint2\*\)\(out \+ o\) = make_uint2/);
+    expect(i8.source).toMatch(/\*\(uint2\*\)\(out \+ o\) = kq_q8x8\(vv,/);
     const direct = qgemm({ ...LAYERS.k64_i8, wgmma: true, ...VARIANTS.direct128x64 });
     expect(direct.source).not.toMatch(/float\* sf/);
+  });
+
+  it('computes the filter tap once per k-step when the channels are a multiple of it', () => {
+    const fast = qgemm({ ...LAYERS.conv_c128, wgmma: true, ...VARIANTS.staged128x64 }).source;
+    expect(fast).toMatch(/const int tap = kt \/ 1, dh = tap \/ 3 \* 1, dw = tap % 3 \* 1;/);
+    expect(fast).toMatch(/src = ok \? x \+ a_off\[i\] \+ tapOff \+ ch \* 16 : x;/);
+    expect(fast).not.toMatch(/k % 128/);
+    const slow = qgemm({ ...LAYERS.conv_f16_out2, wgmma: true, ...VARIANTS.staged128x64 }).source; // C = 64 < 128-byte k-step
+    expect(slow).toMatch(/const int c = k % 64, kt2 = k \/ 64;/);
   });
 
   it('falls back to the direct epilogue when N is not a multiple of 8', () => {

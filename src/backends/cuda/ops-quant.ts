@@ -6,9 +6,9 @@
 // Route and tile are a tactic per layer, timed on the build's device run (like cuBLASLt's algorithms: the choice goes
 // into the plan): the fused kernel with each tile of QGEMM_TILES, the first version of its main loop (faster on some
 // small-channel convolutions), or, for QMatMul and 1x1 stride-1 QConv (a plain GEMM in NHWC) with signed operands,
-// cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel, and on Hopper the fused kernel
-// on warpgroup MMA (wgmma, sm_90a), with its epilogue direct or staged through shared memory (coalesced 16-byte
-// accesses). KILN_QGEMM=cublaslt, =fused, =wgmma, =wgmma-staged, =wgmma64 (64-row staged tile) or
+// cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel; on Hopper, in place of the
+// mma.sync tiles, the fused kernel on warpgroup MMA (wgmma, sm_90a) with its epilogue staged through shared memory
+// (coalesced 16-byte accesses; direct when N is not a multiple of 8). KILN_QGEMM=cublaslt, =fused, =wgmma, =wgmma-staged, =wgmma64 (64-row staged tile) or
 // =wgmma-persistent-staged forces a route;
 // KILN_QSTAGE=1 stages every fused kernel's epilogue stores through shared memory (checks and benchmarks).
 import type { DType } from '../../ir/dtype.js';
@@ -142,7 +142,7 @@ interface LayerGemm {
   run(x: number, w: number, res: number, out: number, stream: unknown, out2?: number): void;
   destroy(): void;
 }
-type Candidate = LayerGemm & { ready(): void };
+type Candidate = LayerGemm & { ready(): void; kernels: KernelSource[] };
 
 /**
  * The GEMM of one quantized layer as a timed tactic: candidates are the fused kernel with each tile, its first version,
@@ -158,6 +158,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const fused = (tile: { BM: number; BN: number }, legacy = false, wgmma = false, more: Partial<QGemmArgs> = {}): Candidate => {
     const k = qgemm({ ...args, tile, legacy, wgmma, ...more });
     return {
+      kernels: [k],
       ready: () => { c.dev.kernel(k); },
       run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2), stream),
       destroy: () => undefined,
@@ -167,6 +168,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
     const gemm = prepareQuantGemm({ M, N, K, kind: args.a === 'fp8' ? 'fp8' : 'int8' }, `layer '${c.node.name}'`);
     const ek = qepilogue({ ...lt!, acc: args.a === 'fp8' ? 'float32' : 'int32' });
     return {
+      kernels: [ek],
       ready: () => { c.dev.kernel(ek); },
       run: (x: number, w: number, res: number, out: number, stream: unknown) => {
         const acc = c.dev.alloc(M * N * 4);
@@ -178,22 +180,29 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
     };
   };
   const libOk = !!lt && !args.out2 && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
-  // Hopper's warpgroup MMA, tiles 128x128 and 128x64 (appended, so choices stored by earlier plans keep their index);
-  // integer operands only unless forced: its fp8 accumulation is less precise than mma.sync's (codegen/quant.ts)
+  // Hopper's warpgroup MMA (sm_90a): integer operands only unless forced (its fp8 accumulation is less precise than
+  // mma.sync's, codegen/quant.ts). With the staged epilogue (N % 8 == 0) the candidates are the staged tiles 128x64,
+  // 64x64 and 64x32 (short M: more blocks) and 128x128, and cuBLASLt: since the epilogue left the conversion pipes
+  // (pass 5) the mma.sync tiles, the direct epilogue and the persistent grid won on no ResNet-50 or BERT shape or by
+  // under 2 us (bench/quant/gpu-layers.ts), and each candidate is another NVRTC compile per layer at build time. Else
+  // (odd N) the mma.sync tiles and the direct wgmma.
   const wgOk = c.dev.info.sm === 90 && N % 2 === 0 && (args.a !== 'fp8' || force === 'wgmma');
-  // then the staged epilogue (N % 8 == 0): 128x128, 128x64 asking for 3 blocks per SM, 64x64 (128 threads) for short
-  // M, and 128x64 staged on a persistent grid (the persistent grid with the direct epilogue lost on every ResNet-50 and
-  // BERT shape measured, and each candidate is another NVRTC compile per layer at build time, so it is not offered)
   const stagedOk = wgOk && N % 8 === 0, sms = c.dev.info.smCount;
-  const wg = wgOk ? [() => fused({ BM: 128, BN: 128 }, false, true), () => fused({ BM: 128, BN: 64 }, false, true)] : [];
-  const wgs = stagedOk ? [() => fused({ BM: 128, BN: 128 }, false, true, { staged: true }), () => fused({ BM: 128, BN: 64 }, false, true, { staged: true, occupancy: 3 }),
-    () => fused({ BM: 64, BN: 64 }, false, true, { staged: true, occupancy: 4 }),
-    () => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })] : [];
-  const makers = force === 'cublaslt' && libOk ? [lib] : force === 'fused' ? [() => fused(def)] : force === 'wgmma' && wgOk ? [wg[N > 64 ? 0 : 1]]
-    : force === 'wgmma-staged' && stagedOk ? [wgs[N > 64 ? 0 : 1]] : force === 'wgmma64' && stagedOk ? [wgs[2]]
-      : force === 'wgmma-persistent-staged' && stagedOk ? [wgs[3]]
-      : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...(libOk ? [lib] : []), ...wg, ...wgs];
-  const key = `qgemm|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}`;
+  const wgDirect = (BN: number) => () => fused({ BM: 128, BN }, false, true);
+  const staged = (BM: number, BN: number, occupancy?: number) => () => fused({ BM, BN }, false, true, { staged: true, occupancy });
+  const wgs = [staged(128, 64, 3), staged(64, 64, 4), staged(64, 32, 4), staged(128, 128)];
+  const libs = libOk ? [lib] : [];
+  const timed = stagedOk ? [...wgs, ...libs]
+    : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...libs, ...(wgOk ? [wgDirect(64), wgDirect(128)] : [])];
+  const forced: Record<string, (() => Candidate) | false> = {
+    cublaslt: libOk && lib, fused: () => fused(def), wgmma: wgOk && wgDirect(N > 64 ? 128 : 64),
+    'wgmma-staged': stagedOk && (N > 64 ? wgs[3] : wgs[0]), wgmma64: stagedOk && wgs[1],
+    'wgmma-persistent-staged': stagedOk && (() => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })),
+  };
+  const makers = force && forced[force] ? [forced[force] as () => Candidate] : timed;
+  // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
+  // set falls back to the default candidate instead of running whichever kernel now has its index
+  const key = `qgemm|c5|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}`;
   const made = new Map<number, Candidate>();
   const get = (i: number): Candidate => {
     let m = made.get(i);
@@ -206,12 +215,14 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const saved = makers.length > 1 ? gemmChoices.get(key) : 0;
   let choice = saved !== undefined && saved < makers.length ? saved : tuning.on ? -1 : 0;
   if (choice >= 0) get(choice);
+  else c.dev.prefetch(makers.flatMap((mk, i) => { try { made.set(i, mk()); return made.get(i)!.kernels; } catch { return []; } })); // compiled concurrently, readied when timed
   return {
     run(x, w, res, out, stream, out2) {
       if (choice < 0) {
         const times = makers.map((_, i) => {
           try {
             const m = get(i);
+            m.ready();
             return timeOnStream(() => m.run(x, w, res, out, stream, out2), stream, 5);
           } catch {
             return Infinity; // e.g. cuBLASLt has no algorithm for this shape: not a candidate

@@ -42,7 +42,7 @@ export interface QGemmArgs {
    * reads and 8- or 16-byte output stores, consecutive threads on consecutive chunks of a row (needs N % 8 == 0)
    */
   staged?: boolean;
-  /** Hopper's warpgroup MMA (sm_90a) instead of mma.sync: tile `tile.BM` (64 or 128) x `tile.BN` (64 or 128), see qgemmWgmma */
+  /** Hopper's warpgroup MMA (sm_90a) instead of mma.sync: tile `tile.BM` (64 or 128) x `tile.BN` (32, 64 or 128), see qgemmWgmma */
   wgmma?: boolean;
   /** wgmma: blocks per SM asked of the compiler (__launch_bounds__; capped by shared memory), default 2 when they fit */
   occupancy?: number;
@@ -53,6 +53,13 @@ export interface QGemmArgs {
   persistent?: number;
   /** a second output (out 1): the first (a float store) as stored, requantized to this 8-bit type */
   out2?: { store: 'int8' | 'uint8' | 'fp8'; yScale: number; yZeroPoint: number };
+  /**
+   * the first epilogue's arithmetic (I2F, div.rn, rintf, F2I on the conversion pipes): the byte-for-byte reference of
+   * the checks for the FMA-pipe arithmetic used otherwise (see KQ_HELPERS)
+   */
+  v1Epilogue?: boolean;
+  /** convert accumulators with I2F (XU pipe) even where the magic-number add applies (benchmarks) */
+  xuConvert?: boolean;
 }
 
 /** The kernel parameters' tail: the output(s), with their C declarations. */
@@ -64,7 +71,7 @@ function outParams(g: QGemmArgs): { decl: string; params: KernelSource['params']
 /** The second output's value (C expression) from the stored first output `s` (its float value `v` for float32). */
 function out2Expr(g: QGemmArgs, s: string, v: string): string {
   const o = g.out2!;
-  return storeExpr(o.store, g.out === 'float16' ? `h2f(${s})` : v, o.yScale, o.yZeroPoint);
+  return storeExpr(o.store, g.out === 'float16' ? `h2f(${s})` : v, o.yScale, o.yZeroPoint, g.v1Epilogue);
 }
 
 const BK = 64;
@@ -92,16 +99,90 @@ __device__ __forceinline__ float e4m32f(unsigned char v) {
   unsigned int h; asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"((unsigned short)v)); return h2f((unsigned short)(h & 0xffff));
 }`;
 
-/** C expression storing the float `v` as `out` (requantizing with the literal scale and zero point). */
-function storeExpr(out: QStore, v: string, yScale: number, zp: number): string {
-  const q = `(${v}) / ${fl(yScale)}`;
+/**
+ * Epilogue arithmetic without the conversion pipes. I2F, F2I, FRND and div.rn's reciprocal issue on the XU pipe (16
+ * lanes per clock per SM, 1/8 of the FMA rate): four of them per output, with their ALU neighbours, bound the epilogue
+ * of short-K layers (ncu, 1x1 56px 64->256 on an H100: 75-81 us, 52-54M warp instructions for 25.7M outputs; 32 us and
+ * 18M with these). Each function returns exactly the bits of the plain expression it replaces.
+ * - kq_i2f22: (float)a for |a| < 2^22 (accumulators of K * 128 * 255 < 2^22) by a magic-number add; longer
+ *   reductions keep I2F, then the only XU instruction per output (8 XU cycles per warp, fewer than its other issues).
+ * - kq_q8: rintf(clamp(v / y, lo, hi)) for integer bounds |lo|, |hi| <= 255 (an 8-bit store's range less its zero
+ *   point: clamping before rounding is the same as after). v * r (r = 1/y rounded) is within 2 ulp (< 2^-13 here) of
+ *   the rounded quotient; adding 1.5 * 2^23 rounds it to an integer, ties to even, like rintf. Only when v * r lies
+ *   within 2^-12 of a half-integer can the two round differently: then the true division decides (1 output in 2^11
+ *   on spread values). NaN goes to lo, as fmaxf(NaN, lo) did. kq_q8x8 does 8 outputs with one branch and packs bytes.
+ */
+const KQ_HELPERS = String.raw`__device__ __forceinline__ float kq_i2f22(int a) { return __int_as_float(0x4B400000 + a) - 12582912.0f; }
+__device__ __forceinline__ int kq_q8(float v, float r, float y, float lo, float hi) {
+  const float q = fminf(fmaxf(v * r, lo), hi);
+  float t = q + 12582912.0f;
+  if (fabsf(q - (t - 12582912.0f)) >= 0.499755859f) t = fminf(fmaxf(v / y, lo), hi) + 12582912.0f;
+  return __float_as_int(t) - 0x4B400000;
+}
+__device__ __forceinline__ uint2 kq_q8x8(const float (&v)[8], float r, float y, float lo, float hi, int zp) {
+  float t[8];
+  bool slow = false;
+  #pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const float q = fminf(fmaxf(v[j] * r, lo), hi);
+    t[j] = q + 12582912.0f;
+    slow |= fabsf(q - (t[j] - 12582912.0f)) >= 0.499755859f;
+  }
+  if (slow) {
+    #pragma unroll
+    for (int j = 0; j < 8; j++) t[j] = fminf(fmaxf(v[j] / y, lo), hi) + 12582912.0f;
+  }
+  int b[8];
+  #pragma unroll
+  for (int j = 0; j < 8; j++) b[j] = __float_as_int(t[j]) + zp; // low byte: rint + zp (0x4B400000 ends in a zero byte)
+  return make_uint2(__byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410),
+                    __byte_perm(__byte_perm(b[4], b[5], 0x0040), __byte_perm(b[6], b[7], 0x0040), 0x5410));
+}
+__device__ __forceinline__ unsigned kq_h2(float lo, float hi) {
+  unsigned d; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo)); return d;
+}`;
+
+/** The reciprocal of a requantization scale, when kq_q8's error bound holds (r a normal float32), else undefined. */
+function recip(yScale: number): number | undefined {
+  const y = Math.fround(yScale), r = Math.fround(1 / y);
+  return y > 0 && Number.isFinite(r) && r >= 2 ** -126 ? r : undefined;
+}
+
+/** An 8-bit store's range less its zero point (the bounds of kq_q8 / kq_q8x8). */
+const q8Bounds = (out: 'int8' | 'uint8', zp: number) => (out === 'int8' ? [-128 - zp, 127 - zp] : [-zp, 255 - zp]);
+
+/** C expression storing the float `v` as `out` (requantizing with the literal scale and zero point); v1: the first arithmetic. */
+function storeExpr(out: QStore, v: string, yScale: number, zp: number, v1 = false): string {
+  const q = `(${v}) / ${fl(yScale)}`, r = v1 ? undefined : recip(yScale);
+  const int8 = (o: 'int8' | 'uint8', T: string) => {
+    const [lo, hi] = q8Bounds(o, zp);
+    return r === undefined ? `(${T})fminf(fmaxf(rintf(${q}) + ${zp}.0f, ${lo + zp}.0f), ${hi + zp}.0f)`
+      : `(${T})(kq_q8(${v}, ${fl(r)}, ${fl(yScale)}, ${lo}.0f, ${hi}.0f) + ${zp})`;
+  };
   switch (out) {
     case 'float32': return `(${v})`;
     case 'float16': return `f2h(${v})`;
-    case 'int8': return `(signed char)fminf(fmaxf(rintf(${q}) + ${zp}.0f, -128.0f), 127.0f)`;
-    case 'uint8': return `(unsigned char)fminf(fmaxf(rintf(${q}) + ${zp}.0f, 0.0f), 255.0f)`;
+    case 'int8': return int8('int8', 'signed char');
+    case 'uint8': return int8('uint8', 'unsigned char');
     case 'fp8': return `f2e4m3(${q})`;
   }
+}
+
+/**
+ * Eight floats `v` (a float[8]) stored as 8-bit `out` and packed into a uint2 with one slow-path branch (kq_q8x8), or
+ * undefined where the plain expressions must be used. relu: `v` is before a Relu, folded into the lower bound.
+ */
+function store8x8(out: QStore, v: string, yScale: number, zp: number, v1: boolean | undefined, relu = false): string | undefined {
+  const r = recip(yScale);
+  if (v1 || r === undefined || (out !== 'int8' && out !== 'uint8')) return undefined;
+  const [lo, hi] = q8Bounds(out, zp);
+  return `kq_q8x8(${v}, ${fl(r)}, ${fl(yScale)}, ${relu ? Math.max(lo, 0) : lo}.0f, ${hi}.0f, ${zp})`;
+}
+
+/** The accumulator as a float (C function name or cast): exact; on the FMA pipe for short reductions. */
+function accToFloat(g: QGemmArgs): string {
+  if (g.a === 'fp8' || g.v1Epilogue || g.xuConvert) return '(float)';
+  return g.K * 128 * (g.a === 'uint8' ? 255 : 128) < 2 ** 22 ? 'kq_i2f22' : '(float)';
 }
 
 /** A float literal that round-trips through float32. */
@@ -161,9 +242,10 @@ export function qgemm(g: QGemmArgs): KernelSource {
   const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
   const resAdd = g.residual ? `v += ${g.residual === 'float16' ? 'h2f(res[o])' : 'res[o]'};` : '';
   const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
-  const store = storeExpr(g.out, 'v', g.yScale ?? 1, g.yZeroPoint ?? 0);
+  const store = storeExpr(g.out, 'v', g.yScale ?? 1, g.yZeroPoint ?? 0, g.v1Epilogue);
   const pairedEpilogue = pairedStores(g, { BM, BN, MT, NT, WM, WN, smemBytes: STAGES * stageBytes }, it, act);
   const body = `${g.a === 'fp8' || g.out === 'fp8' ? FP8_HELPERS : ''}
+${KQ_HELPERS}
 __device__ __forceinline__ void ldsm4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
@@ -232,7 +314,7 @@ ${g.legacy || N % 2 ? `  #pragma unroll
         const int m = m0 + wm * ${WM} + a * 16 + grp + (r >> 1) * 8, n = n0 + wn * ${WN} + b * 8 + tig * 2 + (r & 1);
         if (m >= ${M} || n >= ${N}) continue;
         const ${it} o = (${it})m * ${N} + n;
-        float v = (float)accum[a][b][r] * sc[n] + sc[${N} + n];
+        float v = ${accToFloat(g)}(accum[a][b][r]) * sc[n] + sc[${N} + n];
         ${resAdd}
         v = ${act};
         out[o] = ${store};${g.out2 ? `
@@ -243,9 +325,37 @@ ${g.legacy || N % 2 ? `  #pragma unroll
   return finish(`kiln_qgemm_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: STAGES * stageBytes, params });
 }
 
-/** The A-row coordinates and the source address of one 16-byte chunk (shared by both main loops): `rowsPer` rows per thread. */
-function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: string) {
+/**
+ * The A-row coordinates and the source address of one 16-byte chunk (shared by both main loops): `rowsPer` rows per
+ * thread. `stepBytes`: when a convolution's channel count is a multiple of the k-step, every k-step lies within one
+ * filter tap, so the tap and its offset are worked out once per k-step (`step`, the same for all threads) and each
+ * chunk costs a bounds test and an add on a row offset computed once per tile, not a division chain.
+ */
+function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: string, stepBytes = 0) {
   const cv = g.conv, { M, K } = g;
+  if (cv && stepBytes && cv.C % stepBytes === 0) {
+    const setup = `
+  ${it} a_off[${rowsPer}];
+  int a_ih[${rowsPer}], a_iw[${rowsPer}];
+  #pragma unroll
+  for (int i = 0; i < ${rowsPer}; i++) {
+    const int m = m0 + ${rowOf};
+    const int mm = m < ${M} ? m : 0;
+    const int ow = mm % ${cv.OW}, t = mm / ${cv.OW}, n = t / ${cv.OH};
+    const int ih = (t % ${cv.OH}) * ${cv.strides[0]} - ${cv.pads[0]};
+    a_iw[i] = ow * ${cv.strides[1]} - ${cv.pads[1]};
+    a_ih[i] = m < ${M} ? ih : -(1 << 24); // rows past M read as padding
+    a_off[i] = (((${it})n * ${cv.H} + ih) * ${cv.W} + a_iw[i]) * ${cv.C};
+  }`;
+    const per = cv.C / stepBytes; // k-steps per tap
+    const step = `
+    const int tap = kt / ${per}, dh = tap / ${cv.KW} * ${cv.dilations[0]}, dw = tap % ${cv.KW} * ${cv.dilations[1]};
+    const ${it} tapOff = ((${it})dh * ${cv.W} + dw) * ${cv.C} + kt % ${per} * ${stepBytes};`;
+    const src = `
+      const bool ok = (unsigned)(a_ih[i] + dh) < ${cv.H}u && (unsigned)(a_iw[i] + dw) < ${cv.W}u;
+      const ${aT}* src = ok ? x + a_off[i] + tapOff + ch * 16 : x;`;
+    return { setup, step, src };
+  }
   const setup = cv ? `
   int a_n[${rowsPer}], a_ih[${rowsPer}], a_iw[${rowsPer}];
   #pragma unroll
@@ -265,12 +375,13 @@ function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: st
       const int m = m0 + row;
       const bool ok = m < ${M} && k < ${K};
       const ${aT}* src = ok ? x + (${it})m * ${K} + k : x;`;
-  return { setup, src };
+  return { setup, step: '', src };
 }
 
 /**
- * The fused quantized GEMM on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a). Block = 2 warpgroups, tile
- * 128 x BN (BN 64 or 128; each warpgroup one m64nBNk32 chain), k-step 128 bytes (64 when K <= 64). Tiles go to shared
+ * The fused quantized GEMM on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a). Block = BM / 64 warpgroups, tile
+ * BM x BN (BM 64 or 128, BN 32, 64 or 128: narrow tiles give short-M layers more blocks; each warpgroup one m64nBNk32
+ * chain), k-step 128 bytes (64 when K <= 64). Tiles go to shared
  * memory by cp.async (16-byte chunks; implicit im2col for convolutions as in `qgemm`) in the swizzled layout the
  * wgmma descriptors name (128-byte rows: chunk c of row r at c ^ (r % 8); 64-byte rows: c ^ ((r / 2) % 4)), 3-4
  * stages deep, one MMA group left in flight while the next k-step is set up. Integer only in the timed tactic: Hopper's fp8 wgmma accumulates with fewer bits than float32
@@ -285,7 +396,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm (wgmma): implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
   // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
   // one warpgroup per 64 rows of the tile: 64 x BN blocks (128 threads) leave fewer SMs idle on short M
-  const BM = g.tile?.BM === 64 ? 64 : 128, BN = g.tile?.BN === 64 ? 64 : 128, BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
+  const BM = g.tile?.BM === 64 ? 64 : 128, BN = g.tile?.BN === 64 || g.tile?.BN === 32 ? g.tile.BN : 128, BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
   const NT = BN / 8, KT = Math.ceil(K / BKB);
   // stages: loads run D = ST - 2 k-steps ahead while one wgmma group stays in flight behind the current one (the slot
   // a load refills was last read two groups back); no more stages than a short reduction needs, so shared memory
@@ -300,7 +411,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const fit = Math.floor((227 * 1024) / (smem + 1024)), blocks = Math.max(1, Math.min(g.occupancy ?? 2, fit));
   const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
   const aPer = (BM * CH) / TH, bPer = (BN * CH) / TH;
-  const a = aChunk(g, aT, it, aPer, `(tid + i * ${TH}) / ${CH}`);
+  const a = aChunk(g, aT, it, aPer, `(tid + i * ${TH}) / ${CH}`, BKB);
   const fp8 = g.a === 'fp8';
   const accT = fp8 ? 'float' : 'int', accC = fp8 ? 'f' : 'r';
   const instr = fp8 ? `wgmma.mma_async.sync.aligned.m64n${BN}k32.f32.e4m3.e4m3`
@@ -318,10 +429,10 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
     : pairedStores({ ...g, staged: false }, { BM, BN, MT: 1, NT, WM: 16, WN: BN, smemBytes: 0 }, it, act);
   const tilesM = Math.ceil(M / BM), tilesN = Math.ceil(N / BN), grid = g.persistent ? Math.min(tilesM * tilesN, g.persistent * blocks) : 0;
   const loadBody = `
-    const unsigned sa = sbase + stage * ${stage}, sb = sa + ${BM * BKB};
+    const unsigned sa = sbase + stage * ${stage}, sb = sa + ${BM * BKB};${a.step}
     #pragma unroll
     for (int i = 0; i < ${aPer}; i++) {
-      const int id = tid + i * ${TH}, row = id / ${CH}, ch = id % ${CH}, k = kt * ${BKB} + ch * 16;${a.src}
+      const int id = tid + i * ${TH}, row = id / ${CH}, ch = id % ${CH}${a.step ? '' : `, k = kt * ${BKB} + ch * 16`};${a.src}
       cp16(sa + row * ${BKB} + (${swz('row')} << 4), src, ok);
     }
     #pragma unroll
@@ -400,6 +511,7 @@ ${epilogue}
   }
   asm volatile("cp.async.wait_group 0;\\n");`;
   const body = `${fp8 || g.out === 'fp8' ? FP8_HELPERS : ''}
+${KQ_HELPERS}
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
@@ -428,8 +540,12 @@ ${pipeline}
  * stores, and 8 bytes for the second output; a warp covers whole rows of the tile, so every access is coalesced.
  */
 function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number }, it: string, act: string): string {
-  const { BM, BN, NT, FP, TH, fOff } = t, CPR = BN / 8;
-  const T = QSTORAGE[g.out], st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0);
+  const { BM, BN, NT, FP, TH, fOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue;
+  const edgeM = g.M % BM !== 0, edgeN = g.N % BN !== 0; // bounds checks only where a tile can stick out
+  const T = QSTORAGE[g.out], st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, v1);
+  // 8-bit out: 8 channels requantized together (one slow-path branch), a Relu folded into the clamp
+  const relu = g.activation === 'Relu';
+  const pk = store8x8(g.out, 'vv', g.yScale ?? 1, g.yZeroPoint ?? 0, v1, relu);
   const res = !g.residual ? '' : g.residual === 'float16' ? `
     const uint4 rr = *(const uint4*)(res + o);
     const unsigned ru[4] = { rr.x, rr.y, rr.z, rr.w };
@@ -437,51 +553,68 @@ function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number
     for (int j = 0; j < 8; j++) vv[j] += h2f((unsigned short)((ru[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
     const float4 r0 = *(const float4*)(res + o), r1 = *(const float4*)(res + o + 4);
     vv[0] += r0.x; vv[1] += r0.y; vv[2] += r0.z; vv[3] += r0.w; vv[4] += r1.x; vv[5] += r1.y; vv[6] += r1.z; vv[7] += r1.w;`;
-  const put = g.out === 'float32' ? `
-    *(float4*)(out + o) = make_float4(s[0], s[1], s[2], s[3]);
-    *(float4*)(out + o + 4) = make_float4(s[4], s[5], s[6], s[7]);` : g.out === 'float16' ? `
-    *(uint4*)(out + o) = make_uint4((unsigned)s[0] | ((unsigned)s[1] << 16), (unsigned)s[2] | ((unsigned)s[3] << 16), (unsigned)s[4] | ((unsigned)s[5] << 16), (unsigned)s[6] | ((unsigned)s[7] << 16));` : `
-    *(uint2*)(out + o) = make_uint2(pk4((unsigned char)s[0], (unsigned char)s[1], (unsigned char)s[2], (unsigned char)s[3]), pk4((unsigned char)s[4], (unsigned char)s[5], (unsigned char)s[6], (unsigned char)s[7]));`;
-  const out2 = !g.out2 ? '' : `
-    unsigned char q[8];
+  const activate = pk && relu ? '' : `
     #pragma unroll
-    for (int j = 0; j < 8; j++) q[j] = (unsigned char)(${out2Expr(g, 's[j]', 'vv[j]')});
-    *(uint2*)(out2 + o) = make_uint2(pk4(q[0], q[1], q[2], q[3]), pk4(q[4], q[5], q[6], q[7]));`;
+    for (int j = 0; j < 8; j++) { const float v = vv[j]; vv[j] = ${act}; }`;
+  const pk4 = '__byte_perm(__byte_perm(s[0], s[1], 0x0040), __byte_perm(s[2], s[3], 0x0040), 0x5410), __byte_perm(__byte_perm(s[4], s[5], 0x0040), __byte_perm(s[6], s[7], 0x0040), 0x5410)';
+  // fp16 out: channel pairs converted by one cvt.rn.f16x2 (the same rounding as two cvt.rn.f16)
+  const put = g.out === 'float32' ? `
+    *(float4*)(out + o) = make_float4(vv[0], vv[1], vv[2], vv[3]);
+    *(float4*)(out + o + 4) = make_float4(vv[4], vv[5], vv[6], vv[7]);` : g.out === 'float16' ? `
+    unsigned hh[4];
+    #pragma unroll
+    for (int j = 0; j < 4; j++) hh[j] = ${v1 ? '(unsigned)f2h(vv[2 * j]) | ((unsigned)f2h(vv[2 * j + 1]) << 16)' : 'kq_h2(vv[2 * j], vv[2 * j + 1])'};
+    *(uint4*)(out + o) = make_uint4(hh[0], hh[1], hh[2], hh[3]);` : pk ? `
+    *(uint2*)(out + o) = ${pk};` : `
+    unsigned s[8];
+    #pragma unroll
+    for (int j = 0; j < 8; j++) s[j] = (unsigned)(${T})(${st('vv[j]')});
+    *(uint2*)(out + o) = make_uint2(${pk4});`;
+  let out2 = '';
+  if (g.out2) {
+    const o2 = g.out2;
+    const stored = g.out === 'float16' ? `
+    float ww[8];
+    #pragma unroll
+    for (int j = 0; j < 8; j++) ww[j] = h2f((unsigned short)((hh[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
+    const float (&ww)[8] = vv;`;
+    const pk2 = store8x8(o2.store, 'ww', o2.yScale, o2.yZeroPoint, v1);
+    out2 = `${stored}${pk2 ? `
+    *(uint2*)(out2 + o) = ${pk2};` : `
+    unsigned s[8];
+    #pragma unroll
+    for (int j = 0; j < 8; j++) s[j] = (unsigned)(unsigned char)(${storeExpr(o2.store, 'ww[j]', o2.yScale, o2.yZeroPoint, v1)});
+    *(uint2*)(out2 + o) = make_uint2(${pk4});`}`;
+  }
   return `  __syncthreads(); // every warpgroup is done with the pipeline buffers (or the last tile's float tile)
   float* sf = (float*)(smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${fOff});
-${QSTORAGE[g.out] === 'signed char' || QSTORAGE[g.out] === 'unsigned char' || g.out2 ? `  auto pk4 = [](unsigned char a, unsigned char b, unsigned char c, unsigned char d) { return (unsigned)a | ((unsigned)b << 8) | ((unsigned)c << 16) | ((unsigned)d << 24); };
-` : ''}  #pragma unroll
+  #pragma unroll
   for (int b = 0; b < ${NT}; b++) {
-    const int col = b * 8 + tig * 2, n = n0 + col;
-    if (n >= ${g.N}) continue;
-    const float c0 = sc[n], c1 = sc[n + 1], d0 = sc[${g.N} + n], d1 = sc[${g.N} + n + 1];
+    const int col = b * 8 + tig * 2, n = n0 + col;${edgeN ? `
+    if (n >= ${g.N}) continue;` : ''}
+    const float2 c = *(const float2*)(sc + n), d = *(const float2*)(sc + ${g.N} + n);
     #pragma unroll
     for (int h = 0; h < 2; h++)
-      *(float2*)(sf + (wm * 16 + grp + h * 8) * ${FP} + col) = make_float2((float)accum[0][b][2 * h] * c0 + d0, (float)accum[0][b][2 * h + 1] * c1 + d1);
+      *(float2*)(sf + (wm * 16 + grp + h * 8) * ${FP} + col) = make_float2(${cvt}(accum[0][b][2 * h]) * c.x + d.x, ${cvt}(accum[0][b][2 * h + 1]) * c.y + d.y);
   }
   __syncthreads();
+  #pragma unroll ${(BM * CPR) % TH === 0 ? (BM * CPR) / TH : 1}
   for (int id = tid; id < ${BM * CPR}; id += ${TH}) {
-    const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;
-    if (m >= ${g.M} || n >= ${g.N}) continue;
+    const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;${edgeM || edgeN ? `
+    if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}
     const ${it} o = (${it})m * ${g.N} + n;
     const float4 p0 = *(const float4*)(sf + r * ${FP} + q8), p1 = *(const float4*)(sf + r * ${FP} + q8 + 4);
-    float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}
-    ${T} s[8];
-    #pragma unroll
-    for (int j = 0; j < 8; j++) {
-      { const float v = vv[j]; vv[j] = ${act}; }
-      s[j] = ${st('vv[j]')};
-    }${put}${out2}
+    float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}${activate}${put}${out2}
   }`;
 }
 
 /** Epilogue storing each thread's two adjacent channels with one 2-, 4- or 8-byte store (N even). */
 function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT: number; WM: number; WN: number; smemBytes: number }, it: string, act: string): string {
-  const { BM, BN, MT, NT, WM, WN } = t;
+  const { BM, BN, MT, NT, WM, WN } = t, cvt = accToFloat(g);
   const T = QSTORAGE[g.out], size = g.out === 'float32' ? 4 : g.out === 'float16' ? 2 : 1;
   const pitch = BN * size + 16; // staged row pitch: rows 4 banks apart, 16-byte aligned
   const staged = !!g.staged && size <= 2 && (g.N * size) % 16 === 0 && BM * pitch <= t.smemBytes;
-  const st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0);
+  const st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, g.v1Epilogue);
   const res = !g.residual ? '' : g.residual === 'float16'
     ? 'const unsigned rr = *(const unsigned*)(res + o); v0 += h2f((unsigned short)(rr & 0xffff)); v1 += h2f((unsigned short)(rr >> 16));'
     : 'const float2 rr = *(const float2*)(res + o); v0 += rr.x; v1 += rr.y;';
@@ -508,7 +641,7 @@ function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT:
         const int m = m0 + wm * ${WM} + a * 16 + grp + h * 8;
         if (m >= ${g.M}) continue;
         ${staged && !g.residual && !g.out2 ? '' : `const ${it} o = (${it})m * ${g.N} + n;`}
-        float v0 = (float)accum[a][b][2 * h] * c0 + d0, v1 = (float)accum[a][b][2 * h + 1] * c1 + d1;
+        float v0 = ${cvt}(accum[a][b][2 * h]) * c0 + d0, v1 = ${cvt}(accum[a][b][2 * h + 1]) * c1 + d1;
         ${res}
         { const float v = v0; v0 = ${act}; }
         { const float v = v1; v1 = ${act}; }
@@ -547,6 +680,7 @@ export function quantizeKernel(a: { n: number; from: 'float32' | 'float16'; to: 
   const it = indexType(a.n);
   const ld = a.from === 'float16' ? 'h2f(x[i])' : 'x[i]';
   const body = `${a.to === 'fp8' ? FP8_HELPERS : ''}
+${KQ_HELPERS}
 extern "C" __global__ void __launch_bounds__(256) KNAME(const ${ctype(a.from)}* __restrict__ x, ${QSTORAGE[a.to]}* __restrict__ y) {
   for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(a.n)}; i += (${it})gridDim.x * blockDim.x) {
     const float v = ${ld};
@@ -580,6 +714,7 @@ export function qepilogue(g: { M: number; N: number; acc: 'int32' | 'float32'; r
   const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
   const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
   const body = `${g.out === 'fp8' ? FP8_HELPERS : ''}
+${KQ_HELPERS}
 extern "C" __global__ void __launch_bounds__(256) KNAME(const ${g.acc === 'int32' ? 'int' : 'float'}* __restrict__ acc, const float* __restrict__ sc${resArg}, ${QSTORAGE[g.out]}* __restrict__ out) {
   for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(n)}; i += (${it})gridDim.x * blockDim.x) {
     const int c = (int)(i % ${g.N});

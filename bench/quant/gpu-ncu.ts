@@ -1,0 +1,60 @@
+// The quantized GEMM variants of two ResNet-50 layers, each launched once, for Nsight Compute (which replays each
+// launch per counter pass): `ncu --clock-control none --kernel-name regex:kiln_q node bench/quant/gpu-ncu.js run`.
+// Layers: the 1x1 56px 64->256 convolution (M 100352, N 256, K 64: one k-step per tile, the epilogue is most of the
+// work), the 1x1 28px 128->512 one (M 25088, N 512, K 128) and the 3x3 14px 256->256 one (implicit im2col). `dump <dir>` writes each kernel's CUDA source and
+// a name list instead (no device), for nvcc's resource report and SASS.
+// Usage: [NCU_LAYERS=k64,c3] node bench/quant/gpu-ncu.js run|dump <dir> [variant,...]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { qgemm, type QGemmArgs } from '../../src/backends/cuda/codegen/quant.js';
+
+const SMS = 132;
+const c3 = { H: 14, W: 14, C: 256, OH: 14, OW: 14, KH: 3, KW: 3, strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] };
+const layers: Record<string, QGemmArgs> = {
+  k64: { M: 100352, N: 256, K: 64, a: 'int8', activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0 },
+  k128: { M: 25088, N: 512, K: 128, a: 'int8', activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0 },
+  // 3x3 14px 256->256 (M 6272, K 2304): implicit im2col, the main loop's share is larger
+  c3: { M: 6272, N: 256, K: 2304, a: 'int8', conv: c3, activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0 },
+};
+export const NCU_VARIANTS: Record<string, Partial<QGemmArgs>> = {
+  ld_v1: { v1Epilogue: true },
+  wg64_v1: { wgmma: true, tile: { BM: 128, BN: 64 }, v1Epilogue: true },
+  wg64: { wgmma: true, tile: { BM: 128, BN: 64 } },
+  wg64s_v1: { wgmma: true, tile: { BM: 128, BN: 64 }, staged: true, occupancy: 3, v1Epilogue: true },
+  wg64s: { wgmma: true, tile: { BM: 128, BN: 64 }, staged: true, occupancy: 3 },
+  wg64s4: { wgmma: true, tile: { BM: 128, BN: 64 }, staged: true, occupancy: 4 },
+  wg64x64s: { wgmma: true, tile: { BM: 64, BN: 64 }, staged: true, occupancy: 4 },
+  wg64x64s_v1: { wgmma: true, tile: { BM: 64, BN: 64 }, staged: true, occupancy: 4, v1Epilogue: true },
+  wgp64s: { wgmma: true, tile: { BM: 128, BN: 64 }, staged: true, occupancy: 3, persistent: SMS },
+};
+const [mode, dir, pick] = process.argv.slice(2);
+const names = pick ? pick.split(',') : Object.keys(NCU_VARIANTS);
+const only = process.env.NCU_LAYERS?.split(',');
+const kernels = Object.entries(layers).filter(([l]) => !only || only.includes(l)).flatMap(([l, g]) => names.map((v) => [`${l}_${v}`, g, qgemm({ ...g, ...NCU_VARIANTS[v] })] as const));
+
+if (mode === 'dump') {
+  mkdirSync(dir, { recursive: true });
+  for (const [n, , k] of kernels) writeFileSync(join(dir, `${n}.cu`), k.source);
+  writeFileSync(join(dir, 'names.txt'), kernels.map(([n, , k]) => `${n} ${k.name} grid ${k.grid.join('x')} block ${k.block[0]} smem ${k.sharedBytes}`).join('\n') + '\n');
+} else {
+  const { getDevice } = await import('../../src/backends/cuda/device.js');
+  const dev = getDevice(0);
+  const rand = (bytes: number, seed: number) => {
+    const a = new Uint8Array(bytes);
+    let s = seed;
+    for (let i = 0; i < bytes; i++) { s = (s * 1103515245 + 12345) >>> 0; a[i] = (s >>> 16) & 0xff; }
+    const p = dev.alloc(bytes, true);
+    dev.upload(p, a, null);
+    return p;
+  };
+  for (const [n, g, k] of kernels) {
+    const x = rand(g.conv ? 32 * g.conv.H * g.conv.W * g.conv.C : g.M * g.K, 1), w = rand(g.N * g.K, 2), sc = dev.alloc(8 * g.N, true), out = dev.alloc(g.M * g.N, true);
+    dev.upload(sc, new Float32Array(2 * g.N).map((_, i) => (i < g.N ? 1e-4 : 0.01 * (i % 7))), null);
+    dev.kernel(k);
+    dev.launch(k, [x, w, sc, out], null);
+    dev.sync(null);
+    console.log(`${n}: ${k.name} grid ${k.grid.join('x')} block ${k.block[0]} smem ${k.sharedBytes}`);
+    for (const p of [x, w, sc, out]) dev.release(p);
+  }
+}
+process.exit(0);

@@ -55,7 +55,7 @@ async function profile(label: string, m: Model, shapes: Record<string, number[]>
   console.log('layers, slowest first (us above the floor):');
   for (const r of [...rows].sort((a, b) => b.ms - a.ms).slice(0, 25)) console.log(`  ${((r.ms - floor) * 1000).toFixed(0).padStart(6)}  ${r.op.padEnd(16)} ${r.name.slice(0, 48).padEnd(48)} ${r.out}`);
   const routes = [...gemmChoices].filter(([k]) => k.startsWith('qgemm|'));
-  if (routes.length) console.log(`quantized GEMM routes (key -> candidate index: tiles first (default tile at 0), then the first version, then cuBLASLt): ${JSON.stringify(Object.fromEntries(routes.map(([k, v]) => [k.split('|').slice(1, 4).join(' '), v])))}`);
+  if (routes.length) console.log(`quantized GEMM routes (layer shape dtype -> candidate index in ops-quant.ts layerGemm's list): ${JSON.stringify(Object.fromEntries(routes.map(([k, v]) => [k.split('|').slice(2, 5).join(' '), v])))}`);
   console.log(`PROFILE ${JSON.stringify({ label, replayMs: +median(dev).toFixed(3), rows: rows.map((r) => [r.name, r.op, +(r.ms * 1000).toFixed(1)]) })}`);
   engine.dispose();
 }

@@ -413,11 +413,12 @@ export function recognizeActivation(expr: string): string | undefined {
 // ---------------------------------------------------------------------------------------------------------------
 // Elementwise chains
 
-const UNARY: Record<string, string> = {
+/** ONNX elementwise ops and their expression ops (also the CPU backend's single-op native kernels). */
+export const UNARY: Record<string, string> = {
   Neg: 'neg', Abs: 'abs', Exp: 'exp', Log: 'log', Sqrt: 'sqrt', Reciprocal: 'recip', Tanh: 'tanh', Erf: 'erf',
   Sigmoid: 'sigmoid', Relu: 'relu', Floor: 'floor', Ceil: 'ceil', Sin: 'sin', Cos: 'cos', Softplus: 'softplus',
 };
-const BINARY: Record<string, string> = { Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div', Pow: 'pow', Max: 'max', Min: 'min' };
+export const BINARY: Record<string, string> = { Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div', Pow: 'pow', Max: 'max', Min: 'min' };
 
 function outDtype(v: GraphView, name: string): DType | undefined {
   const t = v.type(name);

@@ -6,6 +6,7 @@ import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { parseExpr } from '../../ir/expr.js';
 import { sameDims } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
+import { BINARY, UNARY } from '../../passes/fuse.js';
 import type { Isa } from './compiler.js';
 import { renderC, renderActivation, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
@@ -637,7 +638,14 @@ ${exported(`L${id}_tr`, `  long total = ${bt ? `(long)nb * ${per}` : `${rows}L`}
   return { variants: [{ tactic: `native-${c.isa}-transpose`, fn: `L${id}_tr` }], args: [{ in: 0 }, { out: true }], source: src, batched: bt };
 };
 
+/** A lone ONNX elementwise op (one the optimizer found no chain for: a squeeze-excite block's broadcast Mul, a
+ * residual Add between layers it could not absorb) runs as the one-op expression of the elementwise kernel. */
+const singleOp = (op: string, arity: number): Gen => (c, n, ins, out) => (n.inputs.length !== arity || n.inputs.some((x) => !x) ? undefined
+  : elementwise(c, { ...n, attrs: { ...n.attrs, expr: { type: 'string', value: `(${op} ${ins.map((_, i) => `$${i}`).join(' ')})` } } }, ins, out));
+
 const GENERATORS: Record<string, Gen> = {
+  ...Object.fromEntries(Object.entries(UNARY).map(([k, op]) => [`:${k}`, singleOp(op, 1)])),
+  ...Object.fromEntries(Object.entries(BINARY).map(([k, op]) => [`:${k}`, singleOp(op, 2)])),
   ':Transpose': transpose,
   'kiln:FusedMatMul': fusedMatMul,
   'kiln:FusedConv': fusedConv,

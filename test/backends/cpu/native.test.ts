@@ -135,6 +135,37 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     });
   }, 60_000);
 
+  it('lone elementwise ops (a squeeze-excite broadcast Mul, Sub, Sigmoid, Max) run as native kernels and match the reference', async () => {
+    const b = new GraphBuilder('lone');
+    const r = seededRandom(6);
+    const x = b.input('x', 'float32', [1, 24, 20, 20]);
+    const c = b.op('Conv', [x, b.initializer('w', randomTensor(r, [32, 24, 1, 1], 0.2))], {}, 'conv');
+    // squeeze-excite: the gate [1, 32, 1, 1] scales the feature map; between two convolutions nothing fuses the Mul
+    const gate = b.op('Sigmoid', [b.op('Conv', [b.op('GlobalAveragePool', [c], {}, 'gap'), b.initializer('w2', randomTensor(r, [32, 32, 1, 1], 0.2))], {}, 'fc')], {}, 'sig');
+    const scaled = b.op('Mul', [c, gate], {}, 'se_mul');
+    const d = b.op('Conv', [scaled, b.initializer('w3', randomTensor(r, [32, 32, 1, 1], 0.2))], {}, 'conv3');
+    const diff = b.op('Sub', [d, c], {}, 'sub');
+    b.output(b.op('Max', [b.op('Conv', [diff, b.initializer('w4', randomTensor(r, [16, 32, 1, 1], 0.2))], {}, 'conv4'),
+      b.initializer('floor', new TensorData('float32', [16, 1, 1], new Float32Array(16).fill(-0.05)))], {}, 'max'));
+    const m = b.model(17);
+    const plan = await build(m);
+    const native = new Set(nativeLayers(plan.bytes).map((l) => l.name));
+    for (const name of ['se_mul', 'sub', 'max']) expect(native.has(name), name).toBe(true);
+    const xs = randomTensor(seededRandom(2), [1, 24, 20, 20], 1);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const out = await engine.createContext().run({ x: new Tensor('float32', xs.data as Float32Array, [1, 24, 20, 20]) });
+    engine.dispose();
+    const ref = executeGraph(m.graph, new Map([['x', xs]]), { opsets: m.opsets });
+    for (const [k, v] of Object.entries(out)) {
+      const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
+      // the Sub cancels: errors relative to each value with a floor at 1e-3 of the largest (sums in another order)
+      const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+      expect(worst, k).toBeLessThan(1e-4);
+    }
+  }, 60_000);
+
   it('Split between native layers (uneven sizes, negative axis, equal parts) runs into pooled buffers and matches the reference', async () => {
     const b = new GraphBuilder('splits');
     const r = seededRandom(4);

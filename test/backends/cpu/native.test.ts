@@ -135,6 +135,24 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     });
   }, 60_000);
 
+  it('grouped convolutions (3x3 stride 2 with pads and bias, 1x1 with a residual) run per group natively at batch 1 and 3', async () => {
+    const b = new GraphBuilder('grouped');
+    const r = seededRandom(8);
+    const x = b.input('x', 'float32', ['n', 16, 15, 17]);
+    const g1 = b.op('Relu', [b.op('Conv', [x, b.initializer('w1', randomTensor(r, [24, 4, 3, 3], 0.3)), b.initializer('b1', randomTensor(r, [24], 0.1))],
+      { group: 4, kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, 'gconv1')], {}, 'relu1');
+    const g2 = b.op('Conv', [g1, b.initializer('w2', randomTensor(r, [24, 12, 1, 1], 0.3)), b.initializer('b2', randomTensor(r, [24], 0.1))], { group: 2 }, 'gconv2');
+    b.output(b.op('Add', [g2, g1], {}, 'res'));
+    const m = b.model(17);
+    for (const n of [1, 3]) {
+      const plan = await build(m, { shapes: { x: [n, 16, 15, 17] } });
+      const tactics = parsePlan(plan.bytes).header.layers.map((l) => l.tactic);
+      expect(tactics.filter((t) => t.includes('-gconv-')).length, tactics.join()).toBe(2);
+      const feeds = { x: new Tensor('float32', randomTensor(seededRandom(n), [n, 16, 15, 17], 1).data as Float32Array, [n, 16, 15, 17]) };
+      for (const threads of [1, 2]) expect(await compareWithReference(m, feeds, plan.bytes, threads)).toBeLessThan(1e-3);
+    }
+  }, 60_000);
+
   it('lone elementwise ops (a squeeze-excite broadcast Mul, Sub, Sigmoid, Max) run as native kernels and match the reference', async () => {
     const b = new GraphBuilder('lone');
     const r = seededRandom(6);

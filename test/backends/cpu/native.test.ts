@@ -153,6 +153,27 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     }
   }, 60_000);
 
+  it('Concat (channels, last axis, batch-generic) and Slice (negative starts, axes out of order, open ends) run natively', async () => {
+    const b = new GraphBuilder('copies');
+    const r = seededRandom(9);
+    const x = b.input('x', 'float32', ['n', 8, 9, 10]);
+    const c = b.op('Conv', [x, b.initializer('w', randomTensor(r, [12, 8, 3, 3], 0.3))], { pads: [1, 1, 1, 1] }, 'conv');
+    const cat = b.op('Concat', [c, x, c], { axis: 1 }, 'cat1');
+    const i64 = (name: string, v: number[]) => b.initializer(name, new TensorData('int64', [v.length], BigInt64Array.from(v.map(BigInt))));
+    const sl = b.op('Slice', [cat, i64('st', [-7, 3, 1]), i64('en', [9, 1000, 8]), i64('ax', [3, 1, 2])], {}, 'slice');
+    const sl2 = b.op('Slice', [cat, i64('st2', [0, 5, 3]), i64('en2', [2, 9, 32]), i64('ax2', [2, 3, 1])], {}, 'slice2');
+    b.output(b.op('Relu', [b.op('Concat', [sl2, b.op('Slice', [sl, i64('st3', [0]), i64('en3', [2]), i64('ax3', [2])], {}, 'slice3')], { axis: -1 }, 'cat2')], {}, 'relu'));
+    b.output(b.op('Sigmoid', [sl], {}, 'sig'));
+    const m = b.model(17);
+    for (const n of [1, 2]) {
+      const plan = await build(m, { shapes: { x: [n, 8, 9, 10] } });
+      const native = new Set(nativeLayers(plan.bytes).map((l) => l.name));
+      for (const name of ['cat1', 'slice', 'slice2', 'cat2']) expect(native.has(name), name).toBe(true);
+      const feeds = { x: new Tensor('float32', randomTensor(seededRandom(n), [n, 8, 9, 10], 1).data as Float32Array, [n, 8, 9, 10]) };
+      expect(await compareWithReference(m, feeds, plan.bytes)).toBeLessThan(1e-4);
+    }
+  }, 60_000);
+
   it('lone elementwise ops (a squeeze-excite broadcast Mul, Sub, Sigmoid, Max) run as native kernels and match the reference', async () => {
     const b = new GraphBuilder('lone');
     const r = seededRandom(6);

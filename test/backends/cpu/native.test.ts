@@ -51,6 +51,15 @@ async function compareWithReference(m: Model, feeds: Record<string, Tensor>, pla
   return worst;
 }
 
+/** Largest |a - w| relative to each reference value, with a floor at 1e-3 of the largest one (float32 sums in another
+ * order, and values that cancel to near zero). */
+function worstRelative(a: Float32Array, w: Float32Array): number {
+  const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+  return worst;
+}
+
 const nativeLayers = (bytes: Uint8Array) => parsePlan(bytes).header.layers.filter((l) => l.tactic.startsWith('native-'));
 
 describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
@@ -198,10 +207,7 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     for (const [k, v] of Object.entries(out)) {
       const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
       // the Sub cancels: errors relative to each value with a floor at 1e-3 of the largest (sums in another order)
-      const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
-      let worst = 0;
-      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-      expect(worst, k).toBeLessThan(1e-4);
+      expect(worstRelative(a, w), k).toBeLessThan(1e-4);
     }
   }, 60_000);
 
@@ -227,10 +233,7 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
         const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
         expect(a.length, k).toBe(w.length);
         // float32 sums in another order: errors relative to each value, with a floor at 1e-3 of the largest
-        const atol = 1e-3 * w.reduce((p, v) => Math.max(p, Math.abs(v)), 0);
-        let worst = 0;
-        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-        expect(worst, `run ${run}, ${k}`).toBeLessThan(1e-4);
+        expect(worstRelative(a, w), `run ${run}, ${k}`).toBeLessThan(1e-4);
       }
     }
     engine.dispose();
@@ -270,10 +273,7 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
         const [k, v] = Object.entries(out)[0];
         const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
         expect(a.length).toBe(w.length);
-        const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
-        let worst = 0;
-        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-        expect(worst, `run ${run}`).toBeLessThan(1e-4);
+        expect(worstRelative(a, w), `run ${run}`).toBeLessThan(1e-4);
       }
     } finally {
       spies.forEach((s) => s.mockRestore());
@@ -319,10 +319,7 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
         const [k, val] = Object.entries(out)[0];
         const a = (val as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
         expect(a.length).toBe(w.length);
-        const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
-        let worst = 0;
-        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-        expect(worst, `run ${run}`).toBeLessThan(1e-3);
+        expect(worstRelative(a, w), `run ${run}`).toBeLessThan(1e-3);
       }
     } finally {
       spy.mockRestore();
@@ -364,10 +361,7 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
         const ref = executeGraph(m.graph, new Map([['x', xs]]), { opsets: m.opsets });
         for (const [k, v] of Object.entries(out)) {
           const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
-          const atol = 1e-3 * w.reduce((p, q) => Math.max(p, Math.abs(q)), 0);
-          let worst = 0;
-          for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-          expect(worst, `run ${run}, ${k}`).toBeLessThan(1e-3);
+          expect(worstRelative(a, w), `run ${run}, ${k}`).toBeLessThan(1e-3);
         }
       }
     } finally {

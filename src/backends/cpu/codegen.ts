@@ -220,27 +220,32 @@ export function convPads(n: Node, x: number[], out: number[], k: number[], s: nu
   return expect[0] === out[2] && expect[1] === out[3] ? p : undefined;
 }
 
-/** kiln:FusedConv: implicit GEMM (im2col panels packed on the fly) for group 1, a direct kernel for depthwise. */
+/** kiln:FusedConv: implicit GEMM (im2col panels packed on the fly) per group, a direct kernel for depthwise; for group
+ * 1 also direct, transposed direct and Winograd variants. */
 const fusedConv: Gen = (c, n, ins, out) => {
   const [x, w, bias, res] = ins;
   if (!x || !w || !isConst(c, n.inputs[1]) || (bias && (prod(bias) !== out[1] || !isConst(c, n.inputs[2]))) || (res && !sameDims(res, out))) return undefined;
   const g = convGeometry(n, x, w, out);
   const act = activation(n);
   if (!g || act === undefined) return undefined;
-  const { C, H, W, Co, OH, OW, kh, kw, s, p } = g;
-  const batch = x[0], N = OH * OW, K = C * kh * kw, id = c.id;
+  const { C, H, W, Co, OH, OW, kh, kw, s, p, group: G } = g;
+  const batch = x[0];
   if (c.batch && (!c.batch[0] || (res && !c.batch[3]))) c = { ...c, batch: undefined };
-  if (g.group === C && w[1] === 1 && Co % C === 0) return depthwise(c, n, g, batch, !!bias, !!res, act);
-  if (g.group !== 1) return groupedConv(c, g, batch, w, bias ? 'p[1][i0 + r]' : undefined, res ? 'p[2][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
-  if (w[1] !== C || Co * N * K < MIN_GEMM_WORK) return undefined;
+  if (G === C && w[1] === 1 && Co % C === 0) return depthwise(c, n, g, batch, !!bias, !!res, act);
+  // grouped (1 < group < channels: ResNeXt, RegNet): the same GEMM per group over its slice of input channels, output
+  // channels, bias and weights (packed per group at load), the groups one after another
+  if (C % G || Co % G || w[1] !== C / G) return undefined;
+  const N = OH * OW, Cog = Co / G, K = (C / G) * kh * kw, id = c.id;
+  if (Co * N * K < MIN_GEMM_WORK) return undefined;
+  const sub: ConvGeom = { ...g, C: C / G, Co: Cog, group: 1 };
   const epi = epilogue(`e${id}`, 1, bias ? 'p[1][i0 + r]' : undefined, res ? 'p[2][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
-  const acc = res ? accumulateEpilogue(id, epilogue(`e${id}i`, 1, bias ? 'p[1][i0 + r]' : undefined, undefined, act)) : undefined;
+  const acc = res && G === 1 ? accumulateEpilogue(id, epilogue(`e${id}i`, 1, bias ? 'p[1][i0 + r]' : undefined, undefined, act)) : undefined;
   const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
-  const direct = directConv(g);
+  const direct = G === 1 ? directConv(g) : undefined;
   let src = `#define N_ ${N}\n${epi ?? ''}${acc?.src ?? ''}${direct ? `static const int off${id}[${K}] = { ${direct.off.join(', ')} };\n` : ''}`;
   const variants: Variant[] = [];
   for (const [mr, nv] of TILES[c.isa]) {
-    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
+    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa], per = Math.ceil(Cog / mr) * mr * K;
     const fn = `L${id}_${tile}`, pack = `P${id}_${tile}`, packb = `B${id}_${tile}`;
     // a full panel's rows are fixed-size copies the compiler inlines as vector moves
     const body = pointwise ? `  int n = KMIN(${nr}, ${N} - j0);
@@ -249,26 +254,30 @@ const fusedConv: Gen = (c, n, ins, out) => {
   else for (int k = 0; k < kc; k++) {
     memcpy(panel + k * ${nr}, src + (size_t)k * ${N}, n * sizeof(float));
     for (int j = n; j < ${nr}; j++) panel[k * ${nr} + j] = 0;
-  }` : im2colBody(g, nr);
+  }` : im2colBody(sub, nr);
     src += `static void ${packb}(const void *ctx, int j0, int k0, int kc, float *restrict panel) {
   const float *x = ((const float *const *)ctx)[0];
 ${body}
 }\n`;
     src += `KEXPORT void *${pack}(void *w, void *unused) {
-  float *o = kiln_alloc((size_t)${Math.ceil(Co / mr)} * ${mr} * ${K});
-  kiln_pack_a(w, ${K}, 1, ${Co}, ${K}, ${mr}, o);
+  float *o = kiln_alloc((size_t)${G} * ${per});
+  for (int gi = 0; gi < ${G}; gi++) kiln_pack_a((const float *)w + (size_t)gi * ${Cog * K}, ${K}, 1, ${Cog}, ${K}, ${mr}, o + (size_t)gi * ${per});
   return o;
 }\n`;
-    // one GEMM per image, all images in one pool run (a small image alone is too little work to split)
+    // one GEMM per image (and group), all images in one pool run (a small image alone is too little work to split)
     src += exported(fn, `  int B = ${nbOr(c, batch)};
   const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
-  for (int b = 0; b < B; b++) {
-    p[b][0] = (const float *)a0 + (size_t)b * ${C * H * W}; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL;
+  for (int gi = 0; gi < ${G}; gi++) {
+    for (int b = 0; b < B; b++) {
+      p[b][0] = (const float *)a0 + (size_t)b * ${C * H * W} + (size_t)gi * ${(C / G) * H * W};
+      p[b][1] = a2 ? (const float *)a2 + gi * ${Cog} : NULL;
+      p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} + (size_t)gi * ${Cog * N} : NULL;
+    }
+    gemm_t g = { ${Cog}, ${N}, ${K}, (const float *)a1 + (size_t)gi * ${per}, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, (float *)a4 + (size_t)gi * ${Cog * N}, ${N}, B, ${Co * N}, sizeof(*p) };
+${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
   }
-  gemm_t g = { ${Co}, ${N}, ${K}, a1, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, a4, ${N}, B, ${Co * N}, sizeof(*p) };
-${acc?.set ?? ''}  if (B) kiln_gemm_${tile}(&g);
   free(p);`);
-    variants.push({ tactic: `native-${c.isa}-conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
+    variants.push({ tactic: `native-${c.isa}-${G > 1 ? 'g' : ''}conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
     if (direct) {
       src += exported(`${fn}d`, `  int B = ${nbOr(c, batch)};
   size_t per;
@@ -281,50 +290,12 @@ ${acc?.set ?? ''}  if (B) kiln_gemm_${tile}(&g);
       variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
     }
   }
-  src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
-  src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  if (G === 1) {
+    src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+    src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  }
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
 };
-
-/** Grouped convolution (1 < group < channels: ResNeXt, RegNet): per group, the group-1 implicit GEMM over its slice
- * of input channels, output channels and bias, with the weights packed per group at load; the groups run one after
- * another, each GEMM spread over the thread pool. */
-function groupedConv(c: Ctx, g: ConvGeom, batch: number, w: number[], bias: string | undefined, res: string | undefined, act: string): GenResult | undefined {
-  const { C, H, W, Co, OH, OW, kh, kw, group: G } = g;
-  if (C % G || Co % G || w[1] !== C / G) return undefined;
-  const Cg = C / G, Cog = Co / G, N = OH * OW, K = Cg * kh * kw, id = c.id;
-  const epi = epilogue(`e${id}`, 1, bias, res, act);
-  const sub: ConvGeom = { ...g, C: Cg, Co: Cog, group: 1 };
-  let src = `#define N_ ${N}\n${epi ?? ''}`;
-  const variants: Variant[] = [];
-  for (const [mr, nv] of TILES[c.isa]) {
-    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa], per = Math.ceil(Cog / mr) * mr * K;
-    const fn = `L${id}_g${tile}`, pack = `P${id}_g${tile}`, packb = `B${id}_g${tile}`;
-    src += `static void ${packb}(const void *ctx, int j0, int k0, int kc, float *restrict panel) {
-  const float *x = ((const float *const *)ctx)[0];
-${im2colBody(sub, nr)}
-}
-KEXPORT void *${pack}(void *w, void *unused) {
-  float *o = kiln_alloc((size_t)${G} * ${per});
-  for (int g = 0; g < ${G}; g++) kiln_pack_a((const float *)w + (size_t)g * ${Cog * K}, ${K}, 1, ${Cog}, ${K}, ${mr}, o + (size_t)g * ${per});
-  return o;
-}\n`;
-    src += exported(fn, `  int B = ${nbOr(c, batch)};
-  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
-  for (int g = 0; g < ${G} && B; g++) {
-    for (int b = 0; b < B; b++) {
-      p[b][0] = (const float *)a0 + (size_t)b * ${C * H * W} + (size_t)g * ${Cg * H * W};
-      p[b][1] = a2 ? (const float *)a2 + g * ${Cog} : NULL;
-      p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} + (size_t)g * ${Cog * N} : NULL;
-    }
-    gemm_t gg = { ${Cog}, ${N}, ${K}, (const float *)a1 + (size_t)g * ${per}, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, (float *)a4 + (size_t)g * ${Cog * N}, ${N}, B, ${Co * N}, sizeof(*p) };
-    kiln_gemm_${tile}(&gg);
-  }
-  free(p);`);
-    variants.push({ tactic: `native-${c.isa}-gconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] } });
-  }
-  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
-}
 
 /** Transposed direct convolution variants (tconv_t; any window, stride, padding, dilation): taps read straight from
  * the input where every tile lies inside it, else from a zero-padded copy with slack for the last tiles' overrun.

@@ -1,0 +1,102 @@
+// Data movement on the CPU: Transpose, Concat and Slice as baked strided copies over the thread pool, so that they
+// run inside chains of native calls instead of splitting them for a reference kernel.
+import { sameDims } from '../../ir/tensor.js';
+import { LAYER_ARGS } from './native.js';
+import { attrOf, exported, prod, MIN_ELEMENTS, type Ctx, type Gen } from './codegen.js';
+
+/** Transpose: per output row (all axes but the last), the input offset from baked strides, then one loop along the
+ * last output axis (a memcpy where that axis is also the input's last). Batch-generic when the leading axis stays. */
+export const transpose: Gen = (c, n, ins, out) => {
+  const [x] = ins;
+  if (!x || !x.length || x.length > 8 || prod(out) < MIN_ELEMENTS) return undefined;
+  const r = x.length, perm = attrOf<number[]>(n, 'perm', x.map((_, i) => r - 1 - i));
+  if (perm.length !== r || !sameDims(perm.map((a) => x[a]), out)) return undefined;
+  const inStride = x.map((_, i) => prod(x.slice(i + 1)));
+  const st = perm.map((a) => inStride[a]);
+  const bt = !!c.batch?.[0] && perm[0] === 0 && r >= 2;
+  const inner = out[r - 1], rows = prod(out.slice(0, -1)), per = prod(out.slice(1, -1));
+  const terms = out.slice(0, -1).map((_, a) => (a === 0 ? `(row / ${per}) * ${st[0]}L` : `((row / ${prod(out.slice(a + 1, -1))}) % ${out[a]}) * ${st[a]}L`));
+  const id = c.id, chunk = Math.max(1, Math.floor(16384 / inner));
+  const copy = st[r - 1] === 1 ? `memcpy(yr, xr, ${inner} * sizeof(float));` : `for (int i = 0; i < ${inner}; i++) yr[i] = xr[(long)i * ${st[r - 1]}];`;
+  const src = `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  const float *x = q[0]; float *y = q[1];
+  long total = (long)(intptr_t)q[2], lo = (long)t * ${chunk}, hi = KMIN(total, lo + ${chunk});
+  for (long row = lo; row < hi; row++) {
+    const float *xr = x + ${terms.length ? terms.join(' + ') : '0'};
+    float *yr = y + row * ${inner};
+    ${copy}
+  }
+}
+${exported(`L${id}_tr`, `  long total = ${bt ? `(long)nb * ${per}` : `${rows}L`};
+  void *q[3] = { a0, a1, (void *)(intptr_t)total };
+  kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-transpose`, fn: `L${id}_tr` }], args: [{ in: 0 }, { out: true }], source: src, batched: bt };
+};
+
+/** Row copies over the pool: row \`o\` of \`total\` copies each part's \`len\` floats from input \`k\` at \`o * srcRow\`
+ * (plus a fixed offset) to \`o * dstRow + dstOff\` of the output, at argument \`out\`. Concat and Slice are both this. */
+function rowCopies(c: Ctx, fn: string, nIn: number, parts: { k: number; srcRow: number; srcOff: string; dstOff: number; len: number }[], dstRow: number, total: string): string {
+  const id = c.id, chunk = Math.max(1, Math.floor(16384 / Math.max(1, dstRow)));
+  return `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  float *y = q[${nIn}];
+  long total = (long)(intptr_t)q[${nIn + 1}], lo = (long)t * ${chunk}, hi = KMIN(total, lo + ${chunk});
+  for (long o = lo; o < hi; o++) {
+${parts.map((p) => `    memcpy(y + o * ${dstRow}L + ${p.dstOff}, (const float *)q[${p.k}] + o * ${p.srcRow}L + ${p.srcOff}, ${p.len} * sizeof(float));`).join('\n')}
+  }
+}
+${exported(fn, `  long total = ${total};
+  void *q[${nIn + 2}] = { ${Array.from({ length: nIn + 1 }, (_, i) => `a${i}`).join(', ')}, (void *)(intptr_t)total };
+  kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
+}
+
+/** Concat: per index of the dims before the axis, each input's block after the next. */
+export const concat: Gen = (c, n, ins, out) => {
+  const r = out.length;
+  let axis = attrOf(n, 'axis', 0);
+  if (axis < 0) axis += r;
+  if (!ins.length || ins.length > LAYER_ARGS - 1 || axis < 0 || axis >= r || ins.some((d) => !d || d.length !== r) || prod(out) < MIN_ELEMENTS) return undefined;
+  const inner = prod(out.slice(axis + 1)), dstRow = out[axis] * inner;
+  let off = 0;
+  const parts = ins.map((d, k) => {
+    const len = d![axis] * inner, p = { k, srcRow: len, srcOff: '0', dstOff: off, len };
+    off += len;
+    return p;
+  }).filter((p) => p.len > 0);
+  // batch-generic where every input carries the batch and the axis is after it
+  const bt = !!c.batch && axis > 0 && c.batch.every(Boolean);
+  const total = bt ? `(long)nb * ${prod(out.slice(1, axis))}` : `${prod(out.slice(0, axis))}L`;
+  return { variants: [{ tactic: `native-${c.isa}-concat`, fn: `L${c.id}_cat` }], args: [...ins.map((_, i) => ({ in: i })), { out: true }],
+    source: rowCopies(c, `L${c.id}_cat`, ins.length, parts, dstRow, total), batched: bt, work: prod(out) };
+};
+
+/** Slice with constant starts/ends/axes and unit steps: a box of the input, copied run by run (a run spans the
+ * last axis the slice narrows and every full axis after it). */
+export const slice: Gen = (c, n, ins, out) => {
+  const x = ins[0];
+  if (!x || x.length !== out.length || prod(out) < MIN_ELEMENTS) return undefined;
+  const r = x.length;
+  const constant = (i: number) => (n.inputs[i] ? c.model.graph.initializers.get(n.inputs[i])?.toNumberArray() : undefined);
+  const starts = constant(1), ends = constant(2);
+  const axes = constant(3) ?? starts?.map((_, i) => i), steps = constant(4) ?? starts?.map(() => 1);
+  if (!starts || !ends || !axes || !steps || steps.some((v) => v !== 1)) return undefined;
+  const begin = new Array<number>(r).fill(0);
+  axes.forEach((a0, i) => {
+    const a = a0 < 0 ? a0 + r : a0;
+    const s = starts[i] < 0 ? starts[i] + x[a] : starts[i];
+    begin[a] = Math.min(Math.max(s, 0), x[a]);
+  });
+  if (begin.some((b, a) => b + out[a] > x[a])) return undefined;
+  let j = r - 1;
+  while (j > 0 && begin[j] === 0 && out[j] === x[j]) j--;
+  const stride = x.map((_, a) => prod(x.slice(a + 1)));
+  const len = out[j] * stride[j];
+  const rows = prod(out.slice(0, j));
+  // source offset of row o: its index along each axis before j, shifted by the slice's start there
+  const terms = out.slice(0, j).map((_, a) => `((o / ${prod(out.slice(a + 1, j))}) % ${out[a]} + ${begin[a]}) * ${stride[a]}L`);
+  const srcOff = [...terms, `${begin[j] * stride[j]}L`].join(' + ');
+  // rowCopies adds o * srcRow; with srcRow 0 the whole offset comes from the terms
+  const source = rowCopies(c, `L${c.id}_sl`, 1, [{ k: 0, srcRow: 0, srcOff, dstOff: 0, len }], len, `${rows}L`);
+  return { variants: [{ tactic: `native-${c.isa}-slice`, fn: `L${c.id}_sl` }], args: [{ in: 0 }, { out: true }], source, work: prod(out) };
+};

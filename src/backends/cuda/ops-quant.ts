@@ -181,7 +181,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   };
   const libOk = !!lt && !args.out2 && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
   // Hopper's warpgroup MMA (sm_90a): integer operands only unless forced (its fp8 accumulation is less precise than
-  // mma.sync's, codegen/quant.ts). With the staged epilogue (N % 8 == 0) the candidates are the staged tiles 128x64,
+  // mma.sync's, codegen/quant-wgmma.ts). With the staged epilogue (N % 8 == 0) the candidates are the staged tiles 128x64,
   // 64x64 and 64x32 (short M: more blocks) and 128x128, and cuBLASLt: since the epilogue left the conversion pipes
   // (pass 5) the mma.sync tiles, the direct epilogue and the persistent grid won on no ResNet-50 or BERT shape or by
   // under 2 us (bench/quant/gpu-layers.ts), and each candidate is another NVRTC compile per layer at build time. Else

@@ -9,6 +9,7 @@
 import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { ctype, finish, indexType, launch1d, lit, type KernelSource } from './types.js';
+import { qgemmWgmma } from './quant-wgmma.js';
 
 /** 8-bit operand types of the GEMM (weights are int8 for both integer cases, e4m3 for fp8). */
 export type QOperand = 'int8' | 'uint8' | 'fp8';
@@ -42,7 +43,7 @@ export interface QGemmArgs {
    * reads and 8- or 16-byte output stores, consecutive threads on consecutive chunks of a row (needs N % 8 == 0)
    */
   staged?: boolean;
-  /** Hopper's warpgroup MMA (sm_90a) instead of mma.sync: tile `tile.BM` (64 or 128) x `tile.BN` (32, 64 or 128), see qgemmWgmma */
+  /** Hopper's warpgroup MMA (sm_90a) instead of mma.sync: tile `tile.BM` (64 or 128) x `tile.BN` (32, 64 or 128), see qgemmWgmma (quant-wgmma.ts) */
   wgmma?: boolean;
   /** wgmma: blocks per SM asked of the compiler (__launch_bounds__; capped by shared memory), default 2 when they fit */
   occupancy?: number;
@@ -63,7 +64,7 @@ export interface QGemmArgs {
 }
 
 /** The kernel parameters' tail: the output(s), with their C declarations. */
-function outParams(g: QGemmArgs): { decl: string; params: KernelSource['params'] } {
+export function outParams(g: QGemmArgs): { decl: string; params: KernelSource['params'] } {
   const decl = `${QSTORAGE[g.out]}* __restrict__ out${g.out2 ? `, ${QSTORAGE[g.out2.store]}* __restrict__ out2` : ''}`;
   return { decl, params: [{ kind: 'out', index: 0 }, ...(g.out2 ? [{ kind: 'out' as const, index: 1 }] : [])] };
 }
@@ -92,7 +93,7 @@ export const QGEMM_TILES = [{ BM: 128, BN: 128 }, { BM: 64, BN: 128 }, { BM: 64,
 export const QSTORAGE: Record<QStore, string> = { float32: 'float', float16: 'unsigned short', int8: 'signed char', uint8: 'unsigned char', fp8: 'unsigned char' };
 
 /** Device helpers for fp8 e4m3 (sm_89+): conversions through the hardware's paired converters. */
-const FP8_HELPERS = String.raw`__device__ __forceinline__ unsigned char f2e4m3(float f) {
+export const FP8_HELPERS = String.raw`__device__ __forceinline__ unsigned char f2e4m3(float f) {
   unsigned short r; asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(f)); return (unsigned char)(r & 0xff);
 }
 __device__ __forceinline__ float e4m32f(unsigned char v) {
@@ -112,7 +113,7 @@ __device__ __forceinline__ float e4m32f(unsigned char v) {
  *   within 2^-12 of a half-integer can the two round differently: then the true division decides (1 output in 2^11
  *   on spread values). NaN goes to lo, as fmaxf(NaN, lo) did. kq_q8x8 does 8 outputs with one branch and packs bytes.
  */
-const KQ_HELPERS = String.raw`__device__ __forceinline__ float kq_i2f22(int a) { return __int_as_float(0x4B400000 + a) - 12582912.0f; }
+export const KQ_HELPERS = String.raw`__device__ __forceinline__ float kq_i2f22(int a) { return __int_as_float(0x4B400000 + a) - 12582912.0f; }
 __device__ __forceinline__ int kq_q8(float v, float r, float y, float lo, float hi) {
   const float q = fminf(fmaxf(v * r, lo), hi);
   float t = q + 12582912.0f;
@@ -152,7 +153,7 @@ function recip(yScale: number): number | undefined {
 const q8Bounds = (out: 'int8' | 'uint8', zp: number) => (out === 'int8' ? [-128 - zp, 127 - zp] : [-zp, 255 - zp]);
 
 /** C expression storing the float `v` as `out` (requantizing with the literal scale and zero point); v1: the first arithmetic. */
-function storeExpr(out: QStore, v: string, yScale: number, zp: number, v1 = false): string {
+export function storeExpr(out: QStore, v: string, yScale: number, zp: number, v1 = false): string {
   const q = `(${v}) / ${fl(yScale)}`, r = v1 ? undefined : recip(yScale);
   const int8 = (o: 'int8' | 'uint8', T: string) => {
     const [lo, hi] = q8Bounds(o, zp);
@@ -172,7 +173,7 @@ function storeExpr(out: QStore, v: string, yScale: number, zp: number, v1 = fals
  * Eight floats `v` (a float[8]) stored as 8-bit `out` and packed into a uint2 with one slow-path branch (kq_q8x8), or
  * undefined where the plain expressions must be used. relu: `v` is before a Relu, folded into the lower bound.
  */
-function store8x8(out: QStore, v: string, yScale: number, zp: number, v1: boolean | undefined, relu = false): string | undefined {
+export function store8x8(out: QStore, v: string, yScale: number, zp: number, v1: boolean | undefined, relu = false): string | undefined {
   const r = recip(yScale);
   if (v1 || r === undefined || (out !== 'int8' && out !== 'uint8')) return undefined;
   const [lo, hi] = q8Bounds(out, zp);
@@ -180,7 +181,7 @@ function store8x8(out: QStore, v: string, yScale: number, zp: number, v1: boolea
 }
 
 /** The accumulator as a float (C function name or cast): exact; on the FMA pipe for short reductions. */
-function accToFloat(g: QGemmArgs): string {
+export function accToFloat(g: QGemmArgs): string {
   if (g.a === 'fp8' || g.v1Epilogue || g.xuConvert) return '(float)';
   return g.K * 128 * (g.a === 'uint8' ? 255 : 128) < 2 ** 22 ? 'kq_i2f22' : '(float)';
 }
@@ -331,7 +332,7 @@ ${g.legacy || N % 2 ? `  #pragma unroll
  * filter tap, so the tap and its offset are worked out once per k-step (`step`, the same for all threads) and each
  * chunk costs a bounds test and an add on a row offset computed once per tile, not a division chain.
  */
-function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: string, stepBytes = 0) {
+export function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: string, stepBytes = 0) {
   const cv = g.conv, { M, K } = g;
   if (cv && stepBytes && cv.C % stepBytes === 0) {
     const setup = `
@@ -378,238 +379,8 @@ function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, rowOf: st
   return { setup, step: '', src };
 }
 
-/**
- * The fused quantized GEMM on Hopper's warpgroup MMA (`wgmma.mma_async`, sm_90a). Block = BM / 64 warpgroups, tile
- * BM x BN (BM 64 or 128, BN 32, 64 or 128: narrow tiles give short-M layers more blocks; each warpgroup one m64nBNk32
- * chain), k-step 128 bytes (64 when K <= 64). Tiles go to shared
- * memory by cp.async (16-byte chunks; implicit im2col for convolutions as in `qgemm`) in the swizzled layout the
- * wgmma descriptors name (128-byte rows: chunk c of row r at c ^ (r % 8); 64-byte rows: c ^ ((r / 2) % 4)), 3-4
- * stages deep, one MMA group left in flight while the next k-step is set up. Integer only in the timed tactic: Hopper's fp8 wgmma accumulates with fewer bits than float32
- * (measured: half the fp16 outputs of a BERT GEMM differ in their last bits from mma.sync's), which compounds
- * through a chain of requantized fp8 layers.
- * Both operands K-major from shared memory, accumulators in registers, then the same epilogue as `qgemm`
- * (each warp owns 16 rows of its warpgroup's 64, so the m16n8 store mapping applies unchanged).
- */
-export function qgemmWgmma(g: QGemmArgs): KernelSource {
-  const { M, N, K } = g;
-  if (K % 16 !== 0 || N % 2 !== 0) throw new Error(`qgemm (wgmma): needs K % 16 == 0 and an even N, got K = ${K}, N = ${N}`);
-  if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm (wgmma): implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
-  // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
-  // one warpgroup per 64 rows of the tile: 64 x BN blocks (128 threads) leave fewer SMs idle on short M
-  const BM = g.tile?.BM === 64 ? 64 : 128, BN = g.tile?.BN === 64 || g.tile?.BN === 32 ? g.tile.BN : 128, BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
-  const NT = BN / 8, KT = Math.ceil(K / BKB);
-  // stages: loads run D = ST - 2 k-steps ahead while one wgmma group stays in flight behind the current one (the slot
-  // a load refills was last read two groups back); no more stages than a short reduction needs, so shared memory
-  // is left for a second block on the SM
-  const ST = Math.max(3, Math.min(4, KT + 1)), D = ST - 2;
-  const swz = (row: string) => (BKB === 128 ? `(ch ^ (${row} & 7))` : `(ch ^ ((${row} >> 1) & 3))`);
-  const aT = g.a === 'uint8' ? 'unsigned char' : g.a === 'int8' ? 'signed char' : 'unsigned char';
-  const staged = !!g.staged && N % 8 === 0, FP = BN + 4; // staged float tile: row pitch BN + 4 floats (rows 4 banks apart)
-  // the staged tile reuses the idle pipeline buffers, except in a persistent grid (the next tile's loads are in flight)
-  const stage = (BM + BN) * BKB, fOff = g.persistent ? ST * stage : 0;
-  const smem = Math.max(ST * stage, staged ? fOff + BM * FP * 4 : 0) + 1024; // + alignment slack: swizzle atoms want 1024-aligned tiles
-  const fit = Math.floor((227 * 1024) / (smem + 1024)), blocks = Math.max(1, Math.min(g.occupancy ?? 2, fit));
-  const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
-  const aPer = (BM * CH) / TH, bPer = (BN * CH) / TH;
-  const a = aChunk(g, aT, it, aPer, `(tid + i * ${TH}) / ${CH}`, BKB);
-  const fp8 = g.a === 'fp8';
-  const accT = fp8 ? 'float' : 'int', accC = fp8 ? 'f' : 'r';
-  const instr = fp8 ? `wgmma.mma_async.sync.aligned.m64n${BN}k32.f32.e4m3.e4m3`
-    : `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`;
-  const nAcc = BN / 2;
-  const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(',');
-  const outs = Array.from({ length: nAcc }, (_, i) => `"+${accC}"(accum[0][${i >> 2}][${i & 3}])`).join(', ');
-  // scale-d = 1 (accumulate; the accumulators start at zero)
-  const mma = `asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nAcc + 2}, 0;\\n${instr} {${regs}}, %${nAcc}, %${nAcc + 1}, p${fp8 ? ', 1, 1' : ''};\\n}\\n"
-          : ${outs}
-          : "l"(da), "l"(db), "r"(1));`;
-  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
-  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
-  const epilogue = staged ? stagedFloatStores(g, { BM, BN, NT, FP, TH, fOff }, it, act)
-    : pairedStores({ ...g, staged: false }, { BM, BN, MT: 1, NT, WM: 16, WN: BN, smemBytes: 0 }, it, act);
-  const tilesM = Math.ceil(M / BM), tilesN = Math.ceil(N / BN), grid = g.persistent ? Math.min(tilesM * tilesN, g.persistent * blocks) : 0;
-  const loadBody = `
-    const unsigned sa = sbase + stage * ${stage}, sb = sa + ${BM * BKB};${a.step}
-    #pragma unroll
-    for (int i = 0; i < ${aPer}; i++) {
-      const int id = tid + i * ${TH}, row = id / ${CH}, ch = id % ${CH}${a.step ? '' : `, k = kt * ${BKB} + ch * 16`};${a.src}
-      cp16(sa + row * ${BKB} + (${swz('row')} << 4), src, ok);
-    }
-    #pragma unroll
-    for (int i = 0; i < ${bPer}; i++) {
-      const int id = tid + i * ${TH}, row = id / ${CH}, ch = id % ${CH}, n = n0 + row, k = kt * ${BKB} + ch * 16;
-      const bool ok = n < ${N} && k < ${K};
-      cp16(sb + row * ${BKB} + (${swz('row')} << 4), ok ? w + (${it})n * ${K} + k : w, ok);
-    }`;
-  const mmaStep = (slot: string) => `const unsigned sA = sbase + (${slot}) * ${stage}, sB = sA + ${BM * BKB};
-    asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
-    #pragma unroll
-    for (int ks = 0; ks < ${BKB / 32}; ks++) {
-      const unsigned long long da = qdesc(sA + wgA + ks * 32), db = qdesc(sB + ks * 32);
-      ${mma}
-    }
-    asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");`;
-  const zero = `#pragma unroll
-  for (int b = 0; b < ${NT}; b++)
-    #pragma unroll
-    for (int r = 0; r < 4; r++) accum[0][b][r] = 0;`;
-  // persistent: k-step s of this block is k-step s % KT of its tile s / KT; the loads run D steps ahead across tiles,
-  // so a tile's epilogue (after waiting for its last MMA group) overlaps the next tile's first loads
-  const tileOf = (step: string) => `const int tile = (int)blockIdx.x + (${step}) / ${KT} * ${grid}, m0 = tile / ${tilesN} * ${BM}, n0 = tile % ${tilesN} * ${BN};`;
-  const pipeline = !grid ? `  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};${a.setup}
-  ${accT} accum[1][${NT}][4];
-  ${zero}
-  auto load = [&](int kt, int stage) {${loadBody}
-  };
-  #pragma unroll
-  for (int s = 0; s < ${D}; s++) {
-    if (s < ${KT}) load(s, s);
-    asm volatile("cp.async.commit_group;\\n");
-  }
-  const unsigned wgA = (warp >> 2) * ${64 * BKB};
-  for (int kt = 0; kt < ${KT}; kt++) {
-    asm volatile("cp.async.wait_group ${D - 1};\\n");
-    asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory"); // cp.async wrote it; the tensor cores read it
-    __syncthreads();
-    if (kt + ${D} < ${KT}) load(kt + ${D}, (kt + ${D}) % ${ST});
-    asm volatile("cp.async.commit_group;\\n");
-    ${mmaStep(`kt % ${ST}`)}
-    asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // this group may run on behind the next k-step's loads
-  }
-  asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
-  asm volatile("cp.async.wait_group 0;\\n");
-${epilogue}` : `  const int steps = (${tilesM * tilesN - 1} - (int)blockIdx.x) / ${grid} * ${KT} + ${KT};
-  ${accT} accum[1][${NT}][4];
-  ${zero}
-  auto load = [&](int s) {
-    ${tileOf('s')}
-    const int kt = s % ${KT}, stage = s % ${ST};${a.setup}${loadBody}
-  };
-  #pragma unroll
-  for (int s = 0; s < ${D}; s++) {
-    if (s < steps) load(s);
-    asm volatile("cp.async.commit_group;\\n");
-  }
-  const unsigned wgA = (warp >> 2) * ${64 * BKB};
-  for (int s = 0; s < steps; s++) {
-    asm volatile("cp.async.wait_group ${D - 1};\\n");
-    asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory"); // cp.async wrote it; the tensor cores read it
-    __syncthreads();
-    if (s + ${D} < steps) load(s + ${D});
-    asm volatile("cp.async.commit_group;\\n");
-    ${mmaStep(`s % ${ST}`)}
-    if (s % ${KT} != ${KT - 1}) {
-      asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory");
-      continue;
-    }
-    asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
-    {
-      ${tileOf('s')}
-${epilogue}
-    }
-    ${zero}
-  }
-  asm volatile("cp.async.wait_group 0;\\n");`;
-  const body = `${fp8 || g.out === 'fp8' ? FP8_HELPERS : ''}
-${KQ_HELPERS}
-__device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
-}
-// shared-memory matrix descriptor: start >> 4, leading offset 1 (unused when K-major and swizzled), stride between
-// 8-row atoms (8 rows of ${BKB} bytes), ${BKB}-byte swizzle
-__device__ __forceinline__ unsigned long long qdesc(unsigned addr) {
-  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(${8 * BKB} >> 4) << 32) | (${BKB === 128 ? 1 : 2}ull << 62);
-}
-extern "C" __global__ void __launch_bounds__(${TH}, ${blocks}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp, wn = 0, grp = lane >> 2, tig = lane & 3;
-  (void)wn;
-  const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
-${pipeline}
-}`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
-  return { ...finish(`kiln_qwgmma_${g.a}`, body, { grid: grid ? [grid, 1, 1] : [tilesM, tilesN, 1], block: [TH, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
-}
-
-/**
- * The wgmma kernel's staged epilogue. Pass 1: each thread writes acc * scale + offset (the same float expression as
- * the direct epilogue, so the bytes stored are identical) for its accumulator pairs into a float tile in shared
- * memory (the pipeline buffers, idle now, or a region of its own in a persistent grid). Pass 2: each thread takes 8 consecutive channels of one row: residual in
- * one 16-byte read (fp16; two for fp32), activation, then one 8-byte (int8), 16-byte (fp16) or two 16-byte (fp32)
- * stores, and 8 bytes for the second output; a warp covers whole rows of the tile, so every access is coalesced.
- */
-function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number }, it: string, act: string): string {
-  const { BM, BN, NT, FP, TH, fOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue;
-  const edgeM = g.M % BM !== 0, edgeN = g.N % BN !== 0; // bounds checks only where a tile can stick out
-  const T = QSTORAGE[g.out], st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, v1);
-  // 8-bit out: 8 channels requantized together (one slow-path branch), a Relu folded into the clamp
-  const relu = g.activation === 'Relu';
-  const pk = store8x8(g.out, 'vv', g.yScale ?? 1, g.yZeroPoint ?? 0, v1, relu);
-  const res = !g.residual ? '' : g.residual === 'float16' ? `
-    const uint4 rr = *(const uint4*)(res + o);
-    const unsigned ru[4] = { rr.x, rr.y, rr.z, rr.w };
-    #pragma unroll
-    for (int j = 0; j < 8; j++) vv[j] += h2f((unsigned short)((ru[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
-    const float4 r0 = *(const float4*)(res + o), r1 = *(const float4*)(res + o + 4);
-    vv[0] += r0.x; vv[1] += r0.y; vv[2] += r0.z; vv[3] += r0.w; vv[4] += r1.x; vv[5] += r1.y; vv[6] += r1.z; vv[7] += r1.w;`;
-  const activate = pk && relu ? '' : `
-    #pragma unroll
-    for (int j = 0; j < 8; j++) { const float v = vv[j]; vv[j] = ${act}; }`;
-  const pk4 = '__byte_perm(__byte_perm(s[0], s[1], 0x0040), __byte_perm(s[2], s[3], 0x0040), 0x5410), __byte_perm(__byte_perm(s[4], s[5], 0x0040), __byte_perm(s[6], s[7], 0x0040), 0x5410)';
-  // fp16 out: channel pairs converted by one cvt.rn.f16x2 (the same rounding as two cvt.rn.f16)
-  const put = g.out === 'float32' ? `
-    *(float4*)(out + o) = make_float4(vv[0], vv[1], vv[2], vv[3]);
-    *(float4*)(out + o + 4) = make_float4(vv[4], vv[5], vv[6], vv[7]);` : g.out === 'float16' ? `
-    unsigned hh[4];
-    #pragma unroll
-    for (int j = 0; j < 4; j++) hh[j] = ${v1 ? '(unsigned)f2h(vv[2 * j]) | ((unsigned)f2h(vv[2 * j + 1]) << 16)' : 'kq_h2(vv[2 * j], vv[2 * j + 1])'};
-    *(uint4*)(out + o) = make_uint4(hh[0], hh[1], hh[2], hh[3]);` : pk ? `
-    *(uint2*)(out + o) = ${pk};` : `
-    unsigned s[8];
-    #pragma unroll
-    for (int j = 0; j < 8; j++) s[j] = (unsigned)(${T})(${st('vv[j]')});
-    *(uint2*)(out + o) = make_uint2(${pk4});`;
-  let out2 = '';
-  if (g.out2) {
-    const o2 = g.out2;
-    const stored = g.out === 'float16' ? `
-    float ww[8];
-    #pragma unroll
-    for (int j = 0; j < 8; j++) ww[j] = h2f((unsigned short)((hh[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
-    const float (&ww)[8] = vv;`;
-    const pk2 = store8x8(o2.store, 'ww', o2.yScale, o2.yZeroPoint, v1);
-    out2 = `${stored}${pk2 ? `
-    *(uint2*)(out2 + o) = ${pk2};` : `
-    unsigned s[8];
-    #pragma unroll
-    for (int j = 0; j < 8; j++) s[j] = (unsigned)(unsigned char)(${storeExpr(o2.store, 'ww[j]', o2.yScale, o2.yZeroPoint, v1)});
-    *(uint2*)(out2 + o) = make_uint2(${pk4});`}`;
-  }
-  return `  __syncthreads(); // every warpgroup is done with the pipeline buffers (or the last tile's float tile)
-  float* sf = (float*)(smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${fOff});
-  #pragma unroll
-  for (int b = 0; b < ${NT}; b++) {
-    const int col = b * 8 + tig * 2, n = n0 + col;${edgeN ? `
-    if (n >= ${g.N}) continue;` : ''}
-    const float2 c = *(const float2*)(sc + n), d = *(const float2*)(sc + ${g.N} + n);
-    #pragma unroll
-    for (int h = 0; h < 2; h++)
-      *(float2*)(sf + (wm * 16 + grp + h * 8) * ${FP} + col) = make_float2(${cvt}(accum[0][b][2 * h]) * c.x + d.x, ${cvt}(accum[0][b][2 * h + 1]) * c.y + d.y);
-  }
-  __syncthreads();
-  #pragma unroll ${(BM * CPR) % TH === 0 ? (BM * CPR) / TH : 1}
-  for (int id = tid; id < ${BM * CPR}; id += ${TH}) {
-    const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;${edgeM || edgeN ? `
-    if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}
-    const ${it} o = (${it})m * ${g.N} + n;
-    const float4 p0 = *(const float4*)(sf + r * ${FP} + q8), p1 = *(const float4*)(sf + r * ${FP} + q8 + 4);
-    float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}${activate}${put}${out2}
-  }`;
-}
-
 /** Epilogue storing each thread's two adjacent channels with one 2-, 4- or 8-byte store (N even). */
-function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT: number; WM: number; WN: number; smemBytes: number }, it: string, act: string): string {
+export function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT: number; WM: number; WN: number; smemBytes: number }, it: string, act: string): string {
   const { BM, BN, MT, NT, WM, WN } = t, cvt = accToFloat(g);
   const T = QSTORAGE[g.out], size = g.out === 'float32' ? 4 : g.out === 'float16' ? 2 : 1;
   const pitch = BN * size + 16; // staged row pitch: rows 4 banks apart, 16-byte aligned

@@ -2,38 +2,19 @@
 // with seeded random values) through Kiln's CPU engine and onnxruntime-node with the same inputs: they must agree.
 // The zoo's generators write the architectures; these are the patterns exporters actually emit (channel shuffles,
 // squeeze-excite blocks, hard-swish, SiLU, DistilBERT's masked attention).
-import { describe, it, expect } from 'vitest';
+import { describe, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as ort from 'onnxruntime-node';
-import { InferenceSession, Tensor, serializeOnnx } from '../../src/index.js';
+import { serializeOnnx } from '../../src/index.js';
 import { loadReal, REAL_DIR } from '../../bench/real/models.js';
 import { seededRandom } from '../../src/ir/builder.js';
+import { expectMatchesOnnxruntime, type Feed } from './parity.js';
 
-type Feed = { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'int64'; data: BigInt64Array; dims: number[] };
 const rand = seededRandom(11);
 
 async function agree(name: string, feeds: Record<string, Feed>) {
   const m = loadReal(name);
-  const bytes = serializeOnnx(m);
-  const kiln = await InferenceSession.create(bytes, { executionProviders: ['cpu'] });
-  const kOut = await kiln.run(Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new Tensor(f.type, f.data, f.dims)])));
-  const ref = await ort.InferenceSession.create(bytes);
-  const rOut = await ref.run(Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)])));
-  for (const o of m.graph.outputs) {
-    const k = kOut[o.name] as Tensor<'float32'>, r = rOut[o.name];
-    expect(k.dims, o.name).toEqual(r.dims);
-    const rd = r.data as Float32Array;
-    let scale = 0, err = 0;
-    for (let i = 0; i < rd.length; i++) {
-      scale = Math.max(scale, Math.abs(rd[i]));
-      err = Math.max(err, Math.abs(rd[i] - k.data[i]));
-    }
-    expect(Number.isFinite(scale) && scale > 0, `${o.name} has a finite, non-zero scale`).toBe(true);
-    expect(err, `${name} ${o.name}: max abs error vs onnxruntime (output scale ${scale})`).toBeLessThanOrEqual(1e-4 * scale);
-  }
-  await kiln.release();
-  await ref.release();
+  await expectMatchesOnnxruntime(serializeOnnx(m), m.graph.outputs.map((o) => o.name), feeds, `${name} `);
 }
 
 const image = (n: number): Feed => ({ type: 'float32', data: Float32Array.from({ length: n * 3 * 224 * 224 }, () => rand() * 2 - 1), dims: [n, 3, 224, 224] });

@@ -2,7 +2,7 @@
 // variants are checked for structure and parameter counts only (built with zero weights, never run).
 import { describe, it, expect } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { InferenceSession, Tensor, parseOnnx, serializeOnnx } from '../../src/index.js';
+import { parseOnnx, serializeOnnx } from '../../src/index.js';
 import type { Model } from '../../src/ir/graph.js';
 import {
   BERT_SMALL,
@@ -18,9 +18,8 @@ import {
   tinyCnn,
 } from '../../bench/models/zoo.js';
 import { seededRandom } from '../../src/ir/builder.js';
+import { expectMatchesOnnxruntime, type Feed } from './parity.js';
 
-type Feed =
-  { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'int64'; data: BigInt64Array; dims: number[] };
 
 const rand = seededRandom(7);
 const image = (n: number, size: number): Feed => ({
@@ -53,30 +52,7 @@ async function runBoth(model: Model, feeds: Record<string, Feed>) {
   expect([...reparsed.graph.initializers.keys()]).toEqual([...model.graph.initializers.keys()]);
   expect(reparsed.docString).toContain('weights');
 
-  const kiln = await InferenceSession.create(bytes, { executionProviders: ['cpu'] });
-  const kOut = await kiln.run(
-    Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new Tensor(f.type, f.data, f.dims)])),
-  );
-  const ref = await ort.InferenceSession.create(bytes);
-  const rOut = await ref.run(
-    Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)])),
-  );
-  for (const name of model.graph.outputs.map((o) => o.name)) {
-    const k = kOut[name] as Tensor<'float32'>;
-    const r = rOut[name];
-    expect(k.dims, name).toEqual(r.dims);
-    const rd = r.data as Float32Array;
-    let scale = 0,
-      err = 0;
-    for (let i = 0; i < rd.length; i++) {
-      scale = Math.max(scale, Math.abs(rd[i]));
-      err = Math.max(err, Math.abs(rd[i] - k.data[i]));
-    }
-    expect(Number.isFinite(scale) && scale > 0, `${name} has a finite, non-zero scale`).toBe(true);
-    expect(err, `${name}: max abs error vs onnxruntime (output scale ${scale})`).toBeLessThanOrEqual(1e-4 * scale);
-  }
-  await kiln.release();
-  await ref.release();
+  await expectMatchesOnnxruntime(bytes, model.graph.outputs.map((o) => o.name), feeds);
 }
 
 const count = (m: Model, op: string) => opHistogram(m).get(op) ?? 0;

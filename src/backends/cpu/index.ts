@@ -55,11 +55,19 @@ export const cpuBackend: Backend = {
     return {
       async run(feeds, fetches, hooks) {
         const t0 = performance.now();
+        const values = feeds as Map<string, Value>;
         // intermediate buffers are reused only where no caller can keep an intermediate value
-        const run = faultyKernels.size ? undefined : native?.begin(!hooks?.keepAll && !hooks?.retainOutputs, !hooks?.onLayer);
-        const all = await executeGraphAsync(model.graph, feeds as Map<string, Value>, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
+        const pooled = !hooks?.keepAll && !hooks?.retainOutputs, plain = !faultyKernels.size && pooled && !hooks?.onLayer;
+        const replayed = plain ? native?.replay(values, fetches) : undefined;
+        if (replayed) {
+          const out = await replayed;
+          hooks?.onPhase?.('compute', t0, performance.now());
+          return out;
+        }
+        const run = faultyKernels.size ? undefined : native?.begin(pooled, !hooks?.onLayer, plain ? values : undefined);
+        const all = await executeGraphAsync(model.graph, values, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
           kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
-        run?.end();
+        run?.end(plain ? all : undefined);
         hooks?.onPhase?.('compute', t0, performance.now());
         if (hooks?.keepAll) return all;
         return new Map(fetches.map((f) => [f, all.get(f) as Value]));

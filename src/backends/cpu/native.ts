@@ -123,12 +123,16 @@ export class NativeLibrary {
   }
 }
 
+/** The address of a typed array's first element (move small arrays off V8's heap first: see offHeap in build.ts). */
+export function addressOf(a: unknown): bigint {
+  return (loadKoffi() as unknown as { address(p: unknown): bigint }).address(a);
+}
+
 /** Fills record \`i\` of a chain program: the function's address, its pointer arguments (typed arrays or library
  * pointers; absent: null) and the batch. */
 export function chainRecord(prog: BigInt64Array, i: number, fn: bigint, args: Ptr[], batch: number): void {
-  const k = loadKoffi() as unknown as { address(p: unknown): bigint };
   prog[i * 10] = fn;
-  for (let a = 0; a < LAYER_ARGS; a++) prog[i * 10 + 1 + a] = args[a] ? k.address(args[a]) : 0n;
+  for (let a = 0; a < LAYER_ARGS; a++) prog[i * 10 + 1 + a] = args[a] ? addressOf(args[a]) : 0n;
   prog[i * 10 + 9] = BigInt(batch);
 }
 

@@ -10,14 +10,19 @@ import { splitSizes } from '../../ops/shape-basic.js';
 import { KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, chainRecord, type Ptr } from './native.js';
+import { Replay, newRecording, shapeKey, type Recording } from './replay.js';
 import { outValue, outWords } from './int8.js';
 import { COPY_ROWS, KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
 
 export interface NativeKernels {
   /** The kernels for one run; `pool` lets intermediate outputs reuse buffers of values that are dead by then (off
    * when a caller holds on to intermediate values: keepAll, or onLayer with retainOutputs); \`chain\` (default on)
-   * runs consecutive native layers in one foreign call (off where per-layer timings are wanted). */
-  begin(pool: boolean, chain?: boolean): { kernelFor: (node: Node) => NodeKernel | undefined; end: () => void };
+   * runs consecutive native layers in one foreign call (off where per-layer timings are wanted). Given the run's
+   * \`feeds\`, a pooled chained run may be recorded for \`replay\`: pass the run's results to \`end\`. */
+  begin(pool: boolean, chain?: boolean, feeds?: Map<string, Value>): { kernelFor: (node: Node) => NodeKernel | undefined; end: (results?: Map<string, Value>) => void };
+  /** The fetched outputs of a run replayed from a recorded one (see replay.ts) with these feeds' names, types and
+   * dims; undefined where there is no such recording (or it is in use), and the run goes through \`begin\`. */
+  replay(feeds: Map<string, Value>, fetches: readonly string[]): Promise<Map<string, Value>> | undefined;
   release(): void;
 }
 
@@ -38,11 +43,16 @@ const SYNC_MS = 0.5;
  * memory grew for minutes (tiny CNN, 240 runs of random sizes 1..64: +180 MiB of buffers per engine; now +8 MiB). */
 class BufferPool {
   private free = new Map<number, Float32Array[]>();
+  /** \`parent\`: where this pool takes buffers it has none of (a recorded run's pool takes the shared one's). */
+  constructor(private parent?: BufferPool) {}
   /** A buffer of n words, from this pool, else from \`shared\`, else new. */
   take(n: number, shared?: BufferPool): Float32Array {
     const cap = n <= 1 ? n : 2 ** Math.ceil(Math.log2(n));
-    const b = this.free.get(cap)?.pop() ?? shared?.free.get(cap)?.pop() ?? new Float32Array(cap);
+    const b = this.pop(cap) ?? shared?.pop(cap) ?? new Float32Array(cap);
     return b.length === n ? b : b.subarray(0, n);
+  }
+  private pop(cap: number): Float32Array | undefined {
+    return this.free.get(cap)?.pop() ?? this.parent?.pop(cap);
   }
   give(view: Float32Array): void {
     const b = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? view : new Float32Array(view.buffer);
@@ -178,10 +188,39 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   const symbol = (fn: string) => (addr.has(fn) ? addr.get(fn) : addr.set(fn, lib.symbol(fn)).get(fn));
   // the output dims of each view op in a chain, for the input dims and other inputs it last saw (see chainView)
   const viewDims = new Map<Node, { dims: readonly number[]; rest: (Value | undefined)[]; out: readonly number[] }>();
-  const pool = new BufferPool();
+  const pool = new BufferPool(), shared = pool;
+  // the recorded run (see replay.ts) with its own buffers, and the shape key of the latest run: a run is recorded
+  // when its shapes are those of the run before it (a benchmark's or a server's steady state, not one-off shapes)
+  let recorded: { replay: Replay; pool: BufferPool } | undefined;
+  let lastKey: string | undefined, unreplayable: string | undefined;
+  // KILN_REPLAY=0: every run goes through the executor (for comparing, or ruling the replay out when debugging)
+  const replays = process.env.KILN_REPLAY !== '0';
+  const drop = () => {
+    recorded?.pool.moveTo(pool);
+    recorded = undefined;
+  };
+  const invokeWhole = async (prog: BigInt64Array, n: number, work: number) => {
+    lib.threads(threads);
+    if (work < SYNC_WORK) lib.runChain(prog, n, true);
+    else await lib.runChain(prog, n, false);
+  };
   return {
-    begin(usePool, chain = true) {
+    replay(feeds, fetches) {
+      const r = recorded?.replay;
+      if (!r || r.busy || !r.covers(fetches) || shapeKey(feeds) !== r.key) return undefined;
+      r.busy = true;
+      const out = r.bind(feeds, fetches);
+      const { prog, n } = r.program;
+      return invokeWhole(prog, n, r.work).then(() => out).finally(() => (r.busy = false));
+    },
+    begin(usePool, chain = true, feeds) {
       const pooled = usePool && !!life;
+      const key = replays && pooled && chain && feeds ? shapeKey(feeds) : undefined;
+      const rec: Recording | undefined = key !== undefined && key === lastKey && key !== unreplayable && recorded?.replay.key !== key && !recorded?.replay.busy
+        ? newRecording() : undefined;
+      if (key !== undefined) lastKey = key;
+      // a recorded run keeps the buffers it used, so it takes them from a pool of its own
+      const pool = rec ? new BufferPool(shared) : shared;
       // buffers this run took, with the schedule index after which they are dead
       const held: { until: number; buf: Float32Array }[] = [];
       // buffers freed while a chain is prepared: its calls have not run yet, so only its own later calls (which run in
@@ -196,6 +235,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         const until = pooled ? life!.get(value)! : Infinity;
         const buf = until === Infinity ? new Float32Array(len) : preparing ? chainFreed.take(len, pool) : pool.take(len);
         if (until !== Infinity) held.push({ until, buf });
+        else rec?.fresh.push(buf);
         return buf;
       };
       /** A layer's output buffer: its residual input's own buffer where the layer can add to it (Variant.accumulate)
@@ -231,6 +271,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         yielded = performance.now();
       };
       const single = async (n: Node, inputs: (Value | undefined)[]) => {
+        if (rec) rec.ok = false;
         releaseBefore(index.get(n)!);
         const p = kernels.get(n)!.prepare(inputs, outFor(n, inputs));
         if ('done' in p) return record(n, p.done);
@@ -395,6 +436,10 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
           calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
           keepParams.push(prog); // the library reads it by address (see NativeLibrary.runChain): held until the run ends
+          if (rec) {
+            rec.progs.push({ prog, n: calls.length, work: calls.reduce((a, c) => a + c.work, 0) });
+            rec.keep.push(calls, [...keepParams]);
+          }
           await invoke(calls.reduce((a, c) => a + c.work, 0), () => void lib.runChain(prog, calls.length, true),
             () => lib.runChain(prog, calls.length, false) as Promise<void>);
         }
@@ -408,6 +453,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           pending.delete(n);
           return () => ready;
         }
+        if (rec && !(chain && chains.has(n))) rec.ok = false;
         if (splits.has(n)) {
           return (inputs) => {
             releaseBefore(index.get(n)!);
@@ -419,17 +465,26 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         return c ? (inputs) => runChain(c, inputs) : (inputs) => single(n, inputs);
       };
       // once the run has returned its outputs, every buffer it still holds is dead
-      const end = () => {
+      const end = (results?: Map<string, Value>) => {
         pending.clear();
         produced.clear();
         keepParams.length = 0;
         for (const h of held.splice(0)) pool.give(h.buf);
+        if (!rec) return;
+        const r = results && !recorded?.replay.busy ? Replay.of(key!, rec, feeds!, results) : undefined;
+        if (!r) {
+          if (!rec.ok) unreplayable = key;
+          return pool.moveTo(shared);
+        }
+        drop();
+        recorded = { replay: r, pool };
       };
       return { kernelFor, end };
     },
     release: () => {
       for (const p of packed.splice(0)) lib.free(p);
       kernels.clear();
+      drop();
       pool.clear();
     },
   };

@@ -2,7 +2,9 @@
 // plain sequential sharp + onnxruntime-node loop, same run, same thread count. Also the pipeline alone (decode +
 // preprocess images/s) against the plain loop's preprocessing, and Kiln's pipeline feeding onnxruntime-node (the
 // pipeline's gain with the engine held equal). Random weights; the figures are about speed only.
-// Usage: npx tsx bench/pipeline/resnet50.ts [images=64] [reps=2] [threads=2] [batch=8]
+// --int8: both sides run the same int8 Q/DQ file (kiln quantize --activation-type uint8, calibrated on 16 images through
+// the pipeline): Kiln builds it into its int8 engine, onnxruntime-node runs the file with its own QDQ fusion.
+// Usage: npx tsx bench/pipeline/resnet50.ts [images=64] [reps=2] [threads=2] [batch=8] [--int8]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,10 +16,14 @@ import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { Pipeline, type PipelineSpec } from '../../src/pipeline/index.js';
 import { seededRandom } from '../../src/ir/builder.js';
+import { TensorData } from '../../src/ir/tensor.js';
+import { quantizeModel } from '../../src/tools/quantize.js';
+import { imageCalibrationSet } from '../../src/quant/data.js';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
-const [N, REPS, THREADS, BATCH] = [64, 2, 2, 8].map((d, i) => Number(process.argv[2 + i] ?? d));
+const INT8 = process.argv.includes('--int8');
+const [N, REPS, THREADS, BATCH] = [64, 2, 2, 8].map((d, i) => Number(process.argv.filter((a) => !a.startsWith('--'))[2 + i] ?? d));
 const MEAN = [0.485, 0.456, 0.406], STD = [0.229, 0.224, 0.225];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-pipe-bench-'));
 const imgDir = path.join(work, 'images');
@@ -64,10 +70,19 @@ async function timed(label: string, images: () => Promise<number>): Promise<numb
 }
 
 async function main() {
-  console.log(`# ${new Date().toISOString()} ${os.cpus()[0].model} x${os.availableParallelism()}, node ${process.version}, ${N} images, threads ${THREADS}, batch ${BATCH}`);
+  console.log(`# ${new Date().toISOString()} ${os.cpus()[0].model} x${os.availableParallelism()}, node ${process.version}, ${N} images, threads ${THREADS}, batch ${BATCH}${INT8 ? ', int8 Q/DQ model on both sides' : ''}`);
   await makeImages();
   const files = fs.readdirSync(imgDir).sort().map((f) => path.join(imgDir, f));
-  const model = resnet50();
+  let model = resnet50();
+  if (INT8) {
+    const t = performance.now();
+    const calib = await Pipeline.create({ ...spec, batch: { size: 16 } }, { workers: THREADS });
+    const imgs = (await calib.process(files.slice(0, 16))).tensor!;
+    await calib.close();
+    const set = imageCalibrationSet(new TensorData('float32', [...imgs.dims], imgs.data as Float32Array), model.graph, 'bench images');
+    model = quantizeModel(model, { mode: 'int8', activationType: 'uint8', calibrationData: set, batchSize: 4 }).model;
+    console.log(`# quantized (16 images through the pipeline) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  }
   const onnxPath = path.join(work, 'resnet50.onnx');
   fs.writeFileSync(onnxPath, serializeOnnx(model));
   const t0 = performance.now();

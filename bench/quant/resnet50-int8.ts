@@ -1,7 +1,9 @@
 // ResNet-50 int8 on the CPU: Kiln's folded int8 engine vs Kiln fp32 and vs onnxruntime-node running the same Q/DQ
 // file, batch 1, one thread, timed in the same run in interleaved rounds (median per engine). Also reports the int8
 // engine's agreement with the fp32 engine (cosine, top-1) and with onnxruntime on the Q/DQ file (max error in LSBs).
-// Usage: npx tsx bench/quant/resnet50-int8.ts [rounds] [image]   (defaults 15, 224; weights are the zoo's random ones)
+// --uint8: activations as uint8 (kiln quantize --activation-type uint8: zero point 0 after ReLUs, which onnxruntime
+// folds into integer QLinearConv layers), else int8 symmetric.
+// Usage: npx tsx bench/quant/resnet50-int8.ts [rounds] [image] [--uint8]   (defaults 15, 224; the zoo's random weights)
 import { createRequire } from 'node:module';
 import { resnet50 } from '../models/zoo.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
@@ -13,15 +15,17 @@ import { randomCalibrationData } from '../../src/quant/data.js';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
-const rounds = Number(process.argv[2] ?? 15);
-const image = Number(process.argv[3] ?? 224);
+const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const rounds = Number(argv[0] ?? 15);
+const image = Number(argv[1] ?? 224);
+const activationType = process.argv.includes('--uint8') ? 'uint8' : 'int8';
 const shapes = { input: [1, 3, image, image] };
 
 const m = resnet50({ image });
 let t = performance.now();
 // calibration on seeded random images: the scales only matter for accuracy, which is measured against fp32 below
-const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), evalData: randomCalibrationData(m.graph, 1, { seed: 2 }), batchSize: 1 });
-console.log(`quantized in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), evalData: randomCalibrationData(m.graph, 1, { seed: 2 }), batchSize: 1, activationType });
+console.log(`${activationType} activations; quantized in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 t = performance.now();
 const fp32Plan = await build(m, { shapes });
 const int8Plan = await build(q, { shapes });

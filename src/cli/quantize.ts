@@ -35,6 +35,7 @@ export function quantizeCommand(): Command {
     .option('--per-tensor', 'one scale per weight instead of one per output channel')
     .option('--block-size <n>', 'int4 block size along the reduction axis', '128')
     .option('--no-awq', 'int4: plain round-to-nearest, no activation-aware scale search')
+    .option('--activation-type <t>', 'int8: int8 activations, symmetric (default; what the GPU int8 kernels take); uint8: zero point 0 on non-negative tensors (onnxruntime\'s default, integer ReLU layers there)')
     .option('--smooth-alpha <a>', 'SmoothQuant for MatMul/Gemm before W8A8 (e.g. 0.5)')
     .option('--op-types-to-quantize <ops>', 'comma-separated op types (default Conv,MatMul,Gemm; int4: MatMul,Gemm)')
     .option('--nodes-to-exclude <names>', 'comma-separated node names to leave in float')
@@ -47,7 +48,7 @@ export function quantizeCommand(): Command {
       const opts: QuantizeOptions = {
         mode: o.mode, calibrationData: o.calibrationData, calibrationRandom: randomSamples, evalData: o.evalData,
         calibrator: o.calibrator, percentile: number(o.percentile, '--percentile'), perChannel: !o.perTensor,
-        blockSize: number(o.blockSize, '--block-size'), awq: o.awq, smoothAlpha: number(o.smoothAlpha, '--smooth-alpha'),
+        blockSize: number(o.blockSize, '--block-size'), awq: o.awq, activationType: o.activationType, smoothAlpha: number(o.smoothAlpha, '--smooth-alpha'),
         opTypesToQuantize: list(o.opTypesToQuantize), nodesToExclude: list(o.nodesToExclude), excludePatterns: list(o.excludePatterns),
         batchSize: number(o.batchSize, '--batch-size'), seed: number(o.seed, '--seed'),
       };

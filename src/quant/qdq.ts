@@ -122,7 +122,7 @@ function insertBefore(g: Graph, before: Node, nodes: Node[]): void {
   g.nodes.splice(i < 0 ? g.nodes.length : i, 0, ...nodes);
 }
 
-function zeroPoint(dtype: QuantDType): TensorData {
+function zeroPoint(dtype: QuantDType | 'uint8'): TensorData {
   return TensorData.zeros(dtype, []);
 }
 
@@ -140,13 +140,13 @@ export function insertInputScale(g: Graph, namer: Namer, node: Node, index: numb
  * Q/DQ on an activation: x -> QuantizeLinear -> DequantizeLinear, shared by every quantized consumer of x. `cache` maps
  * a tensor name to its DQ output.
  */
-export function insertActivationQdq(g: Graph, namer: Namer, node: Node, index: number, scale: number, dtype: QuantDType, cache: Map<string, string>): void {
+export function insertActivationQdq(g: Graph, namer: Namer, node: Node, index: number, scale: number, dtype: QuantDType | 'uint8', cache: Map<string, string>, zp = 0): void {
   const x = node.inputs[index];
   let dq = cache.get(x);
   if (!dq) {
     const sName = namer.take(`${x}_scale`), zName = namer.take(`${x}_zero_point`);
     g.initializers.set(sName, TensorData.scalar('float32', scale));
-    g.initializers.set(zName, zeroPoint(dtype));
+    g.initializers.set(zName, zp ? TensorData.scalar(dtype, zp) : zeroPoint(dtype));
     const q = namer.take(`${x}_quantized`);
     dq = namer.take(`${x}_dequantized`);
     insertBefore(g, node, [

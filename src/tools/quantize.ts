@@ -1,5 +1,6 @@
 // `kiln quantize`: post-training quantization of an ONNX model to explicit Q/DQ (ModelOpt's ONNX PTQ modes):
-//   int8  W8A8, symmetric, weights per channel (or per tensor), activations per tensor; optional SmoothQuant
+//   int8  W8A8, symmetric, weights per channel (or per tensor), activations per tensor; optional SmoothQuant;
+//         activations int8 (symmetric) or uint8 (onnxruntime's default: zero point 0 on non-negative tensors)
 //   fp8   W8A8 in float8e4m3fn with scales amax/448
 //   int4  weight-only, blocks along the reduction axis, round-to-nearest after an AWQ-style scale search
 // Calibration runs the reference executor on the calibration data; the report compares the quantized model with the
@@ -43,6 +44,13 @@ export interface QuantizeOptions {
   blockSize?: number;
   /** int4: search AWQ scales (default true); false is plain round-to-nearest. */
   awq?: boolean;
+  /**
+   * int8 mode: activations as int8, symmetric (default: what the GPU's int8 kernels take), or uint8: zero point 0 on
+   * tensors calibration saw non-negative (a ReLU's output: all 256 levels cover [0, threshold], one bit more than
+   * int8, and integer runtimes fold the ReLU into the Q/DQ pair, so onnxruntime runs such layers as integer
+   * QLinearConv instead of in float), zero point 128 on the others.
+   */
+  activationType?: 'int8' | 'uint8';
   /** SmoothQuant migration strength for MatMul/Gemm in int8/fp8; undefined = off. */
   smoothAlpha?: number;
   /** Default: Conv, MatMul, Gemm (int4: MatMul, Gemm). */
@@ -59,8 +67,8 @@ export interface LayerReport {
   opType: string;
   weightDtype: string;
   weightScale: { min: number; max: number; count: number };
-  /** Activation input: observed max |x|, chosen threshold, scale, and fraction of calibration values clipped. */
-  activation?: { tensor: string; amax: number; threshold: number; scale: number; clipped: number };
+  /** Activation input: observed max |x|, chosen threshold, scale and zero point, and fraction of calibration values clipped. */
+  activation?: { tensor: string; amax: number; threshold: number; scale: number; zeroPoint: number; clipped: number };
   smoothAlpha?: number;
   awqAlpha?: number;
   /** This layer's output vs fp32 on the eval inputs (errors accumulated from earlier layers included). */
@@ -202,23 +210,28 @@ function planWeights(model: Model, targets: QuantTarget[], calib: Feeds, o: Quan
   });
 }
 
-interface ActStat { amax: number; hist?: AbsHistogram; threshold: number; scale: number }
+interface ActStat { amax: number; hist?: AbsHistogram; threshold: number; scale: number; dtype: QuantDType | 'uint8'; zeroPoint: number }
 
 function calibrateActivations(model: Model, names: Set<string>, calib: Feeds, o: QuantizeOptions, batch: number): Map<string, ActStat> {
-  const amax = new Map<string, number>();
-  watch(model, calib, names, batch, (n, t) => amax.set(n, Math.max(amax.get(n) ?? 0, absMax(t))));
+  const amax = new Map<string, number>(), signed = new Set<string>();
+  watch(model, calib, names, batch, (n, t) => {
+    amax.set(n, Math.max(amax.get(n) ?? 0, absMax(t)));
+    if (!signed.has(n) && t.toFloat64().some((v) => v < 0)) signed.add(n);
+  });
   const kind = o.calibrator ?? 'max';
   const hists = new Map<string, AbsHistogram>();
   if (kind !== 'max') {
     for (const [n, m] of amax) hists.set(n, new AbsHistogram(m));
     watch(model, calib, names, batch, (n, t) => hists.get(n)?.add(t));
   }
-  const qmax = QMAX[DTYPE_OF[o.mode ?? 'int8']];
+  const dtype = DTYPE_OF[o.mode ?? 'int8'];
   const out = new Map<string, ActStat>();
   for (const [n, m] of amax) {
     const hist = hists.get(n);
     const threshold = pickThreshold(m, hist, { kind, percentile: o.percentile });
-    out.set(n, { amax: m, hist, threshold, scale: threshold > 0 ? Math.fround(threshold / qmax) : 1 });
+    // uint8: [0, threshold] in 255 steps where the tensor is non-negative, else [-threshold, threshold] around 128
+    const [t, qmax, zeroPoint]: [QuantDType | 'uint8', number, number] = o.activationType !== 'uint8' ? [dtype, QMAX[dtype], 0] : signed.has(n) ? ['uint8', 127, 128] : ['uint8', 255, 0];
+    out.set(n, { amax: m, hist, threshold, scale: threshold > 0 ? Math.fround(threshold / qmax) : 1, dtype: t, zeroPoint });
   }
   return out;
 }
@@ -232,6 +245,10 @@ function checkOptions(o: QuantizeOptions): void {
   if (o.percentile !== undefined && !(o.percentile > 0 && o.percentile <= 100)) throw new InputError(`--percentile must be in (0, 100], got ${o.percentile}.`);
   if (o.blockSize !== undefined && !(Number.isInteger(o.blockSize) && o.blockSize >= 2)) throw new InputError(`--block-size must be an integer >= 2, got ${o.blockSize}.`);
   if (o.smoothAlpha !== undefined && !(o.smoothAlpha >= 0 && o.smoothAlpha <= 1)) throw new InputError(`--smooth-alpha must be in [0, 1], got ${o.smoothAlpha}.`);
+  if (o.activationType !== undefined && !['int8', 'uint8'].includes(o.activationType)) {
+    throw new InputError(`unknown activation type '${o.activationType}'.`, { hint: 'Use int8 (symmetric) or uint8 (zero point 0 on non-negative tensors).' });
+  }
+  if (o.activationType === 'uint8' && mode !== 'int8') throw new InputError(`--activation-type uint8 is for --mode int8 (got ${mode}).`);
 }
 
 function compileRegexes(patterns: string[] | undefined): RegExp[] {
@@ -271,8 +288,8 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
   for (const p of plans) {
     const node = p.target.node;
     const act = acts.get(node.inputs[0]);
-    const actReport = act && { tensor: node.inputs[0], amax: act.amax, threshold: act.threshold, scale: act.scale, clipped: act.hist?.fractionAbove(act.threshold) ?? 0 };
-    if (act) insertActivationQdq(g, namer, node, 0, act.scale, DTYPE_OF[mode], cache);
+    const actReport = act && { tensor: node.inputs[0], amax: act.amax, threshold: act.threshold, scale: act.scale, zeroPoint: act.zeroPoint, clipped: act.hist?.fractionAbove(act.threshold) ?? 0 };
+    if (act) insertActivationQdq(g, namer, node, 0, act.scale, act.dtype, cache, act.zeroPoint);
     insertWeightDq(g, namer, node, 1, p.qw);
     // int8 layers carry their bias as int32 (see insertBiasDq); a Gemm only with alpha = beta = 1, where the bias is
     // added at the product's scale

@@ -17,6 +17,10 @@ import { serializeOnnx, saveOnnx } from '../../src/onnx/writer.js';
 import { parseOnnx } from '../../src/onnx/reader.js';
 import { executeGraph } from '../../src/ops/execute.js';
 import { encodeNpz } from '../../src/tools/npy.js';
+import { build } from '../../src/build/builder.js';
+import { Engine } from '../../src/runtime/engine.js';
+import { Tensor } from '../../src/runtime/tensor.js';
+import { findCompiler } from '../../src/backends/cpu/compiler.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-quant-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -87,6 +91,43 @@ describe('quantize: the Q/DQ file', () => {
     const diffs = await ortVsKiln(model, calibFor(resnet, 4, 9));
     diffs.forEach((d, i) => expect(d.maxDiff).toBeLessThanOrEqual(report.outputs[i].lsb));
   });
+
+  it('int8 resnet-small with uint8 activations: zero point 0 after ReLUs, 128 on signed tensors; ORT and Kiln\'s int8 engine match within one LSB', async () => {
+    const { model, report } = quantizeModel(resnet, { mode: 'int8', activationType: 'uint8', calibrationData: calibFor(resnet, 16, 3), evalData: calibFor(resnet, 8, 4) });
+    expect(cosineOf(report)).toBeGreaterThanOrEqual(0.99);
+    const g = model.graph, producer = new Map(g.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+    const q = g.nodes.filter((n) => n.opType === 'QuantizeLinear');
+    const zp = (n: (typeof q)[number]) => g.initializers.get(n.inputs[2])!;
+    expect(q.every((n) => zp(n).dtype === 'uint8')).toBe(true);
+    // the image input is signed: around 128; a ReLU's output: from 0, with all 256 levels over [0, threshold]
+    const fromInput = q.filter((n) => !producer.has(n.inputs[0])), afterRelu = q.filter((n) => producer.get(n.inputs[0])?.opType === 'Relu');
+    expect(fromInput.length).toBe(1);
+    expect(Number(zp(fromInput[0]).toFloat64()[0])).toBe(128);
+    expect(afterRelu.length).toBeGreaterThan(5);
+    expect(afterRelu.every((n) => zp(n).toFloat64()[0] === 0)).toBe(true);
+    for (const l of report.layers) {
+      const a = l.activation!;
+      expect(a.scale).toBeCloseTo(a.threshold / (a.zeroPoint ? 127 : 255), 6);
+    }
+    const feeds = calibFor(resnet, 2, 9);
+    const diffs = await ortVsKiln(model, feeds);
+    diffs.forEach((d, i) => expect(d.maxDiff).toBeLessThanOrEqual(report.outputs[i].lsb));
+    if (!findCompiler()) return;
+    // the compiled engine folds DQ -> Conv -> Relu -> Q into int8 layers reading and writing uint8
+    const plan = await build(model, { shapes: { input: [...feeds.get('input')!.dims] } });
+    expect(plan.header.layers.filter((l) => l.opType === 'QConv').length).toBeGreaterThan(5);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const out = await engine.createContext().run({ input: new Tensor('float32', feeds.get('input')!.data as Float32Array, [...feeds.get('input')!.dims]) });
+    engine.dispose();
+    const s = await ort.InferenceSession.create(serializeOnnx(model));
+    const o = await s.run({ input: new ort.Tensor('float32', feeds.get('input')!.data as Float32Array, [...feeds.get('input')!.dims]) });
+    g.outputs.forEach((x, i) => {
+      const a = (out[x.name] as Tensor).data as Float32Array, b = o[x.name].data as Float32Array;
+      let d = 0;
+      for (let k = 0; k < a.length; k++) d = Math.max(d, Math.abs(a[k] - b[k]));
+      expect(d, x.name).toBeLessThanOrEqual(report.outputs[i].lsb);
+    });
+  }, 120_000);
 
   it('int4 bert-small: opset 21, blocked int4 weights, ORT matches Kiln within one output LSB', async () => {
     const { model, report } = quantizeModel(bert, { mode: 'int4', blockSize: 16, calibrationData: calibFor(bert, 8, 3) });
@@ -201,6 +242,8 @@ describe('quantize: bad input', () => {
     expect(() => quantizeModel(model, { calibrationData: feeds(4, 1), nodesToExclude: ['nope'] })).toThrow(/no node of that name/);
     expect(() => quantizeModel(model, { calibrationData: feeds(4, 1), mode: 'int3' as 'int8' })).toThrow(/unknown quantization mode/);
     expect(() => quantizeModel(model, { calibrationData: feeds(4, 1), excludePatterns: ['('] })).toThrow(/not a valid regular expression/);
+    expect(() => quantizeModel(model, { calibrationData: feeds(4, 1), activationType: 'int16' as 'int8' })).toThrow(/unknown activation type 'int16'/);
+    expect(() => quantizeModel(model, { calibrationData: feeds(4, 1), mode: 'fp8', activationType: 'uint8' })).toThrow(/is for --mode int8/);
   });
 });
 

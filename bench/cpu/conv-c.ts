@@ -2,7 +2,8 @@
 // timed as a standalone C program (no Node, no koffi): median microseconds per call, hot, at the given thread count.
 // Geometry: C,H,W,Co,k,stride,pad (square window, bias, ReLU6 epilogue); default MobileNetV2's first layer and its
 // 32 -> 16 projection at 112 x 112. Usage: npx tsx bench/cpu/conv-c.ts [C,H,W,Co,k,s,p ...] [--reps=N] [--threads=N]
-//   [--keep=dir] [--only=S] (variants whose tactic contains S)
+//   [--keep=dir] [--only=S] (variants whose tactic contains S) [--cold] (caches flushed to L3 before each call)
+//   [--yoff=N] (the output N floats past the input's end) [--xoff=N] (the input N floats off a cache line)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,11 +12,11 @@ import { TensorData } from '../../src/ir/tensor.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
 import { optimize } from '../../src/passes/pipeline.js';
 import { inferShapes } from '../../src/passes/infer.js';
-import { layerKernel, tilesOf, tconvTilesOf } from '../../src/backends/cpu/codegen.js';
+import { layerKernel, tilesOf, tconvTilesOf, pwTilesOf } from '../../src/backends/cpu/codegen.js';
 import { compileFlags, findCompiler, hostIsa } from '../../src/backends/cpu/compiler.js';
 import { RUNTIME_C, RUNTIME_H } from '../../src/backends/cpu/kernels/runtime.c.js';
 import { INT8_C, INT8_H } from '../../src/backends/cpu/kernels/int8.c.js';
-import { renderGemm, renderTconv, TRANSPOSE16 } from '../../src/backends/cpu/kernels/tiles.c.js';
+import { renderGemm, renderTconv, renderPointwise, POINTWISE_H, TRANSPOSE16 } from '../../src/backends/cpu/kernels/tiles.c.js';
 
 const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -24,6 +25,10 @@ const reps = Number(flag('reps') ?? 100);
 const threads = Number(flag('threads') ?? 1);
 const keep = flag('keep');
 const only = flag('only') ?? '';
+const cold = flags.includes('--cold');
+const yoff = Number(flag('yoff') ?? 0);
+// --xoff=4: the input 16 bytes off a cache line, as Node's Float32Arrays (malloc, 16-byte aligned) place it in a model
+const xoff = Number(flag('xoff') ?? 0);
 const geoms = (args.length ? args : ['3,224,224,32,3,2,1', '32,112,112,16,1,1,0']).map((g) => g.split(',').map(Number));
 const isa = hostIsa();
 const cc = findCompiler();
@@ -31,7 +36,9 @@ if (!cc) throw new Error('no C compiler');
 
 const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);\nvoid kiln_dconv_${mr}x${nv}(const dconv_t *g);`).join('\n');
 const tconvs = tconvTilesOf(isa).map(([mr, nv]) => `void kiln_tconv_${mr}x${nv}(const tconv_t *g);`).join('\n');
-let src = `${RUNTIME_H}\n${INT8_H}\n${gemms}\n${tconvs}\n${RUNTIME_C}\n${INT8_C}\n${tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('')}
+const pws = pwTilesOf(isa).map(([mr, nv]) => `void kiln_pw_${mr}x${nv}(const pw_t *g);\nvoid kiln_pw_tile_${mr}x${nv}(int K, const float *a, const float *b, size_t ldb, float *c, int ldc);`).join('\n');
+let src = `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n${RUNTIME_C}\n${INT8_C}\n${tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('')}
+${pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('')}
 ${TRANSPOSE16}${tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('')}
 #include <stdio.h>\nvoid kiln_set_threads(int n);\n`;
 const calls: string[] = [];
@@ -60,19 +67,33 @@ typedef void (*layer_fn)(void *, void *, void *, void *, void *, void *, void *,
 typedef void *(*pack_fn)(void *, void *);
 static double now_us(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
+/* --cold: 4 MB written before each timed call, so the layer's input, weights and output start in L3 (as in a model,
+   where the previous layers' outputs pushed them out of L2) rather than hot in L1/L2 */
+static void evict(void) {
+  static float *junk;
+  if (!${cold ? 1 : 0}) return;
+  if (!junk) junk = kiln_alloc(1 << 20);
+  for (int i = 0; i < (1 << 20); i += 16) junk[i] += 1.0f;
+}
 static void bench(const char *name, layer_fn f, pack_fn pk, int nx, int nw, int nb, int ny, double flop) {
-  float *x = kiln_alloc(nx), *w = kiln_alloc(nw), *b = kiln_alloc(nb), *y = kiln_alloc(ny);
+  /* x and y in one block, y ${yoff} floats past x's end (their relative placement decides cache-set and 4K-alias
+     conflicts between the input's and the output's rows) */
+  float *xy = kiln_alloc(nx + ny + ${yoff} + 16), *x = xy + ${xoff}, *y = x + nx + ${yoff}, *w = kiln_alloc(nw), *b = kiln_alloc(nb);
   for (int i = 0; i < nx; i++) x[i] = (float)(((unsigned)i * 7919u) % 1000u) / 500.0f - 1.0f;
   for (int i = 0; i < nw; i++) w[i] = (float)(((unsigned)i * 104729u) % 100u) / 100.0f - 0.5f;
   for (int i = 0; i < nb; i++) b[i] = (float)(i % 7) / 10.0f;
   void *wp = pk ? pk(w, NULL) : w;
   double t[${reps}];
   for (int r = 0; r < 5; r++) f(x, wp, b, NULL, y, NULL, NULL, NULL, 1);
-  for (int r = 0; r < ${reps}; r++) { double s = now_us(); f(x, wp, b, NULL, y, NULL, NULL, NULL, 1); t[r] = now_us() - s; }
+  for (int r = 0; r < ${reps}; r++) {
+    evict();
+    if (${cold ? 1 : 0}) for (int i = 0; i < nx; i++) x[i] = x[i] * 1.0f + 0.0f;
+    double s = now_us(); f(x, wp, b, NULL, y, NULL, NULL, NULL, 1); t[r] = now_us() - s;
+  }
   qsort(t, ${reps}, sizeof(double), cmp);
   double sum = 0; for (int i = 0; i < ny; i++) sum += y[i];
   printf("%-36s %8.1f us (min %8.1f) %6.1f GFLOP/s  checksum %.9g\n", name, t[${reps} / 2], t[0], flop / t[${reps} / 2] / 1e3, sum);
-  free(x); free(w); free(b); free(y);
+  free(xy); free(w); free(b);
 }
 int main(void) {
   kiln_set_threads(${threads});

@@ -5,12 +5,12 @@ import os from 'node:os';
 import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { TensorData, sameDims, type Value } from '../../ir/tensor.js';
 import type { Tactic } from '../backend.js';
-import { MIN_MODEL_WORK, layerKernel, tilesOf, tconvTilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
+import { MIN_MODEL_WORK, layerKernel, tilesOf, tconvTilesOf, pwTilesOf, type Arg, type LayerKernel, type Variant } from './codegen.js';
 import { compileLibrary, findCompiler, hostIsa, type Isa } from './compiler.js';
 import { NativeLibrary, nativeUnavailable, type Ptr } from './native.js';
 import { inferShapes } from '../../passes/infer.js';
 import { RUNTIME_C, RUNTIME_H } from './kernels/runtime.c.js';
-import { renderGemm, renderTconv, TRANSPOSE16 } from './kernels/tiles.c.js';
+import { renderGemm, renderTconv, renderPointwise, POINTWISE_H, TRANSPOSE16 } from './kernels/tiles.c.js';
 import { INT8_C, INT8_H } from './kernels/int8.c.js';
 import { outValue, outWords, type QuantOut } from './int8.js';
 
@@ -188,7 +188,7 @@ class NativeTactic implements Tactic {
   meta(): LayerMeta {
     const k = this.kernel;
     return { node: k.node, tactic: this.name, fn: this.variant.fn, pack: this.variant.pack, args: k.args, inputDims: k.inputDims, outDims: k.outDims,
-      work: k.work, ...(k.batch ? { batch: k.batch } : {}), ...(k.outDtype ? { outDtype: k.outDtype } : {}), ...(k.pair ? { pair: k.pair } : {}),
+      work: k.work, ...(k.batch ? { batch: k.batch } : {}), ...(k.outDtype ? { outDtype: k.outDtype } : {}), ...(k.pair && (!k.pair.tactics || k.pair.tactics.includes(this.name)) ? { pair: k.pair } : {}),
       ...(this.variant.accumulate ? { accumulate: true } : {}) };
   }
 }
@@ -260,11 +260,12 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   }
   const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);\nvoid kiln_dconv_${mr}x${nv}(const dconv_t *g);`).join('\n');
   const tconvs = tconvTilesOf(isa).map(([mr, nv]) => `void kiln_tconv_${mr}x${nv}(const tconv_t *g);`).join('\n');
+  const pws = pwTilesOf(isa).map(([mr, nv]) => `void kiln_pw_${mr}x${nv}(const pw_t *g);\nvoid kiln_pw_tile_${mr}x${nv}(int K, const float *a, const float *b, size_t ldb, float *c, int ldc);`).join('\n');
   const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
-  const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('');
+  const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('') + pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('');
   // the transposed convolutions compile as a unit of their own, in parallel with the rest
   const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
-  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${gemms}\n${tconvs}\n`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
+  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
 }
 

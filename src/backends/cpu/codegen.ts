@@ -11,7 +11,7 @@ import type { Isa } from './compiler.js';
 import { renderC, renderActivation, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
-import { depthwise } from './depthwise.js';
+import { depthwise, depthwisePointwise } from './depthwise.js';
 import { pool, globalPool } from './pool.js';
 import { winogradVariants } from './winograd.js';
 import { transpose, concat, slice } from './movement.js';
@@ -47,8 +47,9 @@ export interface LayerKernel {
   outDtype?: QuantOut;
   /** A function computing this layer together with the layer producing its first input (\`producer\`, whose output
    * nothing else reads), for chains where the two run back to back. Its arguments: the producer's input, raw weights
-   * and bias, then this layer's arguments after its first input (see depthwise). */
-  pair?: { producer: string; fn: string };
+   * and bias, then this layer's arguments after its first input (see depthwise). \`tactics\`: where the function reads
+   * this layer's packed weights, the variants whose packing it knows (the pair is used only after one of them). */
+  pair?: { producer: string; fn: string; tactics?: string[] };
 }
 
 /** Below this much work (multiply-adds, or output elements) a layer keeps its reference kernel. A synchronous
@@ -71,6 +72,10 @@ export const tilesOf = (isa: Isa) => TILES[isa];
  * at 7 x 7: 141-144 us vs 156-166 for the wider tiles, bench/cpu/conv-c.ts). */
 const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1], [7, 2]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
 export const tconvTilesOf = (isa: Isa) => TCONV_TILES[isa];
+/** Tiles of the pointwise convolution (see pw_t): [output channels, vectors of positions], offered where the output
+ * channels fill whole panels. 16 x 1 wastes less of the last vector of positions at 14 x 14 (196 = 12.25 x 16). */
+const PW_TILES: Record<Isa, [number, number][]> = { avx512: [[8, 2], [16, 1]], avx2: [[6, 2]], portable: [[6, 2]] };
+export const pwTilesOf = (isa: Isa) => PW_TILES[isa];
 
 export interface Ctx {
   model: Model;
@@ -242,7 +247,8 @@ const fusedConv: Gen = (c, n, ins, out) => {
   const epi = epilogue(`e${id}`, 1, bias ? 'p[1][i0 + r]' : undefined, res ? 'p[2][(size_t)(i0 + r) * N_ + j0 + j]' : undefined, act);
   const acc = res && G === 1 ? accumulateEpilogue(id, epilogue(`e${id}i`, 1, bias ? 'p[1][i0 + r]' : undefined, undefined, act)) : undefined;
   const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
-  const direct = G === 1 ? directConv(g) : undefined;
+  // a pointwise layer runs direct as pw_t (its input read in place), not through dconv_t's padded copy
+  const direct = G === 1 && !pointwise ? directConv(g) : undefined;
   let src = `#define N_ ${N}\n${epi ?? ''}${acc?.src ?? ''}${direct ? `static const int off${id}[${K}] = { ${direct.off.join(', ')} };\n` : ''}`;
   const variants: Variant[] = [];
   for (const [mr, nv] of TILES[c.isa]) {
@@ -291,11 +297,18 @@ ${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
       variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
     }
   }
+  if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   if (G === 1) {
     src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
     src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   }
-  return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K };
+  // the pair with the depthwise layer before, where one of the variants it pairs with is offered
+  const dp = G === 1 && pointwise ? depthwisePointwise(c, n, g, batch, epi ? `e${id}` : 'NULL') : undefined;
+  const pair = dp && variants.some((v) => dp.pair.tactics!.includes(v.tactic)) ? dp.pair : undefined;
+  if (pair) src += dp!.src;
+  // with the pair only the variants it pairs with: timed alone, the layer cannot see what the pair saves
+  return { variants: pair ? variants.filter((v) => pair.tactics!.includes(v.tactic)) : variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }],
+    source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K, ...(pair ? { pair } : {}) };
 };
 
 /** Transposed direct convolution variants (tconv_t; any window, stride, padding, dilation): taps read straight from
@@ -314,6 +327,10 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
   for (const [mr, nv] of TCONV_TILES[c.isa]) {
     if (c.isa === 'avx512' && mr === 7 && nv === 2 && (Co % 48 === 0 || Co % 64 === 0)) continue;
     const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
+    // panels of output channels more than a quarter empty are not offered from 16 channels up: the wasted lanes cost
+    // more than the tile shape gains (MobileNetV2's 144 -> 24 projection at 56 x 56, in the model: 16 x 16 305 us,
+    // the GEMM tile 258, pw-8x32 222)
+    if (Co >= 16 && Math.ceil(Co / nr) * nr > 1.25 * Co) continue;
     const fn = `L${id}_t${tile}`, pack = `P${id}_t${tile}`;
     const inside = p.every((v) => v === 0) && ow % mr === 0;
     src += `KEXPORT void *${pack}(void *w, void *unused) {
@@ -332,6 +349,32 @@ ${source}
 ${acc ?? ''}  kiln_tconv_${tile}(&g);
   free(p);`);
     variants.push({ tactic: `native-${c.isa}-tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
+  }
+  return src;
+}
+
+/** Pointwise variants (pw_t): a 1x1 stride-1 unpadded layer as a GEMM of its weights by its input read in place. */
+function pointwiseVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[], acc?: string): string {
+  const { C, Co, OH, OW } = g;
+  const id = c.id, N = OH * OW;
+  let src = '';
+  for (const [mr, nv] of PW_TILES[c.isa]) {
+    // whole row panels only: a partial panel runs every block through the tile copy (MobileNetV2's 24-channel
+    // projections in 16 + 8 rows: 267 vs 196 us with 8-row panels)
+    if (Co % mr) continue;
+    const tile = `${mr}x${nv}`, fn = `L${id}_p${tile}`, pack = `P${id}_p${tile}`;
+    src += `KEXPORT void *${pack}(void *w, void *unused) {
+  float *o = kiln_alloc((size_t)${Math.ceil(Co / mr) * mr * C});
+  kiln_pack_a(w, ${C}, 1, ${Co}, ${C}, ${mr}, o);
+  return o;
+}\n`;
+    src += exported(fn, `  int B = ${nbOr(c, batch)};
+  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
+  for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
+  pw_t g = { ${Co}, ${N}, ${C}, a1, a0, ${C * N}, ${epi}, p, sizeof(*p), a4, ${Co * N}, B, 0 };
+${acc ?? ''}  kiln_pw_${tile}(&g);
+  free(p);`);
+    variants.push({ tactic: `native-${c.isa}-pw-${mr}x${nv * VW[c.isa]}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
   return src;
 }

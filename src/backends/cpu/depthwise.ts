@@ -424,3 +424,102 @@ function expandRows(e: Expand, id: string, W: number, HW: number): string {
     for (int i = 0; i < ${W * 16}; i++) { float v = row[i]; row[i] = ${act}; }`}
   }`;
 }
+
+/** Depthwise outputs of at least this many floats per image pair with the pointwise layer reading them: past L2
+ * (MobileNetV2's 32 x 112 x 112 layer writes 1.6 MB that its 32 -> 16 projection reads back from L3). */
+const DWPW_MIN = 1 << 18;
+
+/**
+ * The pair of a pointwise layer (`n`, geometry `g`: 1x1, stride 1, unpadded, group 1) with the stride-1 depthwise layer
+ * producing its input, where only it reads that output: per band of output rows, the depthwise rows of every channel
+ * go to a scratch [C][positions] (in L2) and the pointwise tiles (16 output channels x 16 positions, kiln_pw_tile_16x1)
+ * run from there, with the pointwise layer's epilogue `epi`; the depthwise output never reaches memory. The pair reads
+ * the pointwise weights packed in [Co/16][K][16] panels: `tactics` are the pointwise layer's variants packing them so.
+ */
+export function depthwisePointwise(c: Ctx, n: Node, g: ConvGeom, batch: number, epi: string): { src: string; pair: NonNullable<LayerKernel['pair']> } | undefined {
+  if (c.isa !== 'avx512') return undefined;
+  const e = n.inputs[0], graph = c.model.graph;
+  if (graph.outputs.some((o) => o.name === e) || graph.nodes.some((m) => m !== n && m.inputs.includes(e)) || n.inputs.lastIndexOf(e) !== 0) return undefined;
+  const dw = graph.nodes.find((m) => m.outputs[0] === e);
+  if (!dw || dw.domain !== KILN_DOMAIN || dw.opType !== 'FusedConv' || dw.inputs[3] || !dw.inputs[1] || !isConst(c, dw.inputs[1])) return undefined;
+  if (dw.inputs[2] && !isConst(c, dw.inputs[2])) return undefined;
+  const x = typeOfName(c, dw.inputs[0]), w = typeOfName(c, dw.inputs[1]), y = typeOfName(c, e);
+  if (x?.dtype !== 'float32' || !w || !y) return undefined;
+  const d = convGeometry(dw, x.dims, w.dims, y.dims);
+  const act = activation(dw);
+  if (!d || act === undefined || d.group !== d.C || d.Co !== d.C || w.dims[1] !== 1 || d.s.some((v) => v !== 1) || d.d.some((v) => v !== 1)) return undefined;
+  if (d.C !== g.C || d.OH * d.OW !== g.OH * g.OW || d.C * d.OH * d.OW < DWPW_MIN) return undefined;
+  // a depthwise layer that may pair with its expansion (see expandFeeding) runs in that pair, not as its own call
+  if (expandFeeding(c, dw, d, 0, Infinity)) return undefined;
+  if (dw.inputs[2] && prod(typeOfName(c, dw.inputs[2])?.dims ?? []) !== d.C) return undefined;
+  const { C, H, W, OH, OW, kh, kw, p } = d, Co = g.Co, N = OH * OW, id = c.id;
+  // bands of rows whose [C][positions] scratch fills up to 128 KB of L2: each band copies kh - 1 input rows more than
+  // it computes (MobileNetV2's 32 x 112 x 112 layer and its projection, in the model, paired runs: 1 vs 4 rows 497 /
+  // 407 us, 4 vs 9 rows 416 / 394, 9 vs 18 rows 326 / 324)
+  const R = Math.max(1, Math.min(OH, Math.floor(32768 / (C * OW))));
+  const NBANDS = Math.ceil(OH / R), RW = R * OW;
+  // scratch rows: the band's positions rounded up to whole 16-wide blocks, plus a vector of slack for the
+  // depthwise's last vector of a row (it spills into the next row, which is written after it)
+  const LB = Math.ceil(RW / 16) * 16 + 16;
+  const WP = Math.max(Math.ceil(OW / 16) * 16 + kw - 1, p[1] + W), PR = R + kh - 1;
+  const taps: string[] = [];
+  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) taps.push(`acc += wk[${a * kw + b}] * *(const vfu *)(pr + ${a * WP + b});`);
+  const src = `static void dwpw${id}(void *ctx, int t) {
+  void *const *qa = ctx;
+  int per = (int)(intptr_t)qa[7], bpt = (int)(intptr_t)qa[8];
+  int img = t / per, b0 = (t % per) * bpt, b1 = KMIN(${NBANDS}, b0 + bpt);
+  const float *x = (const float *)qa[0] + (size_t)img * ${C * H * W}, *wd = qa[1], *bd = qa[2], *ap = qa[3];
+  float *y = (float *)qa[6] + (size_t)img * ${Co * N};
+  const float *pp[3] = { NULL, qa[4], qa[5] ? (const float *)qa[5] + (size_t)img * ${Co * N} : NULL }; (void)pp;
+  float *pb = kiln_scratch(0, ${PR * WP + C * LB + 16});
+  float *S = pb + ${PR * WP};
+  float tile[16 * 16] __attribute__((aligned(64)));
+  /* the padded rows' pad columns stay zero: only their middles are written below */
+  memset(pb, 0, ${PR * WP} * sizeof(float));
+  for (int band = b0; band < b1; band++) {
+    int oh0 = band * ${R}, rows = KMIN(${R}, ${OH} - oh0), L = rows * ${OW};
+    for (int ch = 0; ch < ${C}; ch++) {
+      const float *xc = x + (size_t)ch * ${H * W};
+      for (int r = 0; r < rows + ${kh - 1}; r++) {
+        int h = oh0 - ${p[0]} + r;
+        float *dst = pb + r * ${WP} + ${p[1]};
+        if ((unsigned)h >= ${H}u) memset(dst, 0, ${W} * sizeof(float));
+        else memcpy(dst, xc + (size_t)h * ${W}, ${W} * sizeof(float));
+      }
+      float wk[${kh * kw}];
+      for (int i = 0; i < ${kh * kw}; i++) wk[i] = wd[ch * ${kh * kw} + i];
+      float bb = bd ? bd[ch] : 0.0f;
+      float *sc = S + (size_t)ch * ${LB};
+      for (int r = 0; r < rows; r++)
+        for (int ow = 0; ow < ${OW}; ow += VW) {
+          const float *pr = pb + r * ${WP} + ow;
+          vf acc = (vf){0} + bb;
+          ${taps.join('\n          ')}
+          *(vfu *)(sc + r * ${OW} + ow) = acc;
+        }
+      ${act === 'v' ? '' : `#pragma GCC ivdep
+      for (int i = 0; i < L; i++) { float v = sc[i]; sc[i] = ${act}; }`}
+    }
+    int j0 = oh0 * ${OW};
+    for (int j = 0; j < L; j += 16) {
+      int nj = KMIN(16, L - j);
+      for (int i = 0; i < ${Co}; i += 16) {
+        int mi = KMIN(16, ${Co} - i);
+        const float *a = ap + (size_t)(i / 16) * ${C * 16};
+        float *cc = y + (size_t)i * ${N} + j0 + j;
+        if (mi == 16 && nj == 16) kiln_pw_tile_16x1(${C}, a, S + j, ${LB}, cc, ${N});
+        else {
+          kiln_pw_tile_16x1(${C}, a, S + j, ${LB}, tile, 16);
+          for (int r = 0; r < mi; r++) memcpy(cc + (size_t)r * ${N}, tile + r * 16, nj * sizeof(float));
+        }
+      }
+      ${epi === 'NULL' ? '' : `${epi}(pp, y + j0 + j, ${N}, 0, ${Co}, j0 + j, nj);`}
+    }
+  }
+}
+${exported(`Y${id}_dwpw`, `  int nth = kiln_threads(), per = nth > 1 ? KMIN(${NBANDS}, 4 * nth) : 1, bpt = (${NBANDS} + per - 1) / per;
+  per = (${NBANDS} + bpt - 1) / bpt;
+  void *q[9] = { a0, a1, a2, a3, a4, a5, a6, (void *)(intptr_t)per, (void *)(intptr_t)bpt };
+  kiln_pool_run(dwpw${id}, q, ${nbOr(c, batch)} * per);`)}`;
+  return { src, pair: { producer: dw.name, fn: `Y${id}_dwpw`, tactics: ['pw-16x16', 'tconv-16x16'].map((t) => `native-${c.isa}-${t}`) } };
+}

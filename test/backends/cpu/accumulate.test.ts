@@ -1,6 +1,7 @@
 // Layers that add their product onto their residual in place (Variant.accumulate: the runner passes the residual's
 // buffer as the output where the residual dies at the layer): every such variant, called that way, matches the
-// reference, on convolutions whose tiles are whole and partial in both positions and channels, and on matrix products.
+// reference, on convolutions whose tiles are whole and partial in both positions and channels (pointwise layers too), and
+// on matrix products.
 import { describe, it, expect } from 'vitest';
 import type { Model, Node } from '../../../src/ir/graph.js';
 import { TensorData, type Value } from '../../../src/ir/tensor.js';
@@ -69,6 +70,8 @@ describe.skipIf(!findCompiler())('layers accumulating onto their residual', () =
     const y = b.op('Relu', [b.op('Add', [conv(h, 32, 32, 'c3', 3, 1), h], {}, 'res')], {}, 'r1');
     const z = b.op('Add', [conv(y, 32, 13, 'c13', 3, 1), conv(y, 32, 13, 'side', 1, 0)], {}, 'res13');
     b.output(z);
+    // a pointwise layer with its residual (pw: 703 positions, 43 x 16 + 15 and 21 x 32 + 31, the last block copied)
+    b.output(b.op('Add', [conv(y, 32, 32, 'pwres', 1, 0), y], {}, 'res_pw'));
     // a matrix product with bias and residual (the residual is its fourth input)
     const v = b.input('v', 'float32', [40, 64]);
     const g = b.op('MatMul', [v, b.initializer('wv', randomTensor(r, [64, 64], 0.2))], {}, 'mm0');
@@ -79,7 +82,8 @@ describe.skipIf(!findCompiler())('layers accumulating onto their residual', () =
     for (const threads of [1, 2]) {
       const checked = await checkAccumulating(m, inputs, threads);
       const kinds = new Set(checked.map((t) => t.replace(/^native-\w+?-/, '').replace(/-\d+x\d+$/, '')));
-      expect([...kinds].sort()).toEqual(['conv', 'gemm', 'tconv', 'winograd-f2', 'winograd-f4']);
+      expect([...kinds].sort()).toEqual(['conv', 'gemm', 'pw', 'tconv', 'winograd-f2', 'winograd-f4']);
+      expect(checked.filter((t) => t.includes('-pw-')).length).toBeGreaterThan(1);
       expect(checked.filter((t) => t.includes('tconv-16x16')).length).toBeGreaterThan(1);
     }
   }, 120_000);

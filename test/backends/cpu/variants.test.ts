@@ -76,7 +76,7 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
   it('convolutions: every tile of the im2col and direct variants', async () => {
     const m = await prepared(convModel());
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(9), [2, 5, 19, 37], 1)]]));
-    expect([...seen].sort()).toEqual(['conv', 'dconv', 'tconv']);
+    expect([...seen].sort()).toEqual(['conv', 'dconv', 'pw', 'tconv']);
   }, 120_000);
 
   it('depthwise convolutions: strides 1 and 2, asymmetric strides and pads, dilation, channel multiplier, residual, clip', async () => {
@@ -112,6 +112,22 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     const m = await prepared(b.model(17));
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(2), [2, 6, 14, 28], 1)]]));
     expect(seen).toContain('tconv');
+  }, 120_000);
+  it('pointwise convolutions reading the input in place: positions off the tile width, partial channel panels, residual, activation', async () => {
+    const r = seededRandom(13);
+    const b = new GraphBuilder('pointwise');
+    const x = b.input('x', 'float32', [2, 16, 9, 13]);
+    const conv = (inp: string, cin: number, cout: number, name: string) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, 1, 1], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: [1, 1] }, name);
+    // 117 positions (7 x 16 + 5, 3 x 32 + 21): the last block of positions goes through the zero-padded copy; 48 and
+    // 16 channels get both tiles, 40 the 8-row one only
+    const h = b.op('Relu', [conv(x, 16, 48, 'up')], {}, 'r1');
+    b.output(b.op('Relu', [b.op('Add', [conv(h, 48, 16, 'down'), x], {}, 'res')], {}, 'r2'));
+    b.output(conv(h, 48, 40, 'wide'));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(7), [2, 16, 9, 13], 1)]]));
+    expect(seen).toContain('pw');
   }, 120_000);
   it('matrix products of 1 to 5 rows (the few-row path and the tile path): odd K, N off the panel width, bias and activation', async () => {
     const r = seededRandom(12);

@@ -381,3 +381,112 @@ void kiln_tconv_${id}(const tconv_t *g) {
 }
 `;
 }
+
+/** Declarations of the pointwise convolution (renderPointwise), part of every library's header. */
+export const POINTWISE_H = String.raw`
+/* Pointwise convolution (1x1, stride 1, unpadded, group 1): C[M][N] = A[M][K] x the input image itself as B[K][N] (N
+   positions): no im2col, no packing of B, no padded copy, and the output channels are the tile rows, so the tiles
+   store straight into the [Co][N] output (the transposed convolution moves its tiles there one float at a time). */
+typedef struct pw_s {
+  int M, N, K;
+  const float *ap;                 /* weights packed in [M/MR][K][MR] panels */
+  const float *src; size_t sbs;    /* input images [K][N], sbs floats apart */
+  void (*epi)(const void *ctx, float *c, int ldc, int i0, int mi, int j0, int nj);
+  const void *ctx; size_t ctxbs;
+  float *c; size_t cbs;            /* output [M][N] per image, cbs floats apart */
+  int batch;
+  int accumulate;                  /* C already holds the residual (see gemm_t): add to it */
+} pw_t;
+`;
+
+/** The pointwise convolution (see pw_t) for one MR x NR tile: output channels x positions. */
+export function renderPointwise(mr: number, nv: number): string {
+  const id = `${mr}x${nv}`;
+  return String.raw`
+/* C[MR][NR] (+)= A panel [K][MR] x B rows ldb apart (unaligned); 'acc' adds to C */
+static inline __attribute__((always_inline)) void ukp_${id}(int K, const float *restrict a, const float *restrict b, size_t ldb, float *restrict c, int ldc, int acc) {
+  vf s[${mr}][${nv}];
+  if (acc) {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = *(const vfu *)(c + r * ldc + j * VW);
+  } else {
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
+  }
+  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ldb) {
+    vf bv[${nv}];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vfu *)(b + j * VW);
+    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
+      float ar = a[r];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
+    }
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
+}
+
+typedef struct { const pw_t *g; int tm, tn, mc, nc; } pw_job_${id};
+
+/* One task: output channels [i0, i1) x positions [j0, j1) of one image. Per block of NR positions every row panel
+   runs the whole K against the input's rows (the block's K x NR slice stays in L1 across the row panels) and stores
+   straight into C; the epilogue then runs on the block while it is in L1. The positions past the last whole NR are
+   copied, zero padded, into a [K][NR] panel (reading them in place would run past the input's end). */
+static void pw_task_${id}(void *p, int t) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  const pw_job_${id} *job = p;
+  const pw_t *g = job->g;
+  int per = job->tm * job->tn, img = t / per;
+  t %= per;
+  int N = g->N, K = g->K;
+  int i0 = (t % job->tm) * job->mc, j0 = (t / job->tm) * job->nc;
+  int i1 = KMIN(g->M, i0 + job->mc), j1 = KMIN(N, j0 + job->nc);
+  if (i0 >= i1 || j0 >= j1) return;
+  const float *src = g->src + (size_t)img * g->sbs;
+  float *cimg = g->c + (size_t)img * g->cbs;
+  const void *ctx = (const char *)g->ctx + (size_t)img * g->ctxbs;
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int j = j0; j < j1; j += NR) {
+    int nj = KMIN(NR, j1 - j);
+    const float *b = src + j;
+    size_t ldb = N;
+    if (j + NR > N) {
+      float *pan = kiln_scratch(0, (size_t)K * NR);
+      for (int k = 0; k < K; k++) {
+        memcpy(pan + (size_t)k * NR, src + (size_t)k * N + j, nj * sizeof(float));
+        memset(pan + (size_t)k * NR + nj, 0, (NR - nj) * sizeof(float));
+      }
+      b = pan; ldb = NR;
+    }
+    for (int i = i0; i < i1; i += MR) {
+      int mi = KMIN(MR, i1 - i);
+      const float *ap = g->ap + (size_t)(i / MR) * K * MR;
+      float *c = cimg + (size_t)i * N + j;
+      if (mi == MR && nj == NR) {
+        if (g->accumulate) ukp_${id}(K, ap, b, ldb, c, N, 1);
+        else ukp_${id}(K, ap, b, ldb, c, N, 0);
+      } else {
+        if (g->accumulate) for (int r = 0; r < mi; r++) memcpy(tile + r * NR, c + (size_t)r * N, nj * sizeof(float));
+        ukp_${id}(K, ap, b, ldb, tile, NR, g->accumulate);
+        for (int r = 0; r < mi; r++) memcpy(c + (size_t)r * N, tile + r * NR, nj * sizeof(float));
+      }
+    }
+    if (g->epi) g->epi(ctx, cimg + (size_t)i0 * N + j, N, i0, i1 - i0, j, nj);
+  }
+}
+
+/* One tile for code outside this unit (the depthwise + pointwise pair, depthwise.ts) */
+void kiln_pw_tile_${id}(int K, const float *a, const float *b, size_t ldb, float *c, int ldc) { ukp_${id}(K, a, b, ldb, c, ldc, 0); }
+
+void kiln_pw_${id}(const pw_t *g) {
+  enum { MR = ${mr}, NR = ${nv} * VW };
+  int batch = g->batch;
+  if (batch <= 0 || g->M <= 0 || g->N <= 0) return;
+  int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
+  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
+  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
+  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  pw_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
+  kiln_pool_run(pw_task_${id}, &job, job.tm * job.tn * batch);
+}
+`;
+}

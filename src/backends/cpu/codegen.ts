@@ -14,7 +14,7 @@ import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
 import { depthwise, depthwisePointwise } from './depthwise.js';
 import { pool, globalPool } from './pool.js';
 import { winogradVariants } from './winograd.js';
-import { transpose, concat, slice } from './movement.js';
+import { transpose, concat, slice, gather, cast } from './movement.js';
 
 /** Where a layer function's pointer argument comes from. */
 export type Arg = { in: number } | { packed: true } | { out: true } | { none: true };
@@ -112,9 +112,12 @@ export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa
   if (outT?.dtype !== 'float32') return undefined;
   const out = outT.dims;
   const types = node.inputs.map((x) => (x ? typeOfName(c, x) ?? null : null));
-  // float32 throughout; attention masks may also be bool, Slice's starts/ends/axes/steps are integer constants
+  // float32 throughout; attention masks may also be bool, Slice's starts/ends/axes/steps are integer constants,
+  // Gather's indices integers, and Cast reads integers or bool
+  const int = (t: { dtype: string }) => t.dtype === 'int64' || t.dtype === 'int32';
   const dtypeOk = (t: { dtype: string }, i: number) => t.dtype === 'float32' || (key === 'kiln:Attention' && i === 3 && t.dtype === 'bool')
-    || (key === ':Slice' && i >= 1 && (t.dtype === 'int64' || t.dtype === 'int32') && isConst(c, node.inputs[i]));
+    || (key === ':Slice' && i >= 1 && int(t) && isConst(c, node.inputs[i])) || (key === ':Gather' && i === 1 && int(t))
+    || (key === ':Cast' && ['int64', 'int32', 'bool', 'uint8', 'int8'].includes(t.dtype));
   if (node.inputs.some((x, i) => x && (!types[i] || !dtypeOk(types[i]!, i)))) return undefined;
   const ins = types.map((t) => t?.dims ?? null);
   const gen = GENERATORS[key];
@@ -673,6 +676,8 @@ const singleOp = (op: string, arity: number): Gen => (c, n, ins, out) => (n.inpu
 const GENERATORS: Record<string, Gen> = {
   ':Concat': concat,
   ':Slice': slice,
+  ':Gather': gather,
+  ':Cast': cast,
   ...Object.fromEntries(Object.entries(UNARY).map(([k, op]) => [`:${k}`, singleOp(op, 1)])),
   ...Object.fromEntries(Object.entries(BINARY).map(([k, op]) => [`:${k}`, singleOp(op, 2)])),
   ':Transpose': transpose,

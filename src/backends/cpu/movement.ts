@@ -1,8 +1,8 @@
-// Data movement on the CPU: Transpose, Concat and Slice as baked strided copies over the thread pool, so that they
-// run inside chains of native calls instead of splitting them for a reference kernel.
+// Data movement on the CPU: Transpose, Concat, Slice and Gather as baked strided copies over the thread pool, and
+// Cast to float32, so that they run inside chains of native calls instead of splitting them for a reference kernel.
 import { sameDims } from '../../ir/tensor.js';
 import { LAYER_ARGS } from './native.js';
-import { attrOf, exported, prod, MIN_ELEMENTS, type Ctx, type Gen } from './codegen.js';
+import { attrOf, exported, prod, typeOfName, MIN_ELEMENTS, type Ctx, type Gen } from './codegen.js';
 
 /** Transpose: per output row (all axes but the last), the input offset from baked strides, then one loop along the
  * last output axis (a memcpy where that axis is also the input's last). Batch-generic when the leading axis stays. */
@@ -99,4 +99,59 @@ export const slice: Gen = (c, n, ins, out) => {
   // rowCopies adds o * srcRow; with srcRow 0 the whole offset comes from the terms
   const source = rowCopies(c, `L${c.id}_sl`, 1, [{ k: 0, srcRow: 0, srcOff, dstOff: 0, len }], len, `${rows}L`);
   return { variants: [{ tactic: `native-${c.isa}-slice`, fn: `L${c.id}_sl` }], args: [{ in: 0 }, { out: true }], source, work: prod(out) };
+};
+
+/** Gather: row \`i\` of the indices picks a block of \`inner\` floats along \`axis\` (negative indices count from the
+ * end). Indices are read at run time (a model's token ids); one out of range zeroes its block and records the layer
+ * (kiln_set_error, code = layer number + 1), which the runner raises as this node's error. Batch-generic along the
+ * indices' leading axis (axis 0: embeddings) or the data's (a later axis). */
+export const gather: Gen = (c, n, ins, out) => {
+  const [x, idx] = ins;
+  const r = x?.length ?? 0;
+  let axis = attrOf(n, 'axis', 0);
+  if (axis < 0) axis += r;
+  if (!x || !idx || axis < 0 || axis >= r || out.length !== r - 1 + idx.length || prod(out) < MIN_ELEMENTS) return undefined;
+  const idxType = typeOfName(c, n.inputs[1])?.dtype === 'int32' ? 'int32_t' : 'int64_t';
+  const dim = x[axis], inner = prod(x.slice(axis + 1)), nIdx = prod(idx), code = Number(c.id) + 1;
+  // batch-generic: the indices carry the batch (axis 0), or the data does and the axis is after it
+  const bt = !!c.batch && ((axis === 0 && !!c.batch[1] && idx.length > 0) || (axis > 0 && !!c.batch[0]));
+  const outer = bt && axis > 0 ? `(long)nb * ${prod(x.slice(1, axis))}` : `${prod(x.slice(0, axis))}L`;
+  const count = bt && axis === 0 ? `(long)nb * ${prod(idx.slice(1))}` : `${nIdx}L`;
+  const id = c.id, chunk = Math.max(1, Math.floor(16384 / Math.max(1, inner)));
+  const source = `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  const float *x = q[0]; const ${idxType} *ix = q[1]; float *y = q[2];
+  long count = (long)(intptr_t)q[3], total = (long)(intptr_t)q[4], lo = (long)t * ${chunk}, hi = KMIN(total, lo + ${chunk});
+  for (long row = lo; row < hi; row++) {
+    long o = row / count, i = row % count;
+    int64_t k = (int64_t)ix[i];
+    if (k < 0) k += ${dim};
+    float *yr = y + row * ${inner}L;
+    if (k < 0 || k >= ${dim}) { memset(yr, 0, ${inner} * sizeof(float)); kiln_set_error(${code}); continue; }
+    memcpy(yr, x + (o * ${dim}L + k) * ${inner}L, ${inner} * sizeof(float));
+  }
+}
+${exported(`L${id}_ga`, `  long count = ${count}, total = ${outer} * count;
+  void *q[5] = { a0, a1, a2, (void *)(intptr_t)count, (void *)(intptr_t)total };
+  kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-gather`, fn: `L${id}_ga` }], args: [{ in: 0 }, { in: 1 }, { out: true }], source, batched: bt, work: prod(out) };
+};
+
+/** Cast of integer or bool data to float32 (an attention mask on its way to the additive bias). */
+export const cast: Gen = (c, n, ins, out) => {
+  const [x] = ins;
+  const from = { int64: 'int64_t', int32: 'int32_t', bool: 'uint8_t', uint8: 'uint8_t', int8: 'int8_t' }[typeOfName(c, n.inputs[0])?.dtype ?? ''];
+  if (!x || !from || !sameDims(x, out) || prod(out) < MIN_ELEMENTS) return undefined;
+  const id = c.id, chunk = 16384, bt = !!c.batch?.[0] && x.length > 0;
+  const total = bt ? `(long)nb * ${prod(out.slice(1))}` : `${prod(out)}L`;
+  const source = `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  const ${from} *x = q[0]; float *y = q[1];
+  long total = (long)(intptr_t)q[2], lo = (long)t * ${chunk}, hi = KMIN(total, lo + ${chunk});
+  for (long i = lo; i < hi; i++) y[i] = (float)x[i];
+}
+${exported(`L${id}_cast`, `  long total = ${total};
+  void *q[3] = { a0, a1, (void *)(intptr_t)total };
+  kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-cast`, fn: `L${id}_cast` }], args: [{ in: 0 }, { out: true }], source, batched: bt, work: prod(out) };
 };

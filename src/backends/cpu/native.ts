@@ -70,6 +70,20 @@ export class NativeLibrary {
     this.setThreads(n);
   }
 
+  /** The code a layer recorded for bad run-time data since the last call (0: none), cleared; 0 where the library
+   * predates the error word (older plans). */
+  takeError(): number {
+    if (this.errFn === undefined) {
+      try {
+        this.errFn = this.lib.func('int64_t kiln_take_error(void)');
+      } catch {
+        this.errFn = null;
+      }
+    }
+    return this.errFn ? Number(this.errFn()) : 0;
+  }
+  private errFn: KoffiFn | null | undefined;
+
   private layerFn(name: string): KoffiFn {
     let f = this.fns.get(name);
     if (!f) {

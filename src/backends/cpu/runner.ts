@@ -7,7 +7,7 @@ import { topoSort } from '../../ops/execute.js';
 import { TensorData, sameDims, type Value } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
 import { splitSizes } from '../../ops/shape-basic.js';
-import { KilnError } from '../../ir/errors.js';
+import { ExecutionError, KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, chainRecord, type Ptr } from './native.js';
 import { Replay, newRecording, shapeKey, type Recording } from './replay.js';
@@ -199,10 +199,27 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
     recorded?.pool.moveTo(pool);
     recorded = undefined;
   };
+  // the layers that can meet bad run-time data, by the code they record (kiln_set_error: layer number + 1)
+  const erring = new Map(meta.layers.flatMap((l) => {
+    const m = /^L(\d+)_ga$/.exec(l.fn);
+    return m ? [[Number(m[1]) + 1, l] as const] : [];
+  }));
+  /** Raises what a layer of the last foreign call recorded (see kiln_set_error). */
+  const checkError = () => {
+    const code = lib.takeError();
+    if (!code) return;
+    const l = erring.get(code), n = l && byName.get(l.node);
+    const where = n ? `${n.opType} '${n.name}'` : `layer ${code - 1}`;
+    const axis = n ? (n.attrs.axis?.value as number | undefined) ?? 0 : 0, dims = l?.inputDims[0];
+    throw new ExecutionError(`${where}: an index in '${n?.inputs[1] ?? 'indices'}' is out of range${dims ? ` for axis ${axis} of [${dims.join(', ')}] (valid: -${dims.at(axis)} to ${(dims.at(axis) ?? 0) - 1})` : ''}; the output rows it picks were zeroed.`, {
+      hint: 'Check the input ids against the table size (a tokenizer for another vocabulary?).',
+    });
+  };
   const invokeWhole = async (prog: BigInt64Array, n: number, work: number) => {
     lib.threads(threads);
     if (work < SYNC_WORK) lib.runChain(prog, n, true);
     else await lib.runChain(prog, n, false);
+    checkError();
   };
   return {
     replay(feeds, fetches) {
@@ -277,6 +294,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         if ('done' in p) return record(n, p.done);
         const { fn, args, nb, result, work } = p.call;
         await invoke(work, () => lib.callSync(fn, args, nb), () => lib.callAsync(fn, args, nb));
+        checkError();
         return record(n, result);
       };
       /** A Split inside a chain: its outputs from the pool, filled by strided copies in the library. */
@@ -442,6 +460,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           }
           await invoke(calls.reduce((a, c) => a + c.work, 0), () => void lib.runChain(prog, calls.length, true),
             () => lib.runChain(prog, calls.length, false) as Promise<void>);
+          checkError();
         }
         chainFreed.moveTo(pool);
         for (let j = 1; j < results.length; j++) pending.set(nodes[j], results[j]);
@@ -452,6 +471,16 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         if (ready) {
           pending.delete(n);
           return () => ready;
+        }
+        if (rec && isView(n) && !kernels.has(n)) {
+          // a view outside chains (an attention mask's Unsqueeze on a feed) relabels dims only: the recorded calls read
+          // its input's buffer, which the replay patches like any feed's
+          return (inputs) => {
+            const out = fallback(n, inputs);
+            const x = inputs[0];
+            if (!(x instanceof TensorData && out.length === 1 && out[0] instanceof TensorData && out[0].data === x.data)) rec.ok = false;
+            return record(n, out);
+          };
         }
         if (rec && !(chain && chains.has(n))) rec.ok = false;
         if (splits.has(n)) {

@@ -183,6 +183,31 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     }
   }, 60_000);
 
+  it('Gather (embedding rows by run-time ids, negative ids; a scalar index on axis 1) and Cast run natively; an id out of range is that node\'s error', async () => {
+    const b = new GraphBuilder('gathers');
+    const r = seededRandom(12);
+    const ids = b.input('ids', 'int64', ['n', 7]), mask = b.input('mask', 'int64', ['n', 7]);
+    const emb = b.op('Gather', [b.initializer('table', randomTensor(r, [20, 64], 1)), ids], {}, 'emb');
+    const m = b.op('Unsqueeze', [b.op('Cast', [mask], { to: 1 }, 'cast'), b.initializer('ax', new TensorData('int64', [1], BigInt64Array.of(2n)))], {}, 'unsq');
+    const h = b.op('MatMul', [b.op('Mul', [emb, m], {}, 'mul'), b.initializer('w', randomTensor(r, [64, 64], 0.2))], {}, 'mm');
+    const first = b.op('Gather', [h, b.initializer('i0', new TensorData('int64', [], BigInt64Array.of(0n)))], { axis: 1 }, 'first');
+    b.output(b.op('MatMul', [first, b.initializer('w2', randomTensor(r, [64, 5], 0.3))], {}, 'fc'));
+    const model = b.model(17);
+    const feedsAt = (n: number, bad = false) => ({
+      ids: new Tensor('int64', BigInt64Array.from({ length: n * 7 }, (_, k) => BigInt(bad && k === 3 ? 20 : (k * 7) % 23 - 3)), [n, 7]),
+      mask: new Tensor('int64', BigInt64Array.from({ length: n * 7 }, (_, k) => BigInt(k % 5 !== 4)), [n, 7]),
+    });
+    const plan = await build(model);
+    const native = new Set(nativeLayers(plan.bytes).map((l) => l.name));
+    for (const name of ['emb', 'cast', 'first']) expect(native.has(name), name).toBe(true);
+    for (const n of [1, 3]) expect(await compareWithReference(model, feedsAt(n), plan.bytes), `batch ${n}`).toBeLessThan(1e-4);
+    const engine = await Engine.load(plan, { intraOpNumThreads: 2 });
+    await expect(engine.createContext().run(feedsAt(2, true))).rejects.toThrow(/Gather 'emb': an index in 'ids' is out of range for axis 0 of \[20, 64\] \(valid: -20 to 19\)/);
+    // the error is taken once: the next run with good ids is right
+    expect(await engine.createContext().run(feedsAt(2))).toBeDefined();
+    engine.dispose();
+  }, 60_000);
+
   it('lone elementwise ops (a squeeze-excite broadcast Mul, Sub, Sigmoid, Max) run as native kernels and match the reference', async () => {
     const b = new GraphBuilder('lone');
     const r = seededRandom(6);

@@ -12,7 +12,7 @@ import { Tensor } from '../../../src/runtime/tensor.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { Replay } from '../../../src/backends/cpu/replay.js';
-import { tinyCnn, mobilenetV2, MOBILENET_SMALL } from '../../../bench/models/zoo.js';
+import { tinyCnn, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL } from '../../../bench/models/zoo.js';
 
 const hasCompiler = !!findCompiler();
 
@@ -21,9 +21,16 @@ function feedsFor(m: Model, batch: number, seed: number, at = 0): Record<string,
   const r = seededRandom(seed);
   const feeds: Record<string, Tensor> = {};
   for (const i of m.graph.inputs) {
-    if (m.graph.initializers.has(i.name)) continue;
-    const dims = (i.type.kind === 'tensor' ? i.type.shape ?? [] : []).map((d) => (typeof d === 'number' ? d : batch));
+    if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
+    // symbolic dims: the batch, or 16 positions for a sequence
+    const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 16 : batch));
     const n = dims.reduce((a, b) => a * b, 1);
+    if (i.type.dtype === 'int64') {
+      // token ids (the mask: ones with a few zeros), different every seed
+      const ids = new BigInt64Array(at + n + 7).map((_, k) => BigInt(i.name.includes('mask') ? Number(k % 6 !== 5) : Math.floor(r() * 20)));
+      feeds[i.name] = new Tensor('int64', ids.subarray(at, at + n), dims);
+      continue;
+    }
     const data = new Float32Array(at + n + 7).map(() => r() * 2 - 1).subarray(at, at + n);
     feeds[i.name] = new Tensor('float32', data, dims);
   }
@@ -32,7 +39,7 @@ function feedsFor(m: Model, batch: number, seed: number, at = 0): Record<string,
 
 /** Worst relative difference of a run's outputs to the reference executor on the same feeds. */
 function worstDiff(m: Model, feeds: Record<string, Tensor>, out: Record<string, unknown>): number {
-  const ref = executeGraph(m.graph, new Map(Object.entries(feeds).map(([k, v]) => [k, new TensorData('float32', v.dims, v.data as Float32Array)])), { opsets: m.opsets });
+  const ref = executeGraph(m.graph, new Map(Object.entries(feeds).map(([k, v]) => [k, new TensorData(v.type as 'float32', v.dims, v.data as Float32Array)])), { opsets: m.opsets });
   let worst = 0;
   for (const [k, v] of Object.entries(out)) {
     const t = v as Tensor, b = ref.get(k) as TensorData;
@@ -54,8 +61,10 @@ afterEach(() => {
 
 describe.skipIf(!hasCompiler)('replayed runs on the CPU', () => {
   it('replays from the third run of a shape; every run reads its own feeds, and outputs stay the caller\'s', async () => {
-    for (const [name, m] of [['tiny CNN', tinyCnn()], ['mobilenet-v2 (small)', mobilenetV2(MOBILENET_SMALL)]] as const) {
-      const engine = await Engine.load(await build(m), { intraOpNumThreads: 2 });
+    // BERT: token ids through the native Gather, the mask's Unsqueeze (a view of a feed) and Cast
+    for (const [name, m] of [['tiny CNN', tinyCnn()], ['mobilenet-v2 (small)', mobilenetV2(MOBILENET_SMALL)], ['bert (small)', bertBase(BERT_SMALL)]] as const) {
+      const shapes = Object.fromEntries(Object.entries(feedsFor(m, 2, 0)).map(([k, t]) => [k, [...t.dims]]));
+      const engine = await Engine.load(await build(m, { shapes }), { intraOpNumThreads: 2 });
       const ctx = engine.createContext();
       const binds = countReplays();
       const runs: [Record<string, Tensor>, Record<string, unknown>][] = [];

@@ -61,6 +61,7 @@ static inline void ktranspose16(vf *r) {
 typedef void (*task_fn)(void *arg, int task);
 void kiln_pool_run(task_fn fn, void *arg, int ntasks);
 int kiln_threads(void);
+void kiln_set_error(int64_t code);
 float *kiln_scratch(int slot, size_t floats);
 float *kiln_alloc(size_t floats);
 
@@ -316,6 +317,12 @@ KEXPORT void kiln_run_chain(const int64_t *prog, int n) {
       (void *)(intptr_t)r[5], (void *)(intptr_t)r[6], (void *)(intptr_t)r[7], (void *)(intptr_t)r[8], (int)r[9]);
   }
 }
+
+/* A layer that meets bad run-time data (a Gather index out of range) cannot throw: it records its layer's number
+   here and goes on; the runner takes it after the foreign call and raises the error for that layer. */
+static _Atomic int64_t kiln_err = 0;
+void kiln_set_error(int64_t code) { int64_t z = 0; atomic_compare_exchange_strong(&kiln_err, &z, code); }
+KEXPORT int64_t kiln_take_error(void) { return atomic_exchange(&kiln_err, 0); }
 
 /* One output of a Split inside a chain: rows of a strided source copied to a contiguous output. p holds int64
    {rows, run, source stride, source offset}, in floats; rows are spread over the pool when there is enough to copy. */

@@ -12,6 +12,8 @@ import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { Tensor } from '../../src/runtime/tensor.js';
 import type { Model } from '../../src/ir/graph.js';
+import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
+import { TensorData } from '../../src/ir/tensor.js';
 import type { CudaRunner } from '../../src/backends/cuda/runner.js';
 
 let failures = 0;
@@ -86,5 +88,115 @@ await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma-staged',
 await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma64');
 await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma-persistent-staged', 'fp16');
 await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma-persistent-staged', 'fp16');
+// kiln:QLayerNormalization (the GPU's 'quantize in layer norms' stage) against the unfused pair on the GPU, byte for
+// byte: x -> MatMul (fp16 in an fp16 build) -> LayerNormalization -> QuantizeLinear. A QuantizeLinear whose output is a
+// graph output is not fused, so the same graph with the quantized tensor as an output (not through DequantizeLinear)
+// runs the standalone QuantizeLinear kernel on the same fp16 norm output.
+async function lnCheck(rows: number, n: number, dtype: 'int8' | 'uint8', zp: number, precision: 'fp32' | 'fp16') {
+  const r = seededRandom(n + rows);
+  const make = (fused: boolean) => {
+    const b = new GraphBuilder('ln_q');
+    const x = b.input('x', 'float32', [rows, 64]);
+    const h = b.op('MatMul', [x, b.initializer('w', randomTensor(seededRandom(1), [64, n], 0.5))]);
+    const y = b.op('LayerNormalization', [h, b.initializer('g', randomTensor(seededRandom(2), [n], 1)), b.initializer('b', randomTensor(seededRandom(3), [n], 0.5))]);
+    const s = b.initializer('s', TensorData.scalar('float32', 0.019)), z = b.initializer('z', TensorData.scalar(dtype, zp));
+    const q = b.op('QuantizeLinear', [y, s, z]);
+    b.output(y, { kind: 'tensor', dtype: 'float32', shape: [rows, n] });
+    if (fused) b.output(b.op('Cast', [b.op('DequantizeLinear', [q, s, z])], { to: 1 }), { kind: 'tensor', dtype: 'float32', shape: [rows, n] });
+    else b.output(q, { kind: 'tensor', dtype, shape: [rows, n] });
+    return b.model(17);
+  };
+  const feeds = { x: new Tensor('float32', Float32Array.from({ length: rows * 64 }, () => r() * 2 - 1), [rows, 64]) };
+  const what = `layernorm+quantize ${rows}x${n} ${dtype} zp ${zp} [${precision}]`;
+  try {
+    const [fused, plain] = [await Engine.load(await build(make(true), { device: 'cuda', precision })), await Engine.load(await build(make(false), { device: 'cuda', precision }))];
+    const ops = (e: Engine) => (e.header.layers as { opType?: string }[]).map((l) => l.opType);
+    const [a, b] = [await fused.createContext().run(feeds), await plain.createContext().run(feeds)];
+    const names = Object.keys(a);
+    const deq = (a[names[1]] as Tensor).data as Float32Array, qv = (b[Object.keys(b)[1]] as Tensor).data as Int8Array | Uint8Array;
+    let bad = 0;
+    for (let i = 0; i < qv.length; i++) if (deq[i] !== Math.fround((qv[i] - zp) * Math.fround(0.019))) bad++;
+    const ya = (a[names[0]] as Tensor).data as Float32Array, yb = (b[Object.keys(b)[0]] as Tensor).data as Float32Array;
+    const ySame = ya.every((v, i) => v === yb[i]);
+    report(bad === 0 && ySame && ops(fused).includes('QLayerNormalization') && !ops(plain).includes('QLayerNormalization'),
+      `${what}: fused ${JSON.stringify(ops(fused))} vs unfused: ${bad} quantized values differ, norm output ${ySame ? 'identical' : 'DIFFERS'}`);
+    fused.dispose(); plain.dispose();
+  } catch (e) {
+    report(false, `${what}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+  }
+}
+// kiln:QMatMul with `heads` (BERT's Q/K/V written head-split by the staged wgmma epilogue) against the same model with
+// the direct wgmma route forced, which writes the plain [M, N] result and splits it with headSplitKernel: both are
+// exact integer GEMMs with the same epilogue arithmetic, so every output must be bit-identical.
+async function headsCheck() {
+  const m = bertBase(BERT_SMALL);
+  const data = randomCalibrationData(m.graph, 2, { seed: 9 });
+  const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
+  const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), batchSize: 4 });
+  const feeds: Record<string, Tensor> = {};
+  for (const [k, t] of data) feeds[k] = new Tensor(t.dtype as 'float32', t.data as Float32Array, [...t.dims]);
+  const run = async (env?: string) => {
+    if (env) process.env.KILN_QGEMM = env;
+    try {
+      const e = await Engine.load(await build(q, { device: 'cuda', precision: 'fp16', shapes }));
+      const heads = (e.header.layers as { opType?: string; outputs?: unknown[] }[]).filter((l) => l.opType === 'QMatMul' && (l.outputs?.length ?? 0) === 3).length;
+      const out = await e.createContext().run(feeds);
+      e.dispose();
+      return { heads, out: Object.values(out).map((t) => (t as Tensor).data as Float32Array) };
+    } finally {
+      delete process.env.KILN_QGEMM;
+    }
+  };
+  try {
+    const [a, b] = [await run(), await run('wgmma')];
+    let diff = 0;
+    a.out.forEach((x, i) => x.forEach((v, k) => { if (v !== b.out[i][k]) diff++; }));
+    report(a.heads > 0 && a.heads === b.heads && diff === 0, `bert-small int8 [fp16 build] head-split QMatMuls (${a.heads}): staged epilogue vs wgmma + headSplitKernel: ${diff} output values differ`);
+  } catch (e) {
+    report(false, `bert-small head split: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+  }
+}
+await headsCheck();
+
+// kiln:QTranspose (attention's output back to [B, S, H * D], quantized as it moves) against Transpose + QuantizeLinear
+// on the GPU, byte for byte (a QuantizeLinear whose output is a graph output is not fused): x -> MatMul ->
+// Reshape [B, S, H, D] -> Transpose (0,2,1,3) -> Reshape [B, S, H * D] -> QuantizeLinear.
+async function qtCheck(B: number, S: number, H: number, D: number, dtype: 'int8' | 'uint8', zp: number, precision: 'fp32' | 'fp16') {
+  const r = seededRandom(B * S + D);
+  const make = (fused: boolean) => {
+    const b = new GraphBuilder('qt');
+    const x = b.input('x', 'float32', [B, S, 64]);
+    const h = b.op('Reshape', [b.op('MatMul', [x, b.initializer('w', randomTensor(seededRandom(4), [64, S * H * D / S], 0.5))]), b.initializer('s4', TensorData.fromBigInts('int64', [4], [B, S, H, D].map(BigInt)))]);
+    const t = b.op('Reshape', [b.op('Transpose', [h], { perm: [0, 2, 1, 3] }), b.initializer('s3', TensorData.fromBigInts('int64', [3], [B, H, S * D].map(BigInt)))]);
+    const s = b.initializer('s', TensorData.scalar('float32', 0.017)), z = b.initializer('z', TensorData.scalar(dtype, zp));
+    const q = b.op('QuantizeLinear', [t, s, z]);
+    if (fused) b.output(b.op('DequantizeLinear', [q, s, z]), { kind: 'tensor', dtype: 'float32', shape: [B, H, S * D] });
+    else b.output(q, { kind: 'tensor', dtype, shape: [B, H, S * D] });
+    return b.model(17);
+  };
+  const feeds = { x: new Tensor('float32', Float32Array.from({ length: B * S * 64 }, () => r() * 2 - 1), [B, S, 64]) };
+  const what = `transpose+quantize [${B},${H},${S},${D}] (0,2,1,3) ${dtype} zp ${zp} [${precision}]`;
+  try {
+    const [fused, plain] = [await Engine.load(await build(make(true), { device: 'cuda', precision })), await Engine.load(await build(make(false), { device: 'cuda', precision }))];
+    const ops = (e: Engine) => (e.header.layers as { opType?: string }[]).map((l) => l.opType);
+    const [a, b] = [await fused.createContext().run(feeds), await plain.createContext().run(feeds)];
+    const deq = (Object.values(a)[0] as Tensor).data as Float32Array, qv = (Object.values(b)[0] as Tensor).data as Int8Array | Uint8Array;
+    let bad = 0;
+    for (let i = 0; i < qv.length; i++) if (deq[i] !== Math.fround((qv[i] - zp) * Math.fround(0.017))) bad++;
+    report(bad === 0 && ops(fused).includes('QTranspose') && !ops(plain).includes('QTranspose'), `${what}: fused ${JSON.stringify(ops(fused))} vs unfused: ${bad} of ${qv.length} quantized values differ`);
+    fused.dispose(); plain.dispose();
+  } catch (e) {
+    report(false, `${what}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+  }
+}
+for (const precision of ['fp16', 'fp32'] as const) {
+  await qtCheck(8, 128, 12, 64, 'int8', 0, precision);
+  await qtCheck(2, 5, 3, 6, 'uint8', 113, precision);
+}
+for (const precision of ['fp16', 'fp32'] as const) {
+  await lnCheck(1024, 768, 'int8', 0, precision);
+  await lnCheck(37, 100, 'uint8', 117, precision);
+  await lnCheck(16, 3072, 'int8', -5, precision);
+}
 console.log(`quant checks: ${failures} failure(s)`);
 process.exit(failures ? 1 : 0);

@@ -23,6 +23,12 @@ const quantAttrs = {
 /** QConv's second output (a float output other layers read too): the first output, as stored, quantized like this */
 const secondOutputAttrs = { y2_dtype: attr.string(''), y2_scale: attr.float(1), y2_zero_point: attr.int(0) };
 const epilogueAttrs = { activation: attr.string(''), activation_params: attr.floats([]) };
+/**
+ * QMatMul on X [B, S, K] with `heads` = H > 0: the [B, S, N] result is split along N into one output per node output
+ * (equal widths W = N / outputs), each as [B, H, S, W / H] (reshaped to heads, heads before positions): attention's
+ * Q, K and V written where its batched GEMMs read them, instead of a Split and three Transposes after the GEMM
+ */
+const headAttrs = { heads: attr.int(0) };
 
 interface QuantAttrs {
   x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number;
@@ -50,7 +56,7 @@ function requantize(y: TensorData, a: QuantAttrs): TensorData {
 /** Attributes of `node` other than the quantization ones (what the float layer takes). */
 function floatAttrs(node: Node): Record<string, AttrValue> {
   const out: Record<string, AttrValue> = {};
-  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs) && !(k in secondOutputAttrs)) out[k] = v;
+  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs) && !(k in secondOutputAttrs) && !(k in headAttrs)) out[k] = v;
   return out;
 }
 
@@ -106,15 +112,91 @@ const QConv = defineOp({
   run: (ctx) => runAsFloat(ctx, 'FusedConv', () => 0),
 });
 
+/** The head-split outputs of a QMatMul with `heads` (see headAttrs), from its [B, S, N] result. */
+function splitHeads(y: TensorData, parts: number, H: number): TensorData[] {
+  const [B, S, N] = y.dims, W = N / parts, D = W / H;
+  const src = y.data as Float32Array;
+  return Array.from({ length: parts }, (_, j) => {
+    const dst = new (src.constructor as Float32ArrayConstructor)(B * S * W);
+    for (let b = 0; b < B; b++) for (let s = 0; s < S; s++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) {
+      dst[((b * H + h) * S + s) * D + d] = src[(b * S + s) * N + j * W + h * D + d];
+    }
+    return new TensorData(y.dtype, [B, H, S, D], dst as never);
+  });
+}
+
+function checkHeads(node: Node, dims: readonly unknown[] | undefined, N: number | undefined, H: number): void {
+  const parts = node.outputs.length, W = N !== undefined ? N / parts : undefined;
+  if ((dims && dims.length !== 3) || (W !== undefined && (!Number.isInteger(W) || W % H !== 0))) {
+    throw new Error(`QMatMul '${node.name}': heads = ${H} needs X [B, S, K] and N (${N}) divisible into ${parts} outputs of whole heads`);
+  }
+}
+
 /** MatMul/Gemm on a quantized activation with a constant 2-D int8 weight (scales along its output axis). */
 const QMatMul = defineOp({
   name: 'QMatMul', domain: KILN_DOMAIN, versions: [1],
-  attrs: { transB: attr.int(0), gemm: attr.int(0), ...epilogueAttrs, ...quantAttrs },
-  inputs: [2, 4], outputs: [1, 1],
-  doc: 'y = quantize?(act(dq(x_q) @ (W_q * w_scales) + b + residual))',
-  infer: (ctx) => inferAs('FusedMatMul', ctx),
-  run: (ctx) => runAsFloat(ctx, 'FusedMatMul', (wq) => (ctx.attrs.transB ? 0 : wq.rank - 1)),
+  attrs: { transB: attr.int(0), gemm: attr.int(0), ...epilogueAttrs, ...quantAttrs, ...headAttrs },
+  inputs: [2, 4], outputs: [1, 3],
+  doc: 'y = quantize?(act(dq(x_q) @ (W_q * w_scales) + b + residual)); with heads: y split along N into [B, H, S, D] outputs',
+  infer: (ctx) => {
+    const [y] = inferAs('FusedMatMul', ctx);
+    const H = ctx.attrs.heads as number;
+    if (!H) return [y];
+    const shape = y.kind === 'tensor' ? y.shape : undefined;
+    const N = typeof shape?.[2] === 'number' ? shape[2] : undefined, parts = ctx.node.outputs.length;
+    checkHeads(ctx.node, shape, N, H);
+    const out = (): ValueType => (y.kind === 'tensor' ? { ...y, shape: shape && N !== undefined ? [shape[0], H, shape[1], N / parts / H] : undefined } : y);
+    return Array.from({ length: parts }, out);
+  },
+  run: (ctx) => {
+    const [y] = runAsFloat(ctx, 'FusedMatMul', (wq) => (ctx.attrs.transB ? 0 : wq.rank - 1));
+    const H = ctx.attrs.heads as number;
+    if (!H) return [y];
+    checkHeads(ctx.node, y.dims, y.dims[2], H);
+    return splitHeads(y, ctx.node.outputs.length, H);
+  },
 });
 
-const ops: OpDef<any>[] = [QConv, QMatMul];
+/**
+ * LayerNormalization (opset 17) whose output is also read quantized: Y as LayerNormalization writes it, and Y2 = Y as
+ * stored, quantized per tensor (what a QuantizeLinear reading Y computes), so the GPU writes both in one pass.
+ */
+const QLayerNormalization = defineOp({
+  name: 'QLayerNormalization', domain: KILN_DOMAIN, versions: [1],
+  attrs: { axis: attr.int(-1), epsilon: attr.float(1e-5), stash_type: attr.int(1), ...secondOutputAttrs },
+  inputs: [2, 3], outputs: [2, 2],
+  doc: 'y = LayerNormalization(x, scale, b); y2 = quantize(y)',
+  infer: (ctx) => {
+    const ln = lookupOp('', 'LayerNormalization')!;
+    const node = { ...ctx.node, domain: '', opType: 'LayerNormalization', attrs: floatAttrs(ctx.node), outputs: ctx.node.outputs.slice(0, 1) };
+    const [y] = ln.infer!({ ...ctx, node, opset: 17, numOutputs: 1, attrs: { axis: ctx.attrs.axis, epsilon: ctx.attrs.epsilon, stash_type: ctx.attrs.stash_type } });
+    return [y, y.kind === 'tensor' ? { ...y, dtype: ctx.attrs.y2_dtype as DType } : y];
+  },
+  run: (ctx) => {
+    const a = ctx.attrs as unknown as QuantAttrs;
+    const [y] = callKernel(ctx.node, '', 'LayerNormalization', 17, ctx.inputs, floatAttrs(ctx.node), 1) as TensorData[];
+    return [y, requantize(asF32(y)!, { ...a, y_dtype: a.y2_dtype, y_scale: a.y2_scale, y_zero_point: a.y2_zero_point })];
+  },
+});
+
+/** Transpose whose output is read quantized: y = QuantizeLinear(Transpose(x, perm)) per tensor, in one pass on the GPU. */
+const QTranspose = defineOp({
+  name: 'QTranspose', domain: KILN_DOMAIN, versions: [1],
+  attrs: { perm: attr.ints(), y_dtype: attr.string('int8'), y_scale: attr.float(1), y_zero_point: attr.int(0) },
+  inputs: [1, 1], outputs: [1, 1],
+  doc: 'y = quantize(transpose(x, perm))',
+  infer: (ctx) => {
+    const tr = lookupOp('', 'Transpose')!;
+    const node = { ...ctx.node, domain: '', opType: 'Transpose', attrs: { perm: ctx.node.attrs.perm } };
+    const [y] = tr.infer!({ ...ctx, node, opset: 13, attrs: { perm: ctx.attrs.perm } });
+    return [y.kind === 'tensor' ? { ...y, dtype: ctx.attrs.y_dtype as DType } : y];
+  },
+  run: (ctx) => {
+    const a = ctx.attrs as unknown as QuantAttrs;
+    const [t] = callKernel(ctx.node, '', 'Transpose', 13, ctx.inputs, { perm: ctx.node.attrs.perm }) as TensorData[];
+    return [requantize(asF32(t)!, a)];
+  },
+});
+
+const ops: OpDef<any>[] = [QConv, QMatMul, QLayerNormalization, QTranspose];
 export default ops;

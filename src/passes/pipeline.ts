@@ -11,7 +11,10 @@ import {
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
 import { convsToNHWC } from './layout.js';
-import { foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeTranspose, quantizeInEpilogue, requantizeFp8Outputs, requantizeOutputs } from './quantized.js';
+import {
+  foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
+  quantizeTransposes, requantizeOutputs, splitHeadsInQMatMul,
+} from './quantized.js';
 
 export interface Stage {
   name: string;
@@ -58,6 +61,9 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
       { name: 'eliminate common subexpressions (layout)', run: eliminateCommonSubexpressions },
       { name: 'cancel transposes', run: removeNoOps },
       { name: 'quantize in layer epilogues', run: quantizeInEpilogue },
+      { name: 'quantize in layer norms', run: quantizeLayerNormOutputs },
+      { name: 'split heads in quantized matmuls', run: splitHeadsInQMatMul },
+      { name: 'quantize in transposes', run: quantizeTransposes },
     ] : []),
     { name: 'eliminate dead code (final)', run: eliminateDeadCode },
     { name: 'infer shapes (final)', run: reinfer(inputShapes) },

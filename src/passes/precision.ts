@@ -13,6 +13,13 @@ import { KilnError } from '../ir/errors.js';
 export type Precision = 'fp32' | 'tf32' | 'fp16' | 'bf16' | 'strongly-typed';
 export type LayerPrecision = 'fp32' | 'fp16' | 'bf16';
 
+/**
+ * LayerNormalization with fp32 statistics (stash_type 1, as the kernels compute it) reading and writing fp16, in
+ * fp16 builds only and only where its input already is fp16: no cast is added in front, and the two passes that
+ * converted a GEMM's fp16 output to fp32 and the norm's output back (BERT: 50 of them) go. Scale and bias stay fp32.
+ */
+const NORMS = ['LayerNormalization', 'kiln:LayerNormalization', 'kiln:QLayerNormalization'];
+
 /** Ops that may run in fp16/bf16 (their float inputs and outputs all switch type together). */
 const REDUCED_OK = new Set([
   'kiln:FusedConv', 'kiln:FusedMatMul', 'kiln:Attention', 'kiln:Elementwise', 'kiln:Gelu', 'kiln:Split',
@@ -22,16 +29,16 @@ const REDUCED_OK = new Set([
   'Expand', 'Tile', 'Where', 'DepthToSpace', 'SpaceToDepth', 'Gelu',
   // quantized layers (fp16 builds only, see FP16_ONLY): 8-bit operands either way; reduced here means fp16 bias,
   // residual and float output, so the float tensors between quantized layers (residual streams) are half the bytes
-  'kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear',
+  'kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear', 'kiln:QTranspose', ...NORMS,
 ]);
 /** Reduced only to fp16 (the quantized kernels read and write fp16 beside float32; a bf16 build keeps them fp32). */
-const FP16_ONLY = new Set(['kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear']);
+const FP16_ONLY = new Set(['kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear', 'kiln:QTranspose', ...NORMS]);
 
 const key = (n: Node) => (n.domain === KILN_DOMAIN ? `kiln:${n.opType}` : n.opType);
 
 /** Inputs that stay fp32 even when their layer runs reduced (attention masks hold -1e4..-3.4e38 fill values; a
  * quantization scale is exact in fp32 only). */
-const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3], QuantizeLinear: [1] };
+const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3], QuantizeLinear: [1], ...Object.fromEntries(NORMS.map((k) => [k, [1, 2]])) };
 
 /** Largest finite value of each reduced type: layers whose constants exceed it stay fp32. */
 const RANGE: Record<string, number> = { float16: 65504, bfloat16: 3.39e38 };
@@ -107,9 +114,11 @@ export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, Lay
     const floatIn = n.inputs.map((i) => !!i && (typeOf(i) === 'float32'));
     const keep32 = FP32_INPUTS[key(n)] ?? [];
     // QuantizeLinear reads its input in whichever float type it comes (a cast before it would only cost a pass)
-    const asIs = key(n) === 'QuantizeLinear' && !pin && !current.has(n.inputs[0]);
+    const asIs = (key(n) === 'QuantizeLinear' || key(n) === 'kiln:QTranspose') && !pin && !current.has(n.inputs[0]);
+    // a norm goes reduced only on a reduced input, and not with its Mean / InvStdDev outputs (stash_type's type)
+    const normStays = NORMS.includes(key(n)) && !pin && (!current.has(n.inputs[0]) || (key(n) !== 'kiln:QLayerNormalization' && n.outputs.slice(1).some(Boolean)));
     const typeOk = !FP16_ONLY.has(key(n)) || wantType === 'float16';
-    const runsLow = want !== 'fp32' && !asIs && typeOk && REDUCED_OK.has(key(n)) && floatIn.some(Boolean) && (!!pin || constantsFit(g, n, wantType));
+    const runsLow = want !== 'fp32' && !asIs && !normStays && typeOk && REDUCED_OK.has(key(n)) && floatIn.some(Boolean) && (!!pin || constantsFit(g, n, wantType));
     result.set(n, runsLow ? want : 'fp32');
     n.inputs = n.inputs.map((i, k) => {
       if (!i) return i;

@@ -317,3 +317,112 @@ export function quantizeInEpilogue(v: GraphView): number {
   if (n) v.reindex();
   return n;
 }
+
+/**
+ * QuantizeLinear (per tensor, int8/uint8, saturating) reading a LayerNormalization's output -> kiln:QLayerNormalization,
+ * whose second output is the first as stored, quantized: the norm's one pass writes both, instead of a separate
+ * QuantizeLinear re-reading the float tensor (BERT: each block's two LayerNorms feed a residual and, quantized, the
+ * next GEMMs). Runs with the layout stages (GPU builds); the CPU keeps the pair, which its own kernels run natively.
+ */
+export function quantizeLayerNormOutputs(v: GraphView): number {
+  let n = 0;
+  for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
+    const ln = v.producer(ql.inputs[0]);
+    if (!ln || ln.opType !== 'LayerNormalization' || (ln.domain !== '' && ln.domain !== KILN_DOMAIN) || ln.outputs.slice(1).some(Boolean)) continue;
+    const p = perTensor(v, ql);
+    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
+    const od = attrOf<number>(ql, 'output_dtype', 0);
+    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
+    if (!p || (dtype !== 'int8' && dtype !== 'uint8') || attrOf(ql, 'saturate', 1) !== 1 || v.isGraphOutput(ql.outputs[0])) continue;
+    ln.opType = 'QLayerNormalization';
+    ln.domain = KILN_DOMAIN;
+    ln.attrs = { ...ln.attrs, y2_dtype: str(dtype), y2_scale: float(p.scale), y2_zero_point: int(p.zeroPoint) };
+    ln.outputs = [ln.outputs[0], ql.outputs[0]];
+    v.removeNodes([ql]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}
+
+/**
+ * A merged Q/K/V kiln:QMatMul (float output, X [B, S, K]) read only by a Split along N into equal parts, each part
+ * Reshaped to [B, S, H, D] and Transposed to [B, H, S, D] (perm 0,2,1,3), or to [B, H, D, S] (perm 0,2,3,1) when that
+ * is the K operand of a kiln:Attention with k_transposed (which then reads [B, H, S, D] with k_transposed 0) ->
+ * the QMatMul with `heads` = H and one output per part: its epilogue writes each part where attention reads it, in
+ * place of the Split's and the Transposes' copies. Runs with the layout stages (GPU builds).
+ */
+export function splitHeadsInQMatMul(v: GraphView): number {
+  let n = 0;
+  const dims = (name: string) => { const t = v.type(name); return t?.kind === 'tensor' && t.shape?.every((d) => typeof d === 'number') ? t.shape as number[] : undefined; };
+  for (const m of [...v.graph.nodes]) {
+    if (m.domain !== KILN_DOMAIN || m.opType !== 'QMatMul' || m.outputs.length !== 1 || attrOf(m, 'heads', 0) || attrOf(m, 'y_dtype', '') || m.inputs[3]) continue;
+    const x = dims(m.inputs[0]), w = v.constant(m.inputs[1]);
+    const split = v.singleUse(m.outputs[0]) && !v.isGraphOutput(m.outputs[0]) ? v.consumers(m.outputs[0])[0] : undefined;
+    if (!x || !w || w.rank !== 2 || x.length !== 3 || !split || split.opType !== 'Split' || split.inputs[0] !== m.outputs[0]) continue;
+    const axis = attrOf<number>(split, 'axis', 0), parts = split.outputs.length, N = w.dims[attrOf(m, 'transB', 0) ? 0 : 1];
+    if ((axis !== -1 && axis !== 2) || parts < 2 || parts > 3 || N % parts !== 0) continue;
+    const sizes = split.inputs[1] ? v.constant(split.inputs[1])?.toFloat64() : undefined;
+    if (split.inputs[1] && (!sizes || sizes.some((s) => s !== N / parts))) continue;
+    // each part: Reshape [B, S, H, D] -> Transpose, read by nothing else
+    const chains = split.outputs.map((o) => {
+      const r = o && v.singleUse(o) && !v.isGraphOutput(o) ? v.consumers(o)[0] : undefined;
+      const rd = r && r.opType === 'Reshape' && r.domain === '' && r.inputs[0] === o ? dims(r.outputs[0]) : undefined;
+      const t = rd && v.singleUse(r!.outputs[0]) && !v.isGraphOutput(r!.outputs[0]) ? v.consumers(r!.outputs[0])[0] : undefined;
+      if (!rd || !t || t.opType !== 'Transpose' || t.domain !== '' || rd.length !== 4 || rd[0] !== x[0] || rd[1] !== x[1] || rd[2] * rd[3] !== N / parts) return undefined;
+      const perm = attrOf<number[]>(t, 'perm', []).join(',');
+      const reader = v.singleUse(t.outputs[0]) && !v.isGraphOutput(t.outputs[0]) ? v.consumers(t.outputs[0])[0] : undefined;
+      const kOperand = perm === '0,2,3,1' && reader?.domain === KILN_DOMAIN && reader.opType === 'Attention' && reader.inputs[1] === t.outputs[0] && reader.inputs[0] !== t.outputs[0] && reader.inputs[2] !== t.outputs[0] && attrOf<number>(reader, 'k_transposed', 0) === 1;
+      return perm === '0,2,1,3' || kOperand ? { r: r!, t, H: rd[2], attention: kOperand ? reader! : undefined } : undefined;
+    });
+    if (chains.some((c) => !c) || chains.some((c) => c!.H !== chains[0]!.H)) continue;
+    m.attrs = { ...m.attrs, heads: int(chains[0]!.H) };
+    m.outputs = chains.map((c) => c!.t.outputs[0]);
+    for (const c of chains) if (c!.attention) c!.attention.attrs = { ...c!.attention.attrs, k_transposed: int(0) };
+    v.removeNodes([split, ...chains.flatMap((c) => [c!.r, c!.t])]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}
+
+/**
+ * QuantizeLinear (per tensor, int8/uint8, saturating) next to a Transpose that keeps the innermost axis in place ->
+ * kiln:QTranspose, quantizing as it permutes: one pass over the float tensor instead of two. Either order: Transpose
+ * [-> Reshape] -> QuantizeLinear (BERT: attention's output back to [B, S, H * D] for the output projection; the Reshape
+ * then moves to the 8-bit tensor), or QuantizeLinear -> Transpose (where 'quantize before transposes' put it). Perms
+ * that move the innermost axis are left alone: element-wise, their reads would not coalesce (the plain Transpose
+ * kernel tiles through shared memory). Runs with the layout stages (GPU builds).
+ */
+export function quantizeTransposes(v: GraphView): number {
+  let n = 0;
+  const only = (name: string) => (v.singleUse(name) && !v.isGraphOutput(name) ? v.consumers(name)[0] : undefined);
+  const innerKept = (t: Node) => { const p = attrOf<number[]>(t, 'perm', []); return p.length > 0 && p[p.length - 1] === p.length - 1; };
+  for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
+    const r = v.producer(ql.inputs[0]);
+    const reshape = r && r.opType === 'Reshape' && r.domain === '' && only(r.outputs[0]) === ql ? r : undefined;
+    const before = v.producer(reshape ? reshape.inputs[0] : ql.inputs[0]);
+    const after = only(ql.outputs[0]);
+    const t = before && before.opType === 'Transpose' && before.domain === '' && only(before.outputs[0]) === (reshape ?? ql) ? before
+      : after && after.opType === 'Transpose' && after.domain === '' ? after : undefined;
+    if (!t || !innerKept(t)) continue;
+    const p = perTensor(v, ql);
+    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
+    const od = attrOf<number>(ql, 'output_dtype', 0);
+    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
+    if (!p || (dtype !== 'int8' && dtype !== 'uint8') || attrOf(ql, 'saturate', 1) !== 1 || v.isGraphOutput(ql.outputs[0])) continue;
+    const attrs = { ...t.attrs, y_dtype: str(dtype), y_scale: float(p.scale), y_zero_point: int(p.zeroPoint) };
+    if (t === after) {
+      v.insertNode({ name: t.name, opType: 'QTranspose', domain: KILN_DOMAIN, inputs: [ql.inputs[0]], outputs: [...t.outputs], attrs }, ql);
+      v.removeNodes([ql, t]);
+    } else {
+      const q = reshape ? v.fresh(`${t.outputs[0]}_q`) : ql.outputs[0];
+      v.insertNode({ name: t.name, opType: 'QTranspose', domain: KILN_DOMAIN, inputs: [t.inputs[0]], outputs: [q], attrs }, t);
+      if (reshape) v.insertNode({ ...reshape, inputs: [q, ...reshape.inputs.slice(1)], outputs: [ql.outputs[0]] }, ql);
+      v.removeNodes([t, ql, ...(reshape ? [reshape] : [])]);
+    }
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}

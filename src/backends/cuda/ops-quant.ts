@@ -16,7 +16,7 @@ import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
 import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
 import { gemmChoices, prepareQuantGemm, timeOnStream, tuning, usedChoices } from './ffi/cublaslt.js';
-import { dequantizeKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
+import { dequantizeKernel, headSplitKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, quantizeTransposeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
 
 type Factory = (c: ImplContext) => GpuImpl | undefined;
@@ -74,8 +74,8 @@ function outStore(c: ImplContext, dtype: DType): QStore {
 }
 
 /** The pointer list of a quantized kernel: activation, weight, scale/offset, residual, output(s). */
-const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number, out2: number) =>
-  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? (p.index ? out2 : out) : p.index === 0 ? x : p.index === 1 ? w : res));
+const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number, out2: number, out3 = 0) =>
+  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? [out, out2, out3][p.index] : p.index === 0 ? x : p.index === 1 ? w : res));
 
 /** kiln:QConv in NHWC (after the layout pass): implicit-im2col GEMM, or an explicit im2col for odd channel counts. */
 const qconv = (h: QuantHelpers): Factory => (c) => {
@@ -139,7 +139,8 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
 };
 
 interface LayerGemm {
-  run(x: number, w: number, res: number, out: number, stream: unknown, out2?: number): void;
+  /** out2: the second output, or with a head split the second and third (out3) column groups' outputs */
+  run(x: number, w: number, res: number, out: number, stream: unknown, out2?: number, out3?: number): void;
   destroy(): void;
 }
 type Candidate = LayerGemm & { ready(): void; kernels: KernelSource[] };
@@ -160,7 +161,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
     return {
       kernels: [k],
       ready: () => { c.dev.kernel(k); },
-      run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2), stream),
+      run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0, out3 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2, out3), stream),
       destroy: () => undefined,
     };
   };
@@ -179,7 +180,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
       destroy: () => gemm.destroy(),
     };
   };
-  const libOk = !!lt && !args.out2 && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
+  const libOk = !!lt && !args.out2 && !args.heads && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
   // Hopper's warpgroup MMA (sm_90a): integer operands only unless forced (its fp8 accumulation is less precise than
   // mma.sync's, codegen/quant-wgmma.ts). With the staged epilogue (N % 8 == 0) the candidates are the staged tiles 128x64,
   // 64x64 and 64x32 (short M: more blocks) and 128x128, and cuBLASLt: since the epilogue left the conversion pipes
@@ -192,17 +193,19 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const staged = (BM: number, BN: number, occupancy?: number) => () => fused({ BM, BN }, false, true, { staged: true, occupancy });
   const wgs = [staged(128, 64, 3), staged(64, 64, 4), staged(64, 32, 4), staged(128, 128)];
   const libs = libOk ? [lib] : [];
+  // a head split is written by the staged epilogue only (qmatmul routes other cases through headSplitKernel)
+  if (args.heads && !stagedOk) throw new Error(`layer '${c.node.name}': a head split needs the staged wgmma epilogue`);
   const timed = stagedOk ? [...wgs, ...libs]
     : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...libs, ...(wgOk ? [wgDirect(64), wgDirect(128)] : [])];
   const forced: Record<string, (() => Candidate) | false> = {
-    cublaslt: libOk && lib, fused: () => fused(def), wgmma: wgOk && wgDirect(N > 64 ? 128 : 64),
+    cublaslt: libOk && lib, fused: !args.heads && (() => fused(def)), wgmma: !args.heads && wgOk && wgDirect(N > 64 ? 128 : 64),
     'wgmma-staged': stagedOk && (N > 64 ? wgs[3] : wgs[0]), wgmma64: stagedOk && wgs[1],
     'wgmma-persistent-staged': stagedOk && (() => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })),
   };
   const makers = force && forced[force] ? [forced[force] as () => Candidate] : timed;
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
   // set falls back to the default candidate instead of running whichever kernel now has its index
-  const key = `qgemm|c5|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}`;
+  const key = `qgemm|c5|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}`;
   const made = new Map<number, Candidate>();
   const get = (i: number): Candidate => {
     let m = made.get(i);
@@ -217,13 +220,13 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   if (choice >= 0) get(choice);
   else c.dev.prefetch(makers.flatMap((mk, i) => { try { made.set(i, mk()); return made.get(i)!.kernels; } catch { return []; } })); // compiled concurrently, readied when timed
   return {
-    run(x, w, res, out, stream, out2) {
+    run(x, w, res, out, stream, out2, out3) {
       if (choice < 0) {
         const times = makers.map((_, i) => {
           try {
             const m = get(i);
             m.ready();
-            return timeOnStream(() => m.run(x, w, res, out, stream, out2), stream, 5);
+            return timeOnStream(() => m.run(x, w, res, out, stream, out2, out3), stream, 5);
           } catch {
             return Infinity; // e.g. cuBLASLt has no algorithm for this shape: not a candidate
           }
@@ -232,7 +235,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
         gemmChoices.set(key, choice);
       }
       if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
-      get(choice).run(x, w, res, out, stream, out2);
+      get(choice).run(x, w, res, out, stream, out2, out3);
     },
     destroy() {
       for (const m of made.values()) m.destroy();
@@ -240,14 +243,19 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   };
 }
 
-/** kiln:QMatMul: X[.., K] @ W (constant [K, N], or [N, K] with transB), one GEMM over all leading rows. */
+/**
+ * kiln:QMatMul: X[.., K] @ W (constant [K, N], or [N, K] with transB), one GEMM over all leading rows. With `heads`
+ * (X [B, S, K]; Q, K and V of attention), the staged wgmma epilogue writes each column group as [B, H, S, D]; where
+ * that epilogue is not the route (other GPUs, odd shapes, forced tactics) the plain result goes through headSplitKernel.
+ */
 const qmatmul = (h: QuantHelpers): Factory => (c) => {
-  const a = c.attrs as QAttrs & { transB?: number };
+  const a = c.attrs as QAttrs & { transB?: number; heads?: number };
   const [X, Wt, B, R] = c.inputs;
   if (!X || !Wt?.constant || Wt.dims.length !== 2 || X.dims.length < 2) return undefined;
   const op = OPERAND[X.dtype];
   if (!op || Wt.dtype !== (op === 'fp8' ? 'float8e4m3fn' : 'int8')) return undefined;
-  const [out] = h.inferOutputs(c);
+  const outs = h.inferOutputs(c), [out] = outs;
+  if (a.heads) return headSplit(c, h, a, outs);
   const K = X.dims[X.dims.length - 1], rows = prod(X.dims.slice(0, -1));
   const N = a.transB ? Wt.dims[0] : Wt.dims[1];
   if ((a.transB ? Wt.dims[1] : Wt.dims[0]) !== K || K % 16 !== 0) throw new Error(`${c.node.name}: QMatMul on the GPU needs K % 16 == 0 (K = ${K})`);
@@ -281,6 +289,51 @@ const qmatmul = (h: QuantHelpers): Factory => (c) => {
   };
 };
 
+/** kiln:QMatMul with `heads`: the head-split outputs from the staged epilogue, or the plain GEMM + headSplitKernel. */
+function headSplit(c: ImplContext, h: QuantHelpers, a: QAttrs & { transB?: number; heads?: number }, outs: { dtype: DType; dims: number[] }[]): GpuImpl | undefined {
+  const [X, Wt, B] = c.inputs;
+  const [Bn, H, S, D] = outs[0].dims, parts = outs.length;
+  const store = outs[0].dtype;
+  if (X!.dims.length !== 3 || (store !== 'float16' && store !== 'float32') || c.inputs[3] || a.y_dtype) return undefined;
+  const K = X!.dims[2], M = Bn * S, N = parts * H * D;
+  if ((a.transB ? Wt!.dims[1] : Wt!.dims[0]) !== K || K % 16 !== 0 || (B && (prod(B.dims) !== N || !B.constant))) return undefined;
+  const src = weightBytes(Wt!.constant!);
+  let wt = src;
+  if (!a.transB) {
+    wt = new Uint8Array(N * K);
+    for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) wt[n * K + k] = src[k * N + n];
+  }
+  const op = OPERAND[X!.dtype]!;
+  const force = process.env.KILN_QGEMM;
+  const inEpilogue = c.dev.info.sm === 90 && op !== 'fp8' && N % 8 === 0 && D % 8 === 0 && (!force || force.endsWith('staged') || force === 'wgmma64');
+  const heads = { S, H, D, parts };
+  const args: QGemmArgs = { M, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: store, ...(inEpilogue ? { heads } : {}) };
+  const sc = upload(c.dev, scaleOffset(a, N, K, wt, X!.dtype !== 'uint8', B?.constant));
+  const wptr = upload(c.dev, wt);
+  const gemm = layerGemm(c, args, sc, inEpilogue ? undefined : args);
+  const split = inEpilogue ? undefined : headSplitKernel({ M, ...heads, dtype: store });
+  if (split) c.dev.kernel(split);
+  return {
+    run(ins, stream) {
+      const o = outs.map((t) => h.alloc(c.dev, t.dtype, t.dims));
+      if (!split) {
+        gemm.run(ins[0]!.ptr, wptr, 0, o[0].ptr, stream, o[1]?.ptr ?? 0, o[2]?.ptr ?? 0);
+        return o;
+      }
+      const y = h.alloc(c.dev, store, [M, N]);
+      gemm.run(ins[0]!.ptr, wptr, 0, y.ptr, stream);
+      c.dev.launch(split, [y.ptr, ...o.map((t) => t.ptr)], stream);
+      c.dev.release(y.ptr); // reuse is ordered on the stream
+      return o;
+    },
+    destroy() {
+      gemm.destroy();
+      c.dev.release(sc);
+      c.dev.release(wptr);
+    },
+  };
+}
+
 /** The per-tensor (scale, zero point) of a Q/DQ node, when both are constant scalars. */
 function perTensor(c: ImplContext): { scale: number; zp: number } | undefined {
   const [, s, z] = c.inputs;
@@ -311,7 +364,21 @@ const dequantizeLinear = (h: QuantHelpers): Factory => (c) => {
   return { run(ins, stream) { const o = h.alloc(c.dev, out.dtype, out.dims); c.dev.launch(k, [ins[0]!.ptr, o.ptr], stream); return [o]; } };
 };
 
+/** kiln:QTranspose: the permutation and the per-tensor quantization in one kernel. */
+const qtranspose = (h: QuantHelpers): Factory => (c) => {
+  const [X] = c.inputs;
+  const a = c.attrs as { perm?: number[]; y_scale: number; y_zero_point: number };
+  const [out] = h.inferOutputs(c);
+  if (!X || (X.dtype !== 'float32' && X.dtype !== 'float16') || (out.dtype !== 'int8' && out.dtype !== 'uint8')) return undefined;
+  const perm = a.perm?.length ? a.perm : X.dims.map((_, i) => X.dims.length - 1 - i);
+  const k = quantizeTransposeKernel({ dims: X.dims, perm, from: X.dtype, to: out.dtype, scale: a.y_scale, zeroPoint: a.y_zero_point });
+  c.dev.kernel(k);
+  return { run(ins, stream) { const o = h.alloc(c.dev, out.dtype, out.dims); c.dev.launch(k, [ins[0]!.ptr, o.ptr], stream); return [o]; } };
+};
+
 /** The quantized entries of GPU_OPS (ops.ts spreads these into its table). */
 export function quantOps(h: QuantHelpers): Record<string, Factory> {
-  return { 'kiln:QConv': qconv(h), 'kiln:QMatMul': qmatmul(h), QuantizeLinear: quantizeLinear(h), DequantizeLinear: dequantizeLinear(h) };
+  return {
+    'kiln:QConv': qconv(h), 'kiln:QMatMul': qmatmul(h), 'kiln:QTranspose': qtranspose(h), QuantizeLinear: quantizeLinear(h), DequantizeLinear: dequantizeLinear(h),
+  };
 }

@@ -405,14 +405,19 @@ const attention: Factory = (c) => {
 };
 
 const norm = (rms: boolean): Factory => (c) => {
-  const a = attr(c) as { axis?: number; epsilon: number };
+  const a = attr(c) as { axis?: number; epsilon: number; y2_scale?: number; y2_zero_point?: number };
   const [X, scale, B] = c.inputs;
-  if (!X || !scale || !FLOATS.has(X.dtype) || c.node.outputs.slice(1).some(Boolean)) return undefined;
-  const [out] = inferOutputs(c);
+  // kiln:QLayerNormalization: its second output is the first, quantized in the same pass
+  const quantizes = c.node.opType === 'QLayerNormalization';
+  if (!X || !scale || !FLOATS.has(X.dtype) || (!quantizes && c.node.outputs.slice(1).some(Boolean))) return undefined;
+  const outs = inferOutputs(c);
+  const q8 = outs[1]?.dtype;
+  if (quantizes && q8 !== 'int8' && q8 !== 'uint8') return undefined;
   return single(c, layerNorm({
     x: { dtype: devType(X.dtype), dims: X.dims }, axis: a.axis ?? -1, epsilon: a.epsilon ?? 1e-5, scale: { dtype: devType(scale.dtype), dims: scale.dims },
-    bias: B && !rms ? { dtype: devType(B.dtype), dims: B.dims } : undefined, rms, outDtype: devType(out.dtype),
-  }), [out]);
+    bias: B && !rms ? { dtype: devType(B.dtype), dims: B.dims } : undefined, rms, outDtype: devType(outs[0].dtype),
+    quantized: quantizes ? { dtype: q8 as 'int8' | 'uint8', scale: a.y2_scale ?? 1, zeroPoint: a.y2_zero_point ?? 0 } : undefined,
+  }), quantizes ? outs : [outs[0]]);
 };
 
 const softmaxOp = (log: boolean): Factory => (c) => {
@@ -503,7 +508,7 @@ export const GPU_OPS: Record<string, Factory> = {
   And: boolOp('(mul $0 $1)'), Or: boolOp('(max $0 $1)'), Not: boolOp('(sub 1 $0)'),
   'kiln:FusedConv': fusedConv,
   'kiln:Attention': attention,
-  LayerNormalization: norm(false), 'kiln:LayerNormalization': norm(false),
+  LayerNormalization: norm(false), 'kiln:LayerNormalization': norm(false), 'kiln:QLayerNormalization': norm(false),
   RMSNormalization: norm(true), 'kiln:RMSNormalization': norm(true),
   Softmax: softmaxOp(false), 'kiln:Softmax': softmaxOp(false), LogSoftmax: softmaxOp(true),
   MaxPool: pool('max'), AveragePool: pool('avg'), GlobalAveragePool: pool('gavg'), GlobalMaxPool: pool('gmax'),

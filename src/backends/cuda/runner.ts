@@ -27,6 +27,13 @@ interface GraphEntry {
   arena: number;
   /** page-locked staging for each input and output (by name) */
   pinned: Map<string, PinnedBuffer>;
+  /** layer timing (CudaRunner.layerTiming): an event before the first layer and after each one, inside the graph */
+  marks?: LayerMarks;
+}
+
+interface LayerMarks {
+  layers: Node[];
+  events: unknown[];
 }
 
 /** What one execution context owns: a stream, the CUDA graphs captured on it, its timing events, its run queue. */
@@ -63,6 +70,7 @@ class StreamContext implements RunnerContext {
       for (const p of g.buffers) this.dev.release(p);
       this.dev.freeArena(g.arena);
       for (const b of g.pinned.values()) this.dev.freePinned(b);
+      for (const e of g.marks?.events ?? []) loadDriver().cuEventDestroy_v2(e);
     }
     this.graphs.clear();
     if (this.ev) for (const e of this.ev) loadDriver().cuEventDestroy_v2(e);
@@ -283,6 +291,15 @@ export class CudaRunner implements Runner {
     if (capture) cu('cuStreamBeginCapture_v2', stream, 2 /* relaxed: allocation is allowed while capturing */);
     else cu('cuEventRecord', ev[0], stream);
     let captured = false;
+    const marks: LayerMarks | undefined = capture && this.layerTiming ? { layers: [], events: [] } : undefined;
+    const mark = (node?: Node) => {
+      const e = [null];
+      cu('cuEventCreate', e, 0);
+      marks!.events.push(e[0]);
+      if (node) marks!.layers.push(node);
+      cu('cuEventRecordWithFlags', e[0], stream, 1 /* CU_EVENT_RECORD_EXTERNAL: an event node of the graph */);
+    };
+    if (marks) mark();
     this.dev.active = stream;
     try {
       for (let li = 0; li < this.order.length; li++) {
@@ -302,6 +319,7 @@ export class CudaRunner implements Runner {
           const produced = impl.run(ins, stream);
           for (const d of produced) if (d.owned) temps.push(d.ptr);
           outs = produced.map((d) => ({ dev: d }));
+          if (marks) mark(node);
         } else {
           if (capture) throw new ExecutionError(`${nodeLabel(node)} has no CUDA kernel and cannot be captured into a CUDA graph.`);
           this.cpuLayers.add(node.name || node.opType);
@@ -353,7 +371,7 @@ export class CudaRunner implements Runner {
         const outputs = new Map(fetches.map((f) => [f, env.get(f)?.dev]).filter((e): e is [string, DeviceTensor] => !!e[1]));
         // intermediates freed inside the capture are reused by the graph on every replay: the graph owns them too
         const pinned = new Map([...inputPtrs, ...outputs].map(([k, d]) => [k, this.dev.allocPinned(d.bytes)]));
-        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps, ...this.dev.takePending(stream)], arena, pinned };
+        const entry = { exec: exec[0], inputs: inputPtrs, outputs, buffers: [...temps, ...this.dev.takePending(stream)], arena, pinned, marks };
         temps.length = 0; // the graph owns them now
         c.graphs.set(shapeKey, entry);
         return this.replay(entry, feeds, hooks, c, io);
@@ -436,6 +454,11 @@ export class CudaRunner implements Runner {
     cu('cuEventRecord', ev[3], stream);
     await this.waitFor(ev[3]); // the event loop keeps turning while the GPU works
     this.reportDeviceTimes(c, hostStart, hooks);
+    if (g.marks) this.lastLayerTimes = g.marks.layers.map((node, i) => {
+      const ms = [0];
+      cu('cuEventElapsedTime', ms, g.marks!.events[i], g.marks!.events[i + 1]);
+      return { node, ms: ms[0] };
+    });
     const d2h = performance.now();
     const out = new Map<string, Value>();
     if (io?.deviceOutputs) return this.keepOnDevice(g.outputs, stream); // the graph's buffers stay the graph's
@@ -471,6 +494,13 @@ export class CudaRunner implements Runner {
   tf32 = false;
   /** Capture whole runs into CUDA graphs (on by default; --no-cuda-graph turns it off). */
   useGraphs = true;
+  /**
+   * Profiling (bench/quant/gpu-layer-times.ts): graphs captured while this is set hold an event after each layer, so
+   * a replay gives every layer's device time with no host in the loop (each event node adds a little time itself).
+   */
+  layerTiming = false;
+  /** Device time of each layer in the last replay of a graph captured with `layerTiming` (layers in run order). */
+  lastLayerTimes: { node: Node; ms: number }[] = [];
 
   /** Device memory held by weights (for reports). */
   weightBytes(): number {

@@ -23,6 +23,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const { M, N, K } = g;
   if (K % 16 !== 0 || N % 2 !== 0) throw new Error(`qgemm (wgmma): needs K % 16 == 0 and an even N, got K = ${K}, N = ${N}`);
   if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm (wgmma): implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
+  if (g.heads && (!g.staged || N % 8 !== 0 || g.heads.D % 8 !== 0 || g.residual || g.out2 || g.conv)) throw new Error('qgemm (wgmma): a head split needs the staged epilogue, N % 8 == 0, D % 8 == 0 and no residual, second output or convolution');
   // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
   // one warpgroup per 64 rows of the tile: 64 x BN blocks (128 threads) leave fewer SMs idle on short M
   const BM = g.tile?.BM === 64 ? 64 : 128, BN = g.tile?.BN === 64 || g.tile?.BN === 32 ? g.tile.BN : 128, BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
@@ -199,6 +200,13 @@ function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number
     #pragma unroll
     for (int j = 0; j < 8; j++) s[j] = (unsigned)(${T})(${st('vv[j]')});
     *(uint2*)(out + o) = make_uint2(${pk4});`;
+  // heads: the 8 channels go to their column group's output at [b, h, s, d] (contiguous: D % 8 == 0)
+  const hd = g.heads;
+  const headDst = hd ? `
+    const int jg = n / ${hd.H * hd.D}, hc = n - jg * ${hd.H * hd.D}, hh_ = hc / ${hd.D}, dd = hc - hh_ * ${hd.D}, bb = m / ${hd.S}, ss = m - bb * ${hd.S};
+    ${QSTORAGE[g.out]}* dst = ${Array.from({ length: hd.parts - 1 }, (_, k) => k + 1).reduceRight((acc, k) => `jg == ${k} ? outh${k} : ${acc}`, 'out')};
+    const ${it} oh = ((${it})(bb * ${hd.H} + hh_) * ${hd.S} + ss) * ${hd.D} + dd;` : '';
+  const dstOf = (s: string) => (hd ? s.replace(/\(out \+ o/g, '(dst + oh') : s);
   let out2 = '';
   if (g.out2) {
     const o2 = g.out2;
@@ -233,6 +241,6 @@ function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number
     if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}
     const ${it} o = (${it})m * ${g.N} + n;
     const float4 p0 = *(const float4*)(sf + r * ${FP} + q8), p1 = *(const float4*)(sf + r * ${FP} + q8 + 4);
-    float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}${activate}${put}${out2}
+    float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}${activate}${headDst}${dstOf(put)}${out2}
   }`;
 }

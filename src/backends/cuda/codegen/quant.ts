@@ -8,7 +8,7 @@
 // whose channels are not a multiple of 16 (the stem's 3).
 import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
-import { ctype, finish, indexType, launch1d, lit, type KernelSource } from './types.js';
+import { ctype, finish, indexType, launch1d, lit, offsetCode, type KernelSource } from './types.js';
 import { qgemmWgmma } from './quant-wgmma.js';
 
 /** 8-bit operand types of the GEMM (weights are int8 for both integer cases, e4m3 for fp8). */
@@ -55,6 +55,11 @@ export interface QGemmArgs {
   /** a second output (out 1): the first (a float store) as stored, requantized to this 8-bit type */
   out2?: { store: 'int8' | 'uint8' | 'fp8'; yScale: number; yZeroPoint: number };
   /**
+   * rows are [B, S] positions (M = B * S) and N is `parts` equal column groups of H heads of D channels: group j goes
+   * to out j as [B, H, S, D] (kiln:QMatMul `heads`; the wgmma staged epilogue only, D % 8 == 0)
+   */
+  heads?: { S: number; H: number; D: number; parts: number };
+  /**
    * the first epilogue's arithmetic (I2F, div.rn, rintf, F2I on the conversion pipes): the byte-for-byte reference of
    * the checks for the FMA-pipe arithmetic used otherwise (see KQ_HELPERS)
    */
@@ -65,6 +70,10 @@ export interface QGemmArgs {
 
 /** The kernel parameters' tail: the output(s), with their C declarations. */
 export function outParams(g: QGemmArgs): { decl: string; params: KernelSource['params'] } {
+  if (g.heads) {
+    const outs = Array.from({ length: g.heads.parts }, (_, j) => `${QSTORAGE[g.out]}* __restrict__ ${j ? `outh${j}` : 'out'}`);
+    return { decl: outs.join(', '), params: outs.map((_, j) => ({ kind: 'out' as const, index: j })) };
+  }
   const decl = `${QSTORAGE[g.out]}* __restrict__ out${g.out2 ? `, ${QSTORAGE[g.out2.store]}* __restrict__ out2` : ''}`;
   return { decl, params: [{ kind: 'out', index: 0 }, ...(g.out2 ? [{ kind: 'out' as const, index: 1 }] : [])] };
 }
@@ -204,6 +213,7 @@ function mmaInstr(a: QOperand): { asm: string; acc: string; accC: string } {
  */
 export function qgemm(g: QGemmArgs): KernelSource {
   if (g.wgmma) return qgemmWgmma(g);
+  if (g.heads) throw new Error('qgemm (mma.sync): no head split in this epilogue (see headSplitKernel)');
   const { M, N, K } = g;
   if (K % 16 !== 0) throw new Error(`qgemm: K = ${K} must be a multiple of 16`);
   if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm: implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
@@ -461,6 +471,40 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(const ${ctype(a.from)}* 
   return finish(`kiln_quant_${a.to}`, body, { ...launch1d(Math.max(1, a.n)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
 }
 
+/**
+ * kiln:QTranspose: QuantizeLinear per tensor of Transpose(x, perm), in one pass (output order, each element's input
+ * offset from the permuted strides). When the innermost axis stays innermost and holds a multiple of 8 elements, each
+ * thread moves 8 of them: one 16-byte fp16 read (two for float32), kq_q8x8, one 8-byte store. Params: in 0, out 0.
+ */
+export function quantizeTransposeKernel(a: { dims: readonly number[]; perm: readonly number[]; from: 'float32' | 'float16'; to: 'int8' | 'uint8'; scale: number; zeroPoint: number }): KernelSource {
+  const r = a.dims.length, n = a.dims.reduce((x, y) => x * y, 1), it = indexType(n);
+  if (a.perm.length !== r || [...a.perm].sort((x, y) => x - y).some((v, i) => v !== i)) throw new Error(`quantizeTranspose: perm [${a.perm.join(',')}] is not a permutation of 0..${r - 1}`);
+  const inSt = a.dims.map((_, d) => a.dims.slice(d + 1).reduce((x, y) => x * y, 1));
+  const outDims = a.perm.map((p) => a.dims[p]), st = a.perm.map((p) => inSt[p]);
+  const pk = store8x8(a.to, 'vv', a.scale, a.zeroPoint, false);
+  const V = r > 0 && a.perm[r - 1] === r - 1 && a.dims[r - 1] % 8 === 0 && pk ? 8 : 1;
+  const units = n / V, T = QSTORAGE[a.to], X = a.from === 'float16' ? 'unsigned short' : 'float';
+  const walk = offsetCode('i', [...outDims.slice(0, -1), outDims[r - 1] / V], ['oi'], [[...st.slice(0, -1), V === 8 ? 8 : st[r - 1]]], it);
+  const load8 = a.from === 'float16' ? `
+    const uint4 u = *(const uint4*)(x + oi);
+    const unsigned w[4] = { u.x, u.y, u.z, u.w };
+    #pragma unroll
+    for (int j = 0; j < 8; j++) vv[j] = h2f((unsigned short)((w[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
+    const float4 p0 = *(const float4*)(x + oi), p1 = *(const float4*)(x + oi + 4);
+    vv[0] = p0.x; vv[1] = p0.y; vv[2] = p0.z; vv[3] = p0.w; vv[4] = p1.x; vv[5] = p1.y; vv[6] = p1.z; vv[7] = p1.w;`;
+  const body = `${KQ_HELPERS}
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${X}* __restrict__ x, ${T}* __restrict__ y) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(units)}; i += (${it})gridDim.x * blockDim.x) {
+    ${walk}${V === 8 ? `
+    float vv[8];${load8}
+    *(uint2*)(y + i * 8) = ${pk};` : `
+    const float v = ${a.from === 'float16' ? 'h2f(x[oi])' : 'x[oi]'};
+    y[i] = ${storeExpr(a.to, 'v', a.scale, a.zeroPoint)};`}
+  }
+}`;
+  return finish(`kiln_qtranspose_${a.to}`, body, { ...launch1d(Math.max(1, units)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+}
+
 /** DequantizeLinear per tensor: int8/uint8/fp8 -> float32/float16. */
 export function dequantizeKernel(a: { n: number; from: 'int8' | 'uint8' | 'fp8'; to: 'float32' | 'float16'; scale: number; zeroPoint: number }): KernelSource {
   const it = indexType(a.n);
@@ -475,6 +519,26 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(const ${QSTORAGE[a.from]
   return finish(`kiln_dequant_${a.from}`, body, { ...launch1d(Math.max(1, a.n)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
 }
 
+
+/**
+ * The head split of kiln:QMatMul `heads` after a GEMM that wrote the plain [M = B * S, N] result (routes whose epilogue
+ * cannot scatter: cuBLASLt, mma.sync, forced tactics): column group j of row b * S + s, head h, channel d -> out j
+ * [b, h, s, d]. Params: in 0 = Y [M, N], out 0..parts-1.
+ */
+export function headSplitKernel(a: { M: number; S: number; H: number; D: number; parts: number; dtype: 'float32' | 'float16' }): KernelSource {
+  const W = a.H * a.D, N = a.parts * W, n = a.M * N, it = indexType(n), T = QSTORAGE[a.dtype];
+  const outs = Array.from({ length: a.parts }, (_, j) => `o${j}`);
+  const body = `extern "C" __global__ void __launch_bounds__(256) KNAME(const ${T}* __restrict__ y, ${outs.map((o) => `${T}* __restrict__ ${o}`).join(', ')}) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(n)}; i += (${it})gridDim.x * blockDim.x) {
+    const ${it} m = i / ${N};
+    const int c = (int)(i - m * ${N}), j = c / ${W}, h = (c % ${W}) / ${a.D}, d = c % ${a.D};
+    const ${it} b = m / ${a.S}, s = m % ${a.S};
+    ${T}* dst = ${outs.slice(1).reduceRight((acc, o, k) => `j == ${k + 1} ? ${o} : ${acc}`, outs[0])};
+    dst[((b * ${a.H} + h) * ${a.S} + s) * ${a.D} + d] = y[i];
+  }
+}`;
+  return finish('kiln_qheads', body, { ...launch1d(Math.max(1, n)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, ...outs.map((_, j) => ({ kind: 'out' as const, index: j }))] });
+}
 
 /**
  * The epilogue alone, after a library GEMM (cuBLASLt int8 -> int32, fp8 -> float32). Params: in 0 = acc [M, N],

@@ -130,15 +130,34 @@ export function rowEach(p: RowPlan, d: DevDType, ptr: string, stmt: string, xf =
     }`;
 }
 
-/** Write the row of `out` (dtype `d`): `value` is a float expression of `v` (the element, after `xf`) and `col`. */
-export function rowWrite(p: RowPlan, inD: DevDType, inPtr: string, d: DevDType, out: string, value: string, xf = (v: string, _c: string) => v): string {
+/** A second row output written from the first as stored (a quantized copy): `value` maps the stored float to `d`. */
+export interface RowSecond {
+  d: DevDType;
+  out: string;
+  value: (stored: string) => string;
+}
+
+/**
+ * Write the row of `out` (dtype `d`): `value` is a float expression of `v` (the element, after `xf`) and `col`. With
+ * `second`, the same pass also writes `second.out` from each element as stored in `out`.
+ */
+export function rowWrite(p: RowPlan, inD: DevDType, inPtr: string, d: DevDType, out: string, value: string, xf = (v: string, _c: string) => v, second?: RowSecond): string {
   const guard = needsGuard(p);
-  const bytes = p.vec * sizeOf(d), w = Math.min(16, bytes);
   const src = p.cached ? 'xv[c][k]' : xf(load(inD, 'e[k]'), 'col');
-  const decl = p.vec === 1 ? `${ctype(d)} r[1];` : `union { ${wordType(w)} w[${bytes / w}]; ${ctype(d)} e[${p.vec}]; } ur; ${ctype(d)}* r = ur.e;`;
-  const st = p.vec === 1 ? `${out}[rb + b] = r[0];`
-    : `#pragma unroll
-      for (int qq = 0; qq < ${bytes / w}; qq++) reinterpret_cast<${wordType(w)}*>(${out} + rb + b)[qq] = ur.w[qq];`;
+  const buffer = (t: DevDType, u: string, r: string, dst: string) => {
+    const bytes = p.vec * sizeOf(t), w = Math.min(16, bytes);
+    return {
+      decl: p.vec === 1 ? `${ctype(t)} ${r}[1];` : `union { ${wordType(w)} w[${bytes / w}]; ${ctype(t)} e[${p.vec}]; } ${u}; ${ctype(t)}* ${r} = ${u}.e;`,
+      st: p.vec === 1 ? `${dst}[rb + b] = ${r}[0];`
+        : `#pragma unroll
+      for (int qq = 0; qq < ${bytes / w}; qq++) reinterpret_cast<${wordType(w)}*>(${dst} + rb + b)[qq] = ${u}.w[qq];`,
+    };
+  };
+  const one = buffer(d, 'ur', 'r', out);
+  const two = second && buffer(second.d, 'ur2', 'r2', second.out);
+  const decl = `${one.decl}${two ? ` ${two.decl}` : ''}`;
+  const st = `${one.st}${two ? `\n      ${two.st}` : ''}`;
+  const set2 = second ? `\n        r2[k] = ${second.value(load(d, 'r[k]'))};` : '';
   return `${p.cached ? '#pragma unroll' : '#pragma unroll 2'}
     for (int c = 0; c < ${p.chunks}; c++) {
       const int b = ${col(p, 'c')};
@@ -149,7 +168,7 @@ export function rowWrite(p: RowPlan, inD: DevDType, inPtr: string, d: DevDType, 
       for (int k = 0; k < ${p.vec}; k++) {
         const int col = b + k; (void)col;
         float v = ${src}; (void)v;
-        r[k] = ${store(d, value)};
+        r[k] = ${store(d, value)};${set2}
       }
       ${st}
     }`;

@@ -12,7 +12,7 @@ export interface Driver {
   cuMemcpyDtoHAsync_v2: Fn; cuMemcpyDtoDAsync_v2: Fn; cuMemsetD8_v2: Fn; cuMemsetD8Async: Fn; cuMemGetInfo_v2: Fn; cuMemHostAlloc: Fn; cuMemFreeHost: Fn;
   cuStreamCreate: Fn; cuStreamSynchronize: Fn; cuStreamDestroy_v2: Fn; cuStreamQuery: Fn;
   cuModuleLoadData: Fn; cuModuleGetFunction: Fn; cuModuleUnload: Fn; cuFuncSetAttribute: Fn; cuLaunchKernel: Fn;
-  cuEventCreate: Fn; cuEventRecord: Fn; cuEventSynchronize: Fn; cuEventElapsedTime: Fn; cuEventDestroy_v2: Fn; cuEventQuery: Fn;
+  cuEventCreate: Fn; cuEventRecord: Fn; cuEventRecordWithFlags: Fn; cuEventSynchronize: Fn; cuEventElapsedTime: Fn; cuEventDestroy_v2: Fn; cuEventQuery: Fn;
   cuStreamBeginCapture_v2: Fn; cuStreamEndCapture: Fn; cuGraphInstantiateWithFlags: Fn; cuGraphLaunch: Fn; cuGraphExecDestroy: Fn; cuGraphDestroy: Fn;
   cuGetErrorName: Fn;
 }
@@ -53,6 +53,7 @@ const PROTOS = [
   'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void *stream, void **params, void **extra)',
   'int cuEventCreate(_Out_ void **event, unsigned int flags)',
   'int cuEventRecord(void *event, void *stream)',
+  'int cuEventRecordWithFlags(void *event, void *stream, unsigned int flags)',
   'int cuEventSynchronize(void *event)',
   'int cuEventElapsedTime(_Out_ float *ms, void *start, void *end)',
   'int cuEventDestroy_v2(void *event)',

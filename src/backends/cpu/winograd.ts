@@ -13,6 +13,7 @@
 // (bias, residual, activation) runs on them while they are still in cache.
 import { VW, exported, nbOr, type ConvGeom, type Ctx, type Variant } from './codegen.js';
 import type { Isa } from './compiler.js';
+import { microkernel } from './kernels/tiles.c.js';
 
 export interface WinogradTransform {
   /** Input transform B^T, (m + 2) x (m + 2). */
@@ -94,22 +95,7 @@ typedef struct {
 #ifndef KILN_WUKR_${id}
 #define KILN_WUKR_${id}
 /* C[MR][NR] = A panel [K][MR] x B rows [K] (ldb apart, NR wide, aligned) */
-static void wukr_${id}(int K, const float *restrict a, const float *restrict b, int ldb, float *restrict c, int ldc) {
-  vf s[${mr}][${nv}];
-  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
-  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ldb) {
-    vf bv[${nv}];
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
-    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
-      float ar = a[r];
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
-    }
-  }
-  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vf *)(c + (size_t)r * ldc + j * VW) = s[r][j];
-}
-#endif
+${microkernel({ name: `wukr_${id}`, mr, nv, ldb: 'int', bAligned: true, acc: false, cAligned: true })}#endif
 `;
 }
 

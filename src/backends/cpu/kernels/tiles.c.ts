@@ -1,32 +1,47 @@
 // The register-tile kernels of every compiled CPU library, one instance per tile shape the layers use: the GEMM
 // microkernel and driver (renderGemm) and the transposed direct convolution (renderTconv). They build on the vector
 // types and helpers of RUNTIME_H (runtime.c.ts).
-/** The register-tile microkernel and GEMM driver for one MR x NR tile (NR = NV vectors). */
-export function renderGemm(mr: number, nv: number): string {
-  const id = `${mr}x${nv}`;
-  return String.raw`
-/* C[MR][NR] (+)= A panel [K][MR] x B panel [K][NR]; 'acc' adds to C (later K blocks). */
-static void ukr_${id}(int K, const float *restrict a, const float *restrict b, float *restrict c, int ldc, int acc) {
-  vf s[${mr}][${nv}];
-  if (acc) {
+/**
+ * The register-tile microkernel, C[MR][NR] (+)= A panel [K][MR] x B [K][NR] (NR = NV vectors), as each caller reads
+ * B and C: from a packed panel (the GEMM), or rows \`ldb\` apart (\`ldb\`: its C type) read unaligned (a pointwise
+ * convolution's input in place) or aligned (Winograd's transformed input); \`acc\` adds to C; \`cAligned\` stores C
+ * aligned with a size_t row offset. One renderer, so the hottest loop of the CPU backend is written once.
+ */
+export function microkernel(o: { name: string; mr: number; nv: number; ldb?: 'int' | 'size_t'; bAligned: boolean; acc: boolean; cAligned?: boolean; inline?: boolean }): string {
+  const { mr, nv } = o;
+  const bType = o.bAligned ? 'vf' : 'vfu';
+  const zero = `    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};`;
+  const init = o.acc ? `  if (acc) {
     _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
       _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = *(const vfu *)(c + r * ldc + j * VW);
   } else {
-    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
-  }
-  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ${nv} * VW) {
+${zero}
+  }` : zero.replace(/^ {2}/gm, '');
+  const store = o.cAligned ? `*(vf *)(c + (size_t)r * ldc + j * VW)` : `*(vfu *)(c + r * ldc + j * VW)`;
+  return `${o.inline ? 'static inline __attribute__((always_inline)) void' : 'static void'} ${o.name}(int K, const float *restrict a, const float *restrict b, ${o.ldb ? `${o.ldb} ldb, ` : ''}float *restrict c, int ldc${o.acc ? ', int acc' : ''}) {
+  vf s[${mr}][${nv}];
+${init}
+  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ${o.ldb ? 'ldb' : `${nv} * VW`}) {
     vf bv[${nv}];
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const ${bType} *)(b + j * VW);
     _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
       float ar = a[r];
       _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
     }
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
+    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) ${store} = s[r][j];
+}
+`;
 }
 
+/** The register-tile microkernel and GEMM driver for one MR x NR tile (NR = NV vectors). */
+export function renderGemm(mr: number, nv: number): string {
+  const id = `${mr}x${nv}`;
+  return String.raw`
+/* C[MR][NR] (+)= A panel [K][MR] x B panel [K][NR]; 'acc' adds to C (later K blocks). */
+${microkernel({ name: `ukr_${id}`, mr, nv, bAligned: true, acc: true })}
 typedef struct { const gemm_t *g; int tm, tn, mc, nc; } gemm_job_${id};
 
 /* One task: rows [i0, i1) x columns [j0, j1). Columns go in blocks of NB; K goes in blocks of KC so one B panel
@@ -404,27 +419,7 @@ export function renderPointwise(mr: number, nv: number): string {
   const id = `${mr}x${nv}`;
   return String.raw`
 /* C[MR][NR] (+)= A panel [K][MR] x B rows ldb apart (unaligned); 'acc' adds to C */
-static inline __attribute__((always_inline)) void ukp_${id}(int K, const float *restrict a, const float *restrict b, size_t ldb, float *restrict c, int ldc, int acc) {
-  vf s[${mr}][${nv}];
-  if (acc) {
-    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = *(const vfu *)(c + r * ldc + j * VW);
-  } else {
-    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] = (vf){0};
-  }
-  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++, a += ${mr}, b += ldb) {
-    vf bv[${nv}];
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vfu *)(b + j * VW);
-    _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
-      float ar = a[r];
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += ar * bv[j];
-    }
-  }
-  _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
-    _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vfu *)(c + r * ldc + j * VW) = s[r][j];
-}
-
+${microkernel({ name: `ukp_${id}`, mr, nv, ldb: 'size_t', bAligned: false, acc: true, inline: true })}
 typedef struct { const pw_t *g; int tm, tn, mc, nc; } pw_job_${id};
 
 /* One task: output channels [i0, i1) x positions [j0, j1) of one image. Per block of NR positions every row panel

@@ -5,6 +5,7 @@
 //   [--top=N] [--json=file] (per-call medians for comparing trees)
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
+import { loadReal } from '../real/models.js';
 import { build } from '../../src/build/builder.js';
 import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
@@ -18,7 +19,8 @@ const flag = (k: string) => flags.find((f) => f.startsWith(`--${k}=`))?.slice(k.
 const name = argv[0] ?? 'mobilenet-v2';
 const threadList = (argv[1] ?? '1,2').split(',').map(Number);
 const passes = Number(argv[2] ?? 100);
-const m = ZOO.find((z) => z.name === name)!.full();
+// real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
+const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const { shapes, feeds: raw } = zooInputs(m);
 const feeds = asTensors(raw);
 const planFile = flag('plan');

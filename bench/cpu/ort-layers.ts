@@ -6,13 +6,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { ZOO } from '../models/zoo.js';
+import { loadReal } from '../real/models.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
 import { zooInputs } from './inputs.js';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
 const [name = 'resnet50', threadsArg = '1', runsArg = '10', topArg = '25'] = process.argv.slice(2);
-const m = ZOO.find((z) => z.name === name)!.full();
+// real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
+const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const { feeds } = zooInputs(m);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ort-prof-'));
 const sess = await ort.InferenceSession.create(serializeOnnx(m), {

@@ -12,7 +12,7 @@ import { renderC, renderActivation, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
 import { depthwise, depthwisePointwise } from './depthwise.js';
-import { pool, globalPool } from './pool.js';
+import { pool, globalPool, reduceTrailing } from './pool.js';
 import { winogradVariants } from './winograd.js';
 import { transpose, concat, slice, gather, cast } from './movement.js';
 
@@ -117,7 +117,8 @@ export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa
   const int = (t: { dtype: string }) => t.dtype === 'int64' || t.dtype === 'int32';
   const dtypeOk = (t: { dtype: string }, i: number) => t.dtype === 'float32' || (key === 'kiln:Attention' && i === 3 && t.dtype === 'bool')
     || (key === ':Slice' && i >= 1 && int(t) && isConst(c, node.inputs[i])) || (key === ':Gather' && i === 1 && int(t))
-    || (key === ':Cast' && ['int64', 'int32', 'bool', 'uint8', 'int8'].includes(t.dtype));
+    || (key === ':Cast' && ['int64', 'int32', 'bool', 'uint8', 'int8'].includes(t.dtype))
+    || ((key === ':ReduceMean' || key === ':ReduceMax') && i === 1 && t.dtype === 'int64' && isConst(c, node.inputs[i]));
   if (node.inputs.some((x, i) => x && (!types[i] || !dtypeOk(types[i]!, i)))) return undefined;
   const ins = types.map((t) => t?.dims ?? null);
   const gen = GENERATORS[key];
@@ -693,4 +694,6 @@ const GENERATORS: Record<string, Gen> = {
   ':AveragePool': pool(false),
   ':GlobalAveragePool': globalPool(false),
   ':GlobalMaxPool': globalPool(true),
+  ':ReduceMean': reduceTrailing(false),
+  ':ReduceMax': reduceTrailing(true),
 };

@@ -1,5 +1,6 @@
-// Max/AveragePool and the global pools on the CPU: 2-D windows with few taps get a kernel with the shapes baked in
-// (rows combined first, only border rows and columns clip their window); larger windows use the runtime's generic loop.
+// Max/AveragePool, the global pools and ReduceMean/ReduceMax over trailing axes on the CPU: 2-D windows with few taps
+// get a kernel with the shapes baked in (rows combined first, only border rows and columns clip their window); larger
+// windows use the runtime's generic loop.
 import { cFloat } from './expr-c.js';
 import { attrOf, exported, prod, MIN_ELEMENTS, type Ctx, type Gen, type GenResult } from './codegen.js';
 
@@ -108,3 +109,22 @@ export const globalPool = (isMax: boolean): Gen => (c, n, ins) => {
     source: exported(fn, `  kiln_global_pool(a0, a1, ${c.batch?.[0] ? 'nb' : x[0]} * ${x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
 };
 
+
+/** ReduceMean / ReduceMax over a run of trailing axes (ShuffleNet's mean over H and W, a token mean): the global pool
+ * over rows of the reduced size. Axes from the attribute (opsets < 18) or a constant input; keepdims either way. */
+export const reduceTrailing = (isMax: boolean): Gen => (c, n, ins, out) => {
+  const [x] = ins;
+  if (!x || !x.length || prod(x) < MIN_ELEMENTS) return undefined;
+  const r = x.length;
+  const given = n.inputs[1] ? c.model.graph.initializers.get(n.inputs[1])?.toNumberArray() : attrOf<number[] | undefined>(n, 'axes', undefined);
+  if (n.inputs[1] && !given) return undefined;
+  // no axes: every axis, unless noop_with_empty_axes (then an identity, left to the reference kernel)
+  if ((!given || !given.length) && attrOf(n, 'noop_with_empty_axes', 0)) return undefined;
+  const axes = [...new Set((given?.length ? given : x.map((_, i) => i)).map((a) => (a < 0 ? a + r : a)))].sort((a, b) => a - b);
+  const first = axes[0];
+  if (axes.some((a, i) => a !== first + i) || axes[axes.length - 1] !== r - 1 || prod(out) !== prod(x.slice(0, first))) return undefined;
+  const bt = !!c.batch?.[0] && first > 0;
+  const fn = `L${c.id}_red`;
+  return { variants: [{ tactic: `native-${c.isa}-reduce`, fn }], args: [{ in: 0 }, { out: true }], batched: bt, work: prod(x),
+    source: exported(fn, `  kiln_global_pool(a0, a1, ${bt ? `nb * ${prod(x.slice(1, first))}` : prod(x.slice(0, first))}, ${prod(x.slice(first))}, ${isMax ? 1 : 0});`) };
+};

@@ -208,6 +208,33 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     engine.dispose();
   }, 60_000);
 
+  it('ReduceMean / ReduceMax over trailing axes (axes as input or attribute, keepdims 0 and 1, negative axes) run natively; others keep the reference', async () => {
+    const r = seededRandom(13);
+    for (const opset of [13, 18]) {
+      const b = new GraphBuilder(`reduce${opset}`);
+      const x = b.input('x', 'float32', ['n', 24, 9, 11]);
+      const c = b.op('Conv', [x, b.initializer('w', randomTensor(r, [32, 24, 3, 3], 0.2))], { pads: [1, 1, 1, 1] }, 'conv');
+      const axes = (name: string, v: number[]) => (opset >= 18 ? { inputs: [b.initializer(name, new TensorData('int64', [v.length], BigInt64Array.from(v.map(BigInt))))], attrs: {} } : { inputs: [], attrs: { axes: v } });
+      const red = (op: string, name: string, v: number[], keepdims: number) => {
+        const a = axes(`${name}_axes`, v);
+        return b.op(op, [c, ...a.inputs], { ...a.attrs, keepdims }, name);
+      };
+      b.output(red('ReduceMean', 'mean_hw', [2, 3], 0));
+      b.output(red('ReduceMean', 'mean_w', [-1], 1));
+      b.output(red('ReduceMax', 'max_chw', [-3, -2, -1], 1));
+      b.output(red('ReduceMean', 'mean_c', [1], 1)); // not trailing: the reference kernel
+      const m = b.model(opset);
+      const plan = await build(m);
+      const native = new Set(nativeLayers(plan.bytes).map((l) => l.name));
+      for (const name of ['mean_hw', 'mean_w', 'max_chw']) expect(native.has(name), `${name}, opset ${opset}`).toBe(true);
+      expect(native.has('mean_c')).toBe(false);
+      for (const n of [1, 3]) {
+        const feeds = { x: new Tensor('float32', randomTensor(seededRandom(n), [n, 24, 9, 11], 1).data as Float32Array, [n, 24, 9, 11]) };
+        expect(await compareWithReference(m, feeds, plan.bytes), `opset ${opset}, batch ${n}`).toBeLessThan(1e-3);
+      }
+    }
+  }, 60_000);
+
   it('lone elementwise ops (a squeeze-excite broadcast Mul, Sub, Sigmoid, Max) run as native kernels and match the reference', async () => {
     const b = new GraphBuilder('lone');
     const r = seededRandom(6);

@@ -214,7 +214,9 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
       const b = new GraphBuilder(`reduce${opset}`);
       const x = b.input('x', 'float32', ['n', 24, 9, 11]);
       const c = b.op('Conv', [x, b.initializer('w', randomTensor(r, [32, 24, 3, 3], 0.2))], { pads: [1, 1, 1, 1] }, 'conv');
-      const axes = (name: string, v: number[]) => (opset >= 18 ? { inputs: [b.initializer(name, new TensorData('int64', [v.length], BigInt64Array.from(v.map(BigInt))))], attrs: {} } : { inputs: [], attrs: { axes: v } });
+      const axes = (name: string, v: number[]): { inputs: string[]; attrs: Record<string, number[]> } => (opset >= 18
+        ? { inputs: [b.initializer(name, new TensorData('int64', [v.length], BigInt64Array.from(v.map(BigInt))))], attrs: {} }
+        : { inputs: [], attrs: { axes: v } });
       const red = (op: string, name: string, v: number[], keepdims: number) => {
         const a = axes(`${name}_axes`, v);
         return b.op(op, [c, ...a.inputs], { ...a.attrs, keepdims }, name);

@@ -22,11 +22,12 @@ const report = (ok: boolean, what: string) => {
   console.log(`${ok ? 'PASS' : 'FAIL'} ${what}`);
 };
 
-async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batch: number, env?: string, precision: 'fp32' | 'fp16' = 'fp32') {
+async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batch: number, env?: string, precision: 'fp32' | 'fp16' = 'fp32', activationType?: 'uint8') {
   const m = make();
   const data = randomCalibrationData(m.graph, batch, { seed: 9 });
   const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
-  const { model: q } = quantizeModel(m, { mode, calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), evalData: randomCalibrationData(m.graph, 1, { seed: 2 }), batchSize: 4 });
+  const { model: q } = quantizeModel(m, { mode, activationType, calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), evalData: randomCalibrationData(m.graph, 1, { seed: 2 }), batchSize: 4 });
+  const label = `${name} ${mode}${activationType ? ` (${activationType} activations)` : ''}`;
   if (env) process.env.KILN_QGEMM = env;
   try {
     const gpu = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
@@ -50,14 +51,14 @@ async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batc
       }
       const cos = dot / Math.sqrt(nx * ny);
       const lsb = mode === 'int8' ? amax / 127 : amax * 2e-2;
-      report(maxDiff <= lsb && replayDiff === 0, `${name} ${mode}${env ? ` (${env})` : ''}${precision === 'fp16' ? ' [fp16 build]' : ''} ${out}: max |gpu-ref| ${maxDiff.toExponential(2)} = ${(maxDiff / (amax / 127)).toFixed(3)} LSB, cosine ${cos.toFixed(5)}, replay diff ${replayDiff}`);
+      report(maxDiff <= lsb && replayDiff === 0, `${label}${env ? ` (${env})` : ''}${precision === 'fp16' ? ' [fp16 build]' : ''} ${out}: max |gpu-ref| ${maxDiff.toExponential(2)} = ${(maxDiff / (amax / 127)).toFixed(3)} LSB, cosine ${cos.toFixed(5)}, replay diff ${replayDiff}`);
     }
     const gpuLayers = (gpu.header.layers as { opType?: string; name: string }[]).length;
     // every layer on the GPU (a CPU layer inside the engine costs a round trip and keeps the run out of a CUDA graph)
-    report(qOnCpu.length === 0 && runner.cpuLayers.size === 0, `${name} ${mode}: ${gpuLayers} layers, on the CPU: ${JSON.stringify([...runner.cpuLayers])} ${JSON.stringify([...runner.fallbackReasons].slice(0, 3))}`);
+    report(qOnCpu.length === 0 && runner.cpuLayers.size === 0, `${label}${precision === 'fp16' ? ' [fp16 build]' : ''}: ${gpuLayers} layers, on the CPU: ${JSON.stringify([...runner.cpuLayers])} ${JSON.stringify([...runner.fallbackReasons].slice(0, 3))}`);
     gpu.dispose();
   } catch (e) {
-    report(false, `${name} ${mode}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+    report(false, `${label}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
   } finally {
     delete process.env.KILN_QGEMM;
   }
@@ -78,6 +79,11 @@ await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'cublaslt');
 await check('bert-small', () => bertBase(BERT_SMALL), 'fp8', 2, 'cublaslt');
 // Hopper: every int8 GEMM forced onto the wgmma kernel (the timed tactic picks it only where it is fastest; fp8 wgmma
 // is not a candidate: its accumulation is less precise, see src/backends/cuda/codegen/quant.ts)
+// uint8 activations (onnxruntime's format: zero point 0 on non-negative tensors, 128 on signed ones) on the GPU path
+for (const precision of ['fp32', 'fp16'] as const) {
+  await check('tiny-cnn', () => tinyCnn(), 'int8', 3, undefined, precision, 'uint8');
+  await check('resnet50-small', () => resnet50(RESNET_SMALL), 'int8', 2, undefined, precision, 'uint8');
+}
 await check('resnet50-small2', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 }), 'int8', 2, 'wgmma');
 await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma');
 // the staged-epilogue wgmma variants, in fp16 builds too (fp16 outputs, fp16 residuals, int8 second outputs)

@@ -82,6 +82,30 @@ const FusedConv = defineOp({
 const NHWC_TO_NCHW = [0, 3, 1, 2];
 const NCHW_TO_NHWC = [0, 2, 3, 1];
 
+/**
+ * MaxPool over channels-last X [N, H, W, C] -> Y [N, OH, OW, C] (2-D, no Indices): set by the layout pass where a pool
+ * sits between NHWC layers (ResNet's stem), so no Transpose pair surrounds it.
+ */
+const MaxPoolNHWC = defineOp({
+  name: 'MaxPoolNHWC', domain: KILN_DOMAIN, versions: [1],
+  attrs: { auto_pad: attr.string('NOTSET'), ceil_mode: attr.int(0), dilations: attr.ints(), kernel_shape: attr.ints(), pads: attr.ints(), strides: attr.ints() },
+  inputs: [1, 1], outputs: [1, 1],
+  doc: 'y = MaxPool(x) with x and y channels-last',
+  infer: (ctx) => {
+    const pool = lookupOp('', 'MaxPool')!;
+    const node = { ...ctx.node, domain: '', opType: 'MaxPool' };
+    const perm = (t: ValueType | undefined, p: number[]): ValueType | undefined =>
+      t?.kind === 'tensor' && t.shape?.length === 4 ? { ...t, shape: p.map((i) => t.shape![i]) } : t;
+    const [y] = pool.infer!({ ...ctx, node, opset: 12, attrs: parseAttrs(pool, node), inputTypes: [perm(ctx.inputTypes[0], NHWC_TO_NCHW)], numOutputs: 1 });
+    return [perm(y, NCHW_TO_NHWC) ?? y];
+  },
+  run: (ctx) => {
+    const t = (x: TensorData, p: number[]) => callKernel(ctx.node, '', 'Transpose', 13, [x], { perm: { type: 'ints', value: p } })[0] as TensorData;
+    const [y] = callKernel(ctx.node, '', 'MaxPool', 12, [t(ctx.tensor(0), NHWC_TO_NCHW)], ctx.node.attrs) as TensorData[];
+    return [t(y, NCHW_TO_NHWC)];
+  },
+});
+
 /** MatMul (numpy semantics) or Gemm (2-D, transA/transB, alpha) + bias + residual + activation. */
 const FusedMatMul = defineOp({
   name: 'FusedMatMul', domain: KILN_DOMAIN, versions: [1],
@@ -205,7 +229,7 @@ function alias(name: string, opset: number, inputs: [number, number], outputs: [
 }
 
 const ops: OpDef<any>[] = [
-  FusedConv, FusedMatMul, Elementwise, Attention,
+  FusedConv, MaxPoolNHWC, FusedMatMul, Elementwise, Attention,
   alias('LayerNormalization', 17, [2, 3], [1, 3], { axis: attr.int(-1), epsilon: attr.float(1e-5), stash_type: attr.int(1) }),
   alias('RMSNormalization', 23, [2, 2], [1, 1], { axis: attr.int(-1), epsilon: attr.float(1e-5), stash_type: attr.int(1) }),
   alias('Gelu', 20, [1, 1], [1, 1], { approximate: attr.string('none') }),

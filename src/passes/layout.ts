@@ -58,3 +58,26 @@ export function convsToNHWC(v: GraphView): number {
   }
   return n;
 }
+
+/**
+ * A 2-D MaxPool reading an NHWC layer's output (through the Transpose the conv pass put there) -> kiln:MaxPoolNHWC on
+ * the channels-last tensor, with the Transpose back to NCHW after it instead: between two NHWC layers that pair then
+ * cancels, and the pool's reads run along contiguous channels. A pool fed NCHW data stays as it is (moving it would
+ * add transposes, not remove them).
+ */
+export function poolsToNHWC(v: GraphView): number {
+  let n = 0;
+  for (const pool of [...v.graph.nodes]) {
+    if (pool.domain !== '' || pool.opType !== 'MaxPool' || pool.outputs.slice(1).some(Boolean)) continue;
+    const t = v.producer(pool.inputs[0]);
+    const perm = t?.opType === 'Transpose' && t.domain === '' ? (t.attrs.perm?.value as number[] | undefined) : undefined;
+    if (!t || perm?.join() !== TO_NCHW.join() || ((pool.attrs.kernel_shape?.value as number[] | undefined)?.length ?? 0) !== 2) continue;
+    const { storage_order: _order, ...attrs } = pool.attrs;
+    const inner = v.fresh(`${pool.outputs[0]}_nhwc`);
+    v.insertNode({ ...pool, name: v.fresh(`${pool.name}_nhwc`), opType: 'MaxPoolNHWC', domain: KILN_DOMAIN, attrs, inputs: [t.inputs[0]], outputs: [inner] }, pool);
+    v.insertNode({ name: v.fresh(`${pool.name}/layout`), opType: 'Transpose', domain: '', inputs: [inner], outputs: [pool.outputs[0]], attrs: { perm: { type: 'ints', value: TO_NCHW } } }, pool);
+    v.removeNodes([pool]);
+    n++;
+  }
+  return n;
+}

@@ -10,9 +10,9 @@ import {
   absorbActivation, absorbBias, absorbResidual, foldBatchNorm, fuseAttention, fuseElementwise, fuseLayerNorm, fuseRmsNorm,
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
-import { convsToNHWC } from './layout.js';
+import { convsToNHWC, poolsToNHWC } from './layout.js';
 import {
-  foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
+  foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeMaxPool, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
   quantizeTransposes, requantizeOutputs, splitHeadsInQMatMul,
 } from './quantized.js';
 
@@ -57,9 +57,13 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     // **** layout: the backend's preferred convolution layout, transposes cancelled between layers
     ...(layout === 'NHWC' ? [
       { name: 'layout NHWC', run: convsToNHWC },
-      { name: 'quantize before transposes', run: quantizeBeforeTranspose },
+      { name: 'layout NHWC pools', run: poolsToNHWC },
+      // one stage, so a quantization crosses a pool's layout Transpose and then the pool
+      { name: 'quantize before max pools and transposes', run: (v: GraphView) => quantizeBeforeMaxPool(v) + quantizeBeforeTranspose(v) + eliminateDeadCode(v) },
       { name: 'eliminate common subexpressions (layout)', run: eliminateCommonSubexpressions },
       { name: 'cancel transposes', run: removeNoOps },
+      // a quantization moved before a pool or a transpose may now be a layer's only reader
+      { name: 'requantize layer outputs (layout)', run: (v: GraphView) => eliminateDeadCode(v) + requantizeOutputs(v) },
       { name: 'quantize in layer epilogues', run: quantizeInEpilogue },
       { name: 'quantize in layer norms', run: quantizeLayerNormOutputs },
       { name: 'split heads in quantized matmuls', run: splitHeadsInQMatMul },

@@ -22,7 +22,7 @@ const NORMS = ['LayerNormalization', 'kiln:LayerNormalization', 'kiln:QLayerNorm
 
 /** Ops that may run in fp16/bf16 (their float inputs and outputs all switch type together). */
 const REDUCED_OK = new Set([
-  'kiln:FusedConv', 'kiln:FusedMatMul', 'kiln:Attention', 'kiln:Elementwise', 'kiln:Gelu', 'kiln:Split',
+  'kiln:FusedConv', 'kiln:MaxPoolNHWC', 'kiln:FusedMatMul', 'kiln:Attention', 'kiln:Elementwise', 'kiln:Gelu', 'kiln:Split',
   'Conv', 'ConvTranspose', 'MatMul', 'Gemm', 'Add', 'Sub', 'Mul', 'Div', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip',
   'HardSigmoid', 'HardSwish', 'Neg', 'Abs', 'Max', 'Min', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool',
   'Concat', 'Reshape', 'Transpose', 'Flatten', 'Squeeze', 'Unsqueeze', 'Slice', 'Gather', 'Split', 'Pad', 'Identity',

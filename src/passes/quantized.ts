@@ -242,6 +242,33 @@ export function quantizeBeforeTranspose(v: GraphView): number {
 }
 
 /**
+ * Per-tensor int8/uint8 QuantizeLinear whose input is a MaxPool's only use -> the QuantizeLinear before the MaxPool,
+ * which then pools the stored integers. Quantization (scale > 0, round half to even, saturate) never reverses an order,
+ * so the maximum of the quantized taps is the quantized maximum: the result is the same bytes. After the layout pass
+ * this lets ResNet's stem write int8 from its epilogue and the pool and its two layout Transposes move a quarter of
+ * the bytes of float32 (half of fp16), with no standalone QuantizeLinear after the pool.
+ */
+export function quantizeBeforeMaxPool(v: GraphView): number {
+  let n = 0;
+  for (const q of [...v.graph.nodes]) {
+    if (q.domain !== '' || q.opType !== 'QuantizeLinear' || q.outputs.length !== 1) continue;
+    const p = v.producer(q.inputs[0]);
+    if (!p || !((p.opType === 'MaxPool' && p.domain === '') || (p.opType === 'MaxPoolNHWC' && p.domain === KILN_DOMAIN)) || p.outputs.slice(1).some(Boolean) || v.isGraphOutput(p.outputs[0])) continue;
+    const s = perTensor(v, q), zt = q.inputs[2] ? v.constant(q.inputs[2]) : undefined;
+    const od = attrOf<number>(q, 'output_dtype', 0);
+    const qdtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
+    if (!s || !(s.scale > 0) || (qdtype !== 'int8' && qdtype !== 'uint8') || attrOf(q, 'saturate', 1) !== 1 || v.consumers(p.outputs[0]).length !== 1) continue;
+    const inner = v.fresh(`${q.outputs[0]}_pre`);
+    v.insertNode({ ...q, inputs: [p.inputs[0], ...q.inputs.slice(1)], outputs: [inner] }, p);
+    v.insertNode({ ...p, name: v.fresh(`${p.name}_quantized`), inputs: [inner], outputs: [...q.outputs] }, q);
+    v.removeNodes([p, q]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}
+
+/**
  * Quantized MatMuls reading one quantized activation with the same quantization (BERT's Q, K and V projections) ->
  * one kiln:QMatMul over the concatenated weights, scales and biases, then a kiln:Split: one GEMM three times as wide
  * fills the GPU where three narrow ones each leave it partly idle. Layers that requantize, take a residual or an
@@ -390,14 +417,19 @@ export function splitHeadsInQMatMul(v: GraphView): number {
  * QuantizeLinear (per tensor, int8/uint8, saturating) next to a Transpose that keeps the innermost axis in place ->
  * kiln:QTranspose, quantizing as it permutes: one pass over the float tensor instead of two. Either order: Transpose
  * [-> Reshape] -> QuantizeLinear (BERT: attention's output back to [B, S, H * D] for the output projection; the Reshape
- * then moves to the 8-bit tensor), or QuantizeLinear -> Transpose (where 'quantize before transposes' put it). Perms
- * that move the innermost axis are left alone: element-wise, their reads would not coalesce (the plain Transpose
- * kernel tiles through shared memory). Runs with the layout stages (GPU builds).
+ * then moves to the 8-bit tensor), or QuantizeLinear -> Transpose (where 'quantize before max pools and transposes' put
+ * it). Perms that move the innermost axis are left alone, element-wise their reads would not coalesce (the plain
+ * Transpose kernel tiles through shared memory), except NCHW -> NHWC of at most 4 channels (ResNet's input). Runs with
+ * the layout stages (GPU builds).
  */
 export function quantizeTransposes(v: GraphView): number {
   let n = 0;
   const only = (name: string) => (v.singleUse(name) && !v.isGraphOutput(name) ? v.consumers(name)[0] : undefined);
   const innerKept = (t: Node) => { const p = attrOf<number[]>(t, 'perm', []); return p.length > 0 && p[p.length - 1] === p.length - 1; };
+  // NCHW -> NHWC of an image with a few channels (a network's input before an NHWC stem): the output rows are so short
+  // that the element-wise gather still reads runs of consecutive pixels, and one pass replaces a quantize plus a
+  // byte transpose with three-byte rows
+  const fewChannels = (t: Node) => { const c = v.shape(t.inputs[0])?.[1]; return attrOf<number[]>(t, 'perm', []).join() === '0,2,3,1' && typeof c === 'number' && c <= 4; };
   for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
     const r = v.producer(ql.inputs[0]);
     const reshape = r && r.opType === 'Reshape' && r.domain === '' && only(r.outputs[0]) === ql ? r : undefined;
@@ -405,7 +437,7 @@ export function quantizeTransposes(v: GraphView): number {
     const after = only(ql.outputs[0]);
     const t = before && before.opType === 'Transpose' && before.domain === '' && only(before.outputs[0]) === (reshape ?? ql) ? before
       : after && after.opType === 'Transpose' && after.domain === '' ? after : undefined;
-    if (!t || !innerKept(t)) continue;
+    if (!t || !(innerKept(t) || fewChannels(t))) continue;
     const p = perTensor(v, ql);
     const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
     const od = attrOf<number>(ql, 'output_dtype', 0);

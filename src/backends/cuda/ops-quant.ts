@@ -46,13 +46,14 @@ function weightBytes(t: TensorData): Uint8Array {
 }
 
 /** Per-channel scale (x_scale * w_scale) and offset (bias minus the activation zero point times the weight row sum). */
-function scaleOffset(a: QAttrs, N: number, K: number, w: Uint8Array, signed: boolean, bias?: TensorData): Float32Array {
+function scaleOffset(a: QAttrs, N: number, K: number, w: Uint8Array, bias?: TensorData): Float32Array {
   const sc = new Float32Array(2 * N);
   const b = bias?.toFloat64();
   for (let n = 0; n < N; n++) {
     const s = Math.fround(a.x_scale * (a.w_scales.length === 1 ? a.w_scales[0] : a.w_scales[n]));
     let wsum = 0;
-    if (a.x_zero_point) for (let k = 0; k < K; k++) wsum += signed ? (w[n * K + k] << 24) >> 24 : w[n * K + k];
+    // the weights are int8 whatever the activations are (uint8 activations run u8 x s8): their sum is a signed one
+    if (a.x_zero_point) for (let k = 0; k < K; k++) wsum += (w[n * K + k] << 24) >> 24;
     sc[n] = s;
     sc[N + n] = (b ? b[n] : 0) - s * a.x_zero_point * wsum;
   }
@@ -113,7 +114,7 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   }
   const col = implicit ? undefined : qim2col({ ...geo, N: Nb, Kp, pad: zp });
   if (col) c.dev.kernel(col);
-  const sc = upload(c.dev, scaleOffset(a, M, K, wq, X.dtype !== 'uint8', B?.constant));
+  const sc = upload(c.dev, scaleOffset(a, M, K, wq, B?.constant));
   const wptr = wpad ? upload(c.dev, wpad) : 0;
   const plain = KH === 1 && KW === 1 && strides.every((s) => s === 1) && pads.every((p) => p === 0) && implicit;
   const gemm = layerGemm(c, args, sc, plain ? { ...args, conv: undefined } : undefined);
@@ -272,7 +273,7 @@ const qmatmul = (h: QuantHelpers): Factory => (c) => {
     M: rows, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: outStore(c, out.dtype),
     yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual, staged: process.env.KILN_QSTAGE === '1',
   };
-  const sc = upload(c.dev, scaleOffset(a, N, K, wt, X.dtype !== 'uint8', B?.constant));
+  const sc = upload(c.dev, scaleOffset(a, N, K, wt, B?.constant));
   const wptr = a.transB ? 0 : upload(c.dev, wt);
   const gemm = layerGemm(c, args, sc, args);
   return {
@@ -308,7 +309,7 @@ function headSplit(c: ImplContext, h: QuantHelpers, a: QAttrs & { transB?: numbe
   const inEpilogue = c.dev.info.sm === 90 && op !== 'fp8' && N % 8 === 0 && D % 8 === 0 && (!force || force.endsWith('staged') || force === 'wgmma64');
   const heads = { S, H, D, parts };
   const args: QGemmArgs = { M, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: store, ...(inEpilogue ? { heads } : {}) };
-  const sc = upload(c.dev, scaleOffset(a, N, K, wt, X!.dtype !== 'uint8', B?.constant));
+  const sc = upload(c.dev, scaleOffset(a, N, K, wt, B?.constant));
   const wptr = upload(c.dev, wt);
   const gemm = layerGemm(c, args, sc, inEpilogue ? undefined : args);
   const split = inEpilogue ? undefined : headSplitKernel({ M, ...heads, dtype: store });

@@ -9,7 +9,7 @@ import type { CudaDevice } from './device.js';
 import { prepareGemm, type PreparedGemm } from './ffi/cublaslt.js';
 import { cudnnAvailable, prepareConv } from './ffi/cudnn.js';
 import {
-  elementwise, epilogue, cast, where, layerNorm, softmax, attentionSoftmax, maxPool, averagePool, globalAveragePool, globalMaxPool,
+  elementwise, epilogue, cast, where, layerNorm, softmax, attentionSoftmax, maxPool, maxPoolNHWC, averagePool, globalAveragePool, globalMaxPool,
   im2col, im2colLayout, depthwiseConv2d, transpose, copyStrided, gather,
 } from './codegen/index.js';
 import { ctype, finish, indexType, launch1d, lit, type DevDType, type KernelSource } from './codegen/types.js';
@@ -431,13 +431,24 @@ const softmaxOp = (log: boolean): Factory => (c) => {
 const pool = (kind: 'max' | 'avg' | 'gavg' | 'gmax'): Factory => (c) => {
   const a = attr(c) as { kernel_shape: number[]; auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[]; ceil_mode?: number; count_include_pad?: number };
   const [X] = c.inputs;
-  if (!X || !FLOATS.has(X.dtype) || c.node.outputs.slice(1).some(Boolean)) return undefined;
+  // MaxPool also pools stored int8/uint8 values (the 'quantize before max pools' stage puts it after the quantization)
+  const ints = kind === 'max' && (X?.dtype === 'int8' || X?.dtype === 'uint8');
+  if (!X || (!FLOATS.has(X.dtype) && !ints) || c.node.outputs.slice(1).some(Boolean)) return undefined;
   const x = { dtype: devType(X.dtype), dims: X.dims };
   if (kind === 'gavg') return single(c, globalAveragePool({ x }));
   if (kind === 'gmax') return single(c, globalMaxPool({ x }));
   const pads = resolvePads(X.dims.slice(2), a.kernel_shape, a);
   const args = { x, kernel: a.kernel_shape, pads, strides: a.strides, dilations: a.dilations, ceilMode: !!a.ceil_mode, countIncludePad: !!a.count_include_pad };
   return single(c, kind === 'max' ? maxPool(args) : averagePool(args));
+};
+
+/** kiln:MaxPoolNHWC (the layout pass's channels-last MaxPool): float or stored int8/uint8 values. */
+const maxPoolNHWCOp: Factory = (c) => {
+  const a = attr(c) as { kernel_shape: number[]; auto_pad?: string; pads?: number[]; strides?: number[]; dilations?: number[]; ceil_mode?: number };
+  const [X] = c.inputs;
+  if (!X || X.dims.length !== 4 || (!FLOATS.has(X.dtype) && X.dtype !== 'int8' && X.dtype !== 'uint8')) return undefined;
+  const pads = resolvePads(X.dims.slice(1, 3), a.kernel_shape, a);
+  return single(c, maxPoolNHWC({ x: { dtype: devType(X.dtype), dims: X.dims }, kernel: a.kernel_shape, pads, strides: a.strides, dilations: a.dilations, ceilMode: !!a.ceil_mode }));
 };
 
 const transposeOp: Factory = (c) => {
@@ -511,7 +522,7 @@ export const GPU_OPS: Record<string, Factory> = {
   LayerNormalization: norm(false), 'kiln:LayerNormalization': norm(false), 'kiln:QLayerNormalization': norm(false),
   RMSNormalization: norm(true), 'kiln:RMSNormalization': norm(true),
   Softmax: softmaxOp(false), 'kiln:Softmax': softmaxOp(false), LogSoftmax: softmaxOp(true),
-  MaxPool: pool('max'), AveragePool: pool('avg'), GlobalAveragePool: pool('gavg'), GlobalMaxPool: pool('gmax'),
+  MaxPool: pool('max'), 'kiln:MaxPoolNHWC': maxPoolNHWCOp, AveragePool: pool('avg'), GlobalAveragePool: pool('gavg'), GlobalMaxPool: pool('gmax'),
   Transpose: transposeOp, Gather: gatherOp, Split: splitOp, 'kiln:Split': splitOp, Concat: concatOp,
   'kiln:FusedMatMul': fusedMatMul,
   MatMul: fusedMatMul,

@@ -2,7 +2,7 @@
 // global pools. One thread per output element for windows; one warp (or block) per (n, c) plane for global pools.
 import { planRows, rowEach, rowHelpers, rowLoop, rowReduce } from './rows.js';
 import {
-  checkDType, contiguousStrides, ctype, finish, indexType, launch1d, lit, load, prod, store, unsupported, type DevDType, type KernelSource,
+  checkDType, contiguousStrides, ctype, finish, indexType, launch1d, lit, load, prod, sizeOf, store, unsupported, wordType, type DevDType, type KernelSource,
   type TensorSpec,
 } from './types.js';
 
@@ -157,3 +157,60 @@ extern "C" __global__ void __launch_bounds__(${p.launch.block[0]}) KNAME(const $
 export const globalAveragePool = (a: { x: TensorSpec; outDtype?: DevDType }): KernelSource => globalPool(a.x, 'avg', a.outDtype);
 /** ONNX GlobalMaxPool: Y [N, C, 1, ...] = max over the spatial axes (NaN propagates). Params: in 0 X, out 0 Y. */
 export const globalMaxPool = (a: { x: TensorSpec; outDtype?: DevDType }): KernelSource => globalPool(a.x, 'max', a.outDtype);
+
+/**
+ * kiln:MaxPoolNHWC: 2-D MaxPool over channels-last X [N, H, W, C] -> Y [N, OH, OW, C]. Each thread takes one output
+ * pixel's run of up to 16 bytes of channels, so every tap is one aligned vector load along contiguous memory (the
+ * NCHW kernel's taps are scattered single elements). Same tie and NaN rule as `maxPool`: the first tap in row-major
+ * window order wins ties, NaN taps after the first are ignored. Params: in 0 X, out 0 Y.
+ */
+export function maxPoolNHWC(a: Omit<PoolArgs, 'x' | 'indices' | 'storageOrder' | 'countIncludePad'> & { x: TensorSpec }): KernelSource {
+  const [N, H, W, C] = a.x.dims;
+  if (a.x.dims.length !== 4) unsupported('maxPoolNHWC', `x must be [N, H, W, C], got [${a.x.dims.join(',')}]`);
+  const w = resolve({ ...a, x: { dtype: a.x.dtype, dims: [N, C, H, W] } }, 'maxPoolNHWC');
+  const d = a.x.dtype, size = sizeOf(d);
+  // channels per thread: a 16-byte vector where the channel run allows it, else one element
+  let V = 1;
+  for (const bytes of [16, 8, 4, 2]) if (bytes >= size && (C * size) % bytes === 0) { V = bytes / size; break; }
+  const S = size, bits = 8 * S, mask = S === 4 ? '0xffffffffu' : `${(1 << bits) - 1}u`;
+  const [OH, OW] = w.out, CV = C / V;
+  const n = N * OH * OW * CV, it = indexType(Math.max(n * V, N * H * W * C));
+  // the vector is split and rebuilt with shifts (no pointer casts of a local: those would put it in local memory)
+  const wide = V * S === 16, word = wide ? 'uint4' : wordType(V * S);
+  const part = (j: number) => (wide ? `rw[${(j * S) >> 2}] >> ${((j * S) & 3) * 8}` : `raw >> ${j * bits}`);
+  const fromBits = (b: string) => (d === 'float32' ? `__uint_as_float((unsigned)(${b}))` : load(d, `(${ctype(d)})(${b})`));
+  const toBits = (v: string) => (d === 'float32' ? `__float_as_uint(${v})` : `(unsigned)(${S === 1 ? 'unsigned char' : 'unsigned short'})${store(d, v)}`);
+  const taps = Array.from({ length: V }, (_, j) => `{ const float v = ${fromBits(`(${part(j)}) & ${mask}`)}; if (first || v > best${j}) best${j} = v; }`);
+  const packed = wide
+    ? [0, 1, 2, 3].map((q) => Array.from({ length: 4 / S }, (_, e) => `(${toBits(`best${(q * 4) / S + e}`)} << ${e * bits})`).join(' | '))
+    : [Array.from({ length: V }, (_, j) => `((${word})${toBits(`best${j}`)} << ${j * bits})`).join(' | ')];
+  const body = `
+extern "C" __global__ void __launch_bounds__(256) KNAME(const ${ctype(d)}* __restrict__ x, ${ctype(d)}* __restrict__ y) {
+  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(n)}; i += (${it})gridDim.x * blockDim.x) {
+    ${it} t = i;
+    const int cv = (int)(t % ${CV}); t /= ${CV};
+    const int o1 = (int)(t % ${OW}); t /= ${OW};
+    const int o0 = (int)(t % ${OH}); t /= ${OH};
+    float ${Array.from({ length: V }, (_, j) => `best${j} = 0.0f`).join(', ')};
+    bool first = true;
+    #pragma unroll
+    for (int k0 = 0; k0 < ${w.kernel[0]}; k0++) {
+      const int i0 = o0 * ${w.strides[0]} - ${w.pb[0]} + k0 * ${w.dilations[0]};
+      if (i0 < 0 || i0 >= ${H}) continue;
+      #pragma unroll
+      for (int k1 = 0; k1 < ${w.kernel[1]}; k1++) {
+        const int i1 = o1 * ${w.strides[1]} - ${w.pb[1]} + k1 * ${w.dilations[1]};
+        if (i1 < 0 || i1 >= ${W}) continue;
+        const ${word} raw = *(const ${word}*)(x + ((t * ${H} + i0) * ${W} + i1) * ${C} + (${it})cv * ${V});${wide ? `
+        const unsigned int rw[4] = { raw.x, raw.y, raw.z, raw.w };` : ''}
+        ${taps.join('\n        ')}
+        first = false;
+      }
+    }
+    ${wide ? `uint4 res;
+    ${packed.map((e, q) => `res.${'xyzw'[q]} = ${e};`).join('\n    ')}` : `const ${word} res = ${packed[0]};`}
+    *(${word}*)(y + ((t * ${OH} + o0) * ${OW} + o1) * ${C} + (${it})cv * ${V}) = res;
+  }
+}`;
+  return finish('kiln_maxpool_nhwc', body, { ...launch1d(Math.max(n, 1)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+}

@@ -435,25 +435,37 @@ export function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: numb
 
 /** Explicit NHWC im2col of 8-bit data into [M, Kp] (Kp = K rounded up to 16, tail zero); pads read as `pad`. */
 export function qim2col(g: QConvGeometry & { N: number; Kp: number; pad: number }): KernelSource {
-  const K = g.KH * g.KW * g.C, total = g.N * g.OH * g.OW * g.Kp;
-  const it = indexType(Math.max(total, g.N * g.H * g.W * g.C));
+  const K = g.KH * g.KW * g.C;
+  if (g.Kp % 16 !== 0 || g.Kp < K) throw new Error(`qim2col: Kp = ${g.Kp} must be a multiple of 16 and at least K = ${K}`);
+  // one thread per 16 bytes of a row: one vector store, the (kh, kw, c) tap walked by counters, not divisions
+  const KC = g.Kp / 16, units = g.N * g.OH * g.OW * KC;
+  const it = indexType(Math.max(units * 16, g.N * g.H * g.W * g.C));
   const body = `
 extern "C" __global__ void __launch_bounds__(256) KNAME(const unsigned char* __restrict__ x, unsigned char* __restrict__ col) {
-  for (${it} i = (${it})blockIdx.x * blockDim.x + threadIdx.x; i < ${lit(total)}; i += (${it})gridDim.x * blockDim.x) {
-    const int k = (int)(i % ${g.Kp});
-    ${it} t = i / ${g.Kp};
-    unsigned char v = 0;
-    if (k < ${K}) {
-      const int c = k % ${g.C}, kk = k / ${g.C}, kw = kk % ${g.KW}, kh = kk / ${g.KW};
-      const int ow = (int)(t % ${g.OW}); t /= ${g.OW};
-      const int oh = (int)(t % ${g.OH}); t /= ${g.OH};
-      const int ih = oh * ${g.strides[0]} - ${g.pads[0]} + kh * ${g.dilations[0]}, iw = ow * ${g.strides[1]} - ${g.pads[1]} + kw * ${g.dilations[1]};
-      v = ((unsigned)ih < ${g.H}u && (unsigned)iw < ${g.W}u) ? x[((t * ${g.H} + ih) * ${g.W} + iw) * ${g.C} + c] : (unsigned char)${g.pad & 0xff};
+  for (${it} u = (${it})blockIdx.x * blockDim.x + threadIdx.x; u < ${lit(units)}; u += (${it})gridDim.x * blockDim.x) {
+    const int k0 = (int)(u % ${KC}) * 16;
+    ${it} t = u / ${KC};
+    const int ow = (int)(t % ${g.OW}); t /= ${g.OW};
+    const int oh = (int)(t % ${g.OH}); t /= ${g.OH};
+    const int ih0 = oh * ${g.strides[0]} - ${g.pads[0]}, iw0 = ow * ${g.strides[1]} - ${g.pads[1]};
+    int c = k0 % ${g.C}, kw = (k0 / ${g.C}) % ${g.KW}, kh = k0 / ${g.C * g.KW};
+    unsigned int w[4] = { 0u, 0u, 0u, 0u };
+    #pragma unroll
+    for (int j = 0; j < 16; j++) {
+      unsigned int v = 0u;
+      if (k0 + j < ${K}) {
+        const int ih = ih0 + kh * ${g.dilations[0]}, iw = iw0 + kw * ${g.dilations[1]};
+        v = ((unsigned)ih < ${g.H}u && (unsigned)iw < ${g.W}u) ? (unsigned int)x[((t * ${g.H} + ih) * ${g.W} + iw) * ${g.C} + c] : ${g.pad & 0xff}u;
+      }
+      w[j >> 2] |= v << ((j & 3) * 8);
+      if (++c == ${g.C}) { c = 0; if (++kw == ${g.KW}) { kw = 0; kh++; } }
     }
-    col[i] = v;
+    uint4 o;
+    o.x = w[0]; o.y = w[1]; o.z = w[2]; o.w = w[3];
+    *(uint4*)(col + u * 16) = o;
   }
 }`;
-  return finish('kiln_qim2col', body, { ...launch1d(Math.max(1, total)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
+  return finish('kiln_qim2col', body, { ...launch1d(Math.max(1, units)), sharedBytes: 0, params: [{ kind: 'in', index: 0 }, { kind: 'out', index: 0 }] });
 }
 
 /** QuantizeLinear per tensor: float32/float16 -> int8/uint8/fp8 with literal scale and zero point (saturating). */

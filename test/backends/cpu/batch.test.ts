@@ -4,11 +4,12 @@
 import { describe, it, expect } from 'vitest';
 import type { Model } from '../../../src/ir/graph.js';
 import { TensorData } from '../../../src/ir/tensor.js';
-import { GraphBuilder, seededRandom } from '../../../src/ir/builder.js';
+import { GraphBuilder } from '../../../src/ir/builder.js';
 import { build } from '../../../src/build/builder.js';
 import { Engine } from '../../../src/runtime/engine.js';
 import { parsePlan } from '../../../src/build/plan.js';
 import { Tensor } from '../../../src/runtime/tensor.js';
+import { modelFeeds } from './feeds.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { runBatch, type KernelsMeta } from '../../../src/backends/cpu/build.js';
@@ -16,18 +17,7 @@ import { tinyCnn, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL } from '../
 
 const hasCompiler = !!findCompiler();
 
-function feedsAt(m: Model, batch: number, seq = 32) {
-  const r = seededRandom(batch);
-  const feeds: Record<string, Tensor> = {};
-  for (const i of m.graph.inputs) {
-    if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-    const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? seq : batch));
-    const n = dims.reduce((a, b) => a * b, 1);
-    feeds[i.name] = i.type.dtype === 'float32' ? new Tensor('float32', Float32Array.from({ length: n }, () => r() * 2 - 1), dims)
-      : new Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => (i.name.includes('mask') ? BigInt(k % 5 !== 4) : BigInt(Math.floor(r() * 20)))), dims);
-  }
-  return feeds;
-}
+const feedsAt = (m: Model, batch: number) => modelFeeds(m, { batch });
 
 /** Worst relative difference to the reference executor over every output of one run. */
 function worstDiff(m: Model, feeds: Record<string, Tensor>, out: Record<string, unknown>): number {

@@ -2,7 +2,7 @@
 // strides 1, 2 (the paired-vector path, in rows too) and 3 (the phase planes), pads on one side only, dilation, a
 // channel multiplier, a residual and a clip, against the reference kernel; and pointwise + depthwise pairs run as
 // one call inside a chain, against the reference executor.
-import { describe, it, expect, vi } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { Model, Node } from '../../../src/ir/graph.js';
 import { TensorData } from '../../../src/ir/tensor.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
@@ -11,10 +11,7 @@ import { inferShapes } from '../../../src/passes/infer.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler, hostIsa } from '../../../src/backends/cpu/compiler.js';
 import { cpuBackend } from '../../../src/backends/cpu/index.js';
-import { NativeLibrary } from '../../../src/backends/cpu/native.js';
-import { build } from '../../../src/build/builder.js';
-import { Engine } from '../../../src/runtime/engine.js';
-import { Tensor } from '../../../src/runtime/tensor.js';
+import { pairRunsMatchReference } from './pairs.js';
 
 const X = [2, 3, 61, 150];
 
@@ -119,35 +116,7 @@ const PAIRS: [number[], string][] = [[[1, 6, 17, 20], 'c'], [[1, 6, 30, 27], 'c'
 describe.skipIf(!findCompiler())('pointwise + depthwise pairs', () => {
   it.each(PAIRS)('over %j run as one call in a chain and match the reference executor at 1 and 2 threads', async (X, kind) => {
     const m = blocks(X);
-    const data = randomTensor(seededRandom(4), X, 1);
-    const plan = await build(m, { shapes: { x: X } });
-    const ref = executeGraph(m.graph, new Map([['x', data]]), { opsets: m.opsets });
-    const asked: string[] = [];
-    const original = NativeLibrary.prototype.symbol;
-    const symbol = vi.spyOn(NativeLibrary.prototype, 'symbol').mockImplementation(function (this: NativeLibrary, name: string) {
-      asked.push(name);
-      return original.call(this, name);
-    });
-    try {
-      for (const threads of [1, 2]) {
-        const engine = await Engine.load(plan, { intraOpNumThreads: threads });
-        const ctx = engine.createContext();
-        for (let run = 0; run < 3; run++) {
-          const out = await ctx.run({ x: new Tensor('float32', data.data as Float32Array, X) });
-          for (const [k, v] of Object.entries(out)) {
-            const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
-            // float32 sums in another order: errors relative to each value, with a floor at 1e-3 of the largest
-            const atol = 1e-3 * w.reduce((q, v) => Math.max(q, Math.abs(v)), 0);
-            let worst = 0;
-            for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-            expect(worst, `${k}, ${threads} thread(s), run ${run}`).toBeLessThan(1e-3);
-          }
-        }
-        engine.dispose();
-      }
-    } finally {
-      symbol.mockRestore();
-    }
+    const asked = await pairRunsMatchReference(m, X, 4, 3);
     // the two expansions read only by their depthwise layer pair up; the third is read twice
     const pairs = new Set(asked.filter((a) => /_pwdwc?$/.test(a)));
     expect(pairs.size).toBe(2);

@@ -3,16 +3,12 @@
 // against the reference executor at 1 and 2 threads over odd plane widths (vectors spilling across rows), a partial last
 // band, batch 2, a partial panel of 16 output channels, a residual with an activation on the pointwise layer, a
 // one-sided padded window; and a depthwise output that another layer also reads stays two calls.
-import { describe, it, expect, vi } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { Model } from '../../../src/ir/graph.js';
 import { TensorData } from '../../../src/ir/tensor.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
-import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler, hostIsa } from '../../../src/backends/cpu/compiler.js';
-import { NativeLibrary } from '../../../src/backends/cpu/native.js';
-import { build } from '../../../src/build/builder.js';
-import { Engine } from '../../../src/runtime/engine.js';
-import { Tensor } from '../../../src/runtime/tensor.js';
+import { pairRunsMatchReference } from './pairs.js';
 
 /** Over x [B, C, H, W]: (1) 3x3 depthwise + clip -> 1x1 to 29 channels (a partial panel of 16); (2) a 5x3 window padded on one side of each
  * axis -> 1x1 back to C channels plus x, ReLU; (3) a depthwise layer also read by an Add (no pair). */
@@ -41,35 +37,7 @@ const SHAPES: number[][] = [[1, 30, 121, 120], [2, 45, 97, 115], [1, 16, 128, 13
 describe.skipIf(!findCompiler())('depthwise + pointwise pairs', () => {
   it.each(SHAPES.map((s) => [s]))('over %j run as one call in a chain and match the reference executor at 1 and 2 threads', async (X: number[]) => {
     const m = model(X);
-    const data = randomTensor(seededRandom(5), X, 1);
-    const plan = await build(m, { shapes: { x: X } });
-    const ref = executeGraph(m.graph, new Map([['x', data]]), { opsets: m.opsets });
-    const asked: string[] = [];
-    const original = NativeLibrary.prototype.symbol;
-    const symbol = vi.spyOn(NativeLibrary.prototype, 'symbol').mockImplementation(function (this: NativeLibrary, name: string) {
-      asked.push(name);
-      return original.call(this, name);
-    });
-    try {
-      for (const threads of [1, 2]) {
-        const engine = await Engine.load(plan, { intraOpNumThreads: threads });
-        const ctx = engine.createContext();
-        for (let run = 0; run < 2; run++) {
-          const out = await ctx.run({ x: new Tensor('float32', data.data as Float32Array, X) });
-          for (const [k, v] of Object.entries(out)) {
-            const a = (v as Tensor).data as Float32Array, w = (ref.get(k) as TensorData).data as Float32Array;
-            // float32 sums in another order: errors relative to each value, with a floor at 1e-3 of the largest
-            const atol = 1e-3 * w.reduce((q, v) => Math.max(q, Math.abs(v)), 0);
-            let worst = 0;
-            for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-            expect(worst, `${k}, ${threads} thread(s), run ${run}`).toBeLessThan(1e-3);
-          }
-        }
-        engine.dispose();
-      }
-    } finally {
-      symbol.mockRestore();
-    }
+    const asked = await pairRunsMatchReference(m, X, 5, 2);
     // the pair exists on AVX-512 (its 16 x 16 tiles): the first two depthwise layers pair up, the third does not
     const pairs = new Set(asked.filter((a) => /_dwpw$/.test(a)));
     expect(pairs.size).toBe(hostIsa() === 'avx512' ? 2 : 0);

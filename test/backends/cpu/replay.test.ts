@@ -9,6 +9,7 @@ import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builde
 import { build } from '../../../src/build/builder.js';
 import { Engine } from '../../../src/runtime/engine.js';
 import { Tensor } from '../../../src/runtime/tensor.js';
+import { modelFeeds } from './feeds.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { Replay } from '../../../src/backends/cpu/replay.js';
@@ -16,26 +17,8 @@ import { tinyCnn, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL } from '../
 
 const hasCompiler = !!findCompiler();
 
-/** Feeds of this batch from seed \`seed\`; \`at\`: where in a larger array the data starts (a view, not a copy). */
-function feedsFor(m: Model, batch: number, seed: number, at = 0): Record<string, Tensor> {
-  const r = seededRandom(seed);
-  const feeds: Record<string, Tensor> = {};
-  for (const i of m.graph.inputs) {
-    if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
-    // symbolic dims: the batch, or 16 positions for a sequence
-    const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? 16 : batch));
-    const n = dims.reduce((a, b) => a * b, 1);
-    if (i.type.dtype === 'int64') {
-      // token ids (the mask: ones with a few zeros), different every seed
-      const ids = new BigInt64Array(at + n + 7).map((_, k) => BigInt(i.name.includes('mask') ? Number(k % 6 !== 5) : Math.floor(r() * 20)));
-      feeds[i.name] = new Tensor('int64', ids.subarray(at, at + n), dims);
-      continue;
-    }
-    const data = new Float32Array(at + n + 7).map(() => r() * 2 - 1).subarray(at, at + n);
-    feeds[i.name] = new Tensor('float32', data, dims);
-  }
-  return feeds;
-}
+/** Feeds of this batch from seed `seed`; `at`: where in a larger array the data starts (a view, not a copy). */
+const feedsFor = (m: Model, batch: number, seed: number, at = 0) => modelFeeds(m, { batch, seq: 16, seed, at });
 
 /** Worst relative difference of a run's outputs to the reference executor on the same feeds. */
 function worstDiff(m: Model, feeds: Record<string, Tensor>, out: Record<string, unknown>): number {

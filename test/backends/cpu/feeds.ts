@@ -1,0 +1,22 @@
+// Seeded feeds for a model's inputs, shared by the CPU runner tests: floats in [-1, 1), int64 token ids in [0, 20) and
+// masks of ones with every fifth position zero; symbolic dims named like a sequence get \`seq\`, the others the batch.
+// \`at\`: where in a larger array each feed's data starts (a view, as a caller's pooled buffers would be).
+import type { Model } from '../../../src/ir/graph.js';
+import { seededRandom } from '../../../src/ir/builder.js';
+import { Tensor } from '../../../src/runtime/tensor.js';
+
+export function modelFeeds(m: Model, o: { batch: number; seq?: number; seed?: number; at?: number }): Record<string, Tensor> {
+  const { batch, seq = 32, seed = batch, at = 0 } = o;
+  const r = seededRandom(seed);
+  const feeds: Record<string, Tensor> = {};
+  for (const i of m.graph.inputs) {
+    if (m.graph.initializers.has(i.name) || i.type.kind !== 'tensor') continue;
+    const dims = (i.type.shape ?? []).map((d) => (typeof d === 'number' ? d : /seq|len/.test(String(d)) ? seq : batch));
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (i.type.dtype === 'int64') {
+      const ids = new BigInt64Array(at + n + 7).map((_, k) => BigInt(i.name.includes('mask') ? Number(k % 5 !== 4) : Math.floor(r() * 20)));
+      feeds[i.name] = new Tensor('int64', ids.subarray(at, at + n), dims);
+    } else feeds[i.name] = new Tensor('float32', new Float32Array(at + n + 7).map(() => r() * 2 - 1).subarray(at, at + n), dims);
+  }
+  return feeds;
+}

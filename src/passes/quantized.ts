@@ -29,6 +29,17 @@ function perTensor(v: GraphView, n: Node): { scale: number; zeroPoint: number } 
   return { scale: s.get(0), zeroPoint: z ? z.get(0) : 0 };
 }
 
+/** A per-tensor, saturating QuantizeLinear's scale, zero point and output type (int8 or uint8, and float8e4m3fn where
+ * \`fp8\`), or undefined for any other (the rewrites below fold only these). */
+function quantizeParams(v: GraphView, ql: Node, fp8 = false): { scale: number; zeroPoint: number; dtype: string } | undefined {
+  const p = perTensor(v, ql);
+  const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
+  const od = attrOf<number>(ql, 'output_dtype', 0);
+  const dtype = zt?.dtype ?? (od === 3 ? 'int8' : fp8 && od === FP8_CODE ? FP8 : od ? '' : 'uint8');
+  if (!p || !(dtype === 'int8' || dtype === 'uint8' || (fp8 && dtype === FP8)) || attrOf(ql, 'saturate', 1) !== 1) return undefined;
+  return { ...p, dtype };
+}
+
 /** The quantized activation behind `x`: DequantizeLinear(x_q: int8/uint8, per tensor). */
 function quantizedInput(v: GraphView, x: string) {
   const dq = producer(v, x, 'DequantizeLinear');
@@ -132,12 +143,9 @@ export function requantizeOutputs(v: GraphView): number {
   for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
     const layer = v.producer(ql.inputs[0]);
     if (!isQuantizedLayer(layer) || attrOf(layer, 'y_dtype', '') || !v.singleUse(ql.inputs[0])) continue;
-    const p = perTensor(v, ql);
-    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
-    const od = attrOf<number>(ql, 'output_dtype', 0);
-    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
-    if (!p || (dtype !== 'int8' && dtype !== 'uint8') || attrOf(ql, 'saturate', 1) !== 1) continue;
-    layer.attrs = { ...layer.attrs, y_dtype: str(dtype), y_scale: float(p.scale), y_zero_point: int(p.zeroPoint) };
+    const p = quantizeParams(v, ql);
+    if (!p) continue;
+    layer.attrs = { ...layer.attrs, y_dtype: str(p.dtype), y_scale: float(p.scale), y_zero_point: int(p.zeroPoint) };
     layer.outputs = [ql.outputs[0]];
     v.removeNodes([ql]);
     n++;
@@ -254,10 +262,8 @@ export function quantizeBeforeMaxPool(v: GraphView): number {
     if (q.domain !== '' || q.opType !== 'QuantizeLinear' || q.outputs.length !== 1) continue;
     const p = v.producer(q.inputs[0]);
     if (!p || !((p.opType === 'MaxPool' && p.domain === '') || (p.opType === 'MaxPoolNHWC' && p.domain === KILN_DOMAIN)) || p.outputs.slice(1).some(Boolean) || v.isGraphOutput(p.outputs[0])) continue;
-    const s = perTensor(v, q), zt = q.inputs[2] ? v.constant(q.inputs[2]) : undefined;
-    const od = attrOf<number>(q, 'output_dtype', 0);
-    const qdtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
-    if (!s || !(s.scale > 0) || (qdtype !== 'int8' && qdtype !== 'uint8') || attrOf(q, 'saturate', 1) !== 1 || v.consumers(p.outputs[0]).length !== 1) continue;
+    const s = quantizeParams(v, q);
+    if (!s || !(s.scale > 0) || v.consumers(p.outputs[0]).length !== 1) continue;
     const inner = v.fresh(`${q.outputs[0]}_pre`);
     v.insertNode({ ...q, inputs: [p.inputs[0], ...q.inputs.slice(1)], outputs: [inner] }, p);
     v.insertNode({ ...p, name: v.fresh(`${p.name}_quantized`), inputs: [inner], outputs: [...q.outputs] }, q);
@@ -331,12 +337,9 @@ export function quantizeInEpilogue(v: GraphView): number {
   for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
     const layer = v.producer(ql.inputs[0]);
     if (!layer || layer.domain !== KILN_DOMAIN || layer.opType !== 'QConv' || layer.outputs.length !== 1 || attrOf(layer, 'y_dtype', '')) continue;
-    const p = perTensor(v, ql);
-    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
-    const od = attrOf<number>(ql, 'output_dtype', 0);
-    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od === FP8_CODE ? FP8 : od ? '' : 'uint8');
-    if (!p || !['int8', 'uint8', FP8].includes(dtype) || attrOf(ql, 'saturate', 1) !== 1 || v.isGraphOutput(ql.outputs[0])) continue;
-    layer.attrs = { ...layer.attrs, y2_dtype: str(dtype), y2_scale: float(p.scale), y2_zero_point: int(dtype === FP8 ? 0 : p.zeroPoint) };
+    const p = quantizeParams(v, ql, true);
+    if (!p || v.isGraphOutput(ql.outputs[0])) continue;
+    layer.attrs = { ...layer.attrs, y2_dtype: str(p.dtype), y2_scale: float(p.scale), y2_zero_point: int(p.dtype === FP8 ? 0 : p.zeroPoint) };
     layer.outputs = [layer.outputs[0], ql.outputs[0]];
     v.removeNodes([ql]);
     n++;
@@ -356,14 +359,11 @@ export function quantizeLayerNormOutputs(v: GraphView): number {
   for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
     const ln = v.producer(ql.inputs[0]);
     if (!ln || ln.opType !== 'LayerNormalization' || (ln.domain !== '' && ln.domain !== KILN_DOMAIN) || ln.outputs.slice(1).some(Boolean)) continue;
-    const p = perTensor(v, ql);
-    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
-    const od = attrOf<number>(ql, 'output_dtype', 0);
-    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
-    if (!p || (dtype !== 'int8' && dtype !== 'uint8') || attrOf(ql, 'saturate', 1) !== 1 || v.isGraphOutput(ql.outputs[0])) continue;
+    const p = quantizeParams(v, ql);
+    if (!p || v.isGraphOutput(ql.outputs[0])) continue;
     ln.opType = 'QLayerNormalization';
     ln.domain = KILN_DOMAIN;
-    ln.attrs = { ...ln.attrs, y2_dtype: str(dtype), y2_scale: float(p.scale), y2_zero_point: int(p.zeroPoint) };
+    ln.attrs = { ...ln.attrs, y2_dtype: str(p.dtype), y2_scale: float(p.scale), y2_zero_point: int(p.zeroPoint) };
     ln.outputs = [ln.outputs[0], ql.outputs[0]];
     v.removeNodes([ql]);
     n++;
@@ -438,12 +438,9 @@ export function quantizeTransposes(v: GraphView): number {
     const t = before && before.opType === 'Transpose' && before.domain === '' && only(before.outputs[0]) === (reshape ?? ql) ? before
       : after && after.opType === 'Transpose' && after.domain === '' ? after : undefined;
     if (!t || !(innerKept(t) || fewChannels(t))) continue;
-    const p = perTensor(v, ql);
-    const zt = ql.inputs[2] ? v.constant(ql.inputs[2]) : undefined;
-    const od = attrOf<number>(ql, 'output_dtype', 0);
-    const dtype = zt?.dtype ?? (od === 3 ? 'int8' : od ? '' : 'uint8');
-    if (!p || (dtype !== 'int8' && dtype !== 'uint8') || attrOf(ql, 'saturate', 1) !== 1 || v.isGraphOutput(ql.outputs[0])) continue;
-    const attrs = { ...t.attrs, y_dtype: str(dtype), y_scale: float(p.scale), y_zero_point: int(p.zeroPoint) };
+    const p = quantizeParams(v, ql);
+    if (!p || v.isGraphOutput(ql.outputs[0])) continue;
+    const attrs = { ...t.attrs, y_dtype: str(p.dtype), y_scale: float(p.scale), y_zero_point: int(p.zeroPoint) };
     if (t === after) {
       v.insertNode({ name: t.name, opType: 'QTranspose', domain: KILN_DOMAIN, inputs: [ql.inputs[0]], outputs: [...t.outputs], attrs }, ql);
       v.removeNodes([ql, t]);

@@ -9,8 +9,7 @@ import { build } from '../../../src/build/builder.js';
 import { Engine } from '../../../src/runtime/engine.js';
 import { parsePlan } from '../../../src/build/plan.js';
 import { Tensor } from '../../../src/runtime/tensor.js';
-import { modelFeeds } from './feeds.js';
-import { executeGraph } from '../../../src/ops/execute.js';
+import { modelFeeds, worstDiff } from './feeds.js';
 import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { runBatch, type KernelsMeta } from '../../../src/backends/cpu/build.js';
 import { tinyCnn, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL } from '../../../bench/models/zoo.js';
@@ -18,19 +17,6 @@ import { tinyCnn, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL } from '../
 const hasCompiler = !!findCompiler();
 
 const feedsAt = (m: Model, batch: number) => modelFeeds(m, { batch });
-
-/** Worst relative difference to the reference executor over every output of one run. */
-function worstDiff(m: Model, feeds: Record<string, Tensor>, out: Record<string, unknown>): number {
-  const ref = executeGraph(m.graph, new Map(Object.entries(feeds).map(([k, v]) => [k, new TensorData(v.type as 'float32', v.dims, v.data as Float32Array)])), { opsets: m.opsets });
-  let worst = 0;
-  for (const [k, v] of Object.entries(out)) {
-    const t = v as Tensor, b = ref.get(k) as TensorData;
-    expect(t.dims).toEqual(b.dims);
-    const a = t.data as Float32Array;
-    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - (b.data as Float32Array)[i]) / (1e-4 + Math.abs((b.data as Float32Array)[i])));
-  }
-  return worst;
-}
 
 const meta = (plan: Uint8Array): KernelsMeta => JSON.parse(new TextDecoder().decode(parsePlan(plan).blobs.get('cpu/kernels.json')!));
 

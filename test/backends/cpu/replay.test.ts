@@ -9,8 +9,7 @@ import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builde
 import { build } from '../../../src/build/builder.js';
 import { Engine } from '../../../src/runtime/engine.js';
 import { Tensor } from '../../../src/runtime/tensor.js';
-import { modelFeeds } from './feeds.js';
-import { executeGraph } from '../../../src/ops/execute.js';
+import { modelFeeds, worstDiff } from './feeds.js';
 import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { Replay } from '../../../src/backends/cpu/replay.js';
 import { tinyCnn, mobilenetV2, MOBILENET_SMALL, bertBase, BERT_SMALL } from '../../../bench/models/zoo.js';
@@ -19,20 +18,6 @@ const hasCompiler = !!findCompiler();
 
 /** Feeds of this batch from seed `seed`; `at`: where in a larger array the data starts (a view, not a copy). */
 const feedsFor = (m: Model, batch: number, seed: number, at = 0) => modelFeeds(m, { batch, seq: 16, seed, at });
-
-/** Worst relative difference of a run's outputs to the reference executor on the same feeds. */
-function worstDiff(m: Model, feeds: Record<string, Tensor>, out: Record<string, unknown>): number {
-  const ref = executeGraph(m.graph, new Map(Object.entries(feeds).map(([k, v]) => [k, new TensorData(v.type as 'float32', v.dims, v.data as Float32Array)])), { opsets: m.opsets });
-  let worst = 0;
-  for (const [k, v] of Object.entries(out)) {
-    const t = v as Tensor, b = ref.get(k) as TensorData;
-    expect(t.dims).toEqual(b.dims);
-    const a = t.data as Float32Array, w = b.data as Float32Array;
-    expect(a.length).toBe(w.length);
-    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (1e-4 + Math.abs(w[i])));
-  }
-  return worst;
-}
 
 /** Counts the replayed runs (each binds the recorded program to its feeds once). */
 const countReplays = () => vi.spyOn(Replay.prototype, 'bind');

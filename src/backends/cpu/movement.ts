@@ -101,6 +101,13 @@ export const slice: Gen = (c, n, ins, out) => {
   return { variants: [{ tactic: `native-${c.isa}-slice`, fn: `L${c.id}_sl` }], args: [{ in: 0 }, { out: true }], source, work: prod(out) };
 };
 
+/** The error code a layer function records for bad run-time data (kiln_set_error): its layer number + 1, for the
+ * Gather functions below (\`L<id>_ga\`); undefined for functions that never record one. */
+export function errorCodeOf(fn: string): number | undefined {
+  const m = /^L(\d+)_ga$/.exec(fn);
+  return m ? Number(m[1]) + 1 : undefined;
+}
+
 /** Gather: row \`i\` of the indices picks a block of \`inner\` floats along \`axis\` (negative indices count from the
  * end). Indices are read at run time (a model's token ids); one out of range zeroes its block and records the layer
  * (kiln_set_error, code = layer number + 1), which the runner raises as this node's error. Batch-generic along the
@@ -112,12 +119,12 @@ export const gather: Gen = (c, n, ins, out) => {
   if (axis < 0) axis += r;
   if (!x || !idx || axis < 0 || axis >= r || out.length !== r - 1 + idx.length || prod(out) < MIN_ELEMENTS) return undefined;
   const idxType = typeOfName(c, n.inputs[1])?.dtype === 'int32' ? 'int32_t' : 'int64_t';
-  const dim = x[axis], inner = prod(x.slice(axis + 1)), nIdx = prod(idx), code = Number(c.id) + 1;
+  const dim = x[axis], inner = prod(x.slice(axis + 1)), nIdx = prod(idx);
   // batch-generic: the indices carry the batch (axis 0), or the data does and the axis is after it
   const bt = !!c.batch && ((axis === 0 && !!c.batch[1] && idx.length > 0) || (axis > 0 && !!c.batch[0]));
   const outer = bt && axis > 0 ? `(long)nb * ${prod(x.slice(1, axis))}` : `${prod(x.slice(0, axis))}L`;
   const count = bt && axis === 0 ? `(long)nb * ${prod(idx.slice(1))}` : `${nIdx}L`;
-  const id = c.id, chunk = Math.max(1, Math.floor(16384 / Math.max(1, inner)));
+  const id = c.id, fn = `L${id}_ga`, code = errorCodeOf(fn)!, chunk = Math.max(1, Math.floor(16384 / Math.max(1, inner)));
   const source = `static void t${id}(void *ctx, int t) {
   void *const *q = ctx;
   const float *x = q[0]; const ${idxType} *ix = q[1]; float *y = q[2];
@@ -131,10 +138,10 @@ export const gather: Gen = (c, n, ins, out) => {
     memcpy(yr, x + (o * ${dim}L + k) * ${inner}L, ${inner} * sizeof(float));
   }
 }
-${exported(`L${id}_ga`, `  long count = ${count}, total = ${outer} * count;
+${exported(fn, `  long count = ${count}, total = ${outer} * count;
   void *q[5] = { a0, a1, a2, (void *)(intptr_t)count, (void *)(intptr_t)total };
   kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
-  return { variants: [{ tactic: `native-${c.isa}-gather`, fn: `L${id}_ga` }], args: [{ in: 0 }, { in: 1 }, { out: true }], source, batched: bt, work: prod(out) };
+  return { variants: [{ tactic: `native-${c.isa}-gather`, fn }], args: [{ in: 0 }, { in: 1 }, { out: true }], source, batched: bt, work: prod(out) };
 };
 
 /** Cast of integer or bool data to float32 (an attention mask on its way to the additive bias). */

@@ -11,7 +11,7 @@ import { addressOf } from './native.js';
 interface Range { lo: bigint; hi: bigint }
 /** A program word holding an address inside feed \`k\` (or fresh array \`k\`), \`off\` bytes from its start. */
 interface Slot { word: number; feed: boolean; k: number; off: bigint }
-interface OutputView { name: string; dtype: TensorData['dtype']; dims: readonly number[]; k: number; byteOffset: number; length: number; ctor: TypedCtor }
+interface OutputView { dtype: TensorData['dtype']; dims: readonly number[]; k: number; byteOffset: number; length: number; ctor: TypedCtor }
 type TypedCtor = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => ArrayLike<number>;
 
 /** What a run does, gathered while it runs (see NativeKernels.begin). */
@@ -51,6 +51,8 @@ export class Replay {
   private feedNames: string[];
   private freshLengths: number[];
   private outputs = new Map<string, OutputView>();
+  /** What the program addresses besides feeds and fresh arrays (see Recording.keep): held, never read. */
+  private keep: unknown[];
   busy = false;
 
   private constructor(readonly key: string, rec: Recording, feeds: Map<string, Value>, results: Map<string, Value>) {
@@ -86,12 +88,11 @@ export class Replay {
       const k = data ? rec.fresh.findIndex((f) => f.buffer === data.buffer) : -1;
       if (k < 0) continue; // not a fresh array of the run (a feed passed through, a constant): not replayable
       const t = v as TensorData;
-      this.outputs.set(name, { name, dtype: t.dtype, dims: t.dims, k, byteOffset: data!.byteOffset - rec.fresh[k].byteOffset,
+      this.outputs.set(name, { dtype: t.dtype, dims: t.dims, k, byteOffset: data!.byteOffset - rec.fresh[k].byteOffset,
         length: (data as unknown as ArrayLike<number>).length, ctor: data!.constructor as TypedCtor });
     }
     this.keep = rec.keep;
   }
-  private keep: unknown[];
 
   /** The replay of a recorded run, or undefined where it cannot stand for the run (see Recording.ok). */
   static of(key: string, rec: Recording, feeds: Map<string, Value>, results: Map<string, Value>): Replay | undefined {

@@ -12,6 +12,7 @@ import type { NodeKernel } from '../../ops/execute.js';
 import { NativeLibrary, chainRecord, type Ptr } from './native.js';
 import { Replay, newRecording, shapeKey, type Recording } from './replay.js';
 import { outValue, outWords } from './int8.js';
+import { errorCodeOf } from './movement.js';
 import { COPY_ROWS, KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
 
 export interface NativeKernels {
@@ -188,7 +189,8 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   const symbol = (fn: string) => (addr.has(fn) ? addr.get(fn) : addr.set(fn, lib.symbol(fn)).get(fn));
   // the output dims of each view op in a chain, for the input dims and other inputs it last saw (see chainView)
   const viewDims = new Map<Node, { dims: readonly number[]; rest: (Value | undefined)[]; out: readonly number[] }>();
-  const pool = new BufferPool(), shared = pool;
+  // the pool the runs share (a run takes its own pool from this one while it is being recorded)
+  const shared = new BufferPool();
   // the recorded run (see replay.ts) with its own buffers, and the shape key of the latest run: a run is recorded
   // when its shapes are those of the run before it (a benchmark's or a server's steady state, not one-off shapes)
   let recorded: { replay: Replay; pool: BufferPool } | undefined;
@@ -196,13 +198,13 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   // KILN_REPLAY=0: every run goes through the executor (for comparing, or ruling the replay out when debugging)
   const replays = process.env.KILN_REPLAY !== '0';
   const drop = () => {
-    recorded?.pool.moveTo(pool);
+    recorded?.pool.moveTo(shared);
     recorded = undefined;
   };
   // the layers that can meet bad run-time data, by the code they record (kiln_set_error: layer number + 1)
   const erring = new Map(meta.layers.flatMap((l) => {
-    const m = /^L(\d+)_ga$/.exec(l.fn);
-    return m ? [[Number(m[1]) + 1, l] as const] : [];
+    const code = errorCodeOf(l.fn);
+    return code ? [[code, l] as const] : [];
   }));
   /** Raises what a layer of the last foreign call recorded (see kiln_set_error). */
   const checkError = () => {
@@ -454,11 +456,12 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           void prog.buffer; // off V8's heap, where the GC could move it while the worker thread reads it
           calls.forEach((c, i) => chainRecord(prog, i, symbol(c.fn)!, c.args, c.nb));
           keepParams.push(prog); // the library reads it by address (see NativeLibrary.runChain): held until the run ends
+          const work = calls.reduce((a, c) => a + c.work, 0);
           if (rec) {
-            rec.progs.push({ prog, n: calls.length, work: calls.reduce((a, c) => a + c.work, 0) });
-            rec.keep.push(calls, [...keepParams]);
+            rec.progs.push({ prog, n: calls.length, work });
+            rec.keep.push(calls);
           }
-          await invoke(calls.reduce((a, c) => a + c.work, 0), () => void lib.runChain(prog, calls.length, true),
+          await invoke(work, () => void lib.runChain(prog, calls.length, true),
             () => lib.runChain(prog, calls.length, false) as Promise<void>);
           checkError();
         }
@@ -497,9 +500,11 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       const end = (results?: Map<string, Value>) => {
         pending.clear();
         produced.clear();
-        keepParams.length = 0;
+        // a recording keeps the run's parameters and programs: its replays read them by address
+        const params = keepParams.splice(0);
         for (const h of held.splice(0)) pool.give(h.buf);
         if (!rec) return;
+        rec.keep.push(params);
         const r = results && !recorded?.replay.busy ? Replay.of(key!, rec, feeds!, results) : undefined;
         if (!r) {
           if (!rec.ok) unreplayable = key;
@@ -514,7 +519,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       for (const p of packed.splice(0)) lib.free(p);
       kernels.clear();
       drop();
-      pool.clear();
+      shared.clear();
     },
   };
 }

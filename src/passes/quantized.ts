@@ -326,21 +326,20 @@ export function mergeParallelQMatMuls(v: GraphView): number {
 }
 
 /**
- * QuantizeLinear (per tensor, saturating) of a float-output QConv whose output other layers read too (a residual
- * block's output: the next block's residual input and, quantized, its convolutions' input) -> the QConv's second
- * output: its epilogue writes the float value and its quantized copy at once, instead of a separate pass re-reading
- * the float tensor. Runs after the layout stages (the GPU's NHWC build), where the QuantizeLinear sits right after
- * the layer; the second output is the first as stored, quantized, so the result is the unfused graph's.
+ * Each per-tensor saturating QuantizeLinear whose producer \`accepts\` -> that producer's second output (y2_*
+ * attributes, the first output as stored, quantized): the producer writes the value and its quantized copy in one
+ * pass instead of a separate QuantizeLinear re-reading it. \`adopt\` turns the producer into the op that does so.
  */
-export function quantizeInEpilogue(v: GraphView): number {
+function quantizeAsSecondOutput(v: GraphView, accepts: (p: Node) => boolean, fp8: boolean, adopt?: (p: Node) => void): number {
   let n = 0;
   for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
-    const layer = v.producer(ql.inputs[0]);
-    if (!layer || layer.domain !== KILN_DOMAIN || layer.opType !== 'QConv' || layer.outputs.length !== 1 || attrOf(layer, 'y_dtype', '')) continue;
-    const p = quantizeParams(v, ql, true);
-    if (!p || v.isGraphOutput(ql.outputs[0])) continue;
-    layer.attrs = { ...layer.attrs, y2_dtype: str(p.dtype), y2_scale: float(p.scale), y2_zero_point: int(p.dtype === FP8 ? 0 : p.zeroPoint) };
-    layer.outputs = [layer.outputs[0], ql.outputs[0]];
+    const p = v.producer(ql.inputs[0]);
+    if (!p || !accepts(p)) continue;
+    const q = quantizeParams(v, ql, fp8);
+    if (!q || v.isGraphOutput(ql.outputs[0])) continue;
+    adopt?.(p);
+    p.attrs = { ...p.attrs, y2_dtype: str(q.dtype), y2_scale: float(q.scale), y2_zero_point: int(q.dtype === FP8 ? 0 : q.zeroPoint) };
+    p.outputs = [p.outputs[0], ql.outputs[0]];
     v.removeNodes([ql]);
     n++;
   }
@@ -349,27 +348,27 @@ export function quantizeInEpilogue(v: GraphView): number {
 }
 
 /**
- * QuantizeLinear (per tensor, int8/uint8, saturating) reading a LayerNormalization's output -> kiln:QLayerNormalization,
- * whose second output is the first as stored, quantized: the norm's one pass writes both, instead of a separate
- * QuantizeLinear re-reading the float tensor (BERT: each block's two LayerNorms feed a residual and, quantized, the
- * next GEMMs). Runs with the layout stages (GPU builds); the CPU keeps the pair, which its own kernels run natively.
+ * QuantizeLinear (per tensor, saturating) of a float-output QConv whose output other layers read too (a residual
+ * block's output: the next block's residual input and, quantized, its convolutions' input) -> the QConv's second
+ * output (see quantizeAsSecondOutput). Runs after the layout stages (the GPU's NHWC build), where the QuantizeLinear
+ * sits right after the layer; the result is the unfused graph's.
+ */
+export function quantizeInEpilogue(v: GraphView): number {
+  return quantizeAsSecondOutput(v, (p) => p.domain === KILN_DOMAIN && p.opType === 'QConv' && p.outputs.length === 1 && !attrOf(p, 'y_dtype', ''), true);
+}
+
+/**
+ * QuantizeLinear (per tensor, int8/uint8, saturating) reading a LayerNormalization's output -> kiln:QLayerNormalization
+ * with the quantized copy as its second output (see quantizeAsSecondOutput; BERT: each block's two LayerNorms feed a
+ * residual and, quantized, the next GEMMs). Runs with the layout stages (GPU builds); the CPU keeps the pair, which
+ * its own kernels run natively.
  */
 export function quantizeLayerNormOutputs(v: GraphView): number {
-  let n = 0;
-  for (const ql of v.graph.nodes.filter((x) => x.opType === 'QuantizeLinear' && x.domain === '')) {
-    const ln = v.producer(ql.inputs[0]);
-    if (!ln || ln.opType !== 'LayerNormalization' || (ln.domain !== '' && ln.domain !== KILN_DOMAIN) || ln.outputs.slice(1).some(Boolean)) continue;
-    const p = quantizeParams(v, ql);
-    if (!p || v.isGraphOutput(ql.outputs[0])) continue;
-    ln.opType = 'QLayerNormalization';
-    ln.domain = KILN_DOMAIN;
-    ln.attrs = { ...ln.attrs, y2_dtype: str(p.dtype), y2_scale: float(p.scale), y2_zero_point: int(p.zeroPoint) };
-    ln.outputs = [ln.outputs[0], ql.outputs[0]];
-    v.removeNodes([ql]);
-    n++;
-  }
-  if (n) v.reindex();
-  return n;
+  return quantizeAsSecondOutput(v, (ln) => ln.opType === 'LayerNormalization' && (ln.domain === '' || ln.domain === KILN_DOMAIN) && !ln.outputs.slice(1).some(Boolean),
+    false, (ln) => {
+      ln.opType = 'QLayerNormalization';
+      ln.domain = KILN_DOMAIN;
+    });
 }
 
 /**

@@ -42,15 +42,16 @@ export class AbsHistogram {
   }
 }
 
-/** Largest |x| of a tensor. */
-export function absMax(t: TensorData): number {
+/** Largest |x| of a tensor, and whether any x is negative (uint8 activations start at 0 on tensors that are not). */
+export function absMax(t: TensorData): { amax: number; negative: boolean } {
   const v = t.toFloat64();
-  let m = 0;
+  let m = 0, negative = false;
   for (let i = 0; i < v.length; i++) {
     const a = Math.abs(v[i]);
     if (a > m) m = a;
+    if (v[i] < 0) negative = true;
   }
-  return m;
+  return { amax: m, negative };
 }
 
 /** The |x| below which `pct` percent of the values lie (upper edge of the bin that reaches it). */

@@ -215,8 +215,9 @@ interface ActStat { amax: number; hist?: AbsHistogram; threshold: number; scale:
 function calibrateActivations(model: Model, names: Set<string>, calib: Feeds, o: QuantizeOptions, batch: number): Map<string, ActStat> {
   const amax = new Map<string, number>(), signed = new Set<string>();
   watch(model, calib, names, batch, (n, t) => {
-    amax.set(n, Math.max(amax.get(n) ?? 0, absMax(t)));
-    if (!signed.has(n) && t.toFloat64().some((v) => v < 0)) signed.add(n);
+    const r = absMax(t);
+    amax.set(n, Math.max(amax.get(n) ?? 0, r.amax));
+    if (r.negative) signed.add(n);
   });
   const kind = o.calibrator ?? 'max';
   const hists = new Map<string, AbsHistogram>();

@@ -104,10 +104,16 @@ ${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads(
 export const globalPool = (isMax: boolean): Gen => (c, n, ins) => {
   const [x] = ins;
   if (!x || x.length < 3 || prod(x) < MIN_ELEMENTS) return undefined;
-  const fn = `L${c.id}_gpool`;
-  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: prod(x),
-    source: exported(fn, `  kiln_global_pool(a0, a1, ${c.batch?.[0] ? 'nb' : x[0]} * ${x[1]}, ${prod(x.slice(2))}, ${isMax ? 1 : 0});`) };
+  return poolTrailing(c, x, 2, isMax, `L${c.id}_gpool`, `native-${c.isa}-pool`);
 };
+
+/** Max or mean over the axes of \`x\` from \`first\` on: rows of that size through the runtime's global pool, batch-generic
+ * where the leading axis is kept. */
+function poolTrailing(c: Ctx, x: number[], first: number, isMax: boolean, fn: string, tactic: string): GenResult {
+  const bt = !!c.batch?.[0] && first > 0;
+  return { variants: [{ tactic, fn }], args: [{ in: 0 }, { out: true }], batched: bt, work: prod(x),
+    source: exported(fn, `  kiln_global_pool(a0, a1, ${bt ? `nb * ${prod(x.slice(1, first))}` : prod(x.slice(0, first))}, ${prod(x.slice(first))}, ${isMax ? 1 : 0});`) };
+}
 
 
 /** ReduceMean / ReduceMax over a run of trailing axes (ShuffleNet's mean over H and W, a token mean): the global pool
@@ -123,8 +129,5 @@ export const reduceTrailing = (isMax: boolean): Gen => (c, n, ins, out) => {
   const axes = [...new Set((given?.length ? given : x.map((_, i) => i)).map((a) => (a < 0 ? a + r : a)))].sort((a, b) => a - b);
   const first = axes[0];
   if (axes.some((a, i) => a !== first + i) || axes[axes.length - 1] !== r - 1 || prod(out) !== prod(x.slice(0, first))) return undefined;
-  const bt = !!c.batch?.[0] && first > 0;
-  const fn = `L${c.id}_red`;
-  return { variants: [{ tactic: `native-${c.isa}-reduce`, fn }], args: [{ in: 0 }, { out: true }], batched: bt, work: prod(x),
-    source: exported(fn, `  kiln_global_pool(a0, a1, ${bt ? `nb * ${prod(x.slice(1, first))}` : prod(x.slice(0, first))}, ${prod(x.slice(first))}, ${isMax ? 1 : 0});`) };
+  return poolTrailing(c, x, first, isMax, `L${c.id}_red`, `native-${c.isa}-reduce`);
 };

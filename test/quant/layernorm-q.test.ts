@@ -7,28 +7,15 @@ import { quantized } from '../helpers/quant.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
 import type { Model } from '../../src/ir/graph.js';
 import { TensorData } from '../../src/ir/tensor.js';
-import { randomCalibrationData, type Feeds } from '../../src/quant/data.js';
+import { randomCalibrationData } from '../../src/quant/data.js';
 import { cloneModel } from '../../src/quant/qdq.js';
 import { optimize } from '../../src/passes/pipeline.js';
 import { assignPrecision } from '../../src/passes/precision.js';
 import { verifyGraph } from '../../src/passes/verify.js';
 import { inferShapes } from '../../src/passes/infer.js';
-import { executeGraph } from '../../src/ops/execute.js';
+import { maxDiff } from './outputs.js';
 
 const count = (m: Model, op: string) => m.graph.nodes.filter((n) => n.opType === op).length;
-
-/** Largest |a - b| over every graph output of two models on the same feeds. */
-function maxDiff(a: Model, b: Model, feeds: Feeds): number {
-  const x = executeGraph(a.graph, feeds as Map<string, TensorData>, { opsets: a.opsets });
-  const y = executeGraph(b.graph, feeds as Map<string, TensorData>, { opsets: b.opsets });
-  let worst = 0;
-  for (const o of a.graph.outputs) {
-    const u = (x.get(o.name) as TensorData).toFloat64(), v = (y.get(o.name) as TensorData).toFloat64();
-    expect(v.length).toBe(u.length);
-    for (let i = 0; i < u.length; i++) worst = Math.max(worst, Math.abs(u[i] - v[i]));
-  }
-  return worst;
-}
 
 /** x -> LayerNormalization -> (graph output y, QuantizeLinear -> graph output dq(yq)) */
 function lnModel(dtype: 'int8' | 'uint8', zp: number, qAsOutput = false): Model {

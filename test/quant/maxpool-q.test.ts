@@ -11,26 +11,18 @@ import { randomCalibrationData, type Feeds } from '../../src/quant/data.js';
 import { cloneModel } from '../../src/quant/qdq.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
 import { optimize } from '../../src/passes/pipeline.js';
-import { executeGraph } from '../../src/ops/execute.js';
+import { maxDiff } from './outputs.js';
 import { assignPrecision } from '../../src/passes/precision.js';
 import { inferShapes } from '../../src/passes/infer.js';
 
 const ops = (m: Model, op: string) => m.graph.nodes.filter((n) => n.opType === op);
-
-function outputsOf(m: Model, feeds: Feeds): Float64Array[] {
-  const r = executeGraph(m.graph, feeds as Map<string, TensorData>, { opsets: m.opsets });
-  return m.graph.outputs.map((o) => (r.get(o.name) as TensorData).toFloat64());
-}
 
 /** NCHW build (no layout stages) and NHWC build of the same model, and their largest output difference. */
 async function both(m: Model, feeds: Feeds) {
   const [a, b] = [cloneModel(m), cloneModel(m)];
   await optimize(a, { verify: true });
   await optimize(b, { verify: true, layout: 'NHWC' });
-  const [x, y] = [outputsOf(a, feeds), outputsOf(b, feeds)];
-  let worst = 0;
-  x.forEach((u, j) => u.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - y[j][i])); }));
-  return { nchw: a, nhwc: b, worst };
+  return { nchw: a, nhwc: b, worst: maxDiff(a, b, feeds) };
 }
 
 const quantizedResnet = (activationType?: 'uint8') => {

@@ -7,17 +7,12 @@ import { quantized } from '../helpers/quant.js';
 import type { Model } from '../../src/ir/graph.js';
 import { TensorData } from '../../src/ir/tensor.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
-import { randomCalibrationData, type Feeds } from '../../src/quant/data.js';
+import { randomCalibrationData } from '../../src/quant/data.js';
 import { cloneModel } from '../../src/quant/qdq.js';
 import { optimize } from '../../src/passes/pipeline.js';
 import { assignPrecision } from '../../src/passes/precision.js';
 import { verifyGraph } from '../../src/passes/verify.js';
-import { executeGraph } from '../../src/ops/execute.js';
-
-function outputs(m: Model, feeds: Feeds): Float64Array[] {
-  const r = executeGraph(m.graph, feeds as Map<string, TensorData>, { opsets: m.opsets });
-  return m.graph.outputs.map((o) => (r.get(o.name) as TensorData).toFloat64());
-}
+import { outputsOf } from './outputs.js';
 
 const count = (m: Model, op: string) => m.graph.nodes.filter((n) => n.opType === op).length;
 
@@ -47,14 +42,14 @@ describe('split heads in quantized matmuls', () => {
     expect(count(gpu, 'QTranspose')).toBe(attention);
     expect(count(gpu, 'QuantizeLinear')).toBe(count(cpu, 'QuantizeLinear') - attention - count(gpu, 'QLayerNormalization'));
     expect(count(cpu, 'Transpose')).toBe(4 * attention);
-    const [a, b] = [outputs(cloneModel(cpu), feeds), outputs(cloneModel(gpu), feeds)];
+    const [a, b] = [outputsOf(cloneModel(cpu), feeds), outputsOf(cloneModel(gpu), feeds)];
     a.forEach((x, i) => expect(Array.from(b[i])).toEqual(Array.from(x)));
     for (const m of [gpu, cpu]) {
       assignPrecision(m.graph, { precision: 'fp16' });
       verifyGraph(m.graph, m.opsets, 'after fp16 precision');
     }
     for (const n of split) for (const o of n.outputs) expect(gpu.graph.valueInfo.get(o)).toMatchObject({ dtype: 'float16' });
-    const [c, d] = [outputs(cpu, feeds), outputs(gpu, feeds)];
+    const [c, d] = [outputsOf(cpu, feeds), outputsOf(gpu, feeds)];
     c.forEach((x, i) => expect(Array.from(d[i])).toEqual(Array.from(x)));
   }, 60_000);
 
@@ -95,7 +90,7 @@ describe('quantize in transposes', () => {
       expect(count(f, 'QTranspose')).toBe(1);
       expect(count(f, 'Transpose') + count(f, 'QuantizeLinear')).toBe(0);
       const feeds = randomCalibrationData(ref.graph, 2, { seed: 4 });
-      const [a, b] = [outputs(ref, feeds), outputs(f, feeds)];
+      const [a, b] = [outputsOf(ref, feeds), outputsOf(f, feeds)];
       expect(Array.from(b[0])).toEqual(Array.from(a[0]));
       assignPrecision(f.graph, { precision: 'fp16' });
       // the QTranspose reads the fp16 MatMul output as it is (the only Cast: the graph input's, for the MatMul)

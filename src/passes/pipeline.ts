@@ -11,6 +11,7 @@ import {
   fuseSoftmax, mergeParallelMatMuls, nameActivations, toFusedLayers,
 } from './fuse.js';
 import { convsToNHWC, poolsToNHWC } from './layout.js';
+import { boolMasksAsNumbers } from './masks.js';
 import {
   foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeMaxPool, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
   quantizeTransposes, requantizeOutputs, splitHeadsInQMatMul,
@@ -42,6 +43,8 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     { name: 'fuse rms norm', run: fuseRmsNorm },
     { name: 'fuse softmax', run: fuseSoftmax },
     { name: 'fuse attention', run: fuseAttention },
+    // after attention fusion, which takes a Where on scores as a bool mask itself
+    { name: 'bool masks as numbers', run: boolMasksAsNumbers },
     // **** layers with epilogues
     { name: 'fused layers', run: toFusedLayers },
     { name: 'absorb bias', run: absorbBias },

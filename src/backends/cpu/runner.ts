@@ -399,7 +399,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
         const calls: Call[] = [];
         const results: Value[][] = [];
         const valueOf = (x: string) => {
-          const v = inits.get(x) ?? produced.get(x);
+          const v = inits.get(x) ?? produced.get(x) ?? feeds?.get(x);
           if (v !== undefined) return v;
           const q = head.indexOf(x);
           return q < 0 ? undefined : headInputs[q];
@@ -624,15 +624,17 @@ function viewOf(n: Node, ins: (Value | View | undefined)[], reshapeTo: (n: Node,
 
 /**
  * Runs of consecutive native layers (in schedule order) that can go to the library in one call, by their first
- * layer: every input of a later member is a constant, an output of an earlier member, or an input of the first
- * (values the runner holds when the chain starts). Splits (a strided copy in the library) and view ops (no work)
+ * layer: every input of a later member is a constant, a feed, an output of an earlier member, or an input of the
+ * first (values the runner holds when the chain starts). Splits (a strided copy in the library) and view ops (no work)
  * may sit between the layers. Runs of one layer are left out.
  */
 function chainsOf(order: Node[], kernels: Map<Node, unknown>, model: Model): Map<Node, Node[]> {
   const chains = new Map<Node, Node[]>();
   const inits = model.graph.initializers;
-  // values the runner holds once their producer ran (in or out of a chain), and those made earlier in this chain
+  // values the runner holds once their producer ran (in or out of a chain), the feeds, and those made earlier in this
+  // chain
   const held = new Set([...order].filter((n) => kernels.has(n) || isSplit(n)).flatMap((n) => n.outputs.filter(Boolean)));
+  for (const i of model.graph.inputs) held.add(i.name);
   let cur: Node[] = [];
   let made = new Set<string>();
   const close = () => {

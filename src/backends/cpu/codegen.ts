@@ -302,10 +302,8 @@ ${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
     }
   }
   if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
-  if (G === 1) {
-    src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
-    src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
-  }
+  src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  if (G === 1) src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   // the pair with the depthwise layer before, where one of the variants it pairs with is offered
   const dp = G === 1 && pointwise ? depthwisePointwise(c, n, g, batch, epi ? `e${id}` : 'NULL') : undefined;
   const pair = dp && variants.some((v) => dp.pair.tactics!.includes(v.tactic)) ? dp.pair : undefined;
@@ -319,7 +317,9 @@ ${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
  * the input where every tile lies inside it, else from a zero-padded copy with slack for the last tiles' overrun.
  * A 1x1 stride-1 unpadded convolution runs as one long output row. */
 function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[], acc?: string): string {
-  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  const { H, W, OH, OW, kh, kw, s, d, p, group: G } = g;
+  // a grouped layer: each group's channels are an image of their own (see tconv_t), its output channels the panels
+  const C = g.C / G, Co = g.Co / G;
   const id = c.id, K = C * kh * kw, N = OH * OW;
   const flat = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
   const HP = flat ? H : Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H);
@@ -330,7 +330,7 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
   let src = `static const int toff${id}[${K}] = { ${off.join(', ')} };\n`;
   for (const [mr, nv] of TCONV_TILES[c.isa]) {
     if (c.isa === 'avx512' && mr === 7 && nv === 2 && (Co % 48 === 0 || Co % 64 === 0)) continue;
-    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa];
+    const tile = `${mr}x${nv}`, nr = nv * VW[c.isa], per = Math.ceil(Co / nr) * nr * K;
     // panels of output channels more than a quarter empty are not offered from 16 channels up: the wasted lanes cost
     // more than the tile shape gains (MobileNetV2's 144 -> 24 projection at 56 x 56, in the model: 16 x 16 305 us,
     // the GEMM tile 258, pw-8x32 222)
@@ -338,21 +338,24 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
     const fn = `L${id}_t${tile}`, pack = `P${id}_t${tile}`;
     const inside = p.every((v) => v === 0) && ow % mr === 0;
     src += `KEXPORT void *${pack}(void *w, void *unused) {
-  float *o = kiln_alloc((size_t)${Math.ceil(Co / nr)} * ${nr} * ${K});
-  kiln_pack_b(w, 1, ${K}, ${K}, ${Co}, ${nr}, o);
+  float *o = kiln_alloc((size_t)${G * per});
+  for (int gi = 0; gi < ${G}; gi++) kiln_pack_b((const float *)w + (size_t)gi * ${Co * K}, 1, ${K}, ${K}, ${Co}, ${nr}, o + (size_t)gi * ${per});
   return o;
 }\n`;
     const source = inside ? `  const float *xp = a0; size_t per = ${C * H * W};`
       : `  size_t per;
-  const float *xp = kiln_pad_images(a0, B, ${C}, ${H}, ${W}, ${HP}, ${WP}, ${p[0]}, ${p[1]}, ${mr * s[1] + 16}, &per);`;
+  const float *xp = kiln_pad_images(a0, B * ${G}, ${C}, ${H}, ${W}, ${HP}, ${WP}, ${p[0]}, ${p[1]}, ${mr * s[1] + 16}, &per);`;
     src += exported(fn, `  int B = ${nbOr(c, batch)};
 ${source}
-  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
-  for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
-  tconv_t g = { ${Co}, ${K}, ${oh}, ${ow}, ${rs}, ${s[1]}, a1, toff${id}, xp, per, ${epi}, p, sizeof(*p), a4, ${Co * N}, B };
+  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B * ${G} : 1));
+  for (int b = 0; b < B * ${G}; b++) {
+    p[b][0] = NULL; p[b][1] = a2 ? (const float *)a2 + (b % ${G}) * ${Co} : NULL;
+    p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL;
+  }
+  tconv_t g = { ${Co}, ${K}, ${oh}, ${ow}, ${rs}, ${s[1]}, a1, toff${id}, xp, per, ${epi}, p, sizeof(*p), a4, ${Co * N}, B * ${G}, 0, ${G}, ${per} };
 ${acc ?? ''}  kiln_tconv_${tile}(&g);
   free(p);`);
-    variants.push({ tactic: `native-${c.isa}-tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
+    variants.push({ tactic: `native-${c.isa}-${G > 1 ? 'g' : ''}tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
   return src;
 }

@@ -79,6 +79,23 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     expect([...seen].sort()).toEqual(['conv', 'dconv', 'pw', 'tconv']);
   }, 120_000);
 
+  it('grouped convolutions: the per-group GEMM and the transposed kernel over group images (bias, residual, strides, pads)', async () => {
+    const r = seededRandom(12);
+    const b = new GraphBuilder('grouped');
+    const x = b.input('x', 'float32', [2, 32, 15, 13]);
+    const conv = (inp: string, cin: number, cout: number, g: number, name: string, attrs: Record<string, number[]>, k: number[]) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin / g, ...k], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: k, group: g, ...attrs }, name);
+    // RegNet's shape (16 channels per group), a residual over it, stride 2, and groups of 6 output channels (partial panels)
+    let h = b.op('Relu', [conv(x, 32, 32, 2, 'g16', { pads: [1, 1, 1, 1] }, [3, 3])], {}, 'r1');
+    h = b.op('Relu', [b.op('Add', [conv(h, 32, 32, 2, 'g16r', { pads: [1, 1, 1, 1] }, [3, 3]), h], {}, 'res')], {}, 'r2');
+    b.output(conv(h, 32, 48, 2, 's2', { pads: [1, 0, 1, 1], strides: [2, 2] }, [3, 3]));
+    b.output(conv(h, 32, 24, 4, 'g6', {}, [1, 1]));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(7), [2, 32, 15, 13], 1)]]));
+    expect([...seen].filter((t) => t.startsWith('g')).sort()).toEqual(['gconv', 'gtconv']);
+  }, 120_000);
+
   it('depthwise convolutions: strides 1 and 2, asymmetric strides and pads, dilation, channel multiplier, residual, clip', async () => {
     const r = seededRandom(8);
     const b = new GraphBuilder('depthwise');

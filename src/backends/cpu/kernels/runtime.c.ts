@@ -97,7 +97,9 @@ typedef struct dconv_s {
    scalar broadcasts straight from the (padded) image at tap offsets, so no im2col) and output channels the tile
    columns (NR = NV vectors, weights packed at build time in [Co/NR][K][NR] panels). Small spatial outputs (7x7,
    14x14) fill whole tiles this way where the usual orientation pads 49 columns to 64; K goes in blocks so one
-   weight slice stays in L1 across a block of tiles. Tiles are transposed into the [Co][OH*OW] output. */
+   weight slice stays in L1 across a block of tiles. Tiles are transposed into the [Co][OH*OW] output. A grouped
+   convolution runs as images of one group each (image i = image i / groups, group i % groups: the groups' input and
+   output channels are contiguous slices), group g's weights gbs floats after group 0's. */
 typedef struct tconv_s {
   int M, K, OH, OW, rs, s;         /* M output channels; rs floats between the sources of consecutive output rows; column stride s */
   const float *bp;                 /* weights packed [M/NR][K][NR] */
@@ -108,6 +110,7 @@ typedef struct tconv_s {
   float *c; size_t cbs;
   int batch;
   int accumulate;                  /* as in gemm_t */
+  int groups; size_t gbs;          /* 0 or 1 group, else weights per group gbs floats apart */
 } tconv_t;
 float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per);
 

@@ -348,7 +348,7 @@ static void tconv_task_${id}(void *p, int t) {
   float ct[TB * MR * NR] __attribute__((aligned(64)));
   for (int pn = p0; pn < p1; pn++) {
     int co0 = pn * NR, nj = KMIN(NR, g->M - co0);
-    const float *bpan = g->bp + (size_t)pn * K * NR;
+    const float *bpan = g->bp + (g->groups > 1 ? (size_t)(img % g->groups) * g->gbs : 0) + (size_t)pn * K * NR;
     for (int tb = t0; tb < t1; tb += TB) {
       int te = KMIN(t1, tb + TB);
       for (int k0 = 0; k0 < K; k0 += kcb) {

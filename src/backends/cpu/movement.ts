@@ -2,7 +2,7 @@
 // Cast to float32, so that they run inside chains of native calls instead of splitting them for a reference kernel.
 import { sameDims } from '../../ir/tensor.js';
 import { LAYER_ARGS } from './native.js';
-import { attrOf, exported, prod, typeOfName, MIN_ELEMENTS, type Ctx, type Gen } from './codegen.js';
+import { attrOf, exported, prod, typeOfName, MIN_ELEMENTS, type Ctx, type Gen, type GenResult } from './codegen.js';
 
 /** Transpose: per output row (all axes but the last), the input offset from baked strides, then one loop along the
  * last output axis (a memcpy where that axis is also the input's last). Batch-generic when the leading axis stays. */
@@ -11,6 +11,8 @@ export const transpose: Gen = (c, n, ins, out) => {
   if (!x || !x.length || x.length > 8 || prod(out) < MIN_ELEMENTS) return undefined;
   const r = x.length, perm = attrOf<number[]>(n, 'perm', x.map((_, i) => r - 1 - i));
   if (perm.length !== r || !sameDims(perm.map((a) => x[a]), out)) return undefined;
+  const sw = swapForm(x, perm);
+  if (sw && sw.A >= 16 && sw.B >= 16) return swapTranspose(c, sw, x[0], !!c.batch?.[0] && perm[0] === 0);
   const inStride = x.map((_, i) => prod(x.slice(i + 1)));
   const st = perm.map((a) => inStride[a]);
   const bt = !!c.batch?.[0] && perm[0] === 0 && r >= 2;
@@ -33,6 +35,46 @@ ${exported(`L${id}_tr`, `  long total = ${bt ? `(long)nb * ${per}` : `${rows}L`}
   kiln_pool_run(t${id}, q, (int)((total + ${chunk - 1}) / ${chunk}));`)}`;
   return { variants: [{ tactic: `native-${c.isa}-transpose`, fn: `L${id}_tr` }], args: [{ in: 0 }, { out: true }], source: src, batched: bt };
 };
+
+/** A permutation that, once consecutive axes moving together are merged, keeps some leading axes and swaps the two
+ * groups after them: x = [outer][A][B] -> y = [outer][B][A] (NCHW <-> NHWC, ConvNeXt's permutes). */
+function swapForm(x: readonly number[], perm: readonly number[]): { outer: number; A: number; B: number } | undefined {
+  let lead = 0;
+  while (lead < perm.length && perm[lead] === lead) lead++;
+  const rest = perm.slice(lead);
+  if (rest.length < 2) return undefined;
+  // rest = [k..r-1, lead..k-1] for one split point k: the B group (input axes from k on) first, then the A group
+  const k = rest[0];
+  const want = [...Array.from({ length: perm.length - k }, (_, i) => k + i), ...Array.from({ length: k - lead }, (_, i) => lead + i)];
+  if (k <= lead || want.some((a, i) => a !== rest[i])) return undefined;
+  return { outer: prod(x.slice(0, lead)), A: prod(x.slice(lead, k)), B: prod(x.slice(k)) };
+}
+
+/** The swap form as 16 x 16 blocks: 16 rows of 16 from the input, transposed in registers (AVX-512 with GCC), stored
+ * as 16 rows of the output, so both sides move whole vectors (the row-by-row copy reads one float per cache line);
+ * edge blocks element by element. Tasks are blocks of 16 output rows of one outer index. */
+function swapTranspose(c: Ctx, sw: { outer: number; A: number; B: number }, batch: number, bt: boolean): GenResult {
+  const { outer, A, B } = sw, id = c.id, nbB = Math.ceil(B / 16);
+  const src = `static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  long o = t / ${nbB}, b0 = (long)(t % ${nbB}) * 16, b1 = KMIN(${B}L, b0 + 16);
+  const float *x = (const float *)q[0] + o * ${A * B}L; float *y = (float *)q[1] + o * ${A * B}L;
+  long a0 = 0;
+#ifdef KILN_TR16
+  if (b1 - b0 == 16) for (; a0 + 16 <= ${A}; a0 += 16) {
+    vf r[16];
+    for (int i = 0; i < 16; i++) r[i] = *(const vfu *)(x + (a0 + i) * ${B}L + b0);
+    ktranspose16(r);
+    for (int i = 0; i < 16; i++) *(vfu *)(y + (b0 + i) * ${A}L + a0) = r[i];
+  }
+#endif
+  for (long b = b0; b < b1; b++) for (long a = a0; a < ${A}; a++) y[b * ${A}L + a] = x[a * ${B}L + b];
+}
+${exported(`L${id}_tr`, `  int tasks = ${bt ? `nb * ${outer / batch}` : outer} * ${nbB};
+  void *q[2] = { a0, a1 };
+  kiln_pool_run(t${id}, q, tasks);`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-transpose`, fn: `L${id}_tr` }], args: [{ in: 0 }, { out: true }], source: src, batched: bt, work: outer * A * B };
+}
 
 /** Row copies over the pool: row \`o\` of \`total\` copies each part's \`len\` floats from input \`k\` at \`o * srcRow\`
  * (plus a fixed offset) to \`o * dstRow + dstOff\` of the output, at argument \`out\`. Concat and Slice are both this. */

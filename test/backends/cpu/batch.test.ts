@@ -20,10 +20,20 @@ const feedsAt = (m: Model, batch: number) => modelFeeds(m, { batch });
 
 const meta = (plan: Uint8Array): KernelsMeta => JSON.parse(new TextDecoder().decode(parsePlan(plan).blobs.get('cpu/kernels.json')!));
 
+/** ConvNeXt's permutes around a channels-last block: the axis-group swap kernel at any batch. */
+function permutes(): Model {
+  const b = new GraphBuilder('permutes');
+  const x = b.input('x', 'float32', ['n', 32, 24, 30]); // enough work to compile (MIN_MODEL_WORK)
+  const last = b.op('Relu', [b.op('Transpose', [b.op('Relu', [x])], { perm: [0, 2, 3, 1] })]);
+  b.output(b.op('Transpose', [last], { perm: [0, 3, 1, 2] }));
+  return b.model(17);
+}
+
 describe.skipIf(!hasCompiler)('batch-generic native kernels', () => {
   const cases: [string, () => Model, Record<string, { min: number[]; opt: number[]; max: number[] }> | undefined, string[]][] = [
     ['tiny CNN (default profile)', () => tinyCnn(), undefined, ['FusedConv', 'MaxPool', 'GlobalAveragePool', 'FusedMatMul', 'Softmax']],
     ['mobilenet-v2 (small)', () => mobilenetV2(MOBILENET_SMALL), undefined, ['FusedConv']],
+    ['channels-last permutes', permutes, undefined, ['Transpose']],
     ['bert (small, seq 32 fixed, batch 1..8)', () => bertBase(BERT_SMALL), { input_ids: { min: [1, 32], opt: [1, 32], max: [8, 32] } },
       ['FusedMatMul', 'Attention', 'LayerNormalization']],
   ];

@@ -62,11 +62,12 @@ async function checkAllTactics(m: Model, inputs: Map<string, Value>): Promise<Se
 }
 
 describe.skipIf(!hasCompiler)('native variants against the reference kernels', () => {
-  it('transposes: batch-keeping, batch-moving and reversing permutations', async () => {
+  it('transposes: batch-keeping, batch-moving, axis-group swapping and reversing permutations', async () => {
     const b = new GraphBuilder('transposes');
     const x = b.input('x', 'float32', [2, 8, 24, 33]);
     const big = b.op('Relu', [b.op('Concat', [x, x, x, x], { axis: 1 }, 'cat')], {}, 'relu');
-    for (const [i, perm] of [[0, 2, 1, 3], [0, 2, 3, 1], [3, 1, 0, 2], [1, 0, 2, 3]].entries()) b.output(b.op('Transpose', [big], { perm }, `t${i}`));
+    // [0, 2, 3, 1], [0, 3, 1, 2] and [2, 3, 0, 1] swap two axis groups (16 x 16 blocks, partial edge blocks)
+    for (const [i, perm] of [[0, 2, 1, 3], [0, 2, 3, 1], [3, 1, 0, 2], [1, 0, 2, 3], [0, 3, 1, 2], [2, 3, 0, 1]].entries()) b.output(b.op('Transpose', [big], { perm }, `t${i}`));
     b.output(b.op('Transpose', [big], {}, 'rev'));
     const m = await prepared(b.model(17));
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(3), [2, 8, 24, 33], 1)]]));

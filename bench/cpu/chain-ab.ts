@@ -2,9 +2,10 @@
 // ab-plans.ts): runs alternate A, B, A, B ...; in each run every chain record is replayed once on its own, in chain
 // order, timed, before the real chain runs. Load from other processes (cache and memory contention included) hits
 // both plans alike, which separate chain-prof runs minutes apart do not. Layers are matched by node name.
-// Usage: npx tsx bench/cpu/chain-ab.ts <model> <planA> <planB> [threads] [runs]
+// Usage: npx tsx bench/cpu/chain-ab.ts <model|real:name> <planA> <planB> [threads] [runs]
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
+import { loadReal } from '../real/models.js';
 import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
@@ -13,7 +14,7 @@ import { asTensors, zooInputs } from './inputs.js';
 
 const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1', runsArg = '60'] = process.argv.slice(2);
 if (!fileA || !fileB) throw new Error('usage: chain-ab.ts <model> <planA> <planB> [threads] [runs]');
-const m = ZOO.find((z) => z.name === name)!.full();
+const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const feeds = asTensors(zooInputs(m).feeds);
 const plans = [fileA, fileB].map((f) => fs.readFileSync(f));
 const metas = plans.map((b) => JSON.parse(new TextDecoder().decode(parsePlan(b).blobs.get(META_BLOB)!)) as KernelsMeta);

@@ -70,7 +70,10 @@ export const tilesOf = (isa: Isa) => TILES[isa];
  * 14 divide the spatial sizes of the usual 224-pixel networks (7, 14, 28, 56, 112); 16 x 1 suits layers of 16 to 32
  * channels; 7 x 2 is offered only where 48 and 64 channels do not divide the output channels (MobileNetV2's 960 -> 160
  * at 7 x 7: 141-144 us vs 156-166 for the wider tiles, bench/cpu/conv-c.ts). */
-const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1], [7, 2]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
+const TCONV_TILES: Record<Isa, [number, number][]> = { avx512: [[7, 4], [14, 2], [7, 3], [16, 1], [7, 2], [14, 1], [7, 1]], avx2: [[7, 2], [4, 3]], portable: [[7, 2]] };
+/** One-vector tiles in rows of 7 and 14 are offered only to layers (or groups) of at most 16 output channels: RegNet's
+ * 16-channel groups over 7- and 14-wide rows, which 16 x 1 fills only 7/16 and 14/16 of. */
+const NARROW_ONLY = (mr: number, nv: number) => nv === 1 && mr !== 16;
 export const tconvTilesOf = (isa: Isa) => TCONV_TILES[isa];
 /** Tiles of the pointwise convolution (see pw_t): [output channels, vectors of positions], offered where the output
  * channels fill whole panels. 16 x 1 wastes less of the last vector of positions at 14 x 14 (196 = 12.25 x 16). */
@@ -334,7 +337,7 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
     // panels of output channels more than a quarter empty are not offered from 16 channels up: the wasted lanes cost
     // more than the tile shape gains (MobileNetV2's 144 -> 24 projection at 56 x 56, in the model: 16 x 16 305 us,
     // the GEMM tile 258, pw-8x32 222)
-    if (Co >= 16 && Math.ceil(Co / nr) * nr > 1.25 * Co) continue;
+    if ((Co >= 16 && Math.ceil(Co / nr) * nr > 1.25 * Co) || (NARROW_ONLY(mr, nv) && Co > 16)) continue;
     const fn = `L${id}_t${tile}`, pack = `P${id}_t${tile}`;
     const inside = p.every((v) => v === 0) && ow % mr === 0;
     src += `KEXPORT void *${pack}(void *w, void *unused) {

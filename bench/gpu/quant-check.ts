@@ -204,5 +204,46 @@ for (const precision of ['fp16', 'fp32'] as const) {
   await lnCheck(37, 100, 'uint8', 117, precision);
   await lnCheck(16, 3072, 'int8', -5, precision);
 }
+// split-K (KILN_QGEMM=wgmma-splitk: 64x64 staged, reduction split in two on every layer with K > 128) against the same
+// tile unsplit (=wgmma64), whole models byte for byte: int32 partial sums add exactly, so no output may differ. Also
+// against the CPU reference like the other routes. bert-mid: hidden 256, FFN 1024 (BERT-small's K are all <= 128).
+const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
+const SMALL2 = { ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 };
+async function splitCheck(name: string, make: () => Model, precision: 'fp32' | 'fp16') {
+  const m = make();
+  const data = randomCalibrationData(m.graph, 2, { seed: 9 });
+  const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
+  const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), batchSize: 4 });
+  const feeds: Record<string, Tensor> = {};
+  for (const [k, t] of data) feeds[k] = new Tensor(t.dtype as 'float32', t.data as Float32Array, [...t.dims]);
+  const run = async (env: string) => {
+    process.env.KILN_QGEMM = env;
+    try {
+      const e = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
+      const ctx = e.createContext();
+      const out = await ctx.run(feeds);
+      const again = await ctx.run(feeds); // replay: the tile counters were left at zero
+      e.dispose();
+      return [...Object.values(out), ...Object.values(again)].map((t) => (t as Tensor).data as Float32Array);
+    } finally {
+      delete process.env.KILN_QGEMM;
+    }
+  };
+  try {
+    const [a, b] = [await run('wgmma64'), await run('wgmma-splitk')];
+    let diff = 0, n = 0;
+    a.forEach((x, i) => x.forEach((v, k) => { n++; if (v !== b[i][k]) diff++; }));
+    report(diff === 0 && n > 0, `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: split-K (wgmma-splitk) vs unsplit 64x64 (wgmma64), run + replay: ${diff} of ${n} output values differ`);
+  } catch (e) {
+    report(false, `${name} split-K: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+  }
+}
+await check('resnet50-small2', () => resnet50(SMALL2), 'int8', 2, 'wgmma-splitk', 'fp16');
+await check('bert-mid', () => bertBase(BERT_MID), 'int8', 2, 'wgmma-splitk', 'fp16');
+await check('bert-mid', () => bertBase(BERT_MID), 'int8', 2, 'wgmma-splitk');
+for (const precision of ['fp16', 'fp32'] as const) {
+  await splitCheck('resnet50-small2', () => resnet50(SMALL2), precision);
+  await splitCheck('bert-mid', () => bertBase(BERT_MID), precision);
+}
 console.log(`quant checks: ${failures} failure(s)`);
 process.exit(failures ? 1 : 0);

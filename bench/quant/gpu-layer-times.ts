@@ -4,7 +4,8 @@
 // unlike gpu-profile.ts (host-synced) these add up to the replayed graph's time (plus a little per event node, shown
 // as the difference between the replay with and without events). Layers are compared by role: the layer name with
 // block indices and the optimizer's `__kN` suffixes removed, GEMM op types merged (FusedMatMul/QMatMul -> GEMM).
-// Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [--json FILE]
+// Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [prev] [--json FILE]
+// (prev: also int8 with the timed tactic's previous candidate set, KILN_QTACTIC=c5)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -96,12 +97,17 @@ const args = process.argv.slice(2);
 const jsonAt = args.indexOf('--json');
 const jsonFile = jsonAt >= 0 ? args[jsonAt + 1] : undefined;
 const which = args.filter((a, i) => !a.startsWith('--') && (jsonAt < 0 || i !== jsonAt + 1));
-const fp8 = which.includes('fp8');
+const fp8 = which.includes('fp8'), prev = which.includes('prev');
 const all: Profile[] = [];
 for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which.some((w) => w === 'bert' || w === 'resnet'))) {
   const m = model === 'bert' ? bertBase() : resnet50();
   const s: Record<string, number[]> = model === 'bert' ? { input_ids: [8, 128], attention_mask: [8, 128] } : { input: [32, 3, 224, 224] };
   const ps = [await profile(`${model} fp16`, m, s), await profile(`${model} int8`, quantize(m, 'int8'), s)];
+  if (prev) { // the timed tactic's previous candidate set (ops-quant.ts layerGemm), same process
+    process.env.KILN_QTACTIC = 'c5';
+    ps.push(await profile(`${model} int8 c5`, quantize(m, 'int8'), s));
+    delete process.env.KILN_QTACTIC;
+  }
   if (fp8) ps.push(await profile(`${model} fp8`, quantize(m, 'fp8'), s));
   compare(ps[0], ps.slice(1), (l) => opClass(l.op), `${model}: by op type`);
   compare(ps[0], ps.slice(1), role, `${model}: by role`, model === 'bert' ? 40 : 30);

@@ -9,9 +9,13 @@
 // on a subset with the fp16 output, fp16 residual and int8 second output of the fp16 engines). Totals: best-before =
 // best of pass 4's routes (ldmatrix tiles and `_v1` wgmma variants, cuBLASLt + epilogue), best-route = all routes.
 // Usage: node bench/quant/gpu-layers.js [bert|resnet|all] [full]  (full: also fp8 and the first-version kernel)
+//        node bench/quant/gpu-layers.js main [bert|resnet]: the wgmma main-loop variants (pipeline depth, split-K)
+//        against the timed tactic's current candidates, per shape, with achieved TOPS and the shape's floor time
 import { getDevice } from '../../src/backends/cuda/device.js';
 import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
 import { prepareGemm, prepareQuantGemm, timeOnStream } from '../../src/backends/cuda/ffi/cublaslt.js';
+import { splitKWorkspace } from '../../src/backends/cuda/codegen/quant-wgmma.js';
+import { cu } from '../../src/backends/cuda/ffi/driver.js';
 
 const dev = getDevice(0);
 const stream = null;
@@ -38,6 +42,7 @@ function rand(bytes: number, seed: number, mask = 0xff): number {
   return p;
 }
 const t = (f: () => void) => timeOnStream(f, stream, 20) * 1000; // us
+if (process.argv[2] === 'main') await mainLoop(process.argv[3]);
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
 const only = process.argv[2] === 'all' ? undefined : process.argv[2];
@@ -195,3 +200,127 @@ for (const s of shapes) {
 console.log(`byte checks: ${fails} failure(s)`);
 console.log('TOTALS (us, GEMM layers only, x count) ' + JSON.stringify(Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, Math.round(v)]))));
 process.exit(0);
+
+/** Back-to-back launches between two events (as in a replayed graph: no host gap before each), us per launch, median of 15. */
+function tq(f: () => void, n = 10): number {
+  const ev = [0, 1].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+  f(); f(); dev.sync(stream);
+  const times: number[] = [];
+  for (let r = 0; r < 15; r++) {
+    cu('cuEventRecord', ev[0], stream);
+    for (let i = 0; i < n; i++) f();
+    cu('cuEventRecord', ev[1], stream);
+    cu('cuEventSynchronize', ev[1]);
+    const ms = [0];
+    cu('cuEventElapsedTime', ms, ev[0], ev[1]);
+    times.push((ms[0] * 1000) / n);
+  }
+  for (const e of ev) cu('cuEventDestroy_v2', e);
+  return times.sort((a, b) => a - b)[7];
+}
+
+/**
+ * `main` mode: per GEMM shape of BERT-base 8x128 and ResNet-50 bs32, the timed tactic's current wgmma candidates and
+ * the new main-loop variants (stages: pipeline depth; sk: split-K), each held byte for byte to the current 64x64 staged
+ * kernel, next to cuBLASLt fp16 (best of 4 algorithms). Achieved TOPS = 2MNK / time; the floor is the larger of
+ * 2MNK at the measured int8 peak (cuBLASLt, 8192^3) and the bytes that must move (A, W, output once) at the measured
+ * copy bandwidth.
+ */
+async function mainLoop(which?: string): Promise<void> {
+  const big = 8192, pa = rand(big * big, 5), pb = rand(big * big, 6), pc = dev.alloc(big * big * 4, true);
+  const peak = prepareQuantGemm({ M: big, N: big, K: big, kind: 'int8' }, 'peak');
+  const peakTops = (2 * big ** 3) / tq(() => peak.run(pa, pb, pc, stream), 3) / 1e6;
+  const cb = 1 << 30, c0 = dev.alloc(cb, true), c1 = dev.alloc(cb, true);
+  const bw = (2 * cb) / tq(() => dev.copy(c1, c0, cb, stream), 3) / 1e6; // bytes read + written, TB/s
+  for (const p of [pa, pb, pc, c0, c1]) dev.release(p);
+  console.log(`ceilings: int8 cuBLASLt ${big}^3 ${peakTops.toFixed(0)} TOPS; device copy ${bw.toFixed(2)} TB/s (read + write)`);
+  const list: Shape[] = [];
+  for (const [name, N, K] of [['qkv', 2304, 768], ['out-proj', 768, 768], ['ffn1', 3072, 768], ['ffn2', 768, 3072]] as const) list.push({ name: `bert ${name} ${N}x${K}`, count: 12, M: 1024, N, K, out: 'float16', act: '' });
+  // BERT-base at batch 1 x 128 (not in the totals' targets: split-K's case)
+  for (const [name, N, K] of [['qkv', 2304, 768], ['ffn2', 768, 3072]] as const) list.push({ name: `bert1 ${name} ${N}x${K}`, count: 12, M: 128, N, K, out: 'float16', act: '' });
+  list.push(...shapes.filter((x) => x.name.startsWith('rn')));
+  type V = { name: string; tile: { BM: number; BN: number }; more: Partial<QGemmArgs>; cur?: boolean };
+  const vars: V[] = [
+    { name: '64x64', tile: { BM: 64, BN: 64 }, more: { occupancy: 4 }, cur: true }, // first: the byte-check reference
+    { name: '128x64', tile: { BM: 128, BN: 64 }, more: { occupancy: 3 }, cur: true },
+    { name: '64x32', tile: { BM: 64, BN: 32 }, more: { occupancy: 4 }, cur: true },
+    { name: '128x128', tile: { BM: 128, BN: 128 }, more: {}, cur: true },
+    { name: '64x64st6', tile: { BM: 64, BN: 64 }, more: { occupancy: 2, stages: 6 } },
+    { name: '128x64st5', tile: { BM: 128, BN: 64 }, more: { occupancy: 1, stages: 5 } },
+    { name: '128x128st3', tile: { BM: 128, BN: 128 }, more: { occupancy: 2, stages: 3 } },
+    // drain: no MMA group in flight across k-steps, loads one k-step further ahead (run 2 also timed 64x64 at 6
+    // stages, 64x32, 128x64 at 4 and 5 stages and 128x128 at 3 and 4 stages drained: none beat the kept candidates by > 0.3 us)
+    { name: '64x64d', tile: { BM: 64, BN: 64 }, more: { occupancy: 3, drain: true } },
+    // two stages, more blocks per SM (short reductions)
+    { name: '64x64st2d', tile: { BM: 64, BN: 64 }, more: { occupancy: 5, stages: 2, drain: true } },
+    { name: '64x32st2d', tile: { BM: 64, BN: 32 }, more: { occupancy: 8, stages: 2, drain: true } },
+    { name: '128x64st2d', tile: { BM: 128, BN: 64 }, more: { occupancy: 3, stages: 2, drain: true } },
+    // split-K (run 1: lost on every bs8/bs32 shape to its partial-sum traffic): for the small grids of batch 1
+    ...[2, 4].map((k) => ({ name: `64x64sk${k}`, tile: { BM: 64, BN: 64 }, more: { occupancy: 4, splitK: k } })),
+    { name: '128x128sk2', tile: { BM: 128, BN: 128 }, more: { splitK: 2 } },
+  ];
+  const tot: Record<string, number> = {};
+  let fails = 0;
+  for (const s of list) {
+    if (which && !s.name.startsWith(which === 'resnet' ? 'rn' : which)) continue;
+    const { M, N, K } = s, KT = Math.ceil(K / 128);
+    const xBytes = s.conv ? 32 * s.conv.H * s.conv.W * s.conv.C : M * K, oBytes = s.out === 'int8' ? 1 : 2;
+    const x = rand(xBytes, 1), w = rand(N * K, 2);
+    const scv = new Float32Array(2 * N).map((_, i) => (i < N ? 1e-4 : 0.01 * (i % 7)));
+    const sc = dev.alloc(8 * N, true);
+    dev.upload(sc, scv, null);
+    const ref = dev.alloc(M * N * oBytes, true), out = dev.alloc(M * N * oBytes, true);
+    const args: QGemmArgs = { M, N, K, a: 'int8', conv: s.conv, activation: s.act, params: [], out: s.out, yScale: 0.05, yZeroPoint: 0, wgmma: true, staged: true };
+    // split-K where the tactic offers it: long reductions on grids that leave most SMs idle
+    const ok = vars.filter((v) => !v.more.splitK || (v.more.splitK <= KT && KT >= 8 && Math.ceil(M / 64) * Math.ceil(N / 64) * 2 <= dev.info.smCount));
+    const ks = ok.map((v) => qgemm({ ...args, tile: v.tile, ...v.more }));
+    dev.prefetch(ks);
+    const row: Record<string, string | number> = { shape: s.name, M, N, K, count: s.count };
+    const flops = 2 * M * N * K, bytes = xBytes + N * K + M * N * oBytes;
+    const floor = Math.max(flops / (peakTops * 1e6), bytes / (bw * 1e6));
+    let bestCur = Infinity, bestNew = Infinity, curName = '', newName = '';
+    for (const [i, v] of ok.entries()) {
+      const k = ks[i], g = { ...args, tile: v.tile, ...v.more };
+      const ws = v.more.splitK ? splitKWorkspace(g) : undefined;
+      const cnt = ws ? dev.alloc(ws.counters * 4, true) : 0, part = ws ? dev.alloc(ws.bytes, true) : 0;
+      if (cnt) { dev.upload(cnt, new Int32Array(ws!.counters), null); dev.sync(null); }
+      const launch = (o: number) => dev.launch(k, [x, w, sc, o, ...(ws ? [cnt, part] : [])], stream);
+      try {
+        const us = tq(() => launch(v.name === '64x64' ? ref : out));
+        if (v.name !== '64x64') {
+          launch(out); dev.sync(null);
+          const b1 = new Uint8Array(M * N * oBytes), b2 = new Uint8Array(b1.length);
+          dev.download(ref, b1, null); dev.download(out, b2, null);
+          let diff = 0;
+          for (let j = 0; j < b1.length; j++) if (b1[j] !== b2[j]) diff++;
+          if (diff) { fails++; console.log(`FAIL ${s.name}: ${v.name} vs 64x64 staged: ${diff} of ${b1.length} bytes differ`); }
+        }
+        row[v.name] = +us.toFixed(1);
+        if (v.cur && us < bestCur) { bestCur = us; curName = v.name; }
+        if (us < bestNew) { bestNew = us; newName = v.name; }
+        tot[v.name] = (tot[v.name] ?? 0) + us * s.count;
+      } catch (e) {
+        fails++;
+        console.log(`FAIL ${s.name}: ${v.name}: ${(e as Error).message.slice(0, 300)}`);
+      } finally {
+        if (cnt) dev.release(cnt);
+        if (part) dev.release(part);
+      }
+    }
+    const h = dev.alloc(Math.max(M * K, N * K) * 2, true), acc = dev.alloc(M * N * 4, true);
+    const g16 = prepareGemm({ M, N, K, batch: 1, transA: false, transB: true, dtype: 'float16', strideA: 0, strideB: 0, strideC: 0, epilogue: 'bias' }, s.name);
+    const fp16 = Math.min(...Array.from({ length: g16.algos }, (_, k) => tq(() => g16.run(h, h, acc, sc, stream, k))));
+    for (const p of [x, w, sc, ref, out, h, acc]) dev.release(p);
+    const tops = (us: number) => (flops / us / 1e6).toFixed(0);
+    Object.assign(row, { fp16: +fp16.toFixed(1), floor: +floor.toFixed(2), cur: `${curName} ${bestCur.toFixed(1)} (${tops(bestCur)} TOPS)`, best: `${newName} ${bestNew.toFixed(1)} (${tops(bestNew)} TOPS)`, fp16Tflops: tops(fp16) });
+    const m = s.name.startsWith('bert1') ? 'bert1' : s.name.startsWith('bert') ? 'bert' : 'resnet';
+    tot[`${m} cur-best`] = (tot[`${m} cur-best`] ?? 0) + bestCur * s.count;
+    tot[`${m} new-best`] = (tot[`${m} new-best`] ?? 0) + bestNew * s.count;
+    tot[`${m} fp16`] = (tot[`${m} fp16`] ?? 0) + fp16 * s.count;
+    tot[`${m} floor`] = (tot[`${m} floor`] ?? 0) + floor * s.count;
+    console.log(JSON.stringify(row));
+  }
+  console.log(`main-loop byte checks: ${fails} failure(s)`);
+  console.log('MAIN TOTALS (us x count) ' + JSON.stringify(Object.fromEntries(Object.entries(tot).map(([k, v]) => [k, Math.round(v)]))));
+  process.exit(0);
+}

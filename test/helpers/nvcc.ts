@@ -7,12 +7,14 @@ import { join } from 'node:path';
 
 export const hasNvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' }).status === 0;
 
-/** Compiles `[namespace, source]` pairs to one sm_90 cubin; returns nvcc's exit status and its whole output. */
-export function compileSm90(units: [string, string][]): { status: number | null; output: string } {
+/** Compiles `[namespace, source]` pairs to one sm_90 cubin (sm_90a: wgmma and the other arch-specific instructions);
+ * returns nvcc's exit status and its whole output. */
+export function compileSm90(units: [string, string][], arch: 'sm_90' | 'sm_90a' = 'sm_90'): { status: number | null; output: string } {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-nvcc-'));
   try {
     writeFileSync(join(dir, 'all.cu'), units.map(([ns, src]) => `namespace ${ns} {\n${src}\n}\n`).join('\n'));
-    const res = spawnSync('nvcc', ['-cubin', '-arch=sm_90', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
+    const target = arch === 'sm_90a' ? '-gencode=arch=compute_90a,code=sm_90a' : '-arch=sm_90';
+    const res = spawnSync('nvcc', ['-cubin', target, '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
     return { status: res.status, output: `${res.stdout}${res.stderr}` };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -2,12 +2,8 @@
 // shared memory, the staged epilogue's wide accesses and the persistent grid, and (where nvcc is on the PATH) that
 // each compiles for sm_90a with no spills or local memory. Their results are held to the mma.sync kernel byte for byte
 // on a GPU by bench/quant/gpu-layers.ts and bench/gpu/quant-check.ts.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { hasNvcc, kernelResources } from '../helpers/nvcc.js';
+import { compileSm90, hasNvcc, kernelResources } from '../helpers/nvcc.js';
 import { qgemm, type QGemmArgs } from '../../src/backends/cuda/codegen/quant.js';
 
 const SMS = 132;
@@ -89,18 +85,11 @@ if (!hasNvcc) console.warn('wgmma codegen: nvcc is not on the PATH; the sm_90a c
 
 describe.skipIf(!hasNvcc)('cuda wgmma variants compile with nvcc for sm_90a', () => {
   it('compiles without errors, spills or local memory', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kiln-wgmma-'));
-    try {
-      writeFileSync(join(dir, 'all.cu'), rendered.map(([ns, , k]) => `namespace ${ns} {\n${k.source}\n}\n`).join('\n'));
-      const res = spawnSync('nvcc', ['-cubin', '-gencode=arch=compute_90a,code=sm_90a', '-Xptxas', '-v', '-o', join(dir, 'all.cubin'), join(dir, 'all.cu')], { encoding: 'utf8' });
-      const output = `${res.stdout}${res.stderr}`;
-      expect(res.status, output).toBe(0);
-      expect(output).not.toMatch(/warning/i);
-      const fns = kernelResources(output);
-      expect(fns).toHaveLength(rendered.length);
-      for (const m of fns) expect(m).toEqual([m[0], '0', '0', '0']);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const { status, output } = compileSm90(rendered.map(([ns, , k]) => [ns, k.source] as [string, string]), 'sm_90a');
+    expect(status, output).toBe(0);
+    expect(output).not.toMatch(/warning/i);
+    const fns = kernelResources(output);
+    expect(fns).toHaveLength(rendered.length);
+    for (const m of fns) expect(m).toEqual([m[0], '0', '0', '0']);
   }, 300_000);
 });

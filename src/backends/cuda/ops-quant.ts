@@ -9,13 +9,14 @@
 // cuBLASLt's int8/fp8 GEMM into int32/float32 plus the epilogue as a second kernel; on Hopper, in place of the
 // mma.sync tiles, the fused kernel on warpgroup MMA (wgmma, sm_90a) with its epilogue staged through shared memory
 // (coalesced 16-byte accesses; direct when N is not a multiple of 8). KILN_QGEMM=cublaslt, =fused, =wgmma, =wgmma-staged, =wgmma64 (64-row staged tile) or
-// =wgmma-persistent-staged forces a route;
+// =wgmma-persistent-staged or =wgmma-splitk (=wgmma64 with the reduction split in two where K > 128) forces a route;
 // KILN_QSTAGE=1 stages every fused kernel's epilogue stores through shared memory (checks and benchmarks).
 import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
 import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
 import { gemmChoices, prepareQuantGemm, timeOnStream, tuning, usedChoices } from './ffi/cublaslt.js';
+import { splitKWorkspace } from './codegen/quant-wgmma.js';
 import { dequantizeKernel, headSplitKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, quantizeTransposeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
 
@@ -74,9 +75,9 @@ function outStore(c: ImplContext, dtype: DType): QStore {
   return s;
 }
 
-/** The pointer list of a quantized kernel: activation, weight, scale/offset, residual, output(s). */
-const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number, out2: number, out3 = 0) =>
-  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? [out, out2, out3][p.index] : p.index === 0 ? x : p.index === 1 ? w : res));
+/** The pointer list of a quantized kernel: activation, weight, scale/offset, residual, output(s), split-K's counters and partials. */
+const ptrsFor = (k: KernelSource, x: number, w: number, sc: number, res: number, out: number, out2: number, out3 = 0, cnt = 0, part = 0) =>
+  k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? [out, out2, out3][p.index] : [x, w, res, res, cnt, part][p.index]));
 
 /** kiln:QConv in NHWC (after the layout pass): implicit-im2col GEMM, or an explicit im2col for odd channel counts. */
 const qconv = (h: QuantHelpers): Factory => (c) => {
@@ -158,12 +159,26 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const def = qgemmTile(M, N);
   const tiles = [def, ...QGEMM_TILES.filter((t) => t.BM !== def.BM || t.BN !== def.BN)];
   const fused = (tile: { BM: number; BN: number }, legacy = false, wgmma = false, more: Partial<QGemmArgs> = {}): Candidate => {
-    const k = qgemm({ ...args, tile, legacy, wgmma, ...more });
+    const g = { ...args, tile, legacy, wgmma, ...more }, k = qgemm(g);
+    // split-K: partials from the pool per run; tile counters zeroed once per stream (each launch leaves them zero;
+    // contexts run concurrently on their own streams, so they must not share counters). A context's first run is
+    // eager (graphs are captured from its second), so the synchronous upload never lands inside a capture.
+    const ws = (g.splitK ?? 1) > 1 ? splitKWorkspace(g) : undefined;
+    const counters = new Map<unknown, number>();
     return {
       kernels: [k],
       ready: () => { c.dev.kernel(k); },
-      run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0, out3 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2, out3), stream),
-      destroy: () => undefined,
+      run: (x: number, w: number, res: number, out: number, stream: unknown, out2 = 0, out3 = 0) => {
+        let cnt = 0, part = 0;
+        if (ws) {
+          cnt = counters.get(stream) ?? 0;
+          if (!cnt) counters.set(stream, cnt = upload(c.dev, new Int32Array(ws.counters)));
+          part = c.dev.alloc(ws.bytes);
+        }
+        c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2, out3, cnt, part), stream);
+        if (part) c.dev.release(part); // reuse is ordered on the stream
+      },
+      destroy: () => { for (const p of counters.values()) c.dev.release(p); },
     };
   };
   const lib = (): Candidate => {
@@ -191,8 +206,22 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const wgOk = c.dev.info.sm === 90 && N % 2 === 0 && (args.a !== 'fp8' || force === 'wgmma');
   const stagedOk = wgOk && N % 8 === 0, sms = c.dev.info.smCount;
   const wgDirect = (BN: number) => () => fused({ BM: 128, BN }, false, true);
-  const staged = (BM: number, BN: number, occupancy?: number) => () => fused({ BM, BN }, false, true, { staged: true, occupancy });
+  const staged = (BM: number, BN: number, occupancy?: number, more: Partial<QGemmArgs> = {}) => () => fused({ BM, BN }, false, true, { staged: true, occupancy, ...more });
   const wgs = [staged(128, 64, 3), staged(64, 64, 4), staged(64, 32, 4), staged(128, 128)];
+  // Pipeline depth (bench/quant/gpu-layers.js main): the loops are bound by L2-to-SM traffic and load latency, not by
+  // the tensor cores, so the candidates trade k-steps in flight (stages; drain: no MMA group kept in flight, one more
+  // k-step of loads) against blocks per SM (shared memory). KILN_QTACTIC=c5 keeps the previous candidate set.
+  const KT = Math.ceil(K / 128), prev = process.env.KILN_QTACTIC === 'c5';
+  const split = (BM: number, BN: number, splitK: number, occupancy?: number) => () => fused({ BM, BN }, false, true, { staged: true, occupancy, splitK });
+  if (stagedOk && !prev) {
+    wgs.push(staged(128, 128, 2, { stages: 3 }), staged(128, 64, 1, { stages: 5 }), staged(64, 64, 2, { stages: 6 }), staged(64, 64, 3, { drain: true }));
+    // 1-2 k-steps (ResNet's 1x1 convs reading 64-256 channels): load, MMA and epilogue of one tile run back to back, so
+    // what overlaps them is other blocks on the SM: two stages, as many blocks as shared memory allows
+    if (KT <= 2) wgs.push(staged(64, 64, 5, { stages: 2, drain: true }), staged(64, 32, 8, { stages: 2, drain: true }), staged(128, 64, 3, { stages: 2, drain: true }));
+    // split-K (exact: int32 partials) where even 64x64 tiles leave most SMs idle and the reduction is long (small
+    // batches: BERT at batch 1); at batch 8-32 its partial-sum traffic lost on every shape
+    if (args.a !== 'fp8' && KT >= 8 && Math.ceil(M / 64) * Math.ceil(N / 64) * 2 <= sms) wgs.push(split(64, 64, Math.min(4, KT >> 2), 4), split(128, 128, 2));
+  }
   const libs = libOk ? [lib] : [];
   // a head split is written by the staged epilogue only (qmatmul routes other cases through headSplitKernel)
   if (args.heads && !stagedOk) throw new Error(`layer '${c.node.name}': a head split needs the staged wgmma epilogue`);
@@ -202,11 +231,12 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
     cublaslt: libOk && lib, fused: !args.heads && (() => fused(def)), wgmma: !args.heads && wgOk && wgDirect(N > 64 ? 128 : 64),
     'wgmma-staged': stagedOk && (N > 64 ? wgs[3] : wgs[0]), wgmma64: stagedOk && wgs[1],
     'wgmma-persistent-staged': stagedOk && (() => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })),
+    'wgmma-splitk': stagedOk && (args.a !== 'fp8' && K > 128 ? split(64, 64, 2, 4) : wgs[1]),
   };
   const makers = force && forced[force] ? [forced[force] as () => Candidate] : timed;
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
   // set falls back to the default candidate instead of running whichever kernel now has its index
-  const key = `qgemm|c5|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}`;
+  const key = `qgemm|${prev ? 'c5' : 'c7'}|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}`;
   const made = new Map<number, Candidate>();
   const get = (i: number): Candidate => {
     let m = made.get(i);
@@ -227,7 +257,9 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
           try {
             const m = get(i);
             m.ready();
-            return timeOnStream(() => m.run(x, w, res, out, stream, out2, out3), stream, 5);
+            // 8 launches back to back, as in the replayed graph: one launch between two events also times the host's
+            // launch latency, the same for every candidate but noisier than the 1-2 us that tell these kernels apart
+            return timeOnStream(() => { for (let r = 0; r < 8; r++) m.run(x, w, res, out, stream, out2, out3); }, stream, 5) / 8;
           } catch {
             return Infinity; // e.g. cuBLASLt has no algorithm for this shape: not a candidate
           }
@@ -306,7 +338,7 @@ function headSplit(c: ImplContext, h: QuantHelpers, a: QAttrs & { transB?: numbe
   }
   const op = OPERAND[X!.dtype]!;
   const force = process.env.KILN_QGEMM;
-  const inEpilogue = c.dev.info.sm === 90 && op !== 'fp8' && N % 8 === 0 && D % 8 === 0 && (!force || force.endsWith('staged') || force === 'wgmma64');
+  const inEpilogue = c.dev.info.sm === 90 && op !== 'fp8' && N % 8 === 0 && D % 8 === 0 && (!force || force.endsWith('staged') || force === 'wgmma64' || force === 'wgmma-splitk');
   const heads = { S, H, D, parts };
   const args: QGemmArgs = { M, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: store, ...(inEpilogue ? { heads } : {}) };
   const sc = upload(c.dev, scaleOffset(a, N, K, wt, B?.constant));

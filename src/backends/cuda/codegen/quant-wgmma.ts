@@ -13,7 +13,8 @@ import {
  * chain), k-step 128 bytes (64 when K <= 64). Tiles go to shared
  * memory by cp.async (16-byte chunks; implicit im2col for convolutions as in `qgemm`) in the swizzled layout the
  * wgmma descriptors name (128-byte rows: chunk c of row r at c ^ (r % 8); 64-byte rows: c ^ ((r / 2) % 4)), 3-4
- * stages deep, one MMA group left in flight while the next k-step is set up. Integer only in the timed tactic: Hopper's fp8 wgmma accumulates with fewer bits than float32
+ * stages deep, one MMA group left in flight while the next k-step is set up (options: `stages`, `drain` and `splitK`
+ * trade k-steps in flight, blocks per SM and grid size; see QGemmArgs). Integer only in the timed tactic: Hopper's fp8 wgmma accumulates with fewer bits than float32
  * (measured: half the fp16 outputs of a BERT GEMM differ in their last bits from mma.sync's), which compounds
  * through a chain of requantized fp8 layers.
  * Both operands K-major from shared memory, accumulators in registers, then the same epilogue as `qgemm`
@@ -26,12 +27,17 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   if (g.heads && (!g.staged || N % 8 !== 0 || g.heads.D % 8 !== 0 || g.residual || g.out2 || g.conv)) throw new Error('qgemm (wgmma): a head split needs the staged epilogue, N % 8 == 0, D % 8 == 0 and no residual, second output or convolution');
   // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
   // one warpgroup per 64 rows of the tile: 64 x BN blocks (128 threads) leave fewer SMs idle on short M
-  const BM = g.tile?.BM === 64 ? 64 : 128, BN = g.tile?.BN === 64 || g.tile?.BN === 32 ? g.tile.BN : 128, BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
+  const { BM, BN } = wgmmaTile(g), BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
   const NT = BN / 8, KT = Math.ceil(K / BKB);
+  const SK = g.splitK ?? 1;
+  if (SK > 1 && (g.a === 'fp8' || g.persistent || SK > KT)) throw new Error(`qgemm (wgmma): split-K needs integer operands, no persistent grid and at most one split per k-step (K = ${K}, ${SK} splits)`);
+  if (g.stages !== undefined && !(Number.isInteger(g.stages) && g.stages >= (g.drain ? 2 : 3) && g.stages <= 8)) throw new Error(`qgemm (wgmma): stages must be 3 to 8 (2 with drain), got ${g.stages}`);
   // stages: loads run D = ST - 2 k-steps ahead while one wgmma group stays in flight behind the current one (the slot
-  // a load refills was last read two groups back); no more stages than a short reduction needs, so shared memory
-  // is left for a second block on the SM
-  const ST = Math.max(3, Math.min(4, KT + 1)), D = ST - 2;
+  // a load refills was last read two groups back); by default no more stages than a short reduction (or split) needs,
+  // so shared memory is left for a second block on the SM
+  // (drain: each k-step's group is waited for before the next k-step, so loads run D = ST - 1 ahead)
+  if (g.drain && g.persistent) throw new Error('qgemm (wgmma): drain is for the non-persistent grid');
+  const ST = g.stages ?? Math.max(3, Math.min(4, Math.floor(KT / SK) + 1)), D = g.drain ? ST - 1 : ST - 2;
   const swz = (row: string) => (BKB === 128 ? `(ch ^ (${row} & 7))` : `(ch ^ ((${row} >> 1) & 3))`);
   const aT = g.a === 'uint8' ? 'unsigned char' : g.a === 'int8' ? 'signed char' : 'unsigned char';
   const staged = !!g.staged && N % 8 === 0, FP = BN + 4; // staged float tile: row pitch BN + 4 floats (rows 4 banks apart)
@@ -86,28 +92,34 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   // persistent: k-step s of this block is k-step s % KT of its tile s / KT; the loads run D steps ahead across tiles,
   // so a tile's epilogue (after waiting for its last MMA group) overlaps the next tile's first loads
   const tileOf = (step: string) => `const int tile = (int)blockIdx.x + (${step}) / ${KT} * ${grid}, m0 = tile / ${tilesN} * ${BM}, n0 = tile % ${tilesN} * ${BN};`;
-  const pipeline = !grid ? `  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};${a.setup}
+  // split-K: block z takes k-steps [kb, ke) of its tile (unsplit, the loop's text is the same as before split-K: the
+  // cubin caches and the tactic's earlier timings stay valid)
+  const range = SK > 1 ? `
+  const int kb = (int)blockIdx.z * ${KT} / ${SK}, ke = ((int)blockIdx.z + 1) * ${KT} / ${SK};` : '';
+  const [kb, ke, rel] = SK > 1 ? ['kb', 'ke', '(kt - kb)'] : ['0', `${KT}`, 'kt'];
+  const from = (v: string) => (SK > 1 ? `kb + ${v}` : v);
+  const pipeline = !grid ? `  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};${a.setup}${range}
   ${accT} accum[1][${NT}][4];
   ${zero}
   auto load = [&](int kt, int stage) {${loadBody}
   };
   #pragma unroll
   for (int s = 0; s < ${D}; s++) {
-    if (s < ${KT}) load(s, s);
+    if (${from('s')} < ${ke}) load(${from('s')}, s);
     asm volatile("cp.async.commit_group;\\n");
   }
   const unsigned wgA = (warp >> 2) * ${64 * BKB};
-  for (int kt = 0; kt < ${KT}; kt++) {
+  for (int kt = ${kb}; kt < ${ke}; kt++) {
     asm volatile("cp.async.wait_group ${D - 1};\\n");
     asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory"); // cp.async wrote it; the tensor cores read it
     __syncthreads();
-    if (kt + ${D} < ${KT}) load(kt + ${D}, (kt + ${D}) % ${ST});
+    if (kt + ${D} < ${ke}) load(kt + ${D}, (${rel} + ${D}) % ${ST});
     asm volatile("cp.async.commit_group;\\n");
-    ${mmaStep(`kt % ${ST}`)}
-    asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // this group may run on behind the next k-step's loads
+    ${mmaStep(`${rel} % ${ST}`)}
+    ${g.drain ? 'asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory"); // the slot this k-step read is refilled next' : 'asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // this group may run on behind the next k-step\'s loads'}
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
-  asm volatile("cp.async.wait_group 0;\\n");
+  asm volatile("cp.async.wait_group 0;\\n");${SK > 1 ? splitKReduce(BM, BN, NT, TH, SK) : ''}
 ${epilogue}` : `  const int steps = (${tilesM * tilesN - 1} - (int)blockIdx.x) / ${grid} * ${KT} + ${KT};
   ${accT} accum[1][${NT}][4];
   ${zero}
@@ -150,7 +162,7 @@ __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
 __device__ __forceinline__ unsigned long long qdesc(unsigned addr) {
   return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(${8 * BKB} >> 4) << 32) | (${BKB === 128 ? 1 : 2}ull << 62);
 }
-extern "C" __global__ void __launch_bounds__(${TH}, ${blocks}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
+extern "C" __global__ void __launch_bounds__(${TH}, ${blocks}) KNAME(const ${aT}* __restrict__ x, const unsigned char* __restrict__ w, const float* __restrict__ sc${resArg}, ${outParams(g).decl}${SK > 1 ? ', int* __restrict__ cnt, int* __restrict__ part' : ''}) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp, wn = 0, grp = lane >> 2, tig = lane & 3;
@@ -158,8 +170,55 @@ extern "C" __global__ void __launch_bounds__(${TH}, ${blocks}) KNAME(const ${aT}
   const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
 ${pipeline}
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
-  return { ...finish(`kiln_qwgmma_${g.a}`, body, { grid: grid ? [grid, 1, 1] : [tilesM, tilesN, 1], block: [TH, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params,
+    ...(SK > 1 ? [{ kind: 'in' as const, index: 4 }, { kind: 'in' as const, index: 5 }] : [])];
+  return { ...finish(`kiln_qwgmma_${g.a}`, body, { grid: grid ? [grid, 1, 1] : [tilesM, tilesN, SK], block: [TH, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
+}
+
+/** The wgmma kernel's tile for these arguments: BM 64 or 128 (default 128), BN 32, 64 or 128 (default 128). */
+export function wgmmaTile(g: QGemmArgs): { BM: number; BN: number } {
+  return { BM: g.tile?.BM === 64 ? 64 : 128, BN: g.tile?.BN === 64 || g.tile?.BN === 32 ? g.tile.BN : 128 };
+}
+
+/** Split-K workspace of a wgmma kernel: `counters` ints (zero before its first launch) and `bytes` of partials. */
+export function splitKWorkspace(g: QGemmArgs): { counters: number; bytes: number } {
+  const { BM, BN } = wgmmaTile(g), tiles = Math.ceil(g.M / BM) * Math.ceil(g.N / BN);
+  return { counters: tiles, bytes: tiles * (g.splitK ?? 1) * BM * BN * 4 };
+}
+
+/**
+ * Split-K's reduction, after a block's last k-step: its int32 partial tile goes to the workspace (16-byte stores, a
+ * thread's accumulators at consecutive chunks of the thread block), then a fence and one atomic on the tile's counter;
+ * every block but the last returns. The last adds the other splits' partials (L2 reads: they were written by other
+ * SMs) to its accumulators, resets the counter for the next launch, and goes on to the epilogue.
+ */
+function splitKReduce(BM: number, BN: number, NT: number, TH: number, SK: number): string {
+  return `
+  {
+    __shared__ int kq_last;
+    const int tile = (int)blockIdx.y * (int)gridDim.x + (int)blockIdx.x;
+    int4* mine = (int4*)part + ((size_t)tile * ${SK} + blockIdx.z) * ${(BM * BN) / 4};
+    #pragma unroll
+    for (int b = 0; b < ${NT}; b++) __stcg(mine + b * ${TH} + tid, make_int4(accum[0][b][0], accum[0][b][1], accum[0][b][2], accum[0][b][3]));
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      kq_last = atomicAdd(cnt + tile, 1) == ${SK - 1};
+      if (kq_last) atomicExch(cnt + tile, 0);
+    }
+    __syncthreads();
+    if (!kq_last) return;
+    __threadfence();
+    for (int z = 0; z < ${SK}; z++) {
+      if (z == (int)blockIdx.z) continue;
+      const int4* other = (const int4*)part + ((size_t)tile * ${SK} + z) * ${(BM * BN) / 4};
+      #pragma unroll
+      for (int b = 0; b < ${NT}; b++) {
+        const int4 v = __ldcg(other + b * ${TH} + tid);
+        accum[0][b][0] += v.x; accum[0][b][1] += v.y; accum[0][b][2] += v.z; accum[0][b][3] += v.w;
+      }
+    }
+  }`;
 }
 
 /**
@@ -238,8 +297,8 @@ function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number
   #pragma unroll ${(BM * CPR) % TH === 0 ? (BM * CPR) / TH : 1}
   for (int id = tid; id < ${BM * CPR}; id += ${TH}) {
     const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;${edgeM || edgeN ? `
-    if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}
-    const ${it} o = (${it})m * ${g.N} + n;
+    if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}${hd ? '' : `
+    const ${it} o = (${it})m * ${g.N} + n;`}
     const float4 p0 = *(const float4*)(sf + r * ${FP} + q8), p1 = *(const float4*)(sf + r * ${FP} + q8 + 4);
     float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}${activate}${headDst}${dstOf(put)}${out2}
   }`;

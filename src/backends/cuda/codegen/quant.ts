@@ -52,6 +52,21 @@ export interface QGemmArgs {
    * + gridDim.x, ... as one stream of k-steps, so the next tile's loads are in flight during a tile's epilogue
    */
   persistent?: number;
+  /**
+   * wgmma: pipeline depth in k-steps (3-8, 2 with `drain`; loads run stages - 2 k-steps ahead, stages - 1 with
+   * `drain`), default 3-4 (see qgemmWgmma). Short reductions (1-2 k-steps) want 2: less shared memory, more blocks per SM
+   */
+  stages?: number;
+  /** wgmma, not persistent: no MMA group left in flight across k-steps, for one more k-step of loads in flight */
+  drain?: boolean;
+  /**
+   * wgmma, integer operands, not persistent: split the reduction over `splitK` blocks per tile (grid z). Each writes
+   * its int32 partial tile to a workspace and counts itself in on the tile's counter; the last one in adds the others'
+   * partials (integer sums: exact in any order) and runs the whole epilogue, so the output is byte for byte the
+   * unsplit kernel's. Two more kernel parameters (sizes: splitKWorkspace in quant-wgmma.ts): `{ kind: 'in', index: 4 }`
+   * = tile counters (zero before the first launch; the last block resets its tile's) and `index: 5` = partials
+   */
+  splitK?: number;
   /** a second output (out 1): the first (a float store) as stored, requantized to this 8-bit type */
   out2?: { store: 'int8' | 'uint8' | 'fp8'; yScale: number; yZeroPoint: number };
   /**

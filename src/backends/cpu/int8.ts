@@ -69,19 +69,42 @@ function qconv(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtyp
   const K = C * kh * kw, N = OH * OW, id = c.id, esz = outDtype ? 1 : 4;
   let src = floatArray(`S${id}`, q.scales);
   const variants: Variant[] = [];
+  // KILN_INT8_FORCE (build time, tests compare the forms): 'im2col' keeps the per-row im2col packing only, 'px' the
+  // pixel-rows variant alone where it is offered
+  const force = process.env.KILN_INT8_FORCE;
+  const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && !p.some((v) => v);
+  // the grid form (kiln_qconv_grid) for every dilation-1 layer but the 1x1 stride-1 unpadded ones, whose im2col rows
+  // are already slices of the input
+  const grid = d[0] === 1 && d[1] === 1 && !pointwise && force !== 'im2col';
+  const convOf = (nr: number) => `qconv_t cv = { (const uint8_t *)a0 + (size_t)b * ${C * H * W}, ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${K}, ${q.pad}, ${q.xr}, ${nr} };`;
   QTILES.forEach(([mr, nv], v) => {
     const head = Math.ceil((Math.ceil(M / mr) * mr * 4) / 64) * 64;
     const fn = `L${id}_q${v}`, pack = `P${id}_q${v}`;
     src += `KEXPORT void *${pack}(void *w, void *unused) { (void)unused; return kiln_qpack_weights(w, ${M}, ${K}, ${K}, 1, ${mr}, 1, ${q.zsum}); }\n`;
     src += exported(fn, `  const uint8_t *packed = a1;
   for (int b = 0; b < ${B}; b++) {
-    qconv_t cv = { (const uint8_t *)a0 + (size_t)b * ${C * H * W}, ${C}, ${H}, ${W}, ${OH}, ${OW}, ${kh}, ${kw}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${K}, ${q.pad}, ${q.xr}, ${nv * 16} };
-    qgemm_t g = { ${M}, ${N}, ${K}, 1, (const int8_t *)(packed + ${head}), NULL, kiln_qconv_packb, &cv, (const int32_t *)packed, S${id}, a2,
-      a3 ? (const float *)a3 + (size_t)b * ${M * N} : NULL, ${epi}, (char *)a4 + (size_t)b * ${M * N * esz} };
+    ${convOf(nv * 16)}
+    qgemm_t g = { ${M}, ${grid ? 'kiln_qconv_grid(&cv)' : N}, ${K}, 1, (const int8_t *)(packed + ${head}), NULL, ${grid ? 'kiln_qconv_packb_grid' : 'kiln_qconv_packb'}, &cv, (const int32_t *)packed, S${id}, a2,
+      a3 ? (const float *)a3 + (size_t)b * ${M * N} : NULL, ${epi}, (char *)a4 + (size_t)b * ${M * N * esz} };${grid ? `\n    g.gw = cv.wq; g.ow = ${OW};` : ''}
     kiln_qgemm(&g, ${v});
   }`);
-    variants.push({ tactic: TACTIC(c, 'conv', [mr, nv]), fn, pack: { fn: pack, inputs: [1] } });
+    variants.push({ tactic: TACTIC(c, grid ? 'conv-grid' : 'conv', [mr, nv]), fn, pack: { fn: pack, inputs: [1] } });
   });
+  // pixels as rows (kiln_qconv_px) for small images whose output rows split in sevens: no columns lost to vectors of 16
+  if (OW % 7 === 0 && N <= 1024 && (grid || pointwise) && force !== 'im2col') {
+    const head = Math.ceil((Math.ceil(M / 64) * 64 * 4) / 64) * 64;
+    const fn = `L${id}_qp`, pack = `P${id}_qp`;
+    src += `KEXPORT void *${pack}(void *w, void *unused) { (void)unused; return kiln_qpack_weights(w, ${M}, ${K}, ${K}, 1, 64, 0, ${q.zsum}); }\n`;
+    src += exported(fn, `  const uint8_t *packed = a1;
+  for (int b = 0; b < ${B}; b++) {
+    ${convOf(0)}
+    qgemm_t g = { ${M}, 0, ${K}, 1, NULL, (const int8_t *)(packed + ${head}), NULL, NULL, (const int32_t *)packed, S${id}, a2,
+      a3 ? (const float *)a3 + (size_t)b * ${M * N} : NULL, ${epi}, (char *)a4 + (size_t)b * ${M * N * esz} };
+    kiln_qconv_px(&g, &cv, ${grid ? 1 : 0});
+  }`);
+    variants.push({ tactic: `native-${c.isa}-int8-conv-px${grid ? '-grid' : ''}-7x64`, fn, pack: { fn: pack, inputs: [1] } });
+    if (force === 'px') variants.splice(0, variants.length - 1);
+  }
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: src, work: B * M * N * K };
 }
 

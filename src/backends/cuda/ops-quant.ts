@@ -15,7 +15,7 @@ import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import type { CudaDevice } from './device.js';
 import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
-import { gemmChoices, prepareQuantGemm, timeOnStream, tuning, usedChoices } from './ffi/cublaslt.js';
+import { prepareQuantGemm, timeOnStream, timedChoice } from './ffi/cublaslt.js';
 import { splitKWorkspace } from './codegen/quant-wgmma.js';
 import { dequantizeKernel, headSplitKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, quantizeTransposeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
@@ -237,42 +237,22 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
   // set falls back to the default candidate instead of running whichever kernel now has its index
   const key = `qgemm|${prev ? 'c5' : 'c7'}|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}`;
-  const made = new Map<number, Candidate>();
-  const get = (i: number): Candidate => {
-    let m = made.get(i);
-    if (!m) {
-      made.set(i, m = makers[i]());
-      m.ready();
+  const tactic = timedChoice(key, makers, (made) => c.dev.prefetch(makers.flatMap((mk, i) => {
+    try {
+      made.set(i, mk());
+      return made.get(i)!.kernels;
+    } catch {
+      return [];
     }
-    return m;
-  };
-  const saved = makers.length > 1 ? gemmChoices.get(key) : 0;
-  let choice = saved !== undefined && saved < makers.length ? saved : tuning.on ? -1 : 0;
-  if (choice >= 0) get(choice);
-  else c.dev.prefetch(makers.flatMap((mk, i) => { try { made.set(i, mk()); return made.get(i)!.kernels; } catch { return []; } })); // compiled concurrently, readied when timed
+  }))); // compiled concurrently, readied when timed
   return {
     run(x, w, res, out, stream, out2, out3) {
-      if (choice < 0) {
-        const times = makers.map((_, i) => {
-          try {
-            const m = get(i);
-            m.ready();
-            // 8 launches back to back, as in the replayed graph: one launch between two events also times the host's
-            // launch latency, the same for every candidate but noisier than the 1-2 us that tell these kernels apart
-            return timeOnStream(() => { for (let r = 0; r < 8; r++) m.run(x, w, res, out, stream, out2, out3); }, stream, 5) / 8;
-          } catch {
-            return Infinity; // e.g. cuBLASLt has no algorithm for this shape: not a candidate
-          }
-        });
-        choice = times.indexOf(Math.min(...times));
-        gemmChoices.set(key, choice);
-      }
-      if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
-      get(choice).run(x, w, res, out, stream, out2, out3);
+      // 8 launches back to back, as in the replayed graph: one launch between two events also times the host's launch
+      // latency, the same for every candidate but noisier than the 1-2 us that tell these kernels apart
+      tactic.pick((m) => timeOnStream(() => { for (let r = 0; r < 8; r++) m.run(x, w, res, out, stream, out2, out3); }, stream, 5) / 8)
+        .run(x, w, res, out, stream, out2, out3);
     },
-    destroy() {
-      for (const m of made.values()) m.destroy();
-    },
+    destroy: () => tactic.destroy(),
   };
 }
 

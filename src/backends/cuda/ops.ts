@@ -6,7 +6,7 @@ import type { DType } from '../../ir/dtype.js';
 import type { TensorData } from '../../ir/tensor.js';
 import { resolveOp, parseAttrs } from '../../ir/schema.js';
 import type { CudaDevice } from './device.js';
-import { prepareGemm, type PreparedGemm } from './ffi/cublaslt.js';
+import { prepareGemm, timeOnStream, timedChoice, type PreparedGemm } from './ffi/cublaslt.js';
 import { cudnnAvailable, prepareConv } from './ffi/cudnn.js';
 import {
   elementwise, epilogue, cast, where, layerNorm, softmax, attentionSoftmax, maxPool, maxPoolNHWC, averagePool, globalAveragePool, globalMaxPool,
@@ -14,6 +14,7 @@ import {
 } from './codegen/index.js';
 import { ctype, finish, indexType, launch1d, lit, type DevDType, type KernelSource } from './codegen/types.js';
 import { quantOps } from './ops-quant.js';
+import { fusedAttention, fusedAttentionShape, fusedAttentionUnsupported } from './codegen/attention.js';
 
 export interface DeviceTensor {
   ptr: number;
@@ -375,7 +376,12 @@ const fusedConv: Factory = (c) => {
   };
 };
 
-/** kiln:Attention as GEMM (Q @ Kt) -> scale + mask + softmax in place -> GEMM (P @ V), batched over leading dims. */
+/**
+ * kiln:Attention. fp16/bf16 with head sizes the fused kernel takes (codegen/attention.ts): one flash-style kernel,
+ * the scores never stored. Else, and as the other tactic, GEMM (Q @ Kt) -> scale + mask + softmax in place -> GEMM
+ * (P @ V), batched over leading dims. The build's device run (`tuning.on`) times the candidates per layer and the
+ * plan keeps the fastest; without a timed choice the fused kernel runs in the shape its heuristic picks.
+ */
 const attention: Factory = (c) => {
   const a = attr(c) as { scale: number; k_transposed: number };
   const [Q, Kt, V, mask] = c.inputs;
@@ -386,21 +392,51 @@ const attention: Factory = (c) => {
   const S = Q.dims[r - 2], D = Q.dims[r - 1];
   const L = a.k_transposed ? Kt.dims[r - 1] : Kt.dims[r - 2], Dv = V.dims[r - 1];
   const dtype = Q.dtype as 'float32';
-  const g1 = prepareGemm({ tf32: c.tf32, M: S, N: L, K: D, batch, transA: false, transB: !a.k_transposed, dtype, strideA: S * D, strideB: D * L, strideC: S * L, epilogue: 'none' }, `layer '${c.node.name}' (scores)`);
-  const g2 = prepareGemm({ tf32: c.tf32, M: S, N: Dv, K: L, batch, transA: false, transB: false, dtype, strideA: S * L, strideB: L * Dv, strideC: S * Dv, epilogue: 'none' }, `layer '${c.node.name}' (context)`);
-  const sm = attentionSoftmax({ scores: [...lead, S, L], dtype: devType(dtype), scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined });
-  c.dev.kernel(sm);
+  const outDims = [...lead, S, Dv];
+  type Route = { ready(): void; run(ins: (DeviceTensor | undefined)[], o: DeviceTensor, stream: unknown): void; destroy(): void };
+  const unfused = (): Route => {
+    const g1 = prepareGemm({ tf32: c.tf32, M: S, N: L, K: D, batch, transA: false, transB: !a.k_transposed, dtype, strideA: S * D, strideB: D * L, strideC: S * L, epilogue: 'none' }, `layer '${c.node.name}' (scores)`);
+    const g2 = prepareGemm({ tf32: c.tf32, M: S, N: Dv, K: L, batch, transA: false, transB: false, dtype, strideA: S * L, strideB: L * Dv, strideC: S * Dv, epilogue: 'none' }, `layer '${c.node.name}' (context)`);
+    const sm = attentionSoftmax({ scores: [...lead, S, L], dtype: devType(dtype), scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined });
+    return {
+      ready: () => { c.dev.kernel(sm); },
+      run(ins, o, stream) {
+        const scores = alloc(c.dev, dtype, [...lead, S, L]);
+        g1.run(ins[0]!.ptr, ins[1]!.ptr, scores.ptr, 0, stream);
+        launch(c.dev, sm, [scores, ins[3]], [scores], stream);
+        g2.run(scores.ptr, ins[2]!.ptr, o.ptr, 0, stream);
+        c.dev.release(scores.ptr); // reuse is ordered on the stream
+      },
+      destroy: () => { g1.destroy(); g2.destroy(); },
+    };
+  };
+  const fusedArgs = { lead, S, L, D, Dv, dtype: dtype as string as 'float16', kTransposed: !!a.k_transposed, scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined };
+  const fusedOk = !fusedAttentionUnsupported({ ...fusedArgs, batch }) && (!mask || mask.dims.length <= r);
+  const fused = (warps: number, split: number) => {
+    const k = fusedAttention({ ...fusedArgs, warps, split });
+    return Object.assign((): Route => ({ ready: () => { c.dev.kernel(k); }, run: (ins, o, stream) => launch(c.dev, k, ins, [o], stream), destroy: () => undefined }), { kernel: k });
+  };
+  // candidates: the fused kernel in the shape its heuristic picks (row groups x key split), then in the others, then
+  // the unfused plan; KILN_ATTN=unfused, =fused or =fused:<row groups>x<split> forces one
+  const force = process.env.KILN_ATTN;
+  const d = fusedAttentionShape(S, L, batch, c.dev.info.smCount);
+  const shapes = fusedOk ? [[d.warps, d.split], [2, 1], [4, 1], [2, 2], [4, 2]]
+    .filter(([w, k], i, all) => (w - 1) * 16 < S && all.findIndex(([w2, k2]) => w2 === w && k2 === k) === i) : [];
+  const forced = /^fused:(\d+)x(\d+)$/.exec(force ?? '');
+  const fusedAll = shapes.map(([w, k]) => fused(w, k));
+  const makers: (() => Route)[] = !fusedOk || force === 'unfused' ? [unfused]
+    : force === 'fused' ? [fusedAll[0]]
+      : forced ? [fused(Number(forced[1]), Number(forced[2]))]
+        : [...fusedAll, unfused];
+  const key = `attn|a4|${c.node.name}|${lead.join('x')}|${S}x${L}x${D}x${Dv}|${dtype}|${a.k_transposed ? 'T' : 'N'}`;
+  const tactic = timedChoice(key, makers, () => c.dev.prefetch(fusedAll.map((f) => f.kernel))); // compiled concurrently, readied when timed
   return {
     run(ins, stream) {
-      const scores = alloc(c.dev, dtype, [...lead, S, L]);
-      g1.run(ins[0]!.ptr, ins[1]!.ptr, scores.ptr, 0, stream);
-      launch(c.dev, sm, [scores, ins[3]], [scores], stream);
-      const o = alloc(c.dev, dtype, [...lead, S, Dv]);
-      g2.run(scores.ptr, ins[2]!.ptr, o.ptr, 0, stream);
-      c.dev.release(scores.ptr); // reuse is ordered on the stream
+      const o = alloc(c.dev, dtype, outDims);
+      tactic.pick((m) => timeOnStream(() => m.run(ins, o, stream), stream, 5)).run(ins, o, stream);
       return [o];
     },
-    destroy: () => { g1.destroy(); g2.destroy(); },
+    destroy: () => tactic.destroy(),
   };
 };
 

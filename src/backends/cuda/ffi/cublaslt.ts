@@ -109,6 +109,50 @@ export function timeOnStream(f: () => void, stream: unknown, reps: number): numb
   }
 }
 
+/**
+ * One layer's choice among candidate implementations, timed on the build's device run like cuBLASLt's algorithms: the
+ * index of the fastest goes to \`gemmChoices\` under \`key\` (saved in the plan; a saved index past the list falls back
+ * to the first). Candidates are made on first use and readied once; \`prefetch\` may start compiling them while a
+ * timing build waits for the first run.
+ */
+export function timedChoice<C extends { ready(): void; destroy(): void }>(key: string, makers: (() => C)[], prefetch?: (made: Map<number, C>) => void) {
+  const made = new Map<number, C>(), readied = new Set<number>();
+  const get = (i: number): C => {
+    let m = made.get(i);
+    if (!m) made.set(i, m = makers[i]());
+    if (!readied.has(i)) {
+      m.ready();
+      readied.add(i);
+    }
+    return m;
+  };
+  const saved = makers.length > 1 ? gemmChoices.get(key) : 0;
+  let choice = saved !== undefined && saved < makers.length ? saved : tuning.on ? -1 : 0;
+  if (choice >= 0) get(choice);
+  else prefetch?.(made);
+  return {
+    /** The chosen candidate; a timing build's first call times each with \`time\` (throwing: not a candidate). */
+    pick(time: (m: C) => number): C {
+      if (choice < 0) {
+        const times = makers.map((_, i) => {
+          try {
+            return time(get(i));
+          } catch {
+            return Infinity; // e.g. cuBLASLt has no algorithm for this shape
+          }
+        });
+        choice = times.indexOf(Math.min(...times));
+        gemmChoices.set(key, choice);
+      }
+      if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
+      return get(choice);
+    },
+    destroy(): void {
+      for (const m of made.values()) m.destroy();
+    },
+  };
+}
+
 export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): PreparedGemm {
   const n = load();
   const type = CUDA_R[spec.dtype];

@@ -45,7 +45,7 @@ async function compareWithReference(m: Model, feeds: Record<string, Tensor>, pla
     expect(a.length).toBe(b.length);
     for (let i = 0; i < a.length; i++) {
       expect(Number.isNaN(a[i])).toBe(Number.isNaN(b[i]));
-      if (!Number.isNaN(b[i])) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1e-4 + Math.abs(b[i])));
+      if (!Number.isNaN(b[i]) && a[i] !== b[i]) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1e-4 + Math.abs(b[i]))); // equal infinities too
     }
   }
   return worst;
@@ -235,6 +235,28 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
         expect(await compareWithReference(m, feeds, plan.bytes), `opset ${opset}, batch ${n}`).toBeLessThan(1e-3);
       }
     }
+  }, 60_000);
+
+  it('Sigmoid, Tanh, Erf and SiLU match the reference at the edges of their exponentials (saturation, infinities, NaN)', async () => {
+    const b = new GraphBuilder('transcendental');
+    const n = 16384;
+    const x = b.input('x', 'float32', [1, n]);
+    for (const op of ['Sigmoid', 'Tanh', 'Erf']) b.output(b.op(op, [x], {}, op.toLowerCase()));
+    const siluOut = b.op('Mul', [x, b.op('Sigmoid', [x], {}, 'gate')], {}, 'silu');
+    b.output(siluOut);
+    const m = b.model(17);
+    const plan = await build(m);
+    expect(nativeLayers(plan.bytes).length).toBeGreaterThan(0);
+    const edges = [-Infinity, -1e4, -100, -88.5, -87.5, -87, -20, -9.5, -1, -1e-3, 0, 1e-3, 1, 9.5, 20, 87, 87.5, 88.5, 100, 1e4, Infinity, NaN];
+    const r = seededRandom(4);
+    const xs = Float32Array.from({ length: n }, (_, i) => (i < edges.length ? edges[i] : (r() * 2 - 1) * 12));
+    const feeds = { x: new Tensor('float32', xs, [1, n]) };
+    // SiLU at -inf is -inf x (a tiny gate) here and -inf x 0 = NaN in the reference: both say "no signal"
+    const silu = (await (await Engine.load(plan)).createContext().run(feeds))[siluOut] as Tensor;
+    expect((silu.data as Float32Array)[0]).toBe(-Infinity);
+    xs[0] = -1e30;
+    // Erf's polynomial is good to ~1.5e-7 absolute, so relative to values near 1e-3 it is ~1e-4
+    expect(await compareWithReference(m, feeds, plan.bytes)).toBeLessThan(1e-3);
   }, 60_000);
 
   it('lone elementwise ops (a squeeze-excite broadcast Mul, Sub, Sigmoid, Max) run as native kernels and match the reference', async () => {

@@ -307,6 +307,7 @@ ${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
   if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   if (G === 1) src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  if (G === 1 && pointwise && N === 1 && !acc) src += gemvVariant(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   // the pair with the depthwise layer before, where one of the variants it pairs with is offered
   const dp = G === 1 && pointwise ? depthwisePointwise(c, n, g, batch, epi ? `e${id}` : 'NULL') : undefined;
   const pair = dp && variants.some((v) => dp.pair.tactics!.includes(v.tactic)) ? dp.pair : undefined;
@@ -360,6 +361,50 @@ ${acc ?? ''}  kiln_tconv_${tile}(&g);
   free(p);`);
     variants.push({ tactic: `native-${c.isa}-${G > 1 ? 'g' : ''}tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
+  return src;
+}
+
+/**
+ * A pointwise layer over a 1 x 1 image (squeeze-excite's two fully connected layers): a matrix-vector product, which
+ * the tile kernels run with all but one of their rows or columns empty. Weights packed once in panels of 2 vectors of
+ * output channels ([Co/NR][K][NR]); per panel, four accumulators over k hide the FMA latency. Reading the weights is
+ * the work (MobileNetV3's 960 -> 240: 0.9 MB), so the panels are spread over the pool.
+ */
+function gemvVariant(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[]): string {
+  const { C: K, Co } = g;
+  const id = c.id, NV = 2, NR = NV * VW[c.isa], P = Math.ceil(Co / NR), CH = Math.max(1, Math.ceil(P / 8));
+  const acc = (u: number) => Array.from({ length: NV }, (_, j) => `s${u}[${j}] += x[k + ${u}] * *(const vf *)(w + (size_t)(k + ${u}) * ${NR} + ${j * VW[c.isa]});`).join(' ');
+  const src = `KEXPORT void *P${id}_gv(void *w, void *unused) {
+  float *o = kiln_alloc((size_t)${P * NR * K});
+  kiln_pack_b(w, 1, ${K}, ${K}, ${Co}, ${NR}, o);
+  return o;
+}
+typedef struct { const float *x; const float *w; float *y; const void *ctx; size_t ctxbs; int per; } gv${id}_t;
+static void gvt${id}(void *arg, int t) {
+  const gv${id}_t *a = arg;
+  int img = t / a->per, p0 = (t % a->per) * ${CH}, p1 = KMIN(${P}, p0 + ${CH});
+  const float *x = a->x + (size_t)img * ${K};
+  float *y = a->y + (size_t)img * ${Co};
+  for (int p = p0; p < p1; p++) {
+    const float *w = a->w + (size_t)p * ${K * NR};
+    vf s0[${NV}] = {0}, s1[${NV}] = {0}, s2[${NV}] = {0}, s3[${NV}] = {0};
+    int k = 0;
+    for (; k + 4 <= ${K}; k += 4) { ${acc(0)} ${acc(1)} ${acc(2)} ${acc(3)} }
+    for (; k < ${K}; k++) { ${acc(0)} }
+    float out[${NR}] __attribute__((aligned(64)));
+    for (int j = 0; j < ${NV}; j++) *(vf *)(out + j * VW) = s0[j] + s1[j] + s2[j] + s3[j];
+    int co0 = p * ${NR}, nj = KMIN(${NR}, ${Co} - co0);
+    memcpy(y + co0, out, nj * sizeof(float));
+    ${epi === 'NULL' ? '' : `${epi}((const char *)a->ctx + (size_t)img * a->ctxbs, y + co0, 1, co0, nj, 0, 1);`}
+  }
+}
+${exported(`L${id}_gv`, `  int B = ${nbOr(c, batch)};
+  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
+  for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co} : NULL; }
+  gv${id}_t job = { a0, a1, a4, p, sizeof(*p), ${Math.ceil(P / CH)} };
+  if (B) kiln_pool_run(gvt${id}, &job, B * job.per);
+  free(p);`)}`;
+  variants.push({ tactic: `native-${c.isa}-gemv-${NR}`, fn: `L${id}_gv`, pack: { fn: `P${id}_gv`, inputs: [1] } });
   return src;
 }
 

@@ -97,6 +97,18 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     expect([...seen].filter((t) => t.startsWith('g')).sort()).toEqual(['gconv', 'gtconv']);
   }, 120_000);
 
+  it('pointwise layers over a 1 x 1 image (squeeze-excite): the matrix-vector kernel, partial panels, bias and activations', async () => {
+    const r = seededRandom(13);
+    const b = new GraphBuilder('gemv');
+    const x = b.input('x', 'float32', [2, 240, 1, 1]); // enough work to compile (MIN_MODEL_WORK)
+    const fc = (inp: string, cin: number, cout: number, name: string) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, 1, 1], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))], { kernel_shape: [1, 1] }, name);
+    b.output(b.op('Sigmoid', [fc(b.op('Relu', [fc(x, 240, 61, 'fc1')], {}, 'relu'), 61, 243, 'fc2')], {}, 'gate'));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(3), [2, 240, 1, 1], 1)]]));
+    expect([...seen].filter((t) => t.startsWith('gemv'))).toHaveLength(1);
+  }, 120_000);
+
   it('depthwise convolutions: strides 1 and 2, asymmetric strides and pads, dilation, channel multiplier, residual, clip', async () => {
     const r = seededRandom(8);
     const b = new GraphBuilder('depthwise');

@@ -4,8 +4,9 @@
 // unlike gpu-profile.ts (host-synced) these add up to the replayed graph's time (plus a little per event node, shown
 // as the difference between the replay with and without events). Layers are compared by role: the layer name with
 // block indices and the optimizer's `__kN` suffixes removed, GEMM op types merged (FusedMatMul/QMatMul -> GEMM).
-// Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [prev] [--json FILE]
-// (prev: also int8 with the timed tactic's previous candidate set, KILN_QTACTIC=c5)
+// Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [prev] [nopf] [--json FILE]
+// (prev: also int8 with the timed tactic's previous candidate set, KILN_QTACTIC=c5; nopf: also int8 without the residual
+// L2 prefetch, KILN_QRESPF=0)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -97,7 +98,7 @@ const args = process.argv.slice(2);
 const jsonAt = args.indexOf('--json');
 const jsonFile = jsonAt >= 0 ? args[jsonAt + 1] : undefined;
 const which = args.filter((a, i) => !a.startsWith('--') && (jsonAt < 0 || i !== jsonAt + 1));
-const fp8 = which.includes('fp8'), prev = which.includes('prev');
+const fp8 = which.includes('fp8'), prev = which.includes('prev'), nopf = which.includes('nopf');
 const all: Profile[] = [];
 for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which.some((w) => w === 'bert' || w === 'resnet'))) {
   const m = model === 'bert' ? bertBase() : resnet50();
@@ -107,6 +108,11 @@ for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which
     process.env.KILN_QTACTIC = 'c5';
     ps.push(await profile(`${model} int8 c5`, quantize(m, 'int8'), s));
     delete process.env.KILN_QTACTIC;
+  }
+  if (nopf) { // int8 without the residual tile's L2 prefetch (QGemmArgs.residualPrefetch), same process
+    process.env.KILN_QRESPF = '0';
+    ps.push(await profile(`${model} int8 no-prefetch`, quantize(m, 'int8'), s));
+    delete process.env.KILN_QRESPF;
   }
   if (fp8) ps.push(await profile(`${model} fp8`, quantize(m, 'fp8'), s));
   compare(ps[0], ps.slice(1), (l) => opClass(l.op), `${model}: by op type`);

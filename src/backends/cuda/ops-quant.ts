@@ -39,6 +39,10 @@ const OPERAND: Partial<Record<DType, QOperand>> = { int8: 'int8', uint8: 'uint8'
 const STORE: Partial<Record<DType, QStore>> = { float32: 'float32', float16: 'float16', int8: 'int8', uint8: 'uint8', float8e4m3fn: 'fp8' };
 const prod = (d: readonly number[]) => d.reduce((a, b) => a * b, 1);
 const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+// L2 prefetch of the residual tile (QGemmArgs.residualPrefetch) for reductions of one 64-byte k-step (ResNet's layer1
+// conv3s: the epilogue's bytes dominate, 69/66 vs 76/72 us on an H100); with longer ones it competed with the operand
+// loads (layer3 conv3s 20.4 -> 22.1 us, layer2 even). KILN_QRESPF=0: never, =1: always (same-process before/after)
+const residualPrefetch = (K: number) => process.env.KILN_QRESPF === '1' || (process.env.KILN_QRESPF !== '0' && K <= 64);
 
 /** Weight bytes of an 8-bit constant (int8 or fp8 bit patterns). */
 function weightBytes(t: TensorData): Uint8Array {
@@ -107,6 +111,7 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   const args: QGemmArgs = {
     M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, activation: a.activation ?? '', params: a.activation_params ?? [],
     out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, staged: process.env.KILN_QSTAGE === '1',
+    residualPrefetch: residualPrefetch(Kp),
   };
   if (out2) {
     const store = OPERAND[out2.dtype];
@@ -283,7 +288,7 @@ const qmatmul = (h: QuantHelpers): Factory => (c) => {
   }
   const args: QGemmArgs = {
     M: rows, N, K, a: op, activation: a.activation ?? '', params: a.activation_params ?? [], out: outStore(c, out.dtype),
-    yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual, staged: process.env.KILN_QSTAGE === '1',
+    yScale: a.y_scale, yZeroPoint: a.y_zero_point, residual, staged: process.env.KILN_QSTAGE === '1', residualPrefetch: residualPrefetch(K),
   };
   const sc = upload(c.dev, scaleOffset(a, N, K, wt, B?.constant));
   const wptr = a.transB ? 0 : upload(c.dev, wt);

@@ -98,7 +98,14 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const int kb = (int)blockIdx.z * ${KT} / ${SK}, ke = ((int)blockIdx.z + 1) * ${KT} / ${SK};` : '';
   const [kb, ke, rel] = SK > 1 ? ['kb', 'ke', '(kt - kb)'] : ['0', `${KT}`, 'kt'];
   const from = (v: string) => (SK > 1 ? `kb + ${v}` : v);
-  const pipeline = !grid ? `  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};${a.setup}${range}
+  // the residual tile's rows into L2 while the main loop runs (cp.async.bulk.prefetch: 16-byte multiples; N % 8 == 0)
+  const rb = g.residual === 'float16' ? 2 : 4;
+  const prefetch = g.residual && g.residualPrefetch && SK === 1 && N % 8 === 0 ? `
+  if (tid < ${BM} && m0 + tid < ${M}) {
+    const unsigned bytes = ${N % BN === 0 ? `${BN * rb}u` : `(unsigned)min(${BN}, ${N} - n0) * ${rb}u`};
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(res + (${it})(m0 + tid) * ${N} + n0), "r"(bytes) : "memory");
+  }` : '';
+  const pipeline = !grid ? `  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};${prefetch}${a.setup}${range}
   ${accT} accum[1][${NT}][4];
   ${zero}
   auto load = [&](int kt, int stage) {${loadBody}

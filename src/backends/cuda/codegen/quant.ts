@@ -67,6 +67,13 @@ export interface QGemmArgs {
    * = tile counters (zero before the first launch; the last block resets its tile's) and `index: 5` = partials
    */
   splitK?: number;
+  /**
+   * wgmma, unsplit, not persistent, with a residual: each block asks L2 for its residual tile (one bulk prefetch per
+   * row) before its main loop, so the epilogue's residual reads hit L2 instead of waiting on DRAM after the last MMA.
+   * A hint only: the bytes computed are the same; kernels without a residual keep their text (ops-quant.ts asks for it
+   * where the reduction is one 64-byte k-step)
+   */
+  residualPrefetch?: boolean;
   /** a second output (out 1): the first (a float store) as stored, requantized to this 8-bit type */
   out2?: { store: 'int8' | 'uint8' | 'fp8'; yScale: number; yZeroPoint: number };
   /**

@@ -24,18 +24,11 @@ const INTEGERS = new Set<DType>(['int8', 'int16', 'int32', 'int64', 'uint8', 'ui
 const dataInputs = (n: Node): number[] | undefined => {
   if (n.domain !== '') return undefined;
   if (LOGIC.has(n.opType) || MOVES[n.opType] === 'all' || (n.opType === 'Cast' && castTo(n) === 'bool')) return n.inputs.map((_, i) => i);
-  const m = MOVES[n.opType];
-  return m === 'all' ? undefined : m;
-};
-const dtypeOf = (v: GraphView, name: string): DType | undefined => {
-  const c = v.constant(name);
-  if (c) return c.dtype;
-  const t = v.type(name);
-  return t?.kind === 'tensor' ? t.dtype : undefined;
+  return MOVES[n.opType] as number[] | undefined;
 };
 const castTo = (n: Node): DType | undefined => (n.opType === 'Cast' && n.domain === '' ? dtypeFromOnnx(n.attrs.to?.value as number) : undefined);
 /** A Cast of integer data to bool: a leaf of a mask region. */
-const isIntToBool = (v: GraphView, n: Node) => castTo(n) === 'bool' && INTEGERS.has(dtypeOf(v, n.inputs[0]) as DType);
+const isIntToBool = (v: GraphView, n: Node) => castTo(n) === 'bool' && INTEGERS.has(v.dtype(n.inputs[0]) as DType);
 
 /**
  * The bool region behind a Where's condition: its bool values (each produced by a leaf or a region op, read only by
@@ -50,14 +43,14 @@ function maskRegion(v: GraphView, start: string): { values: Set<string>; nodes: 
   while (todo.length) {
     const name = todo.pop()!;
     if (values.has(name)) continue;
-    if (dtypeOf(v, name) !== 'bool' || v.isGraphOutput(name)) return undefined;
+    if (v.dtype(name) !== 'bool' || v.isGraphOutput(name)) return undefined;
     values.add(name);
     const p = v.producer(name);
     if (p) {
       if (p.domain !== '' || p.outputs.filter(Boolean).length !== 1) return undefined;
       const data = dataInputs(p);
       if (isIntToBool(v, p)) nodes.add(p);
-      else if (data && (p.opType !== 'Cast' || dtypeOf(v, p.inputs[0]) === 'bool')) {
+      else if (data && (p.opType !== 'Cast' || v.dtype(p.inputs[0]) === 'bool')) {
         nodes.add(p);
         for (const i of data) if (p.inputs[i]) todo.push(p.inputs[i]);
       } else return undefined;
@@ -66,7 +59,7 @@ function maskRegion(v: GraphView, start: string): { values: Set<string>; nodes: 
       if (r.domain !== '') return undefined;
       const to = castTo(r);
       if (r.opType === 'Where') {
-        const t = dtypeOf(v, r.outputs[0]);
+        const t = v.dtype(r.outputs[0]);
         if (r.inputs[0] !== name || r.inputs[1] === name || r.inputs[2] === name || !t || !FLOATS.has(t) || (dtype && dtype !== t)) return undefined;
         dtype = t;
         readers.add(r);
@@ -84,10 +77,8 @@ function maskRegion(v: GraphView, start: string): { values: Set<string>; nodes: 
   return dtype ? { values, nodes, readers, dtype } : undefined;
 }
 
-const floatType = (v: GraphView, name: string, dtype: DType): ValueType => {
-  const t = v.type(name) ?? (v.constant(name) ? { kind: 'tensor' as const, dtype, shape: [...v.constant(name)!.dims] } : undefined);
-  return { kind: 'tensor', dtype, shape: t?.kind === 'tensor' ? t.shape : undefined };
-};
+/** The float twin's type: the bool value's shape, the twin's element type. */
+const floatType = (v: GraphView, name: string, dtype: DType): ValueType => ({ kind: 'tensor', dtype, shape: v.shape(name) });
 
 /** Rewrites every Where whose condition comes from a bool mask region (see the file comment). */
 export function boolMasksAsNumbers(v: GraphView): number {

@@ -43,8 +43,7 @@ function quantizeParams(v: GraphView, ql: Node, fp8 = false): { scale: number; z
 /** The quantized activation behind `x`: DequantizeLinear(x_q: int8/uint8, per tensor). */
 function quantizedInput(v: GraphView, x: string) {
   const dq = producer(v, x, 'DequantizeLinear');
-  const t = dq && v.type(dq.inputs[0]);
-  const dtype = t?.kind === 'tensor' ? t.dtype : undefined;
+  const dtype = dq && v.dtype(dq.inputs[0]);
   const p = dq && perTensor(v, dq);
   if (!dq || !p || (dtype !== 'int8' && dtype !== 'uint8') || v.constant(dq.inputs[0])) return undefined;
   return { q: dq.inputs[0], ...p };

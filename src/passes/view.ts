@@ -2,6 +2,7 @@
 // static types, and the edits rewrites need (replace a value's uses, remove nodes, add initializers).
 import type { Graph, Node, ValueType } from '../ir/graph.js';
 import type { TensorData } from '../ir/tensor.js';
+import type { DType } from '../ir/dtype.js';
 
 export class GraphView {
   private producers = new Map<string, Node>();
@@ -61,6 +62,14 @@ export class GraphView {
 
   type(name: string): ValueType | undefined {
     return this.graph.valueInfo.get(name) ?? this.graph.inputs.find((i) => i.name === name)?.type;
+  }
+
+  /** Element type of a constant or a typed tensor value, else undefined. */
+  dtype(name: string): DType | undefined {
+    const c = this.constant(name);
+    if (c) return c.dtype;
+    const t = this.type(name);
+    return t?.kind === 'tensor' ? t.dtype : undefined;
   }
 
   /** Shape with symbolic dims (names) where known, else undefined. */

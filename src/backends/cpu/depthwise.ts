@@ -4,7 +4,8 @@
 // (LayerKernel.pair), in either form.
 import type { Node } from '../../ir/graph.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
-import { VW, activation, convGeometry, exported, isConst, nbOr, prod, typeOfName, MIN_ELEMENTS, type ConvGeom, type Ctx, type Gen, type LayerKernel } from './codegen.js';
+import { VW, activation, exported, isConst, nbOr, prod, typeOfName, MIN_ELEMENTS, type Ctx, type Gen, type LayerKernel } from './codegen.js';
+import { convGeometry, type ConvGeom } from './conv.js';
 
 /** A pointwise convolution whose output only a depthwise layer reads: the pair can run as one kernel that computes
  * the expanded rows straight into the depthwise layer's padded planes (MobileNetV2's 16 -> 96 channel expansion at

@@ -8,7 +8,8 @@ import type { Isa } from './compiler.js';
 import { cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { QTILES } from './kernels/int8.c.js';
-import { attrOf, convPads, prod, typeOfName, type LayerKernel, type Variant } from './codegen.js';
+import { attrOf, prod, typeOfName, type LayerKernel, type Variant } from './codegen.js';
+import { convPads } from './conv.js';
 
 export type QuantOut = 'int8' | 'uint8';
 

@@ -11,7 +11,8 @@
 // block, output-channel chunk) task, runs the (m + 2)^2 small GEMMs into a buffer that stays in L2, then the output
 // transform (Y = A^T M A, vectorized over the block's tiles) writes whole output rows, and the layer's epilogue
 // (bias, residual, activation) runs on them while they are still in cache.
-import { VW, exported, nbOr, type ConvGeom, type Ctx, type Variant } from './codegen.js';
+import { VW, exported, nbOr, type Ctx, type Variant } from './codegen.js';
+import type { ConvGeom } from './conv.js';
 import type { Isa } from './compiler.js';
 import { microkernel } from './kernels/tiles.c.js';
 

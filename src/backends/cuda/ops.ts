@@ -412,9 +412,16 @@ const attention: Factory = (c) => {
   };
   const fusedArgs = { lead, S, L, D, Dv, dtype: dtype as string as 'float16', kTransposed: !!a.k_transposed, scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined };
   const fusedOk = !fusedAttentionUnsupported({ ...fusedArgs, batch }) && (!mask || mask.dims.length <= r);
-  const fused = (warps: number, split: number) => {
-    const k = fusedAttention({ ...fusedArgs, warps, split });
-    return Object.assign((): Route => ({ ready: () => { c.dev.kernel(k); }, run: (ins, o, stream) => launch(c.dev, k, ins, [o], stream), destroy: () => undefined }), { kernel: k });
+  // kernel sources rendered on first need: a plan that saved its choice renders one shape, not all of them
+  const rendered = new Map<string, KernelSource>();
+  const kernelOf = (warps: number, split: number) => {
+    let k = rendered.get(`${warps}x${split}`);
+    if (!k) rendered.set(`${warps}x${split}`, k = fusedAttention({ ...fusedArgs, warps, split }));
+    return k;
+  };
+  const fused = (warps: number, split: number) => (): Route => {
+    const k = kernelOf(warps, split);
+    return { ready: () => { c.dev.kernel(k); }, run: (ins, o, stream) => launch(c.dev, k, ins, [o], stream), destroy: () => undefined };
   };
   // candidates: the fused kernel in the shape its heuristic picks (row groups x key split), then in the others, then
   // the unfused plan; KILN_ATTN=unfused, =fused or =fused:<row groups>x<split> forces one
@@ -429,7 +436,7 @@ const attention: Factory = (c) => {
       : forced ? [fused(Number(forced[1]), Number(forced[2]))]
         : [...fusedAll, unfused];
   const key = `attn|a4|${c.node.name}|${lead.join('x')}|${S}x${L}x${D}x${Dv}|${dtype}|${a.k_transposed ? 'T' : 'N'}`;
-  const tactic = timedChoice(key, makers, () => c.dev.prefetch(fusedAll.map((f) => f.kernel))); // compiled concurrently, readied when timed
+  const tactic = timedChoice(key, makers, () => c.dev.prefetch(shapes.map(([w, k]) => kernelOf(w, k)))); // compiled concurrently, readied when timed
   return {
     run(ins, stream) {
       const o = alloc(c.dev, dtype, outDims);

@@ -71,7 +71,12 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
       { name: 'quantize in layer norms', run: quantizeLayerNormOutputs },
       { name: 'split heads in quantized matmuls', run: splitHeadsInQMatMul },
       { name: 'quantize in transposes', run: quantizeTransposes },
-    ] : []),
+    ] : [
+      // NCHW (the CPU): an 8-bit max pool moves a quarter of the bytes, and the layer before it then requantizes in its
+      // epilogue (ResNet's stem: conv + Relu -> MaxPool -> QuantizeLinear becomes a uint8 conv, then a uint8 pool)
+      { name: 'quantize before max pools', run: (v: GraphView) => quantizeBeforeMaxPool(v) + eliminateDeadCode(v) },
+      { name: 'requantize layer outputs (pools)', run: (v: GraphView) => eliminateDeadCode(v) + requantizeOutputs(v) },
+    ]),
     { name: 'eliminate dead code (final)', run: eliminateDeadCode },
     { name: 'infer shapes (final)', run: reinfer(inputShapes) },
   ];

@@ -92,7 +92,7 @@ export const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(
 /** The native kernel for a node, or undefined when the node keeps its reference kernel. */
 export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string, batch?: boolean[]): LayerKernel | undefined {
   const c: Ctx = { model, typeOf, isa, id, batch };
-  if (isInt8Op(node)) return int8LayerKernel(node, model, typeOf, isa, id);
+  if (isInt8Op(node, typeOf)) return int8LayerKernel(node, model, typeOf, isa, id);
   const outs = node.outputs.filter(Boolean);
   if (outs.length !== 1 || node.outputs[0] !== outs[0]) return undefined;
   const key = `${node.domain === KILN_DOMAIN ? 'kiln' : node.domain || ''}:${node.opType}`;

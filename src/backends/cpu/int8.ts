@@ -1,6 +1,7 @@
-// Native kernels for quantized layers (kiln:QConv, kiln:QMatMul) and per-tensor QuantizeLinear: C with shapes and
-// scales baked in, calling the int8 runtime (kernels/int8.c.ts). Weights are packed once at load with their
-// zero-point compensation; outputs are float32, or int8/uint8 when the layer requantizes.
+// Native kernels for quantized layers (kiln:QConv, kiln:QMatMul), per-tensor QuantizeLinear and max pooling over
+// quantized tensors: C with shapes and scales baked in, calling the int8 runtime (kernels/int8.c.ts). Weights are
+// packed once at load with their zero-point compensation; outputs are float32, or int8/uint8 when the layer
+// requantizes.
 import type { Model, Node, ValueType } from '../../ir/graph.js';
 import { TensorData, sameDims } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
@@ -149,14 +150,36 @@ function quantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outD
   };
 }
 
-const GENERATORS: Record<string, typeof qconv> = { 'kiln:QConv': qconv, 'kiln:QMatMul': qmatmul, ':QuantizeLinear': quantize };
+/** 2-D MaxPool (no Indices) over an int8/uint8 NCHW tensor (a QuantizeLinear moved before it by the optimizer). */
+function maxpool(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+  const [x] = ins;
+  const k = attrOf<number[]>(n, 'kernel_shape', []), auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
+  if (!x || x.length !== 4 || out.length !== 4 || !outDtype || k.length !== 2 || attrOf(n, 'storage_order', 0) || (auto !== 'NOTSET' && auto !== 'VALID')) return undefined;
+  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]), p = auto === 'VALID' ? [0, 0, 0, 0] : attrOf(n, 'pads', [0, 0, 0, 0]);
+  const [N, C, H, W] = x, [, , OH, OW] = out, fn = `L${c.id}_qmaxpool`;
+  return {
+    variants: [{ tactic: `native-${c.isa}-maxpool-${outDtype}`, fn }], args: [{ in: 0 }, { out: true }], work: prod(out) * k[0] * k[1],
+    source: exported(fn, `  kiln_maxpool_q(a0, a1, ${N * C}, ${H}, ${W}, ${OH}, ${OW}, ${k[0]}, ${k[1]}, ${s[0]}, ${s[1]}, ${d[0]}, ${d[1]}, ${p[0]}, ${p[1]}, ${outDtype === 'int8' ? 1 : 0});`),
+  };
+}
 
-/** Whether `node` is one of the ops this file generates kernels for (those skip the float32-only checks). */
-export const isInt8Op = (node: Node): boolean => !!GENERATORS[`${node.domain === KILN_DOMAIN ? 'kiln' : node.domain}:${node.opType}`];
+const GENERATORS: Record<string, typeof qconv> = { 'kiln:QConv': qconv, 'kiln:QMatMul': qmatmul, ':QuantizeLinear': quantize, ':MaxPool': maxpool };
+const key = (node: Node) => `${node.domain === KILN_DOMAIN ? 'kiln' : node.domain}:${node.opType}`;
+
+/**
+ * Whether `node` is one of the ops this file generates kernels for (those skip the float32-only checks): a MaxPool
+ * only when it reads an 8-bit tensor (a float one is the float generators').
+ */
+export const isInt8Op = (node: Node, typeOf: Ctx['typeOf']): boolean => {
+  if (!GENERATORS[key(node)]) return false;
+  if (node.opType !== 'MaxPool') return true;
+  const t = typeOf(node.inputs[0]);
+  return t?.kind === 'tensor' && (t.dtype === 'int8' || t.dtype === 'uint8');
+};
 
 /** The native kernel for a quantized layer or QuantizeLinear, or undefined (the node keeps its reference kernel). */
 export function int8LayerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string): Int8Kernel | undefined {
-  const gen = GENERATORS[`${node.domain === KILN_DOMAIN ? 'kiln' : node.domain}:${node.opType}`];
+  const gen = GENERATORS[key(node)];
   if (!gen || node.outputs.length !== 1 || !node.outputs[0]) return undefined;
   const c: Ctx = { model, typeOf, isa, id };
   const outT = typeOfName(c, node.outputs[0]);
@@ -164,8 +187,10 @@ export function int8LayerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'],
   if (!outT || node.inputs.some((x, i) => x && !types[i])) return undefined;
   const outDtype = outT.dtype === 'int8' || outT.dtype === 'uint8' ? outT.dtype : undefined;
   if (!outDtype && outT.dtype !== 'float32') return undefined;
-  // quantized layers: int8/uint8 activation, int8 weight, float32 bias and residual
-  if (node.opType !== 'QuantizeLinear') {
+  // quantized layers: int8/uint8 activation, int8 weight, float32 bias and residual; an 8-bit pool keeps its type
+  if (node.opType === 'MaxPool') {
+    if (types[0]?.dtype !== outT.dtype || node.inputs.length !== 1) return undefined;
+  } else if (node.opType !== 'QuantizeLinear') {
     const want = (i: number, t: string) => (i === 0 ? t === 'int8' || t === 'uint8' : i === 1 ? t === 'int8' : t === 'float32');
     if (types.some((t, i) => t && !want(i, t.dtype))) return undefined;
   }

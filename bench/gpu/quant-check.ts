@@ -4,7 +4,7 @@
 // relative 2e-2 for fp8). Also runs the QMatMul of BERT-small through cuBLASLt (KILN_QGEMM=cublaslt) as a second path,
 // the wgmma kernel (KILN_QGEMM=wgmma, =wgmma-staged, =wgmma64; Hopper), and fp16 builds (the speed configuration: fp16 residuals and float outputs around the quantized layers) against the
 // CPU engine built at fp16 too.
-// Usage (GPU machine): node bench/gpu/quant-check.js
+// Usage (GPU machine): node bench/gpu/quant-check.js (QCHECK=residual: the --quantize-residual rows only)
 import { resnet50, RESNET_SMALL, bertBase, BERT_SMALL, tinyCnn } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
 import { randomCalibrationData } from '../../src/quant/data.js';
@@ -17,17 +17,20 @@ import { TensorData } from '../../src/ir/tensor.js';
 import type { CudaRunner } from '../../src/backends/cuda/runner.js';
 
 let failures = 0;
+// QCHECK=residual: only the --quantize-residual rows (a quick rerun after a change to that epilogue alone)
+const only = process.env.QCHECK === 'residual';
 const report = (ok: boolean, what: string) => {
   if (!ok) failures++;
   console.log(`${ok ? 'PASS' : 'FAIL'} ${what}`);
 };
 
-async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batch: number, env?: string, precision: 'fp32' | 'fp16' = 'fp32', activationType?: 'uint8') {
+async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batch: number, env?: string, precision: 'fp32' | 'fp16' = 'fp32', activationType?: 'uint8', quantizeResidual = false) {
+  if (only && !quantizeResidual) return;
   const m = make();
   const data = randomCalibrationData(m.graph, batch, { seed: 9 });
   const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
-  const { model: q } = quantizeModel(m, { mode, activationType, calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), evalData: randomCalibrationData(m.graph, 1, { seed: 2 }), batchSize: 4 });
-  const label = `${name} ${mode}${activationType ? ` (${activationType} activations)` : ''}`;
+  const { model: q } = quantizeModel(m, { mode, activationType, quantizeResidual, calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), evalData: randomCalibrationData(m.graph, 1, { seed: 2 }), batchSize: 4 });
+  const label = `${name} ${mode}${activationType ? ` (${activationType} activations)` : ''}${quantizeResidual ? ' --quantize-residual' : ''}`;
   if (env) process.env.KILN_QGEMM = env;
   try {
     const gpu = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
@@ -39,6 +42,10 @@ async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batc
     await gpu.createContext().run(feeds); // second run: the captured CUDA graph must agree too
     const c = await gpu.createContext().run(feeds);
     const runner = (gpu as unknown as { runner: CudaRunner }).runner;
+    // --quantize-residual: the GPU build folds each residual Add into the conv before it (8-bit residual)
+    // (a layer's inputs in the header leave out its constants: the residual follows the activation)
+    const folded = (gpu.header.layers as { opType?: string; inputs?: { dtype?: string }[] }[]).filter((l) => l.opType === 'QConv' && (l.inputs ?? []).slice(1).some((i) => i.dtype === 'int8' || i.dtype === 'uint8')).length;
+    if (quantizeResidual) report(folded > 0, `${label}${env ? ` (${env})` : ''}${precision === 'fp16' ? ' [fp16 build]' : ''}: ${folded} convs with an 8-bit residual`);
     const qOnCpu = [...runner.cpuLayers].filter((l) => q.graph.nodes.some((n) => n.name === l));
     for (const out of Object.keys(b)) {
       const x = (a[out] as Tensor).data as Float32Array, y = (b[out] as Tensor).data as Float32Array, z = (c[out] as Tensor).data as Float32Array;
@@ -99,6 +106,7 @@ await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma-persiste
 // graph output is not fused, so the same graph with the quantized tensor as an output (not through DequantizeLinear)
 // runs the standalone QuantizeLinear kernel on the same fp16 norm output.
 async function lnCheck(rows: number, n: number, dtype: 'int8' | 'uint8', zp: number, precision: 'fp32' | 'fp16') {
+  if (only) return;
   const r = seededRandom(n + rows);
   const make = (fused: boolean) => {
     const b = new GraphBuilder('ln_q');
@@ -135,6 +143,7 @@ async function lnCheck(rows: number, n: number, dtype: 'int8' | 'uint8', zp: num
 // the direct wgmma route forced, which writes the plain [M, N] result and splits it with headSplitKernel: both are
 // exact integer GEMMs with the same epilogue arithmetic, so every output must be bit-identical.
 async function headsCheck() {
+  if (only) return;
   const m = bertBase(BERT_SMALL);
   const data = randomCalibrationData(m.graph, 2, { seed: 9 });
   const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
@@ -168,6 +177,7 @@ await headsCheck();
 // on the GPU, byte for byte (a QuantizeLinear whose output is a graph output is not fused): x -> MatMul ->
 // Reshape [B, S, H, D] -> Transpose (0,2,1,3) -> Reshape [B, S, H * D] -> QuantizeLinear.
 async function qtCheck(B: number, S: number, H: number, D: number, dtype: 'int8' | 'uint8', zp: number, precision: 'fp32' | 'fp16') {
+  if (only) return;
   const r = seededRandom(B * S + D);
   const make = (fused: boolean) => {
     const b = new GraphBuilder('qt');
@@ -210,6 +220,7 @@ for (const precision of ['fp16', 'fp32'] as const) {
 const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
 const SMALL2 = { ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 };
 async function splitCheck(name: string, make: () => Model, precision: 'fp32' | 'fp16') {
+  if (only) return;
   const m = make();
   const data = randomCalibrationData(m.graph, 2, { seed: 9 });
   const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
@@ -245,5 +256,14 @@ for (const precision of ['fp16', 'fp32'] as const) {
   await splitCheck('resnet50-small2', () => resnet50(SMALL2), precision);
   await splitCheck('bert-mid', () => bertBase(BERT_MID), precision);
 }
+// --quantize-residual (Q/DQ on both inputs of each residual Add): the GPU build folds the Adds into the conv before
+// them (8-bit residual, int8 out), the CPU reference runs the unfolded nodes (fp16 rows: the NHWC CPU build folds too,
+// on the reference kernel); every route of the epilogue: timed tactic, staged wgmma, direct wgmma, mma.sync
+for (const precision of ['fp32', 'fp16'] as const) {
+  await check('resnet50-small', () => resnet50(RESNET_SMALL), 'int8', 2, undefined, precision, undefined, true);
+  await check('resnet50-small2', () => resnet50(SMALL2), 'int8', 2, undefined, precision, undefined, true);
+  await check('resnet50-small2', () => resnet50(SMALL2), 'int8', 2, undefined, precision, 'uint8', true);
+}
+for (const env of ['wgmma64', 'wgmma', 'fused', 'wgmma-splitk']) await check('resnet50-small2', () => resnet50(SMALL2), 'int8', 2, env, 'fp32', undefined, true);
 console.log(`quant checks: ${failures} failure(s)`);
 process.exit(failures ? 1 : 0);

@@ -2,7 +2,8 @@
 // quantizer on seeded random calibration data (accuracy is not what these rows measure), built for cuda and timed in
 // one process against Kiln fp16 on the same models: CUDA-event median of the replayed graph (50 runs after 20
 // warm-ups), throughput = batch / median. Also large-batch ResNet-50 int8 images/s against MLPerf v4.0's H100 figure.
-// Usage (GPU machine, from the packed build): node bench/quant/gpu-int8.js [quick|bert|resnet|large]
+// Usage (GPU machine, from the packed build): node bench/quant/gpu-int8.js [quick|bert|resnet|large] [res]
+// (res: also the --quantize-residual file, int8 residual stream; replaces the fp8 row)
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
 import { randomCalibrationData } from '../../src/quant/data.js';
@@ -50,14 +51,17 @@ function cosine(a: Float32Array, b: Float32Array): number {
   return d / Math.sqrt(x * y);
 }
 
-function quantize(m: Model, mode: 'int8' | 'fp8'): Model {
+function quantize(m: Model, mode: 'int8' | 'fp8', quantizeResidual = false): Model {
   const t = performance.now();
-  const { model } = quantizeModel(m, { mode, calibrationData: randomCalibrationData(m.graph, 1, { seed: 1 }), batchSize: 1 });
-  console.log(`quantized ${m.graph.name || 'model'} ${mode} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  const { model, report } = quantizeModel(m, { mode, quantizeResidual, calibrationData: randomCalibrationData(m.graph, 1, { seed: 1 }), evalData: randomCalibrationData(m.graph, 2, { seed: 2 }), batchSize: 1 });
+  const o = report.outputs[0];
+  console.log(`quantized ${m.graph.name || 'model'} ${mode}${quantizeResidual ? ' --quantize-residual' : ''} in ${((performance.now() - t) / 1000).toFixed(1)} s; vs fp32 on 2 held-out random inputs: cosine ${o.cosine.toFixed(5)}, top-1 ${o.top1 === undefined ? '-' : (o.top1 * 100).toFixed(0) + '%'}`);
   return model;
 }
 
 const quick = ['quick', 'bert', 'resnet'].includes(process.argv[2]);
+// `res`: also ResNet-50 quantized with --quantize-residual (int8 residual stream), in place of the fp8 row
+const res = process.argv.includes('res');
 const large = process.argv[2] === 'large';
 const resnetRows = process.argv[2] !== 'bert' && !large;
 const bertRows = process.argv[2] !== 'resnet' && !large;
@@ -69,6 +73,10 @@ if (large) {
   const s = { input: [128, 3, 224, 224] };
   const fp16 = await time('resnet50 fp16', m, 'fp16', s);
   const int8 = await time('resnet50 int8', q, 'fp16', s);
+  if (res) {
+    const qr = await time('resnet50 int8 --quantize-residual', quantize(m, 'int8', true), 'fp16', s);
+    summary.push(`resnet50 bs128: int8 --quantize-residual ${qr.ms.toFixed(3)} ms = ${(fp16.ms / qr.ms).toFixed(2)}x fp16; ${Math.round(128 / (qr.ms / 1000))} images/s = ${(128 / (qr.ms / 1000) / MLPERF_H100_RESNET50).toFixed(3)} of MLPerf v4.0 H100`);
+  }
   summary.push(`resnet50 bs128: int8 ${int8.ms.toFixed(3)} ms vs fp16 ${fp16.ms.toFixed(3)} ms = ${(fp16.ms / int8.ms).toFixed(2)}x; int8 ${Math.round(128 / (int8.ms / 1000))} images/s = ${(128 / (int8.ms / 1000) / MLPERF_H100_RESNET50).toFixed(3)} of MLPerf v4.0 H100`);
 }
 if (resnetRows) {
@@ -78,9 +86,14 @@ if (resnetRows) {
   // quantized engines are built at fp16: residual streams, float outputs and pooling run fp16 around the 8-bit layers
   const fp16 = await time('resnet50 fp16', m, 'fp16', s32);
   const int8 = await time('resnet50 int8', q, 'fp16', s32);
-  const f8 = quantize(m, 'fp8');
-  const fp8 = await time('resnet50 fp8', f8, 'fp16', s32);
-  summary.push(`resnet50 bs32: int8 ${int8.ms.toFixed(3)} ms vs fp16 ${fp16.ms.toFixed(3)} ms = ${(fp16.ms / int8.ms).toFixed(2)}x; fp8 ${fp8.ms.toFixed(3)} ms = ${(fp16.ms / fp8.ms).toFixed(2)}x (target 1.6x); output cosine vs fp16: int8 ${cosine(int8.out, fp16.out).toFixed(4)}, fp8 ${cosine(fp8.out, fp16.out).toFixed(4)}`);
+  if (res) {
+    const qr = await time('resnet50 int8 --quantize-residual', quantize(m, 'int8', true), 'fp16', s32);
+    summary.push(`resnet50 bs32: int8 --quantize-residual ${qr.ms.toFixed(3)} ms vs fp16 ${fp16.ms.toFixed(3)} ms = ${(fp16.ms / qr.ms).toFixed(2)}x (target 1.6x); default int8 ${int8.ms.toFixed(3)} ms = ${(fp16.ms / int8.ms).toFixed(2)}x; output cosine: vs fp16 ${cosine(qr.out, fp16.out).toFixed(4)} (default int8 ${cosine(int8.out, fp16.out).toFixed(4)}), vs default int8 ${cosine(qr.out, int8.out).toFixed(4)}`);
+  }
+  if (!res) {
+    const fp8 = await time('resnet50 fp8', quantize(m, 'fp8'), 'fp16', s32);
+    summary.push(`resnet50 bs32: int8 ${int8.ms.toFixed(3)} ms vs fp16 ${fp16.ms.toFixed(3)} ms = ${(fp16.ms / int8.ms).toFixed(2)}x; fp8 ${fp8.ms.toFixed(3)} ms = ${(fp16.ms / fp8.ms).toFixed(2)}x (target 1.6x); output cosine vs fp16: int8 ${cosine(int8.out, fp16.out).toFixed(4)}, fp8 ${cosine(fp8.out, fp16.out).toFixed(4)}`);
+  }
   if (!quick) {
     for (const bs of [128, 256]) {
       const r = await time('resnet50 int8', q, 'fp16', { input: [bs, 3, 224, 224] });

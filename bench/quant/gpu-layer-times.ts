@@ -4,9 +4,9 @@
 // unlike gpu-profile.ts (host-synced) these add up to the replayed graph's time (plus a little per event node, shown
 // as the difference between the replay with and without events). Layers are compared by role: the layer name with
 // block indices and the optimizer's `__kN` suffixes removed, GEMM op types merged (FusedMatMul/QMatMul -> GEMM).
-// Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [prev] [nopf] [--json FILE]
+// Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [prev] [nopf] [res] [--json FILE]
 // (prev: also int8 with the timed tactic's previous candidate set, KILN_QTACTIC=c5; nopf: also int8 without the residual
-// L2 prefetch, KILN_QRESPF=0)
+// L2 prefetch, KILN_QRESPF=0; res: also int8 from kiln quantize --quantize-residual, the residual Adds folded into conv3)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -90,15 +90,15 @@ function compare(ref: Profile, others: Profile[], key: (l: Layer) => string, tit
   console.log(`  ${'TOTAL'.padEnd(64)} ${[ref, ...others].map((p) => `${(p.layers.reduce((a, l) => a + l.us, 0)).toFixed(1)}`.padStart(22)).join(' ')}`);
 }
 
-function quantize(m: Model, mode: 'int8' | 'fp8'): Model {
-  return quantizeModel(m, { mode, calibrationData: randomCalibrationData(m.graph, 1, { seed: 1 }), batchSize: 1 }).model;
+function quantize(m: Model, mode: 'int8' | 'fp8', quantizeResidual = false): Model {
+  return quantizeModel(m, { mode, quantizeResidual, calibrationData: randomCalibrationData(m.graph, 1, { seed: 1 }), batchSize: 1 }).model;
 }
 
 const args = process.argv.slice(2);
 const jsonAt = args.indexOf('--json');
 const jsonFile = jsonAt >= 0 ? args[jsonAt + 1] : undefined;
 const which = args.filter((a, i) => !a.startsWith('--') && (jsonAt < 0 || i !== jsonAt + 1));
-const fp8 = which.includes('fp8'), prev = which.includes('prev'), nopf = which.includes('nopf');
+const fp8 = which.includes('fp8'), prev = which.includes('prev'), nopf = which.includes('nopf'), res = which.includes('res');
 const all: Profile[] = [];
 for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which.some((w) => w === 'bert' || w === 'resnet'))) {
   const m = model === 'bert' ? bertBase() : resnet50();
@@ -115,6 +115,7 @@ for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which
     delete process.env.KILN_QRESPF;
   }
   if (fp8) ps.push(await profile(`${model} fp8`, quantize(m, 'fp8'), s));
+  if (res) ps.push(await profile(`${model} int8 res`, quantize(m, 'int8', true), s)); // --quantize-residual: int8 residual stream
   compare(ps[0], ps.slice(1), (l) => opClass(l.op), `${model}: by op type`);
   compare(ps[0], ps.slice(1), role, `${model}: by role`, model === 'bert' ? 40 : 30);
   all.push(...ps);

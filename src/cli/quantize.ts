@@ -37,7 +37,8 @@ export function quantizeCommand(): Command {
     .option('--no-awq', 'int4: plain round-to-nearest, no activation-aware scale search')
     .option('--activation-type <t>', 'int8: int8 activations, symmetric (default; what the GPU int8 kernels take); uint8: zero point 0 on non-negative tensors (onnxruntime\'s default, integer ReLU layers there)')
     .option('--smooth-alpha <a>', 'SmoothQuant for MatMul/Gemm before W8A8 (e.g. 0.5)')
-    .option('--op-types-to-quantize <ops>', 'comma-separated op types (default Conv,MatMul,Gemm; int4: MatMul,Gemm)')
+    .option('--op-types-to-quantize <ops>', 'comma-separated op types (default Conv,MatMul,Gemm; int4: MatMul,Gemm); Add: Q/DQ on both inputs of residual Adds (see --quantize-residual)')
+    .option('--quantize-residual', 'int8/fp8: also quantize both inputs of residual Adds (two activations, one from a quantized layer: TensorRT\'s placement; the GPU build then keeps ResNet\'s residual stream int8)')
     .option('--nodes-to-exclude <names>', 'comma-separated node names to leave in float')
     .option('--exclude-patterns <regexes>', 'comma-separated regular expressions over node names to leave in float')
     .option('--batch-size <n>', 'samples per calibration run', '32')
@@ -49,7 +50,7 @@ export function quantizeCommand(): Command {
         mode: o.mode, calibrationData: o.calibrationData, calibrationRandom: randomSamples, evalData: o.evalData,
         calibrator: o.calibrator, percentile: number(o.percentile, '--percentile'), perChannel: !o.perTensor,
         blockSize: number(o.blockSize, '--block-size'), awq: o.awq, activationType: o.activationType, smoothAlpha: number(o.smoothAlpha, '--smooth-alpha'),
-        opTypesToQuantize: list(o.opTypesToQuantize), nodesToExclude: list(o.nodesToExclude), excludePatterns: list(o.excludePatterns),
+        opTypesToQuantize: list(o.opTypesToQuantize), quantizeResidual: !!o.quantizeResidual, nodesToExclude: list(o.nodesToExclude), excludePatterns: list(o.excludePatterns),
         batchSize: number(o.batchSize, '--batch-size'), seed: number(o.seed, '--seed'),
       };
       if (randomSamples !== undefined) console.error(`warning: calibrating on ${randomSamples} random samples; the scales will not fit real data.`);

@@ -10,7 +10,7 @@ import type { DType } from '../ir/dtype.js';
 import { TensorData } from '../ir/tensor.js';
 import { callKernel } from './execute.js';
 import { dequantizeLinear, quantizeLinear } from './quantize.js';
-import { KILN_DOMAIN } from './fused.js';
+import { ACTIVATIONS, KILN_DOMAIN } from './fused.js';
 
 const quantAttrs = {
   /** activation input: x = (x_q - x_zero_point) * x_scale */
@@ -24,6 +24,12 @@ const quantAttrs = {
 const secondOutputAttrs = { y2_dtype: attr.string(''), y2_scale: attr.float(1), y2_zero_point: attr.int(0) };
 const epilogueAttrs = { activation: attr.string(''), activation_params: attr.floats([]) };
 /**
+ * QConv with an 8-bit residual (input 3 int8/uint8; 'quantized residuals' stage: DQ(Q(conv)) + DQ(r_q) -> Add folded):
+ * the layer's sum is first quantized as its own QuantizeLinear did (c_*), then that and the residual are dequantized
+ * (r = (r_q - r_zero_point) * r_scale) and added in float32, then the activation and y's quantization as usual
+ */
+const residualAttrs = { r_scale: attr.float(1), r_zero_point: attr.int(0), c_dtype: attr.string(''), c_scale: attr.float(1), c_zero_point: attr.int(0) };
+/**
  * QMatMul on X [B, S, K] with `heads` = H > 0: the [B, S, N] result is split along N into one output per node output
  * (equal widths W = N / outputs), each as [B, H, S, W / H] (reshaped to heads, heads before positions): attention's
  * Q, K and V written where its batched GEMMs read them, instead of a Split and three Transposes after the GEMM
@@ -33,6 +39,8 @@ const headAttrs = { heads: attr.int(0) };
 interface QuantAttrs {
   x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number;
   y2_dtype: string; y2_scale: number; y2_zero_point: number;
+  r_scale?: number; r_zero_point?: number; c_dtype?: string; c_scale?: number; c_zero_point?: number;
+  activation?: string; activation_params?: number[];
 }
 
 const f32 = (v: number) => TensorData.scalar('float32', v);
@@ -56,7 +64,7 @@ function requantize(y: TensorData, a: QuantAttrs): TensorData {
 /** Attributes of `node` other than the quantization ones (what the float layer takes). */
 function floatAttrs(node: Node): Record<string, AttrValue> {
   const out: Record<string, AttrValue> = {};
-  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs) && !(k in secondOutputAttrs) && !(k in headAttrs)) out[k] = v;
+  for (const [k, v] of Object.entries(node.attrs)) if (!(k in quantAttrs) && !(k in secondOutputAttrs) && !(k in headAttrs) && !(k in residualAttrs)) out[k] = v;
   return out;
 }
 
@@ -65,9 +73,10 @@ function inferAs(floatOp: string, ctx: InferContext<any>): ValueType[] {
   const def = lookupOp(KILN_DOMAIN, floatOp);
   const asFloat = (t: ValueType | undefined): ValueType | undefined => (t?.kind === 'tensor' ? { ...t, dtype: 'float32' } : t);
   const node = { ...ctx.node, opType: floatOp, attrs: floatAttrs(ctx.node) };
-  const types = ctx.inputTypes.map((t, i) => (i < 2 ? asFloat(t) : t));
+  const types = ctx.inputTypes.map((t, i) => (i < 2 || (i === 3 && isQuantizedResidual(t)) ? asFloat(t) : t));
   const outs = def?.infer ? def.infer({ ...ctx, node, inputTypes: types, attrs: { ...ctx.attrs } }) : [{ kind: 'unknown' } as ValueType];
   const dtype = (ctx.attrs.y_dtype as string) || floatOut(ctx.inputTypes.slice(2).map((t) => (t?.kind === 'tensor' ? t.dtype : undefined)));
+  // (an 8-bit residual's dtype is no float type, so floatOut passes over it)
   const res = outs.map((t) => (t.kind === 'tensor' ? { ...t, dtype: dtype as DType } : t));
   const y2 = ctx.attrs.y2_dtype as string;
   return y2 && ctx.numOutputs > 1 && res[0]?.kind === 'tensor' ? [res[0], { ...res[0], dtype: y2 as DType }] : res;
@@ -76,6 +85,28 @@ function inferAs(floatOp: string, ctx: InferContext<any>): ValueType[] {
 /** A float output's type: fp16/bf16 when the layer's bias or residual is (an fp16 build's reduced layer), else float32. */
 const floatOut = (types: (DType | undefined)[]): DType => types.find((t) => t === 'float16' || t === 'bfloat16') ?? 'float32';
 const asF32 = (t: TensorData | undefined) => (t && t.dtype !== 'float32' ? TensorData.fromNumbers('float32', t.dims, t.toFloat64()) : t);
+
+const isQuantizedResidual = (t: ValueType | undefined) => t?.kind === 'tensor' && (t.dtype === 'int8' || t.dtype === 'uint8');
+
+/**
+ * act(dq(quantize(y, c_*)) + dq(residual_q)): what DequantizeLinear(QuantizeLinear(conv)) + DequantizeLinear(r_q) ->
+ * Add -> activation computes, each step stored as float32 as the unfolded nodes store it.
+ */
+function quantizedResidualEpilogue(node: Node, y: TensorData, rq: TensorData, a: QuantAttrs): TensorData {
+  if (a.c_dtype !== 'int8' && a.c_dtype !== 'uint8') throw new Error(`QConv '${node.name}': an 8-bit residual needs c_dtype int8 or uint8 (the layer's own quantization), got '${a.c_dtype ?? ''}'`);
+  const c = quantizeLinear(y, f32(a.c_scale ?? 1), TensorData.scalar(a.c_dtype, a.c_zero_point ?? 0), a.c_dtype);
+  const yc = dequantizeLinear(c, f32(a.c_scale ?? 1), TensorData.scalar(a.c_dtype, a.c_zero_point ?? 0), 'float32');
+  const r = dequantizeLinear(rq, f32(a.r_scale ?? 1), TensorData.scalar(rq.dtype, a.r_zero_point ?? 0), 'float32');
+  if (yc.dims.join() !== r.dims.join()) throw new Error(`QConv '${node.name}': residual shape [${r.dims.join(', ')}] differs from the output's [${yc.dims.join(', ')}]`);
+  const f = a.activation ? ACTIVATIONS[a.activation] : undefined;
+  if (a.activation && !f) throw new Error(`QConv '${node.name}': unknown activation '${a.activation}'`);
+  const u = yc.data as Float32Array, w = r.data as Float32Array, out = new Float32Array(u.length);
+  for (let i = 0; i < u.length; i++) {
+    out[i] = u[i] + w[i];
+    if (f) out[i] = f(out[i], a.activation_params ?? []);
+  }
+  return new TensorData('float32', [...yc.dims], out);
+}
 
 function checkInput(node: Node, x: TensorData): void {
   if (x.dtype !== 'int8' && x.dtype !== 'uint8' && x.dtype !== 'float8e4m3fn') throw new Error(`${node.opType} '${node.name}': input 0 must be int8, uint8 or float8e4m3fn, got ${x.dtype}`);
@@ -92,8 +123,14 @@ function runAsFloat(ctx: KernelContext<any>, floatOp: string, weightAxis: (wq: T
   const wq = ctx.tensor(1);
   const w = dequantizeWeight(wq, a.w_scales, weightAxis(wq));
   const extra = [ctx.optionalTensor(2), ctx.optionalTensor(3)];
-  const [y] = callKernel(ctx.node, KILN_DOMAIN, floatOp, 1, [dequantizeInput(x, a), w, ...extra.map(asF32)], floatAttrs(ctx.node)) as TensorData[];
-  const out = a.y_dtype ? 'float32' : floatOut(extra.map((t) => t?.dtype));
+  const rq = extra[1] && (extra[1].dtype === 'int8' || extra[1].dtype === 'uint8') ? extra[1] : undefined;
+  let y: TensorData;
+  if (rq) {
+    const plain = Object.fromEntries(Object.entries(floatAttrs(ctx.node)).filter(([k]) => !k.startsWith('activation')));
+    [y] = callKernel(ctx.node, KILN_DOMAIN, floatOp, 1, [dequantizeInput(x, a), w, ...(extra[0] ? [asF32(extra[0])!] : [])], plain) as TensorData[];
+    y = quantizedResidualEpilogue(ctx.node, asF32(y)!, rq, a);
+  } else [y] = callKernel(ctx.node, KILN_DOMAIN, floatOp, 1, [dequantizeInput(x, a), w, ...extra.map(asF32)], floatAttrs(ctx.node)) as TensorData[];
+  const out = a.y_dtype ? 'float32' : floatOut(extra.filter((t) => t !== rq).map((t) => t?.dtype));
   const first = requantize(out === 'float32' ? y : TensorData.fromNumbers(out, y.dims, y.toFloat64()), a);
   if (ctx.node.outputs.length < 2 || !a.y2_dtype) return [first];
   return [first, requantize(asF32(first)!, { ...a, y_dtype: a.y2_dtype, y_scale: a.y2_scale, y_zero_point: a.y2_zero_point })];
@@ -104,10 +141,10 @@ const QConv = defineOp({
   name: 'QConv', domain: KILN_DOMAIN, versions: [1],
   attrs: {
     auto_pad: attr.string('NOTSET'), dilations: attr.ints(), group: attr.int(1), kernel_shape: attr.ints(), pads: attr.ints(),
-    strides: attr.ints(), layout: attr.string(''), ...epilogueAttrs, ...quantAttrs, ...secondOutputAttrs,
+    strides: attr.ints(), layout: attr.string(''), ...epilogueAttrs, ...quantAttrs, ...secondOutputAttrs, ...residualAttrs,
   },
   inputs: [2, 4], outputs: [1, 2],
-  doc: 'y = quantize?(act(conv(dq(x_q), W_q * w_scales) + b + residual)); y2 = quantize(y) when y2_dtype is set',
+  doc: 'y = quantize?(act(conv(dq(x_q), W_q * w_scales) + b + residual)); y2 = quantize(y) when y2_dtype is set; an 8-bit residual: act(dq(quantize(conv + b, c_*)) + dq(residual, r_*))',
   infer: (ctx) => inferAs('FusedConv', ctx),
   run: (ctx) => runAsFloat(ctx, 'FusedConv', () => 0),
 });

@@ -13,7 +13,7 @@ import {
 import { convsToNHWC, poolsToNHWC } from './layout.js';
 import { boolMasksAsNumbers } from './masks.js';
 import {
-  foldFp8Layers, foldQuantizedLayers, mergeParallelQMatMuls, quantizeBeforeMaxPool, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
+  foldFp8Layers, foldQuantizedLayers, foldQuantizedResiduals, mergeParallelQMatMuls, quantizeBeforeMaxPool, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
   quantizeTransposes, requantizeOutputs, splitHeadsInQMatMul,
 } from './quantized.js';
 
@@ -50,6 +50,8 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
     { name: 'absorb bias', run: absorbBias },
     { name: 'merge parallel matmuls', run: mergeParallelMatMuls },
     { name: 'merge parallel quantized matmuls', run: mergeParallelQMatMuls },
+    // GPU builds: residual Adds quantized on both inputs -> an 8-bit residual in the layer before (CPU: see quantized.ts)
+    ...(layout === 'NHWC' ? [{ name: 'quantized residuals', run: foldQuantizedResiduals }] : []),
     { name: 'absorb residual', run: absorbResidual },
     { name: 'absorb activation', run: absorbActivation },
     { name: 'fuse elementwise', run: fuseElementwise },

@@ -136,6 +136,48 @@ function absorbBatchNorm(v: GraphView, q: Node): void {
   v.replaceUses(bn.outputs[0], y);
 }
 
+/**
+ * A residual Add quantized on both inputs (`kiln quantize --quantize-residual`, TensorRT's Q/DQ placement):
+ * QConv (float output, no residual or activation yet) -> QuantizeLinear -> DequantizeLinear -> Add, whose other input
+ * is DequantizeLinear(r_q: int8/uint8, per tensor) -> the QConv reads r_q as an 8-bit residual (r_scale, r_zero_point)
+ * and writes the Add's output. Its epilogue computes what the nodes did, rounding twice: the sum quantized at the
+ * layer's own scale (c_*), dequantized, plus the dequantized residual, in float32 (see kiln:QConv). The stages after
+ * give it the Add's activation and, where a QuantizeLinear is the only reader, the next quantization, so a ResNet
+ * bottleneck's conv3 reads and writes int8 (and a projection block's downsample conv writes int8 too). The residual
+ * cannot depend on the layer: the layer's output reaches nothing but this Add. GPU builds only (with the layout
+ * stages): the CPU's native int8 kernels keep the unfolded nodes.
+ */
+export function foldQuantizedResiduals(v: GraphView): number {
+  let n = 0;
+  for (const add of v.graph.nodes.filter((x) => x.opType === 'Add' && x.domain === '' && x.inputs.length === 2)) {
+    for (const side of [0, 1]) {
+      const dqc = producer(v, add.inputs[side], 'DequantizeLinear');
+      const qc = dqc && producer(v, dqc.inputs[0], 'QuantizeLinear');
+      const layer = qc && v.producer(qc.inputs[0]);
+      if (!dqc || !qc || !layer || layer.domain !== KILN_DOMAIN || layer.opType !== 'QConv' || layer.outputs.length !== 1 || layer.inputs[3]) continue;
+      if (attrOf(layer, 'y_dtype', '') || attrOf(layer, 'activation', '') || v.dtype(qc.inputs[0]) !== 'float32') continue;
+      if (![layer.outputs[0], qc.outputs[0], dqc.outputs[0]].every((x) => v.singleUse(x) && !v.isGraphOutput(x))) continue;
+      const c = quantizeParams(v, qc), back = perTensor(v, dqc), r = quantizedInput(v, add.inputs[1 - side]);
+      if (!c || c.dtype === FP8 || !back || back.scale !== c.scale || back.zeroPoint !== c.zeroPoint || !r || !(c.scale > 0)) continue;
+      // no broadcasting: the residual is the output's shape
+      const ys = v.shape(add.inputs[side]), rs = v.shape(add.inputs[1 - side]);
+      if (!ys || !rs || ys.length !== rs.length || ys.some((d, i) => d === undefined || d !== rs[i])) continue;
+      layer.inputs = [layer.inputs[0], layer.inputs[1], layer.inputs[2] ?? '', r.q];
+      layer.attrs = {
+        ...layer.attrs, r_scale: float(r.scale), r_zero_point: int(r.zeroPoint), c_dtype: str(c.dtype), c_scale: float(c.scale), c_zero_point: int(c.zeroPoint),
+      };
+      layer.outputs = [add.outputs[0]];
+      // the layer now runs where the Add did: after the residual's producer
+      v.removeNodes([layer, qc, dqc]);
+      v.insertNode(layer, add);
+      v.removeNodes([add]);
+      n++;
+      break;
+    }
+  }
+  return n;
+}
+
 /** QuantizeLinear (per tensor, int8/uint8) as the only reader of a float-output quantized layer -> the layer requantizes. */
 export function requantizeOutputs(v: GraphView): number {
   let n = 0;

@@ -34,7 +34,8 @@ export function selectTargets(g: Graph, sel: TargetSelection): { targets: QuantT
     if (!known.has(name)) throw new InputError(`--nodes-to-exclude names '${name}', but the model has no node of that name.`, { hint: 'List node names with `kiln inspect model <file>`.' });
   }
   for (const node of g.nodes) {
-    if (!sel.opTypes.includes(node.opType) || node.domain) continue;
+    // Adds have no weight: selectResidualAdds picks them
+    if (!sel.opTypes.includes(node.opType) || node.domain || node.opType === 'Add') continue;
     if (excluded.has(node.name) || sel.excludePatterns?.some((r) => r.test(node.name))) {
       skipped.push({ node: node.name, reason: 'excluded' });
       continue;
@@ -54,6 +55,38 @@ export function selectTargets(g: Graph, sel: TargetSelection): { targets: QuantT
     targets.push({ node, weightName: node.inputs[1], channelAxis, kAxis });
   }
   return { targets, skipped };
+}
+
+/**
+ * The residual Adds to quantize (opType 'Add' selected): Q/DQ on both inputs, TensorRT's placement for a residual Add
+ * (what ModelOpt writes; onnxruntime's QDQ Add reads its inputs the same way), so an integer engine can fuse the Add
+ * into the layer before it and keep the residual stream 8-bit. Residual: both inputs are activations and one comes from
+ * a layer being quantized (`layers`: their nodes), directly or through a bias Add with a constant. Left as they are:
+ * Adds with a constant input (biases), and Adds no quantized layer feeds (BERT's embedding sums and attention-mask Adds,
+ * whose int8 rounding would only cost accuracy). quantize.ts also skips Adds calibration sees on non-float tensors.
+ */
+export function selectResidualAdds(g: Graph, sel: TargetSelection, layers: Node[]): { adds: Node[]; skipped: { node: string; reason: string }[] } {
+  const adds: Node[] = [], skipped: { node: string; reason: string }[] = [];
+  if (!sel.opTypes.includes('Add')) return { adds, skipped };
+  const excluded = new Set(sel.nodesToExclude ?? []);
+  const constants = new Set([...g.initializers.keys(), ...g.nodes.filter((n) => n.opType === 'Constant' && !n.domain).flatMap((n) => n.outputs)]);
+  const producer = new Map(g.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+  const quantized = new Set(layers);
+  const fromLayer = (x: string): boolean => {
+    const p = producer.get(x);
+    if (!p) return false;
+    if (quantized.has(p)) return true;
+    // a bias Add after the layer (MatMul + Add(bias) exports)
+    return p.opType === 'Add' && !p.domain && p.inputs.length === 2 && p.inputs.some((i) => constants.has(i)) && p.inputs.some((i) => !constants.has(i) && fromLayer(i));
+  };
+  for (const node of g.nodes) {
+    if (node.opType !== 'Add' || node.domain) continue;
+    if (excluded.has(node.name) || sel.excludePatterns?.some((r) => r.test(node.name))) skipped.push({ node: node.name, reason: 'excluded' });
+    else if (node.inputs.length !== 2 || node.inputs.some((i) => !i || constants.has(i))) skipped.push({ node: node.name, reason: 'constant input (bias add)' });
+    else if (!node.inputs.some(fromLayer)) skipped.push({ node: node.name, reason: 'not a residual Add (no quantized layer feeds it)' });
+    else adds.push(node);
+  }
+  return { adds, skipped };
 }
 
 // Ops whose attributes became inputs between opsets: [op, attribute, first opset taking it as input, input index].

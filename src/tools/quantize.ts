@@ -8,7 +8,7 @@
 import type { Model, Node } from '../ir/graph.js';
 import { TensorData, type Value } from '../ir/tensor.js';
 import { InputError } from '../ir/errors.js';
-import { executeGraph } from '../ops/execute.js';
+import { executeGraph, topoSort } from '../ops/execute.js';
 import { GraphView } from '../passes/view.js';
 import { foldBatchNorm } from '../passes/fuse.js';
 import {
@@ -17,7 +17,7 @@ import {
 import { AbsHistogram, type CalibratorKind, absMax, pickThreshold } from '../quant/calibrate.js';
 import {
   type QuantTarget, cloneModel, dropUnusedInitializers, insertActivationQdq, insertBiasDq, insertInputScale, insertWeightDq, Namer,
-  raiseOpset, selectTargets,
+  raiseOpset, selectResidualAdds, selectTargets,
 } from '../quant/qdq.js';
 import {
   type QuantDType, type QuantizedWeight, QMAX, awqSearch, quantizeWeight, quantizeWeightInt4, scaleInputChannels,
@@ -53,8 +53,14 @@ export interface QuantizeOptions {
   activationType?: 'int8' | 'uint8';
   /** SmoothQuant migration strength for MatMul/Gemm in int8/fp8; undefined = off. */
   smoothAlpha?: number;
-  /** Default: Conv, MatMul, Gemm (int4: MatMul, Gemm). */
+  /**
+   * Default: Conv, MatMul, Gemm (int4: MatMul, Gemm). 'Add' (int8, fp8): Q/DQ on both inputs of each residual Add
+   * (two activations, one from a quantized layer; bias Adds and Adds no quantized layer feeds stay float), TensorRT's
+   * placement, which lets an integer engine fold the Add into the layer before it (Kiln's GPU build: int8 residual stream)
+   */
   opTypesToQuantize?: string[];
+  /** Add 'Add' to the op types (default or given): `--quantize-residual`. */
+  quantizeResidual?: boolean;
   nodesToExclude?: string[];
   excludePatterns?: string[];
   /** Samples per executor run; default 32. */
@@ -62,13 +68,18 @@ export interface QuantizeOptions {
   seed?: number;
 }
 
+export interface ActivationReport { tensor: string; amax: number; threshold: number; scale: number; zeroPoint: number; clipped: number }
+
 export interface LayerReport {
   node: string;
   opType: string;
+  /** '' for an Add (no weight) */
   weightDtype: string;
-  weightScale: { min: number; max: number; count: number };
+  weightScale?: { min: number; max: number; count: number };
   /** Activation input: observed max |x|, chosen threshold, scale and zero point, and fraction of calibration values clipped. */
-  activation?: { tensor: string; amax: number; threshold: number; scale: number; zeroPoint: number; clipped: number };
+  activation?: ActivationReport;
+  /** An Add's second input, quantized like the first. */
+  activation2?: ActivationReport;
   smoothAlpha?: number;
   awqAlpha?: number;
   /** This layer's output vs fp32 on the eval inputs (errors accumulated from earlier layers included). */
@@ -210,11 +221,12 @@ function planWeights(model: Model, targets: QuantTarget[], calib: Feeds, o: Quan
   });
 }
 
-interface ActStat { amax: number; hist?: AbsHistogram; threshold: number; scale: number; dtype: QuantDType | 'uint8'; zeroPoint: number }
+interface ActStat { amax: number; hist?: AbsHistogram; threshold: number; scale: number; dtype: QuantDType | 'uint8'; zeroPoint: number; float: boolean }
 
 function calibrateActivations(model: Model, names: Set<string>, calib: Feeds, o: QuantizeOptions, batch: number): Map<string, ActStat> {
-  const amax = new Map<string, number>(), signed = new Set<string>();
+  const amax = new Map<string, number>(), signed = new Set<string>(), nonFloat = new Set<string>();
   watch(model, calib, names, batch, (n, t) => {
+    if (t.dtype !== 'float32') nonFloat.add(n);
     const r = absMax(t);
     amax.set(n, Math.max(amax.get(n) ?? 0, r.amax));
     if (r.negative) signed.add(n);
@@ -232,7 +244,7 @@ function calibrateActivations(model: Model, names: Set<string>, calib: Feeds, o:
     const threshold = pickThreshold(m, hist, { kind, percentile: o.percentile });
     // uint8: [0, threshold] in 255 steps where the tensor is non-negative, else [-threshold, threshold] around 128
     const [t, qmax, zeroPoint]: [QuantDType | 'uint8', number, number] = o.activationType !== 'uint8' ? [dtype, QMAX[dtype], 0] : signed.has(n) ? ['uint8', 127, 128] : ['uint8', 255, 0];
-    out.set(n, { amax: m, hist, threshold, scale: threshold > 0 ? Math.fround(threshold / qmax) : 1, dtype: t, zeroPoint });
+    out.set(n, { amax: m, hist, threshold, scale: threshold > 0 ? Math.fround(threshold / qmax) : 1, dtype: t, zeroPoint, float: !nonFloat.has(n) });
   }
   return out;
 }
@@ -248,6 +260,9 @@ function checkOptions(o: QuantizeOptions): void {
   if (o.smoothAlpha !== undefined && !(o.smoothAlpha >= 0 && o.smoothAlpha <= 1)) throw new InputError(`--smooth-alpha must be in [0, 1], got ${o.smoothAlpha}.`);
   if (o.activationType !== undefined && !['int8', 'uint8'].includes(o.activationType)) {
     throw new InputError(`unknown activation type '${o.activationType}'.`, { hint: 'Use int8 (symmetric) or uint8 (zero point 0 on non-negative tensors).' });
+  }
+  if ((o.quantizeResidual || o.opTypesToQuantize?.includes('Add')) && mode === 'int4') {
+    throw new InputError('quantizing Add inputs (--quantize-residual, or Add in --op-types-to-quantize) needs quantized activations: --mode int8 or fp8, not int4 (weight-only).');
   }
   if (o.activationType === 'uint8' && mode !== 'int8') throw new InputError(`--activation-type uint8 is for --mode int8 (got ${mode}).`);
 }
@@ -269,27 +284,33 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
   const warnings: string[] = [];
   const { calib, evalFeeds, evalSource } = splitData(model, o, warnings);
   const batch = batchSizeFor(model, o.batchSize ?? 32);
-  const opTypes = o.opTypesToQuantize ?? (mode === 'int4' ? ['MatMul', 'Gemm'] : ['Conv', 'MatMul', 'Gemm']);
+  const baseTypes = o.opTypesToQuantize ?? (mode === 'int4' ? ['MatMul', 'Gemm'] : ['Conv', 'MatMul', 'Gemm']);
+  const opTypes = o.quantizeResidual && !baseTypes.includes('Add') ? [...baseTypes, 'Add'] : baseTypes;
   const out = cloneModel(model);
   const g = out.graph;
   // BatchNormalization after a Conv/Gemm folds into its weights and bias first (as exporters in eval mode and other
   // quantizers' pre-processing do): the weights are quantized as they will run, and the layer keeps the DQ -> Conv ->
   // Q form with an int32 bias that integer runtimes fuse (with BN in between, onnxruntime runs the layer in float)
   const batchNormsFolded = foldBatchNorm(new GraphView(g, out.opsets));
-  const { targets, skipped } = selectTargets(g, { opTypes, nodesToExclude: o.nodesToExclude, excludePatterns: compileRegexes(o.excludePatterns) });
-  if (!targets.length) warnings.push(`no layer to quantize (op types ${opTypes.join(', ')}); the model is written unchanged apart from its opset.`);
+  const selection = { opTypes, nodesToExclude: o.nodesToExclude, excludePatterns: compileRegexes(o.excludePatterns) };
+  const { targets, skipped } = selectTargets(g, selection);
+  const residual = selectResidualAdds(g, selection, targets.map((t) => t.node));
+  skipped.push(...residual.skipped);
+  if (!targets.length && !residual.adds.length) warnings.push(`no layer to quantize (op types ${opTypes.join(', ')}); the model is written unchanged apart from its opset.`);
   // (a shallow copy of the graph to run: the executor caches its schedule per graph object, and g changes below)
   const plans = planWeights({ ...out, graph: { ...g } }, targets, calib, o, batch);
   const namer = new Namer(g);
   // activation-side scales first, so calibration sees the smoothed activations
   for (const p of plans) if (p.inputScale) insertInputScale(g, namer, p.target.node, 0, p.inputScale.map((s) => 1 / s));
-  const acts = mode === 'int4' ? new Map<string, ActStat>() : calibrateActivations(out, new Set(targets.map((t) => t.node.inputs[0])), calib, o, batch);
+  const actNames = new Set([...targets.map((t) => t.node.inputs[0]), ...residual.adds.flatMap((a) => a.inputs)]);
+  const acts = mode === 'int4' ? new Map<string, ActStat>() : calibrateActivations(out, actNames, calib, o, batch);
   const cache = new Map<string, string>();
   const layers: LayerReport[] = [];
+  const actReportOf = (name: string, act: ActStat): ActivationReport => ({ tensor: name, amax: act.amax, threshold: act.threshold, scale: act.scale, zeroPoint: act.zeroPoint, clipped: act.hist?.fractionAbove(act.threshold) ?? 0 });
   for (const p of plans) {
     const node = p.target.node;
     const act = acts.get(node.inputs[0]);
-    const actReport = act && { tensor: node.inputs[0], amax: act.amax, threshold: act.threshold, scale: act.scale, zeroPoint: act.zeroPoint, clipped: act.hist?.fractionAbove(act.threshold) ?? 0 };
+    const actReport = act && actReportOf(node.inputs[0], act);
     if (act) insertActivationQdq(g, namer, node, 0, act.scale, act.dtype, cache, act.zeroPoint);
     insertWeightDq(g, namer, node, 1, p.qw);
     // int8 layers carry their bias as int32 (see insertBiasDq); a Gemm only with alpha = beta = 1, where the bias is
@@ -303,12 +324,31 @@ export function quantizeModel(model: Model, o: QuantizeOptions = {}): { model: M
       activation: actReport, smoothAlpha: p.smoothAlpha, awqAlpha: p.awqAlpha, cosine: NaN, relativeError: NaN,
     });
   }
+  // residual Adds: both inputs through Q/DQ (an input the layers above already quantize shares their Q: same tensor,
+  // same scale), calibrated like any activation
+  const addNodes: Node[] = [];
+  for (const add of residual.adds) {
+    const [a, b] = add.inputs.map((i) => acts.get(i));
+    if (!a || !b || !a.float || !b.float) {
+      skipped.push({ node: add.name, reason: 'input not float32 (integer arithmetic)' });
+      continue;
+    }
+    const names = [...add.inputs];
+    insertActivationQdq(g, namer, add, 0, a.scale, a.dtype, cache, a.zeroPoint);
+    insertActivationQdq(g, namer, add, 1, b.scale, b.dtype, cache, b.zeroPoint);
+    addNodes.push(add);
+    layers.push({
+      node: add.name, opType: 'Add', weightDtype: '', activation: actReportOf(names[0], a), activation2: actReportOf(names[1], b), cosine: NaN, relativeError: NaN,
+    });
+  }
+  // a Q an Add shares may sit before a layer that runs after the Add: files must list nodes in topological order
+  if (addNodes.length) g.nodes = topoSort(g, () => true);
   dropUnusedInitializers(g);
   raiseOpset(out, MIN_OPSET[mode]);
   // the executor caches its schedule per graph object: hand on a fresh one now that the nodes changed
   out.graph = { ...g };
   out.opsets = new Map(out.opsets);
-  const outputs = evaluate(model, out, plans.map((p) => p.target.node), evalFeeds, batch, layers);
+  const outputs = evaluate(model, out, [...plans.map((p) => p.target.node), ...addNodes], evalFeeds, batch, layers);
   return {
     model: out,
     report: { mode, calibrator: o.calibrator ?? 'max', opset: out.opsets.get('') ?? 0, calibrationSamples: samplesIn(calib), evalSamples: samplesIn(evalFeeds), evalSource, layers, skipped, batchNormsFolded, outputs, warnings },
@@ -388,8 +428,11 @@ export function formatQuantizeReport(r: QuantizeReport): string {
   ];
   for (const l of r.layers) {
     const a = l.activation;
-    const extra = l.smoothAlpha !== undefined ? `  smooth α=${l.smoothAlpha}` : l.awqAlpha !== undefined ? `  awq α=${l.awqAlpha}` : '';
-    lines.push(`${l.node.padEnd(40).slice(0, 40)} ${l.opType.padEnd(7)} ${`${fmt(l.weightScale.min, 5)}..${fmt(l.weightScale.max, 5)}`.padEnd(25)} ` +
+    const a2 = l.activation2;
+    const extra = l.smoothAlpha !== undefined ? `  smooth α=${l.smoothAlpha}` : l.awqAlpha !== undefined ? `  awq α=${l.awqAlpha}`
+      : a2 ? `  input 2: amax ${fmt(a2.amax)}, scale ${fmt(a2.scale, 5)}, clipped ${(a2.clipped * 100).toFixed(3)}%` : '';
+    const ws = l.weightScale ? `${fmt(l.weightScale.min, 5)}..${fmt(l.weightScale.max, 5)}` : '-';
+    lines.push(`${l.node.padEnd(40).slice(0, 40)} ${l.opType.padEnd(7)} ${ws.padEnd(25)} ` +
       `${(a ? fmt(a.amax) : '-').padStart(9)}  ${(a ? fmt(a.threshold) : '-').padStart(9)}  ${(a ? fmt(a.scale, 5) : '-').padStart(9)}  ` +
       `${(a ? `${(a.clipped * 100).toFixed(3)}%` : '-').padStart(7)}  ${fmt(l.cosine).padStart(8)}  ${fmt(l.relativeError).padStart(7)}${extra}`);
   }

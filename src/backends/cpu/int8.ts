@@ -59,6 +59,8 @@ const TACTIC = (c: Ctx, kind: string, [mr, nv]: [number, number]) => `native-${c
 function qconv(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
   const [x, w, bias, res] = ins;
   if (!x || !w || x.length !== 4 || w.length !== 4 || out.length !== 4 || attrOf(n, 'group', 1) !== 1 || attrOf(n, 'layout', '')) return undefined;
+  // an 8-bit residual (the GPU builds' folded residual Add, c_* attributes): the reference kernel runs it
+  if (attrOf(n, 'c_dtype', '')) return undefined;
   if (!c.model.graph.initializers.has(n.inputs[1]) || (bias && (prod(bias) !== w[0] || !c.model.graph.initializers.has(n.inputs[2]))) || (res && !sameDims(res, out))) return undefined;
   const [B, C, H, W] = x, [M, , kh, kw] = w, [, , OH, OW] = out;
   if (w[1] !== C || out[1] !== M) return undefined;

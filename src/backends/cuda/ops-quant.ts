@@ -32,6 +32,8 @@ export interface QuantHelpers {
 interface QAttrs {
   x_scale: number; x_zero_point: number; w_scales: number[]; y_dtype: string; y_scale: number; y_zero_point: number;
   y2_scale: number; y2_zero_point: number;
+  /** an 8-bit residual (passes/quantized.ts foldQuantizedResiduals) */
+  r_scale?: number; r_zero_point?: number; c_dtype?: string; c_scale?: number; c_zero_point?: number;
   activation?: string; activation_params?: number[];
 }
 
@@ -106,10 +108,12 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
     for (let m = 0; m < M; m++) wpad.set(wq.subarray(m * K, (m + 1) * K), m * Kp);
   }
   const residual = R ? (R.dtype === 'float32' || R.dtype === 'float16') && same(R.dims, out.dims) ? R.dtype : undefined : undefined;
-  if (R && !residual) return undefined;
+  const rq = R && (R.dtype === 'int8' || R.dtype === 'uint8') && (a.c_dtype === 'int8' || a.c_dtype === 'uint8') && same(R.dims, out.dims) ? R.dtype : undefined;
+  if (R && !residual && !rq) return undefined;
+  const qresidual = rq && { a: rq, scale: a.r_scale ?? 1, zeroPoint: a.r_zero_point ?? 0, c: a.c_dtype as 'int8' | 'uint8', cScale: a.c_scale ?? 1, cZeroPoint: a.c_zero_point ?? 0 };
   if (B && (prod(B.dims) !== M || !B.constant)) return undefined;
   const args: QGemmArgs = {
-    M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, activation: a.activation ?? '', params: a.activation_params ?? [],
+    M: rows, N: M, K: Kp, a: op, conv: implicit ? geo : undefined, residual, qresidual: qresidual || undefined, activation: a.activation ?? '', params: a.activation_params ?? [],
     out: outStore(c, out.dtype), yScale: a.y_scale, yZeroPoint: a.y_zero_point, staged: process.env.KILN_QSTAGE === '1',
     residualPrefetch: residualPrefetch(Kp),
   };
@@ -201,7 +205,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
       destroy: () => gemm.destroy(),
     };
   };
-  const libOk = !!lt && !args.out2 && !args.heads && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
+  const libOk = !!lt && !args.out2 && !args.heads && !args.qresidual && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
   // Hopper's warpgroup MMA (sm_90a): integer operands only unless forced (its fp8 accumulation is less precise than
   // mma.sync's, codegen/quant-wgmma.ts). With the staged epilogue (N % 8 == 0) the candidates are the staged tiles 128x64,
   // 64x64 and 64x32 (short M: more blocks) and 128x128, and cuBLASLt: since the epilogue left the conversion pipes
@@ -241,7 +245,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const makers = force && forced[force] ? [forced[force] as () => Candidate] : timed;
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
   // set falls back to the default candidate instead of running whichever kernel now has its index
-  const key = `qgemm|${prev ? 'c5' : 'c7'}|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}`;
+  const key = `qgemm|${prev ? 'c5' : 'c7'}|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}${args.qresidual ? '|qres' : ''}`;
   const tactic = timedChoice(key, makers, (made) => c.dev.prefetch(makers.flatMap((mk, i) => {
     try {
       made.set(i, mk());

@@ -4,7 +4,8 @@ import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
 import {
-  FP8_HELPERS, KQ_HELPERS, QSTORAGE, accToFloat, aChunk, outParams, pairedStores, store8x8, storeExpr, type QGemmArgs,
+  FP8_HELPERS, KQ_HELPERS, QSTORAGE, accToFloat, aChunk, outParams, pairedStores, QRES_HELPERS, qresidual8, qresidualByte, qresidualExpr, residualParam,
+  store8x8, storeExpr, type QGemmArgs,
 } from './quant.js';
 
 /**
@@ -24,7 +25,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const { M, N, K } = g;
   if (K % 16 !== 0 || N % 2 !== 0) throw new Error(`qgemm (wgmma): needs K % 16 == 0 and an even N, got K = ${K}, N = ${N}`);
   if (g.conv && g.conv.C % 16 !== 0) throw new Error(`qgemm (wgmma): implicit im2col needs C % 16 == 0, got ${g.conv.C}`);
-  if (g.heads && (!g.staged || N % 8 !== 0 || g.heads.D % 8 !== 0 || g.residual || g.out2 || g.conv)) throw new Error('qgemm (wgmma): a head split needs the staged epilogue, N % 8 == 0, D % 8 == 0 and no residual, second output or convolution');
+  if (g.heads && (!g.staged || N % 8 !== 0 || g.heads.D % 8 !== 0 || g.residual || g.qresidual || g.out2 || g.conv)) throw new Error('qgemm (wgmma): a head split needs the staged epilogue, N % 8 == 0, D % 8 == 0 and no residual, second output or convolution');
   // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
   // one warpgroup per 64 rows of the tile: 64 x BN blocks (128 threads) leave fewer SMs idle on short M
   const { BM, BN } = wgmmaTile(g), BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
@@ -60,7 +61,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
           : ${outs}
           : "l"(da), "l"(db), "r"(1));`;
   const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
-  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
+  const resArg = residualParam(g);
   const epilogue = staged ? stagedFloatStores(g, { BM, BN, NT, FP, TH, fOff }, it, act)
     : pairedStores({ ...g, staged: false }, { BM, BN, MT: 1, NT, WM: 16, WN: BN, smemBytes: 0 }, it, act);
   const tilesM = Math.ceil(M / BM), tilesN = Math.ceil(N / BN), grid = g.persistent ? Math.min(tilesM * tilesN, g.persistent * blocks) : 0;
@@ -99,8 +100,8 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const [kb, ke, rel] = SK > 1 ? ['kb', 'ke', '(kt - kb)'] : ['0', `${KT}`, 'kt'];
   const from = (v: string) => (SK > 1 ? `kb + ${v}` : v);
   // the residual tile's rows into L2 while the main loop runs (cp.async.bulk.prefetch: 16-byte multiples; N % 8 == 0)
-  const rb = g.residual === 'float16' ? 2 : 4;
-  const prefetch = g.residual && g.residualPrefetch && SK === 1 && N % 8 === 0 ? `
+  const rb = g.qresidual ? 1 : g.residual === 'float16' ? 2 : 4;
+  const prefetch = (g.residual || g.qresidual) && g.residualPrefetch && SK === 1 && N % 8 === 0 && (N * rb) % 16 === 0 ? `
   if (tid < ${BM} && m0 + tid < ${M}) {
     const unsigned bytes = ${N % BN === 0 ? `${BN * rb}u` : `(unsigned)min(${BN}, ${N} - n0) * ${rb}u`};
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(res + (${it})(m0 + tid) * ${N} + n0), "r"(bytes) : "memory");
@@ -160,7 +161,7 @@ ${epilogue}
   }
   asm volatile("cp.async.wait_group 0;\\n");`;
   const body = `${fp8 || g.out === 'fp8' ? FP8_HELPERS : ''}
-${KQ_HELPERS}
+${KQ_HELPERS}${g.qresidual && g.staged ? `\n${QRES_HELPERS}` : ''}
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
@@ -177,7 +178,7 @@ extern "C" __global__ void __launch_bounds__(${TH}, ${blocks}) KNAME(const ${aT}
   const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
 ${pipeline}
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params,
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual || g.qresidual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params,
     ...(SK > 1 ? [{ kind: 'in' as const, index: 4 }, { kind: 'in' as const, index: 5 }] : [])];
   return { ...finish(`kiln_qwgmma_${g.a}`, body, { grid: grid ? [grid, 1, 1] : [tilesM, tilesN, SK], block: [TH, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
 }
@@ -235,14 +236,22 @@ function splitKReduce(BM: number, BN: number, NT: number, TH: number, SK: number
  * one 16-byte read (fp16; two for fp32), activation, then one 8-byte (int8), 16-byte (fp16) or two 16-byte (fp32)
  * stores, and 8 bytes for the second output; a warp covers whole rows of the tile, so every access is coalesced.
  */
-function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number }, it: string, act: string): string {
+export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number }, it: string, act: string): string {
   const { BM, BN, NT, FP, TH, fOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue;
   const edgeM = g.M % BM !== 0, edgeN = g.N % BN !== 0; // bounds checks only where a tile can stick out
   const T = QSTORAGE[g.out], st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, v1);
   // 8-bit out: 8 channels requantized together (one slow-path branch), a Relu folded into the clamp
   const relu = g.activation === 'Relu';
   const pk = store8x8(g.out, 'vv', g.yScale ?? 1, g.yZeroPoint ?? 0, v1, relu);
-  const res = !g.residual ? '' : g.residual === 'float16' ? `
+  const qr = g.qresidual;
+  // 8-bit residual: 8 bytes in one read, each channel's sum rounded to its own scale first (qresidualExpr)
+  const res = qr ? `
+    const uint2 rq = *(const uint2*)(res + o);${qresidual8(g) ?? `
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {
+      vv[j] = ${qresidualExpr(g, 'vv[j]', qresidualByte(qr, 'rq.x', 'j'))};
+      vv[j + 4] = ${qresidualExpr(g, 'vv[j + 4]', qresidualByte(qr, 'rq.y', 'j'))};
+    }`}` : !g.residual ? '' : g.residual === 'float16' ? `
     const uint4 rr = *(const uint4*)(res + o);
     const unsigned ru[4] = { rr.x, rr.y, rr.z, rr.w };
     #pragma unroll

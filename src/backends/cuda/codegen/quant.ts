@@ -28,6 +28,14 @@ export interface QGemmArgs {
   /** implicit im2col over an NHWC input with C % 16 == 0; absent: A is a dense row-major [M, K] */
   conv?: QConvGeometry;
   residual?: 'float32' | 'float16';
+  /**
+   * an 8-bit residual instead (kiln:QConv with an int8/uint8 input 3, folded from a residual Add quantized on both
+   * inputs): the layer's sum is first rounded as its own QuantizeLinear stored it (c: cScale, cZeroPoint, saturated),
+   * dequantized and added to the dequantized residual in float32, each product and the sum rounded on its own (no
+   * contraction into an FMA: the unfolded nodes' arithmetic, so the bytes are theirs), then the activation and `out`:
+   * v = (c_q - cZeroPoint) * cScale + (r_q - zeroPoint) * scale. Staged wgmma, paired and direct epilogues; not cuBLASLt's
+   */
+  qresidual?: QResidual;
   activation: string;
   params: readonly number[];
   out: QStore;
@@ -88,6 +96,27 @@ export interface QGemmArgs {
   v1Epilogue?: boolean;
   /** convert accumulators with I2F (XU pipe) even where the magic-number add applies (benchmarks) */
   xuConvert?: boolean;
+}
+
+export interface QResidual { a: 'int8' | 'uint8'; scale: number; zeroPoint: number; c: 'int8' | 'uint8'; cScale: number; cZeroPoint: number }
+
+/** The residual parameter's declaration (after the scale/offset table), or '' without a residual. */
+export function residualParam(g: QGemmArgs): string {
+  const t = g.qresidual ? QSTORAGE[g.qresidual.a] : g.residual === 'float16' ? 'unsigned short' : g.residual ? 'float' : '';
+  return t ? `, const ${t}* __restrict__ res` : '';
+}
+
+/**
+ * C expression: the float `v` (the layer's sum) with an 8-bit residual `r` (an int expression, the stored value) added
+ * as `qresidual` says. The rounding to c is kq_q8's (or the first arithmetic's rintf of the quotient): both return
+ * exactly the stored value less its zero point, so (c_q - zp) is an exact integer before its product.
+ */
+export function qresidualExpr(g: QGemmArgs, v: string, r: string): string {
+  const q = g.qresidual!, rc = g.v1Epilogue ? undefined : recip(q.cScale);
+  const [lo, hi] = q8Bounds(q.c, q.cZeroPoint);
+  const c = rc === undefined ? `fminf(fmaxf(rintf((${v}) / ${fl(q.cScale)}), ${lo}.0f), ${hi}.0f)`
+    : `kq_i2f22(kq_q8(${v}, ${fl(rc)}, ${fl(q.cScale)}, ${lo}.0f, ${hi}.0f))`;
+  return `__fadd_rn(__fmul_rn(${c}, ${fl(q.cScale)}), __fmul_rn(kq_i2f22((int)(${r}) - ${q.zeroPoint}), ${fl(q.scale)}))`;
 }
 
 /** The kernel parameters' tail: the output(s), with their C declarations. */
@@ -272,8 +301,8 @@ export function qgemm(g: QGemmArgs): KernelSource {
       #pragma unroll
       for (int b = 0; b < ${NT}; b += 2)
         ldsm4(sB + (wn * ${WN} + b * 8 + (lane & 7) + (lane >> 4) * 8) * ${ROW} + ks + ((lane >> 3) & 1) * 16, bf[b][0], bf[b][1], bf[b + 1][0], bf[b + 1][1]);`;
-  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
-  const resAdd = g.residual ? `v += ${g.residual === 'float16' ? 'h2f(res[o])' : 'res[o]'};` : '';
+  const resArg = residualParam(g);
+  const resAdd = g.qresidual ? `v = ${qresidualExpr(g, 'v', 'res[o]')};` : g.residual ? `v += ${g.residual === 'float16' ? 'h2f(res[o])' : 'res[o]'};` : '';
   const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
   const store = storeExpr(g.out, 'v', g.yScale ?? 1, g.yZeroPoint ?? 0, g.v1Epilogue);
   const pairedEpilogue = pairedStores(g, { BM, BN, MT, NT, WM, WN, smemBytes: STAGES * stageBytes }, it, act);
@@ -354,7 +383,7 @@ ${g.legacy || N % 2 ? `  #pragma unroll
         out2[o] = ${out2Expr(g, 'out[o]', 'v')};` : ''}
       }` : pairedEpilogue}
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual || g.qresidual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
   return finish(`kiln_qgemm_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: STAGES * stageBytes, params });
 }
 
@@ -411,6 +440,55 @@ export function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, ro
   return { setup, step: '', src };
 }
 
+/**
+ * Device helper of the staged 8-bit residual epilogue, only in kernels with one (the others keep their text, and their
+ * cached cubins): kq_c8 rounds 8 sums to c's scale as kq_q8x8 does (one slow-path branch) and returns each stored value
+ * less its zero point as an exact float (t - 1.5 * 2^23), with no integer conversion on the way.
+ */
+export const QRES_HELPERS = String.raw`__device__ __forceinline__ void kq_c8(const float (&v)[8], float r, float y, float lo, float hi, float (&c)[8]) {
+  float t[8];
+  bool slow = false;
+  #pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const float q = fminf(fmaxf(v[j] * r, lo), hi);
+    t[j] = q + 12582912.0f;
+    slow |= fabsf(q - (t[j] - 12582912.0f)) >= 0.499755859f;
+  }
+  if (slow) {
+    #pragma unroll
+    for (int j = 0; j < 8; j++) t[j] = fminf(fmaxf(v[j] / y, lo), hi) + 12582912.0f;
+  }
+  #pragma unroll
+  for (int j = 0; j < 8; j++) c[j] = t[j] - 12582912.0f;
+}`;
+
+/**
+ * The staged epilogue's 8-bit residual for 8 channels (`vv`, a float[8] of sums; the residual's 8 bytes in the uint2
+ * `rq`), or undefined where the scalar qresidualExpr must be used (the first arithmetic, or no kq_q8 bound for c's
+ * scale). Each residual byte becomes an exact float by one byte permute into 1.5 * 2^23's mantissa (int8 bytes
+ * biased by 128 first) and one subtraction; the products and the sum as in qresidualExpr.
+ */
+export function qresidual8(g: QGemmArgs): string | undefined {
+  const q = g.qresidual!, rc = g.v1Epilogue ? undefined : recip(q.cScale);
+  if (rc === undefined) return undefined;
+  const [lo, hi] = q8Bounds(q.c, q.cZeroPoint), bias = q.a === 'int8' ? 128 : 0;
+  return `
+    float cq[8];
+    kq_c8(vv, ${fl(rc)}, ${fl(q.cScale)}, ${lo}.0f, ${hi}.0f, cq);
+    const unsigned rw[2] = { rq.x${bias ? ' ^ 0x80808080u' : ''}, rq.y${bias ? ' ^ 0x80808080u' : ''} };
+    #pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const float rv = __int_as_float(__byte_perm(rw[j >> 2], 0x4B400000u, 0x7640u | (j & 3))) - ${fl(12582912 + bias + q.zeroPoint)};
+      vv[j] = __fadd_rn(__fmul_rn(cq[j], ${fl(q.cScale)}), __fmul_rn(rv, ${fl(q.scale)}));
+    }`;
+}
+
+/** Byte `k` of the packed 8-bit residual word `w` (C expression), as the stored value: sign-extended for int8. */
+export function qresidualByte(q: QResidual, w: string, k: number | string): string {
+  const sh = typeof k === 'number' ? `${8 * k}` : `(8 * ${k})`;
+  return q.a === 'int8' ? `(int)(signed char)((${w} >> ${sh}) & 0xff)` : `(int)((${w} >> ${sh}) & 0xff)`;
+}
+
 /** Epilogue storing each thread's two adjacent channels with one 2-, 4- or 8-byte store (N even). */
 export function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: number; NT: number; WM: number; WN: number; smemBytes: number }, it: string, act: string): string {
   const { BM, BN, MT, NT, WM, WN } = t, cvt = accToFloat(g);
@@ -418,7 +496,8 @@ export function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: numb
   const pitch = BN * size + 16; // staged row pitch: rows 4 banks apart, 16-byte aligned
   const staged = !!g.staged && size <= 2 && (g.N * size) % 16 === 0 && BM * pitch <= t.smemBytes;
   const st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, g.v1Epilogue);
-  const res = !g.residual ? '' : g.residual === 'float16'
+  const res = g.qresidual ? `const unsigned short rr = *(const unsigned short*)(res + o); v0 = ${qresidualExpr(g, 'v0', qresidualByte(g.qresidual, 'rr', 0))}; v1 = ${qresidualExpr(g, 'v1', qresidualByte(g.qresidual, 'rr', 1))};`
+    : !g.residual ? '' : g.residual === 'float16'
     ? 'const unsigned rr = *(const unsigned*)(res + o); v0 += h2f((unsigned short)(rr & 0xffff)); v1 += h2f((unsigned short)(rr >> 16));'
     : 'const float2 rr = *(const float2*)(res + o); v0 += rr.x; v1 += rr.y;';
   const dst = staged ? `(smem + (m - m0) * ${pitch} + (n - n0) * ${size})` : '(out + o)';
@@ -443,7 +522,7 @@ export function pairedStores(g: QGemmArgs, t: { BM: number; BN: number; MT: numb
       for (int h = 0; h < 2; h++) {
         const int m = m0 + wm * ${WM} + a * 16 + grp + h * 8;
         if (m >= ${g.M}) continue;
-        ${staged && !g.residual && !g.out2 ? '' : `const ${it} o = (${it})m * ${g.N} + n;`}
+        ${staged && !g.residual && !g.qresidual && !g.out2 ? '' : `const ${it} o = (${it})m * ${g.N} + n;`}
         float v0 = ${cvt}(accum[a][b][2 * h]) * c0 + d0, v1 = ${cvt}(accum[a][b][2 * h + 1]) * c1 + d1;
         ${res}
         { const float v = v0; v0 = ${act}; }

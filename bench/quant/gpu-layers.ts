@@ -10,12 +10,15 @@
 // best of pass 4's routes (ldmatrix tiles and `_v1` wgmma variants, cuBLASLt + epilogue), best-route = all routes.
 // Usage: node bench/quant/gpu-layers.js [bert|resnet|all] [full]  (full: also fp8 and the first-version kernel)
 //        node bench/quant/gpu-layers.js main [bert|resnet]: the wgmma main-loop variants (pipeline depth, split-K)
-//        against the timed tactic's current candidates, per shape, with achieved TOPS and the shape's floor time
+//        against the timed tactic's current candidates, per shape, with achieved TOPS and the shape's floor time;
+//        on plain GEMM shapes also the TMA-fed warp-specialized kernel (quant-tma.ts), held byte for byte to the same
+//        reference, and its epilogue options (fp16 out + residual + second output, head split, uint8 A)
 import { getDevice } from '../../src/backends/cuda/device.js';
 import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
 import { prepareGemm, prepareQuantGemm, timeOnStream } from '../../src/backends/cuda/ffi/cublaslt.js';
 import { splitKWorkspace } from '../../src/backends/cuda/codegen/quant-wgmma.js';
-import { cu } from '../../src/backends/cuda/ffi/driver.js';
+import { qgemmTma, type TmaKernelSource } from '../../src/backends/cuda/codegen/quant-tma.js';
+import { cu, encodeTensorMap2d, pointerArray } from '../../src/backends/cuda/ffi/driver.js';
 
 const dev = getDevice(0);
 const stream = null;
@@ -42,6 +45,24 @@ function rand(bytes: number, seed: number, mask = 0xff): number {
   return p;
 }
 const t = (f: () => void) => timeOnStream(f, stream, 20) * 1000; // us
+/** The TMA kernel's variants timed in `main` mode: 1 block/SM (producer warpgroup, setmaxnreg) or 2-3 (producer warp). */
+const TMA_VARS: { name: string; tile: { BM: number; BN: number }; more: Partial<QGemmArgs>; cluster?: 2 }[] = [
+  { name: 'tma128x128', tile: { BM: 128, BN: 128 }, more: {} },
+  { name: 'tma128x256', tile: { BM: 128, BN: 256 }, more: {} },
+  { name: 'tma128x128o2', tile: { BM: 128, BN: 128 }, more: { occupancy: 2 } },
+  { name: 'tma128x64o2', tile: { BM: 128, BN: 64 }, more: { occupancy: 2 } },
+  { name: 'tma64x128o2', tile: { BM: 64, BN: 128 }, more: { occupancy: 2 } },
+  { name: 'tma64x64o3', tile: { BM: 64, BN: 64 }, more: { occupancy: 3 } },
+  { name: 'tma64x128o3', tile: { BM: 64, BN: 128 }, more: { occupancy: 3 } },
+  { name: 'tma128x64o3', tile: { BM: 128, BN: 64 }, more: { occupancy: 3 } },
+  { name: 'tma64x64o4', tile: { BM: 64, BN: 64 }, more: { occupancy: 4 } },
+  // 2-block clusters along M: the B tile multicast (half loaded by each block), L2 reads of B halved
+  { name: 'cl2x128x128o2', tile: { BM: 128, BN: 128 }, more: { occupancy: 2 }, cluster: 2 },
+  { name: 'cl2x128x256', tile: { BM: 128, BN: 256 }, more: {}, cluster: 2 },
+  { name: 'cl2x64x128o2', tile: { BM: 64, BN: 128 }, more: { occupancy: 2 }, cluster: 2 },
+  { name: 'cl2x128x64o2', tile: { BM: 128, BN: 64 }, more: { occupancy: 2 }, cluster: 2 },
+  { name: 'cl2x64x64o3', tile: { BM: 64, BN: 64 }, more: { occupancy: 3 }, cluster: 2 },
+];
 if (process.argv[2] === 'main') await mainLoop(process.argv[3]);
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
@@ -274,11 +295,11 @@ async function mainLoop(which?: string): Promise<void> {
     // split-K where the tactic offers it: long reductions on grids that leave most SMs idle
     const ok = vars.filter((v) => !v.more.splitK || (v.more.splitK <= KT && KT >= 8 && Math.ceil(M / 64) * Math.ceil(N / 64) * 2 <= dev.info.smCount));
     const ks = ok.map((v) => qgemm({ ...args, tile: v.tile, ...v.more }));
-    dev.prefetch(ks);
+    dev.prefetch([...ks, ...(s.conv ? [] : TMA_VARS.map((v) => qgemmTma({ ...args, tile: v.tile, ...v.more }, { cluster: v.cluster })))]);
     const row: Record<string, string | number> = { shape: s.name, M, N, K, count: s.count };
     const flops = 2 * M * N * K, bytes = xBytes + N * K + M * N * oBytes;
     const floor = Math.max(flops / (peakTops * 1e6), bytes / (bw * 1e6));
-    let bestCur = Infinity, bestNew = Infinity, curName = '', newName = '';
+    let bestCur = Infinity, bestNew = Infinity, curName = '', newName = '', bestTma = Infinity, tmaName = '';
     for (const [i, v] of ok.entries()) {
       const k = ks[i], g = { ...args, tile: v.tile, ...v.more };
       const ws = v.more.splitK ? splitKWorkspace(g) : undefined;
@@ -307,20 +328,100 @@ async function mainLoop(which?: string): Promise<void> {
         if (part) dev.release(part);
       }
     }
+    if (!s.conv) {
+      for (const v of TMA_VARS) {
+        try {
+          const k = qgemmTma({ ...args, tile: v.tile, ...v.more }, { cluster: v.cluster });
+          const launch = tmaLauncher(k, x, w, [sc]);
+          const us = tq(() => launch([out]));
+          launch([out]); dev.sync(null);
+          const diff = differ(ref, out, M * N * oBytes);
+          if (diff) { fails++; console.log(`FAIL ${s.name}: ${v.name} vs 64x64 staged: ${diff} of ${M * N * oBytes} bytes differ`); continue; }
+          row[v.name] = +us.toFixed(1);
+          if (us < bestTma) { bestTma = us; tmaName = v.name; }
+          tot[v.name] = (tot[v.name] ?? 0) + us * s.count;
+        } catch (e) {
+          fails++;
+          console.log(`FAIL ${s.name}: ${v.name}: ${(e as Error).message.slice(0, 300)}`);
+        }
+      }
+      fails += tmaEpilogueChecks(s, args, x, w, sc);
+    }
     const h = dev.alloc(Math.max(M * K, N * K) * 2, true), acc = dev.alloc(M * N * 4, true);
     const g16 = prepareGemm({ M, N, K, batch: 1, transA: false, transB: true, dtype: 'float16', strideA: 0, strideB: 0, strideC: 0, epilogue: 'bias' }, s.name);
     const fp16 = Math.min(...Array.from({ length: g16.algos }, (_, k) => tq(() => g16.run(h, h, acc, sc, stream, k))));
     for (const p of [x, w, sc, ref, out, h, acc]) dev.release(p);
     const tops = (us: number) => (flops / us / 1e6).toFixed(0);
-    Object.assign(row, { fp16: +fp16.toFixed(1), floor: +floor.toFixed(2), cur: `${curName} ${bestCur.toFixed(1)} (${tops(bestCur)} TOPS)`, best: `${newName} ${bestNew.toFixed(1)} (${tops(bestNew)} TOPS)`, fp16Tflops: tops(fp16) });
+    Object.assign(row, { fp16: +fp16.toFixed(1), floor: +floor.toFixed(2), cur: `${curName} ${bestCur.toFixed(1)} (${tops(bestCur)} TOPS)`, best: `${newName} ${bestNew.toFixed(1)} (${tops(bestNew)} TOPS)`, ...(bestTma < Infinity ? { tma: `${tmaName} ${bestTma.toFixed(1)} (${tops(bestTma)} TOPS)` } : {}), fp16Tflops: tops(fp16) });
     const m = s.name.startsWith('bert1') ? 'bert1' : s.name.startsWith('bert') ? 'bert' : 'resnet';
     tot[`${m} cur-best`] = (tot[`${m} cur-best`] ?? 0) + bestCur * s.count;
     tot[`${m} new-best`] = (tot[`${m} new-best`] ?? 0) + bestNew * s.count;
     tot[`${m} fp16`] = (tot[`${m} fp16`] ?? 0) + fp16 * s.count;
     tot[`${m} floor`] = (tot[`${m} floor`] ?? 0) + floor * s.count;
+    if (!s.conv) {
+      tot[`${m} gemm with-tma`] = (tot[`${m} gemm with-tma`] ?? 0) + Math.min(bestNew, bestTma) * s.count;
+      tot[`${m} gemm cur-best`] = (tot[`${m} gemm cur-best`] ?? 0) + bestCur * s.count;
+      tot[`${m} gemm new-best`] = (tot[`${m} gemm new-best`] ?? 0) + bestNew * s.count;
+      tot[`${m} gemm fp16`] = (tot[`${m} gemm fp16`] ?? 0) + fp16 * s.count;
+    }
     console.log(JSON.stringify(row));
   }
   console.log(`main-loop byte checks: ${fails} failure(s)`);
   console.log('MAIN TOTALS (us x count) ' + JSON.stringify(Object.fromEntries(Object.entries(tot).map(([k, v]) => [k, Math.round(v)]))));
   process.exit(0);
+}
+
+
+/** A launcher for a TMA kernel over operands x (A) and w (B): tensor maps encoded once, then `rest` and the outputs. */
+function tmaLauncher(k: TmaKernelSource, x: number, w: number, rest: number[]): (outs: number[]) => void {
+  const fn = dev.kernel(k);
+  const maps = k.tma.map((m) => encodeTensorMap2d(m.operand === 0 ? x : w, m.rows, m.cols, m.boxRows, m.boxCols, m.swizzle));
+  return (outs) => cu('cuLaunchKernel', fn, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2], k.sharedBytes, stream, pointerArray([...maps, ...rest, ...outs]), null);
+}
+
+function differ(p: number, q: number, n: number): number {
+  const b1 = new Uint8Array(n), b2 = new Uint8Array(n);
+  dev.download(p, b1, null); dev.download(q, b2, null);
+  let diff = 0;
+  for (let j = 0; j < n; j++) if (b1[j] !== b2[j]) diff++;
+  return diff;
+}
+
+/**
+ * The TMA kernel's other epilogues and operand type against the cp.async wgmma kernel (64x64 staged), byte for byte:
+ * fp16 out + fp16 residual + int8 second output, uint8 A with uint8 out (zero point 117), and on BERT's QKV shape the
+ * head split into three [B, H, S, D] outputs. Returns the failures.
+ */
+function tmaEpilogueChecks(s: Shape, args: QGemmArgs, x: number, w: number, sc: number): number {
+  const { M, N } = s;
+  if (!['bert qkv 2304x768', 'rn 1x1s1 56px 64->256', 'rn 1x1s1 14px 256->1024', 'rn 1x1s1 7px 2048->512'].includes(s.name)) return 0;
+  const ref64 = { ...args, tile: { BM: 64, BN: 64 }, occupancy: 4 };
+  const res = rand(M * N * 2, 3, 0x3f);
+  const bufs = [0, 1, 2, 3].map(() => dev.alloc(M * N * 2, true));
+  const cases: [string, QGemmArgs, number[], number][] = [
+    ['fp16-out+residual+out2', { ...args, out: 'float16', residual: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } }, [res], 2],
+    ['uint8 A, uint8 out zp 117', { ...args, a: 'uint8', out: 'uint8', activation: '', yScale: 0.02, yZeroPoint: 117 }, [], 1],
+    ...(s.name.startsWith('bert qkv') ? [['heads', { ...args, out: 'float16' as const, heads: { S: 128, H: 12, D: 64, parts: 3 } }, [], 3] as [string, QGemmArgs, number[], number]] : []),
+  ];
+  let fails = 0;
+  for (const [what, g, extra, nOut] of cases) {
+    const outsRef = g.out2 ? [bufs[0], bufs[1]] : g.heads ? [bufs[0], bufs[1], bufs[2]] : [bufs[0]];
+    const outsNew = g.out2 ? [bufs[2], bufs[3]] : g.heads ? [bufs[3], rand(M * N, 9), rand(M * N, 10)] : [bufs[2]];
+    const kr = qgemm({ ...ref64, ...g, tile: ref64.tile, occupancy: 4 });
+    dev.kernel(kr);
+    dev.launch(kr, [x, w, sc, ...extra, ...outsRef], stream);
+    for (const v of TMA_VARS.filter((u) => ['tma128x128', 'tma128x256', 'tma128x128o2', 'cl2x128x128o2', 'cl2x128x256'].includes(u.name))) {
+      const k = qgemmTma({ ...g, tile: v.tile, ...v.more }, { cluster: v.cluster });
+      tmaLauncher(k, x, w, [sc, ...extra])(outsNew);
+      dev.sync(null);
+      const per = g.heads ? (M * N * 2) / 3 : M * N * (g.out === 'float16' ? 2 : 1);
+      let diff = 0;
+      for (let j = 0; j < nOut && j < outsRef.length; j++) diff += differ(outsRef[j], outsNew[j], g.out2 && j === 1 ? M * N : per);
+      if (diff) fails++;
+      console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${what}: ${v.name} = cp.async wgmma 64x64 (${diff} bytes differ)`);
+    }
+    if (g.heads) { dev.release(outsNew[1]); dev.release(outsNew[2]); }
+  }
+  for (const p of [res, ...bufs]) dev.release(p);
+  return fails;
 }

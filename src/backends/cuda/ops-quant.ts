@@ -17,6 +17,7 @@ import type { CudaDevice } from './device.js';
 import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
 import { prepareQuantGemm, timeOnStream, timedChoice } from './ffi/cublaslt.js';
 import { splitKWorkspace } from './codegen/quant-wgmma.js';
+import { TMA_CANDIDATES, tmaCandidates } from './ops-quant-tma.js';
 import { dequantizeKernel, headSplitKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, quantizeTransposeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
 
@@ -234,13 +235,17 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   const libs = libOk ? [lib] : [];
   // a head split is written by the staged epilogue only (qmatmul routes other cases through headSplitKernel)
   if (args.heads && !stagedOk) throw new Error(`layer '${c.node.name}': a head split needs the staged wgmma epilogue`);
-  const timed = stagedOk ? [...wgs, ...libs]
+  // the TMA-fed kernel (plain GEMMs: ops-quant-tma.ts) after the others, so that saved choices keep their indices;
+  // KILN_QGEMM=tma / =tma-cluster force its first tile without / with a 2-block cluster; KILN_QTMA=0 leaves it out
+  const tma = stagedOk && !prev && process.env.KILN_QTMA !== '0' ? tmaCandidates(c.dev, args, sc) : [];
+  const timed = stagedOk ? [...wgs, ...libs, ...tma]
     : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...libs, ...(wgOk ? [wgDirect(64), wgDirect(128)] : [])];
   const forced: Record<string, (() => Candidate) | false> = {
     cublaslt: libOk && lib, fused: !args.heads && (() => fused(def)), wgmma: !args.heads && wgOk && wgDirect(N > 64 ? 128 : 64),
     'wgmma-staged': stagedOk && (N > 64 ? wgs[3] : wgs[0]), wgmma64: stagedOk && wgs[1],
     'wgmma-persistent-staged': stagedOk && (() => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })),
     'wgmma-splitk': stagedOk && (args.a !== 'fp8' && K > 128 ? split(64, 64, 2, 4) : wgs[1]),
+    tma: tma.length > 0 && tma[0], 'tma-cluster': tma.length > 0 && tma[TMA_CANDIDATES.findIndex((t) => t[3] > 1)],
   };
   const makers = force && forced[force] ? [forced[force] as () => Candidate] : timed;
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another

@@ -14,7 +14,7 @@ export interface Driver {
   cuModuleLoadData: Fn; cuModuleGetFunction: Fn; cuModuleUnload: Fn; cuFuncSetAttribute: Fn; cuLaunchKernel: Fn;
   cuEventCreate: Fn; cuEventRecord: Fn; cuEventRecordWithFlags: Fn; cuEventSynchronize: Fn; cuEventElapsedTime: Fn; cuEventDestroy_v2: Fn; cuEventQuery: Fn;
   cuStreamBeginCapture_v2: Fn; cuStreamEndCapture: Fn; cuGraphInstantiateWithFlags: Fn; cuGraphLaunch: Fn; cuGraphExecDestroy: Fn; cuGraphDestroy: Fn;
-  cuGetErrorName: Fn;
+  cuGetErrorName: Fn; cuTensorMapEncodeTiled: Fn;
 }
 
 const PROTOS = [
@@ -65,6 +65,8 @@ const PROTOS = [
   'int cuGraphExecDestroy(void *exec)',
   'int cuGraphDestroy(void *graph)',
   'int cuGetErrorName(int status, _Out_ const char **name)',
+  // the map by address (uint64): it must be 64-byte aligned, which a Node Buffer is not (see encodeTensorMap2d)
+  'int cuTensorMapEncodeTiled(uint64_t map, int dtype, unsigned int rank, uint64_t addr, const uint64_t *dims, const uint64_t *strides, const uint32_t *box, const uint32_t *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
 ];
 
 let driver: Driver | undefined;
@@ -109,8 +111,34 @@ export const current = { ordinal: 0 };
 
 export const ATTR = { smCount: 16, ccMajor: 75, ccMinor: 76, maxSharedOptin: 97 } as const;
 
-export function pointerArray(values: (number | bigint)[]): Buffer[] {
+/**
+ * A 2-D tensor map (CUtensorMap, 128 bytes) over a row-major byte matrix at device address `addr`: `rows` rows of
+ * `cols` bytes (pitch `cols`, a multiple of 16), loaded in boxes of `boxRows` x `boxCols` bytes with the given
+ * swizzle (CUtensorMapSwizzle: 2 = 64-byte, 3 = 128-byte), 256-byte L2 promotion, zeros outside the matrix. Returned
+ * as the bytes a kernel takes by value (`const __grid_constant__` parameter): pass the Buffer in the launch's
+ * parameter array in place of a pointer.
+ */
+export function encodeTensorMap2d(addr: number | bigint, rows: number, cols: number, boxRows: number, boxCols: number, swizzle: number): Buffer {
+  if (BigInt(addr) % 16n !== 0n || cols % 16 !== 0) {
+    throw new KilnError(`tensor map: the copy engine needs a 16-byte aligned address and row pitch, got address 0x${BigInt(addr).toString(16)} and ${cols}-byte rows${activity ? ` while ${activity}` : ''}.`);
+  }
+  const k = koffi();
+  const scratch = k.alloc('uint8_t', 192);
+  try {
+    const at = k.address(scratch), aligned = (at + 63n) & ~63n;
+    const u64 = (v: number[]) => new BigUint64Array(v.map(BigInt));
+    cu('cuTensorMapEncodeTiled', aligned, 0 /* UINT8 */, 2, BigInt(addr), u64([cols, rows]), u64([cols]), new Uint32Array([boxCols, boxRows]), new Uint32Array([1, 1]), 0, swizzle, 3 /* L2 256B */, 0);
+    const off = Number(aligned - at);
+    return Buffer.from(Buffer.from(k.view(scratch, 192)).subarray(off, off + 128));
+  } finally {
+    k.free(scratch);
+  }
+}
+
+/** Kernel parameter array: each value's 8 bytes (device pointers), or a Buffer passed as is (by-value structs). */
+export function pointerArray(values: (number | bigint | Buffer)[]): Buffer[] {
   return values.map((v) => {
+    if (Buffer.isBuffer(v)) return v;
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt(v));
     return b;

@@ -1,0 +1,58 @@
+// GPU check of the TMA-fed int8 GEMM (codegen/quant-tma.ts) on whole models: the same quantized model built with
+// KILN_QGEMM=tma and =tma-cluster (every plain-GEMM layer on the TMA kernel's 128x128 tile, without / with 2-block
+// clusters; convolutions with implicit im2col keep the tactic) and with KILN_QGEMM=wgmma64 (the cp.async kernel's 64x64 staged tile), run twice (eager, then the captured
+// graph): both are exact integer GEMMs with the same epilogue, so every output value must be identical.
+// bert-mid (hidden 256, FFN 1024: QMatMuls with head split, K up to 1024) in fp32 and fp16 builds; a ResNet-50 of
+// width 16 at 64 px in an fp16 build (its 1x1 stride-1 convolutions are plain GEMMs; residual + second outputs).
+// Usage (GPU machine): node bench/quant/tma-check.js
+import { resnet50, RESNET_SMALL, bertBase, BERT_SMALL } from '../models/zoo.js';
+import { quantizeModel } from '../../src/tools/quantize.js';
+import { randomCalibrationData } from '../../src/quant/data.js';
+import { build } from '../../src/build/builder.js';
+import { Engine } from '../../src/runtime/engine.js';
+import { Tensor } from '../../src/runtime/tensor.js';
+import type { Model } from '../../src/ir/graph.js';
+
+let failures = 0;
+async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16'): Promise<void> {
+  const m = make();
+  const data = randomCalibrationData(m.graph, 2, { seed: 9 });
+  const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
+  const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), batchSize: 4 });
+  const feeds: Record<string, Tensor> = {};
+  for (const [k, t] of data) feeds[k] = new Tensor(t.dtype as 'float32', t.data as Float32Array, [...t.dims]);
+  const run = async (env: string) => {
+    process.env.KILN_QGEMM = env;
+    try {
+      const e = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
+      const ctx = e.createContext();
+      const out = await ctx.run(feeds);
+      const again = await ctx.run(feeds);
+      e.dispose();
+      return [...Object.values(out), ...Object.values(again)].map((t) => (t as Tensor).data as Float32Array);
+    } finally {
+      delete process.env.KILN_QGEMM;
+    }
+  };
+  const ref = await run('wgmma64');
+  for (const route of ['tma', 'tma-cluster']) {
+    const what = `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route} vs wgmma64, run + replay`;
+    try {
+      const b = await run(route);
+      let diff = 0, n = 0;
+      ref.forEach((x, i) => x.forEach((v, k) => { n++; if (v !== b[i][k] && !(Number.isNaN(v) && Number.isNaN(b[i][k]))) diff++; }));
+      const ok = diff === 0 && n > 0;
+      if (!ok) failures++;
+      console.log(`${ok ? 'PASS' : 'FAIL'} ${what}: ${diff} of ${n} output values differ`);
+    } catch (e) {
+      failures++;
+      console.log(`FAIL ${what}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+    }
+  }
+}
+const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
+await same('bert-mid', () => bertBase(BERT_MID), 'fp32');
+await same('bert-mid', () => bertBase(BERT_MID), 'fp16');
+await same('resnet50-w16', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16, image: 64 }), 'fp16');
+console.log(`tma-check: ${failures} failure(s)`);
+process.exit(failures ? 1 : 0);

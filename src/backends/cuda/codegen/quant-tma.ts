@@ -1,0 +1,196 @@
+// The quantized GEMM on Hopper with the tensor copy engine (TMA) feeding warpgroup MMA: a producer warp, consumer
+// warpgroups and an mbarrier ring. Plain GEMM operands only (A [M, K] row-major, B [N, K] K-major): QMatMuls and
+// 1x1 stride-1 NHWC convolutions; implicit-im2col convolutions stay on qgemmWgmma (quant-wgmma.ts).
+import { renderCuda } from '../../../ir/expr.js';
+import { activationExpr } from './elementwise.js';
+import { finish, indexType, type KernelSource } from './types.js';
+import { FP8_HELPERS, KQ_HELPERS, outParams, type QGemmArgs } from './quant.js';
+import { stagedFloatStores } from './quant-wgmma.js';
+
+/** One 2-D tensor map the launch encodes (cuTensorMapEncodeTiled, uint8 elements) over operand `operand`. */
+export interface TmaOperandMap {
+  /** the kernel input it maps: 0 = A [rows, K], 1 = B [rows, K] */
+  operand: 0 | 1;
+  /** global extent: `rows` rows of `cols` bytes, row pitch `cols` bytes */
+  rows: number; cols: number;
+  /** box (one TMA load): `boxRows` rows of `boxCols` bytes */
+  boxRows: number; boxCols: number;
+  /** CUtensorMapSwizzle: 2 = 64-byte, 3 = 128-byte (the layout the wgmma descriptors name) */
+  swizzle: 2 | 3;
+}
+
+/** A TMA kernel: its first two parameters are tensor maps passed by value (128 bytes each), not device pointers. */
+export type TmaKernelSource = KernelSource & { tma: [TmaOperandMap, TmaOperandMap] };
+
+/** The tiles the TMA kernel takes: BM 64 or 128 (one consumer warpgroup per 64 rows), BN 64, 128 or 256. */
+export const TMA_TILES = [{ BM: 128, BN: 128 }, { BM: 128, BN: 256 }, { BM: 128, BN: 64 }, { BM: 64, BN: 128 }, { BM: 64, BN: 64 }] as const;
+
+/**
+ * The fused quantized GEMM fed by TMA (sm_90a). Block = BM / 64 consumer warpgroups, then a producer (a warpgroup at
+ * one block per SM, a warp otherwise). The producer's first thread issues, per k-step, one `cp.async.bulk.tensor.2d` for the A tile (BM rows x 128 bytes) and one for
+ * the B tile (BN rows) into a ring of `stages` slots, completing on the slot's "full" mbarrier (expect_tx: the box
+ * bytes; rows past M / N and bytes past K arrive as zeros, so ragged edges need no bounds checks); it waits on the
+ * slot's "empty" mbarrier before refilling it. The copy engine writes the same 128-byte swizzle the wgmma descriptors
+ * name (64-byte when K <= 64), so the MMA loop is the cp.async kernel's. Consumers wait on "full", issue m64nBNk32
+ * (u8/s8 x s8 into s32), keep one MMA group in flight and release the slot read one k-step back (one arrive per
+ * warp). So loads run stages - 1 k-steps ahead with no thread of the consumers spending issue slots on them, and
+ * the MMA warps never wait on a block-wide barrier. `setmaxnreg` moves registers from the producer to the consumers
+ * (one block per SM: 128x256 tiles hold 128 accumulators per thread). The epilogue is the wgmma kernel's staged one
+ * (bias/scale, residual, activation, requantize, head split, second output), its barriers among the consumers only.
+ * Integer operands only; outputs byte for byte the cp.async kernel's (integer accumulation; same epilogue).
+ * `cluster: 2`: pairs of blocks share the B tile through TMA multicast (see the comment at `BH`); measured slower than
+ * the unclustered tiles on most BERT / ResNet shapes (bench/quant/gpu-layers.js main), kept as tactic candidates.
+ */
+export function qgemmTma(g: QGemmArgs, opts: { cluster?: 1 | 2 } = {}): TmaKernelSource {
+  const { M, N, K } = g, CL = opts.cluster ?? 1;
+  if (CL !== 1 && CL !== 2) throw new Error(`qgemm (tma): clusters of 1 or 2 blocks, got ${String(CL)}`);
+  if (g.a === 'fp8') throw new Error('qgemm (tma): integer operands only (fp8 wgmma accumulates with fewer bits)');
+  if (g.conv) throw new Error('qgemm (tma): plain GEMM operands only; implicit-im2col convolutions take the cp.async wgmma kernel');
+  if (K % 16 !== 0 || N % 8 !== 0) throw new Error(`qgemm (tma): needs K % 16 == 0 (TMA row pitch) and N % 8 == 0 (staged epilogue), got K = ${K}, N = ${N}`);
+  if (g.splitK && g.splitK > 1) throw new Error('qgemm (tma): no split-K');
+  if (g.persistent) throw new Error('qgemm (tma): no persistent grid');
+  if (g.qresidual) throw new Error('qgemm (tma): no 8-bit residual (the cp.async wgmma kernel takes those layers)');
+  if (g.heads && (g.heads.D % 8 !== 0 || g.residual || g.out2)) throw new Error('qgemm (tma): a head split needs D % 8 == 0 and no residual or second output');
+  const BM = g.tile?.BM ?? 128, BN = g.tile?.BN ?? 128;
+  if (!TMA_TILES.some((t) => t.BM === BM && t.BN === BN)) throw new Error(`qgemm (tma): tile ${BM}x${BN} is not one of ${TMA_TILES.map((t) => `${t.BM}x${t.BN}`).join(', ')}`);
+  const BKB = K <= 64 ? 64 : 128, KT = Math.ceil(K / BKB), NWG = BM / 64, CT = 128 * NWG, NT = BN / 8;
+  const stage = (BM + BN) * BKB, FP = BN + 4;
+  const ST = g.stages ?? Math.max(2, Math.min(KT, Math.floor((220 * 1024) / (g.occupancy ?? 1) / stage), 6));
+  if (!(Number.isInteger(ST) && ST >= 2 && ST <= 8)) throw new Error(`qgemm (tma): stages must be 2 to 8, got ${ST}`);
+  const smem = Math.max(ST * stage, BM * FP * 4) + 1024; // the staged float tile reuses the ring; + 1024-byte alignment slack
+  let blocks = Math.max(1, Math.min(g.occupancy ?? 1, Math.floor((227 * 1024) / (smem + 1024))));
+  // no more blocks than leave the MMA's BN / 2 accumulators and its operands registers (ptxas compiles every path
+  // under the entry cap: 64 accumulators needed a cap of 90)
+  const capOf = (b: number) => Math.min(255, Math.floor(65536 / ((CT + (b === 1 ? 128 : 32)) * b) / 8) * 8);
+  while (blocks > 1 && capOf(blocks) < BN / 2 + 32) blocks--;
+  // the producer: a whole warpgroup at one block per SM, so that setmaxnreg (per warpgroup) can move its registers to
+  // the consumers (ptxas compiles every path under the entry cap, so two blocks of 3 warpgroups could not hold a
+  // 64-accumulator chain); a single warp at two or more blocks per SM. It comes after the consumers: wgmma's
+  // warpgroups start at a warp index divisible by 4
+  const wsp = blocks === 1, TH = CT + (wsp ? 128 : 32);
+  const cap = capOf(blocks), low = 40;
+  const high = Math.min(248, Math.floor((cap * TH - low * 128) / CT / 8) * 8);
+  const it = indexType(Math.max(M * N, M * K, N * K));
+  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
+  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
+  const instr = `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`;
+  const nAcc = BN / 2;
+  const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(',');
+  const outs = Array.from({ length: nAcc }, (_, i) => `"+r"(accum[0][${i >> 2}][${i & 3}])`).join(', ');
+  // the staged epilogue's block-wide barriers become a named barrier over the consumers (the producer has left)
+  const staged = stagedFloatStores({ ...g, staged: true }, { BM, BN, NT, FP, TH: CT, fOff: 0 }, it, act)
+    .replace(/__syncthreads\(\);/g, `asm volatile("bar.sync 1, ${CT};\\n" ::: "memory");`);
+  // a cluster's grid is padded to whole pairs: the extra block loads (zeros) for its partner and stores nothing
+  const tilesM = Math.ceil(M / BM), gridM = Math.ceil(tilesM / CL) * CL;
+  const epilogue = gridM > tilesM ? `  if (m0 < ${M}) {\n${staged}\n  }` : staged;
+  // 2-block cluster (blockIdx.x pairs: two M tiles of one N tile): each block loads its A tile and half the B tile,
+  // multicast to both, so the pair reads B from L2 once; a slot is refilled only when both blocks' consumers are done
+  // with it (their warps arrive on both blocks' "empty" barriers), and no block exits before its partner is done
+  // arriving on its barriers (a cluster barrier at the end, the producer included)
+  const BH = BN / CL;
+  const loadB = CL === 1 ? `kq_tma(sa + ${BM * BKB}, &tmB, kt * ${BKB}, n0, bar);`
+    : `asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\\n"
+          :: "r"(sa + ${BM * BKB} + rank * ${BH * BKB}), "l"(&tmB), "r"(kt * ${BKB}), "r"(n0 + rank * ${BH}), "r"(bar), "h"((unsigned short)3) : "memory");`;
+  const release = CL === 1 ? `if (kt > 0 && lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\\n" :: "r"(empty0 + 8 * prev) : "memory");`
+    : `if (kt > 0 && lane == 0) {
+      #pragma unroll
+      for (unsigned c = 0; c < 2; c++) asm volatile("{\\n.reg .b32 ra;\\nmapa.shared::cluster.u32 ra, %0, %1;\\nmbarrier.arrive.shared::cluster.b64 _, [ra];\\n}\\n" :: "r"(empty0 + 8 * prev), "r"(c) : "memory");
+    }`;
+  const clusterSync = 'asm volatile("barrier.cluster.arrive.release;\\nbarrier.cluster.wait.acquire;\\n" ::: "memory");';
+  const body = `${g.out === 'fp8' ? FP8_HELPERS : ''}
+${KQ_HELPERS}
+struct __align__(64) KqTmap { unsigned long long v[16]; };
+// a wait that never ends (a load that never completes) traps: a launch error instead of a hung stream
+__device__ __forceinline__ void kq_bar_wait(unsigned bar, unsigned parity) {
+  unsigned done, spins = 0;
+  do {
+    asm volatile("{\\n.reg .pred p;\\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\\nselp.u32 %0, 1, 0, p;\\n}\\n" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    if (++spins == ${1 << 22}u) __trap();
+  } while (!done);
+}
+__device__ __forceinline__ void kq_tma(unsigned dst, const KqTmap* map, int k, int row, unsigned bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\\n"
+    :: "r"(dst), "l"(map), "r"(k), "r"(row), "r"(bar) : "memory");
+}
+// shared-memory matrix descriptor: start >> 4, leading offset 1 (unused when K-major and swizzled), stride between
+// 8-row atoms (8 rows of ${BKB} bytes), ${BKB}-byte swizzle
+__device__ __forceinline__ unsigned long long qdesc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(${8 * BKB} >> 4) << 32) | (${BKB === 128 ? 1 : 2}ull << 62);
+}
+extern "C" __global__ void __launch_bounds__(${TH}, ${blocks})${CL > 1 ? ` __cluster_dims__(${CL}, 1, 1)` : ''} KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
+  extern __shared__ __align__(1024) unsigned char smem[];
+  __shared__ __align__(8) unsigned long long kq_bars[${2 * ST}];
+  const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  const unsigned full0 = (unsigned)__cvta_generic_to_shared(kq_bars), empty0 = full0 + ${8 * ST};
+  const int m0 = blockIdx.x * ${BM}, n0 = blockIdx.y * ${BN};
+  if (threadIdx.x == 0) {
+    #pragma unroll
+    for (int s = 0; s < ${ST}; s++) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\\n" :: "r"(full0 + 8 * s));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], ${4 * NWG * CL};\\n" :: "r"(empty0 + 8 * s)); // one arrive per consumer warp${CL > 1 ? ' of the pair' : ''}
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\\n" ::: "memory"); // the copy engine sees the initialized barriers
+    asm volatile("prefetch.tensormap [%0];\\n" :: "l"(&tmA) : "memory");
+    asm volatile("prefetch.tensormap [%0];\\n" :: "l"(&tmB) : "memory");
+  }
+  ${CL > 1 ? `${clusterSync} // the partner's barriers are initialized before anything lands on them
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\\n" : "=r"(rank));` : '__syncthreads();'}
+  if (threadIdx.x >= ${CT}) { // the producer: one thread issues every load
+    ${wsp ? `asm volatile("setmaxnreg.dec.sync.aligned.u32 ${low};\\n");` : ''}
+    if (threadIdx.x == ${CT}) {
+      int s = 0;
+      unsigned phase = 0;
+      for (int kt = 0; kt < ${KT}; kt++) {
+        if (kt >= ${ST}) kq_bar_wait(empty0 + 8 * s, phase ^ 1); // the consumers' release of this slot's last use
+        const unsigned sa = sbase + s * ${stage}, bar = full0 + 8 * s;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
+        kq_tma(sa, &tmA, kt * ${BKB}, m0, bar);
+        ${loadB}
+        if (++s == ${ST}) { s = 0; phase ^= 1; }
+      }
+    }
+    ${CL > 1 ? `${clusterSync}
+    return;` : 'return;'}
+  }
+  ${wsp ? `asm volatile("setmaxnreg.inc.sync.aligned.u32 ${high};\\n");` : ''}
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp, grp = lane >> 2, tig = lane & 3;
+  int accum[1][${NT}][4];
+  #pragma unroll
+  for (int b = 0; b < ${NT}; b++)
+    #pragma unroll
+    for (int r = 0; r < 4; r++) accum[0][b][r] = 0;
+  const unsigned wgA = (warp >> 2) * ${64 * BKB};
+  int s = 0, prev = ${ST - 1};
+  unsigned phase = 0;
+  for (int kt = 0; kt < ${KT}; kt++) {
+    kq_bar_wait(full0 + 8 * s, phase);
+    const unsigned sA = sbase + s * ${stage}, sB = sA + ${BM * BKB};
+    asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
+    #pragma unroll
+    for (int ks = 0; ks < ${BKB / 32}; ks++) {
+      const unsigned long long da = qdesc(sA + wgA + ks * 32), db = qdesc(sB + ks * 32);
+      asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nAcc + 2}, 0;\\n${instr} {${regs}}, %${nAcc}, %${nAcc + 1}, p;\\n}\\n"
+          : ${outs}
+          : "l"(da), "l"(db), "r"(1));
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // the previous k-step's group is done with its slot
+    ${release}
+    prev = s;
+    if (++s == ${ST}) { s = 0; phase ^= 1; }
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
+${epilogue}${CL > 1 ? `
+  ${clusterSync}` : ''}
+}`;
+  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
+  const sw = BKB === 128 ? 3 : 2;
+  const tma: [TmaOperandMap, TmaOperandMap] = [
+    { operand: 0, rows: M, cols: K, boxRows: BM, boxCols: BKB, swizzle: sw },
+    { operand: 1, rows: N, cols: K, boxRows: BH, boxCols: BKB, swizzle: sw },
+  ];
+  const k = finish('kiln_qtma', body, { grid: [gridM, Math.ceil(N / BN), 1], block: [TH, 1, 1], sharedBytes: smem, params });
+  return { ...k, arch: 'sm_90a', tma };
+}

@@ -173,15 +173,9 @@ __device__ __forceinline__ float e4m32f(unsigned char v) {
  *   within 2^-12 of a half-integer can the two round differently: then the true division decides (1 output in 2^11
  *   on spread values). NaN goes to lo, as fmaxf(NaN, lo) did. kq_q8x8 does 8 outputs with one branch and packs bytes.
  */
-export const KQ_HELPERS = String.raw`__device__ __forceinline__ float kq_i2f22(int a) { return __int_as_float(0x4B400000 + a) - 12582912.0f; }
-__device__ __forceinline__ int kq_q8(float v, float r, float y, float lo, float hi) {
-  const float q = fminf(fmaxf(v * r, lo), hi);
-  float t = q + 12582912.0f;
-  if (fabsf(q - (t - 12582912.0f)) >= 0.499755859f) t = fminf(fmaxf(v / y, lo), hi) + 12582912.0f;
-  return __float_as_int(t) - 0x4B400000;
-}
-__device__ __forceinline__ uint2 kq_q8x8(const float (&v)[8], float r, float y, float lo, float hi, int zp) {
-  float t[8];
+/** 8 sums rounded to integers kept as floats biased by 1.5 * 2^23 (t[8]), kq_q8's way with one slow-path branch: the body
+ * shared by kq_q8x8 (8-bit stores) and kq_c8 (an 8-bit residual's own rounding). */
+const ROUND8 = String.raw`  float t[8];
   bool slow = false;
   #pragma unroll
   for (int j = 0; j < 8; j++) {
@@ -193,7 +187,16 @@ __device__ __forceinline__ uint2 kq_q8x8(const float (&v)[8], float r, float y, 
     #pragma unroll
     for (int j = 0; j < 8; j++) t[j] = fminf(fmaxf(v[j] / y, lo), hi) + 12582912.0f;
   }
-  int b[8];
+`;
+export const KQ_HELPERS = String.raw`__device__ __forceinline__ float kq_i2f22(int a) { return __int_as_float(0x4B400000 + a) - 12582912.0f; }
+__device__ __forceinline__ int kq_q8(float v, float r, float y, float lo, float hi) {
+  const float q = fminf(fmaxf(v * r, lo), hi);
+  float t = q + 12582912.0f;
+  if (fabsf(q - (t - 12582912.0f)) >= 0.499755859f) t = fminf(fmaxf(v / y, lo), hi) + 12582912.0f;
+  return __float_as_int(t) - 0x4B400000;
+}
+__device__ __forceinline__ uint2 kq_q8x8(const float (&v)[8], float r, float y, float lo, float hi, int zp) {
+${ROUND8}  int b[8];
   #pragma unroll
   for (int j = 0; j < 8; j++) b[j] = __float_as_int(t[j]) + zp; // low byte: rint + zp (0x4B400000 ends in a zero byte)
   return make_uint2(__byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410),
@@ -446,19 +449,7 @@ export function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, ro
  * less its zero point as an exact float (t - 1.5 * 2^23), with no integer conversion on the way.
  */
 export const QRES_HELPERS = String.raw`__device__ __forceinline__ void kq_c8(const float (&v)[8], float r, float y, float lo, float hi, float (&c)[8]) {
-  float t[8];
-  bool slow = false;
-  #pragma unroll
-  for (int j = 0; j < 8; j++) {
-    const float q = fminf(fmaxf(v[j] * r, lo), hi);
-    t[j] = q + 12582912.0f;
-    slow |= fabsf(q - (t[j] - 12582912.0f)) >= 0.499755859f;
-  }
-  if (slow) {
-    #pragma unroll
-    for (int j = 0; j < 8; j++) t[j] = fminf(fmaxf(v[j] / y, lo), hi) + 12582912.0f;
-  }
-  #pragma unroll
+${ROUND8}  #pragma unroll
   for (int j = 0; j < 8; j++) c[j] = t[j] - 12582912.0f;
 }`;
 

@@ -46,7 +46,7 @@ function rand(bytes: number, seed: number, mask = 0xff): number {
 }
 const t = (f: () => void) => timeOnStream(f, stream, 20) * 1000; // us
 /** The TMA kernel's variants timed in `main` mode: 1 block/SM (producer warpgroup, setmaxnreg) or 2-3 (producer warp). */
-const TMA_VARS: { name: string; tile: { BM: number; BN: number }; more: Partial<QGemmArgs>; cluster?: 2 }[] = [
+const TMA_VARS: { name: string; tile: { BM: number; BN: number }; more: Partial<QGemmArgs>; cluster?: 2; pp?: true }[] = [
   { name: 'tma128x128', tile: { BM: 128, BN: 128 }, more: {} },
   { name: 'tma128x256', tile: { BM: 128, BN: 256 }, more: {} },
   { name: 'tma128x128o2', tile: { BM: 128, BN: 128 }, more: { occupancy: 2 } },
@@ -62,7 +62,14 @@ const TMA_VARS: { name: string; tile: { BM: number; BN: number }; more: Partial<
   { name: 'cl2x64x128o2', tile: { BM: 64, BN: 128 }, more: { occupancy: 2 }, cluster: 2 },
   { name: 'cl2x128x64o2', tile: { BM: 128, BN: 64 }, more: { occupancy: 2 }, cluster: 2 },
   { name: 'cl2x64x64o3', tile: { BM: 64, BN: 64 }, more: { occupancy: 3 }, cluster: 2 },
+  // persistent ping-pong (grid = SMs x blocks per SM): two consumer warpgroups on alternate 64-row tiles
+  { name: 'pp64x128', tile: { BM: 64, BN: 128 }, more: {}, pp: true },
+  { name: 'pp64x64', tile: { BM: 64, BN: 64 }, more: {}, pp: true },
+  { name: 'pp64x64o2', tile: { BM: 64, BN: 64 }, more: { occupancy: 2 }, pp: true },
+  { name: 'pp64x256', tile: { BM: 64, BN: 256 }, more: {}, pp: true },
 ];
+/** A TMA variant's kernel for `g`. */
+const tmaKernel = (v: (typeof TMA_VARS)[number], g: QGemmArgs) => qgemmTma({ ...g, tile: v.tile, ...v.more }, { cluster: v.cluster, persistent: v.pp ? dev.info.smCount : undefined });
 if (process.argv[2] === 'main') await mainLoop(process.argv[3]);
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
@@ -295,7 +302,7 @@ async function mainLoop(which?: string): Promise<void> {
     // split-K where the tactic offers it: long reductions on grids that leave most SMs idle
     const ok = vars.filter((v) => !v.more.splitK || (v.more.splitK <= KT && KT >= 8 && Math.ceil(M / 64) * Math.ceil(N / 64) * 2 <= dev.info.smCount));
     const ks = ok.map((v) => qgemm({ ...args, tile: v.tile, ...v.more }));
-    dev.prefetch([...ks, ...(s.conv ? [] : TMA_VARS.map((v) => qgemmTma({ ...args, tile: v.tile, ...v.more }, { cluster: v.cluster })))]);
+    dev.prefetch([...ks, ...(s.conv ? [] : TMA_VARS.map((v) => tmaKernel(v, args)))]);
     const row: Record<string, string | number> = { shape: s.name, M, N, K, count: s.count };
     const flops = 2 * M * N * K, bytes = xBytes + N * K + M * N * oBytes;
     const floor = Math.max(flops / (peakTops * 1e6), bytes / (bw * 1e6));
@@ -331,7 +338,7 @@ async function mainLoop(which?: string): Promise<void> {
     if (!s.conv) {
       for (const v of TMA_VARS) {
         try {
-          const k = qgemmTma({ ...args, tile: v.tile, ...v.more }, { cluster: v.cluster });
+          const k = tmaKernel(v, args);
           const launch = tmaLauncher(k, x, w, [sc]);
           const us = tq(() => launch([out]));
           launch([out]); dev.sync(null);
@@ -410,8 +417,8 @@ function tmaEpilogueChecks(s: Shape, args: QGemmArgs, x: number, w: number, sc: 
     const kr = qgemm({ ...ref64, ...g, tile: ref64.tile, occupancy: 4 });
     dev.kernel(kr);
     dev.launch(kr, [x, w, sc, ...extra, ...outsRef], stream);
-    for (const v of TMA_VARS.filter((u) => ['tma128x128', 'tma128x256', 'tma128x128o2', 'cl2x128x128o2', 'cl2x128x256'].includes(u.name))) {
-      const k = qgemmTma({ ...g, tile: v.tile, ...v.more }, { cluster: v.cluster });
+    for (const v of TMA_VARS.filter((u) => ['tma128x128', 'tma128x256', 'tma128x128o2', 'cl2x128x128o2', 'cl2x128x256', 'pp64x128', 'pp64x64o2', 'pp64x256'].includes(u.name))) {
+      const k = tmaKernel(v, g);
       tmaLauncher(k, x, w, [sc, ...extra])(outsNew);
       dev.sync(null);
       const per = g.heads ? (M * N * 2) / 3 : M * N * (g.out === 'float16' ? 2 : 1);

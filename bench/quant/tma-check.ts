@@ -1,7 +1,8 @@
 // GPU check of the TMA-fed int8 GEMM (codegen/quant-tma.ts) on whole models: the same quantized model built with
 // KILN_QGEMM=tma and =tma-cluster (every plain-GEMM layer on the TMA kernel's 128x128 tile, without / with 2-block
 // clusters; convolutions with implicit im2col keep the tactic) and with KILN_QGEMM=wgmma64 (the cp.async kernel's 64x64 staged tile), run twice (eager, then the captured
-// graph): both are exact integer GEMMs with the same epilogue, so every output value must be identical.
+// graph), and with KILN_QTMA=pp KILN_QGEMM=tma (the persistent ping-pong kernel's 64x128 tile): all are exact integer
+// GEMMs with the same epilogue, so every output value must be identical.
 // bert-mid (hidden 256, FFN 1024: QMatMuls with head split, K up to 1024) in fp32 and fp16 builds; a ResNet-50 of
 // width 16 at 64 px in an fp16 build (its 1x1 stride-1 convolutions are plain GEMMs; residual + second outputs).
 // Usage (GPU machine): node bench/quant/tma-check.js
@@ -22,7 +23,9 @@ async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16')
   const feeds: Record<string, Tensor> = {};
   for (const [k, t] of data) feeds[k] = new Tensor(t.dtype as 'float32', t.data as Float32Array, [...t.dims]);
   const run = async (env: string) => {
-    process.env.KILN_QGEMM = env;
+    // tma-pp: the persistent ping-pong kernel's first tile (KILN_QTMA=pp offers its tiles alone; =tma forces the first)
+    if (env === 'tma-pp') process.env.KILN_QTMA = 'pp';
+    process.env.KILN_QGEMM = env === 'tma-pp' ? 'tma' : env;
     try {
       const e = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
       const ctx = e.createContext();
@@ -32,10 +35,11 @@ async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16')
       return [...Object.values(out), ...Object.values(again)].map((t) => (t as Tensor).data as Float32Array);
     } finally {
       delete process.env.KILN_QGEMM;
+      delete process.env.KILN_QTMA;
     }
   };
   const ref = await run('wgmma64');
-  for (const route of ['tma', 'tma-cluster']) {
+  for (const route of ['tma', 'tma-cluster', 'tma-pp']) {
     const what = `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route} vs wgmma64, run + replay`;
     try {
       const b = await run(route);

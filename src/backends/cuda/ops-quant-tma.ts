@@ -22,12 +22,23 @@ export interface TmaCandidate {
 export const TMA_CANDIDATES = [[128, 128, 2, 1], [128, 64, 3, 1], [64, 128, 3, 1], [64, 128, 2, 1], [64, 64, 3, 1], [128, 128, 2, 2], [64, 128, 2, 2]] as const;
 
 /**
+ * The persistent ping-pong kernel's tiles (qgemmTma's `persistent`), offered after TMA_CANDIDATES (saved choices keep
+ * their indices): [BM, BN, blocks per SM]. KILN_QTMA=pp offers these alone (so KILN_QGEMM=tma forces the first),
+ * KILN_QTMA=nopp leaves them out (same-run before / after).
+ */
+export const TMA_PP_CANDIDATES = [[64, 128, 1], [64, 64, 1], [64, 64, 2]] as const;
+
+/**
  * The TMA kernel's candidates for a layer, or none where it does not apply: not Hopper, implicit im2col, fp8, a ragged
  * row pitch (K % 16) or channel count (N % 8: the staged epilogue), split-K or persistent grids, an 8-bit residual.
  */
 export function tmaCandidates(dev: CudaDevice, args: QGemmArgs, sc: number): (() => TmaCandidate)[] {
   if (dev.info.sm !== 90 || args.conv || args.a === 'fp8' || args.K % 16 !== 0 || args.N % 8 !== 0 || (args.splitK ?? 1) > 1 || args.persistent || args.qresidual) return [];
-  return TMA_CANDIDATES.map(([BM, BN, occupancy, cluster]) => () => candidate(dev, qgemmTma({ ...args, tile: { BM, BN }, occupancy, staged: true, wgmma: true }, { cluster }), sc));
+  const g = { ...args, staged: true, wgmma: true };
+  const pp = TMA_PP_CANDIDATES.map(([BM, BN, occupancy]) => () => candidate(dev, qgemmTma({ ...g, tile: { BM, BN }, occupancy }, { persistent: dev.info.smCount }), sc));
+  if (process.env.KILN_QTMA === 'pp') return pp;
+  const tiles = TMA_CANDIDATES.map(([BM, BN, occupancy, cluster]) => () => candidate(dev, qgemmTma({ ...g, tile: { BM, BN }, occupancy }, { cluster }), sc));
+  return process.env.KILN_QTMA === 'nopp' ? tiles : [...tiles, ...pp];
 }
 
 function candidate(dev: CudaDevice, k: TmaKernelSource, sc: number): TmaCandidate {

@@ -6,9 +6,9 @@
 // output, uint8 A, head split) and bench/quant/tma-check.ts (whole models, run + graph replay).
 import { describe, expect, it } from 'vitest';
 import { expectCleanCompile, hasNvcc } from '../../helpers/nvcc.js';
-import { qgemmTma, TMA_TILES } from '../../../src/backends/cuda/codegen/quant-tma.js';
+import { qgemmTma, TMA_PP_TILES, TMA_TILES } from '../../../src/backends/cuda/codegen/quant-tma.js';
 import { qgemm, type QGemmArgs } from '../../../src/backends/cuda/codegen/quant.js';
-import { TMA_CANDIDATES, tmaCandidates } from '../../../src/backends/cuda/ops-quant-tma.js';
+import { TMA_CANDIDATES, TMA_PP_CANDIDATES, tmaCandidates } from '../../../src/backends/cuda/ops-quant-tma.js';
 import { encodeTensorMap2d, pointerArray } from '../../../src/backends/cuda/ffi/driver.js';
 import type { CudaDevice } from '../../../src/backends/cuda/device.js';
 
@@ -75,17 +75,48 @@ describe('TMA-fed int8 GEMM', () => {
   });
 
   it('offers its candidates to the tactic only for plain integer GEMMs on Hopper', () => {
-    const dev = (sm: number) => ({ info: { sm } }) as unknown as CudaDevice;
+    const dev = (sm: number) => ({ info: { sm, smCount: 132 } }) as unknown as CudaDevice;
     const made = tmaCandidates(dev(90), qkv, 0);
-    expect(made).toHaveLength(TMA_CANDIDATES.length);
+    expect(made).toHaveLength(TMA_CANDIDATES.length + TMA_PP_CANDIDATES.length); // the ping-pong tiles after the others
     const kernels = made.map((mk) => mk().kernels[0] as ReturnType<typeof qgemmTma>);
     expect(kernels.map((k) => [k.tma[0].boxRows, k.tma[1].boxRows * (/__cluster_dims__/.test(k.source) ? 2 : 1)]))
-      .toEqual(TMA_CANDIDATES.map(([BM, BN]) => [BM, BN]));
+      .toEqual([...TMA_CANDIDATES, ...TMA_PP_CANDIDATES].map(([BM, BN]) => [BM, BN]));
+    expect(kernels.slice(TMA_CANDIDATES.length).map((k) => k.grid[0])).toEqual(TMA_PP_CANDIDATES.map(([, , o]) => 132 * o));
     expect(tmaCandidates(dev(89), qkv, 0)).toEqual([]);
     expect(tmaCandidates(dev(90), { ...qkv, a: 'fp8' }, 0)).toEqual([]);
     expect(tmaCandidates(dev(90), { ...qkv, N: 2300 }, 0)).toEqual([]);
     expect(tmaCandidates(dev(90), { ...qkv, conv: { H: 7, W: 7, C: 512, OH: 7, OW: 7, KH: 3, KW: 3, strides: [1, 1], pads: [1, 1, 1, 1], dilations: [1, 1] } }, 0)).toEqual([]);
     expect(tmaCandidates(dev(90), { ...qkv, qresidual: { a: 'int8', scale: 1, zeroPoint: 0, c: 'int8', cScale: 1, cZeroPoint: 0 } } as QGemmArgs, 0)).toEqual([]);
+  });
+
+  it('walks tiles persistently, two consumers taking turns, each with its own staging area', () => {
+    const k = qgemmTma({ ...qkv, tile: { BM: 64, BN: 128 } }, { persistent: 132 });
+    expect(k.grid).toEqual([132, 1, 1]); // 16 x 18 tiles over 132 blocks
+    expect(k.block).toEqual([384, 1, 1]); // two consumer warpgroups + a producer warpgroup (setmaxnreg)
+    expect(k.tma.map((t) => t.boxRows)).toEqual([64, 128]);
+    const ring = 6 * 192 * 128, stg = 64 * 132 * 4;
+    expect(k.sharedBytes).toBe(ring + 2 * stg + 1024); // the staging areas come after the ring: no slot is reused
+    expect(k.source).toMatch(new RegExp(`const unsigned sbase = ring \\+ ${ring} \\+ cw \\* ${stg};`));
+    expect(k.source).toMatch(/const int ntiles = \(287 - \(int\)blockIdx\.x\) \/ 132 \+ 1;/);
+    expect(k.source).toMatch(/tile % 16 \* 64, n0 = tile \/ 16 \* 128/);
+    // the epilogue's barriers are the consumer's own (1 or 2, 128 threads), its stores the staged epilogue's
+    const tail = k.source.slice(k.source.indexOf('the other consumer\'s turn'));
+    expect(tail).not.toMatch(/__syncthreads/);
+    expect(tail.match(/bar\.sync %0, 128;/g)).toHaveLength(2);
+    const ref = qgemm({ ...qkv, tile: { BM: 64, BN: 128 } }).source;
+    const pass2 = (s: string) => s.slice(s.indexOf('const float4 p0'), s.lastIndexOf('}'));
+    expect(pass2(k.source).slice(0, 400)).toBe(pass2(ref).slice(0, 400));
+    // the turn-taking waits: consumer 1 on consumer 0's barrier for tile i - 1 (phase j), consumer 0 on consumer 1's (phase j - 1)
+    expect(k.source).toMatch(/if \(i > 0\) kq_bar_wait\(order0 \+ 8 \* \(1 - cw\), \(unsigned\)\(j - 1 \+ cw\) & 1u\);/);
+    expect(k.source).toMatch(/mbarrier\.init\.shared::cta\.b64 \[%0\], 4;/); // one consumer's 4 warps release a slot
+    // fewer tiles than SMs: one block per tile; two blocks per SM: a producer warp, no setmaxnreg
+    expect(qgemmTma({ ...qkv, N: 768, tile: { BM: 64, BN: 128 } }, { persistent: 132 }).grid).toEqual([96, 1, 1]);
+    const two = qgemmTma({ ...qkv, tile: { BM: 64, BN: 64 }, occupancy: 2 }, { persistent: 132 });
+    expect([two.grid[0], two.block[0]]).toEqual([264, 288]);
+    expect(two.source).not.toMatch(/setmaxnreg/);
+    expect(() => qgemmTma({ ...qkv, tile: { BM: 128, BN: 128 } }, { persistent: 132 })).toThrow(/ping-pong tile 128x128/);
+    expect(() => qgemmTma(qkv, { persistent: 132, cluster: 2 })).toThrow(/no clusters/);
+    expect(() => qgemmTma({ ...qkv, tile: { BM: 64, BN: 128 }, occupancy: 2 }, { persistent: 132 })).toThrow(/ring stages/);
   });
 
   it('passes a tensor map by value in the launch parameters', () => {
@@ -117,6 +148,10 @@ describe('TMA-fed int8 GEMM', () => {
     units.push(['out2', qgemmTma({ ...conv1x1, K: 512, out: 'float16', out2: { store: 'int8', yScale: 0.1, yZeroPoint: 0 }, tile: { BM: 64, BN: 128 }, occupancy: 2 }).source]);
     units.push(['cl2', qgemmTma({ ...qkv, tile: { BM: 128, BN: 128 }, occupancy: 2 }, { cluster: 2 }).source]);
     units.push(['cl2ws', qgemmTma({ ...conv1x1, M: 1568, K: 2048, N: 512, tile: { BM: 128, BN: 256 } }, { cluster: 2 }).source]);
+    for (const t of TMA_PP_TILES) for (const o of t.BN === 64 ? [1, 2] : [1]) units.push([`pp${t.BN}o${o}`, qgemmTma({ ...qkv, tile: t, occupancy: o }, { persistent: 132 }).source]);
+    units.push(['ppconv', qgemmTma({ ...conv1x1, tile: { BM: 64, BN: 64 }, occupancy: 2 }, { persistent: 132 }).source]);
+    units.push(['ppheads', qgemmTma({ ...qkv, tile: { BM: 64, BN: 128 }, heads: { S: 128, H: 12, D: 64, parts: 3 } }, { persistent: 132 }).source]);
+    units.push(['ppout2', qgemmTma({ ...conv1x1, K: 512, out: 'float16', out2: { store: 'int8', yScale: 0.1, yZeroPoint: 0 }, tile: { BM: 64, BN: 128 } }, { persistent: 132 }).source]);
     expectCleanCompile(units, 'sm_90a');
   }, 120_000);
 });

@@ -202,7 +202,7 @@ const elementwise: Gen = (c, n, ins, out) => {
   const bt = c.batch && out.length >= 2 && ins.every((d, i) => !c.batch![i] || d!.length === out.length) ? c.batch : undefined;
   const vOut = bt ? [2, ...out.slice(1)] : out;
   const vIns = ins.map((d, i) => (bt?.[i] ? [2, ...d!.slice(1)] : d!));
-  const r = out.length, inner = out[r - 1] ?? 1, per = prod(out.slice(1));
+  const r = out.length, per = prod(out.slice(1));
   // strides of each input over the output's dims (0 where broadcast)
   const strides = vIns.map((dd) => {
     const off = r - dd.length;
@@ -220,12 +220,21 @@ const elementwise: Gen = (c, n, ins, out) => {
   const id = c.id;
   const scalar = (i: number) => prod(vIns[i]) === 1;
   const flat = vIns.every((d, k) => scalar(k) || sameDims(d, vOut));
-  const read = (i: number) => (scalar(i) ? `x${i}[0]` : flat ? `x${i}[i]` : strides[i]![r - 1] ? `x${i}[o${i} + i]` : `x${i}[o${i}]`);
+  // adjacent dims every input reads alike (contiguous, or both broadcast) become one, so the inner loop runs over
+  // whole planes: a squeeze-excite Mul [C, H, W] x [C, 1, 1] is C rows of H * W, not C * H rows of W (RegNetY's 7-wide
+  // rows ran scalar). A batch-generic leading dim stays apart. \`md\`: the merged dims (the leading one as in \`out\`).
+  const md = [out[r - 1] ?? 1], ms = strides.map((q) => [q![r - 1]]);
+  for (let a = r - 2; a >= 0; a--) {
+    if ((!bt || a > 0) && strides.every((q, i) => q![a] === ms[i][0] * md[0])) md[0] *= out[a];
+    else { md.unshift(out[a]); ms.forEach((q, i) => q.unshift(strides[i]![a])); }
+  }
+  const inner = md[md.length - 1];
+  const read = (i: number) => (scalar(i) ? `x${i}[0]` : flat ? `x${i}[i]` : ms[i][md.length - 1] ? `x${i}[o${i} + i]` : `x${i}[o${i}]`);
   const decl = ins.map((_, i) => `const float *restrict x${i} = ((void **)ctx)[${i}];`).join(' ');
   const offsets = flat ? '' : ins.map((_, i) => {
-    const st = strides[i]!;
+    const st = ms[i];
     // row / (rows per leading index) is below the leading dim already: no modulus there
-    const terms = out.slice(0, -1).map((_, a) => (st[a] ? `(${a ? `(row / ${prod(out.slice(a + 1, -1))}) % ${out[a]}` : `row / ${prod(out.slice(1, -1))}`}) * ${st[a]}` : '')).filter(Boolean);
+    const terms = md.slice(0, -1).map((_, a) => (st[a] ? `(${a ? `(row / ${prod(md.slice(a + 1, -1))}) % ${md[a]}` : `row / ${prod(md.slice(1, -1))}`}) * ${st[a]}` : '')).filter(Boolean);
     return `long o${i} = ${terms.length ? terms.join(' + ') : '0'};`;
   }).join(' ');
   const body = renderC(expr, read);

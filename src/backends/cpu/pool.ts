@@ -49,17 +49,26 @@ function windowPool(c: Ctx, fn: string, isMax: boolean, countPad: number, g: num
   const div = (cols: string) => (countPad ? cFloat(kh * kw) : `(nr * ${cols})`);
   const planes = `${c.batch?.[0] ? 'nb' : N} * ${C}`;
   // the two full-window passes live in functions of their own: inlined into the loop nest below, GCC leaves them scalar
+  const hv = isMax ? horiz : `(${horiz}) / ${div(String(kw))}`;
+  // the horizontal pass runs a whole number of vectors into a scratch row (then copied out), reading past the row's
+  // end into \`r\`'s zeroed tail: GCC's scalar tail loop of a max is a data-dependent branch per element
+  const np = ow1 - ow0 >= 8 ? Math.ceil((ow1 - ow0) / 16) * 16 : 0;
+  const rw = Math.max(W, np ? (ow0 + np - 1) * s[1] + (kw - 1) * d[1] - p[1] + 1 : 0);
   const src = `static __attribute__((noinline)) void pv${id}(const float *restrict xr, float *restrict r) {
-  for (int w = 0; w < ${W}; w++) r[w] = ${vert};
+${blocked('w', 0, W, `r[w] = ${vert};`)}
 }
 static __attribute__((noinline)) void ph${id}(const float *restrict r, float *restrict yr, float nr) {
-  (void)nr;
-  for (int ow = ${ow0}; ow < ${ow1}; ow++) yr[ow] = ${isMax ? horiz : `(${horiz}) / ${div(String(kw))}`};
+  (void)nr;${np ? `
+  float tt[${np}] __attribute__((aligned(64)));
+  for (int q = 0; q < ${np}; q++) { const int ow = q + ${ow0}; tt[q] = ${hv}; }
+  memcpy(yr + ${ow0}, tt, ${(ow1 - ow0) * 4});` : `
+  for (int ow = ${ow0}; ow < ${ow1}; ow++) yr[ow] = ${hv};`}
 }
 static void t${id}(void *ctx, int t) {
   void *const *q = ctx;
   int planes = (int)(intptr_t)q[2], per = (planes + (int)(intptr_t)q[3] - 1) / (int)(intptr_t)q[3];
-  float r[${W}];
+  float r[${rw}];${rw > W ? `
+  memset(r + ${W}, 0, ${(rw - W) * 4});` : ''}
   for (int pl = t * per; pl < KMIN(planes, (t + 1) * per); pl++) {
     const float *x = (const float *)q[0] + (size_t)pl * ${H * W};
     float *y = (float *)q[1] + (size_t)pl * ${OH * OW};
@@ -76,7 +85,7 @@ static void t${id}(void *ctx, int t) {
           if (h < 0 || h >= ${H}) continue;
           const float *xr = x + h * ${W};
           if (nr++) for (int w = 0; w < ${W}; w++) r[w] = ${op('r[w]', 'xr[w]')};
-          else memcpy(r, xr, sizeof(r));
+          else memcpy(r, xr, ${W * 4});
         }
         if (!nr) { for (int ow = 0; ow < ${OW}; ow++) yr[ow] = ${isMax ? '-INFINITY' : countPad ? '0' : 'NAN'}; continue; }
       }
@@ -99,6 +108,21 @@ ${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads(
   void *q[4] = { a0, a1, (void *)(intptr_t)planes, (void *)(intptr_t)tasks };
   kiln_pool_run(t${id}, q, tasks);`)}`;
   return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: N * C * OH * OW * kh * kw, source: src };
+}
+
+/**
+ * \`body\` for \`v\` in [from, to) as blocks of 16 (or 8) whole iterations, the last block moved back to end at \`to\`
+ * (it recomputes a few of its predecessor's, which is harmless: every iteration writes its own element from inputs the
+ * loop does not write). GCC vectorizes a block but leaves a loop's tail scalar, and a scalar max of the row's data is a
+ * data-dependent branch: SqueezeNet's 111-wide rows spent most of their time in mispredicted tails.
+ */
+function blocked(v: string, from: number, to: number, body: string): string {
+  const n = to - from, b = n >= 16 ? 16 : n >= 8 ? 8 : 0;
+  if (!b) return `  for (int ${v} = ${from}; ${v} < ${to}; ${v}++) ${body}`;
+  return `  for (int s0 = ${from}; s0 < ${to}; s0 += ${b}) {
+    const int b0 = s0 + ${b} <= ${to} ? s0 : ${to - b};
+    for (int ${v} = b0; ${v} < b0 + ${b}; ${v}++) ${body}
+  }`;
 }
 
 export const globalPool = (isMax: boolean): Gen => (c, n, ins) => {

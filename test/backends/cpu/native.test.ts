@@ -183,6 +183,47 @@ describe.skipIf(!hasCompiler)('compiled CPU kernels on the zoo models', () => {
     }
   }, 60_000);
 
+  it('Concat and Slice with rows longer than a copy piece (split over the pool at 2 threads, pieces across part boundaries) match the reference at 1 and 2 threads', async () => {
+    const b = new GraphBuilder('long-rows');
+    const x = b.input('x', 'float32', ['n', 5, 41, 43]);
+    const c = b.op('Mul', [x, x], {}, 'sq');
+    // one output row per image: 15 x 1763 floats, two pieces at 2 threads, split inside the middle part
+    const cat = b.op('Concat', [c, x, c], { axis: 1 }, 'cat');
+    const i64 = (name: string, v: number[]) => b.initializer(name, new TensorData('int64', [v.length], BigInt64Array.from(v.map(BigInt))));
+    b.output(b.op('Relu', [cat], {}, 'relu'));
+    b.output(b.op('Sigmoid', [b.op('Slice', [cat, i64('st', [2]), i64('en', [13]), i64('ax', [1])], {}, 'slice')], {}, 'sig'));
+    const m = b.model(17);
+    for (const n of [1, 2]) {
+      const plan = await build(m, { shapes: { x: [n, 5, 41, 43] } });
+      const native = new Set(nativeLayers(plan.bytes).map((l) => l.name));
+      for (const name of ['cat', 'slice']) expect(native.has(name), name).toBe(true);
+      const feeds = { x: new Tensor('float32', randomTensor(seededRandom(n), [n, 5, 41, 43], 1).data as Float32Array, [n, 5, 41, 43]) };
+      for (const threads of [1, 2]) expect(await compareWithReference(m, feeds, plan.bytes, threads)).toBeLessThan(1e-6);
+    }
+  }, 60_000);
+
+  it('broadcast elementwise ops with merged dims (per-channel, per-position, per-row operands; batch 1 and batch-generic 3) match the reference', async () => {
+    const b = new GraphBuilder('merged-dims');
+    const r = seededRandom(11);
+    const x = b.input('x', 'float32', ['n', 32, 28, 27]);
+    const y = b.op('Relu', [b.op('Conv', [x, b.initializer('w', randomTensor(r, [32, 32, 1, 1], 0.3))], {}, 'conv')], {}, 'relu');
+    // [C, 1, 1]: C rows of 756; [1, H, W]: one plane read by every channel; [C, H, 1]: no merge but the leading dims;
+    // [n, C, 1, 1] from the graph: a batch-carrying per-channel gate
+    const perC = b.op('Mul', [y, b.initializer('g', randomTensor(r, [32, 1, 1], 1))], {}, 'mul_c');
+    const perHW = b.op('Add', [perC, b.initializer('h', randomTensor(r, [1, 28, 27], 1))], {}, 'add_hw');
+    const perRow = b.op('Sub', [perHW, b.initializer('s', randomTensor(r, [32, 28, 1], 1))], {}, 'sub_row');
+    const gate = b.op('GlobalAveragePool', [y], {}, 'gap');
+    b.output(b.op('Mul', [perRow, gate], {}, 'mul_gate'));
+    const m = b.model(17);
+    for (const n of [1, 3]) {
+      const plan = await build(m, { shapes: { x: [n, 32, 28, 27] } });
+      const native = new Set(nativeLayers(plan.bytes).map((l) => l.name));
+      for (const name of ['mul_c', 'add_hw', 'sub_row', 'mul_gate']) expect(native.has(name), `${name} in ${[...native].join()}`).toBe(true);
+      const feeds = { x: new Tensor('float32', randomTensor(seededRandom(n), [n, 32, 28, 27], 1).data as Float32Array, [n, 32, 28, 27]) };
+      for (const threads of [1, 2]) expect(await compareWithReference(m, feeds, plan.bytes, threads)).toBeLessThan(1e-3);
+    }
+  }, 60_000);
+
   it('Gather (embedding rows by run-time ids, negative ids; a scalar index on axis 1) and Cast run natively; an id out of range is that node\'s error', async () => {
     const b = new GraphBuilder('gathers');
     const r = seededRandom(12);

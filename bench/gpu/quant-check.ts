@@ -15,6 +15,7 @@ import type { Model } from '../../src/ir/graph.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.js';
 import { TensorData } from '../../src/ir/tensor.js';
 import type { CudaRunner } from '../../src/backends/cuda/runner.js';
+import { quantizedRoutes } from '../quant/feeds.js';
 
 let failures = 0;
 // QCHECK=residual: only the --quantize-residual rows (a quick rerun after a change to that epilogue alone)
@@ -221,27 +222,9 @@ const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
 const SMALL2 = { ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 };
 async function splitCheck(name: string, make: () => Model, precision: 'fp32' | 'fp16') {
   if (only) return;
-  const m = make();
-  const data = randomCalibrationData(m.graph, 2, { seed: 9 });
-  const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
-  const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), batchSize: 4 });
-  const feeds: Record<string, Tensor> = {};
-  for (const [k, t] of data) feeds[k] = new Tensor(t.dtype as 'float32', t.data as Float32Array, [...t.dims]);
-  const run = async (env: string) => {
-    process.env.KILN_QGEMM = env;
-    try {
-      const e = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
-      const ctx = e.createContext();
-      const out = await ctx.run(feeds);
-      const again = await ctx.run(feeds); // replay: the tile counters were left at zero
-      e.dispose();
-      return [...Object.values(out), ...Object.values(again)].map((t) => (t as Tensor).data as Float32Array);
-    } finally {
-      delete process.env.KILN_QGEMM;
-    }
-  };
+  const run = quantizedRoutes(make, precision);
   try {
-    const [a, b] = [await run('wgmma64'), await run('wgmma-splitk')];
+    const [a, b] = [await run({ KILN_QGEMM: 'wgmma64' }), await run({ KILN_QGEMM: 'wgmma-splitk' })];
     let diff = 0, n = 0;
     a.forEach((x, i) => x.forEach((v, k) => { n++; if (v !== b[i][k]) diff++; }));
     report(diff === 0 && n > 0, `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: split-K (wgmma-splitk) vs unsplit 64x64 (wgmma64), run + replay: ${diff} of ${n} output values differ`);

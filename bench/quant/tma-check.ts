@@ -7,37 +7,14 @@
 // width 16 at 64 px in an fp16 build (its 1x1 stride-1 convolutions are plain GEMMs; residual + second outputs).
 // Usage (GPU machine): node bench/quant/tma-check.js
 import { resnet50, RESNET_SMALL, bertBase, BERT_SMALL } from '../models/zoo.js';
-import { quantizeModel } from '../../src/tools/quantize.js';
-import { randomCalibrationData } from '../../src/quant/data.js';
-import { build } from '../../src/build/builder.js';
-import { Engine } from '../../src/runtime/engine.js';
-import { Tensor } from '../../src/runtime/tensor.js';
 import type { Model } from '../../src/ir/graph.js';
+import { quantizedRoutes } from './feeds.js';
 
 let failures = 0;
 async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16'): Promise<void> {
-  const m = make();
-  const data = randomCalibrationData(m.graph, 2, { seed: 9 });
-  const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
-  const { model: q } = quantizeModel(m, { mode: 'int8', calibrationData: randomCalibrationData(m.graph, 4, { seed: 1 }), batchSize: 4 });
-  const feeds: Record<string, Tensor> = {};
-  for (const [k, t] of data) feeds[k] = new Tensor(t.dtype as 'float32', t.data as Float32Array, [...t.dims]);
-  const run = async (env: string) => {
-    // tma-pp: the persistent ping-pong kernel's first tile (KILN_QTMA=pp offers its tiles alone; =tma forces the first)
-    if (env === 'tma-pp') process.env.KILN_QTMA = 'pp';
-    process.env.KILN_QGEMM = env === 'tma-pp' ? 'tma' : env;
-    try {
-      const e = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
-      const ctx = e.createContext();
-      const out = await ctx.run(feeds);
-      const again = await ctx.run(feeds);
-      e.dispose();
-      return [...Object.values(out), ...Object.values(again)].map((t) => (t as Tensor).data as Float32Array);
-    } finally {
-      delete process.env.KILN_QGEMM;
-      delete process.env.KILN_QTMA;
-    }
-  };
+  const routes = quantizedRoutes(make, precision);
+  // tma-pp: the persistent ping-pong kernel's first tile (KILN_QTMA=pp offers its tiles alone; =tma forces the first)
+  const run = (route: string) => routes(route === 'tma-pp' ? { KILN_QTMA: 'pp', KILN_QGEMM: 'tma' } : { KILN_QGEMM: route });
   const ref = await run('wgmma64');
   for (const route of ['tma', 'tma-cluster', 'tma-pp']) {
     const what = `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route} vs wgmma64, run + replay`;

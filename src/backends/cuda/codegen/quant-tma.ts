@@ -75,13 +75,7 @@ export function qgemmTma(g: QGemmArgs, opts: { cluster?: 1 | 2; persistent?: num
   const wsp = blocks === 1, TH = CT + (wsp ? 128 : 32);
   const cap = capOf(blocks), low = 40;
   const high = Math.min(248, Math.floor((cap * TH - low * 128) / CT / 8) * 8);
-  const it = indexType(Math.max(M * N, M * K, N * K));
-  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
-  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
-  const instr = `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`;
-  const nAcc = BN / 2;
-  const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(',');
-  const outs = Array.from({ length: nAcc }, (_, i) => `"+r"(accum[0][${i >> 2}][${i & 3}])`).join(', ');
+  const { it, act, resArg, instr, nAcc, regs, outs } = consumerParts(g, BN);
   // the staged epilogue's block-wide barriers become a named barrier over the consumers (the producer has left)
   const staged = stagedFloatStores({ ...g, staged: true }, { BM, BN, NT, FP, TH: CT, fOff: 0 }, it, act)
     .replace(/__syncthreads\(\);/g, `asm volatile("bar.sync 1, ${CT};\\n" ::: "memory");`);
@@ -215,13 +209,7 @@ function pingPong(g: QGemmArgs, sms: number): TmaKernelSource {
   if (cap < BN / 2 + 32) throw new Error(`qgemm (tma): ping-pong ${BM}x${BN} at ${occ} per SM leaves ${cap} registers per thread`);
   const high = Math.min(248, Math.floor((cap * TH - low * 128) / CT / 8) * 8);
   const tilesM = Math.ceil(M / BM), tiles = tilesM * Math.ceil(N / BN), grid = Math.min(tiles, sms * occ);
-  const it = indexType(Math.max(M * N, M * K, N * K));
-  const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
-  const resArg = g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '';
-  const instr = `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`;
-  const nAcc = BN / 2;
-  const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(',');
-  const outs = Array.from({ length: nAcc }, (_, i) => `"+r"(accum[0][${i >> 2}][${i & 3}])`).join(', ');
+  const { it, act, resArg, instr, nAcc, regs, outs } = consumerParts(g, BN);
   // the staged epilogue over one consumer's tile and staging area: its block-wide barriers become the consumer's own
   // named barrier (1 or 2, 128 threads)
   const staged = stagedFloatStores({ ...g, staged: true }, { BM, BN, NT, FP, TH: 128, fOff: 0 }, it, act)
@@ -318,6 +306,21 @@ ${staged}
 
 // the device helpers both TMA kernels share: the tensor-map parameter type, the mbarrier wait with its spin guard, one
 // TMA load, and the wgmma shared-memory descriptor of a BKB-byte swizzled k-step
+/** What both kernels' consumers render alike: index type, activation, residual parameter, the m64nBNk32 wgmma and its
+ * accumulator operands. */
+function consumerParts(g: QGemmArgs, BN: number) {
+  const { M, N, K } = g, nAcc = BN / 2;
+  return {
+    it: indexType(Math.max(M * N, M * K, N * K)),
+    act: renderCuda(activationExpr(g.activation, g.params), () => 'v'),
+    resArg: g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '',
+    instr: `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`,
+    nAcc,
+    regs: Array.from({ length: nAcc }, (_, i) => `%${i}`).join(','),
+    outs: Array.from({ length: nAcc }, (_, i) => `"+r"(accum[0][${i >> 2}][${i & 3}])`).join(', '),
+  };
+}
+
 function tmaHelpers(BKB: number): string {
   return `struct __align__(64) KqTmap { unsigned long long v[16]; };
 // a wait that never ends (a load that never completes) traps: a launch error instead of a hung stream

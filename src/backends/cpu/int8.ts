@@ -1,5 +1,5 @@
-// Native kernels for quantized layers (kiln:QConv, kiln:QMatMul), per-tensor QuantizeLinear and max pooling over
-// quantized tensors: C with shapes and scales baked in, calling the int8 runtime (kernels/int8.c.ts). Weights are
+// Native kernels for quantized layers (kiln:QConv, kiln:QMatMul), per-tensor QuantizeLinear / DequantizeLinear and
+// max pooling over quantized tensors: C with shapes and scales baked in, calling the int8 runtime (kernels/int8.c.ts). Weights are
 // packed once at load with their zero-point compensation; outputs are float32, or int8/uint8 when the layer
 // requantizes.
 import type { Model, Node, ValueType } from '../../ir/graph.js';
@@ -152,6 +152,18 @@ function quantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outD
   };
 }
 
+/** Per-tensor DequantizeLinear of an int8/uint8 tensor to float32 (scale and zero point constant). */
+function dequantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+  const g = c.model.graph.initializers;
+  const s = g.get(n.inputs[1]), z = n.inputs[2] ? g.get(n.inputs[2]) : undefined, x = typeOfName(c, n.inputs[0])?.dtype;
+  if (!ins[0] || outDtype || (x !== 'int8' && x !== 'uint8') || !s || s.size !== 1 || s.dtype !== 'float32' || (n.inputs[2] && (!z || z.size !== 1))) return undefined;
+  const fn = `L${c.id}_dequant`;
+  return {
+    variants: [{ tactic: `native-${c.isa}-dequantize`, fn }], args: [{ in: 0 }, { out: true }], work: prod(out),
+    source: exported(fn, `  kiln_dequantize_q(a0, a1, ${prod(out)}L, ${cFloat(s.get(0))}, ${z ? z.get(0) : 0}, ${x === 'uint8' ? 1 : 0});`),
+  };
+}
+
 /** 2-D MaxPool (no Indices) over an int8/uint8 NCHW tensor (a QuantizeLinear moved before it by the optimizer). */
 function maxpool(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
   const [x] = ins;
@@ -165,16 +177,16 @@ function maxpool(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDt
   };
 }
 
-const GENERATORS: Record<string, typeof qconv> = { 'kiln:QConv': qconv, 'kiln:QMatMul': qmatmul, ':QuantizeLinear': quantize, ':MaxPool': maxpool };
+const GENERATORS: Record<string, typeof qconv> = { 'kiln:QConv': qconv, 'kiln:QMatMul': qmatmul, ':QuantizeLinear': quantize, ':DequantizeLinear': dequantize, ':MaxPool': maxpool };
 const key = (node: Node) => `${node.domain === KILN_DOMAIN ? 'kiln' : node.domain}:${node.opType}`;
 
 /**
- * Whether `node` is one of the ops this file generates kernels for (those skip the float32-only checks): a MaxPool
- * only when it reads an 8-bit tensor (a float one is the float generators').
+ * Whether `node` is one of the ops this file generates kernels for (those skip the float32-only checks): a MaxPool or
+ * a DequantizeLinear only when it reads an 8-bit tensor (a float pool is the float generators').
  */
 export const isInt8Op = (node: Node, typeOf: Ctx['typeOf']): boolean => {
   if (!GENERATORS[key(node)]) return false;
-  if (node.opType !== 'MaxPool') return true;
+  if (node.opType !== 'MaxPool' && node.opType !== 'DequantizeLinear') return true;
   const t = typeOf(node.inputs[0]);
   return t?.kind === 'tensor' && (t.dtype === 'int8' || t.dtype === 'uint8');
 };
@@ -192,7 +204,7 @@ export function int8LayerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'],
   // quantized layers: int8/uint8 activation, int8 weight, float32 bias and residual; an 8-bit pool keeps its type
   if (node.opType === 'MaxPool') {
     if (types[0]?.dtype !== outT.dtype || node.inputs.length !== 1) return undefined;
-  } else if (node.opType !== 'QuantizeLinear') {
+  } else if (node.opType !== 'QuantizeLinear' && node.opType !== 'DequantizeLinear') {
     const want = (i: number, t: string) => (i === 0 ? t === 'int8' || t === 'uint8' : i === 1 ? t === 'int8' : t === 'float32');
     if (types.some((t, i) => t && !want(i, t.dtype))) return undefined;
   }

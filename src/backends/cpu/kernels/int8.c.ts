@@ -43,6 +43,7 @@ int kiln_qconv_grid(qconv_t *g);
 void kiln_qconv_packb_grid(const void *ctx, int j0, int nj, uint8_t *panel);
 void kiln_qconv_px(qgemm_t *g, qconv_t *cv, int grid);
 void kiln_quantize_f32(const float *x, void *y, long n, float scale, int zp, int is_u8);
+void kiln_dequantize_q(const void *x, float *y, long n, float scale, int zp, int is_u8);
 void kiln_maxpool_q(const void *x, void *y, int planes, int H, int W, int OH, int OW, int kh, int kw, int sh, int sw,
     int dh, int dw, int ph, int pw, int is_s8);
 `;
@@ -610,6 +611,22 @@ static void quant_task(void *p, int t) {
 void kiln_quantize_f32(const float *x, void *y, long n, float scale, int zp, int is_u8) {
   quant_job j = { x, y, n, scale, zp, is_u8 };
   kiln_pool_run(quant_task, &j, (int)((n + QUANT_PER - 1) / QUANT_PER));
+}
+
+/* Per-tensor DequantizeLinear of int8/uint8 to float32: (x - zp) * scale, one float multiply of an exact integer,
+   rounded once as the reference's double product cast to float32 is. Where a Q/DQ file keeps a DequantizeLinear
+   between integer layers (both inputs of a quantized residual Add, on the CPU). */
+typedef struct { const void *x; float *y; long n; float scale; int zp, is_u8; } dequant_job;
+static void dequant_task(void *p, int t) {
+  const dequant_job *j = p;
+  long i0 = t * QUANT_PER, i1 = i0 + QUANT_PER < j->n ? i0 + QUANT_PER : j->n;
+  float *y = j->y; float scale = j->scale; int zp = j->zp;
+  if (j->is_u8) { const uint8_t *x = j->x; for (long i = i0; i < i1; i++) y[i] = (float)((int)x[i] - zp) * scale; }
+  else { const int8_t *x = j->x; for (long i = i0; i < i1; i++) y[i] = (float)((int)x[i] - zp) * scale; }
+}
+void kiln_dequantize_q(const void *x, float *y, long n, float scale, int zp, int is_u8) {
+  dequant_job j = { x, y, n, scale, zp, is_u8 };
+  kiln_pool_run(dequant_task, &j, (int)((n + QUANT_PER - 1) / QUANT_PER));
 }
 
 /* Max pooling over 8-bit planes (NCHW), one plane per task, for a MaxPool that reads a quantized tensor (the build

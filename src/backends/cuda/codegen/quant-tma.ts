@@ -75,7 +75,7 @@ export function qgemmTma(g: QGemmArgs, opts: { cluster?: 1 | 2; persistent?: num
   const wsp = blocks === 1, TH = CT + (wsp ? 128 : 32);
   const cap = capOf(blocks), low = 40;
   const high = Math.min(248, Math.floor((cap * TH - low * 128) / CT / 8) * 8);
-  const { it, act, resArg, instr, nAcc, regs, outs } = consumerParts(g, BN);
+  const { it, act, resArg, kstep } = consumerParts(g, BN, BKB);
   // the staged epilogue's block-wide barriers become a named barrier over the consumers (the producer has left)
   const staged = stagedFloatStores({ ...g, staged: true }, { BM, BN, NT, FP, TH: CT, fOff: 0 }, it, act)
     .replace(/__syncthreads\(\);/g, `asm volatile("bar.sync 1, ${CT};\\n" ::: "memory");`);
@@ -148,16 +148,7 @@ ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${blocks})
   for (int kt = 0; kt < ${KT}; kt++) {
     kq_bar_wait(full0 + 8 * s, phase);
     const unsigned sA = sbase + s * ${stage}, sB = sA + ${BM * BKB};
-    asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
-    #pragma unroll
-    for (int ks = 0; ks < ${BKB / 32}; ks++) {
-      const unsigned long long da = qdesc(sA + wgA + ks * 32), db = qdesc(sB + ks * 32);
-      asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nAcc + 2}, 0;\\n${instr} {${regs}}, %${nAcc}, %${nAcc + 1}, p;\\n}\\n"
-          : ${outs}
-          : "l"(da), "l"(db), "r"(1));
-    }
-    asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // the previous k-step's group is done with its slot
+${kstep('sA + wgA', '    ')}
     ${release}
     prev = s;
     if (++s == ${ST}) { s = 0; phase ^= 1; }
@@ -209,7 +200,7 @@ function pingPong(g: QGemmArgs, sms: number): TmaKernelSource {
   if (cap < BN / 2 + 32) throw new Error(`qgemm (tma): ping-pong ${BM}x${BN} at ${occ} per SM leaves ${cap} registers per thread`);
   const high = Math.min(248, Math.floor((cap * TH - low * 128) / CT / 8) * 8);
   const tilesM = Math.ceil(M / BM), tiles = tilesM * Math.ceil(N / BN), grid = Math.min(tiles, sms * occ);
-  const { it, act, resArg, instr, nAcc, regs, outs } = consumerParts(g, BN);
+  const { it, act, resArg, kstep } = consumerParts(g, BN, BKB);
   // the staged epilogue over one consumer's tile and staging area: its block-wide barriers become the consumer's own
   // named barrier (1 or 2, 128 threads)
   const staged = stagedFloatStores({ ...g, staged: true }, { BM, BN, NT, FP, TH: 128, fOff: 0 }, it, act)
@@ -274,16 +265,7 @@ ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${occ}) KN
     for (int kt = 0; kt < ${KT}; kt++) {
       kq_bar_wait(full0 + 8 * s, phase);
       const unsigned sA = ring + s * ${stage}, sB = sA + ${BM * BKB};
-      asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
-      #pragma unroll
-      for (int ks = 0; ks < ${BKB / 32}; ks++) {
-        const unsigned long long da = qdesc(sA + ks * 32), db = qdesc(sB + ks * 32);
-        asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nAcc + 2}, 0;\\n${instr} {${regs}}, %${nAcc}, %${nAcc + 1}, p;\\n}\\n"
-            : ${outs}
-            : "l"(da), "l"(db), "r"(1));
-      }
-      asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
-      asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // the previous k-step's group is done with its slot
+${kstep('sA', '      ')}
       if (kt > 0 && lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\\n" :: "r"(empty0 + 8 * prev) : "memory");
       prev = s;
       if (++s == ${ST}) { s = 0; phase ^= 1; }
@@ -306,18 +288,30 @@ ${staged}
 
 // the device helpers both TMA kernels share: the tensor-map parameter type, the mbarrier wait with its spin guard, one
 // TMA load, and the wgmma shared-memory descriptor of a BKB-byte swizzled k-step
-/** What both kernels' consumers render alike: index type, activation, residual parameter, the m64nBNk32 wgmma and its
- * accumulator operands. */
-function consumerParts(g: QGemmArgs, BN: number) {
+/**
+ * What both kernels' consumers render alike: index type, activation, residual parameter, and one k-step of the
+ * m64nBNk32 wgmma chain over the ring slot at sA/sB (A rows from `a`), waited for down to one group in flight.
+ */
+function consumerParts(g: QGemmArgs, BN: number, BKB: number) {
   const { M, N, K } = g, nAcc = BN / 2;
+  const instr = `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`;
+  const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(',');
+  const outs = Array.from({ length: nAcc }, (_, i) => `"+r"(accum[0][${i >> 2}][${i & 3}])`).join(', ');
+  const kstep = (a: string, pad: string) => `${pad}asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
+${pad}#pragma unroll
+${pad}for (int ks = 0; ks < ${BKB / 32}; ks++) {
+${pad}  const unsigned long long da = qdesc(${a} + ks * 32), db = qdesc(sB + ks * 32);
+${pad}  asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nAcc + 2}, 0;\\n${instr} {${regs}}, %${nAcc}, %${nAcc + 1}, p;\\n}\\n"
+${pad}      : ${outs}
+${pad}      : "l"(da), "l"(db), "r"(1));
+${pad}}
+${pad}asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
+${pad}asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // the previous k-step's group is done with its slot`;
   return {
     it: indexType(Math.max(M * N, M * K, N * K)),
     act: renderCuda(activationExpr(g.activation, g.params), () => 'v'),
     resArg: g.residual ? `, const ${g.residual === 'float16' ? 'unsigned short' : 'float'}* __restrict__ res` : '',
-    instr: `wgmma.mma_async.sync.aligned.m64n${BN}k32.s32.${g.a === 'uint8' ? 'u8' : 's8'}.s8`,
-    nAcc,
-    regs: Array.from({ length: nAcc }, (_, i) => `%${i}`).join(','),
-    outs: Array.from({ length: nAcc }, (_, i) => `"+r"(accum[0][${i >> 2}][${i & 3}])`).join(', '),
+    kstep,
   };
 }
 

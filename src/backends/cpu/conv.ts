@@ -39,19 +39,24 @@ export function convGeometry(n: Node, x: number[], w: number[], out: number[]): 
 }
 
 /**
- * A 2-D convolution's pads [top, left, bottom, right] from its pads / auto_pad attributes, or undefined when the
- * output shape does not follow from them (guards against attributes the generators do not model).
+ * A 2-D window's pads [top, left, bottom, right] from its pads / auto_pad attributes (convolutions and pools alike;
+ * SAME pads from the output size the shape inference gave).
+ */
+export function windowPads(n: Node, x: number[], out: number[], k: number[], s: number[], d: number[]): number[] {
+  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
+  if (auto === 'NOTSET') return attrOf(n, 'pads', [0, 0, 0, 0]);
+  if (auto === 'VALID') return [0, 0, 0, 0];
+  const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((k[i] - 1) * d[i] + 1) - x[2 + i]));
+  const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
+  return [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
+}
+
+/**
+ * A 2-D convolution's pads (windowPads), or undefined when the output shape does not follow from them (guards
+ * against attributes the generators do not model).
  */
 export function convPads(n: Node, x: number[], out: number[], k: number[], s: number[], d: number[]): number[] | undefined {
-  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
-  let p: number[];
-  if (auto === 'NOTSET') p = attrOf(n, 'pads', [0, 0, 0, 0]);
-  else if (auto === 'VALID') p = [0, 0, 0, 0];
-  else {
-    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((k[i] - 1) * d[i] + 1) - x[2 + i]));
-    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
-    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
-  }
+  const p = windowPads(n, x, out, k, s, d);
   const expect = [0, 1].map((i) => Math.floor((x[2 + i] + p[i] + p[i + 2] - ((k[i] - 1) * d[i] + 1)) / s[i]) + 1);
   return expect[0] === out[2] && expect[1] === out[3] ? p : undefined;
 }

@@ -10,7 +10,7 @@ import { cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { QTILES } from './kernels/int8.c.js';
 import { attrOf, prod, typeOfName, type LayerKernel, type Variant } from './codegen.js';
-import { convPads } from './conv.js';
+import { convPads, windowPads } from './conv.js';
 
 export type QuantOut = 'int8' | 'uint8';
 
@@ -139,37 +139,42 @@ function qmatmul(c: Ctx, n: Node, ins: (number[] | null)[], out: number[]): Omit
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: src, work: M * N * K };
 }
 
-/** Per-tensor QuantizeLinear of a float32 tensor to int8/uint8. */
-function quantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+/** A Quantize/DequantizeLinear's constant per-tensor float32 scale and zero point (0 when absent), or undefined. */
+function perTensor(c: Ctx, n: Node): { scale: number; zp: number } | undefined {
   const g = c.model.graph.initializers;
   const s = g.get(n.inputs[1]), z = n.inputs[2] ? g.get(n.inputs[2]) : undefined;
-  if (!ins[0] || typeOfName(c, n.inputs[0])?.dtype !== 'float32' || !s || s.size !== 1 || s.dtype !== 'float32' || (n.inputs[2] && (!z || z.size !== 1))) return undefined;
-  if (attrOf(n, 'saturate', 1) !== 1 || !outDtype) return undefined;
+  if (!s || s.size !== 1 || s.dtype !== 'float32' || (n.inputs[2] && (!z || z.size !== 1))) return undefined;
+  return { scale: s.get(0), zp: z ? z.get(0) : 0 };
+}
+
+/** Per-tensor QuantizeLinear of a float32 tensor to int8/uint8. */
+function quantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
+  const q = perTensor(c, n);
+  if (!ins[0] || typeOfName(c, n.inputs[0])?.dtype !== 'float32' || !q || attrOf(n, 'saturate', 1) !== 1 || !outDtype) return undefined;
   const fn = `L${c.id}_quant`;
   return {
     variants: [{ tactic: `native-${c.isa}-quantize`, fn }], args: [{ in: 0 }, { out: true }], work: prod(out),
-    source: exported(fn, `  kiln_quantize_f32(a0, a1, ${prod(out)}L, ${cFloat(s.get(0))}, ${z ? z.get(0) : 0}, ${outDtype === 'uint8' ? 1 : 0});`),
+    source: exported(fn, `  kiln_quantize_f32(a0, a1, ${prod(out)}L, ${cFloat(q.scale)}, ${q.zp}, ${outDtype === 'uint8' ? 1 : 0});`),
   };
 }
 
 /** Per-tensor DequantizeLinear of an int8/uint8 tensor to float32 (scale and zero point constant). */
 function dequantize(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
-  const g = c.model.graph.initializers;
-  const s = g.get(n.inputs[1]), z = n.inputs[2] ? g.get(n.inputs[2]) : undefined, x = typeOfName(c, n.inputs[0])?.dtype;
-  if (!ins[0] || outDtype || (x !== 'int8' && x !== 'uint8') || !s || s.size !== 1 || s.dtype !== 'float32' || (n.inputs[2] && (!z || z.size !== 1))) return undefined;
+  const q = perTensor(c, n), x = typeOfName(c, n.inputs[0])?.dtype;
+  if (!ins[0] || outDtype || (x !== 'int8' && x !== 'uint8') || !q) return undefined;
   const fn = `L${c.id}_dequant`;
   return {
     variants: [{ tactic: `native-${c.isa}-dequantize`, fn }], args: [{ in: 0 }, { out: true }], work: prod(out),
-    source: exported(fn, `  kiln_dequantize_q(a0, a1, ${prod(out)}L, ${cFloat(s.get(0))}, ${z ? z.get(0) : 0}, ${x === 'uint8' ? 1 : 0});`),
+    source: exported(fn, `  kiln_dequantize_q(a0, a1, ${prod(out)}L, ${cFloat(q.scale)}, ${q.zp}, ${x === 'uint8' ? 1 : 0});`),
   };
 }
 
 /** 2-D MaxPool (no Indices) over an int8/uint8 NCHW tensor (a QuantizeLinear moved before it by the optimizer). */
 function maxpool(c: Ctx, n: Node, ins: (number[] | null)[], out: number[], outDtype?: QuantOut): Omit<Int8Kernel, 'node' | 'inputDims' | 'outDims' | 'outDtype'> | undefined {
   const [x] = ins;
-  const k = attrOf<number[]>(n, 'kernel_shape', []), auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
-  if (!x || x.length !== 4 || out.length !== 4 || !outDtype || k.length !== 2 || attrOf(n, 'storage_order', 0) || (auto !== 'NOTSET' && auto !== 'VALID')) return undefined;
-  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]), p = auto === 'VALID' ? [0, 0, 0, 0] : attrOf(n, 'pads', [0, 0, 0, 0]);
+  const k = attrOf<number[]>(n, 'kernel_shape', []);
+  if (!x || x.length !== 4 || out.length !== 4 || !outDtype || k.length !== 2 || attrOf(n, 'storage_order', 0)) return undefined;
+  const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]), p = windowPads(n, x, out, k, s, d);
   const [N, C, H, W] = x, [, , OH, OW] = out, fn = `L${c.id}_qmaxpool`;
   return {
     variants: [{ tactic: `native-${c.isa}-maxpool-${outDtype}`, fn }], args: [{ in: 0 }, { out: true }], work: prod(out) * k[0] * k[1],

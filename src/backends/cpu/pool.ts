@@ -3,6 +3,7 @@
 // windows use the runtime's generic loop.
 import { cFloat } from './expr-c.js';
 import { attrOf, exported, prod, MIN_ELEMENTS, type Ctx, type Gen, type GenResult } from './codegen.js';
+import { windowPads } from './conv.js';
 
 /** kh + kw taps get unrolled into the baked pool's two passes; larger windows keep the generic loop */
 const MAX_POOL_TAPS = 32;
@@ -13,15 +14,9 @@ export const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
   const [kh, kw] = attrOf<number[]>(n, 'kernel_shape', []);
   if (kh === undefined || kw === undefined || attrOf(n, 'storage_order', 0)) return undefined;
   const s = attrOf(n, 'strides', [1, 1]), d = attrOf(n, 'dilations', [1, 1]);
-  const auto = attrOf<string>(n, 'auto_pad', 'NOTSET');
-  let p = auto === 'NOTSET' ? attrOf(n, 'pads', [0, 0, 0, 0]) : [0, 0, 0, 0];
-  if (auto.startsWith('SAME')) {
-    const tot = [0, 1].map((i) => Math.max(0, (out[2 + i] - 1) * s[i] + ((i ? kw : kh) - 1) * d[i] + 1 - x[2 + i]));
-    const lo = tot.map((t) => (auto === 'SAME_UPPER' ? Math.floor(t / 2) : Math.ceil(t / 2)));
-    p = [lo[0], lo[1], tot[0] - lo[0], tot[1] - lo[1]];
-  }
+  const p = windowPads(n, x, out, [kh, kw], s, d);
   const countPad = attrOf(n, 'count_include_pad', 0);
-  if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || auto !== 'NOTSET')) return undefined;
+  if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || attrOf(n, 'auto_pad', 'NOTSET') !== 'NOTSET')) return undefined;
   const fn = `L${c.id}_pool`;
   // one input row lives on the baked pool's stack: very wide rows keep the generic loop too
   if (kh + kw <= MAX_POOL_TAPS && W <= 8192) return windowPool(c, fn, isMax, countPad, [N, C, H, W, OH, OW, kh, kw], s, d, p);

@@ -6,35 +6,29 @@
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
-import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
-import { META_BLOB, type KernelsMeta } from '../../src/backends/cpu/build.js';
+import type { KernelsMeta } from '../../src/backends/cpu/build.js';
 import { asTensors, zooInputs } from './inputs.js';
+import { chainNames, kernelsMeta, recordSymbols } from './native-names.js';
 
 const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1', runsArg = '60'] = process.argv.slice(2);
 if (!fileA || !fileB) throw new Error('usage: chain-ab.ts <model> <planA> <planB> [threads] [runs]');
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const feeds = asTensors(zooInputs(m).feeds);
 const plans = [fileA, fileB].map((f) => fs.readFileSync(f));
-const metas = plans.map((b) => JSON.parse(new TextDecoder().decode(parsePlan(b).blobs.get(META_BLOB)!)) as KernelsMeta);
+const metas = plans.map(kernelsMeta);
 
+recordSymbols();
 const P = NativeLibrary.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-const names = new Map<NativeLibrary, Map<bigint, string>>();
-const symbol = P.symbol;
-P.symbol = function (this: NativeLibrary, fn: unknown) {
-  const a = symbol.call(this, fn) as bigint | undefined;
-  if (a !== undefined) (names.get(this) ?? names.set(this, new Map()).get(this)!).set(a, fn as string);
-  return a;
-};
 let sink: Map<string, number[]> | undefined, meta: KernelsMeta | undefined;
 const runChain = P.runChain;
 P.runChain = function (this: NativeLibrary, prog: unknown, n: unknown, sync: unknown) {
   const p = prog as BigInt64Array, count = n as number;
   if (sink) {
-    const byFn = new Map(meta!.layers.map((l) => [l.fn, l]));
+    const byFn = new Map(meta!.layers.map((l) => [l.fn, l])), fns = chainNames(this, p, count);
     for (let i = 0; i < count; i++) {
-      const fn = names.get(this)?.get(p[i * 10]) ?? '?';
+      const fn = fns[i];
       const t = performance.now();
       runChain.call(this, p.subarray(i * 10, i * 10 + 10), 1, true);
       const us = (performance.now() - t) * 1000;

@@ -7,11 +7,10 @@ import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
 import { build } from '../../src/build/builder.js';
-import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
-import { META_BLOB, type KernelsMeta } from '../../src/backends/cpu/build.js';
 import { asTensors, zooInputs } from './inputs.js';
+import { chainNames, kernelsMeta, recordSymbols } from './native-names.js';
 
 const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
 const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -30,25 +29,19 @@ else {
   bytes = (await build(m, { shapes })).bytes;
   if (planFile) fs.writeFileSync(planFile, bytes);
 }
-const meta = JSON.parse(new TextDecoder().decode(parsePlan(bytes).blobs.get(META_BLOB)!)) as KernelsMeta;
+const meta = kernelsMeta(bytes);
 const byFn = new Map(meta.layers.map((l) => [l.fn, l]));
 
 // function addresses -> names, as the runner resolves them
+recordSymbols();
 const P = NativeLibrary.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-const names = new Map<bigint, string>();
-const symbol = P.symbol;
-P.symbol = function (this: unknown, fn: unknown) {
-  const a = symbol.call(this, fn) as bigint | undefined;
-  if (a !== undefined) names.set(a, fn as string);
-  return a;
-};
 let profile: Map<number, number[]> | undefined;
 const chainFns: string[][] = [];
 const runChain = P.runChain;
 P.runChain = function (this: NativeLibrary, prog: unknown, n: unknown, sync: unknown) {
   const p = prog as BigInt64Array, count = n as number;
   if (profile) {
-    chainFns.push(Array.from({ length: count }, (_, i) => names.get(p[i * 10]) ?? '?'));
+    chainFns.push(chainNames(this, p, count));
     for (let pass = 0; pass < passes; pass++) {
       for (let i = 0; i < count; i++) {
         const t = performance.now();

@@ -5,35 +5,29 @@
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
-import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
-import { META_BLOB, type KernelsMeta } from '../../src/backends/cpu/build.js';
 import { asTensors, zooInputs } from './inputs.js';
+import { chainNames, kernelsMeta, recordSymbols } from './native-names.js';
 
 const [name = 'mobilenet-v2', file, threadsArg = '1', runsArg = '30'] = process.argv.slice(2);
 if (!file) throw new Error('usage: chain-twice.ts <model> <plan> [threads] [runs]');
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const feeds = asTensors(zooInputs(m).feeds);
 const bytes = fs.readFileSync(file);
-const meta = JSON.parse(new TextDecoder().decode(parsePlan(bytes).blobs.get(META_BLOB)!)) as KernelsMeta;
+const meta = kernelsMeta(bytes);
 const byFn = new Map(meta.layers.map((l) => [l.fn, l]));
 const P = NativeLibrary.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-const names = new Map<bigint, string>();
-const symbol = P.symbol;
-P.symbol = function (this: NativeLibrary, fn: unknown) {
-  const a = symbol.call(this, fn) as bigint | undefined;
-  if (a !== undefined) names.set(a, fn as string);
-  return a;
-};
+recordSymbols();
 let on = false;
 const rec = new Map<string, [number[], number[]]>();
 const runChain = P.runChain;
 P.runChain = function (this: NativeLibrary, prog: unknown, n: unknown, sync: unknown) {
   const p = prog as BigInt64Array, count = n as number;
   if (on) {
+    const fns = chainNames(this, p, count);
     for (let i = 0; i < count; i++) {
-      const fn = names.get(p[i * 10]) ?? '?';
+      const fn = fns[i];
       const l = byFn.get(fn);
       const key = l ? `${l.node} ${l.tactic.replace(/native-\w+?-/, '')}` : `${fn} pair`;
       const r = rec.get(key) ?? rec.set(key, [[], []]).get(key)!;

@@ -2,17 +2,16 @@
 // Usage: npx tsx bench/cpu/schedule.ts <zoo model>
 import { ZOO } from '../models/zoo.js';
 import { build } from '../../src/build/builder.js';
-import { parsePlan } from '../../src/build/plan.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { META_BLOB, type KernelsMeta } from '../../src/backends/cpu/build.js';
 import { topoSort } from '../../src/ops/execute.js';
 import { zooInputs } from './inputs.js';
+import { kernelsMeta } from './native-names.js';
 
 const name = process.argv[2] ?? 'bert-base';
 const m = ZOO.find((z) => z.name === name)!.full();
 const { shapes } = zooInputs(m);
 const plan = await build(m, { shapes });
-const meta = JSON.parse(new TextDecoder().decode(parsePlan(plan.bytes).blobs.get(META_BLOB)!)) as KernelsMeta;
+const meta = kernelsMeta(plan.bytes);
 const native = new Set(meta.layers.map((l) => l.node));
 const engine = await Engine.load(plan, { intraOpNumThreads: 1 });
 for (const n of topoSort(engine.model.graph, () => true)) {

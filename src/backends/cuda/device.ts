@@ -1,9 +1,10 @@
 // One CUDA device: context, stream, memory (a caching allocator over cuMemAlloc), copies, modules and launches.
 import { KilnError } from '../../ir/errors.js';
-import { cu, check, loadDriver, ATTR, pointerArray, current, koffi } from './ffi/driver.js';
+import { cu, check, loadDriver, ATTR, pointerArray, launchConfig, current, koffi } from './ffi/driver.js';
 import { compileCubin, prefetchCubins } from './ffi/nvrtc.js';
 import { setWorkspaceAllocator, WORKSPACE_BYTES } from './ffi/cublaslt.js';
 import type { KernelSource } from './codegen/types.js';
+import { withPdl, type PdlMode } from './codegen/pdl.js';
 
 export interface DeviceInfo {
   ordinal: number;
@@ -252,8 +253,43 @@ export class CudaDevice {
     cu('cuStreamSynchronize', stream);
   }
 
-  /** The function for a generated kernel: compiled by NVRTC unless its cubin is already known (plan or cache). */
+  /**
+   * The function for a generated kernel: compiled by NVRTC unless its cubin is already known (plan or cache). Where
+   * programmatic dependent launch is on (`pdl`), this is the kernel's PDL variant (codegen/pdl.ts), which is also
+   * safe to launch plainly.
+   */
   kernel(k: KernelSource): unknown {
+    return this.load(k).fn;
+  }
+
+  /**
+   * Programmatic dependent launch for generated kernels (codegen/pdl.ts), Hopper and later: off unless KILN_PDL=1
+   * (`late`) or KILN_PDL=entry|wait|late|early. Off by default: on BERT-base 8x128 (H100, bench/quant/bert-ncu.js
+   * ab) `early` took the fp16 engine's graph from 0.937 to 0.882 ms but the int8 one's from 0.698 to 0.745 ms, and
+   * `late` moved them by -11 / -1 us. Read at each launch, so one process can capture graphs several ways.
+   */
+  get pdl(): PdlMode | undefined {
+    const e = process.env.KILN_PDL;
+    if (this.info.sm < 90 || !e || e === '0') return undefined;
+    return e === 'entry' || e === 'wait' || e === 'early' ? e : 'late';
+  }
+
+  /**
+   * `k`'s PDL variant where PDL is on (compiled if neither the plan nor this process holds its cubin: a plan built
+   * with PDL off carries only the plain kernels), else `k`.
+   */
+  private variant(k: KernelSource): KernelSource {
+    const mode = this.pdl;
+    return (mode && withPdl(k, mode)) || k;
+  }
+
+  /** The loaded function and whether it may take the PDL attribute (only a PDL variant waits for its predecessor). */
+  private load(k: KernelSource): { fn: unknown; pdl: boolean } {
+    const v = this.variant(k);
+    return { fn: this.module(v), pdl: v !== k };
+  }
+
+  private module(k: KernelSource): unknown {
     this.used.add(k.name);
     let m = this.modules.get(k.name);
     if (!m) {
@@ -279,7 +315,7 @@ export class CudaDevice {
    * Kernels the plan or this process already holds, or that this GPU cannot run, are left out.
    */
   prefetch(kernels: KernelSource[]): void {
-    const todo = kernels.filter((k) => !this.cubins.has(k.name) && !(k.arch && this.info.sm !== 90));
+    const todo = kernels.map((k) => this.variant(k)).filter((k) => !this.cubins.has(k.name) && !(k.arch && this.info.sm !== 90));
     prefetchCubins(todo.map((k) => ({ source: k.source, name: k.name, sm: this.info.sm, extraOptions: this.extraOptions(k) })));
   }
 
@@ -287,9 +323,15 @@ export class CudaDevice {
     return k.arch ? [`--gpu-architecture=${k.arch}`] : [];
   }
 
-  launch(k: KernelSource, ptrs: number[], stream: unknown): void {
-    const fn = this.kernel(k);
-    cu('cuLaunchKernel', fn, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2], k.sharedBytes, stream, pointerArray(ptrs), null);
+  /**
+   * Launch a generated kernel; `ptrs` are its parameters (device pointers, or Buffers passed by value). A PDL variant
+   * goes through cuLaunchKernelEx with the programmatic-serialization attribute: it may start before the previous
+   * kernel on `stream` has finished and waits for it inside (codegen/pdl.ts).
+   */
+  launch(k: KernelSource, ptrs: (number | Buffer)[], stream: unknown): void {
+    const { fn, pdl } = this.load(k);
+    if (pdl) cu('cuLaunchKernelEx', launchConfig(k.grid, k.block, k.sharedBytes, stream, true), fn, pointerArray(ptrs), null);
+    else cu('cuLaunchKernel', fn, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2], k.sharedBytes, stream, pointerArray(ptrs), null);
   }
 
   memInfo(): { free: number; total: number } {

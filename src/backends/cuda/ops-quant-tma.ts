@@ -1,7 +1,7 @@
 // The TMA-fed quantized GEMM (codegen/quant-tma.ts) as timed-tactic candidates of a quantized layer (ops-quant.ts
 // layerGemm): its launch passes two tensor maps by value in place of the operand pointers.
 import type { CudaDevice } from './device.js';
-import { cu, encodeTensorMap2d, pointerArray } from './ffi/driver.js';
+import { encodeTensorMap2d } from './ffi/driver.js';
 import { qgemmTma, type TmaKernelSource } from './codegen/quant-tma.js';
 import type { QGemmArgs } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
@@ -57,7 +57,7 @@ function candidate(dev: CudaDevice, k: TmaKernelSource, sc: number): TmaCandidat
         maps.set(key, m);
       }
       const ptrs = k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? [out, out2, out3][p.index] : p.index < 2 ? m[p.index] : res));
-      cu('cuLaunchKernel', dev.kernel(k), k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2], k.sharedBytes, stream, pointerArray(ptrs), null);
+      dev.launch(k, ptrs, stream);
     },
     destroy: () => maps.clear(),
   };

@@ -6,6 +6,7 @@ import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
 import { FP8_HELPERS, KQ_HELPERS, outParams, type QGemmArgs } from './quant.js';
 import { stagedFloatStores } from './quant-wgmma.js';
+import type { PdlAnchors } from './pdl.js';
 
 /** One 2-D tensor map the launch encodes (cuTensorMapEncodeTiled, uint8 elements) over operand `operand`. */
 export interface TmaOperandMap {
@@ -20,7 +21,7 @@ export interface TmaOperandMap {
 }
 
 /** A TMA kernel: its first two parameters are tensor maps passed by value (128 bytes each), not device pointers. */
-export type TmaKernelSource = KernelSource & { tma: [TmaOperandMap, TmaOperandMap] };
+export type TmaKernelSource = KernelSource & PdlAnchors & { tma: [TmaOperandMap, TmaOperandMap] };
 
 /** The tiles the TMA kernel takes: BM 64 or 128 (one consumer warpgroup per 64 rows), BN 64, 128 or 256. */
 export const TMA_TILES = [{ BM: 128, BN: 128 }, { BM: 128, BN: 256 }, { BM: 128, BN: 64 }, { BM: 64, BN: 128 }, { BM: 64, BN: 64 }] as const;
@@ -96,9 +97,11 @@ export function qgemmTma(g: QGemmArgs, opts: { cluster?: 1 | 2; persistent?: num
       for (unsigned c = 0; c < 2; c++) asm volatile("{\\n.reg .b32 ra;\\nmapa.shared::cluster.u32 ra, %0, %1;\\nmbarrier.arrive.shared::cluster.b64 _, [ra];\\n}\\n" :: "r"(empty0 + 8 * prev), "r"(c) : "memory");
     }`;
   const clusterSync = 'asm volatile("barrier.cluster.arrive.release;\\nbarrier.cluster.wait.acquire;\\n" ::: "memory");';
-  const body = `${g.out === 'fp8' ? FP8_HELPERS : ''}
+  const PF = Math.min(ST, KT);
+  const render = (early: boolean) => `${g.out === 'fp8' ? FP8_HELPERS : ''}
 ${KQ_HELPERS}
-${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${blocks})${CL > 1 ? ` __cluster_dims__(${CL}, 1, 1)` : ''} KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
+${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${blocks})${CL > 1 ? ` __cluster_dims__(${CL}, 1, 1)` : ''} KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {${early ? `
+  ${PDL_TRIGGER}` : ''}
   extern __shared__ __align__(1024) unsigned char smem[];
   __shared__ __align__(8) unsigned long long kq_bars[${2 * ST}];
   const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
@@ -117,24 +120,29 @@ ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${blocks})
   ${CL > 1 ? `${clusterSync} // the partner's barriers are initialized before anything lands on them
   unsigned rank;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\\n" : "=r"(rank));` : '__syncthreads();'}
-  if (threadIdx.x >= ${CT}) { // the producer: one thread issues every load
+${producerSplit(CT)}one thread issues every load
     ${wsp ? `asm volatile("setmaxnreg.dec.sync.aligned.u32 ${low};\\n");` : ''}
-    if (threadIdx.x == ${CT}) {
+    if (threadIdx.x == ${CT}) {${early ? prefetchB(PF, stage, BM * BKB, BKB, 'sbase') : ''}
       int s = 0;
       unsigned phase = 0;
       for (int kt = 0; kt < ${KT}; kt++) {
         if (kt >= ${ST}) kq_bar_wait(empty0 + 8 * s, phase ^ 1); // the consumers' release of this slot's last use
         const unsigned sa = sbase + s * ${stage}, bar = full0 + 8 * s;
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
+        ${early ? `if (kt >= ${PF}) {
+          asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
+          ${loadB}
+        }
+        kq_tma(sa, &tmA, kt * ${BKB}, m0, bar);` : `asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
         kq_tma(sa, &tmA, kt * ${BKB}, m0, bar);
-        ${loadB}
+        ${loadB}`}
         if (++s == ${ST}) { s = 0; phase ^= 1; }
       }
     }
     ${CL > 1 ? `${clusterSync}
     return;` : 'return;'}
   }
-  ${wsp ? `asm volatile("setmaxnreg.inc.sync.aligned.u32 ${high};\\n");` : ''}
+  ${wsp ? `asm volatile("setmaxnreg.inc.sync.aligned.u32 ${high};\\n");` : ''}${early ? `
+  ${PDL_WAIT}` : ''}
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp, grp = lane >> 2, tig = lane & 3;
   int accum[1][${NT}][4];
@@ -157,14 +165,19 @@ ${kstep('sA + wgA', '    ')}
 ${epilogue}${CL > 1 ? `
   ${clusterSync}` : ''}
 }`;
+  const body = render(false);
   const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
   const sw = BKB === 128 ? 3 : 2;
   const tma: [TmaOperandMap, TmaOperandMap] = [
     { operand: 0, rows: M, cols: K, boxRows: BM, boxCols: BKB, swizzle: sw },
     { operand: 1, rows: N, cols: K, boxRows: BH, boxCols: BKB, swizzle: sw },
   ];
-  const k = finish('kiln_qtma', body, { grid: [gridM, Math.ceil(N / BN), 1], block: [TH, 1, 1], sharedBytes: smem, params });
-  return { ...k, arch: 'sm_90a', tma };
+  const launch = { grid: [gridM, Math.ceil(N / BN), 1] as [number, number, number], block: [TH, 1, 1] as [number, number, number], sharedBytes: smem, params };
+  const k = finish('kiln_qtma', body, launch);
+  // programmatic dependent launch (codegen/pdl.ts): barrier init and tensor-map prefetch overlap the previous kernel;
+  // the next one is let in once the main loop is issued (only the epilogue is left). `early`: the first ring's weight
+  // tiles load before the wait too (a cluster's multicast B waits for its partner: that one waits at the split)
+  return { ...k, arch: 'sm_90a', tma, pdlAnchors: { wait: producerSplit(CT), trigger: '  asm volatile("wgmma.wait_group.sync.aligned 0;' }, ...(CL === 1 ? { pdlEarly: renamed(finish('kiln_qtma', render(true), launch), k.name) } : {}) };
 }
 
 /** The persistent ping-pong kernel's tiles: 64 rows (one consumer warpgroup's m64 MMA) by 64, 128 or 256 columns. */
@@ -206,9 +219,11 @@ function pingPong(g: QGemmArgs, sms: number): TmaKernelSource {
   const staged = stagedFloatStores({ ...g, staged: true }, { BM, BN, NT, FP, TH: 128, fOff: 0 }, it, act)
     .replace(/__syncthreads\(\);/g, 'asm volatile("bar.sync %0, 128;\\n" :: "r"(1 + cw) : "memory");');
   const tileAt = (i: string) => `const int tile = (int)blockIdx.x + (${i}) * ${grid}, m0 = tile % ${tilesM} * ${BM}, n0 = tile / ${tilesM} * ${BN};`;
-  const body = `${g.out === 'fp8' ? FP8_HELPERS : ''}
+  const PF = Math.min(ST, KT), tile0 = 'blockIdx.x';
+  const render = (early: boolean) => `${g.out === 'fp8' ? FP8_HELPERS : ''}
 ${KQ_HELPERS}
-${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${occ}) KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {
+${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${occ}) KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {${early ? `
+  ${PDL_TRIGGER}` : ''}
   extern __shared__ __align__(1024) unsigned char smem[];
   __shared__ __align__(8) unsigned long long kq_bars[${2 * ST + 2}];
   const unsigned ring = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
@@ -227,9 +242,11 @@ ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${occ}) KN
     asm volatile("prefetch.tensormap [%0];\\n" :: "l"(&tmB) : "memory");
   }
   __syncthreads();
-  if (threadIdx.x >= ${CT}) { // the producer: one thread issues every load of every tile of the block, in order
+${producerSplit(CT)}one thread issues every load of every tile of the block, in order
     ${wsp ? `asm volatile("setmaxnreg.dec.sync.aligned.u32 ${low};\\n");` : ''}
-    if (threadIdx.x == ${CT}) {
+    if (threadIdx.x == ${CT}) {${early ? `
+      { const int n0 = ${tile0} / ${tilesM} * ${BN};${prefetchB(PF, stage, BM * BKB, BKB, 'ring')}
+      }` : ''}
       int s = 0, step = 0;
       unsigned phase = 0;
       for (int i = 0; i < ntiles; i++) {
@@ -237,16 +254,21 @@ ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${occ}) KN
         for (int kt = 0; kt < ${KT}; kt++, step++) {
           if (step >= ${ST}) kq_bar_wait(empty0 + 8 * s, phase ^ 1); // the consumers' release of this slot's last use
           const unsigned sa = ring + s * ${stage}, bar = full0 + 8 * s;
-          asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
+          ${early ? `if (step >= ${PF}) {
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
+            kq_tma(sa + ${BM * BKB}, &tmB, kt * ${BKB}, n0, bar);
+          }
+          kq_tma(sa, &tmA, kt * ${BKB}, m0, bar);` : `asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
           kq_tma(sa, &tmA, kt * ${BKB}, m0, bar);
-          kq_tma(sa + ${BM * BKB}, &tmB, kt * ${BKB}, n0, bar);
+          kq_tma(sa + ${BM * BKB}, &tmB, kt * ${BKB}, n0, bar);`}
           if (++s == ${ST}) { s = 0; phase ^= 1; }
         }
       }
     }
     return;
   }
-  ${wsp ? `asm volatile("setmaxnreg.inc.sync.aligned.u32 ${high};\\n");` : ''}
+  ${wsp ? `asm volatile("setmaxnreg.inc.sync.aligned.u32 ${high};\\n");` : ''}${early ? `
+  ${PDL_WAIT}` : ''}
   const int cw = threadIdx.x >> 7; // consumer 0 takes the block's even tiles, consumer 1 the odd ones
   const int tid = threadIdx.x & 127, lane = tid & 31, warp = tid >> 5;
   const int wm = warp, grp = lane >> 2, tig = lane & 3;
@@ -276,14 +298,18 @@ ${kstep('sA', '      ')}
 ${staged}
   }
 }`;
+  const body = render(false);
   const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
   const sw = BKB === 128 ? 3 : 2;
   const tma: [TmaOperandMap, TmaOperandMap] = [
     { operand: 0, rows: M, cols: K, boxRows: BM, boxCols: BKB, swizzle: sw },
     { operand: 1, rows: N, cols: K, boxRows: BN, boxCols: BKB, swizzle: sw },
   ];
-  const k = finish('kiln_qtmapp', body, { grid: [grid, 1, 1], block: [TH, 1, 1], sharedBytes: smem, params });
-  return { ...k, arch: 'sm_90a', tma };
+  const launch = { grid: [grid, 1, 1] as [number, number, number], block: [TH, 1, 1] as [number, number, number], sharedBytes: smem, params };
+  const k = finish('kiln_qtmapp', body, launch);
+  // programmatic dependent launch: as qgemmTma's, without an explicit trigger (a block's last tile is not known to
+  // finish last; the next kernel is let in as the blocks exit); `early` as qgemmTma's (the block's first tile's weights)
+  return { ...k, arch: 'sm_90a', tma, pdlAnchors: { wait: producerSplit(CT) }, pdlEarly: renamed(finish('kiln_qtmapp', render(true), launch), k.name) };
 }
 
 // the device helpers both TMA kernels share: the tensor-map parameter type, the mbarrier wait with its spin guard, one
@@ -314,6 +340,30 @@ ${pad}asm volatile("wgmma.wait_group.sync.aligned 1;\\n" ::: "memory"); // the p
     kstep,
   };
 }
+
+const PDL_WAIT = 'asm volatile("griddepcontrol.wait;" ::: "memory");';
+const PDL_TRIGGER = 'asm volatile("griddepcontrol.launch_dependents;" ::: "memory");';
+
+/**
+ * PDL `early` (codegen/pdl.ts), the producer thread: the B (weight) boxes of the first `pf` k-steps, with each slot's
+ * whole expect_tx, issued before griddepcontrol.wait: weights are constants no kernel writes, so they may load while
+ * the previous kernel finishes; the A boxes (its output) follow the wait. `n0` is the first tile's column.
+ */
+function prefetchB(pf: number, stage: number, bOff: number, BKB: number, ring: string): string {
+  return `
+      for (int kt = 0; kt < ${pf}; kt++) { // constant weights: loaded before the wait
+        const unsigned sa = ${ring} + kt * ${stage}, bar = full0 + 8 * kt;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], ${stage};\\n" :: "r"(bar) : "memory");
+        kq_tma(sa + ${bOff}, &tmB, kt * ${BKB}, n0, bar);
+      }
+      ${PDL_WAIT}`;
+}
+
+/** A rendered kernel's source with its name replaced (a variant rendered apart, named as the plain kernel). */
+const renamed = (k: KernelSource, name: string) => k.source.split(k.name).join(name);
+
+/** Where both kernels' roles split (every thread has passed barrier init): a PDL variant's wait goes right before. */
+const producerSplit = (CT: number) => `  if (threadIdx.x >= ${CT}) { // the producer: `;
 
 function tmaHelpers(BKB: number): string {
   return `struct __align__(64) KqTmap { unsigned long long v[16]; };

@@ -11,10 +11,10 @@ export interface Driver {
   cuMemAlloc_v2: Fn; cuMemFree_v2: Fn; cuMemcpyHtoD_v2: Fn; cuMemcpyDtoH_v2: Fn; cuMemcpyDtoD_v2: Fn; cuMemcpyHtoDAsync_v2: Fn;
   cuMemcpyDtoHAsync_v2: Fn; cuMemcpyDtoDAsync_v2: Fn; cuMemsetD8_v2: Fn; cuMemsetD8Async: Fn; cuMemGetInfo_v2: Fn; cuMemHostAlloc: Fn; cuMemFreeHost: Fn;
   cuStreamCreate: Fn; cuStreamSynchronize: Fn; cuStreamDestroy_v2: Fn; cuStreamQuery: Fn;
-  cuModuleLoadData: Fn; cuModuleGetFunction: Fn; cuModuleUnload: Fn; cuFuncSetAttribute: Fn; cuLaunchKernel: Fn;
+  cuModuleLoadData: Fn; cuModuleGetFunction: Fn; cuModuleUnload: Fn; cuFuncSetAttribute: Fn; cuLaunchKernel: Fn; cuLaunchKernelEx: Fn;
   cuEventCreate: Fn; cuEventRecord: Fn; cuEventRecordWithFlags: Fn; cuEventSynchronize: Fn; cuEventElapsedTime: Fn; cuEventDestroy_v2: Fn; cuEventQuery: Fn;
   cuStreamBeginCapture_v2: Fn; cuStreamEndCapture: Fn; cuGraphInstantiateWithFlags: Fn; cuGraphLaunch: Fn; cuGraphExecDestroy: Fn; cuGraphDestroy: Fn;
-  cuGetErrorName: Fn; cuTensorMapEncodeTiled: Fn;
+  cuGetErrorName: Fn; cuTensorMapEncodeTiled: Fn; cuProfilerStart: Fn; cuProfilerStop: Fn; cuGraphGetEdges_v2: Fn;
 }
 
 const PROTOS = [
@@ -51,6 +51,8 @@ const PROTOS = [
   'int cuModuleUnload(void *module)',
   'int cuFuncSetAttribute(void *fn, int attr, int value)',
   'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void *stream, void **params, void **extra)',
+  // the CUlaunchConfig by address (see launchConfig): it points at attribute memory koffi cannot express in a Buffer
+  'int cuLaunchKernelEx(const void *config, void *fn, void **params, void **extra)',
   'int cuEventCreate(_Out_ void **event, unsigned int flags)',
   'int cuEventRecord(void *event, void *stream)',
   'int cuEventRecordWithFlags(void *event, void *stream, unsigned int flags)',
@@ -64,7 +66,12 @@ const PROTOS = [
   'int cuGraphLaunch(void *exec, void *stream)',
   'int cuGraphExecDestroy(void *exec)',
   'int cuGraphDestroy(void *graph)',
+  // edges with their data (CUgraphEdgeData, 8 bytes: from port, to port, type): whether a capture made programmatic edges
+  'int cuGraphGetEdges_v2(void *graph, uint64_t *from, uint64_t *to, uint8_t *edgeData, _Inout_ size_t *numEdges)',
   'int cuGetErrorName(int status, _Out_ const char **name)',
+  // Nsight Compute's --profile-from-start off range (bench/quant/bert-ncu.ts)
+  'int cuProfilerStart()',
+  'int cuProfilerStop()',
   // the map by address (uint64): it must be 64-byte aligned, which a Node Buffer is not (see encodeTensorMap2d)
   'int cuTensorMapEncodeTiled(uint64_t map, int dtype, unsigned int rank, uint64_t addr, const uint64_t *dims, const uint64_t *strides, const uint32_t *box, const uint32_t *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
 ];
@@ -143,6 +150,36 @@ export function pointerArray(values: (number | bigint | Buffer)[]): Buffer[] {
     b.writeBigUInt64LE(BigInt(v));
     return b;
   });
+}
+
+/**
+ * A CUlaunchConfig (cuda.h, 56 bytes: grid and block dims, dynamic shared bytes, stream at 32, attribute array at
+ * 40, attribute count at 48) for cuLaunchKernelEx. `programmatic` attaches the one attribute
+ * CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 1 (programmatic dependent launch: see codegen/pdl.ts).
+ */
+export function launchConfig(grid: readonly number[], block: readonly number[], sharedBytes: number, stream: unknown, programmatic: boolean): Buffer {
+  const b = Buffer.alloc(56);
+  [...grid, ...block, sharedBytes].forEach((v, i) => b.writeUInt32LE(v, 4 * i));
+  b.writeBigUInt64LE(stream ? BigInt(koffi().address(stream)) : 0n, 32);
+  if (programmatic) {
+    b.writeBigUInt64LE(pdlAttribute(), 40);
+    b.writeUInt32LE(1, 48);
+  }
+  return b;
+}
+
+let pdlAttr: bigint | undefined;
+/** The address of a CUlaunchAttribute (72 bytes: id, 4 pad bytes, a 64-byte value union) that lives for the process. */
+function pdlAttribute(): bigint {
+  if (pdlAttr !== undefined) return pdlAttr;
+  const k = koffi();
+  const mem = k.alloc('uint8_t', 72);
+  const v = new DataView(k.view(mem, 72));
+  for (let i = 0; i < 72; i++) v.setUint8(i, 0);
+  v.setUint32(0, 6 /* CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION */, true);
+  v.setInt32(8, 1 /* programmaticStreamSerializationAllowed */, true);
+  pdlAttr = BigInt(k.address(mem));
+  return pdlAttr;
 }
 
 export { koffi };

@@ -6,7 +6,9 @@
 // block indices and the optimizer's `__kN` suffixes removed, GEMM op types merged (FusedMatMul/QMatMul -> GEMM).
 // Usage (GPU machine, from the packed build): node bench/quant/gpu-layer-times.js [bert|resnet]... [fp8] [prev] [nopf] [res] [--json FILE]
 // (prev: also int8 with the timed tactic's previous candidate set, KILN_QTACTIC=c5; nopf: also int8 without the residual
-// L2 prefetch, KILN_QRESPF=0; res: also int8 from kiln quantize --quantize-residual, the residual Adds folded into conv3)
+// L2 prefetch, KILN_QRESPF=0; res: also int8 from kiln quantize --quantize-residual, the residual Adds folded into conv3;
+// before: also each int8 build without helper qconv's candidates, KILN_QSTEM=0 KILN_QCONVX=0 KILN_QTMACONV=0
+// KILN_QTMA1X1=0: the stem on the explicit im2col route, no 64-byte k-step tiles, no TMA kernel on convolutions)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -98,7 +100,7 @@ const args = process.argv.slice(2);
 const jsonAt = args.indexOf('--json');
 const jsonFile = jsonAt >= 0 ? args[jsonAt + 1] : undefined;
 const which = args.filter((a, i) => !a.startsWith('--') && (jsonAt < 0 || i !== jsonAt + 1));
-const fp8 = which.includes('fp8'), prev = which.includes('prev'), nopf = which.includes('nopf'), res = which.includes('res');
+const fp8 = which.includes('fp8'), prev = which.includes('prev'), nopf = which.includes('nopf'), res = which.includes('res'), before = which.includes('before');
 const all: Profile[] = [];
 for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which.some((w) => w === 'bert' || w === 'resnet'))) {
   const m = model === 'bert' ? bertBase() : resnet50();
@@ -116,6 +118,12 @@ for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which
   }
   if (fp8) ps.push(await profile(`${model} fp8`, quantize(m, 'fp8'), s));
   if (res) ps.push(await profile(`${model} int8 res`, quantize(m, 'int8', true), s)); // --quantize-residual: int8 residual stream
+  if (before) { // the candidate sets before helper qconv (the stem's explicit im2col route), same process
+    Object.assign(process.env, { KILN_QSTEM: '0', KILN_QCONVX: '0', KILN_QTMACONV: '0', KILN_QTMA1X1: '0' });
+    ps.push(await profile(`${model} int8 before`, quantize(m, 'int8'), s));
+    if (res) ps.push(await profile(`${model} int8 res before`, quantize(m, 'int8', true), s));
+    for (const k of ['KILN_QSTEM', 'KILN_QCONVX', 'KILN_QTMACONV', 'KILN_QTMA1X1']) delete process.env[k];
+  }
   compare(ps[0], ps.slice(1), (l) => opClass(l.op), `${model}: by op type`);
   compare(ps[0], ps.slice(1), role, `${model}: by role`, model === 'bert' ? 40 : 30);
   all.push(...ps);

@@ -13,8 +13,15 @@
 //        against the timed tactic's current candidates, per shape, with achieved TOPS and the shape's floor time;
 //        on plain GEMM shapes also the TMA-fed warp-specialized kernel (quant-tma.ts), held byte for byte to the same
 //        reference, and its epilogue options (fp16 out + residual + second output, head split, uint8 A)
+//        node bench/quant/gpu-layers.js stem: the gathered small-channel convolution (quant-stem.ts) against the
+//        explicit im2col + cp.async wgmma route, byte for byte, on ResNet-50's stem and odd shapes, all epilogues
+//        node bench/quant/gpu-layers.js convx: ResNet-50's 3x3 convolutions on the implicit-im2col kernel with the
+//        tactic's conv extras (64-byte k-steps where C = 64), held byte for byte to explicit im2col + GEMM
 import { getDevice } from '../../src/backends/cuda/device.js';
-import { qepilogue, qgemm, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
+import { qepilogue, qgemm, qim2col, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
+import { qconvStem, stemWeights } from '../../src/backends/cuda/codegen/quant-stem.js';
+import { qconvTma, type TmaConvKernelSource } from '../../src/backends/cuda/codegen/quant-tma-conv.js';
+import { encodeIm2col, TMA_CONV_CANDIDATES } from '../../src/backends/cuda/ops-quant-tma-conv.js';
 import { prepareGemm, prepareQuantGemm, timeOnStream } from '../../src/backends/cuda/ffi/cublaslt.js';
 import { splitKWorkspace } from '../../src/backends/cuda/codegen/quant-wgmma.js';
 import { qgemmTma, type TmaKernelSource } from '../../src/backends/cuda/codegen/quant-tma.js';
@@ -71,6 +78,8 @@ const TMA_VARS: { name: string; tile: { BM: number; BN: number }; more: Partial<
 /** A TMA variant's kernel for `g`. */
 const tmaKernel = (v: (typeof TMA_VARS)[number], g: QGemmArgs) => qgemmTma({ ...g, tile: v.tile, ...v.more }, { cluster: v.cluster, persistent: v.pp ? dev.info.smCount : undefined });
 if (process.argv[2] === 'main') await mainLoop(process.argv[3]);
+if (process.argv[2] === 'stem') stemMode();
+if (process.argv[2] === 'convx') convxMode();
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
 const only = process.argv[2] === 'all' ? undefined : process.argv[2];
@@ -431,4 +440,218 @@ function tmaEpilogueChecks(s: Shape, args: QGemmArgs, x: number, w: number, sc: 
   }
   for (const p of [res, ...bufs]) dev.release(p);
   return fails;
+}
+
+/**
+ * `stem` mode: the gathered convolution (quant-stem.ts) on ResNet-50's stem (bs32, 224 px, 3 -> 64, 7x7 stride 2) and
+ * on odd shapes (ragged M and N, C = 4 and 8, other windows), each epilogue (int8 + Relu; uint8 input with zero point 5,
+ * so padding pixels are 5, into uint8 zero point 117; fp16 out + fp16 residual + int8 second output) held byte for byte
+ * to the route it replaces: qim2col (K padded to 16, padding = zero point) + the cp.async wgmma 64x64 staged kernel.
+ * Timed (us, back-to-back launches) on the stem: the im2col route (best tile) against each gathered tile.
+ */
+function stemMode(): void {
+  let fails = 0;
+  const geoOf = (H: number, C: number, k: number, s: number): QConvGeometry => {
+    const p = k >> 1, OH = Math.floor((H + 2 * p - k) / s) + 1;
+    return { H, W: H, C, OH, OW: OH, KH: k, KW: k, strides: [s, s], pads: [p, p, p, p], dilations: [1, 1] };
+  };
+  const cases = [
+    { name: 'resnet stem bs32 224px 3->64 7x7s2', batch: 32, geo: geoOf(224, 3, 7, 2), N: 64, tiles: [[128, 64, 2], [64, 64, 4], [64, 64, 3]] },
+    { name: 'odd 3x38px 3->64 7x7s2', batch: 3, geo: geoOf(38, 3, 7, 2), N: 64, tiles: [[128, 64, 2], [64, 64, 4]] },
+    { name: 'odd 2x30px 8->40 3x3s1', batch: 2, geo: geoOf(30, 8, 3, 1), N: 40, tiles: [[128, 64, 2], [64, 64, 4]] },
+    { name: 'odd 4x20px 4->128 5x5s1', batch: 4, geo: geoOf(20, 4, 5, 1), N: 128, tiles: [[128, 128, 1], [64, 128, 3]] },
+    { name: 'odd 2x32px 3->136 7x7s2 (N tiles)', batch: 2, geo: geoOf(32, 3, 7, 2), N: 136, tiles: [[128, 128, 1], [64, 128, 3]] },
+  ];
+  for (const cs of cases) {
+    const { geo, N, batch } = cs, K = geo.KH * geo.KW * geo.C, Kp = Math.ceil(K / 16) * 16, M = batch * geo.OH * geo.OW;
+    const xBytes = batch * geo.H * geo.W * geo.C;
+    const x = rand(xBytes, 11);
+    const wh = new Uint8Array(N * K);
+    let sd = 7;
+    for (let i = 0; i < wh.length; i++) { sd = (sd * 1103515245 + 12345) >>> 0; wh[i] = (sd >>> 16) & 0xff; }
+    const wpad = new Uint8Array(N * Kp);
+    for (let n = 0; n < N; n++) wpad.set(wh.subarray(n * K, (n + 1) * K), n * Kp);
+    const up = (a: Uint8Array) => { const p = dev.alloc(a.length, true); dev.upload(p, a, null); dev.sync(null); return p; };
+    const wRef = up(wpad), wGat = up(stemWeights(wh, geo, N));
+    const scv = new Float32Array(2 * N).map((_, i) => (i < N ? 1e-4 * (1 + (i % 5)) : 0.01 * (i % 7) - 0.02));
+    const sc = dev.alloc(8 * N, true);
+    dev.upload(sc, scv, null);
+    const res = rand(M * N * 2, 3, 0x3f), col = dev.alloc(M * Kp, true);
+    const bufs = [0, 1, 2, 3].map(() => dev.alloc(M * N * 2, true));
+    const base: QGemmArgs = { M, N, K: Kp, a: 'int8', activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0, wgmma: true, staged: true };
+    const epis: [string, QGemmArgs, number, number[], number][] = [
+      ['int8+Relu', base, 0, [], 1],
+      ['uint8 A zp 5 -> uint8 zp 117', { ...base, a: 'uint8', out: 'uint8', activation: '', yScale: 0.02, yZeroPoint: 117 }, 5, [], 1],
+      ['fp16 out+residual+out2', { ...base, out: 'float16', activation: '', residual: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } }, 0, [res], 2],
+    ];
+    const im = (pad: number) => { const k = qim2col({ ...geo, N: batch, Kp, pad }); dev.kernel(k); return k; };
+    const refK = (g: QGemmArgs, BM = 64, BN = 64, occupancy = 4) => qgemm({ ...g, tile: { BM, BN }, occupancy });
+    const gat = (g: QGemmArgs, t: readonly number[]) => qconvStem({ ...g, conv: geo, tile: { BM: t[0], BN: t[1] } }, { sms: dev.info.smCount, occupancy: t[2], pad: g.a === 'uint8' ? 5 : 0, batch });
+    dev.prefetch([...epis.flatMap(([, g]) => [refK(g), ...cs.tiles.map((t) => gat(g, t))]), refK(base, 128, 64, 3), refK(base, 64, 32, 4)]);
+    for (const [what, g, pad, extra, nOut] of epis) {
+      const ik = im(pad), rk = refK(g);
+      dev.kernel(rk);
+      const outsRef = nOut === 2 ? [bufs[0], bufs[1]] : [bufs[0]], outsNew = nOut === 2 ? [bufs[2], bufs[3]] : [bufs[2]];
+      dev.launch(ik, [x, col], stream);
+      dev.launch(rk, [col, wRef, sc, ...extra, ...outsRef], stream);
+      dev.sync(null);
+      const ob = g.out === 'float16' ? 2 : 1;
+      for (const t of cs.tiles) {
+        try {
+          const k = gat(g, t);
+          dev.kernel(k);
+          for (const [j, o] of outsNew.entries()) cu('cuMemsetD8Async', o, 0xa5, j ? M * N : M * N * ob, stream); // poisoned: every byte must be written
+          dev.launch(k, [x, wGat, sc, ...extra, ...outsNew], stream);
+          dev.sync(null);
+          let diff = differ(outsRef[0], outsNew[0], M * N * ob);
+          if (nOut === 2) diff += differ(outsRef[1], outsNew[1], M * N);
+          if (diff) fails++;
+          console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${cs.name} ${what}: gathered ${t[0]}x${t[1]} o${t[2]} = im2col + wgmma 64x64 (${diff} bytes differ)`);
+        } catch (e) {
+          fails++;
+          console.log(`FAIL ${cs.name} ${what}: gathered ${t.join('/')}: ${(e as Error).message.slice(0, 1500)}`);
+        }
+      }
+    }
+    if (cs.name.startsWith('resnet')) {
+      const ik = im(0), row: Record<string, string | number> = { shape: cs.name, M, N, K };
+      row.im2col = +tq(() => dev.launch(ik, [x, col], stream)).toFixed(1);
+      for (const [BM, BN, occ] of [[64, 64, 4], [128, 64, 3], [64, 32, 4]]) {
+        const rk = refK(base, BM, BN, occ);
+        dev.kernel(rk);
+        row[`gemm${BM}x${BN}`] = +tq(() => dev.launch(rk, [col, wRef, sc, bufs[0]], stream)).toFixed(1);
+        row[`im2col+gemm${BM}x${BN}`] = +tq(() => { dev.launch(ik, [x, col], stream); dev.launch(rk, [col, wRef, sc, bufs[0]], stream); }).toFixed(1);
+      }
+      for (const t of cs.tiles) {
+        const k = gat(base, t);
+        dev.kernel(k);
+        row[`gathered${t[0]}x${t[1]}o${t[2]}`] = +tq(() => dev.launch(k, [x, wGat, sc, bufs[2]], stream)).toFixed(1);
+      }
+      row.floorBytesUs = +((xBytes + M * N) / 3.0e6).toFixed(1);
+      row.floorOpsUs = +((2 * M * N * K) / 1387e6).toFixed(1);
+      console.log(`STEM ${JSON.stringify(row)}`);
+    }
+    for (const p of [x, wRef, wGat, sc, res, col, ...bufs]) dev.release(p);
+  }
+  console.log(`stem byte checks: ${fails} failure(s)`);
+  process.exit(fails ? 1 : 0);
+}
+
+/**
+ * `convx` mode: each 3x3 convolution shape of ResNet-50 bs32 through the implicit-im2col wgmma kernel with the tactic's
+ * current first tiles and with its conv extras (ops-quant.ts layerGemm `convx`: 64-byte k-steps where C = 64; run 1
+ * also timed split-K 2-3 on the 14 / 7 px shapes: slower on all), each held byte for byte to qim2col + the plain 64x64 staged GEMM (a reference
+ * that shares no addressing code with implicit im2col), then timed (us, back-to-back launches). Epilogue options on
+ * the first shape: fp16 out + fp16 residual + int8 second output, uint8 input into uint8 zero point 117.
+ */
+function convxMode(): void {
+  let fails = 0;
+  const vars: { name: string; tile: [number, number]; more: Partial<QGemmArgs>; when?: (s: Shape) => boolean }[] = [
+    { name: '128x64o3', tile: [128, 64], more: { occupancy: 3 } },
+    { name: '128x128', tile: [128, 128], more: {} },
+    { name: '128x128st3', tile: [128, 128], more: { occupancy: 2, stages: 3 } },
+    { name: '128x64st5', tile: [128, 64], more: { occupancy: 1, stages: 5 } },
+    ...([['k64 128x64o3', 128, 64, { occupancy: 3 }], ['k64 128x64st6', 128, 64, { occupancy: 2, stages: 6 }]] as const)
+      .map(([name, BM, BN, more]) => ({ name, tile: [BM, BN] as [number, number], more: { ...more, kStep: 64 as const }, when: (s: Shape) => s.conv!.C === 64 })),
+  ];
+  const totals: Record<string, number> = {};
+  const convShapes = shapes.filter((x) => x.conv);
+  for (const s of convShapes) {
+    const { M, N, K } = s, geo = s.conv!, xBytes = 32 * geo.H * geo.W * geo.C;
+    const x = rand(xBytes, 21), w = rand(N * K, 22), res = rand(M * N * 2, 3, 0x3f), col = dev.alloc(M * K, true);
+    const scv = new Float32Array(2 * N).map((_, i) => (i < N ? 1e-4 * (1 + (i % 3)) : 0.01 * (i % 7) - 0.03));
+    const sc = dev.alloc(8 * N, true);
+    dev.upload(sc, scv, null);
+    const bufs = [0, 1, 2, 3].map(() => dev.alloc(M * N * 2, true));
+    const base: QGemmArgs = { M, N, K, a: 'int8', conv: geo, activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0, wgmma: true, staged: true };
+    const ok = vars.filter((v) => !v.when || v.when(s));
+    const first = convShapes[0] === s || s.name === 'rn 3x3s1 14px 256->256';
+    const epis: [string, QGemmArgs, number[], number][] = [['int8+Relu', base, [], 1], ...(first ? [
+      ['fp16 out+residual+out2', { ...base, out: 'float16' as const, activation: '', residual: 'float16' as const, out2: { store: 'int8' as const, yScale: 0.03, yZeroPoint: 0 } }, [res], 2] as [string, QGemmArgs, number[], number],
+      ['uint8 A -> uint8 zp 117', { ...base, a: 'uint8' as const, out: 'uint8' as const, activation: '', yScale: 0.02, yZeroPoint: 117 }, [], 1] as [string, QGemmArgs, number[], number],
+    ] : [])];
+    const mk = (g: QGemmArgs, v: (typeof vars)[number]) => qgemm({ ...g, tile: { BM: v.tile[0], BN: v.tile[1] }, ...v.more });
+    const tmaOk = geo.C % 128 === 0;
+    const tk = (g: QGemmArgs, t: (typeof TMA_CONV_CANDIDATES)[number]) => qconvTma({ ...g, tile: { BM: t[0], BN: t[1] }, occupancy: t[2] }, t[3] ? { persistent: dev.info.smCount } : {});
+    const tname = (t: (typeof TMA_CONV_CANDIDATES)[number]) => `tma ${t[3] ? 'pp' : ''}${t[0]}x${t[1]}o${t[2]}`;
+    const ref = (g: QGemmArgs) => qgemm({ ...g, conv: undefined, tile: { BM: 64, BN: 64 }, occupancy: 4 });
+    const ik = qim2col({ ...geo, N: 32, Kp: K, pad: 0 });
+    dev.prefetch([ik, ...epis.flatMap(([, g]) => [ref(g), ...ok.map((v) => mk(g, v)), ...(tmaOk ? TMA_CONV_CANDIDATES.map((t) => tk(g, t)) : [])])]);
+    dev.kernel(ik);
+    const row: Record<string, string | number> = { shape: s.name, M, N, K };
+    for (const [what, g, extra, nOut] of epis) {
+      const rk = ref(g);
+      dev.kernel(rk);
+      const outsRef = nOut === 2 ? [bufs[0], bufs[1]] : [bufs[0]], outsNew = nOut === 2 ? [bufs[2], bufs[3]] : [bufs[2]];
+      dev.launch(ik, [x, col], stream);
+      dev.launch(rk, [col, w, sc, ...extra, ...outsRef], stream);
+      dev.sync(null);
+      const ob = g.out === 'float16' ? 2 : 1;
+      for (const v of ok) {
+        const gv = { ...g, tile: { BM: v.tile[0], BN: v.tile[1] }, ...v.more };
+        const ws = v.more.splitK ? splitKWorkspace(gv) : undefined;
+        const cnt = ws ? dev.alloc(ws.counters * 4, true) : 0, part = ws ? dev.alloc(ws.bytes, true) : 0;
+        if (cnt) { dev.upload(cnt, new Int32Array(ws!.counters), null); dev.sync(null); }
+        try {
+          const k = mk(g, v);
+          dev.kernel(k);
+          const launch = () => dev.launch(k, [x, w, sc, ...extra, ...outsNew, ...(ws ? [cnt, part] : [])], stream);
+          for (const [j, o] of outsNew.entries()) cu('cuMemsetD8Async', o, 0xa5, j ? M * N : M * N * ob, stream);
+          launch(); launch(); dev.sync(null); // twice: split-K's counters must be left at zero
+          let diff = differ(outsRef[0], outsNew[0], M * N * ob);
+          if (nOut === 2) diff += differ(outsRef[1], outsNew[1], M * N);
+          if (diff) fails++;
+          console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${what}: implicit ${v.name} = im2col + GEMM 64x64 (${diff} bytes differ)`);
+          if (what === 'int8+Relu' && !diff) {
+            const us = tq(launch);
+            row[v.name] = +us.toFixed(1);
+            totals[v.name] = (totals[v.name] ?? 0) + us * s.count;
+          }
+        } catch (e) {
+          fails++;
+          console.log(`FAIL ${s.name} ${what}: ${v.name}: ${(e as Error).message.slice(0, 1500)}`);
+        } finally {
+          if (cnt) dev.release(cnt);
+          if (part) dev.release(part);
+        }
+      }
+      for (const t of tmaOk ? TMA_CONV_CANDIDATES : []) {
+        try {
+          const launch = tmaConvLauncher(tk(g, t), x, w, [sc, ...extra], outsNew);
+          for (const [j, o] of outsNew.entries()) cu('cuMemsetD8Async', o, 0xa5, j ? M * N : M * N * ob, stream);
+          launch(); dev.sync(null);
+          let diff = differ(outsRef[0], outsNew[0], M * N * ob);
+          if (nOut === 2) diff += differ(outsRef[1], outsNew[1], M * N);
+          if (diff) fails++;
+          console.log(`${diff === 0 ? 'PASS' : 'FAIL'} ${s.name} ${what}: ${tname(t)} = im2col + GEMM 64x64 (${diff} bytes differ)`);
+          if (what === 'int8+Relu' && !diff) {
+            const us = tq(launch);
+            row[tname(t)] = +us.toFixed(1);
+            totals[tname(t)] = (totals[tname(t)] ?? 0) + us * s.count;
+          }
+        } catch (e) {
+          fails++;
+          console.log(`FAIL ${s.name} ${what}: ${tname(t)}: ${(e as Error).message.slice(0, 1500)}`);
+        }
+      }
+    }
+    const cur = Math.min(...vars.slice(0, 4).map((v) => (typeof row[v.name] === 'number' ? row[v.name] as number : Infinity)));
+    const best = Math.min(...[...ok.map((v) => v.name), ...(tmaOk ? TMA_CONV_CANDIDATES.map(tname) : [])].map((n) => (typeof row[n] === 'number' ? row[n] as number : Infinity)));
+    Object.assign(row, { cur, best, floorUs: +Math.max((2 * M * N * K) / 1377e6, (xBytes + M * N + N * K) / 3.0e6).toFixed(2) });
+    totals['cur-best'] = (totals['cur-best'] ?? 0) + cur * s.count;
+    totals['new-best'] = (totals['new-best'] ?? 0) + best * s.count;
+    console.log(`CONVX ${JSON.stringify(row)}`);
+    for (const p of [x, w, res, col, sc, ...bufs]) dev.release(p);
+  }
+  console.log(`convx byte checks: ${fails} failure(s)`);
+  console.log('CONVX TOTALS (us x count) ' + JSON.stringify(Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, Math.round(v)]))));
+  process.exit(fails ? 1 : 0);
+}
+
+/** A launcher for a TMA convolution kernel: the input's im2col map and the weights' 2-D map encoded once. */
+function tmaConvLauncher(k: TmaConvKernelSource, x: number, w: number, rest: number[], outs: number[]): () => void {
+  const fn = dev.kernel(k), [a, b] = k.tma;
+  const maps = [encodeIm2col(x, a), encodeTensorMap2d(w, b.rows, b.cols, b.boxRows, b.boxCols, b.swizzle)];
+  const params = pointerArray([...maps, ...rest, ...outs]);
+  return () => cu('cuLaunchKernel', fn, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2], k.sharedBytes, stream, params, null);
 }

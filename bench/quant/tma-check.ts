@@ -11,12 +11,12 @@ import type { Model } from '../../src/ir/graph.js';
 import { quantizedRoutes } from './feeds.js';
 
 let failures = 0;
-async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16'): Promise<void> {
+async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16', extra: string[] = []): Promise<void> {
   const routes = quantizedRoutes(make, precision);
   // tma-pp: the persistent ping-pong kernel's first tile (KILN_QTMA=pp offers its tiles alone; =tma forces the first)
   const run = (route: string) => routes(route === 'tma-pp' ? { KILN_QTMA: 'pp', KILN_QGEMM: 'tma' } : { KILN_QGEMM: route });
   const ref = await run('wgmma64');
-  for (const route of ['tma', 'tma-cluster', 'tma-pp']) {
+  for (const route of ['tma', 'tma-cluster', 'tma-pp', ...extra]) {
     const what = `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route} vs wgmma64, run + replay`;
     try {
       const b = await run(route);
@@ -34,6 +34,9 @@ async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16')
 const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
 await same('bert-mid', () => bertBase(BERT_MID), 'fp32');
 await same('bert-mid', () => bertBase(BERT_MID), 'fp16');
-await same('resnet50-w16', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16, image: 64 }), 'fp16');
+// stem: KILN_QGEMM=stem puts the 7x7 stem (C = 3) on the gathered convolution (codegen/quant-stem.ts), tma-conv the
+// implicit-im2col convolutions with C % 128 == 0 on the TMA kernel (codegen/quant-tma-conv.ts); the other layers timed
+await same('resnet50-w16', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16, image: 64 }), 'fp16', ['stem', 'tma-conv']);
+await same('resnet50-w16', () => resnet50({ ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16, image: 64 }), 'fp32', ['stem', 'tma-conv']);
 console.log(`tma-check: ${failures} failure(s)`);
 process.exit(failures ? 1 : 0);

@@ -18,6 +18,8 @@ import type { DeviceTensor, GpuImpl, ImplContext } from './ops.js';
 import { prepareQuantGemm, timeOnStream, timedChoice } from './ffi/cublaslt.js';
 import { splitKWorkspace } from './codegen/quant-wgmma.js';
 import { TMA_CANDIDATES, tmaCandidates } from './ops-quant-tma.js';
+import { qconvStem, stemUnsupported, stemWeights } from './codegen/quant-stem.js';
+import { tmaConvCandidates } from './ops-quant-tma-conv.js';
 import { dequantizeKernel, headSplitKernel, qepilogue, qgemm, qgemmTile, qim2col, quantizeKernel, quantizeTransposeKernel, QGEMM_TILES, type QGemmArgs, type QOperand, type QStore } from './codegen/quant.js';
 import type { KernelSource } from './codegen/types.js';
 
@@ -128,27 +130,61 @@ const qconv = (h: QuantHelpers): Factory => (c) => {
   const sc = upload(c.dev, scaleOffset(a, M, K, wq, B?.constant));
   const wptr = wpad ? upload(c.dev, wpad) : 0;
   const plain = KH === 1 && KW === 1 && strides.every((s) => s === 1) && pads.every((p) => p === 0) && implicit;
-  const gemm = layerGemm(c, args, sc, plain ? { ...args, conv: undefined } : undefined);
+  // few input channels (the stem): the explicit im2col runs inside each GEMM candidate, and the gathered kernel
+  // (codegen/quant-stem.ts, no im2col) is timed against them
+  const stem = col && gatheredConv(c, { ...args, conv: geo }, Nb, zp, wq, sc);
+  const explicit = col && { wrap: withIm2col(c, col, rows * Kp), extra: stem?.candidates ?? [] };
+  const gemm = layerGemm(c, args, sc, plain ? { ...args, conv: undefined } : undefined, explicit || undefined);
   return {
     run(ins, stream) {
       const o = h.alloc(c.dev, out.dtype, out.dims), o2 = out2 ? h.alloc(c.dev, out2.dtype, out2.dims) : undefined;
-      let x = ins[0]!.ptr, ws = 0;
-      if (col) {
-        ws = c.dev.alloc(rows * Kp);
-        c.dev.launch(col, [x, ws], stream);
-        x = ws;
-      }
-      gemm.run(x, wptr || ins[1]!.ptr, ins[3]?.ptr ?? 0, o.ptr, stream, o2?.ptr ?? 0);
-      if (ws) c.dev.release(ws); // reuse is ordered on the stream
+      gemm.run(ins[0]!.ptr, wptr || ins[1]!.ptr, ins[3]?.ptr ?? 0, o.ptr, stream, o2?.ptr ?? 0);
       return o2 ? [o, o2] : [o];
     },
     destroy() {
       gemm.destroy();
       c.dev.release(sc);
       if (wptr) c.dev.release(wptr);
+      if (stem) c.dev.release(stem.w);
     },
   };
 };
+
+/** A GEMM candidate run on the explicit im2col of its input (`bytes`: the [rows, Kp] matrix, from the pool per run). */
+const withIm2col = (c: ImplContext, col: KernelSource, bytes: number) => (cand: Candidate): Candidate => ({
+  ...cand,
+  run: (x, w, res, out, stream, out2, out3) => {
+    const ws = c.dev.alloc(bytes);
+    c.dev.launch(col, [x, ws], stream);
+    cand.run(ws, w, res, out, stream, out2, out3);
+    c.dev.release(ws); // reuse is ordered on the stream
+  },
+});
+
+/**
+ * Tiles of the gathered small-channel convolution offered to the tactic after the im2col routes (saved choices keep
+ * their indices): [BM, blocks per SM] for BN = 64 (N <= 64) and for BN = 128 (twice the accumulators: fewer blocks,
+ * so that ptxas spills nothing). KILN_QGEMM=stem forces the first, KILN_QSTEM=0 leaves them out (same-run before /
+ * after).
+ */
+export const STEM_CANDIDATES = { 64: [[128, 2], [64, 4], [64, 3]], 128: [[128, 1], [64, 3], [64, 2]] } as const;
+
+/** The gathered kernel's candidates for an explicit-im2col QConv on Hopper, with its reordered weights, or undefined. */
+function gatheredConv(c: ImplContext, g: QGemmArgs, batch: number, zp: number, wq: Uint8Array, sc: number): { candidates: (() => Candidate)[]; w: number } | undefined {
+  const geo = g.conv!;
+  if (c.dev.info.sm !== 90 || process.env.KILN_QSTEM === '0' || stemUnsupported(geo, batch, g)) return undefined;
+  const w = upload(c.dev, stemWeights(wq, geo, g.N)), BN = g.N <= 64 ? 64 : 128;
+  const candidates = STEM_CANDIDATES[BN].map(([BM, occupancy]) => (): Candidate => {
+    const k = qconvStem({ ...g, tile: { BM, BN } }, { sms: c.dev.info.smCount, occupancy, pad: zp, batch });
+    return {
+      kernels: [k],
+      ready: () => { c.dev.kernel(k); },
+      run: (x, _w, res, out, stream, out2 = 0) => c.dev.launch(k, ptrsFor(k, x, w, sc, res, out, out2), stream),
+      destroy: () => undefined,
+    };
+  });
+  return { candidates, w };
+}
 
 interface LayerGemm {
   /** out2: the second output, or with a head split the second and third (out3) column groups' outputs */
@@ -163,7 +199,7 @@ type Candidate = LayerGemm & { ready(): void; kernels: KernelSource[] };
  * (`tuning.on`) times them on the layer's real operands and keeps the fastest in `gemmChoices` (saved in the plan);
  * without a choice the default tile runs.
  */
-function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs): LayerGemm {
+function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs, pre?: { wrap: (cand: Candidate) => Candidate; extra: (() => Candidate)[] }): LayerGemm {
   const force = process.env.KILN_QGEMM;
   const { M, N, K } = args;
   const def = qgemmTile(M, N);
@@ -237,8 +273,22 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
   if (args.heads && !stagedOk) throw new Error(`layer '${c.node.name}': a head split needs the staged wgmma epilogue`);
   // the TMA-fed kernel (plain GEMMs: ops-quant-tma.ts) after the others, so that saved choices keep their indices;
   // KILN_QGEMM=tma / =tma-cluster force its first tile without / with a 2-block cluster; KILN_QTMA=0 leaves it out
-  const tma = stagedOk && !prev && process.env.KILN_QTMA !== '0' ? tmaCandidates(c.dev, args, sc) : [];
-  const timed = stagedOk ? [...wgs, ...libs, ...tma]
+  // (a 1x1 stride-1 QConv, `lt` without its geometry, is that plain GEMM over the NHWC input: it was left out while its
+  // args kept the geometry; KILN_QTMA1X1=0 leaves it out again)
+  const plainArgs = lt && args.conv && process.env.KILN_QTMA1X1 !== '0' ? { ...args, conv: undefined } : args;
+  const tma = stagedOk && !prev && process.env.KILN_QTMA !== '0' ? tmaCandidates(c.dev, plainArgs, sc) : [];
+  // implicit-im2col convolutions with C % 128 == 64 (ResNet's 56 px 3x3s), appended (saved choices keep their
+  // indices; KILN_QCONVX=0 leaves them out): 64-byte k-steps, one tap each, where a 128-byte k-step spans two taps and
+  // the load loop divides out each chunk's tap and channel (bench/quant/gpu-layers.js convx, H100: 26.3 -> 22.6 us;
+  // split-K lost on every 3x3 shape, 64x64 and 128x128 tiles by 3-6 us)
+  const convx: (() => Candidate)[] = [];
+  if (stagedOk && !prev && args.conv && args.a !== 'fp8' && args.conv.C % 128 === 64 && K > 64 && process.env.KILN_QCONVX !== '0') {
+    convx.push(staged(128, 64, 3, { kStep: 64 }), staged(128, 64, 2, { kStep: 64, stages: 6 }));
+  }
+  // the TMA-fed kernel over implicit-im2col convolutions with C % 128 == 0 (ops-quant-tma-conv.ts; KILN_QTMACONV=0
+  // leaves it out), after the above
+  const tmaConv = stagedOk && !prev && args.conv && !lt ? tmaConvCandidates(c.dev, args, sc) : [];
+  const timed = stagedOk ? [...wgs, ...libs, ...tma, ...convx, ...tmaConv]
     : [...tiles.map((t) => () => fused(t)), () => fused(def, true), ...libs, ...(wgOk ? [wgDirect(64), wgDirect(128)] : [])];
   const forced: Record<string, (() => Candidate) | false> = {
     cublaslt: libOk && lib, fused: !args.heads && (() => fused(def)), wgmma: !args.heads && wgOk && wgDirect(N > 64 ? 128 : 64),
@@ -246,8 +296,12 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs):
     'wgmma-persistent-staged': stagedOk && (() => fused({ BM: 128, BN: 64 }, false, true, { persistent: sms, staged: true, occupancy: 3 })),
     'wgmma-splitk': stagedOk && (args.a !== 'fp8' && K > 128 ? split(64, 64, 2, 4) : wgs[1]),
     tma: tma.length > 0 && tma[0], 'tma-cluster': tma.length > 0 && tma[TMA_CANDIDATES.findIndex((t) => t[3] > 1)],
+    'tma-conv': tmaConv.length > 0 && tmaConv[0],
   };
-  const makers = force && forced[force] ? [forced[force] as () => Candidate] : timed;
+  // an explicit im2col: every GEMM candidate runs on it, then the gathered kernel's tiles (no im2col), appended
+  const wrapped = (mk: () => Candidate) => (pre ? () => pre.wrap(mk()) : mk);
+  const all = [...timed.map(wrapped), ...(pre?.extra ?? [])];
+  const makers = force === 'stem' && pre?.extra.length ? [pre.extra[0]] : force && forced[force] ? [wrapped(forced[force] as () => Candidate)] : all;
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
   // set falls back to the default candidate instead of running whichever kernel now has its index
   const key = `qgemm|${prev ? 'c5' : 'c7'}|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}${args.qresidual ? '|qres' : ''}`;

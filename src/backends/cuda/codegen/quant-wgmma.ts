@@ -28,7 +28,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   if (g.heads && (!g.staged || N % 8 !== 0 || g.heads.D % 8 !== 0 || g.residual || g.qresidual || g.out2 || g.conv)) throw new Error('qgemm (wgmma): a head split needs the staged epilogue, N % 8 == 0, D % 8 == 0 and no residual, second output or convolution');
   // k-step: 128 bytes (128-byte swizzle), or 64 (64-byte swizzle) when K fits in it: no MMA on zero padding
   // one warpgroup per 64 rows of the tile: 64 x BN blocks (128 threads) leave fewer SMs idle on short M
-  const { BM, BN } = wgmmaTile(g), BKB = K <= 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
+  const { BM, BN } = wgmmaTile(g), BKB = K <= 64 || g.kStep === 64 ? 64 : 128, CH = BKB / 16, TH = 2 * BM;
   const NT = BN / 8, KT = Math.ceil(K / BKB);
   const SK = g.splitK ?? 1;
   if (SK > 1 && (g.a === 'fp8' || g.persistent || SK > KT)) throw new Error(`qgemm (wgmma): split-K needs integer operands, no persistent grid and at most one split per k-step (K = ${K}, ${SK} splits)`);

@@ -68,6 +68,12 @@ export interface QGemmArgs {
   /** wgmma, not persistent: no MMA group left in flight across k-steps, for one more k-step of loads in flight */
   drain?: boolean;
   /**
+   * wgmma: 64-byte k-steps (64-byte swizzle) even where K > 64. For implicit-im2col convolutions with C = 64 a 128-byte
+   * k-step spans two taps, so each 16-byte chunk's tap and channel are divided out per load (aChunk's general path);
+   * with 64-byte k-steps a k-step is one tap (the per-k-step path, no divisions in the load loop)
+   */
+  kStep?: 64;
+  /**
    * wgmma, integer operands, not persistent: split the reduction over `splitK` blocks per tile (grid z). Each writes
    * its int32 partial tile to a workspace and counts itself in on the tile's counter; the last one in adds the others'
    * partials (integer sums: exact in any order) and runs the whole epilogue, so the output is byte for byte the

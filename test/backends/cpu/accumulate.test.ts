@@ -87,4 +87,37 @@ describe.skipIf(!findCompiler())('layers accumulating onto their residual', () =
       expect(checked.filter((t) => t.includes('tconv-16x16')).length).toBeGreaterThan(1);
     }
   }, 120_000);
+
+  it('transposed tiles stored as whole blocks (rows of whole 7- and 14-position tiles) add onto the residual', async () => {
+    const r = seededRandom(14);
+    const b = new GraphBuilder('accumulate_blocks');
+    const x = b.input('x', 'float32', [2, 32, 14, 14]);
+    const conv = (inp: string, cout: number, name: string, k: number, pad: number) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, 32, k, k], 0.1)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: [k, k], pads: [pad, pad, pad, pad] }, name);
+    // 196 positions in one row (1 x 1) and 14-wide rows (3 x 3, padded copy), tiles of 7 and 14 positions x 32 channels
+    const y = b.op('Relu', [b.op('Add', [conv(x, 32, 'pw14', 1, 0), x], {}, 'res1')], {}, 'r1');
+    b.output(b.op('Add', [conv(y, 32, 'c14', 3, 1), y], {}, 'res2'));
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(3), [2, 32, 14, 14], 1)]]);
+    for (const threads of [1, 2]) {
+      const checked = await checkAccumulating(m, inputs, threads);
+      expect(checked.filter((t) => /tconv-(7|14)x/.test(t)).length).toBeGreaterThan(3);
+    }
+  }, 120_000);
+
+  it('padded layers on the image in place (edges checked) add onto the residual', async () => {
+    const r = seededRandom(15);
+    const b = new GraphBuilder('accumulate_edges');
+    const x = b.input('x', 'float32', [2, 16, 40, 40]);
+    // 3 x 3 pads 1 at 40 x 40: 38 x 38 of the positions read only inside the image; 40 = 5 x 7 + 5 (a partial last tile)
+    const w = b.initializer('c.w', randomTensor(r, [16, 16, 3, 3], 0.1)), bias = b.initializer('c.b', randomTensor(r, [16], 0.1));
+    b.output(b.op('Add', [b.op('Conv', [x, w, bias], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'c'), x], {}, 'res'));
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(4), [2, 16, 40, 40], 1)]]);
+    for (const threads of [1, 2]) {
+      const checked = await checkAccumulating(m, inputs, threads);
+      expect(checked.filter((t) => t.includes('-etconv-')).length).toBeGreaterThan(1);
+    }
+  }, 120_000);
 });

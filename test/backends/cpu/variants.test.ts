@@ -77,7 +77,8 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
   it('convolutions: every tile of the im2col and direct variants', async () => {
     const m = await prepared(convModel());
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(9), [2, 5, 19, 37], 1)]]));
-    expect([...seen].sort()).toEqual(['conv', 'dconv', 'pw', 'tconv']);
+    // etconv: c3x2's one padded column leaves 36 of its 37 output columns inside the image (in place, edges checked)
+    expect([...seen].sort()).toEqual(['conv', 'dconv', 'etconv', 'pw', 'tconv']);
   }, 120_000);
 
   it('grouped convolutions: the per-group GEMM and the transposed kernel over group images (bias, residual, strides, pads)', async () => {
@@ -142,6 +143,54 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     const m = await prepared(b.model(17));
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(2), [2, 6, 14, 28], 1)]]));
     expect(seen).toContain('tconv');
+  }, 120_000);
+  it('transposed convolutions storing whole blocks of tiles: masked last squares, partial panels, K in several slices, many blocks', async () => {
+    const r = seededRandom(21);
+    const b = new GraphBuilder('tconv_blocks');
+    const x = b.input('x', 'float32', [2, 600, 7, 7]);
+    const y = b.input('y', 'float32', [1, 12, 28, 28]);
+    const conv = (inp: string, cin: number, cout: number, name: string, attrs: Record<string, number[]>, k: number[]) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, ...k], 0.05)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: k, ...attrs }, name);
+    // 7 x 7 rows of 7-position tiles: 49 positions, the last 16 x 16 square holds one; 600 input channels are several K
+    // slices for every tile width (the next slice's weights prefetched); 40 output channels leave panels part empty
+    const h = b.op('Relu', [conv(x, 600, 40, 'seven', {}, [1, 1])], {}, 'r1');
+    // 14-wide rows with a padded copy (3 x 3), then a residual over them
+    const u = b.op('Relu', [conv(h, 40, 24, 'up14', { pads: [1, 1, 1, 1] }, [3, 3])], {}, 'r2');
+    b.output(u);
+    // 28 x 28: 112 tiles of 7 (seven blocks of 16 tiles), 56 of 14, 49 of 16; and a stride-2 3 x 3 down to 14 x 14
+    const v = b.op('Relu', [b.op('Add', [conv(y, 12, 12, 'same28', {}, [1, 1]), y], {}, 'res28')], {}, 'r3');
+    b.output(conv(v, 12, 20, 'wide28', {}, [1, 1]));
+    b.output(conv(v, 12, 36, 'down14', { pads: [1, 1, 1, 1], strides: [2, 2] }, [3, 3]));
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(4), [2, 600, 7, 7], 1)], ['y', randomTensor(seededRandom(5), [1, 12, 28, 28], 1)]]);
+    const seen = await checkAllTactics(m, inputs);
+    expect(seen).toContain('tconv');
+  }, 120_000);
+  it('padded convolutions on the image in place with checked edges: stems (3 x 3 and 7 x 7, stride 2), asymmetric pads, dilation, groups, 2 images', async () => {
+    const r = seededRandom(22);
+    const b = new GraphBuilder('tconv_edges');
+    const x = b.input('x', 'float32', [2, 3, 64, 64]);
+    const y = b.input('y', 'float32', [2, 3, 160, 160]);
+    const z = b.input('z', 'float32', [2, 8, 48, 48]);
+    const conv = (inp: string, cin: number, cout: number, name: string, attrs: Record<string, number[]>, k: number[], group = 1) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin / group, ...k], 0.2)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: k, group, ...attrs }, name);
+    // MobileNet's stem at 64 x 64: the top row of tiles off the image's memory (checked throughout), the first tile of
+    // every other row in place with its first position redone
+    const h = b.op('Relu', [conv(x, 3, 32, 'stem', { pads: [1, 1, 1, 1], strides: [2, 2] }, [3, 3])], {}, 'r1');
+    // 3 x 3 over 32 x 32, pads on the bottom and left only, strides [1, 2]; dilation 2 (pads 2); grouped over 48 x 48
+    b.output(conv(h, 32, 32, 'asym', { pads: [0, 1, 1, 0], strides: [1, 2] }, [3, 3])); // K = 288: two K slices at 32 channels
+    b.output(conv(h, 32, 16, 'dil', { pads: [2, 2, 2, 2], dilations: [2, 2] }, [3, 3]));
+    b.output(conv(z, 8, 32, 'grp', { pads: [1, 1, 1, 1] }, [3, 3], 2));
+    // ResNet's stem shape: 7 x 7 stride 2 pads 3 (two rows and columns of edges on each side)
+    b.output(conv(y, 3, 16, 'stem7', { pads: [3, 3, 3, 3], strides: [2, 2] }, [7, 7]));
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(8), [2, 3, 64, 64], 1)], ['y', randomTensor(seededRandom(9), [2, 3, 160, 160], 1)],
+      ['z', randomTensor(seededRandom(10), [2, 8, 48, 48], 1)]]);
+    const seen = await checkAllTactics(m, inputs);
+    expect(seen).toContain('etconv');
+    expect(seen).toContain('getconv');
   }, 120_000);
   it('pointwise convolutions reading the input in place: positions off the tile width, partial channel panels, residual, activation', async () => {
     const r = seededRandom(13);

@@ -111,6 +111,13 @@ typedef struct tconv_s {
   int batch;
   int accumulate;                  /* as in gemm_t */
   int groups; size_t gbs;          /* 0 or 1 group, else weights per group gbs floats apart */
+  /* Edges (tap non-NULL): src is the unpadded image (H x W planes, off relative to it, rs = s0 * W); tiles whose taps
+     all land inside it read in place, the rest are computed position by position with bounds checks (tap: per k its
+     plane offset, row and column offset), so the zero-padded copy is not made. offlo / offhi: the lowest and highest
+     tap offsets, to tell which tiles read only inside the image's memory. */
+  const int *tap;
+  int H, W, s0, pt, pl, khs, kws;
+  long offlo, offhi;
 } tconv_t;
 float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per);
 

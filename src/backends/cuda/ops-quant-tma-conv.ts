@@ -5,7 +5,7 @@ import { check, encodeTensorMap2d, koffi } from './ffi/driver.js';
 import { loadLibrary } from './ffi/libs.js';
 import { qconvTma, tmaConvUnsupported, type TmaConvKernelSource, type TmaIm2colMap } from './codegen/quant-tma-conv.js';
 import type { QGemmArgs } from './codegen/quant.js';
-import type { TmaCandidate } from './ops-quant-tma.js';
+import { tmaCandidate, type TmaCandidate } from './ops-quant-tma.js';
 
 /**
  * Tiles offered for convolutions (a subset of the plain GEMM's: ops-quant-tma.ts TMA_CANDIDATES / TMA_PP_CANDIDATES):
@@ -22,25 +22,8 @@ export function tmaConvCandidates(dev: CudaDevice, args: QGemmArgs, sc: number):
 }
 
 function candidate(dev: CudaDevice, k: TmaConvKernelSource, sc: number): TmaCandidate {
-  // maps per operand pair (a plan's buffers stay put: one entry per context; a captured graph keeps its parameter bytes)
-  const maps = new Map<string, Buffer[]>();
   const [a, b] = k.tma;
-  return {
-    kernels: [k],
-    ready: () => { dev.kernel(k); },
-    run: (x, w, res, out, stream, out2 = 0, out3 = 0) => {
-      const key = `${x}:${w}`;
-      let m = maps.get(key);
-      if (!m) {
-        if (maps.size >= 64) maps.clear();
-        m = [encodeIm2col(x, a), encodeTensorMap2d(w, b.rows, b.cols, b.boxRows, b.boxCols, b.swizzle)];
-        maps.set(key, m);
-      }
-      const ptrs = k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? [out, out2, out3][p.index] : p.index < 2 ? m[p.index] : res));
-      dev.launch(k, ptrs, stream);
-    },
-    destroy: () => maps.clear(),
-  };
+  return tmaCandidate(dev, k, sc, (x, w) => [encodeIm2col(x, a), encodeTensorMap2d(w, b.rows, b.cols, b.boxRows, b.boxCols, b.swizzle)]);
 }
 
 let encodeFn: ((...args: unknown[]) => number) | undefined;

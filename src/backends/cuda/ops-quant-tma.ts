@@ -42,23 +42,30 @@ export function tmaCandidates(dev: CudaDevice, args: QGemmArgs, sc: number): (()
 }
 
 function candidate(dev: CudaDevice, k: TmaKernelSource, sc: number): TmaCandidate {
-  // tensor maps per operand pair: a plan's buffers stay put, so this holds one entry per context (encoded at its
-  // eager run; a captured graph keeps the parameter bytes it was launched with)
-  const maps = new Map<string, Buffer[]>();
+  return tmaCandidate(dev, k, sc, (x, w) => k.tma.map((t) => encodeTensorMap2d(t.operand === 0 ? x : w, t.rows, t.cols, t.boxRows, t.boxCols, t.swizzle)));
+}
+
+/**
+ * A TMA kernel as a candidate: `maps(x, w)` encodes its tensor maps (passed by value, parameters 0 and 1) over the
+ * operands. They are kept per operand pair: a plan's buffers stay put, so this holds one entry per context (encoded
+ * at its eager run; a captured graph keeps the parameter bytes it was launched with).
+ */
+export function tmaCandidate(dev: CudaDevice, k: KernelSource, sc: number, maps: (x: number, w: number) => Buffer[]): TmaCandidate {
+  const held = new Map<string, Buffer[]>();
   return {
     kernels: [k],
     ready: () => { dev.kernel(k); },
     run: (x, w, res, out, stream, out2 = 0, out3 = 0) => {
       const key = `${x}:${w}`;
-      let m = maps.get(key);
+      let m = held.get(key);
       if (!m) {
-        if (maps.size >= 64) maps.clear();
-        m = k.tma.map((t) => encodeTensorMap2d(t.operand === 0 ? x : w, t.rows, t.cols, t.boxRows, t.boxCols, t.swizzle));
-        maps.set(key, m);
+        if (held.size >= 64) held.clear();
+        m = maps(x, w);
+        held.set(key, m);
       }
       const ptrs = k.params.map((p) => (p.kind === 'ws' ? sc : p.kind === 'out' ? [out, out2, out3][p.index] : p.index < 2 ? m[p.index] : res));
       dev.launch(k, ptrs, stream);
     },
-    destroy: () => maps.clear(),
+    destroy: () => held.clear(),
   };
 }

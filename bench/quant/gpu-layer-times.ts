@@ -8,7 +8,8 @@
 // (prev: also int8 with the timed tactic's previous candidate set, KILN_QTACTIC=c5; nopf: also int8 without the residual
 // L2 prefetch, KILN_QRESPF=0; res: also int8 from kiln quantize --quantize-residual, the residual Adds folded into conv3;
 // before: also each int8 build without helper qconv's candidates, KILN_QSTEM=0 KILN_QCONVX=0 KILN_QTMACONV=0
-// KILN_QTMA1X1=0: the stem on the explicit im2col route, no 64-byte k-step tiles, no TMA kernel on convolutions)
+// KILN_QTMA1X1=0: the stem on the explicit im2col route, no 64-byte k-step tiles, no TMA kernel on convolutions; epi0 with res: also the
+// --quantize-residual build with the staged epilogue before helper qepi's options, KILN_QEPI=0)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -118,6 +119,11 @@ for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which
   }
   if (fp8) ps.push(await profile(`${model} fp8`, quantize(m, 'fp8'), s));
   if (res) ps.push(await profile(`${model} int8 res`, quantize(m, 'int8', true), s)); // --quantize-residual: int8 residual stream
+  if (res && which.includes('epi0')) { // the staged epilogue before helper qepi's options (KILN_QEPI=0), same process
+    process.env.KILN_QEPI = '0';
+    ps.push(await profile(`${model} int8 res epi0`, quantize(m, 'int8', true), s));
+    delete process.env.KILN_QEPI;
+  }
   if (before) { // the candidate sets before helper qconv (the stem's explicit im2col route), same process
     Object.assign(process.env, { KILN_QSTEM: '0', KILN_QCONVX: '0', KILN_QTMACONV: '0', KILN_QTMA1X1: '0' });
     ps.push(await profile(`${model} int8 before`, quantize(m, 'int8'), s));

@@ -17,6 +17,8 @@
 //        explicit im2col + cp.async wgmma route, byte for byte, on ResNet-50's stem and odd shapes, all epilogues
 //        node bench/quant/gpu-layers.js convx: ResNet-50's 3x3 convolutions on the implicit-im2col kernel with the
 //        tactic's conv extras (64-byte k-steps where C = 64), held byte for byte to explicit im2col + GEMM
+//        node bench/quant/gpu-layers.js qepi: ResNet-50's conv3 (1x1 + 8-bit residual) shapes on every staged tile of
+//        the tactic with each staged-epilogue option (KILN_QEPI: 0, res, banks, both), byte for byte to KILN_QEPI=0
 import { getDevice } from '../../src/backends/cuda/device.js';
 import { qepilogue, qgemm, qim2col, QGEMM_TILES, type QGemmArgs, type QConvGeometry } from '../../src/backends/cuda/codegen/quant.js';
 import { qconvStem, stemWeights } from '../../src/backends/cuda/codegen/quant-stem.js';
@@ -80,6 +82,7 @@ const tmaKernel = (v: (typeof TMA_VARS)[number], g: QGemmArgs) => qgemmTma({ ...
 if (process.argv[2] === 'main') await mainLoop(process.argv[3]);
 if (process.argv[2] === 'stem') stemMode();
 if (process.argv[2] === 'convx') convxMode();
+if (process.argv[2] === 'qepi') qepiMode();
 const totals: Record<string, number> = {};
 const add = (model: string, route: string, us: number) => { const k = `${model} ${route}`; totals[k] = (totals[k] ?? 0) + us; };
 const only = process.argv[2] === 'all' ? undefined : process.argv[2];
@@ -654,4 +657,88 @@ function tmaConvLauncher(k: TmaConvKernelSource, x: number, w: number, rest: num
   const maps = [encodeIm2col(x, a), encodeTensorMap2d(w, b.rows, b.cols, b.boxRows, b.boxCols, b.swizzle)];
   const params = pointerArray([...maps, ...rest, ...outs]);
   return () => cu('cuLaunchKernel', fn, k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2], k.sharedBytes, stream, params, null);
+}
+
+/**
+ * `qepi` mode: the staged epilogue's options (quant-wgmma.ts stagedEpilogueOptions, switched by KILN_QEPI while each
+ * kernel's text is made) on ResNet-50 bs32's conv3 shapes (1x1 expand, int8 residual, Relu, int8 out; layer 4's last
+ * writes fp16), a uint8 variant (zero points 128 / 3) and a ragged one (M and N edges), every staged tile of the
+ * tactic (ops-quant.ts layerGemm `wgs`). Each kernel's output (poisoned first) is compared byte for byte with the
+ * KILN_QEPI=0 kernel of its tile, then timed (us, back-to-back launches). `all` also times the split layout on the
+ * plain (no residual) 1x1 56 px 64->256 conv.
+ */
+function qepiMode(): void {
+  const modes = ['0', 'res', 'banks', ''] as const, label = (m: string) => (m === '' ? 'both' : m === '0' ? 'old' : m);
+  const tiles: [string, number, number, Partial<QGemmArgs>][] = [
+    ['128x64o3', 128, 64, { occupancy: 3 }], ['64x64o4', 64, 64, { occupancy: 4 }], ['64x32o4', 64, 32, { occupancy: 4 }],
+    ['128x128', 128, 128, {}], ['128x128st3', 128, 128, { occupancy: 2, stages: 3 }], ['128x64st5', 128, 64, { occupancy: 1, stages: 5 }],
+    ['64x64st6', 64, 64, { occupancy: 2, stages: 6 }], ['64x64d', 64, 64, { occupancy: 3, drain: true }],
+    ['64x64st2d', 64, 64, { occupancy: 5, stages: 2, drain: true }], ['64x32st2d', 64, 32, { occupancy: 8, stages: 2, drain: true }],
+    ['128x64st2d', 128, 64, { occupancy: 3, stages: 2, drain: true }],
+  ];
+  const qr = { a: 'int8', scale: 0.037, zeroPoint: 0, c: 'int8', cScale: 0.029, cZeroPoint: 0 } as const;
+  const cases: { name: string; count: number; g: QGemmArgs }[] = [];
+  const base = (M: number, N: number, K: number): QGemmArgs => ({ M, N, K, a: 'int8', activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0, wgmma: true, staged: true, qresidual: qr, residualPrefetch: K <= 64 });
+  cases.push({ name: 'conv3 56px 64->256', count: 3, g: base(100352, 256, 64) });
+  cases.push({ name: 'conv3 28px 128->512', count: 4, g: base(25088, 512, 128) });
+  cases.push({ name: 'conv3 14px 256->1024', count: 6, g: base(6272, 1024, 256) });
+  cases.push({ name: 'conv3 7px 512->2048', count: 2, g: base(1568, 2048, 512) });
+  cases.push({ name: 'conv3 7px 512->2048 fp16 out', count: 1, g: { ...base(1568, 2048, 512), out: 'float16' } });
+  cases.push({ name: 'uint8 56px 64->256 zp 128/3', count: 0, g: { ...base(100352, 256, 64), a: 'uint8', out: 'uint8', yZeroPoint: 3, qresidual: { a: 'uint8', scale: 0.021, zeroPoint: 128, c: 'uint8', cScale: 0.013, cZeroPoint: 128 } } });
+  cases.push({ name: 'ragged 1000x208x64', count: 0, g: base(1000, 208, 64) });
+  const mk = (g: QGemmArgs, t: (typeof tiles)[number], mode: string) => {
+    process.env.KILN_QEPI = mode;
+    try { return qgemm({ ...g, tile: { BM: t[1], BN: t[2] }, ...t[3] }); } finally { delete process.env.KILN_QEPI; }
+  };
+  let fails = 0, checks = 0;
+  const tot: Record<string, number> = {};
+  const run = (name: string, count: number, g: QGemmArgs, modeList: readonly string[], tl: typeof tiles) => {
+    const { M, N, K } = g, ob = g.out === 'float16' ? 2 : 1;
+    const x = rand(M * K, 31), w = rand(N * K, 32), res = g.qresidual ? rand(M * N, 33) : 0;
+    const scv = new Float32Array(2 * N).map((_, i) => (i < N ? (1.6e-4 / Math.sqrt(K)) * (1 + (i % 3)) : 0.01 * (i % 7) - 0.03));
+    const sc = dev.alloc(8 * N, true);
+    dev.upload(sc, scv, null);
+    const ref = dev.alloc(M * N * ob, true), out = dev.alloc(M * N * ob, true);
+    const ks = tl.map((t) => modeList.map((m) => mk(g, t, m)));
+    dev.prefetch(ks.flat());
+    const row: Record<string, string | number> = { shape: name };
+    let bestOld = Infinity, bestNew = Infinity, oldName = '', newName = '';
+    for (const [i, t] of tl.entries()) {
+      for (const [j, m] of modeList.entries()) {
+        const k = ks[i][j], dst = j === 0 ? ref : out;
+        try {
+          dev.kernel(k);
+          const launch = () => dev.launch(k, [x, w, sc, ...(res ? [res] : []), dst], stream);
+          cu('cuMemsetD8Async', dst, 0xa5, M * N * ob, stream);
+          launch(); dev.sync(null);
+          if (j > 0) {
+            checks++;
+            const diff = differ(ref, out, M * N * ob);
+            if (diff) { fails++; console.log(`FAIL ${name} ${t[0]} ${label(m)}: ${diff} of ${M * N * ob} bytes differ from KILN_QEPI=0`); continue; }
+          }
+          const us = tq(launch);
+          row[`${t[0]} ${label(m)}`] = +us.toFixed(1);
+          if (m === '0' && us < bestOld) { bestOld = us; oldName = t[0]; }
+          if (m === modeList[modeList.length - 1] && us < bestNew) { bestNew = us; newName = t[0]; }
+          tot[`${label(m)} ${t[0]}`] = (tot[`${label(m)} ${t[0]}`] ?? 0) + us * count;
+        } catch (e) {
+          fails++;
+          console.log(`FAIL ${name} ${t[0]} ${label(m)}: ${(e as Error).message.slice(0, 300)}`);
+        }
+      }
+    }
+    for (const p of [x, w, sc, ref, out, ...(res ? [res] : [])]) dev.release(p);
+    row.best = `old ${oldName} ${bestOld.toFixed(1)} -> ${label(modeList[modeList.length - 1])} ${newName} ${bestNew.toFixed(1)}`;
+    tot['best old'] = (tot['best old'] ?? 0) + bestOld * count;
+    tot['best new'] = (tot['best new'] ?? 0) + bestNew * count;
+    console.log(JSON.stringify(row));
+  };
+  for (const c of cases) run(c.name, c.count, c.g, c.count ? modes : ['0', ''], tiles); // the options one by one on the model's shapes
+  if (process.argv[3] === 'all') {
+    const { qresidual: _, ...plain } = base(100352, 256, 64);
+    run('plain 56px 64->256 (split layout)', 0, plain, ['0', 'all'], tiles.slice(0, 4));
+  }
+  console.log(`qepi byte checks: ${checks - fails} PASS, ${fails} FAIL`);
+  console.log('QEPI TOTALS (us x count over the conv3 layers) ' + JSON.stringify(Object.fromEntries(Object.entries(tot).map(([k, v]) => [k, Math.round(v * 10) / 10]))));
+  process.exit(0);
 }

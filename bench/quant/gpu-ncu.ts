@@ -3,6 +3,8 @@
 // Layers: the 1x1 56px 64->256 convolution (M 100352, N 256, K 64: one k-step per tile, the epilogue is most of the
 // work), the 1x1 28px 128->512 one (M 25088, N 512, K 128) and the 3x3 14px 256->256 one (implicit im2col). `dump <dir>` writes each kernel's CUDA source and
 // a name list instead (no device), for nvcc's resource report and SASS.
+// c3res: ResNet-50 layer 1's conv3 (the k64 shape with an int8 residual, as the --quantize-residual model runs it).
+// A variant named `..._old` is made with KILN_QEPI=0 (the staged epilogue before quant-wgmma.ts stagedEpilogueOptions).
 // Usage: [NCU_LAYERS=k64,c3] node bench/quant/gpu-ncu.js run|dump <dir> [variant,...]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +17,10 @@ const layers: Record<string, QGemmArgs> = {
   k128: { M: 25088, N: 512, K: 128, a: 'int8', activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0 },
   // 3x3 14px 256->256 (M 6272, K 2304): implicit im2col, the main loop's share is larger
   c3: { M: 6272, N: 256, K: 2304, a: 'int8', conv: c3, activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0 },
+  c3res: {
+    M: 100352, N: 256, K: 64, a: 'int8', activation: 'Relu', params: [], out: 'int8', yScale: 0.05, yZeroPoint: 0, residualPrefetch: true,
+    qresidual: { a: 'int8', scale: 0.037, zeroPoint: 0, c: 'int8', cScale: 0.029, cZeroPoint: 0 },
+  },
 };
 export const NCU_VARIANTS: Record<string, Partial<QGemmArgs>> = {
   ld_v1: { v1Epilogue: true },
@@ -26,11 +32,18 @@ export const NCU_VARIANTS: Record<string, Partial<QGemmArgs>> = {
   wg64x64s: { wgmma: true, tile: { BM: 64, BN: 64 }, staged: true, occupancy: 4 },
   wg64x64s_v1: { wgmma: true, tile: { BM: 64, BN: 64 }, staged: true, occupancy: 4, v1Epilogue: true },
   wgp64s: { wgmma: true, tile: { BM: 128, BN: 64 }, staged: true, occupancy: 3, persistent: SMS },
+  // the tactic's choice for c3res in the model (ops-quant.ts layerGemm wgs[3]), before and after the epilogue options
+  wg128s: { wgmma: true, tile: { BM: 128, BN: 128 }, staged: true },
+  wg128s_old: { wgmma: true, tile: { BM: 128, BN: 128 }, staged: true },
+};
+const make = (g: QGemmArgs, v: string) => {
+  if (v.endsWith('_old')) process.env.KILN_QEPI = '0';
+  try { return qgemm({ ...g, ...NCU_VARIANTS[v] }); } finally { delete process.env.KILN_QEPI; }
 };
 const [mode, dir, pick] = process.argv.slice(2);
 const names = pick ? pick.split(',') : Object.keys(NCU_VARIANTS);
 const only = process.env.NCU_LAYERS?.split(',');
-const kernels = Object.entries(layers).filter(([l]) => !only || only.includes(l)).flatMap(([l, g]) => names.map((v) => [`${l}_${v}`, g, qgemm({ ...g, ...NCU_VARIANTS[v] })] as const));
+const kernels = Object.entries(layers).filter(([l]) => !only || only.includes(l)).flatMap(([l, g]) => names.map((v) => [`${l}_${v}`, g, make(g, v)] as const));
 
 if (mode === 'dump') {
   mkdirSync(dir, { recursive: true });
@@ -49,12 +62,13 @@ if (mode === 'dump') {
   };
   for (const [n, g, k] of kernels) {
     const x = rand(g.conv ? 32 * g.conv.H * g.conv.W * g.conv.C : g.M * g.K, 1), w = rand(g.N * g.K, 2), sc = dev.alloc(8 * g.N, true), out = dev.alloc(g.M * g.N, true);
+    const res = g.qresidual ? rand(g.M * g.N, 3) : 0;
     dev.upload(sc, new Float32Array(2 * g.N).map((_, i) => (i < g.N ? 1e-4 : 0.01 * (i % 7))), null);
     dev.kernel(k);
-    dev.launch(k, [x, w, sc, out], null);
+    dev.launch(k, [x, w, sc, ...(res ? [res] : []), out], null);
     dev.sync(null);
     console.log(`${n}: ${k.name} grid ${k.grid.join('x')} block ${k.block[0]} smem ${k.sharedBytes}`);
-    for (const p of [x, w, sc, out]) dev.release(p);
+    for (const p of [x, w, sc, out, ...(res ? [res] : [])]) dev.release(p);
   }
 }
 process.exit(0);

@@ -41,10 +41,15 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const ST = g.stages ?? Math.max(3, Math.min(4, Math.floor(KT / SK) + 1)), D = g.drain ? ST - 1 : ST - 2;
   const swz = (row: string) => (BKB === 128 ? `(ch ^ (${row} & 7))` : `(ch ^ ((${row} >> 1) & 3))`);
   const aT = g.a === 'uint8' ? 'unsigned char' : g.a === 'int8' ? 'signed char' : 'unsigned char';
-  const staged = !!g.staged && N % 8 === 0, FP = BN + 4; // staged float tile: row pitch BN + 4 floats (rows 4 banks apart)
-  // the staged tile reuses the idle pipeline buffers, except in a persistent grid (the next tile's loads are in flight)
+  const staged = !!g.staged && N % 8 === 0;
+  const epi = stagedEpilogueOptions(g, staged && !g.persistent && SK === 1 && N % 16 === 0 && K <= 64, BN);
+  // staged float tile: row pitch BN + 4 floats (rows 4 banks apart), or BN + 8 with the conflict-free split layout
+  const FP = epi.split ? BN + 8 : BN + 4;
+  // the staged tile reuses the idle pipeline buffers, except in a persistent grid (the next tile's loads are in flight);
+  // an 8-bit residual tile read into shared memory sits after both (it is loaded with the first k-step)
   const stage = (BM + BN) * BKB, fOff = g.persistent ? ST * stage : 0;
-  const smem = Math.max(ST * stage, staged ? fOff + BM * FP * 4 : 0) + 1024; // + alignment slack: swizzle atoms want 1024-aligned tiles
+  const bufBytes = Math.max(ST * stage, staged ? fOff + BM * FP * 4 : 0), rOff = epi.resTile ? bufBytes : undefined;
+  const smem = bufBytes + (epi.resTile ? BM * BN : 0) + 1024; // + alignment slack: swizzle atoms want 1024-aligned tiles
   const fit = Math.floor((227 * 1024) / (smem + 1024)), blocks = Math.max(1, Math.min(g.occupancy ?? 2, fit));
   const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
   const aPer = (BM * CH) / TH, bPer = (BN * CH) / TH;
@@ -62,7 +67,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
           : "l"(da), "l"(db), "r"(1));`;
   const act = renderCuda(activationExpr(g.activation, g.params), () => 'v');
   const resArg = residualParam(g);
-  const epilogue = staged ? stagedFloatStores(g, { BM, BN, NT, FP, TH, fOff }, it, act)
+  const epilogue = staged ? stagedFloatStores(g, { BM, BN, NT, FP, TH, fOff, rOff }, it, act)
     : pairedStores({ ...g, staged: false }, { BM, BN, MT: 1, NT, WM: 16, WN: BN, smemBytes: 0 }, it, act);
   const tilesM = Math.ceil(M / BM), tilesN = Math.ceil(N / BN), grid = g.persistent ? Math.min(tilesM * tilesN, g.persistent * blocks) : 0;
   const loadBody = `
@@ -101,7 +106,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const from = (v: string) => (SK > 1 ? `kb + ${v}` : v);
   // the residual tile's rows into L2 while the main loop runs (cp.async.bulk.prefetch: 16-byte multiples; N % 8 == 0)
   const rb = g.qresidual ? 1 : g.residual === 'float16' ? 2 : 4;
-  const prefetch = (g.residual || g.qresidual) && g.residualPrefetch && SK === 1 && N % 8 === 0 && (N * rb) % 16 === 0 ? `
+  const prefetch = rOff !== undefined ? residualTileLoad(BM, BN, TH, M, N, rOff, it) : (g.residual || g.qresidual) && g.residualPrefetch && SK === 1 && N % 8 === 0 && (N * rb) % 16 === 0 ? `
   if (tid < ${BM} && m0 + tid < ${M}) {
     const unsigned bytes = ${N % BN === 0 ? `${BN * rb}u` : `(unsigned)min(${BN}, ${N} - n0) * ${rb}u`};
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(res + (${it})(m0 + tid) * ${N} + n0), "r"(bytes) : "memory");
@@ -230,14 +235,58 @@ function splitKReduce(BM: number, BN: number, NT: number, TH: number, SK: number
 }
 
 /**
+ * The staged epilogue's options for an 8-bit-residual kernel (bench/quant/gpu-layers.js qepi, H100):
+ * - `resTile`: the BM x BN residual bytes copied into shared memory by cp.async with the k-step's loads, then read by
+ *   pass 2 from shared memory, where the reduction is one 64-byte k-step (`canTile`: K <= 64, a non-persistent,
+ *   unsplit grid and N % 16 == 0). There a tile's loads, MMA and epilogue run back to back, so pass 2's 8-byte
+ *   residual reads from L2 stalled in line (ResNet-50's layer-1 conv3, K = 64: 66.8 -> 58.0 us, best tile each; in
+ *   the model 66 -> 52 us). From K = 128 on it won nowhere: the shared memory it adds cost blocks per SM (128x128
+ *   tiles at K = 128: 34.6 -> 46.4 us) and the L2 prefetch (QGemmArgs.residualPrefetch) or the longer main loop hide
+ *   the reads already.
+ * - `split`: the float tile's conflict-free layout (stagedFloatStores; BN >= 64): ncu on the layer-1 conv3 128x128
+ *   kernel, shared-memory bank conflicts 1.66M -> 0.04M, wavefronts 3.66M -> 2.24M; 0.2-0.9 us on the K >= 128 shapes.
+ * Every other kernel keeps its text (and its cached cubin). KILN_QEPI, an A/B switch: 0 = neither, res / banks = one
+ * of them, all = both and the split layout in every staged kernel (the plain 1x1 56 px 64->256 conv: 30.3 -> 27.8 us),
+ * unset = both in 8-bit-residual kernels.
+ */
+function stagedEpilogueOptions(g: QGemmArgs, canTile: boolean, BN: number): { resTile: boolean; split: boolean } {
+  const mode = process.env.KILN_QEPI ?? '', q = !!g.qresidual;
+  return {
+    resTile: q && canTile && ['', 'res', 'all'].includes(mode),
+    split: BN >= 64 && !!g.staged && (mode === 'all' || (q && ['', 'banks'].includes(mode))),
+  };
+}
+
+/**
+ * The 8-bit residual's BM x BN tile into shared memory at `rOff` (dense rows of BN bytes), 16-byte cp.async chunks
+ * issued before the first k-step's loads so that they join its commit group: the main loop's last wait covers them.
+ * Rows and chunks outside the tensor are zero-filled (never read). Needs N % 16 == 0 (whole, aligned chunks).
+ */
+function residualTileLoad(BM: number, BN: number, TH: number, M: number, N: number, rOff: number, it: string): string {
+  const CPR = BN / 16, per = (BM * CPR) / TH, edge = M % BM !== 0 || N % BN !== 0;
+  return `
+  #pragma unroll
+  for (int i = 0; i < ${per}; i++) {
+    const int id = tid + i * ${TH}, m = m0 + id / ${CPR}, n = n0 + id % ${CPR} * 16;${edge ? `
+    const bool ok = m < ${M} && n < ${N};` : ''}
+    cp16(sbase + ${rOff} + id * 16, ${edge ? `ok ? res + (${it})m * ${N} + n : res, ok` : `res + (${it})m * ${N} + n, true`});
+  }`;
+}
+
+/**
  * The wgmma kernel's staged epilogue. Pass 1: each thread writes acc * scale + offset (the same float expression as
  * the direct epilogue, so the bytes stored are identical) for its accumulator pairs into a float tile in shared
  * memory (the pipeline buffers, idle now, or a region of its own in a persistent grid). Pass 2: each thread takes 8 consecutive channels of one row: residual in
  * one 16-byte read (fp16; two for fp32), activation, then one 8-byte (int8), 16-byte (fp16) or two 16-byte (fp32)
  * stores, and 8 bytes for the second output; a warp covers whole rows of the tile, so every access is coalesced.
  */
-export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number }, it: string, act: string): string {
-  const { BM, BN, NT, FP, TH, fOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue;
+export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number; rOff?: number }, it: string, act: string): string {
+  const { BM, BN, NT, FP, TH, fOff, rOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue;
+  // split layout (row pitch BN + 8): each 8-channel group's first 4 floats at 4 * group, its last 4 at H + 4 * group
+  // (H = BN / 2 + 4). Pass 1's float2 writes (a half-warp: 4 rows x 4 column pairs) and pass 2's float4 reads (a
+  // quarter-warp: 8 consecutive groups of one row) then touch each bank once; with pitch BN + 4 and 8 consecutive
+  // floats per thread both are 2-way bank conflicts
+  const split = FP === BN + 8, H = BN / 2 + 4;
   const edgeM = g.M % BM !== 0, edgeN = g.N % BN !== 0; // bounds checks only where a tile can stick out
   const T = QSTORAGE[g.out], st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, v1);
   // 8-bit out: 8 channels requantized together (one slow-path branch), a Relu folded into the clamp
@@ -246,7 +295,7 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
   const qr = g.qresidual;
   // 8-bit residual: 8 bytes in one read, each channel's sum rounded to its own scale first (qresidualExpr)
   const res = qr ? `
-    const uint2 rq = *(const uint2*)(res + o);${qresidual8(g) ?? `
+    const uint2 rq = *(const uint2*)(${rOff !== undefined ? `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN} + q8` : 'res + o'});${qresidual8(g) ?? `
     #pragma unroll
     for (int j = 0; j < 4; j++) {
       vv[j] = ${qresidualExpr(g, 'vv[j]', qresidualByte(qr, 'rq.x', 'j'))};
@@ -307,7 +356,7 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
     const float2 c = *(const float2*)(sc + n), d = *(const float2*)(sc + ${g.N} + n);
     #pragma unroll
     for (int h = 0; h < 2; h++)
-      *(float2*)(sf + (wm * 16 + grp + h * 8) * ${FP} + col) = make_float2(${cvt}(accum[0][b][2 * h]) * c.x + d.x, ${cvt}(accum[0][b][2 * h + 1]) * c.y + d.y);
+      *(float2*)(sf + (wm * 16 + grp + h * 8) * ${FP} + ${split ? `b * 4 + (tig & 1) * 2 + (tig >> 1) * ${H}` : 'col'}) = make_float2(${cvt}(accum[0][b][2 * h]) * c.x + d.x, ${cvt}(accum[0][b][2 * h + 1]) * c.y + d.y);
   }
   __syncthreads();
   #pragma unroll ${(BM * CPR) % TH === 0 ? (BM * CPR) / TH : 1}
@@ -315,7 +364,7 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
     const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;${edgeM || edgeN ? `
     if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}${hd ? '' : `
     const ${it} o = (${it})m * ${g.N} + n;`}
-    const float4 p0 = *(const float4*)(sf + r * ${FP} + q8), p1 = *(const float4*)(sf + r * ${FP} + q8 + 4);
+    const float4 p0 = *(const float4*)(sf + r * ${FP} + ${split ? 'q8 / 2' : 'q8'}), p1 = *(const float4*)(sf + r * ${FP} + ${split ? `q8 / 2 + ${H}` : 'q8 + 4'});
     float vv[8] = { p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w };${res}${activate}${headDst}${dstOf(put)}${out2}
   }`;
 }

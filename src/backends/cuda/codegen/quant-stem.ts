@@ -9,7 +9,7 @@
 import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
-import { FP8_HELPERS, KQ_HELPERS, QRES_HELPERS, outParams, residualParam, type QConvGeometry, type QGemmArgs } from './quant.js';
+import { FP8_HELPERS, KQ_HELPERS, QRES_HELPERS, gemmParams, outParams, residualParam, type QConvGeometry, type QGemmArgs } from './quant.js';
 import { stagedFloatStores } from './quant-wgmma.js';
 
 /** The gathered reduction's layout: KH slots of SW bytes (S = KW * C of them real), padded to KP (whole 64-byte k-steps). */
@@ -200,6 +200,6 @@ ${epilogue}
     __syncthreads(); // the float tile is read before the next gather overwrites it
   }
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual || g.qresidual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
+  const params = gemmParams(g);
   return { ...finish(`kiln_qstem_${g.a}`, body, { grid: [gridX, tilesN, 1], block: [TH, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
 }

@@ -4,7 +4,7 @@
 import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
-import { FP8_HELPERS, KQ_HELPERS, outParams, type QGemmArgs } from './quant.js';
+import { FP8_HELPERS, KQ_HELPERS, gemmParams, outParams, type QGemmArgs } from './quant.js';
 import { stagedFloatStores } from './quant-wgmma.js';
 import type { PdlAnchors } from './pdl.js';
 
@@ -166,12 +166,7 @@ ${epilogue}${CL > 1 ? `
   ${clusterSync}` : ''}
 }`;
   const body = render(false);
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
-  const sw = BKB === 128 ? 3 : 2;
-  const tma: [TmaOperandMap, TmaOperandMap] = [
-    { operand: 0, rows: M, cols: K, boxRows: BM, boxCols: BKB, swizzle: sw },
-    { operand: 1, rows: N, cols: K, boxRows: BH, boxCols: BKB, swizzle: sw },
-  ];
+  const params = gemmParams(g), tma = operandMaps(M, N, K, BM, BH, BKB);
   const launch = { grid: [gridM, Math.ceil(N / BN), 1] as [number, number, number], block: [TH, 1, 1] as [number, number, number], sharedBytes: smem, params };
   const k = finish('kiln_qtma', body, launch);
   // programmatic dependent launch (codegen/pdl.ts): barrier init and tensor-map prefetch overlap the previous kernel;
@@ -299,17 +294,18 @@ ${staged}
   }
 }`;
   const body = render(false);
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
-  const sw = BKB === 128 ? 3 : 2;
-  const tma: [TmaOperandMap, TmaOperandMap] = [
-    { operand: 0, rows: M, cols: K, boxRows: BM, boxCols: BKB, swizzle: sw },
-    { operand: 1, rows: N, cols: K, boxRows: BN, boxCols: BKB, swizzle: sw },
-  ];
+  const params = gemmParams(g), tma = operandMaps(M, N, K, BM, BN, BKB);
   const launch = { grid: [grid, 1, 1] as [number, number, number], block: [TH, 1, 1] as [number, number, number], sharedBytes: smem, params };
   const k = finish('kiln_qtmapp', body, launch);
   // programmatic dependent launch: as qgemmTma's, without an explicit trigger (a block's last tile is not known to
   // finish last; the next kernel is let in as the blocks exit); `early` as qgemmTma's (the block's first tile's weights)
   return { ...k, arch: 'sm_90a', tma, pdlAnchors: { wait: producerSplit(CT) }, pdlEarly: renamed(finish('kiln_qtmapp', render(true), launch), k.name) };
+}
+
+/** The two operands' tensor maps: A boxes of BM rows, B boxes of `boxB` rows, one k-step (BKB bytes) wide, swizzled to match. */
+function operandMaps(M: number, N: number, K: number, BM: number, boxB: number, BKB: number): [TmaOperandMap, TmaOperandMap] {
+  const swizzle = BKB === 128 ? 3 : 2;
+  return [{ operand: 0, rows: M, cols: K, boxRows: BM, boxCols: BKB, swizzle }, { operand: 1, rows: N, cols: K, boxRows: boxB, boxCols: BKB, swizzle }];
 }
 
 // the device helpers both TMA kernels share: the tensor-map parameter type, the mbarrier wait with its spin guard, one

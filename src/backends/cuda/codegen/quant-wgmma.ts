@@ -4,7 +4,7 @@ import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
 import {
-  FP8_HELPERS, KQ_HELPERS, QSTORAGE, accToFloat, aChunk, outParams, pairedStores, QRES_HELPERS, qresidual8, qresidualByte, qresidualExpr, residualParam,
+  FP8_HELPERS, KQ_HELPERS, QSTORAGE, accToFloat, aChunk, gemmParams, outParams, pairedStores, QRES_HELPERS, qresidual8, qresidualByte, qresidualExpr, residualParam,
   store8x8, storeExpr, type QGemmArgs,
 } from './quant.js';
 
@@ -183,8 +183,7 @@ extern "C" __global__ void __launch_bounds__(${TH}, ${blocks}) KNAME(const ${aT}
   const unsigned sbase = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
 ${pipeline}
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual || g.qresidual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params,
-    ...(SK > 1 ? [{ kind: 'in' as const, index: 4 }, { kind: 'in' as const, index: 5 }] : [])];
+  const params: KernelSource['params'] = [...gemmParams(g), ...(SK > 1 ? [{ kind: 'in' as const, index: 4 }, { kind: 'in' as const, index: 5 }] : [])];
   return { ...finish(`kiln_qwgmma_${g.a}`, body, { grid: grid ? [grid, 1, 1] : [tilesM, tilesN, SK], block: [TH, 1, 1], sharedBytes: smem, params }), arch: 'sm_90a' };
 }
 

@@ -135,6 +135,11 @@ export function outParams(g: QGemmArgs): { decl: string; params: KernelSource['p
   return { decl, params: [{ kind: 'out', index: 0 }, ...(g.out2 ? [{ kind: 'out' as const, index: 1 }] : [])] };
 }
 
+/** A quantized GEMM kernel's parameters: activations, weights, the scale/offset workspace, the residual where it has one, the output(s). */
+export function gemmParams(g: QGemmArgs): KernelSource['params'] {
+  return [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual || g.qresidual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
+}
+
 /** The second output's value (C expression) from the stored first output `s` (its float value `v` for float32). */
 function out2Expr(g: QGemmArgs, s: string, v: string): string {
   const o = g.out2!;
@@ -392,7 +397,7 @@ ${g.legacy || N % 2 ? `  #pragma unroll
         out2[o] = ${out2Expr(g, 'out[o]', 'v')};` : ''}
       }` : pairedEpilogue}
 }`;
-  const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, ...(g.residual || g.qresidual ? [{ kind: 'in' as const, index: 3 }] : []), ...outParams(g).params];
+  const params = gemmParams(g);
   return finish(`kiln_qgemm_${g.a}`, body, { grid: [Math.ceil(M / BM), Math.ceil(N / BN), 1], block: [256, 1, 1], sharedBytes: STAGES * stageBytes, params });
 }
 

@@ -14,7 +14,7 @@ export interface Driver {
   cuModuleLoadData: Fn; cuModuleGetFunction: Fn; cuModuleUnload: Fn; cuFuncSetAttribute: Fn; cuLaunchKernel: Fn; cuLaunchKernelEx: Fn;
   cuEventCreate: Fn; cuEventRecord: Fn; cuEventRecordWithFlags: Fn; cuEventSynchronize: Fn; cuEventElapsedTime: Fn; cuEventDestroy_v2: Fn; cuEventQuery: Fn;
   cuStreamBeginCapture_v2: Fn; cuStreamEndCapture: Fn; cuGraphInstantiateWithFlags: Fn; cuGraphLaunch: Fn; cuGraphExecDestroy: Fn; cuGraphDestroy: Fn;
-  cuGetErrorName: Fn; cuTensorMapEncodeTiled: Fn; cuProfilerStart: Fn; cuProfilerStop: Fn; cuGraphGetEdges_v2: Fn;
+  cuGetErrorName: Fn; cuTensorMapEncodeTiled: Fn; cuTensorMapEncodeIm2col: Fn; cuProfilerStart: Fn; cuProfilerStop: Fn; cuGraphGetEdges_v2: Fn;
 }
 
 const PROTOS = [
@@ -74,6 +74,7 @@ const PROTOS = [
   'int cuProfilerStop()',
   // the map by address (uint64): it must be 64-byte aligned, which a Node Buffer is not (see encodeTensorMap2d)
   'int cuTensorMapEncodeTiled(uint64_t map, int dtype, unsigned int rank, uint64_t addr, const uint64_t *dims, const uint64_t *strides, const uint32_t *box, const uint32_t *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
+  'int cuTensorMapEncodeIm2col(uint64_t map, int dtype, unsigned int rank, uint64_t addr, const uint64_t *dims, const uint64_t *strides, const int *lower, const int *upper, unsigned int channels, unsigned int pixels, const uint32_t *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
 ];
 
 let driver: Driver | undefined;
@@ -129,12 +130,29 @@ export function encodeTensorMap2d(addr: number | bigint, rows: number, cols: num
   if (BigInt(addr) % 16n !== 0n || cols % 16 !== 0) {
     throw new KilnError(`tensor map: the copy engine needs a 16-byte aligned address and row pitch, got address 0x${BigInt(addr).toString(16)} and ${cols}-byte rows${activity ? ` while ${activity}` : ''}.`);
   }
+  return tensorMap((map) => cu('cuTensorMapEncodeTiled', map, 0 /* UINT8 */, 2, BigInt(addr), u64([cols, rows]), u64([cols]), new Uint32Array([boxCols, boxRows]), new Uint32Array([1, 1]), 0, swizzle, 3 /* L2 256B */, 0));
+}
+
+/**
+ * An im2col tensor map (CUtensorMap, 128 bytes) over a uint8 tensor at `addr` of `dims` (innermost first: channels,
+ * then the spatial dims, then images) with byte `strides` for the outer dims: window corners in [lower, dim - 1 +
+ * upper] per spatial dim walked with `elementStrides`, `channels` bytes per pixel and `pixels` pixels per load, the
+ * given swizzle, 256-byte L2 promotion, zeros outside the tensor; as the bytes a kernel takes by value.
+ */
+export function encodeTensorMapIm2col(addr: number | bigint, dims: number[], strides: number[], lower: number[], upper: number[], channels: number, pixels: number, elementStrides: number[], swizzle: number): Buffer {
+  return tensorMap((map) => cu('cuTensorMapEncodeIm2col', map, 0 /* UINT8 */, dims.length, BigInt(addr), u64(dims), u64(strides), new Int32Array(lower), new Int32Array(upper),
+    channels, pixels, new Uint32Array(elementStrides), 0, swizzle, 3 /* L2 256B */, 0));
+}
+
+const u64 = (v: number[]) => new BigUint64Array(v.map(BigInt));
+
+/** A CUtensorMap encoded by `encode` into 64-byte aligned scratch memory (which a Node Buffer is not), as its 128 bytes. */
+function tensorMap(encode: (map: bigint) => void): Buffer {
   const k = koffi();
   const scratch = k.alloc('uint8_t', 192);
   try {
     const at = k.address(scratch), aligned = (at + 63n) & ~63n;
-    const u64 = (v: number[]) => new BigUint64Array(v.map(BigInt));
-    cu('cuTensorMapEncodeTiled', aligned, 0 /* UINT8 */, 2, BigInt(addr), u64([cols, rows]), u64([cols]), new Uint32Array([boxCols, boxRows]), new Uint32Array([1, 1]), 0, swizzle, 3 /* L2 256B */, 0);
+    encode(aligned);
     const off = Number(aligned - at);
     return Buffer.from(Buffer.from(k.view(scratch, 192)).subarray(off, off + 128));
   } finally {

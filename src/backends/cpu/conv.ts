@@ -196,28 +196,21 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
     const source = inside ? `  const float *xp = a0; size_t per = ${C * H * W};`
       : `  size_t per;
   const float *xp = kiln_pad_images(a0, B * ${G}, ${C}, ${H}, ${W}, ${HP}, ${WP}, ${p[0]}, ${p[1]}, ${mr * s[1] + 16}, &per);`;
-    src += exported(fn, `  int B = ${nbOr(c, batch)};
-${source}
-  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B * ${G} : 1));
+    // the call: per-image epilogue pointers, then the tile's descriptor (its fields up to the edge ones differ by variant)
+    const call = (pre: string, head: string, edge = '') => `  int B = ${nbOr(c, batch)};
+${pre}  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B * ${G} : 1));
   for (int b = 0; b < B * ${G}; b++) {
     p[b][0] = NULL; p[b][1] = a2 ? (const float *)a2 + (b % ${G}) * ${Co} : NULL;
     p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL;
   }
-  tconv_t g = { ${Co}, ${K}, ${oh}, ${ow}, ${rs}, ${s[1]}, a1, toff${id}, xp, per, ${epi}, p, sizeof(*p), a4, ${Co * N}, B * ${G}, 0, ${G}, ${per} };
+  tconv_t g = { ${head}, ${epi}, p, sizeof(*p), a4, ${Co * N}, B * ${G}, 0, ${G}, ${per}${edge} };
 ${acc ?? ''}  kiln_tconv_${tile}(&g);
-  free(p);`);
+  free(p);`;
+    src += exported(fn, call(`${source}\n`, `${Co}, ${K}, ${oh}, ${ow}, ${rs}, ${s[1]}, a1, toff${id}, xp, per`));
     variants.push({ tactic: `native-${c.isa}-${G > 1 ? 'g' : ''}tconv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
     if (!edges) continue;
-    src += exported(`${fn}e`, `  int B = ${nbOr(c, batch)};
-  const float *(*p)[3] = malloc(sizeof(*p) * (B ? B * ${G} : 1));
-  for (int b = 0; b < B * ${G}; b++) {
-    p[b][0] = NULL; p[b][1] = a2 ? (const float *)a2 + (b % ${G}) * ${Co} : NULL;
-    p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL;
-  }
-  tconv_t g = { ${Co}, ${K}, ${OH}, ${OW}, ${s[0] * W}, ${s[1]}, a1, eoff${id}, a0, ${C * H * W}, ${epi}, p, sizeof(*p), a4, ${Co * N}, B * ${G}, 0, ${G}, ${per},
-    etap${id}, ${H}, ${W}, ${s[0]}, ${p[0]}, ${p[1]}, ${(kh - 1) * d[0]}, ${(kw - 1) * d[1]}, ${-p[0] * W - p[1]}, ${(C - 1) * H * W + ((kh - 1) * d[0] - p[0]) * W + (kw - 1) * d[1] - p[1]} };
-${acc ?? ''}  kiln_tconv_${tile}(&g);
-  free(p);`);
+    src += exported(`${fn}e`, call('', `${Co}, ${K}, ${OH}, ${OW}, ${s[0] * W}, ${s[1]}, a1, eoff${id}, a0, ${C * H * W}`,
+      `,\n    etap${id}, ${H}, ${W}, ${s[0]}, ${p[0]}, ${p[1]}, ${(kh - 1) * d[0]}, ${(kw - 1) * d[1]}, ${-p[0] * W - p[1]}, ${(C - 1) * H * W + ((kh - 1) * d[0] - p[0]) * W + (kw - 1) * d[1] - p[1]}`));
     variants.push({ tactic: `native-${c.isa}-${G > 1 ? 'g' : ''}etconv-${mr}x${nr}`, fn: `${fn}e`, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
   return src;

@@ -9,7 +9,9 @@
 // L2 prefetch, KILN_QRESPF=0; res: also int8 from kiln quantize --quantize-residual, the residual Adds folded into conv3;
 // before: also each int8 build without helper qconv's candidates, KILN_QSTEM=0 KILN_QCONVX=0 KILN_QTMACONV=0
 // KILN_QTMA1X1=0: the stem on the explicit im2col route, no 64-byte k-step tiles, no TMA kernel on convolutions; epi0 with res: also the
-// --quantize-residual build with the staged epilogue before helper qepi's options, KILN_QEPI=0)
+// --quantize-residual build with the staged epilogue before helper qepi's options, KILN_QEPI=0; epiall: also each int8 build
+// with the float tile's split layout in every staged kernel, KILN_QEPI=all; epihead: also each int8 build with the staged
+// epilogue before helper qepi2's options, KILN_QEPI=qepi)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -122,6 +124,18 @@ for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which
   if (res && which.includes('epi0')) { // the staged epilogue before helper qepi's options (KILN_QEPI=0), same process
     process.env.KILN_QEPI = '0';
     ps.push(await profile(`${model} int8 res epi0`, quantize(m, 'int8', true), s));
+    delete process.env.KILN_QEPI;
+  }
+  if (which.includes('epihead')) { // the staged epilogue before helper qepi2 (KILN_QEPI=qepi), same process
+    process.env.KILN_QEPI = 'qepi';
+    ps.push(await profile(`${model} int8 qepi`, quantize(m, 'int8'), s));
+    if (res) ps.push(await profile(`${model} int8 res qepi`, quantize(m, 'int8', true), s));
+    delete process.env.KILN_QEPI;
+  }
+  if (which.includes('epiall')) { // the float tile's split layout in every staged kernel (KILN_QEPI=all), same process
+    process.env.KILN_QEPI = 'all';
+    ps.push(await profile(`${model} int8 epiall`, quantize(m, 'int8'), s));
+    if (res) ps.push(await profile(`${model} int8 res epiall`, quantize(m, 'int8', true), s));
     delete process.env.KILN_QEPI;
   }
   if (before) { // the candidate sets before helper qconv (the stem's explicit im2col route), same process

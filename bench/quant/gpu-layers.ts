@@ -663,12 +663,14 @@ function tmaConvLauncher(k: TmaConvKernelSource, x: number, w: number, rest: num
  * `qepi` mode: the staged epilogue's options (quant-wgmma.ts stagedEpilogueOptions, switched by KILN_QEPI while each
  * kernel's text is made) on ResNet-50 bs32's conv3 shapes (1x1 expand, int8 residual, Relu, int8 out; layer 4's last
  * writes fp16), a uint8 variant (zero points 128 / 3) and a ragged one (M and N edges), every staged tile of the
- * tactic (ops-quant.ts layerGemm `wgs`). Each kernel's output (poisoned first) is compared byte for byte with the
- * KILN_QEPI=0 kernel of its tile, then timed (us, back-to-back launches). `all` also times the split layout on the
- * plain (no residual) 1x1 56 px 64->256 conv.
+ * tactic (ops-quant.ts layerGemm `wgs`), and two shapes with calibration-like scales. Each kernel's output (poisoned
+ * first) is compared byte for byte with the KILN_QEPI=0 kernel of its tile, then timed (us, back-to-back launches).
+ * `all` also checks and times the plain (no residual) 1x1 56 px convs: split layout, then the default.
  */
 function qepiMode(): void {
-  const modes = ['0', 'res', 'banks', ''] as const, label = (m: string) => (m === '' ? 'both' : m === '0' ? 'old' : m);
+  // KILN_QEPI modes: 0 = before helper qepi (the byte reference), qepi = before helper qepi2, qepi,narrow = + the
+  // narrow slow-path window, '' = the default (+ the fixed pass-2 rows; the split layout in every staged kernel)
+  const modes = ['0', 'qepi', 'qepi,narrow', ''] as const, label = (m: string) => (m === '' ? 'new' : m === '0' ? 'old' : m);
   const tiles: [string, number, number, Partial<QGemmArgs>][] = [
     ['128x64o3', 128, 64, { occupancy: 3 }], ['64x64o4', 64, 64, { occupancy: 4 }], ['64x32o4', 64, 32, { occupancy: 4 }],
     ['128x128', 128, 128, {}], ['128x128st3', 128, 128, { occupancy: 2, stages: 3 }], ['128x64st5', 128, 64, { occupancy: 1, stages: 5 }],
@@ -686,6 +688,11 @@ function qepiMode(): void {
   cases.push({ name: 'conv3 7px 512->2048 fp16 out', count: 1, g: { ...base(1568, 2048, 512), out: 'float16' } });
   cases.push({ name: 'uint8 56px 64->256 zp 128/3', count: 0, g: { ...base(100352, 256, 64), a: 'uint8', out: 'uint8', yZeroPoint: 3, qresidual: { a: 'uint8', scale: 0.021, zeroPoint: 128, c: 'uint8', cScale: 0.013, cZeroPoint: 128 } } });
   cases.push({ name: 'ragged 1000x208x64', count: 0, g: base(1000, 208, 64) });
+  // calibration-like scales (the decimal ones above put 1 output in 50 exactly on a half-integer: the slow path's
+  // branch is taken by most warps there, as it is not in a model)
+  const odd = (g: QGemmArgs): QGemmArgs => ({ ...g, yScale: 0.0517318, qresidual: { a: 'int8', scale: 0.0377113, zeroPoint: 0, c: 'int8', cScale: 0.0291367, cZeroPoint: 0 } });
+  cases.push({ name: 'odd scales conv3 56px 64->256', count: 0, g: odd(base(100352, 256, 64)) });
+  cases.push({ name: 'odd scales conv3 14px 256->1024', count: 0, g: odd(base(6272, 1024, 256)) });
   const mk = (g: QGemmArgs, t: (typeof tiles)[number], mode: string) => {
     process.env.KILN_QEPI = mode;
     try { return qgemm({ ...g, tile: { BM: t[1], BN: t[2] }, ...t[3] }); } finally { delete process.env.KILN_QEPI; }
@@ -733,10 +740,11 @@ function qepiMode(): void {
     tot['best new'] = (tot['best new'] ?? 0) + bestNew * count;
     console.log(JSON.stringify(row));
   };
-  for (const c of cases) run(c.name, c.count, c.g, c.count ? modes : ['0', ''], tiles); // the options one by one on the model's shapes
-  if (process.argv[3] === 'all') {
+  for (const c of cases) run(c.name, c.count, c.g, modes, tiles); // the options one by one on the model's shapes
+  if (process.argv[3] === 'all') { // kernels without an 8-bit residual: 0 = qepi (byte reference), all = + split layout, '' = + narrow window and fixed rows
     const { qresidual: _, ...plain } = base(100352, 256, 64);
-    run('plain 56px 64->256 (split layout)', 0, plain, ['0', 'all'], tiles.slice(0, 4));
+    run('plain 56px 64->256', 0, plain, ['0', 'all', ''], tiles.slice(0, 4));
+    run('plain 56px 256->64 (conv1)', 0, { ...plain, N: 64, K: 256 }, ['0', 'all', ''], tiles.slice(0, 4));
   }
   console.log(`qepi byte checks: ${checks - fails} PASS, ${fails} FAIL`);
   console.log('QEPI TOTALS (us x count over the conv3 layers) ' + JSON.stringify(Object.fromEntries(Object.entries(tot).map(([k, v]) => [k, Math.round(v * 10) / 10]))));

@@ -5,7 +5,8 @@
 // a name list instead (no device), for nvcc's resource report and SASS.
 // c3res: ResNet-50 layer 1's conv3 (the k64 shape with an int8 residual, as the --quantize-residual model runs it).
 // A variant named `..._old` is made with KILN_QEPI=0 (the staged epilogue before quant-wgmma.ts stagedEpilogueOptions).
-// Usage: [NCU_LAYERS=k64,c3] node bench/quant/gpu-ncu.js run|dump <dir> [variant,...]
+// Usage: [NCU_LAYERS=k64,c3] [NCU_SC=real] node bench/quant/gpu-ncu.js run|dump <dir> [variant,...]
+// Per-instruction counts (helper qepi2): ncu --section SourceCounters --page source --print-source sass --csv ...
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { qgemm, type QGemmArgs } from '../../src/backends/cuda/codegen/quant.js';
@@ -35,6 +36,9 @@ export const NCU_VARIANTS: Record<string, Partial<QGemmArgs>> = {
   // the tactic's choice for c3res in the model (ops-quant.ts layerGemm wgs[3]), before and after the epilogue options
   wg128s: { wgmma: true, tile: { BM: 128, BN: 128 }, staged: true },
   wg128s_old: { wgmma: true, tile: { BM: 128, BN: 128 }, staged: true },
+  // the model's other c3res picks (layerGemm wgs[4] and wgs[8])
+  wg128s3: { wgmma: true, tile: { BM: 128, BN: 128 }, staged: true, occupancy: 2, stages: 3 },
+  wg64d5: { wgmma: true, tile: { BM: 64, BN: 64 }, staged: true, occupancy: 5, stages: 2, drain: true },
 };
 const make = (g: QGemmArgs, v: string) => {
   if (v.endsWith('_old')) process.env.KILN_QEPI = '0';
@@ -63,7 +67,11 @@ if (mode === 'dump') {
   for (const [n, g, k] of kernels) {
     const x = rand(g.conv ? 32 * g.conv.H * g.conv.W * g.conv.C : g.M * g.K, 1), w = rand(g.N * g.K, 2), sc = dev.alloc(8 * g.N, true), out = dev.alloc(g.M * g.N, true);
     const res = g.qresidual ? rand(g.M * g.N, 3) : 0;
-    dev.upload(sc, new Float32Array(2 * g.N).map((_, i) => (i < g.N ? 1e-4 : 0.01 * (i % 7))), null);
+    // NCU_SC=real: gpu-layers.js qepi's scales (sums of a few units: most outputs inside the 8-bit range, as in a
+    // calibrated model) instead of 1e-4 (most clamped)
+    const scale = (i: number) => (process.env.NCU_SC === 'real' ? (1.6e-4 / Math.sqrt(g.K)) * (1 + (i % 3)) : 1e-4);
+    const offset = (i: number) => 0.01 * (i % 7) - (process.env.NCU_SC === 'real' ? 0.03 : 0);
+    dev.upload(sc, new Float32Array(2 * g.N).map((_, i) => (i < g.N ? scale(i) : offset(i))), null);
     dev.kernel(k);
     dev.launch(k, [x, w, sc, ...(res ? [res] : []), out], null);
     dev.sync(null);

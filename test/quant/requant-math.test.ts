@@ -80,7 +80,7 @@ describe('quantized epilogue arithmetic on the FMA pipe', () => {
     expect(now).not.toMatch(/rintf\(/);
     // staged: 8 channels at once, the Relu folded into the lower bound
     const staged = qgemm({ ...g, wgmma: true, tile: { BM: 128, BN: 64 }, staged: true }).source;
-    expect(staged).toMatch(/= kq_q8x8\(vv, 20\.0000000f, 0\.0500000007f, 0\.0f, 124\.0f, 3\)/);
+    expect(staged).toMatch(/= kq_q8x8n\(vv, 20\.0000000f, 0\.0500000007f, 0\.0f, 124\.0f, 3\)/);
     expect(staged).not.toMatch(/k_relu\(v\)/);
     expect(qgemm({ ...g, K: 768, wgmma: true }).source).toMatch(/\(float\)\(accum/); // past 2^22: I2F
     const v1 = qgemm({ ...g, wgmma: true, tile: { BM: 128, BN: 64 }, v1Epilogue: true }).source;

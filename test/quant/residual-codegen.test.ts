@@ -40,7 +40,8 @@ describe('8-bit residual epilogue', () => {
     if (g.staged && g.N % 8 === 0) {
       // 8 channels at a time: one rounding call with one slow-path branch, residual bytes permuted into floats
       expect(k.source).toContain('const uint2 rq = *(const uint2*)(res + o);');
-      expect(k.source).toMatch(/kq_c8\(vv, [0-9.e+-]+f, [0-9.e+-]+f, -?\d+\.0f, \d+\.0f, cq\);/);
+      // (kq_c8n: the narrow slow-path window, KQ8N_HELPERS; kq_c8 under KILN_QEPI=qepi)
+      expect(k.source).toMatch(/kq_c8n\(vv, [0-9.e+-]+f, [0-9.e+-]+f, -?\d+\.0f, \d+\.0f, cq\);/);
       expect(k.source).toContain(`vv[j] = __fadd_rn(__fmul_rn(cq[j], ${cs}), __fmul_rn(rv, ${rs}));`);
       expect(k.source).toContain(q.a === 'int8' ? 'rq.x ^ 0x80808080u' : '{ rq.x, rq.y }');
     } else {

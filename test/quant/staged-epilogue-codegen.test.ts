@@ -154,25 +154,108 @@ describe('staged epilogue options: scope and the KILN_QEPI switch', () => {
   const { qresidual: _, residualPrefetch: __, ...plainArgs } = k64;
   const plain = { ...plainArgs, ...tile(128, 64, 3) } as QGemmArgs, res = { ...k64, ...tile(128, 64, 3) };
 
-  it('kernels without an 8-bit residual keep their text unless KILN_QEPI=all', () => {
-    const src = withEnv(undefined, plain).source;
+  it('kernels without an 8-bit residual keep their text under the earlier modes; the default splits their float tile too', () => {
+    const src = withEnv('qepi', plain).source;
     expect(src).toContain('* 68 + col) = make_float2');
     for (const mode of ['0', 'res', 'banks']) expect(withEnv(mode, plain).source).toBe(src);
-    const all = withEnv('all', plain).source;
-    expect(all).not.toBe(src);
-    expect(splitLayout(all)).toEqual({ FP: 72, H: 36 });
+    for (const mode of ['all', undefined]) {
+      const s = withEnv(mode, plain).source;
+      expect(s).not.toBe(src);
+      expect(splitLayout(s)).toEqual({ FP: 72, H: 36 });
+    }
+  });
+
+  it('the default adds the narrow slow-path window and the fixed pass-2 rows; qepi is the kernel before them', () => {
+    const has = (src: string) => ({ narrow: /kq_q8x8n\(vv, /.test(src) && /kq_c8n\(vv, /.test(src) && src.includes('0.49993896484375f'), loop: src.includes('const int r0 = tid / 8, q8 = (tid % 8) * 8, n = n0 + q8;') });
+    expect(has(withEnv(undefined, res).source)).toEqual({ narrow: true, loop: true });
+    expect(has(withEnv('qepi', res).source)).toEqual({ narrow: false, loop: false });
+    expect(has(withEnv('qepi,narrow', res).source)).toEqual({ narrow: true, loop: false });
+    expect(has(withEnv('qepi,loop', res).source)).toEqual({ narrow: false, loop: true });
+    // the rows of the fixed loop: row r0 + i * (TH / CPR) = (tid + i * TH) / CPR, channels (tid % CPR) * 8 = ((tid + i * TH) % CPR) * 8
+    expect(withEnv(undefined, res).source).toMatch(/for \(int i = 0; i < 4; i\+\+\) \{\s+const int r = r0 \+ i \* 32, m = m0 \+ r;/);
+    expect(withEnv(undefined, { ...k64, ...tile(128, 128) }).source).toMatch(/#pragma unroll 4\s+for \(int i = 0; i < 8; i\+\+\) \{\s+const int r = r0 \+ i \* 16, m = m0 \+ r;/);
+    for (const [BM, BN, TH] of [[128, 64, 256], [64, 64, 128], [64, 32, 128], [128, 128, 256]]) {
+      const CPR = BN / 8, old = new Set<string>(), fixed = new Set<string>();
+      for (let tid = 0; tid < TH; tid++) {
+        for (let id = tid; id < BM * CPR; id += TH) old.add(`${tid} ${Math.floor(id / CPR)} ${(id % CPR) * 8}`);
+        for (let i = 0; i < (BM * CPR) / TH; i++) fixed.add(`${tid} ${Math.floor(tid / CPR) + i * (TH / CPR)} ${(tid % CPR) * 8}`);
+      }
+      expect(fixed).toEqual(old);
+    }
   });
 
   it('each mode turns on its own option', () => {
     const has = (src: string) => ({ tile: /cp16\(sbase \+ \d+ \+ id \* 16/.test(src), split: src.includes('(tig >> 1) * 36) = make_float2') });
     expect(has(withEnv(undefined, res).source)).toEqual({ tile: true, split: true });
     expect(has(withEnv('all', res).source)).toEqual({ tile: true, split: true });
+    expect(has(withEnv('qepi', res).source)).toEqual({ tile: true, split: true });
     expect(has(withEnv('res', res).source)).toEqual({ tile: true, split: false });
     expect(has(withEnv('banks', res).source)).toEqual({ tile: false, split: true });
     const old = withEnv('0', res);
     expect(has(old.source)).toEqual({ tile: false, split: false });
     expect(old.source).toContain('cp.async.bulk.prefetch.L2.global');
     expect(old.name).not.toBe(withEnv(undefined, res).name);
+  });
+});
+
+/** A float32 (as a number) as m * 2^e, m an integer. */
+function exact(x: number): [bigint, number] {
+  if (x === 0) return [0n, 0];
+  const dv = new DataView(new ArrayBuffer(8));
+  dv.setFloat64(0, x);
+  const hi = dv.getUint32(0), lo = dv.getUint32(4), be = (hi >>> 20) & 0x7ff;
+  const m = ((BigInt(hi & 0xfffff) | (be ? 0x100000n : 0n)) << 32n) | BigInt(lo);
+  return [x < 0 ? -m : m, (be || 1) - 1075];
+}
+/** |a - b * c| of float values, exactly, as m * 2^e. */
+function absDiff(a: number, b: number, c: number): [bigint, number] {
+  const [ma, ea] = exact(a), [mb, eb] = exact(b), [mc, ec] = exact(c), e = Math.min(ea, eb + ec);
+  const d = (ma << BigInt(ea - e)) - ((mb * mc) << BigInt(eb + ec - e));
+  return [d < 0n ? -d : d, e];
+}
+const lessThan = ([m1, e1]: [bigint, number], [m2, e2]: [bigint, number]) => { const e = Math.min(e1, e2); return m1 << BigInt(e1 - e) < m2 << BigInt(e2 - e); };
+const f32 = Math.fround, M = 12582912;
+const ulpStep = (x: number, dir: 1 | -1) => { const b = new Float32Array([x]), u = new Int32Array(b.buffer); u[0] += (x >= 0 ? dir : -dir); return b[0]; };
+/** v / y rounded to float32, exactly (the nearest of three candidates by exact remainders; ties to the even one). */
+function div32(v: number, y: number): number {
+  const c = f32(v / y);
+  let best = c, bd = absDiff(v, c, y);
+  for (const n of [ulpStep(c, 1), ulpStep(c, -1)]) {
+    const d = absDiff(v, n, y);
+    if (lessThan(d, bd) || (!lessThan(bd, d) && (new Int32Array(new Float32Array([n]).buffer)[0] & 1) === 0)) { best = n; bd = d; }
+  }
+  return best;
+}
+const rintEven = (x: number) => { const f = Math.floor(x), d = x - f; return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1; };
+
+describe('the narrow slow-path window (KQ8N_HELPERS)', () => {
+  it('outside 2^-14 of a half-integer v * r rounds as the true division does (float32 emulated, exact quotients)', () => {
+    let s = 12345;
+    const rnd = () => { s = (s * 1103515245 + 12345) >>> 0; return s / 2 ** 32; };
+    const thrOld = f32(0.499755859), thrNew = 0.49993896484375;
+    let n = 0, slowOld = 0, slowNew = 0, between = 0;
+    for (const [lo, hi] of [[-128, 127], [-128, 127 - 3], [-3, 252], [0, 127]]) {
+      for (let i = 0; i < 6000; i++) {
+        const y = f32(i % 3 === 0 ? [0.05, 0.029, 0.037, 0.013][i % 4] : 2 ** (-12 + 12 * rnd()));
+        const r = f32(1 / y);
+        const k = Math.floor(rnd() * 560) - 280;
+        // near a half-integer (|d| up to 2^-10, many between 2^-14 and 2^-12), or anywhere in range
+        const d = i % 2 ? (rnd() - 0.5) * 2 ** -9 : rnd();
+        const v = f32((k + (i % 2 ? 0.5 : 0) + d) * y);
+        const p = f32(v * r), q = Math.min(Math.max(p, lo), hi), t = f32(q + M), off = Math.abs(q - (t - M));
+        const ref = rintEven(Math.min(Math.max(div32(v, y), lo), hi));
+        n++;
+        if (off >= thrOld) slowOld++;
+        if (off >= thrNew) slowNew++;
+        else expect([v, y, t - M]).toEqual([v, y, ref]);
+        if (off >= thrOld && off < thrNew) between++;
+        if (q > lo && q < hi) expect(Math.abs(p - div32(v, y))).toBeLessThan(1.26 * 2 ** -15);
+      }
+    }
+    // the old window flags 4x as many; every output that leaves the slow path was checked above
+    expect(between).toBeGreaterThan(500);
+    expect(slowNew).toBeLessThan(slowOld);
+    expect(n).toBe(24000);
   });
 });
 

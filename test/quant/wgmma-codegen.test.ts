@@ -49,9 +49,9 @@ describe('cuda wgmma quantized GEMM variants', () => {
     const f16 = qgemm({ ...LAYERS.conv_f16_out2, wgmma: true, ...VARIANTS.staged128x64 });
     expect(f16.source).toMatch(/\*\(uint4\*\)\(out \+ o\) = make_uint4/);
     expect(f16.source).toMatch(/const uint4 rr = \*\(const uint4\*\)\(res \+ o\)/);
-    expect(f16.source).toMatch(/\*\(uint2\*\)\(out2 \+ o\) = kq_q8x8\(ww,/);
+    expect(f16.source).toMatch(/\*\(uint2\*\)\(out2 \+ o\) = kq_q8x8n\(ww,/);
     const i8 = qgemm({ ...LAYERS.k64_i8, wgmma: true, ...VARIANTS.staged128x128 });
-    expect(i8.source).toMatch(/\*\(uint2\*\)\(out \+ o\) = kq_q8x8\(vv,/);
+    expect(i8.source).toMatch(/\*\(uint2\*\)\(out \+ o\) = kq_q8x8n\(vv,/);
     const direct = qgemm({ ...LAYERS.k64_i8, wgmma: true, ...VARIANTS.direct128x64 });
     expect(direct.source).not.toMatch(/float\* sf/);
   });
@@ -74,10 +74,10 @@ describe('cuda wgmma quantized GEMM variants', () => {
   it('keeps the persistent grid\'s staged tile apart from the pipeline buffers', () => {
     const flat = qgemm({ ...LAYERS.k64_i8, wgmma: true, ...VARIANTS.staged128x64 });
     const pers = qgemm({ ...LAYERS.k64_i8, wgmma: true, ...VARIANTS.persistentStaged128x64 });
-    // K = 64: 3 stages of (128 + 64) rows x 64 bytes; the float tile (128 rows x 68 floats) follows them
+    // K = 64: 3 stages of (128 + 64) rows x 64 bytes; the float tile (128 rows x 72 floats: the split layout) follows them
     expect(pers.source).toMatch(/smem \+ \(sbase - \(unsigned\)__cvta_generic_to_shared\(smem\)\) \+ 36864\)/);
-    expect(pers.sharedBytes).toBe(36864 + 128 * 68 * 4 + 1024);
-    expect(flat.sharedBytes).toBe(Math.max(36864, 128 * 68 * 4) + 1024);
+    expect(pers.sharedBytes).toBe(36864 + 128 * 72 * 4 + 1024);
+    expect(flat.sharedBytes).toBe(Math.max(36864, 128 * 72 * 4) + 1024);
   });
 });
 

@@ -50,7 +50,8 @@ describe('gathered small-channel convolution', () => {
     const k = qconvStem({ ...g, tile: { BM: 128, BN: 64 } }, { sms: 132, batch: 32 });
     expect(k.block).toEqual([256, 1, 1]);
     expect(k.grid).toEqual([264, 1, 1]); // 132 SMs x 2 blocks, each walking M tiles
-    expect(k.sharedBytes).toBe(64 * 192 + 128 * 68 * 4 + 1024); // weights + max(A tile, float tile) + alignment
+    // weights + max(A tile, float tile; rows of BN + 8 floats, the split layout) + alignment
+    expect(k.sharedBytes).toBe(64 * 192 + 128 * 72 * 4 + 1024);
     expect(k.params).toEqual([{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'ws' }, { kind: 'out', index: 0 }]);
     expect(k.arch).toBe('sm_90a');
     expect(k.source).toMatch(/__launch_bounds__\(256, 2\)/);

@@ -10,7 +10,7 @@ import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
 import { FP8_HELPERS, KQ_HELPERS, QRES_HELPERS, gemmParams, outParams, residualParam, type QConvGeometry, type QGemmArgs } from './quant.js';
-import { stagedFloatStores } from './quant-wgmma.js';
+import { stagedFloatStores, stagedHelpers, stagedPitch } from './quant-wgmma.js';
 
 /** The gathered reduction's layout: KH slots of SW bytes (S = KW * C of them real), padded to KP (whole 64-byte k-steps). */
 export function stemLayout(geo: QConvGeometry): { S: number; SW: number; KP: number } {
@@ -81,7 +81,7 @@ export function qconvStem(g: QGemmArgs, o: StemOptions): KernelSource {
   if (!STEM_TILES.some((t) => t.BM === BM && t.BN === BN)) throw new Error(`qconv (gathered): tile ${BM}x${BN} is not one of ${STEM_TILES.map((t) => `${t.BM}x${t.BN}`).join(', ')}`);
   const { M, N } = g, { H, W, C, OH, OW, KH, KW } = geo, { S, SW, KP } = stemLayout(geo);
   if (M !== o.batch * OH * OW) throw new Error(`qconv (gathered): M = ${M} is not ${o.batch} x ${OH} x ${OW}`);
-  const TH = 2 * BM, NT = BN / 8, FP = BN + 4, TOTAL = o.batch * H * W * C;
+  const TH = 2 * BM, NT = BN / 8, FP = stagedPitch(BN), TOTAL = o.batch * H * W * C;
   const pad = (o.pad ?? 0) & 0xff, padWord = (pad * 0x01010101) >>> 0;
   // words read per kernel row: the S bytes start anywhere in a word
   const NW = Math.ceil((3 + S) / 4), NWA = Math.max(NW, SW / 4) + 1;
@@ -116,7 +116,7 @@ export function qconvStem(g: QGemmArgs, o: StemOptions): KernelSource {
           asm volatile("st.shared.v2.b32 [%0], {%1, %2};\\n" :: "r"(sA + kb * ${BM * 64} + rowOff + ((ch ^ swz) << 4) + (byte & 8)), "r"(v0), "r"(v1) : "memory");
         }`).join('');
   const body = `${g.out === 'fp8' || g.out2?.store === 'fp8' ? FP8_HELPERS : ''}
-${KQ_HELPERS}${g.qresidual ? `\n${QRES_HELPERS}` : ''}
+${KQ_HELPERS}${g.qresidual ? `\n${QRES_HELPERS}` : ''}${stagedHelpers()}
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }

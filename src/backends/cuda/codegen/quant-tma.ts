@@ -5,7 +5,7 @@ import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
 import { FP8_HELPERS, KQ_HELPERS, gemmParams, outParams, type QGemmArgs } from './quant.js';
-import { stagedFloatStores } from './quant-wgmma.js';
+import { stagedFloatStores, stagedHelpers, stagedPitch } from './quant-wgmma.js';
 import type { PdlAnchors } from './pdl.js';
 
 /** One 2-D tensor map the launch encodes (cuTensorMapEncodeTiled, uint8 elements) over operand `operand`. */
@@ -60,7 +60,7 @@ export function qgemmTma(g: QGemmArgs, opts: { cluster?: 1 | 2; persistent?: num
   const BM = g.tile?.BM ?? 128, BN = g.tile?.BN ?? 128;
   if (!TMA_TILES.some((t) => t.BM === BM && t.BN === BN)) throw new Error(`qgemm (tma): tile ${BM}x${BN} is not one of ${TMA_TILES.map((t) => `${t.BM}x${t.BN}`).join(', ')}`);
   const BKB = K <= 64 ? 64 : 128, KT = Math.ceil(K / BKB), NWG = BM / 64, CT = 128 * NWG, NT = BN / 8;
-  const stage = (BM + BN) * BKB, FP = BN + 4;
+  const stage = (BM + BN) * BKB, FP = stagedPitch(BN);
   const ST = g.stages ?? Math.max(2, Math.min(KT, Math.floor((220 * 1024) / (g.occupancy ?? 1) / stage), 6));
   if (!(Number.isInteger(ST) && ST >= 2 && ST <= 8)) throw new Error(`qgemm (tma): stages must be 2 to 8, got ${ST}`);
   const smem = Math.max(ST * stage, BM * FP * 4) + 1024; // the staged float tile reuses the ring; + 1024-byte alignment slack
@@ -99,7 +99,7 @@ export function qgemmTma(g: QGemmArgs, opts: { cluster?: 1 | 2; persistent?: num
   const clusterSync = 'asm volatile("barrier.cluster.arrive.release;\\nbarrier.cluster.wait.acquire;\\n" ::: "memory");';
   const PF = Math.min(ST, KT);
   const render = (early: boolean) => `${g.out === 'fp8' ? FP8_HELPERS : ''}
-${KQ_HELPERS}
+${KQ_HELPERS}${stagedHelpers()}
 ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${blocks})${CL > 1 ? ` __cluster_dims__(${CL}, 1, 1)` : ''} KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {${early ? `
   ${PDL_TRIGGER}` : ''}
   extern __shared__ __align__(1024) unsigned char smem[];
@@ -195,7 +195,7 @@ function pingPong(g: QGemmArgs, sms: number): TmaKernelSource {
   if (!(Number.isInteger(sms) && sms >= 1)) throw new Error(`qgemm (tma): persistent needs the device's SM count, got ${String(sms)}`);
   const BM = g.tile?.BM ?? 64, BN = g.tile?.BN ?? 128;
   if (!TMA_PP_TILES.some((t) => t.BM === BM && t.BN === BN)) throw new Error(`qgemm (tma): the ping-pong tile ${BM}x${BN} is not one of ${TMA_PP_TILES.map((t) => `${t.BM}x${t.BN}`).join(', ')}`);
-  const BKB = K <= 64 ? 64 : 128, KT = Math.ceil(K / BKB), NT = BN / 8, FP = BN + 4, stage = (BM + BN) * BKB, STG = BM * FP * 4;
+  const BKB = K <= 64 ? 64 : 128, KT = Math.ceil(K / BKB), NT = BN / 8, FP = stagedPitch(BN), stage = (BM + BN) * BKB, STG = BM * FP * 4;
   const occ = g.occupancy ?? 1;
   if (occ !== 1 && occ !== 2) throw new Error(`qgemm (tma): a ping-pong block holds one or two per SM, got occupancy ${String(occ)}`);
   // the ring takes what the two staging areas leave (alignment slack and the static barriers aside)
@@ -216,7 +216,7 @@ function pingPong(g: QGemmArgs, sms: number): TmaKernelSource {
   const tileAt = (i: string) => `const int tile = (int)blockIdx.x + (${i}) * ${grid}, m0 = tile % ${tilesM} * ${BM}, n0 = tile / ${tilesM} * ${BN};`;
   const PF = Math.min(ST, KT), tile0 = 'blockIdx.x';
   const render = (early: boolean) => `${g.out === 'fp8' ? FP8_HELPERS : ''}
-${KQ_HELPERS}
+${KQ_HELPERS}${stagedHelpers()}
 ${tmaHelpers(BKB)}extern "C" __global__ void __launch_bounds__(${TH}, ${occ}) KNAME(const __grid_constant__ KqTmap tmA, const __grid_constant__ KqTmap tmB, const float* __restrict__ sc${resArg}, ${outParams(g).decl}) {${early ? `
   ${PDL_TRIGGER}` : ''}
   extern __shared__ __align__(1024) unsigned char smem[];

@@ -4,7 +4,7 @@ import { renderCuda } from '../../../ir/expr.js';
 import { activationExpr } from './elementwise.js';
 import { finish, indexType, type KernelSource } from './types.js';
 import {
-  FP8_HELPERS, KQ_HELPERS, QSTORAGE, accToFloat, aChunk, gemmParams, outParams, pairedStores, QRES_HELPERS, qresidual8, qresidualByte, qresidualExpr, residualParam,
+  FP8_HELPERS, KQ_HELPERS, KQ8N_HELPERS, QSTORAGE, accToFloat, aChunk, gemmParams, outParams, pairedStores, QRES_HELPERS, qresidual8, qresidualByte, qresidualExpr, residualParam,
   store8x8, storeExpr, type QGemmArgs,
 } from './quant.js';
 
@@ -166,7 +166,7 @@ ${epilogue}
   }
   asm volatile("cp.async.wait_group 0;\\n");`;
   const body = `${fp8 || g.out === 'fp8' ? FP8_HELPERS : ''}
-${KQ_HELPERS}${g.qresidual && g.staged ? `\n${QRES_HELPERS}` : ''}
+${KQ_HELPERS}${g.qresidual && g.staged ? `\n${QRES_HELPERS}` : ''}${staged ? stagedHelpers() : ''}
 __device__ __forceinline__ void cp16(unsigned dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
@@ -244,16 +244,52 @@ function splitKReduce(BM: number, BN: number, NT: number, TH: number, SK: number
  *   the reads already.
  * - `split`: the float tile's conflict-free layout (stagedFloatStores; BN >= 64): ncu on the layer-1 conv3 128x128
  *   kernel, shared-memory bank conflicts 1.66M -> 0.04M, wavefronts 3.66M -> 2.24M; 0.2-0.9 us on the K >= 128 shapes.
- * Every other kernel keeps its text (and its cached cubin). KILN_QEPI, an A/B switch: 0 = neither, res / banks = one
- * of them, all = both and the split layout in every staged kernel (the plain 1x1 56 px 64->256 conv: 30.3 -> 27.8 us),
- * unset = both in 8-bit-residual kernels.
+ *   By default in every staged kernel, the stem's and the TMA kernels' too (stagedPitch): the plain 1x1 56 px
+ *   64->256 conv 29.9 -> 27.4 us; ResNet-50 bs32 int8 in the model, same process, 1.030 -> 1.014 ms (default file),
+ *   0.981 -> 0.971 ms (--quantize-residual). Before helper qepi2 only in 8-bit-residual kernels (`banks`).
+ * KILN_QEPI switches them (epilogueFeatures).
  */
 function stagedEpilogueOptions(g: QGemmArgs, canTile: boolean, BN: number): { resTile: boolean; split: boolean } {
-  const mode = process.env.KILN_QEPI ?? '', q = !!g.qresidual;
-  return {
-    resTile: q && canTile && ['', 'res', 'all'].includes(mode),
-    split: BN >= 64 && !!g.staged && (mode === 'all' || (q && ['', 'banks'].includes(mode))),
-  };
+  const f = epilogueFeatures(), q = !!g.qresidual;
+  return { resTile: q && canTile && f.res, split: BN >= 64 && !!g.staged && (f.split || (q && f.banks)) };
+}
+
+/** The staged epilogue's options (KILN_QEPI; see stagedEpilogueOptions, stagedFloatStores and KQ8N_HELPERS). */
+interface EpilogueFeatures {
+  /** an 8-bit residual tile in shared memory (K <= 64) */
+  res: boolean;
+  /** the split float-tile layout in 8-bit-residual kernels */
+  banks: boolean;
+  /** the split float-tile layout in every staged kernel (BN >= 64): the wgmma, stem and TMA kernels */
+  split: boolean;
+  /** kq_q8x8n / kq_c8n: the narrow slow-path window */
+  narrow: boolean;
+  /** pass 2 walks fixed rows: tid's row and channels once, then constant strides */
+  loop: boolean;
+}
+
+/**
+ * KILN_QEPI, an A/B switch: unset = res, split, narrow and loop (the measured set); `qepi` = res and banks (the
+ * kernels before helper qepi2's options, texts unchanged); `0` = none; `res`, `banks`, `split`, `narrow`, `loop` or
+ * a comma list of them = those; `all` = res and split.
+ */
+export function epilogueFeatures(): EpilogueFeatures {
+  const mode = process.env.KILN_QEPI ?? '';
+  const on = new Set(mode === '' ? ['res', 'split', 'narrow', 'loop'] : mode.split(',').flatMap((t) => (t === 'qepi' ? ['res', 'banks'] : t === 'all' ? ['res', 'split'] : [t])));
+  return { res: on.has('res'), banks: on.has('banks'), split: on.has('split'), narrow: on.has('narrow'), loop: on.has('loop') };
+}
+
+/**
+ * The staged float tile's row pitch in the kernels that call stagedFloatStores themselves (the gathered stem, the TMA
+ * kernels): BN + 8, the split layout (BN >= 64), else BN + 4.
+ */
+export function stagedPitch(BN: number): number {
+  return BN >= 64 && epilogueFeatures().split ? BN + 8 : BN + 4;
+}
+
+/** Device helpers that stagedFloatStores' text may call beyond KQ_HELPERS (and QRES_HELPERS): '' or KQ8N_HELPERS. */
+export function stagedHelpers(): string {
+  return epilogueFeatures().narrow ? `\n${KQ8N_HELPERS}` : '';
 }
 
 /**
@@ -280,21 +316,24 @@ function residualTileLoad(BM: number, BN: number, TH: number, M: number, N: numb
  * stores, and 8 bytes for the second output; a warp covers whole rows of the tile, so every access is coalesced.
  */
 export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number; rOff?: number }, it: string, act: string): string {
-  const { BM, BN, NT, FP, TH, fOff, rOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue;
+  const { BM, BN, NT, FP, TH, fOff, rOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue, f = epilogueFeatures();
   // split layout (row pitch BN + 8): each 8-channel group's first 4 floats at 4 * group, its last 4 at H + 4 * group
   // (H = BN / 2 + 4). Pass 1's float2 writes (a half-warp: 4 rows x 4 column pairs) and pass 2's float4 reads (a
   // quarter-warp: 8 consecutive groups of one row) then touch each bank once; with pitch BN + 4 and 8 consecutive
   // floats per thread both are 2-way bank conflicts
   const split = FP === BN + 8, H = BN / 2 + 4;
+  // loop: thread tid (0 <= tid < TH) takes ids tid + i * TH, i.e. rows tid / CPR + i * TH / CPR and the same channels
+  // each time (TH % CPR == 0): its row index, channels and addresses are set up once instead of divided out per id
+  const fixed = f.loop && (BM * CPR) % TH === 0 && TH % CPR === 0;
   const edgeM = g.M % BM !== 0, edgeN = g.N % BN !== 0; // bounds checks only where a tile can stick out
   const T = QSTORAGE[g.out], st = (v: string) => storeExpr(g.out, v, g.yScale ?? 1, g.yZeroPoint ?? 0, v1);
   // 8-bit out: 8 channels requantized together (one slow-path branch), a Relu folded into the clamp
   const relu = g.activation === 'Relu';
-  const pk = store8x8(g.out, 'vv', g.yScale ?? 1, g.yZeroPoint ?? 0, v1, relu);
+  const pk = store8x8(g.out, 'vv', g.yScale ?? 1, g.yZeroPoint ?? 0, v1, relu, f.narrow);
   const qr = g.qresidual;
   // 8-bit residual: 8 bytes in one read, each channel's sum rounded to its own scale first (qresidualExpr)
   const res = qr ? `
-    const uint2 rq = *(const uint2*)(${rOff !== undefined ? `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN} + q8` : 'res + o'});${qresidual8(g) ?? `
+    const uint2 rq = *(const uint2*)(${rOff !== undefined ? `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN} + q8` : 'res + o'});${qresidual8(g, f.narrow) ?? `
     #pragma unroll
     for (int j = 0; j < 4; j++) {
       vv[j] = ${qresidualExpr(g, 'vv[j]', qresidualByte(qr, 'rq.x', 'j'))};
@@ -338,7 +377,7 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
     #pragma unroll
     for (int j = 0; j < 8; j++) ww[j] = h2f((unsigned short)((hh[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
     const float (&ww)[8] = vv;`;
-    const pk2 = store8x8(o2.store, 'ww', o2.yScale, o2.yZeroPoint, v1);
+    const pk2 = store8x8(o2.store, 'ww', o2.yScale, o2.yZeroPoint, v1, false, f.narrow);
     out2 = `${stored}${pk2 ? `
     *(uint2*)(out2 + o) = ${pk2};` : `
     unsigned s[8];
@@ -357,10 +396,14 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
     for (int h = 0; h < 2; h++)
       *(float2*)(sf + (wm * 16 + grp + h * 8) * ${FP} + ${split ? `b * 4 + (tig & 1) * 2 + (tig >> 1) * ${H}` : 'col'}) = make_float2(${cvt}(accum[0][b][2 * h]) * c.x + d.x, ${cvt}(accum[0][b][2 * h + 1]) * c.y + d.y);
   }
-  __syncthreads();
+  __syncthreads();${fixed ? `
+  const int r0 = tid / ${CPR}, q8 = (tid % ${CPR}) * 8, n = n0 + q8;
+  #pragma unroll ${Math.min(4, (BM * CPR) / TH)}
+  for (int i = 0; i < ${(BM * CPR) / TH}; i++) {
+    const int r = r0 + i * ${TH / CPR}, m = m0 + r;` : `
   #pragma unroll ${(BM * CPR) % TH === 0 ? (BM * CPR) / TH : 1}
   for (int id = tid; id < ${BM * CPR}; id += ${TH}) {
-    const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;${edgeM || edgeN ? `
+    const int r = id / ${CPR}, q8 = (id % ${CPR}) * 8, m = m0 + r, n = n0 + q8;`}${edgeM || edgeN ? `
     if (${[edgeM ? `m >= ${g.M}` : '', edgeN ? `n >= ${g.N}` : ''].filter(Boolean).join(' || ')}) continue;` : ''}${hd ? '' : `
     const ${it} o = (${it})m * ${g.N} + n;`}
     const float4 p0 = *(const float4*)(sf + r * ${FP} + ${split ? 'q8 / 2' : 'q8'}), p1 = *(const float4*)(sf + r * ${FP} + ${split ? `q8 / 2 + ${H}` : 'q8 + 4'});

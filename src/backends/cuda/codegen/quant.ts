@@ -185,20 +185,32 @@ __device__ __forceinline__ float e4m32f(unsigned char v) {
  *   on spread values). NaN goes to lo, as fmaxf(NaN, lo) did. kq_q8x8 does 8 outputs with one branch and packs bytes.
  */
 /** 8 sums rounded to integers kept as floats biased by 1.5 * 2^23 (t[8]), kq_q8's way with one slow-path branch: the body
- * shared by kq_q8x8 (8-bit stores) and kq_c8 (an 8-bit residual's own rounding). */
-const ROUND8 = String.raw`  float t[8];
+ * shared by kq_q8x8 (8-bit stores) and kq_c8 (an 8-bit residual's own rounding); `thr` the slow path's bound. */
+const round8 = (thr: string) => String.raw`  float t[8];
   bool slow = false;
   #pragma unroll
   for (int j = 0; j < 8; j++) {
     const float q = fminf(fmaxf(v[j] * r, lo), hi);
     t[j] = q + 12582912.0f;
-    slow |= fabsf(q - (t[j] - 12582912.0f)) >= 0.499755859f;
+    slow |= fabsf(q - (t[j] - 12582912.0f)) >= ${thr};
   }
   if (slow) {
     #pragma unroll
     for (int j = 0; j < 8; j++) t[j] = fminf(fmaxf(v[j] / y, lo), hi) + 12582912.0f;
   }
 `;
+const ROUND8 = round8('0.499755859f'), ROUND8N = round8('0.49993896484375f');
+/** kq_q8x8's tail: each rounded value plus the zero point, low bytes packed. */
+const PACK8 = String.raw`  int b[8];
+  #pragma unroll
+  for (int j = 0; j < 8; j++) b[j] = __float_as_int(t[j]) + zp; // low byte: rint + zp (0x4B400000 ends in a zero byte)
+  return make_uint2(__byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410),
+                    __byte_perm(__byte_perm(b[4], b[5], 0x0040), __byte_perm(b[6], b[7], 0x0040), 0x5410));
+}`;
+/** kq_c8's tail: each stored value less its zero point, as an exact float. */
+const C8 = String.raw`  #pragma unroll
+  for (int j = 0; j < 8; j++) c[j] = t[j] - 12582912.0f;
+}`;
 export const KQ_HELPERS = String.raw`__device__ __forceinline__ float kq_i2f22(int a) { return __int_as_float(0x4B400000 + a) - 12582912.0f; }
 __device__ __forceinline__ int kq_q8(float v, float r, float y, float lo, float hi) {
   const float q = fminf(fmaxf(v * r, lo), hi);
@@ -207,12 +219,7 @@ __device__ __forceinline__ int kq_q8(float v, float r, float y, float lo, float 
   return __float_as_int(t) - 0x4B400000;
 }
 __device__ __forceinline__ uint2 kq_q8x8(const float (&v)[8], float r, float y, float lo, float hi, int zp) {
-${ROUND8}  int b[8];
-  #pragma unroll
-  for (int j = 0; j < 8; j++) b[j] = __float_as_int(t[j]) + zp; // low byte: rint + zp (0x4B400000 ends in a zero byte)
-  return make_uint2(__byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410),
-                    __byte_perm(__byte_perm(b[4], b[5], 0x0040), __byte_perm(b[6], b[7], 0x0040), 0x5410));
-}
+${ROUND8}${PACK8}
 __device__ __forceinline__ unsigned kq_h2(float lo, float hi) {
   unsigned d; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo)); return d;
 }`;
@@ -245,13 +252,14 @@ export function storeExpr(out: QStore, v: string, yScale: number, zp: number, v1
 
 /**
  * Eight floats `v` (a float[8]) stored as 8-bit `out` and packed into a uint2 with one slow-path branch (kq_q8x8), or
- * undefined where the plain expressions must be used. relu: `v` is before a Relu, folded into the lower bound.
+ * undefined where the plain expressions must be used. relu: `v` is before a Relu, folded into the lower bound;
+ * narrow: kq_q8x8n (KQ8N_HELPERS).
  */
-export function store8x8(out: QStore, v: string, yScale: number, zp: number, v1: boolean | undefined, relu = false): string | undefined {
+export function store8x8(out: QStore, v: string, yScale: number, zp: number, v1: boolean | undefined, relu = false, narrow = false): string | undefined {
   const r = recip(yScale);
   if (v1 || r === undefined || (out !== 'int8' && out !== 'uint8')) return undefined;
   const [lo, hi] = q8Bounds(out, zp);
-  return `kq_q8x8(${v}, ${fl(r)}, ${fl(yScale)}, ${relu ? Math.max(lo, 0) : lo}.0f, ${hi}.0f, ${zp})`;
+  return `kq_q8x8${narrow ? 'n' : ''}(${v}, ${fl(r)}, ${fl(yScale)}, ${relu ? Math.max(lo, 0) : lo}.0f, ${hi}.0f, ${zp})`;
 }
 
 /** The accumulator as a float (C function name or cast): exact; on the FMA pipe for short reductions. */
@@ -460,9 +468,22 @@ export function aChunk(g: QGemmArgs, aT: string, it: string, rowsPer: number, ro
  * less its zero point as an exact float (t - 1.5 * 2^23), with no integer conversion on the way.
  */
 export const QRES_HELPERS = String.raw`__device__ __forceinline__ void kq_c8(const float (&v)[8], float r, float y, float lo, float hi, float (&c)[8]) {
-${ROUND8}  #pragma unroll
-  for (int j = 0; j < 8; j++) c[j] = t[j] - 12582912.0f;
-}`;
+${ROUND8}${C8}`;
+
+/**
+ * kq_q8x8 and kq_c8 with the slow path's window narrowed from 2^-12 to 2^-14 around each half-integer (kq_q8x8n,
+ * kq_c8n; the same bytes): the staged epilogues' 8-bit stores and residuals. With r = 1/y rounded (a normal float),
+ * p = v * r rounded is within |v / y| * (2^-23 + 2^-48) of the quotient, under 2^-15 (1 + 2^-22) wherever the clamp
+ * leaves it (|p| < 256), and the rounded quotient d = v / y within half an ulp (2^-17) of it: |p - d| < 1.26 * 2^-15.
+ * Outside the window (|p - rint(p)| < 0.5 - 2^-14) d lies strictly on p's side of the half-integer, so rint(d) =
+ * rint(p); at a clamp bound p and d round to the bound. On spread values the branch (8 divisions) is taken by a warp
+ * of 256 outputs 3% of the time instead of 12% (ResNet-50's conv3 epilogue: 110 instructions a time; ncu source
+ * counters, bench/quant/gpu-ncu.js). Only in the staged epilogues' kernels (their cubins are rebuilt anyway).
+ */
+export const KQ8N_HELPERS = String.raw`__device__ __forceinline__ uint2 kq_q8x8n(const float (&v)[8], float r, float y, float lo, float hi, int zp) {
+${ROUND8N}${PACK8}
+__device__ __forceinline__ void kq_c8n(const float (&v)[8], float r, float y, float lo, float hi, float (&c)[8]) {
+${ROUND8N}${C8}`;
 
 /**
  * The staged epilogue's 8-bit residual for 8 channels (`vv`, a float[8] of sums; the residual's 8 bytes in the uint2
@@ -470,13 +491,13 @@ ${ROUND8}  #pragma unroll
  * scale). Each residual byte becomes an exact float by one byte permute into 1.5 * 2^23's mantissa (int8 bytes
  * biased by 128 first) and one subtraction; the products and the sum as in qresidualExpr.
  */
-export function qresidual8(g: QGemmArgs): string | undefined {
+export function qresidual8(g: QGemmArgs, narrow = false): string | undefined {
   const q = g.qresidual!, rc = g.v1Epilogue ? undefined : recip(q.cScale);
   if (rc === undefined) return undefined;
   const [lo, hi] = q8Bounds(q.c, q.cZeroPoint), bias = q.a === 'int8' ? 128 : 0;
   return `
     float cq[8];
-    kq_c8(vv, ${fl(rc)}, ${fl(q.cScale)}, ${lo}.0f, ${hi}.0f, cq);
+    kq_c8${narrow ? 'n' : ''}(vv, ${fl(rc)}, ${fl(q.cScale)}, ${lo}.0f, ${hi}.0f, cq);
     const unsigned rw[2] = { rq.x${bias ? ' ^ 0x80808080u' : ''}, rq.y${bias ? ' ^ 0x80808080u' : ''} };
     #pragma unroll
     for (int j = 0; j < 8; j++) {

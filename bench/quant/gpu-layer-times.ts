@@ -11,7 +11,8 @@
 // KILN_QTMA1X1=0: the stem on the explicit im2col route, no 64-byte k-step tiles, no TMA kernel on convolutions; epi0 with res: also the
 // --quantize-residual build with the staged epilogue before helper qepi's options, KILN_QEPI=0; epiall: also each int8 build
 // with the float tile's split layout in every staged kernel, KILN_QEPI=all; epihead: also each int8 build with the staged
-// epilogue before helper qepi2's options, KILN_QEPI=qepi)
+// epilogue before helper qepi2's options, KILN_QEPI=qepi; epi2: also each int8 build with the staged epilogue before helper
+// qepi3's fp16 residual tile, KILN_QEPI=qepi2)
 import { writeFileSync } from 'node:fs';
 import { resnet50, bertBase } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
@@ -130,6 +131,12 @@ for (const model of ['bert', 'resnet'].filter((x) => which.includes(x) || !which
     process.env.KILN_QEPI = 'qepi';
     ps.push(await profile(`${model} int8 qepi`, quantize(m, 'int8'), s));
     if (res) ps.push(await profile(`${model} int8 res qepi`, quantize(m, 'int8', true), s));
+    delete process.env.KILN_QEPI;
+  }
+  if (which.includes('epi2')) { // the staged epilogue before helper qepi3's fp16 residual tile (KILN_QEPI=qepi2), same process
+    process.env.KILN_QEPI = 'qepi2';
+    ps.push(await profile(`${model} int8 qepi2`, quantize(m, 'int8'), s));
+    if (res) ps.push(await profile(`${model} int8 res qepi2`, quantize(m, 'int8', true), s));
     delete process.env.KILN_QEPI;
   }
   if (which.includes('epiall')) { // the float tile's split layout in every staged kernel (KILN_QEPI=all), same process

@@ -198,6 +198,55 @@ describe('staged epilogue options: scope and the KILN_QEPI switch', () => {
   });
 });
 
+describe('staged epilogue: the fp16 residual tile in shared memory (hres)', () => {
+  const { qresidual: _, ...noQ } = k64;
+  const f16 = { ...noQ, residual: 'float16', out: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } } as QGemmArgs;
+
+  it.each([[128, 64, 3], [64, 64, 4], [64, 32, 4], [128, 128, undefined]] as const)('%ix%i, K = 64: 2 bytes per channel by cp.async with the k-step, pass 2 reads its 16 bytes from shared memory', (BM, BN, occ) => {
+    const k = withEnv(undefined, { ...f16, ...tile(BM, BN, occ) }), src = k.source;
+    const load = /cp16\(sbase \+ (\d+) \+ id \* 16, res \+ \(int\)m \* 256 \+ n, true\);/.exec(src);
+    expect(load).not.toBeNull();
+    const rOff = Number(load![1]), CPR = (BN * 2) / 16;
+    const FP = BN >= 64 ? BN + 8 : BN + 4, stages = 3 * (BM + BN) * 64;
+    expect(rOff).toBe(Math.max(stages, BM * FP * 4));
+    expect(k.sharedBytes).toBe(rOff + BM * BN * 2 + 1024);
+    expect(src).toContain(`m = m0 + id / ${CPR}, n = n0 + id % ${CPR} * 8;`);
+    expect(src).toContain(`for (int i = 0; i < ${(BM * CPR) / (2 * BM)}; i++)`);
+    expect(src).toContain(`const uint4 rr = *(const uint4*)(smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN * 2} + q8 * 2);`);
+    expect(src.indexOf('cp16(sbase + ')).toBeLessThan(src.indexOf('cp.async.commit_group'));
+    expect(src).not.toContain('cp.async.bulk.prefetch');
+    // the load puts element (row, n) at rOff + row * BN * 2 + (n - n0) * 2, where pass 2 reads it: every chunk once
+    const put = new Map<number, string>();
+    for (let id = 0; id < BM * CPR; id++) {
+      const row = Math.floor(id / CPR), n = (id % CPR) * 8;
+      for (let e = 0; e < 8; e++) put.set(id * 16 + e * 2, `${row} ${n + e}`);
+    }
+    expect(put.size).toBe(BM * BN);
+    for (let r = 0; r < BM; r++) for (let q8 = 0; q8 < BN; q8 += 8) for (let e = 0; e < 8; e++) expect(put.get(r * BN * 2 + q8 * 2 + e * 2)).toBe(`${r} ${q8 + e}`);
+  });
+
+  it('KILN_QEPI=qepi2 (and the earlier modes) keep the global read and the L2 prefetch; other kernels keep their text', () => {
+    for (const mode of ['qepi2', 'qepi', '0', 'res,split,narrow,loop']) {
+      const src = withEnv(mode, { ...f16, ...tile(128, 64, 3) }).source;
+      expect(src).toContain('const uint4 rr = *(const uint4*)(res + o);');
+      expect(src).toContain('cp.async.bulk.prefetch.L2.global');
+      expect(src).not.toMatch(/cp16\(sbase \+ \d+ \+ id \* 16/);
+    }
+    expect(withEnv('qepi2,hres', { ...f16, ...tile(128, 64, 3) }).source).toBe(withEnv(undefined, { ...f16, ...tile(128, 64, 3) }).source);
+    const same: QGemmArgs[] = [
+      { ...f16, K: 128, ...tile(128, 64, 3) }, { ...f16, persistent: 132, ...tile(128, 64, 3) }, { ...f16, N: 200, ...tile(128, 64, 3) },
+      { ...f16, residual: 'float32', out: 'float32', out2: undefined, ...tile(128, 64, 3) }, { ...noQ, ...tile(128, 64, 3) } as QGemmArgs,
+      { ...k64, ...tile(128, 64, 3) }, { ...f16, staged: false, ...tile(128, 64) },
+    ];
+    for (const g of same) expect(withEnv(undefined, g).source).toBe(withEnv('qepi2', g).source);
+  });
+
+  it('ragged tiles zero-fill the chunks outside the tensor', () => {
+    const src = withEnv(undefined, { ...f16, M: 1000, N: 208, ...tile(64, 64, 4) }).source;
+    expect(src).toMatch(/const bool ok = m < 1000 && n < 208;\s*cp16\(sbase \+ \d+ \+ id \* 16, ok \? res \+ \(int\)m \* 208 \+ n : res, ok\);/);
+  });
+});
+
 /** A float32 (as a number) as m * 2^e, m an integer. */
 function exact(x: number): [bigint, number] {
   if (x === 0) return [0n, 0];
@@ -268,6 +317,11 @@ describe.skipIf(!hasNvcc)('staged epilogue options compile with nvcc for sm_90a'
       ['u8', { ...k64, a: 'uint8', out: 'uint8', yZeroPoint: 3, qresidual: u8, ...tile(128, 64, 3) }],
       ['ragged', { ...k64, M: 1000, N: 208, ...tile(128, 64, 3) }], ['fp16out', { ...k64, M: 1568, N: 2048, K: 512, out: 'float16', ...tile(128, 128), stages: 3 }],
     ];
+    // the fp16 residual tile (hres): fp16 out + int8 second output, and int8 out
+    const { qresidual: _, ...noQ } = k64;
+    const f16 = { ...noQ, residual: 'float16', out: 'float16', out2: { store: 'int8', yScale: 0.03, yZeroPoint: 0 } } as QGemmArgs;
+    for (const [n, BM, BN, occ] of [['h128x64', 128, 64, 3], ['h64x64', 64, 64, 4], ['h64x32', 64, 32, 4], ['h128x128', 128, 128, undefined]] as const) units.push([n, { ...f16, ...tile(BM, BN, occ) }]);
+    units.push(['h8', { ...f16, out: 'int8', out2: undefined, ...tile(64, 64, 5), stages: 2, drain: true }], ['hragged', { ...f16, M: 1000, N: 208, ...tile(64, 64, 4) }]);
     expectCleanCompile(units.map(([n, g]) => [n, qgemm(g).source] as [string, string]), 'sm_90a');
   }, 300_000);
 });

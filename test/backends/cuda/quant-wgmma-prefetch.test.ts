@@ -4,7 +4,7 @@
 // valid), and (where nvcc is on the PATH) it compiles for sm_90a with no spills or local memory. The prefetch is a
 // hint: bench/gpu/quant-check.ts holds the whole models' outputs to the CPU reference on a GPU.
 import { spawnSync } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectCleanCompile, hasNvcc } from '../../helpers/nvcc.js';
 import { qgemm, type QGemmArgs } from '../../../src/backends/cuda/codegen/quant.js';
 
@@ -18,6 +18,11 @@ const PF = /cp\.async\.bulk\.prefetch\.L2\.global/g;
 const src = (g: QGemmArgs) => qgemm(g).source;
 
 describe('wgmma residual prefetch', () => {
+  // at K <= 64 the default copies an fp16 residual tile into shared memory instead (quant-wgmma.ts, hres; tested in
+  // test/quant/staged-epilogue-codegen.test.ts): these kernels are the ones without it, KILN_QEPI=qepi2
+  beforeAll(() => { process.env.KILN_QEPI = 'qepi2'; });
+  afterAll(() => { delete process.env.KILN_QEPI; });
+
   it('prefetches each row of the residual tile once, before the main loop', () => {
     const s = src({ ...conv3, residualPrefetch: true });
     expect(s.match(PF)).toHaveLength(1);

@@ -47,9 +47,9 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const FP = epi.split ? BN + 8 : BN + 4;
   // the staged tile reuses the idle pipeline buffers, except in a persistent grid (the next tile's loads are in flight);
   // an 8-bit residual tile read into shared memory sits after both (it is loaded with the first k-step)
-  const stage = (BM + BN) * BKB, fOff = g.persistent ? ST * stage : 0;
+  const stage = (BM + BN) * BKB, fOff = g.persistent ? ST * stage : 0, rb = g.qresidual ? 1 : g.residual === 'float16' ? 2 : 4;
   const bufBytes = Math.max(ST * stage, staged ? fOff + BM * FP * 4 : 0), rOff = epi.resTile ? bufBytes : undefined;
-  const smem = bufBytes + (epi.resTile ? BM * BN : 0) + 1024; // + alignment slack: swizzle atoms want 1024-aligned tiles
+  const smem = bufBytes + (epi.resTile ? BM * BN * rb : 0) + 1024; // + alignment slack: swizzle atoms want 1024-aligned tiles
   const fit = Math.floor((227 * 1024) / (smem + 1024)), blocks = Math.max(1, Math.min(g.occupancy ?? 2, fit));
   const it = indexType(Math.max(M * N, M * K, N * K, g.conv ? g.conv.H * g.conv.W * g.conv.C * Math.ceil(M / (g.conv.OH * g.conv.OW)) : 0));
   const aPer = (BM * CH) / TH, bPer = (BN * CH) / TH;
@@ -105,8 +105,7 @@ export function qgemmWgmma(g: QGemmArgs): KernelSource {
   const [kb, ke, rel] = SK > 1 ? ['kb', 'ke', '(kt - kb)'] : ['0', `${KT}`, 'kt'];
   const from = (v: string) => (SK > 1 ? `kb + ${v}` : v);
   // the residual tile's rows into L2 while the main loop runs (cp.async.bulk.prefetch: 16-byte multiples; N % 8 == 0)
-  const rb = g.qresidual ? 1 : g.residual === 'float16' ? 2 : 4;
-  const prefetch = rOff !== undefined ? residualTileLoad(BM, BN, TH, M, N, rOff, it) : (g.residual || g.qresidual) && g.residualPrefetch && SK === 1 && N % 8 === 0 && (N * rb) % 16 === 0 ? `
+  const prefetch = rOff !== undefined ? residualTileLoad(BM, BN, TH, M, N, rOff, it, rb) : (g.residual || g.qresidual) && g.residualPrefetch && SK === 1 && N % 8 === 0 && (N * rb) % 16 === 0 ? `
   if (tid < ${BM} && m0 + tid < ${M}) {
     const unsigned bytes = ${N % BN === 0 ? `${BN * rb}u` : `(unsigned)min(${BN}, ${N} - n0) * ${rb}u`};
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"(res + (${it})(m0 + tid) * ${N} + n0), "r"(bytes) : "memory");
@@ -247,11 +246,14 @@ function splitKReduce(BM: number, BN: number, NT: number, TH: number, SK: number
  *   By default in every staged kernel, the stem's and the TMA kernels' too (stagedPitch): the plain 1x1 56 px
  *   64->256 conv 29.9 -> 27.4 us; ResNet-50 bs32 int8 in the model, same process, 1.030 -> 1.014 ms (default file),
  *   0.981 -> 0.971 ms (--quantize-residual). Before helper qepi2 only in 8-bit-residual kernels (`banks`).
+ * - `hres`: the same residual tile for an fp16 residual (2 bytes per channel), the default file's conv3s with K = 64
+ *   (ResNet-50's layer 1: fp16 residual in, fp16 out plus the int8 second output, 5 bytes per output); pass 2's
+ *   16-byte residual reads then come from shared memory instead of stalling on L2/HBM in line. Helper qepi3.
  * KILN_QEPI switches them (epilogueFeatures).
  */
 function stagedEpilogueOptions(g: QGemmArgs, canTile: boolean, BN: number): { resTile: boolean; split: boolean } {
-  const f = epilogueFeatures(), q = !!g.qresidual;
-  return { resTile: q && canTile && f.res, split: BN >= 64 && !!g.staged && (f.split || (q && f.banks)) };
+  const f = epilogueFeatures(), q = !!g.qresidual, h = !q && g.residual === 'float16';
+  return { resTile: canTile && ((q && f.res) || (h && f.hres)), split: BN >= 64 && !!g.staged && (f.split || (q && f.banks)) };
 }
 
 /** The staged epilogue's options (KILN_QEPI; see stagedEpilogueOptions, stagedFloatStores and KQ8N_HELPERS). */
@@ -266,17 +268,21 @@ interface EpilogueFeatures {
   narrow: boolean;
   /** pass 2 walks fixed rows: tid's row and channels once, then constant strides */
   loop: boolean;
+  /** the residual tile in shared memory for an fp16 residual too (K <= 64: the default file's layer-1 conv3s) */
+  hres: boolean;
 }
 
 /**
- * KILN_QEPI, an A/B switch: unset = res, split, narrow and loop (the measured set); `qepi` = res and banks (the
- * kernels before helper qepi2's options, texts unchanged); `0` = none; `res`, `banks`, `split`, `narrow`, `loop` or
- * a comma list of them = those; `all` = res and split.
+ * KILN_QEPI, an A/B switch: unset = res, split, narrow, loop and hres (the measured set); `qepi2` = res, split, narrow
+ * and loop (the kernels before helper qepi3's hres, texts unchanged); `qepi` = res and banks (the kernels before helper
+ * qepi2's options, texts unchanged); `0` = none; `res`, `banks`, `split`, `narrow`, `loop`, `hres` or a comma list of
+ * them = those; `all` = res and split.
  */
 export function epilogueFeatures(): EpilogueFeatures {
   const mode = process.env.KILN_QEPI ?? '';
-  const on = new Set(mode === '' ? ['res', 'split', 'narrow', 'loop'] : mode.split(',').flatMap((t) => (t === 'qepi' ? ['res', 'banks'] : t === 'all' ? ['res', 'split'] : [t])));
-  return { res: on.has('res'), banks: on.has('banks'), split: on.has('split'), narrow: on.has('narrow'), loop: on.has('loop') };
+  const qepi2 = ['res', 'split', 'narrow', 'loop'];
+  const on = new Set(mode === '' ? [...qepi2, 'hres'] : mode.split(',').flatMap((t) => (t === 'qepi' ? ['res', 'banks'] : t === 'qepi2' ? qepi2 : t === 'all' ? ['res', 'split'] : [t])));
+  return { res: on.has('res'), banks: on.has('banks'), split: on.has('split'), narrow: on.has('narrow'), loop: on.has('loop'), hres: on.has('hres') };
 }
 
 /**
@@ -293,16 +299,17 @@ export function stagedHelpers(): string {
 }
 
 /**
- * The 8-bit residual's BM x BN tile into shared memory at `rOff` (dense rows of BN bytes), 16-byte cp.async chunks
- * issued before the first k-step's loads so that they join its commit group: the main loop's last wait covers them.
- * Rows and chunks outside the tensor are zero-filled (never read). Needs N % 16 == 0 (whole, aligned chunks).
+ * The residual's BM x BN tile (rb bytes per element: 1 for 8-bit, 2 for fp16) into shared memory at `rOff` (dense
+ * rows of BN * rb bytes), 16-byte cp.async chunks issued before the first k-step's loads so that they join its commit
+ * group: the main loop's last wait covers them. Rows and chunks outside the tensor are zero-filled (never read).
+ * Needs N % 16 == 0 (whole, aligned chunks).
  */
-function residualTileLoad(BM: number, BN: number, TH: number, M: number, N: number, rOff: number, it: string): string {
-  const CPR = BN / 16, per = (BM * CPR) / TH, edge = M % BM !== 0 || N % BN !== 0;
+function residualTileLoad(BM: number, BN: number, TH: number, M: number, N: number, rOff: number, it: string, rb: number): string {
+  const CPR = (BN * rb) / 16, per = (BM * CPR) / TH, edge = M % BM !== 0 || N % BN !== 0;
   return `
   #pragma unroll
   for (int i = 0; i < ${per}; i++) {
-    const int id = tid + i * ${TH}, m = m0 + id / ${CPR}, n = n0 + id % ${CPR} * 16;${edge ? `
+    const int id = tid + i * ${TH}, m = m0 + id / ${CPR}, n = n0 + id % ${CPR} * ${16 / rb};${edge ? `
     const bool ok = m < ${M} && n < ${N};` : ''}
     cp16(sbase + ${rOff} + id * 16, ${edge ? `ok ? res + (${it})m * ${N} + n : res, ok` : `res + (${it})m * ${N} + n, true`});
   }`;
@@ -339,7 +346,7 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
       vv[j] = ${qresidualExpr(g, 'vv[j]', qresidualByte(qr, 'rq.x', 'j'))};
       vv[j + 4] = ${qresidualExpr(g, 'vv[j + 4]', qresidualByte(qr, 'rq.y', 'j'))};
     }`}` : !g.residual ? '' : g.residual === 'float16' ? `
-    const uint4 rr = *(const uint4*)(res + o);
+    const uint4 rr = *(const uint4*)(${rOff !== undefined ? `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN * 2} + q8 * 2` : 'res + o'});
     const unsigned ru[4] = { rr.x, rr.y, rr.z, rr.w };
     #pragma unroll
     for (int j = 0; j < 8; j++) vv[j] += h2f((unsigned short)((ru[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `

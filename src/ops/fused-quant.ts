@@ -235,5 +235,36 @@ const QTranspose = defineOp({
   },
 });
 
-const ops: OpDef<any>[] = [QConv, QMatMul, QLayerNormalization, QTranspose];
+/**
+ * kiln:Attention whose output is read transposed and quantized: y = quantize(transpose(attention(q, k, v, mask), perm))
+ * per tensor, the attention output as stored (its float type) before quantizing, as kiln:QTranspose reads it. The GPU
+ * kernel stores the 8-bit values where the output projection reads them (BERT: [B, S, H, D]) instead of writing the
+ * float output and running a QTranspose over it.
+ */
+const QAttention = defineOp({
+  name: 'QAttention', domain: KILN_DOMAIN, versions: [1],
+  attrs: { scale: attr.float(1), k_transposed: attr.int(0), perm: attr.ints(), y_dtype: attr.string('int8'), y_scale: attr.float(1), y_zero_point: attr.int(0) },
+  inputs: [3, 4], outputs: [1, 1],
+  doc: 'y = quantize(transpose(softmax(Q @ K^T * scale + mask) @ V, perm))',
+  infer: (ctx) => {
+    const [o] = lookupOp(KILN_DOMAIN, 'Attention')!.infer!({ ...ctx, node: { ...ctx.node, opType: 'Attention', attrs: attentionAttrs(ctx.node) } });
+    const node = { ...ctx.node, domain: '', opType: 'Transpose', attrs: { perm: ctx.node.attrs.perm } };
+    const [y] = lookupOp('', 'Transpose')!.infer!({ ...ctx, node, opset: 13, inputTypes: [o], attrs: { perm: ctx.attrs.perm } });
+    return [y.kind === 'tensor' ? { ...y, dtype: ctx.attrs.y_dtype as DType } : y];
+  },
+  run: (ctx) => {
+    const a = ctx.attrs as unknown as QuantAttrs;
+    const [o] = callKernel(ctx.node, KILN_DOMAIN, 'Attention', 1, ctx.inputs, attentionAttrs(ctx.node)) as TensorData[];
+    const [t] = callKernel(ctx.node, '', 'Transpose', 13, [o], { perm: ctx.node.attrs.perm }) as TensorData[];
+    return [requantize(asF32(t)!, a)];
+  },
+});
+
+/** The float attention's attributes of a QAttention node. */
+function attentionAttrs(node: Node): Record<string, AttrValue> {
+  const { scale, k_transposed: kt } = node.attrs;
+  return { ...(scale ? { scale } : {}), ...(kt ? { k_transposed: kt } : {}) };
+}
+
+const ops: OpDef<any>[] = [QConv, QMatMul, QLayerNormalization, QTranspose, QAttention];
 export default ops;

@@ -14,7 +14,7 @@ import { convsToNHWC, poolsToNHWC } from './layout.js';
 import { boolMasksAsNumbers } from './masks.js';
 import {
   foldFp8Layers, foldQuantizedLayers, foldQuantizedResiduals, mergeParallelQMatMuls, quantizeBeforeMaxPool, quantizeBeforeTranspose, quantizeInEpilogue, quantizeLayerNormOutputs, requantizeFp8Outputs,
-  quantizeTransposes, requantizeOutputs, splitHeadsInQMatMul,
+  quantizeAttentionOutputs, quantizeTransposes, requantizeOutputs, splitHeadsInQMatMul,
 } from './quantized.js';
 
 export interface Stage {
@@ -73,6 +73,7 @@ export function stages(inputShapes?: Map<string, Dim[]>, layout?: 'NCHW' | 'NHWC
       { name: 'quantize in layer norms', run: quantizeLayerNormOutputs },
       { name: 'split heads in quantized matmuls', run: splitHeadsInQMatMul },
       { name: 'quantize in transposes', run: quantizeTransposes },
+      { name: 'quantize attention outputs', run: quantizeAttentionOutputs },
     ] : [
       // NCHW (the CPU): an 8-bit max pool moves a quarter of the bytes, and the layer before it then requantizes in its
       // epilogue (ResNet's stem: conv + Relu -> MaxPool -> QuantizeLinear becomes a uint8 conv, then a uint8 pool)

@@ -29,16 +29,16 @@ const REDUCED_OK = new Set([
   'Expand', 'Tile', 'Where', 'DepthToSpace', 'SpaceToDepth', 'Gelu',
   // quantized layers (fp16 builds only, see FP16_ONLY): 8-bit operands either way; reduced here means fp16 bias,
   // residual and float output, so the float tensors between quantized layers (residual streams) are half the bytes
-  'kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear', 'kiln:QTranspose', ...NORMS,
+  'kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear', 'kiln:QTranspose', 'kiln:QAttention', ...NORMS,
 ]);
 /** Reduced only to fp16 (the quantized kernels read and write fp16 beside float32; a bf16 build keeps them fp32). */
-const FP16_ONLY = new Set(['kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear', 'kiln:QTranspose', ...NORMS]);
+const FP16_ONLY = new Set(['kiln:QConv', 'kiln:QMatMul', 'QuantizeLinear', 'kiln:QTranspose', 'kiln:QAttention', ...NORMS]);
 
 const key = (n: Node) => (n.domain === KILN_DOMAIN ? `kiln:${n.opType}` : n.opType);
 
 /** Inputs that stay fp32 even when their layer runs reduced (attention masks hold -1e4..-3.4e38 fill values; a
  * quantization scale is exact in fp32 only). */
-const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3], QuantizeLinear: [1], ...Object.fromEntries(NORMS.map((k) => [k, [1, 2]])) };
+const FP32_INPUTS: Record<string, number[]> = { 'kiln:Attention': [3], 'kiln:QAttention': [3], QuantizeLinear: [1], ...Object.fromEntries(NORMS.map((k) => [k, [1, 2]])) };
 
 /** Largest finite value of each reduced type: layers whose constants exceed it stay fp32. */
 const RANGE: Record<string, number> = { float16: 65504, bfloat16: 3.39e38 };

@@ -495,3 +495,29 @@ export function quantizeTransposes(v: GraphView): number {
   if (n) v.reindex();
   return n;
 }
+
+/**
+ * kiln:Attention read only by a kiln:QTranspose (BERT: the attention output back to [B, S, H, D], quantized for the
+ * output projection) -> kiln:QAttention: the attention kernel stores its output transposed and quantized, one kernel
+ * and one float round trip fewer per layer. The result is the pair's (the output rounded to its float type first).
+ * Runs after 'quantize in transposes' (GPU builds).
+ */
+export function quantizeAttentionOutputs(v: GraphView): number {
+  let n = 0;
+  for (const t of v.graph.nodes.filter((x) => x.domain === KILN_DOMAIN && x.opType === 'QTranspose')) {
+    const a = v.producer(t.inputs[0]);
+    if (!a || a.domain !== KILN_DOMAIN || a.opType !== 'Attention' || a.outputs.length !== 1 || !v.singleUse(a.outputs[0]) || v.isGraphOutput(a.outputs[0])) continue;
+    const rank = v.shape(a.outputs[0])?.length;
+    const perm = attrOf<number[]>(t, 'perm', []);
+    const full = perm.length ? perm : rank !== undefined ? Array.from({ length: rank }, (_, i) => rank - 1 - i) : undefined;
+    if (!full || (rank !== undefined && full.length !== rank)) continue;
+    v.insertNode({
+      name: a.name, opType: 'QAttention', domain: KILN_DOMAIN, inputs: [...a.inputs], outputs: [...t.outputs],
+      attrs: { ...a.attrs, perm: { type: 'ints', value: full }, y_dtype: t.attrs.y_dtype ?? str('int8'), y_scale: t.attrs.y_scale ?? float(1), y_zero_point: t.attrs.y_zero_point ?? int(0) },
+    }, t);
+    v.removeNodes([a, t]);
+    n++;
+  }
+  if (n) v.reindex();
+  return n;
+}

@@ -34,12 +34,14 @@ describe('split heads in quantized matmuls', () => {
       const t = gpu.graph.valueInfo.get(n.outputs[1]);
       expect(t).toMatchObject({ kind: 'tensor', shape: [B, n.attrs.heads.value, S, expect.any(Number)] });
     }
-    for (const n of gpu.graph.nodes.filter((x) => x.opType === 'Attention')) expect(n.attrs.k_transposed?.value ?? 0).toBe(0);
+    for (const n of gpu.graph.nodes.filter((x) => x.opType === 'Attention' || x.opType === 'QAttention')) expect(n.attrs.k_transposed?.value ?? 0).toBe(0);
     expect(count(gpu, 'Split')).toBe(0);
     // what is left of the Transposes: attention's output back to [B, S, H, D], one per layer, quantized as it moves
-    // for the output projection ('quantize in transposes')
+    // for the output projection ('quantize in transposes'), then stored so by the attention itself ('quantize
+    // attention outputs')
     expect(count(gpu, 'Transpose')).toBe(0);
-    expect(count(gpu, 'QTranspose')).toBe(attention);
+    expect(count(gpu, 'QTranspose')).toBe(0);
+    expect(count(gpu, 'QAttention')).toBe(attention);
     expect(count(gpu, 'QuantizeLinear')).toBe(count(cpu, 'QuantizeLinear') - attention - count(gpu, 'QLayerNormalization'));
     expect(count(cpu, 'Transpose')).toBe(4 * attention);
     const [a, b] = [outputsOf(cloneModel(cpu), feeds), outputsOf(cloneModel(gpu), feeds)];
@@ -64,7 +66,7 @@ describe('split heads in quantized matmuls', () => {
     const v = m.graph.nodes.find((n) => n.opType === 'Reshape' && n.name.includes('value'))!;
     m.graph.outputs.push({ name: v.outputs[0], type: { kind: 'unknown' } });
     await optimize(m, { layout: 'NHWC', inputShapes: shapes });
-    expect(m.graph.nodes.filter((n) => n.opType === 'QMatMul' && n.attrs.heads).length).toBe(count(m, 'Attention') - 1);
+    expect(m.graph.nodes.filter((n) => n.opType === 'QMatMul' && n.attrs.heads).length).toBe(count(m, 'Attention') + count(m, 'QAttention') - 1);
     expect(count(m, 'Split')).toBe(1);
   }, 60_000);
 });

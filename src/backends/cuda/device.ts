@@ -2,9 +2,18 @@
 import { KilnError } from '../../ir/errors.js';
 import { cu, check, loadDriver, ATTR, pointerArray, launchConfig, current, koffi } from './ffi/driver.js';
 import { compileCubin, prefetchCubins } from './ffi/nvrtc.js';
-import { setWorkspaceAllocator, WORKSPACE_BYTES } from './ffi/cublaslt.js';
-import type { KernelSource } from './codegen/types.js';
+import { setTimingHold, setWorkspaceAllocator, WORKSPACE_BYTES } from './ffi/cublaslt.js';
+import { finish, type KernelSource } from './codegen/types.js';
 import { withPdl, type PdlMode } from './codegen/pdl.js';
+
+/** The tactic timing's hold (ffi/cublaslt.ts timeOnStream): one warp spinning on the global timer for HOLD_NS ns. */
+export const HOLD = finish('kiln_hold', `extern "C" __global__ void __launch_bounds__(32) KNAME(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while (t - t0 < ns);
+}`, { grid: [1, 1, 1], block: [32, 1, 1], sharedBytes: 0, params: [] });
+const HOLD_NS = Buffer.alloc(8);
+HOLD_NS.writeBigUInt64LE(300_000n);
 
 export interface DeviceInfo {
   ordinal: number;
@@ -63,6 +72,7 @@ export class CudaDevice {
     this.makeCurrent();
     void d;
     setWorkspaceAllocator(ordinal, () => this.alloc(WORKSPACE_BYTES, true));
+    setTimingHold(ordinal, (stream) => this.launch(HOLD, [HOLD_NS], stream));
   }
 
   makeCurrent(): void {
@@ -264,14 +274,14 @@ export class CudaDevice {
 
   /**
    * Programmatic dependent launch for generated kernels (codegen/pdl.ts), Hopper and later: off unless KILN_PDL=1
-   * (`late`) or KILN_PDL=entry|wait|late|early. Off by default: on BERT-base 8x128 (H100, bench/quant/bert-ncu.js
+   * (`late`) or KILN_PDL=entry|wait|late|early|mixed. Off by default: on BERT-base 8x128 (H100, bench/quant/bert-ncu.js
    * ab) `early` took the fp16 engine's graph from 0.937 to 0.882 ms but the int8 one's from 0.698 to 0.745 ms, and
    * `late` moved them by -11 / -1 us. Read at each launch, so one process can capture graphs several ways.
    */
   get pdl(): PdlMode | undefined {
     const e = process.env.KILN_PDL;
     if (this.info.sm < 90 || !e || e === '0') return undefined;
-    return e === 'entry' || e === 'wait' || e === 'early' ? e : 'late';
+    return e === 'entry' || e === 'wait' || e === 'early' || e === 'mixed' ? e : 'late';
   }
 
   /**

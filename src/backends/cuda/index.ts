@@ -9,7 +9,7 @@ import { GPU_OPS } from './ops.js';
 import { getDevice } from './device.js';
 import { CudaRunner } from './runner.js';
 import { nvrtcAvailable } from './ffi/nvrtc.js';
-import { cublasLtAvailable, gemmChoices, tuning, usedChoices } from './ffi/cublaslt.js';
+import { choiceTimes, cublasLtAvailable, gemmChoices, poolChoices, tuning, usedChoices } from './ffi/cublaslt.js';
 
 let availability: { ok: boolean; reason?: string } | undefined;
 let info: { name: string; sm: number; driverVersion: number } | undefined;
@@ -55,6 +55,7 @@ export const cudaBackend: Backend = {
     const runner = new CudaRunner(model, dev);
     dev.used.clear();
     usedChoices.clear();
+    choiceTimes.clear();
     tuning.on = true; // GEMMs time cuBLASLt's candidate algorithms on this run
     const feeds = new Map<string, Value>();
     for (const i of model.graph.inputs) {
@@ -70,6 +71,7 @@ export const cudaBackend: Backend = {
       tuning.on = false;
       runner.release();
     }
+    poolChoices(); // one candidate per shape (cublaslt.ts), what the plan saves
     const cubins = new Map([...dev.used].filter((n) => dev.cubins.has(n)).map((n) => [n, dev.cubins.get(n)!]));
     const algos = Object.fromEntries([...usedChoices].map((k) => [k, gemmChoices.get(k)!]));
     const blobs: [string, Uint8Array][] = [];

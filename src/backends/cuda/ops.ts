@@ -15,6 +15,7 @@ import {
 import { ctype, finish, indexType, launch1d, lit, type DevDType, type KernelSource } from './codegen/types.js';
 import { quantOps } from './ops-quant.js';
 import { fusedAttention, fusedAttentionShape, fusedAttentionUnsupported } from './codegen/attention.js';
+import { quantizeTransposeKernel } from './codegen/quant.js';
 
 export interface DeviceTensor {
   ptr: number;
@@ -383,9 +384,15 @@ const fusedConv: Factory = (c) => {
  * plan keeps the fastest; without a timed choice the fused kernel runs in the shape its heuristic picks.
  */
 const attention: Factory = (c) => {
-  const a = attr(c) as { scale: number; k_transposed: number };
+  const a = attr(c) as { scale: number; k_transposed: number; perm?: number[]; y_scale?: number; y_zero_point?: number };
   const [Q, Kt, V, mask] = c.inputs;
   if (!Q || !Kt || !V || !FLOATS.has(Q.dtype) || Q.dtype !== Kt.dtype || Q.dtype !== V.dtype) return undefined;
+  // kiln:QAttention: the output transposed by `perm` and quantized; the fused kernel stores it so when the perm keeps
+  // it [...lead, S, Dv] or swaps heads and positions of a [B, H, S, Dv] output, else the float output goes through the
+  // QTranspose kernel
+  const quantized = c.node.opType === 'QAttention';
+  const qOut = quantized ? inferOutputs(c)[0] : undefined;
+  if (qOut && ((qOut.dtype !== 'int8' && qOut.dtype !== 'uint8') || Q.dtype === 'bfloat16')) return undefined;
   const r = Q.dims.length;
   const lead = Q.dims.slice(0, -2), batch = lead.reduce((x, y) => x * y, 1);
   if (Kt.dims.length !== r || V.dims.length !== r || Kt.dims.slice(0, -2).some((d, i) => d !== lead[i]) || V.dims.slice(0, -2).some((d, i) => d !== lead[i])) return undefined;
@@ -394,7 +401,7 @@ const attention: Factory = (c) => {
   const dtype = Q.dtype as 'float32';
   const outDims = [...lead, S, Dv];
   type Route = { ready(): void; run(ins: (DeviceTensor | undefined)[], o: DeviceTensor, stream: unknown): void; destroy(): void };
-  const unfused = (): Route => {
+  const unfusedFloat = (): Route => {
     const g1 = prepareGemm({ tf32: c.tf32, M: S, N: L, K: D, batch, transA: false, transB: !a.k_transposed, dtype, strideA: S * D, strideB: D * L, strideC: S * L, epilogue: 'none' }, `layer '${c.node.name}' (scores)`);
     const g2 = prepareGemm({ tf32: c.tf32, M: S, N: Dv, K: L, batch, transA: false, transB: false, dtype, strideA: S * L, strideB: L * Dv, strideC: S * Dv, epilogue: 'none' }, `layer '${c.node.name}' (context)`);
     const sm = attentionSoftmax({ scores: [...lead, S, L], dtype: devType(dtype), scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined });
@@ -410,8 +417,29 @@ const attention: Factory = (c) => {
       destroy: () => { g1.destroy(); g2.destroy(); },
     };
   };
-  const fusedArgs = { lead, S, L, D, Dv, dtype: dtype as string as 'float16', kTransposed: !!a.k_transposed, scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined };
-  const fusedOk = !fusedAttentionUnsupported({ ...fusedArgs, batch }) && (!mask || mask.dims.length <= r);
+  const perm = quantized ? (a.perm?.length ? a.perm : outDims.map((_, i) => r - 1 - i)) : [];
+  const permKey = perm.join('');
+  const headsLast = r === 4 && permKey === '0213';
+  const qArgs = qOut && { headsLast, dtype: qOut.dtype as 'int8', scale: a.y_scale ?? 1, zeroPoint: a.y_zero_point ?? 0 };
+  const fusedArgs = { lead, S, L, D, Dv, dtype: dtype as string as 'float16', kTransposed: !!a.k_transposed, scale: a.scale, mask: mask ? { dtype: devType(mask.dtype), dims: mask.dims } : undefined, quantized: qArgs };
+  const fusedOk = !fusedAttentionUnsupported({ ...fusedArgs, batch }) && (!mask || mask.dims.length <= r)
+    && (!quantized || (Q.dtype === 'float16' && (headsLast || perm.every((p, i) => p === i))));
+  // the unfused plan's (or the float kernel's) output, then the QTranspose kernel
+  const qt = qOut && quantizeTransposeKernel({ dims: outDims, perm, from: Q.dtype as 'float32' | 'float16', to: qOut.dtype as 'int8', scale: a.y_scale ?? 1, zeroPoint: a.y_zero_point ?? 0 });
+  const unfused = (): Route => {
+    const f = unfusedFloat();
+    if (!qt) return f;
+    return {
+      ready: () => { f.ready(); c.dev.kernel(qt); },
+      run(ins, o, stream) {
+        const t = alloc(c.dev, dtype, outDims);
+        f.run(ins, t, stream);
+        launch(c.dev, qt, [t], [o], stream);
+        c.dev.release(t.ptr); // reuse is ordered on the stream
+      },
+      destroy: () => f.destroy(),
+    };
+  };
   // kernel sources rendered on first need: a plan that saved its choice renders one shape, not all of them
   const rendered = new Map<string, KernelSource>();
   const kernelOf = (warps: number, split: number) => {
@@ -419,8 +447,23 @@ const attention: Factory = (c) => {
     if (!k) rendered.set(`${warps}x${split}`, k = fusedAttention({ ...fusedArgs, warps, split }));
     return k;
   };
+  // KILN_QATTN=split (a check of the quantized store): kiln:QAttention runs the float kernel of the same shape, then the
+  // QTranspose kernel, which must give the same bytes
+  const splitQ = qt && process.env.KILN_QATTN === 'split';
   const fused = (warps: number, split: number) => (): Route => {
-    const k = kernelOf(warps, split);
+    const k = splitQ ? fusedAttention({ ...fusedArgs, quantized: undefined, warps, split }) : kernelOf(warps, split);
+    if (splitQ) {
+      return {
+        ready: () => { c.dev.kernel(k); c.dev.kernel(qt); },
+        run(ins, o, stream) {
+          const t = alloc(c.dev, dtype, outDims);
+          launch(c.dev, k, ins, [t], stream);
+          launch(c.dev, qt, [t], [o], stream);
+          c.dev.release(t.ptr);
+        },
+        destroy: () => undefined,
+      };
+    }
     return { ready: () => { c.dev.kernel(k); }, run: (ins, o, stream) => launch(c.dev, k, ins, [o], stream), destroy: () => undefined };
   };
   // candidates: the fused kernel in the shape its heuristic picks (row groups x key split), then in the others, then
@@ -435,11 +478,11 @@ const attention: Factory = (c) => {
     : force === 'fused' ? [fusedAll[0]]
       : forced ? [fused(Number(forced[1]), Number(forced[2]))]
         : [...fusedAll, unfused];
-  const key = `attn|a4|${c.node.name}|${lead.join('x')}|${S}x${L}x${D}x${Dv}|${dtype}|${a.k_transposed ? 'T' : 'N'}`;
+  const key = `attn|a4|${c.node.name}|${lead.join('x')}|${S}x${L}x${D}x${Dv}|${dtype}|${a.k_transposed ? 'T' : 'N'}${qOut ? `|q${permKey}` : ''}`;
   const tactic = timedChoice(key, makers, () => c.dev.prefetch(shapes.map(([w, k]) => kernelOf(w, k)))); // compiled concurrently, readied when timed
   return {
     run(ins, stream) {
-      const o = alloc(c.dev, dtype, outDims);
+      const o = qOut ? alloc(c.dev, qOut.dtype, qOut.dims) : alloc(c.dev, dtype, outDims);
       tactic.pick((m) => timeOnStream(() => m.run(ins, o, stream), stream, 5)).run(ins, o, stream);
       return [o];
     },
@@ -561,7 +604,7 @@ const boolOp = (expr: string): Factory => (c) => {
 export const GPU_OPS: Record<string, Factory> = {
   And: boolOp('(mul $0 $1)'), Or: boolOp('(max $0 $1)'), Not: boolOp('(sub 1 $0)'),
   'kiln:FusedConv': fusedConv,
-  'kiln:Attention': attention,
+  'kiln:Attention': attention, 'kiln:QAttention': attention,
   LayerNormalization: norm(false), 'kiln:LayerNormalization': norm(false), 'kiln:QLayerNormalization': norm(false),
   RMSNormalization: norm(true), 'kiln:RMSNormalization': norm(true),
   Softmax: softmaxOp(false), 'kiln:Softmax': softmaxOp(false), LogSoftmax: softmaxOp(true),

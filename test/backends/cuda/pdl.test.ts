@@ -46,6 +46,17 @@ describe('PDL variants of generated kernels', () => {
     expect(l).toBe(w); // one kernel, one cubin
   });
 
+  it('mixed: GEMMs take their late (or wait) variant, every other kernel its entry variant: same names, same cubins', () => {
+    const k = add(), t = qgemmTma({ ...qkv, tile: { BM: 64, BN: 128 }, occupancy: 3 });
+    expect(withPdl(k, 'mixed')).toBe(withPdl(k, 'entry'));
+    expect(withPdl(t, 'mixed')).toBe(withPdl(t, 'late'));
+    expect(withPdl(t, 'mixed')!.name).toBe(`${t.name}_pdt`);
+    // a GEMM without anchors waits first and lets nothing in before it exits
+    const g = { ...k, name: k.name.replace(/^kiln_[a-z]+/, 'kiln_qwgmma_int8'), source: k.source.split(k.name).join(k.name.replace(/^kiln_[a-z]+/, 'kiln_qwgmma_int8')) };
+    expect(withPdl(g, 'mixed')!.name).toBe(`${g.name}_pdw`);
+    expect(withPdl(g, 'mixed')!.source).not.toContain('launch_dependents');
+  });
+
   it('late: the TMA GEMM waits after barrier init and tensor-map prefetch and triggers after its main loop', () => {
     const k = qgemmTma({ ...qkv, tile: { BM: 64, BN: 128 }, occupancy: 3 });
     const p = withPdl(k, 'late')!, s = p.source;

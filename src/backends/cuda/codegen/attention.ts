@@ -15,6 +15,7 @@
 import {
   broadcastDims, broadcastStrides, ctype, finish, load, lit, offsetCode, prod, unsupported, type DevDType, type KernelSource,
 } from './types.js';
+import { KQ_HELPERS, storeExpr } from './quant.js';
 
 export interface FusedAttentionArgs {
   /** Leading dims of Q, K, V and the output (e.g. [B, H]); one block row per flattened index. */
@@ -34,6 +35,12 @@ export interface FusedAttentionArgs {
   warps?: number;
   /** Warps per 16 query rows, each taking 1/split of every key tile: 1, 2 or 4 (default by `fusedAttentionShape`). */
   split?: number;
+  /**
+   * kiln:QAttention's store: the output written as [B, S, H, Dv] (lead [B, H]: heads after positions, the layout the
+   * output projection reads) when `headsLast`, and each value quantized per tensor as stored, i.e. rounded to fp16
+   * first, then as kiln:QTranspose / QuantizeLinear quantize it (the same expression, so the same bytes).
+   */
+  quantized?: { headsLast: boolean; dtype: 'int8' | 'uint8'; scale: number; zeroPoint: number };
 }
 
 /** Keys per shared-memory tile. */
@@ -85,6 +92,9 @@ export function fusedAttention(a: FusedAttentionArgs): KernelSource {
   const shape = fusedAttentionShape(S, L, batch);
   const W = a.warps ?? shape.warps, KS = a.split ?? shape.split;
   if (![1, 2, 4, 8].includes(W) || ![1, 2, 4].includes(KS) || W * KS > 16) unsupported('fused attention', `${W} row groups x ${KS} key splits (supported: 1, 2, 4, 8 x 1, 2, 4, at most 16 warps)`);
+  const qo = a.quantized;
+  if (qo && a.dtype !== 'float16') unsupported('fused attention', `a quantized output from ${a.dtype} (float16 only)`);
+  if (qo?.headsLast && a.lead.length !== 2) unsupported('fused attention', `heads-last output with ${a.lead.length} leading dims (needs [B, H])`);
   const BM = 16 * W, BN = ATTN_BN, NT = W * KS * 32;
   const KB = BN / KS, JT = KB / 8; // keys and n-tiles of one warp in each key tile
   const KST = kT ? BN + 8 : D + 8, VST = Dv + 8; // shared row strides, halves
@@ -202,7 +212,7 @@ export function fusedAttention(a: FusedAttentionArgs): KernelSource {
     }
   }`;
 
-  const body = `
+  const body = `${qo ? `${KQ_HELPERS}\n` : ''}
 __device__ __forceinline__ void ldsm4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\\n" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
@@ -219,7 +229,7 @@ __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, uns
   asm("mma.sync.aligned.m16n8k16.row.col.f32.${mmaT}.${mmaT}.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\\n"
     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-extern "C" __global__ void __launch_bounds__(${NT}) KNAME(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v, ${maskParam}unsigned short* __restrict__ o) {
+extern "C" __global__ void __launch_bounds__(${NT}) KNAME(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k, const unsigned short* __restrict__ v, ${maskParam}${qo ? 'unsigned char' : 'unsigned short'}* __restrict__ o) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
   const int mi = lane >> 3, mr = lane & 7;
@@ -330,15 +340,34 @@ extern "C" __global__ void __launch_bounds__(${NT}) KNAME(const unsigned short* 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1); l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1); l1 += __shfl_xor_sync(0xffffffffu, l1, 2);${merge}
   const float i0 = 1.0f / l0, i1 = 1.0f / l1;
-  unsigned short* og = o + bh * ${lit(S * Dv)};
+  ${qo ? quantizedStore(qo, a.lead, S, Dv, it) : `unsigned short* og = o + bh * ${lit(S * Dv)};
   const int r0 = q0 + g, r1 = r0 + 8;
   #pragma unroll
   for (int j = 0; j < ${Dv / 8}; j++) {
     const int c = j * 8 + t4 * 2;
     if (r0 < ${S}) *(unsigned*)(og + (${it})r0 * ${Dv} + c) = pack2(acc[j][0] * i0, acc[j][1] * i0);
     if (r1 < ${S}) *(unsigned*)(og + (${it})r1 * ${Dv} + c) = pack2(acc[j][2] * i1, acc[j][3] * i1);
-  }
+  }`}
 }`;
   const params: KernelSource['params'] = [{ kind: 'in', index: 0 }, { kind: 'in', index: 1 }, { kind: 'in', index: 2 }, ...(a.mask ? [{ kind: 'in' as const, index: 3 }] : []), { kind: 'out', index: 0 }];
-  return finish('kiln_attn_fused', body, { grid: [Math.ceil(S / BM), batch, 1], block: [NT, 1, 1], sharedBytes: fusedAttentionSmem(D, Dv, kT, W, KS), params });
+  return finish(qo ? `kiln_qattn_${qo.dtype}` : 'kiln_attn_fused', body, { grid: [Math.ceil(S / BM), batch, 1], block: [NT, 1, 1], sharedBytes: fusedAttentionSmem(D, Dv, kT, W, KS), params });
+}
+
+/**
+ * The quantized store: each pair of outputs rounded to fp16 as the float kernel stores them, then each value quantized
+ * (storeExpr: QuantizeLinear's rounding) and the pair written as two bytes, at [b, s, h, d] when heads-last.
+ */
+function quantizedStore(q: NonNullable<FusedAttentionArgs['quantized']>, lead: readonly number[], S: number, Dv: number, it: string): string {
+  const H = q.headsLast ? lead[1] : 1, rs = H * Dv; // row stride of the output, bytes
+  const byte = (h: string) => `(unsigned)(unsigned char)${storeExpr(q.dtype, `h2f((unsigned short)(${h}))`, q.scale, q.zeroPoint)}`;
+  const pair = (v0: string, v1: string) => `{ const unsigned h = pack2(${v0}, ${v1}); const unsigned short b = (unsigned short)(${byte('h & 0xffffu')} | (${byte('h >> 16')} << 8)); `;
+  const base = q.headsLast ? `(bh / ${H}) * ${lit(S * rs)} + (bh % ${H}) * ${Dv}` : `bh * ${lit(S * Dv)}`;
+  return `unsigned char* og = o + ${base};
+  const int r0 = q0 + g, r1 = r0 + 8;
+  #pragma unroll
+  for (int j = 0; j < ${Dv / 8}; j++) {
+    const int c = j * 8 + t4 * 2;
+    if (r0 < ${S}) ${pair('acc[j][0] * i0', 'acc[j][1] * i0')}*(unsigned short*)(og + (${it})r0 * ${rs} + c) = b; }
+    if (r1 < ${S}) ${pair('acc[j][2] * i1', 'acc[j][3] * i1')}*(unsigned short*)(og + (${it})r1 * ${rs} + c) = b; }
+  }`;
 }

@@ -20,8 +20,16 @@ import type { KernelSource } from './types.js';
  * - `early`: a kernel that renders its own early variant (`pdlEarly`: the TMA GEMMs trigger first thing and load their
  *   first weight tiles, constants, before the wait) uses it; any other kernel as in `entry`. Every kernel then lets
  *   the next one in at once, so a GEMM's weight loads overlap its predecessor's tail.
+ * - `mixed`: GEMMs never let the next kernel in early (`late` where they have anchors, else `wait`), every other
+ *   kernel does (`entry`). Early triggers from GEMMs cost int8 BERT 47-69 us (dependents launched at once may hold SM
+ *   slots the GEMM's later blocks need); the short kernels between GEMMs (norms, attention) leave room, and the GEMM
+ *   after them gets its launch and setup done behind their tails. No variant of its own: each kernel takes the
+ *   named mode's (same names, same cubins).
  */
-export type PdlMode = 'entry' | 'wait' | 'late' | 'early';
+export type PdlMode = 'entry' | 'wait' | 'late' | 'early' | 'mixed';
+
+/** The quantized GEMM kernels' name prefixes (codegen/quant*.ts): what `mixed` keeps from triggering early. */
+const GEMM = /^kiln_q(tma|tmapp|tmaconv|wgmma|gemm|stem)_/;
 
 /**
  * What a generator may say about its kernel's PDL variants: text in the source before which a `late` variant waits /
@@ -32,7 +40,7 @@ export interface PdlAnchors {
   pdlEarly?: string;
 }
 
-const SUFFIX: Record<PdlMode, string> = { entry: '_pdl', wait: '_pdw', late: '_pdt', early: '_pde' };
+const SUFFIX: Record<Exclude<PdlMode, 'mixed'>, string> = { entry: '_pdl', wait: '_pdw', late: '_pdt', early: '_pde' };
 const WAIT = 'asm volatile("griddepcontrol.wait;" ::: "memory");';
 const TRIGGER = 'asm volatile("griddepcontrol.launch_dependents;" ::: "memory");';
 // before sm_90 (no griddepcontrol) a variant compiles to the plain kernel; it is then never launched with the attribute
@@ -46,6 +54,7 @@ const cache = new WeakMap<KernelSource, Map<PdlMode, KernelSource | null>>();
  */
 export function withPdl<K extends KernelSource>(k: K, mode: PdlMode = 'entry'): K | undefined {
   // the same kernel as another mode's: one name, one cubin
+  if (mode === 'mixed') mode = GEMM.test(k.name) ? 'late' : 'entry';
   if (mode === 'late' && !(k as PdlAnchors).pdlAnchors) mode = 'wait';
   if (mode === 'early' && !(k as PdlAnchors).pdlEarly) mode = 'entry';
   let m = cache.get(k);
@@ -61,7 +70,7 @@ export function withPdl<K extends KernelSource>(k: K, mode: PdlMode = 'entry'): 
 /** Whether `name` is a PDL variant's (of any mode). */
 export const isPdlName = (name: string): boolean => Object.values(SUFFIX).some((s) => name.endsWith(s));
 
-function render(k: KernelSource & PdlAnchors, mode: PdlMode): KernelSource | null {
+function render(k: KernelSource & PdlAnchors, mode: Exclude<PdlMode, 'mixed'>): KernelSource | null {
   const src = k.source, at = src.indexOf('__global__');
   if (at < 0 || src.indexOf('__global__', at + 1) >= 0 || isPdlName(k.name)) return null;
   // the parameter list and launch bounds hold no brace: the first one after __global__ opens the body

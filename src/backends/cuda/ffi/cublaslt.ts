@@ -81,6 +81,8 @@ export interface PreparedGemm {
  */
 export const tuning = { on: false };
 export const gemmChoices = new Map<string, number>();
+/** each timed candidate list's times (ms, Infinity: not a candidate) by choice key, from the build's device run */
+export const choiceTimes = new Map<string, number[]>();
 /** keys of the choices GEMMs ran with since the last clear (what a plan must carry) */
 export const usedChoices = new Set<string>();
 
@@ -88,13 +90,27 @@ function gemmKey(spec: GemmSpec, what: string): string {
   return `${what}|${spec.M}x${spec.N}x${spec.K}x${spec.batch}|${spec.transA ? 'T' : 'N'}${spec.transB ? 'T' : 'N'}|${spec.dtype}|${spec.epilogue}${spec.tf32 ? '|tf32' : ''}`;
 }
 
-/** Median time of `f` on `stream` over `reps` runs after 2 warm-ups (CUDA events), ms. */
+const holds = new Map<number, (stream: unknown) => void>();
+/** The device's hold for timeOnStream: a kernel that keeps `stream` busy a while (the device registers it). */
+export function setTimingHold(ordinal: number, f: (stream: unknown) => void): void {
+  holds.set(ordinal, f);
+}
+
+/**
+ * Median time of `f` on `stream` over `reps` runs after 2 warm-ups (CUDA events), ms. Each timed run is queued behind a
+ * hold (a kernel spinning ~0.3 ms): the host enqueues the events and `f`'s launches meanwhile, so the events time the
+ * kernels back to back. Without it a 10-15 us kernel launched through koffi can wait on the host between launches, and
+ * the candidate timed while the host was slow (JIT warm-up, GC, compiles on other threads) lost: BERT-base int8
+ * builds picked kernels whose replayed graph took 0.662 to 0.805 ms from process to process. KILN_TIMING_HOLD=0: none.
+ */
 export function timeOnStream(f: () => void, stream: unknown, reps: number): number {
   const ev = [0, 1].map(() => { const e = [null]; cu('cuEventCreate', e, 0); return e[0]; });
+  const hold = process.env.KILN_TIMING_HOLD === '0' ? undefined : holds.get(current.ordinal);
   try {
     f(); f();
     const times: number[] = [];
     for (let r = 0; r < reps; r++) {
+      hold?.(stream);
       cu('cuEventRecord', ev[0], stream);
       f();
       cu('cuEventRecord', ev[1], stream);
@@ -143,6 +159,7 @@ export function timedChoice<C extends { ready(): void; destroy(): void }>(key: s
         });
         choice = times.indexOf(Math.min(...times));
         gemmChoices.set(key, choice);
+        choiceTimes.set(key, times);
       }
       if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
       return get(choice);
@@ -151,6 +168,40 @@ export function timedChoice<C extends { ready(): void; destroy(): void }>(key: s
       for (const m of made.values()) m.destroy();
     },
   };
+}
+
+/**
+ * Layers of one shape take one candidate: the one with the least time summed over all of them (one that fails on any
+ * is out). A layer's own pick rests on 5 timed repetitions of 1-2 us differences, and identical layers picked
+ * different kernels (BERT-base int8: FFN1 a 64x64 cp.async kernel in one layer, a 64x128 TMA one in the next). On
+ * BERT-base int8 8x128 (H100) the replayed graph did not move (0.6749 pooled vs 0.6742 ms per layer), and a search of
+ * every candidate per shape in the replayed graph (bench/quant/bert-ncu.js search) found nothing 2 us faster than the
+ * pooled picks: what pooling buys is one kernel per shape, whatever the build. Keys are
+ * `<kind>|<revision>|<layer name>|<shape ...>`: a shape is the key without its third field. KILN_POOL_CHOICES=0
+ * keeps each layer's own pick. Returns the choices changed.
+ */
+export function poolChoices(): number {
+  if (process.env.KILN_POOL_CHOICES === '0') return 0;
+  const groups = new Map<string, string[]>();
+  for (const key of choiceTimes.keys()) {
+    const f = key.split('|');
+    if (f.length < 4) continue;
+    const shape = [...f.slice(0, 2), ...f.slice(3)].join('|');
+    groups.set(shape, [...(groups.get(shape) ?? []), key]);
+  }
+  let changed = 0;
+  for (const keys of groups.values()) {
+    const n = choiceTimes.get(keys[0])!.length;
+    if (keys.length < 2 || keys.some((k) => choiceTimes.get(k)!.length !== n)) continue;
+    const sum = Array.from({ length: n }, (_, i) => keys.reduce((acc, k) => acc + choiceTimes.get(k)![i], 0));
+    const best = sum.indexOf(Math.min(...sum));
+    if (!Number.isFinite(sum[best])) continue;
+    for (const k of keys) {
+      if (gemmChoices.get(k) !== best) changed++;
+      gemmChoices.set(k, best);
+    }
+  }
+  return changed;
 }
 
 export function prepareGemm(spec: GemmSpec, what: string, maxAlgos = 4): PreparedGemm {

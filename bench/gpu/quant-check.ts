@@ -4,7 +4,8 @@
 // relative 2e-2 for fp8). Also runs the QMatMul of BERT-small through cuBLASLt (KILN_QGEMM=cublaslt) as a second path,
 // the wgmma kernel (KILN_QGEMM=wgmma, =wgmma-staged, =wgmma64; Hopper), and fp16 builds (the speed configuration: fp16 residuals and float outputs around the quantized layers) against the
 // CPU engine built at fp16 too.
-// Usage (GPU machine): node bench/gpu/quant-check.js (QCHECK=residual: the --quantize-residual rows only)
+// Usage (GPU machine): node bench/gpu/quant-check.js (QCHECK=residual: the --quantize-residual rows only; QCHECK=fp8:
+// the fp8 rows only)
 import { resnet50, RESNET_SMALL, bertBase, BERT_SMALL, tinyCnn } from '../models/zoo.js';
 import { quantizeModel } from '../../src/tools/quantize.js';
 import { randomCalibrationData } from '../../src/quant/data.js';
@@ -16,17 +17,19 @@ import { GraphBuilder, randomTensor, seededRandom } from '../../src/ir/builder.j
 import { TensorData } from '../../src/ir/tensor.js';
 import type { CudaRunner } from '../../src/backends/cuda/runner.js';
 import { quantizedRoutes } from '../quant/feeds.js';
+import { gemmChoices } from '../../src/backends/cuda/ffi/cublaslt.js';
 
 let failures = 0;
-// QCHECK=residual: only the --quantize-residual rows (a quick rerun after a change to that epilogue alone)
-const only = process.env.QCHECK === 'residual';
+// QCHECK=residual: only the --quantize-residual rows (a quick rerun after a change to that epilogue alone); QCHECK=fp8:
+// only the fp8 rows
+const only = process.env.QCHECK === 'residual', onlyFp8 = process.env.QCHECK === 'fp8';
 const report = (ok: boolean, what: string) => {
   if (!ok) failures++;
   console.log(`${ok ? 'PASS' : 'FAIL'} ${what}`);
 };
 
 async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batch: number, env?: string, precision: 'fp32' | 'fp16' = 'fp32', activationType?: 'uint8', quantizeResidual = false) {
-  if (only && !quantizeResidual) return;
+  if ((only && !quantizeResidual) || (onlyFp8 && mode !== 'fp8')) return;
   const m = make();
   const data = randomCalibrationData(m.graph, batch, { seed: 9 });
   const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
@@ -35,6 +38,8 @@ async function check(name: string, make: () => Model, mode: 'int8' | 'fp8', batc
   if (env) process.env.KILN_QGEMM = env;
   try {
     const gpu = await Engine.load(await build(q, { device: 'cuda', precision, shapes }));
+    // QCHECK_CHOICES=1: the tactic picks (choice key -> candidate index) the build made, for a failure's diagnosis
+    if (process.env.QCHECK_CHOICES) console.log(JSON.stringify([...gemmChoices].filter(([k]) => k.startsWith('qgemm'))));
     // an fp16 build is compared with the CPU engine built the same way (fp16 residuals and float outputs, NHWC)
     const cpu = await Engine.load(await build(q, { device: 'cpu', shapes, ...(precision === 'fp16' ? { precision, layout: 'NHWC' as const } : {}) }));
     const feeds: Record<string, Tensor> = {};
@@ -107,7 +112,7 @@ await check('bert-small', () => bertBase(BERT_SMALL), 'int8', 2, 'wgmma-persiste
 // graph output is not fused, so the same graph with the quantized tensor as an output (not through DequantizeLinear)
 // runs the standalone QuantizeLinear kernel on the same fp16 norm output.
 async function lnCheck(rows: number, n: number, dtype: 'int8' | 'uint8', zp: number, precision: 'fp32' | 'fp16') {
-  if (only) return;
+  if (only || onlyFp8) return;
   const r = seededRandom(n + rows);
   const make = (fused: boolean) => {
     const b = new GraphBuilder('ln_q');
@@ -144,7 +149,7 @@ async function lnCheck(rows: number, n: number, dtype: 'int8' | 'uint8', zp: num
 // the direct wgmma route forced, which writes the plain [M, N] result and splits it with headSplitKernel: both are
 // exact integer GEMMs with the same epilogue arithmetic, so every output must be bit-identical.
 async function headsCheck() {
-  if (only) return;
+  if (only || onlyFp8) return;
   const m = bertBase(BERT_SMALL);
   const data = randomCalibrationData(m.graph, 2, { seed: 9 });
   const shapes = Object.fromEntries([...data].map(([k, t]) => [k, [...t.dims]]));
@@ -178,7 +183,7 @@ await headsCheck();
 // on the GPU, byte for byte (a QuantizeLinear whose output is a graph output is not fused): x -> MatMul ->
 // Reshape [B, S, H, D] -> Transpose (0,2,1,3) -> Reshape [B, S, H * D] -> QuantizeLinear.
 async function qtCheck(B: number, S: number, H: number, D: number, dtype: 'int8' | 'uint8', zp: number, precision: 'fp32' | 'fp16') {
-  if (only) return;
+  if (only || onlyFp8) return;
   const r = seededRandom(B * S + D);
   const make = (fused: boolean) => {
     const b = new GraphBuilder('qt');
@@ -221,7 +226,7 @@ for (const precision of ['fp16', 'fp32'] as const) {
 const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
 const SMALL2 = { ...RESNET_SMALL, blocks: [2, 2, 1, 1], width: 16 };
 async function splitCheck(name: string, make: () => Model, precision: 'fp32' | 'fp16') {
-  if (only) return;
+  if (only || onlyFp8) return;
   const run = quantizedRoutes(make, precision);
   try {
     const [a, b] = [await run({ KILN_QGEMM: 'wgmma64' }), await run({ KILN_QGEMM: 'wgmma-splitk' })];

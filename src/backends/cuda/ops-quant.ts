@@ -242,7 +242,12 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs, 
       destroy: () => gemm.destroy(),
     };
   };
-  const libOk = !!lt && !args.out2 && !args.heads && !args.qresidual && args.a !== 'uint8' && N % 16 === 0 && K % 16 === 0;
+  // fp8: cuBLASLt only when forced (KILN_QGEMM=cublaslt). Its Hopper kernels accumulate fp8 products otherwise than
+  // mma.sync (as fp8 wgmma does, below), and once the tactic timing hid host launch costs (timeOnStream's hold) it won
+  // small ResNet layers: one accumulation-order difference flips an fp8 activation's rounding (an eighth of its value),
+  // which compounds layer by layer (bench/gpu/quant-check.js resnet50-small fp8: 6.4 LSB against the CPU reference,
+  // 0.000 with the mma.sync picks). The timed tactic must choose between kernels that give the reference's bytes.
+  const libOk = !!lt && !args.out2 && !args.heads && !args.qresidual && args.a !== 'uint8' && (args.a !== 'fp8' || force === 'cublaslt') && N % 16 === 0 && K % 16 === 0;
   // Hopper's warpgroup MMA (sm_90a): integer operands only unless forced (its fp8 accumulation is less precise than
   // mma.sync's, codegen/quant-wgmma.ts). With the staged epilogue (N % 8 == 0) the candidates are the staged tiles 128x64,
   // 64x64 and 64x32 (short M: more blocks) and 128x128, and cuBLASLt: since the epilogue left the conversion pipes

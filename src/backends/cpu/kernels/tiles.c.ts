@@ -181,10 +181,9 @@ void kiln_gemm_${id}(const gemm_t *g) {
     kiln_pool_run(gemv_task_${id}, &job, (np + job.per - 1) / job.per);
     return;
   }
-  /* images are tasks of their own; each image is split only as far as the threads still need */
-  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
-  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
-  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  int cm, cn;
+  kiln_split2(nm, np, batch, 1, &cm, &cn);
+  int mc = cm * MR, nc = cn * NR;
   gemm_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
   gemm_t packed;
   if (!g->ap && job.tn * batch > 1) {
@@ -275,10 +274,9 @@ void kiln_dconv_${id}(const dconv_t *g) {
   /* wide columns up to the last valid one */
   int nwide = (g->OH - 1) * g->WP + g->OW;
   if (batch <= 0 || g->M <= 0 || nwide <= 0) return;
-  int nth = kiln_threads(), np = (nwide + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
-  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
-  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
-  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  int np = (nwide + NR - 1) / NR, nm = (g->M + MR - 1) / MR, cm, cn;
+  kiln_split2(nm, np, batch, 1, &cm, &cn);
+  int mc = cm * MR, nc = cn * NR;
   dconv_job_${id} job = { g, (g->M + mc - 1) / mc, (nwide + nc - 1) / nc, mc, nc, nwide };
   kiln_pool_run(dconv_task_${id}, &job, job.tm * job.tn * batch);
 }
@@ -475,9 +473,8 @@ void kiln_tconv_${id}(const tconv_t *g) {
   int batch = g->batch;
   if (batch <= 0 || g->M <= 0 || g->OH <= 0 || g->OW <= 0) return;
   int tpr = (g->OW + MR - 1) / MR, ntiles = g->OH * tpr, np = (g->M + NR - 1) / NR;
-  int nth = kiln_threads(), want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
-  int tp = KMIN(np, want), tt = KMIN(ntiles, (want + tp - 1) / tp);
-  int pc = (np + tp - 1) / tp, tc = (ntiles + tt - 1) / tt;
+  int pc, tc;
+  kiln_split2(np, ntiles, batch, 0, &pc, &tc);
   tconv_job_${id} job = { g, (np + pc - 1) / pc, (ntiles + tc - 1) / tc, pc, tc, tpr, ntiles };
   kiln_pool_run(tconv_task_${id}, &job, job.tp * job.tt * batch);
 }
@@ -563,10 +560,9 @@ void kiln_pw_${id}(const pw_t *g) {
   enum { MR = ${mr}, NR = ${nv} * VW };
   int batch = g->batch;
   if (batch <= 0 || g->M <= 0 || g->N <= 0) return;
-  int nth = kiln_threads(), np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR;
-  int want = nth > 1 ? (4 * nth + batch - 1) / batch : 1;
-  int tn = KMIN(np, want), tm = KMIN(nm, (want + tn - 1) / tn);
-  int mc = (nm + tm - 1) / tm * MR, nc = (np + tn - 1) / tn * NR;
+  int np = (g->N + NR - 1) / NR, nm = (g->M + MR - 1) / MR, cm, cn;
+  kiln_split2(nm, np, batch, 1, &cm, &cn);
+  int mc = cm * MR, nc = cn * NR;
   pw_job_${id} job = { g, (g->M + mc - 1) / mc, (g->N + nc - 1) / nc, mc, nc };
   kiln_pool_run(pw_task_${id}, &job, job.tm * job.tn * batch);
 }

@@ -11,24 +11,27 @@ import type { Model } from '../../src/ir/graph.js';
 import { quantizedRoutes } from './feeds.js';
 
 let failures = 0;
+/** One PASS / FAIL row: the two builds' outputs value for value (NaN equals NaN); a build that throws is a FAIL. */
+async function compare(what: string, pair: () => Promise<Float32Array[][]>): Promise<void> {
+  try {
+    const [a, b] = await pair();
+    let diff = 0, n = 0;
+    a.forEach((x, i) => x.forEach((v, k) => { n++; if (v !== b[i][k] && !(Number.isNaN(v) && Number.isNaN(b[i][k]))) diff++; }));
+    const ok = diff === 0 && n > 0;
+    if (!ok) failures++;
+    console.log(`${ok ? 'PASS' : 'FAIL'} ${what}: ${diff} of ${n} output values differ`);
+  } catch (e) {
+    failures++;
+    console.log(`FAIL ${what}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
+  }
+}
 async function same(name: string, make: () => Model, precision: 'fp32' | 'fp16', extra: string[] = []): Promise<void> {
   const routes = quantizedRoutes(make, precision);
   // tma-pp: the persistent ping-pong kernel's first tile (KILN_QTMA=pp offers its tiles alone; =tma forces the first)
   const run = (route: string) => routes(route === 'tma-pp' ? { KILN_QTMA: 'pp', KILN_QGEMM: 'tma' } : { KILN_QGEMM: route });
   const ref = await run('wgmma64');
   for (const route of ['tma', 'tma-cluster', 'tma-pp', ...extra]) {
-    const what = `${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route} vs wgmma64, run + replay`;
-    try {
-      const b = await run(route);
-      let diff = 0, n = 0;
-      ref.forEach((x, i) => x.forEach((v, k) => { n++; if (v !== b[i][k] && !(Number.isNaN(v) && Number.isNaN(b[i][k]))) diff++; }));
-      const ok = diff === 0 && n > 0;
-      if (!ok) failures++;
-      console.log(`${ok ? 'PASS' : 'FAIL'} ${what}: ${diff} of ${n} output values differ`);
-    } catch (e) {
-      failures++;
-      console.log(`FAIL ${what}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
-    }
+    await compare(`${name} int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route} vs wgmma64, run + replay`, async () => [ref, await run(route)]);
   }
 }
 const BERT_MID = { ...BERT_SMALL, hidden: 256, heads: 4, intermediate: 1024 };
@@ -52,18 +55,7 @@ if (process.argv.includes('epi') || epi2) {
     const before = epi2 ? 'qepi2' : 'qepi';
     for (const route of epi2 ? ['wgmma64', 'wgmma-staged'] : ['wgmma64', 'wgmma-staged', 'stem', 'tma', 'tma-pp', 'tma-conv']) {
       const env = (qepi: boolean) => ({ ...(route === 'tma-pp' ? { KILN_QTMA: 'pp', KILN_QGEMM: 'tma' } : { KILN_QGEMM: route }), ...(qepi ? { KILN_QEPI: before } : {}) });
-      const what = `resnet50-w16 int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route}, epilogue default vs KILN_QEPI=${before}, run + replay`;
-      try {
-        const [a, b] = [await routes(env(true)), await routes(env(false))];
-        let diff = 0, n = 0;
-        a.forEach((x, i) => x.forEach((v, k) => { n++; if (v !== b[i][k] && !(Number.isNaN(v) && Number.isNaN(b[i][k]))) diff++; }));
-        const ok = diff === 0 && n > 0;
-        if (!ok) failures++;
-        console.log(`${ok ? 'PASS' : 'FAIL'} ${what}: ${diff} of ${n} output values differ`);
-      } catch (e) {
-        failures++;
-        console.log(`FAIL ${what}: ${(e as Error).stack?.split('\n').slice(0, 4).join(' | ')}`);
-      }
+      await compare(`resnet50-w16 int8${precision === 'fp16' ? ' [fp16 build]' : ''}: ${route}, epilogue default vs KILN_QEPI=${before}, run + replay`, async () => [await routes(env(true)), await routes(env(false))]);
     }
   }
 }

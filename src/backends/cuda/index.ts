@@ -9,7 +9,7 @@ import { GPU_OPS } from './ops.js';
 import { getDevice } from './device.js';
 import { CudaRunner } from './runner.js';
 import { nvrtcAvailable } from './ffi/nvrtc.js';
-import { choiceTimes, cublasLtAvailable, gemmChoices, poolChoices, tuning, usedChoices } from './ffi/cublaslt.js';
+import { choiceSets, choiceTimes, cublasLtAvailable, gemmChoices, poolChoices, tuning, usedChoices } from './ffi/cublaslt.js';
 
 let availability: { ok: boolean; reason?: string } | undefined;
 let info: { name: string; sm: number; driverVersion: number } | undefined;
@@ -56,6 +56,7 @@ export const cudaBackend: Backend = {
     dev.used.clear();
     usedChoices.clear();
     choiceTimes.clear();
+    choiceSets.clear();
     tuning.on = true; // GEMMs time cuBLASLt's candidate algorithms on this run
     const feeds = new Map<string, Value>();
     for (const i of model.graph.inputs) {

@@ -310,6 +310,8 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs, 
   // choices are indices into \`makers\`: the candidate set's revision is part of the key, so a plan saved with another
   // set falls back to the default candidate instead of running whichever kernel now has its index
   const key = `qgemm|${prev ? 'c5' : 'c7'}|${c.node.name}|${M}x${N}x${K}|${args.a}|${args.out}${args.conv ? '|conv' : ''}${args.heads ? '|heads' : ''}${args.qresidual ? '|qres' : ''}`;
+  // the list's make-up, for pooling picks across layers of one shape (cublaslt.ts poolChoices)
+  const set = makers === all ? [stagedOk ? 'staged' : 'fused', timed.length, wgs.length, libs.length, tma.length, convx.length, tmaConv.length, pre?.extra.length ?? '-'].join(',') : `forced:${force}`;
   const tactic = timedChoice(key, makers, (made) => c.dev.prefetch(makers.flatMap((mk, i) => {
     try {
       made.set(i, mk());
@@ -317,7 +319,7 @@ function layerGemm(c: ImplContext, args: QGemmArgs, sc: number, lt?: QGemmArgs, 
     } catch {
       return [];
     }
-  }))); // compiled concurrently, readied when timed
+  })), set); // compiled concurrently, readied when timed
   return {
     run(x, w, res, out, stream, out2, out3) {
       // 8 launches back to back, as in the replayed graph: one launch between two events also times the host's launch

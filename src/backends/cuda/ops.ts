@@ -479,7 +479,8 @@ const attention: Factory = (c) => {
       : forced ? [fused(Number(forced[1]), Number(forced[2]))]
         : [...fusedAll, unfused];
   const key = `attn|a4|${c.node.name}|${lead.join('x')}|${S}x${L}x${D}x${Dv}|${dtype}|${a.k_transposed ? 'T' : 'N'}${qOut ? `|q${permKey}` : ''}`;
-  const tactic = timedChoice(key, makers, () => c.dev.prefetch(shapes.map(([w, k]) => kernelOf(w, k)))); // compiled concurrently, readied when timed
+  const set = `${force ?? ''}|${shapes.map(([w, k]) => `${w}x${k}`).join(',')}|${makers.length}`; // the list's make-up (poolChoices)
+  const tactic = timedChoice(key, makers, () => c.dev.prefetch(shapes.map(([w, k]) => kernelOf(w, k))), set); // compiled concurrently, readied when timed
   return {
     run(ins, stream) {
       const o = qOut ? alloc(c.dev, qOut.dtype, qOut.dims) : alloc(c.dev, dtype, outDims);

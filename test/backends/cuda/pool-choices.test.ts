@@ -3,17 +3,19 @@
 // layer's repetitions instead of one layer's five. No GPU: the times are set by hand. Also the timing hold's kernel
 // (device.ts HOLD: what timeOnStream queues each timed run behind) compiles cleanly where nvcc is on the PATH.
 import { afterEach, describe, expect, it } from 'vitest';
-import { choiceTimes, gemmChoices, poolChoices } from '../../../src/backends/cuda/ffi/cublaslt.js';
+import { choiceSets, choiceTimes, gemmChoices, poolChoices } from '../../../src/backends/cuda/ffi/cublaslt.js';
 import { HOLD } from '../../../src/backends/cuda/device.js';
 import { expectCleanCompile, hasNvcc } from '../../helpers/nvcc.js';
 
-const set = (key: string, times: number[]) => {
+const set = (key: string, times: number[], list?: string) => {
   choiceTimes.set(key, times);
   gemmChoices.set(key, times.indexOf(Math.min(...times)));
+  if (list !== undefined) choiceSets.set(key, list);
 };
 
 afterEach(() => {
   choiceTimes.clear();
+  choiceSets.clear();
   gemmChoices.clear();
   delete process.env.KILN_POOL_CHOICES;
 });
@@ -41,6 +43,16 @@ describe('tactic choices pooled per shape', () => {
     expect(gemmChoices.get('attn|a4|l1|8x12|128x128x64x64|float16|N|q0213')).toBe(0);
     expect(gemmChoices.get('attn|a4|l2|8x12|128x128x64x64|float16|N')).toBe(1);
     expect(gemmChoices.get('qgemm|c5|l3|8x12|128x128x64x64|float16|N|q0213')).toBe(1);
+  });
+
+  it('pools only layers whose candidate lists are alike: an index names a kernel within its own list', () => {
+    // same shape key, same list length, but the second layer's list is made up otherwise (e.g. no cuBLASLt, one more
+    // TMA tile): its index 1 is another kernel, so neither layer may take the other's times
+    set('qgemm|c7|l0|512x256x64|int8|int8|conv', [2, 1, 3], 'staged,3,1,1,1,0,0,-');
+    set('qgemm|c7|l1|512x256x64|int8|int8|conv', [1, 3, 2], 'staged,3,1,0,2,0,0,-');
+    set('qgemm|c7|l2|512x256x64|int8|int8|conv', [2.5, 1.2, 3], 'staged,3,1,1,1,0,0,-');
+    expect(poolChoices()).toBe(0);
+    expect(['l0', 'l1', 'l2'].map((l) => gemmChoices.get(`qgemm|c7|${l}|512x256x64|int8|int8|conv`))).toEqual([1, 0, 1]);
   });
 
   it('KILN_POOL_CHOICES=0 keeps each layer\'s own pick', () => {

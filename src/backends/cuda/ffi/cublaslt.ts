@@ -83,6 +83,8 @@ export const tuning = { on: false };
 export const gemmChoices = new Map<string, number>();
 /** each timed candidate list's times (ms, Infinity: not a candidate) by choice key, from the build's device run */
 export const choiceTimes = new Map<string, number[]>();
+/** what each timed list's candidates are (the caller's description), by choice key: poolChoices pools like lists only */
+export const choiceSets = new Map<string, string>();
 /** keys of the choices GEMMs ran with since the last clear (what a plan must carry) */
 export const usedChoices = new Set<string>();
 
@@ -131,7 +133,7 @@ export function timeOnStream(f: () => void, stream: unknown, reps: number): numb
  * to the first). Candidates are made on first use and readied once; \`prefetch\` may start compiling them while a
  * timing build waits for the first run.
  */
-export function timedChoice<C extends { ready(): void; destroy(): void }>(key: string, makers: (() => C)[], prefetch?: (made: Map<number, C>) => void) {
+export function timedChoice<C extends { ready(): void; destroy(): void }>(key: string, makers: (() => C)[], prefetch?: (made: Map<number, C>) => void, set?: string) {
   const made = new Map<number, C>(), readied = new Set<number>();
   const get = (i: number): C => {
     let m = made.get(i);
@@ -160,6 +162,7 @@ export function timedChoice<C extends { ready(): void; destroy(): void }>(key: s
         choice = times.indexOf(Math.min(...times));
         gemmChoices.set(key, choice);
         choiceTimes.set(key, times);
+        if (set !== undefined) choiceSets.set(key, set);
       }
       if (makers.length > 1 && gemmChoices.get(key) === choice) usedChoices.add(key);
       return get(choice);
@@ -177,7 +180,8 @@ export function timedChoice<C extends { ready(): void; destroy(): void }>(key: s
  * BERT-base int8 8x128 (H100) the replayed graph did not move (0.6749 pooled vs 0.6742 ms per layer), and a search of
  * every candidate per shape in the replayed graph (bench/quant/bert-ncu.js search) found nothing 2 us faster than the
  * pooled picks: what pooling buys is one kernel per shape, whatever the build. Keys are
- * `<kind>|<revision>|<layer name>|<shape ...>`: a shape is the key without its third field. KILN_POOL_CHOICES=0
+ * `<kind>|<revision>|<layer name>|<shape ...>`: a shape is the key without its third field, and layers pool only where
+ * their candidate lists are described alike (timedChoice's `set`). KILN_POOL_CHOICES=0
  * keeps each layer's own pick. Returns the choices changed.
  */
 export function poolChoices(): number {
@@ -186,7 +190,10 @@ export function poolChoices(): number {
   for (const key of choiceTimes.keys()) {
     const f = key.split('|');
     if (f.length < 4) continue;
-    const shape = [...f.slice(0, 2), ...f.slice(3)].join('|');
+    // with the candidate list's description: two layers of one shape can be offered different lists (an int8 second
+    // output rules cuBLASLt out, a conv's channel count adds the 64-byte k-step kernels), and an index means a kernel
+    // only within its list
+    const shape = `${[...f.slice(0, 2), ...f.slice(3)].join('|')}#${choiceSets.get(key) ?? ''}`;
     groups.set(shape, [...(groups.get(shape) ?? []), key]);
   }
   let changed = 0;

@@ -324,6 +324,10 @@ function residualTileLoad(BM: number, BN: number, TH: number, M: number, N: numb
  */
 export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT: number; FP: number; TH: number; fOff: number; rOff?: number }, it: string, act: string): string {
   const { BM, BN, NT, FP, TH, fOff, rOff } = t, CPR = BN / 8, cvt = accToFloat(g), v1 = g.v1Epilogue, f = epilogueFeatures();
+  // a generic pointer to byte `off` of the dynamic shared memory (sbase: its shared-window address, 1024-aligned)
+  const smemAt = (off: string) => `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${off}`;
+  // pass 2's residual bytes for its 8 channels: from the shared-memory residual tile (rows of BN elements) or global
+  const resAt = (bytes: number) => (rOff !== undefined ? smemAt(bytes === 1 ? `${rOff} + r * ${BN} + q8` : `${rOff} + r * ${BN * bytes} + q8 * ${bytes}`) : 'res + o');
   // split layout (row pitch BN + 8): each 8-channel group's first 4 floats at 4 * group, its last 4 at H + 4 * group
   // (H = BN / 2 + 4). Pass 1's float2 writes (a half-warp: 4 rows x 4 column pairs) and pass 2's float4 reads (a
   // quarter-warp: 8 consecutive groups of one row) then touch each bank once; with pitch BN + 4 and 8 consecutive
@@ -340,13 +344,13 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
   const qr = g.qresidual;
   // 8-bit residual: 8 bytes in one read, each channel's sum rounded to its own scale first (qresidualExpr)
   const res = qr ? `
-    const uint2 rq = *(const uint2*)(${rOff !== undefined ? `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN} + q8` : 'res + o'});${qresidual8(g, f.narrow) ?? `
+    const uint2 rq = *(const uint2*)(${resAt(1)});${qresidual8(g, f.narrow) ?? `
     #pragma unroll
     for (int j = 0; j < 4; j++) {
       vv[j] = ${qresidualExpr(g, 'vv[j]', qresidualByte(qr, 'rq.x', 'j'))};
       vv[j + 4] = ${qresidualExpr(g, 'vv[j + 4]', qresidualByte(qr, 'rq.y', 'j'))};
     }`}` : !g.residual ? '' : g.residual === 'float16' ? `
-    const uint4 rr = *(const uint4*)(${rOff !== undefined ? `smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${rOff} + r * ${BN * 2} + q8 * 2` : 'res + o'});
+    const uint4 rr = *(const uint4*)(${resAt(2)});
     const unsigned ru[4] = { rr.x, rr.y, rr.z, rr.w };
     #pragma unroll
     for (int j = 0; j < 8; j++) vv[j] += h2f((unsigned short)((ru[j >> 1] >> ((j & 1) * 16)) & 0xffff));` : `
@@ -393,7 +397,7 @@ export function stagedFloatStores(g: QGemmArgs, t: { BM: number; BN: number; NT:
     *(uint2*)(out2 + o) = make_uint2(${pk4});`}`;
   }
   return `  __syncthreads(); // every warpgroup is done with the pipeline buffers (or the last tile's float tile)
-  float* sf = (float*)(smem + (sbase - (unsigned)__cvta_generic_to_shared(smem)) + ${fOff});
+  float* sf = (float*)(${smemAt(String(fOff))});
   #pragma unroll
   for (int b = 0; b < ${NT}; b++) {
     const int col = b * 8 + tig * 2, n = n0 + col;${edgeN ? `

@@ -426,20 +426,18 @@ const attention: Factory = (c) => {
     && (!quantized || (Q.dtype === 'float16' && (headsLast || perm.every((p, i) => p === i))));
   // the unfused plan's (or the float kernel's) output, then the QTranspose kernel
   const qt = qOut && quantizeTransposeKernel({ dims: outDims, perm, from: Q.dtype as 'float32' | 'float16', to: qOut.dtype as 'int8', scale: a.y_scale ?? 1, zeroPoint: a.y_zero_point ?? 0 });
-  const unfused = (): Route => {
-    const f = unfusedFloat();
-    if (!qt) return f;
-    return {
-      ready: () => { f.ready(); c.dev.kernel(qt); },
-      run(ins, o, stream) {
-        const t = alloc(c.dev, dtype, outDims);
-        f.run(ins, t, stream);
-        launch(c.dev, qt, [t], [o], stream);
-        c.dev.release(t.ptr); // reuse is ordered on the stream
-      },
-      destroy: () => f.destroy(),
-    };
-  };
+  /** A float route whose output goes through the QTranspose kernel `q` into the quantized output. */
+  const thenQuantize = (f: Route, q: KernelSource): Route => ({
+    ready: () => { f.ready(); c.dev.kernel(q); },
+    run(ins, o, stream) {
+      const t = alloc(c.dev, dtype, outDims);
+      f.run(ins, t, stream);
+      launch(c.dev, q, [t], [o], stream);
+      c.dev.release(t.ptr); // reuse is ordered on the stream
+    },
+    destroy: () => f.destroy(),
+  });
+  const unfused = (): Route => (qt ? thenQuantize(unfusedFloat(), qt) : unfusedFloat());
   // kernel sources rendered on first need: a plan that saved its choice renders one shape, not all of them
   const rendered = new Map<string, KernelSource>();
   const kernelOf = (warps: number, split: number) => {
@@ -447,25 +445,13 @@ const attention: Factory = (c) => {
     if (!k) rendered.set(`${warps}x${split}`, k = fusedAttention({ ...fusedArgs, warps, split }));
     return k;
   };
+  const kernelRoute = (k: KernelSource): Route => ({ ready: () => { c.dev.kernel(k); }, run: (ins, o, stream) => launch(c.dev, k, ins, [o], stream), destroy: () => undefined });
   // KILN_QATTN=split (a check of the quantized store): kiln:QAttention runs the float kernel of the same shape, then the
   // QTranspose kernel, which must give the same bytes
-  const splitQ = qt && process.env.KILN_QATTN === 'split';
-  const fused = (warps: number, split: number) => (): Route => {
-    const k = splitQ ? fusedAttention({ ...fusedArgs, quantized: undefined, warps, split }) : kernelOf(warps, split);
-    if (splitQ) {
-      return {
-        ready: () => { c.dev.kernel(k); c.dev.kernel(qt); },
-        run(ins, o, stream) {
-          const t = alloc(c.dev, dtype, outDims);
-          launch(c.dev, k, ins, [t], stream);
-          launch(c.dev, qt, [t], [o], stream);
-          c.dev.release(t.ptr);
-        },
-        destroy: () => undefined,
-      };
-    }
-    return { ready: () => { c.dev.kernel(k); }, run: (ins, o, stream) => launch(c.dev, k, ins, [o], stream), destroy: () => undefined };
-  };
+  const splitQ = process.env.KILN_QATTN === 'split' ? qt : undefined;
+  const fused = (warps: number, split: number) => (): Route => (splitQ
+    ? thenQuantize(kernelRoute(fusedAttention({ ...fusedArgs, quantized: undefined, warps, split })), splitQ)
+    : kernelRoute(kernelOf(warps, split)));
   // candidates: the fused kernel in the shape its heuristic picks (row groups x key split), then in the others, then
   // the unfused plan; KILN_ATTN=unfused, =fused or =fused:<row groups>x<split> forces one
   const force = process.env.KILN_ATTN;

@@ -194,7 +194,9 @@ export function poolChoices(): number {
     // output rules cuBLASLt out, a conv's channel count adds the 64-byte k-step kernels), and an index means a kernel
     // only within its list
     const shape = `${[...f.slice(0, 2), ...f.slice(3)].join('|')}#${choiceSets.get(key) ?? ''}`;
-    groups.set(shape, [...(groups.get(shape) ?? []), key]);
+    const g = groups.get(shape);
+    if (g) g.push(key);
+    else groups.set(shape, [key]);
   }
   let changed = 0;
   for (const keys of groups.values()) {

@@ -2,7 +2,7 @@
 // run the chain program is replayed record by record (synchronous one-record chains, so each layer meets the caches
 // its predecessor left, as in the real chain), N passes, median per call. Shows which layers scale badly with threads.
 // Usage: npx tsx bench/cpu/chain-prof.ts <model> [threads, e.g. 1,2] [passes] [--plan=file] (build once, saved/reused)
-//   [--top=N] [--json=file] (per-call medians for comparing trees)
+//   [--top=N] [--json=file] (per-call medians for comparing trees) [--hot] (each call's passes back to back)
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
@@ -23,6 +23,7 @@ const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z
 const { shapes, feeds: raw } = zooInputs(m);
 const feeds = asTensors(raw);
 const planFile = flag('plan');
+const hot = flags.includes('--hot');
 let bytes: Uint8Array;
 if (planFile && fs.existsSync(planFile)) bytes = fs.readFileSync(planFile);
 else {
@@ -42,15 +43,15 @@ P.runChain = function (this: NativeLibrary, prog: unknown, n: unknown, sync: unk
   const p = prog as BigInt64Array, count = n as number;
   if (profile) {
     chainFns.push(chainNames(this, p, count));
-    for (let pass = 0; pass < passes; pass++) {
-      for (let i = 0; i < count; i++) {
-        const t = performance.now();
-        runChain.call(this, p.subarray(i * 10, i * 10 + 10), 1, true);
-        const key = (chainFns.length - 1) * 1000 + i;
-        const xs = profile.get(key) ?? [];
-        xs.push((performance.now() - t) * 1000);
-        profile.set(key, xs);
-      }
+    // --hot: each record's passes back to back (its own output and weights left in cache), not in chain order
+    for (let k = 0; k < passes * count; k++) {
+      const i = hot ? Math.floor(k / passes) : k % count;
+      const t = performance.now();
+      runChain.call(this, p.subarray(i * 10, i * 10 + 10), 1, true);
+      const key = (chainFns.length - 1) * 1000 + i;
+      const xs = profile.get(key) ?? [];
+      xs.push((performance.now() - t) * 1000);
+      profile.set(key, xs);
     }
   }
   return runChain.call(this, prog, n, sync);

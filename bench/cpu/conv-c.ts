@@ -2,7 +2,7 @@
 // timed as a standalone C program (no Node, no koffi): median microseconds per call, hot, at the given thread count.
 // Geometry: C,H,W,Co,k,stride,pad (square window, bias, ReLU6 epilogue); default MobileNetV2's first layer and its
 // 32 -> 16 projection at 112 x 112. Usage: npx tsx bench/cpu/conv-c.ts [C,H,W,Co,k,s,p ...] [--reps=N] [--threads=N]
-//   [--keep=dir] [--only=S] (variants whose tactic contains S) [--cold] (caches flushed to L3 before each call)
+//   [--keep=dir] [--only=S] (variants whose tactic contains S) [--cold[=MB]] (MB, default 4, written before each call)
 //   [--yoff=N] (the output N floats past the input's end) [--xoff=N] (the input N floats off a cache line)
 import fs from 'node:fs';
 import os from 'node:os';
@@ -26,7 +26,9 @@ const reps = Number(flag('reps') ?? 100);
 const threads = Number(flag('threads') ?? 1);
 const keep = flag('keep');
 const only = flag('only') ?? '';
-const cold = flags.includes('--cold');
+const cold = flags.some((f) => f === '--cold' || f.startsWith('--cold='));
+// --cold=MB: the junk written before each call (default 4: out of L2; 64: the output and weights out of L3 too)
+const junkFloats = Number(flag('cold') ?? 4) << 18;
 const yoff = Number(flag('yoff') ?? 0);
 // --xoff=4: the input 16 bytes off a cache line, as Node's Float32Arrays (malloc, 16-byte aligned) place it in a model
 const xoff = Number(flag('xoff') ?? 0);
@@ -69,12 +71,13 @@ typedef void *(*pack_fn)(void *, void *);
 static double now_us(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 /* --cold: 4 MB written before each timed call, so the layer's input, weights and output start in L3 (as in a model,
-   where the previous layers' outputs pushed them out of L2) rather than hot in L1/L2 */
+   where the previous layers' outputs pushed them out of L2) rather than hot in L1/L2; --cold=64 pushes the output and
+   weights out of L3 too (a model's first layers, whose outputs were last touched a run ago) */
 static void evict(void) {
   static float *junk;
   if (!${cold ? 1 : 0}) return;
-  if (!junk) junk = kiln_alloc(1 << 20);
-  for (int i = 0; i < (1 << 20); i += 16) junk[i] += 1.0f;
+  if (!junk) junk = kiln_alloc(${junkFloats});
+  for (int i = 0; i < ${junkFloats}; i += 16) junk[i] += 1.0f;
 }
 static void bench(const char *name, layer_fn f, pack_fn pk, int nx, int nw, int nb, int ny, double flop) {
   /* x and y in one block, y ${yoff} floats past x's end (their relative placement decides cache-set and 4K-alias

@@ -106,6 +106,21 @@ describe.skipIf(!findCompiler())('layers accumulating onto their residual', () =
     }
   }, 120_000);
 
+  it('pointwise layers with outputs of 1 MB and more (row panels along chunks of positions) add onto the residual', async () => {
+    const r = seededRandom(16);
+    const b = new GraphBuilder('accumulate_pw_big');
+    // 64 channels x 67 x 71 = 4757 positions: five chunks of 1024 (1008) positions, the last ragged, its tail copied
+    const x = b.input('x', 'float32', [2, 64, 67, 71]);
+    const w = b.initializer('p.w', randomTensor(r, [64, 64, 1, 1], 0.1)), bias = b.initializer('p.b', randomTensor(r, [64], 0.1));
+    b.output(b.op('Relu', [b.op('Add', [b.op('Conv', [x, w, bias], { kernel_shape: [1, 1] }, 'p'), x], {}, 'res')], {}, 'r'));
+    const m = await prepared(b.model(17));
+    const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(5), [2, 64, 67, 71], 1)]]);
+    for (const threads of [1, 2]) {
+      const checked = await checkAccumulating(m, inputs, threads);
+      expect(checked.filter((t) => t.includes('-pw-')).length).toBe(2);
+    }
+  }, 120_000);
+
   it('padded layers on the image in place (edges checked) add onto the residual', async () => {
     const r = seededRandom(15);
     const b = new GraphBuilder('accumulate_edges');

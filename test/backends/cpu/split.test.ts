@@ -41,6 +41,9 @@ function model(batch: number): Model {
   const x28 = b.input('x28', 'float32', [batch, 48, 28, 28]);
   b.output(conv(x28, 48, 24, 'pw28', 1, 0));
   b.output(conv(x28, 48, 56, 's2', 3, 1, 2));
+  // a pointwise output over 1 MB (64 x 4757 positions): row panels along chunks of 2720 positions, the last ragged
+  const xb = b.input('xb', 'float32', [batch, 24, 67, 71]);
+  b.output(conv(xb, 24, 64, 'pwbig', 1, 0));
   // matrix products: a few rows (the row-panel path) and 37 rows x 200 columns
   const v = b.input('v', 'float32', [37 * batch, 64]);
   b.output(b.op('MatMul', [v, b.initializer('wv', randomTensor(r, [64, 200], 0.2))], {}, 'mm'));

@@ -208,6 +208,23 @@ describe.skipIf(!hasCompiler)('native variants against the reference kernels', (
     const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(7), [2, 16, 9, 13], 1)]]));
     expect(seen).toContain('pw');
   }, 120_000);
+  it('pointwise convolutions with outputs of 1 MB and more (row panels along chunks of positions): chunk and image edges, residual, activation', async () => {
+    const r = seededRandom(14);
+    const b = new GraphBuilder('pointwise_big');
+    // 67 x 71 = 4757 positions (4757 = 297 x 16 + 5 = 148 x 32 + 21): with K = 16 one chunk of 4096 positions and a
+    // ragged one ending in the zero-padded copy, with K = 64 five chunks of 1024 (1008 for the 32-wide tile)
+    const x = b.input('x', 'float32', [2, 16, 67, 71]);
+    const conv = (inp: string, cin: number, cout: number, name: string) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin, 1, 1], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.1))],
+        { kernel_shape: [1, 1] }, name);
+    const h = b.op('Relu', [conv(x, 16, 64, 'up')], {}, 'r1');
+    b.output(b.op('Relu', [b.op('Add', [conv(h, 64, 64, 'mid'), h], {}, 'res')], {}, 'r2'));
+    // 56 channels: the 8-row tile only, 266 392 outputs per image
+    b.output(conv(h, 64, 56, 'wide'));
+    const m = await prepared(b.model(17));
+    const seen = await checkAllTactics(m, new Map([['x', randomTensor(seededRandom(8), [2, 16, 67, 71], 1)]]));
+    expect(seen).toContain('pw');
+  }, 240_000);
   it('matrix products of 1 to 5 rows (the few-row path and the tile path): odd K, N off the panel width, bias and activation', async () => {
     const r = seededRandom(12);
     const b = new GraphBuilder('few_rows');

@@ -23,12 +23,14 @@ const { shapes, feeds: raw } = zooInputs(m);
 const feeds = asTensors(raw);
 const bytes = planFile && fs.existsSync(planFile) ? fs.readFileSync(planFile) : (await build(m, { shapes })).bytes;
 
+// a replay's program is seen where the runner hands it to the library (runReplay; before it had one, runChain): the
+// hook must not replace runChain itself, which sends replays down the three-call path (see NativeLibrary.runReplay)
 const P = NativeLibrary.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-const runChain = P.runChain;
+const runChain = P.runChain, entry = P.runReplay ? 'runReplay' : 'runChain', seen = P[entry];
 let last: { lib: NativeLibrary; prog: BigInt64Array; n: number } | undefined;
-P.runChain = function (this: NativeLibrary, prog: unknown, n: unknown, sync: unknown) {
+P[entry] = function (this: NativeLibrary, prog: unknown, n: unknown, ...rest: unknown[]) {
   last = { lib: this, prog: prog as BigInt64Array, n: n as number };
-  return runChain.call(this, prog, n, sync);
+  return seen.call(this, prog, n, ...rest);
 };
 const med = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
 for (const threads of threadList) {

@@ -33,6 +33,12 @@ export interface Runner {
    * Backends without it run every context's work through the runner's own state.
    */
   createContext?(): RunnerContext;
+  /**
+   * A run without hooks in a backend's steady state (the CPU runner's recorded replay), or undefined where there is
+   * none and \`run\` must go. \`wrap\` turns the outputs into the caller's result inside the backend's own completion
+   * (one promise for the whole run).
+   */
+  runReplayed?<R>(feeds: Map<string, Value>, fetches: string[], wrap: (outputs: Map<string, Value>) => R): Promise<R> | undefined;
   release(): void;
 }
 

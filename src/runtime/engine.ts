@@ -9,7 +9,7 @@ import { isDeviceRef, type DeviceRef, type Runner, type RunHooks, type RunnerCon
 import { GpuTensor } from './gpu-tensor.js';
 import { deviceMismatch, parsePlan, readPlanFile, PLAN_MAGIC, type PlanData, type PlanHeader, type ShapeProfile } from '../build/plan.js';
 import type { Plan } from '../build/builder.js';
-import type { Value } from '../ir/tensor.js';
+import { sameDims, type Value } from '../ir/tensor.js';
 import { Tensor, type OnnxValue, fromValue, toValue } from './tensor.js';
 
 export function isPlanBytes(b: Uint8Array): boolean {
@@ -25,10 +25,47 @@ export interface EngineLoadOptions {
   deviceId?: number;
 }
 
+/**
+ * The names (in order), types and dims of the last feeds that passed a run's checks. Feeds that match them pass
+ * again with one pass over them: on a run's hot path every check runs on caches the previous run flushed, and a
+ * MobileNetV2 run spent tens of microseconds on checks whose answer could not have changed. Only plain Tensors are
+ * remembered (a GpuTensor may be disposed between runs, a sequence's items vary).
+ */
+export class PassedFeeds {
+  names: readonly string[] = [];
+  private types: string[] = [];
+  private dims: (readonly number[])[] = [];
+
+  match(feeds: Record<string, unknown>): boolean {
+    const names = this.names, keys = Object.keys(feeds);
+    if (!names.length || keys.length !== names.length) return false;
+    for (let i = 0; i < keys.length; i++) {
+      const v = feeds[keys[i]];
+      if (keys[i] !== names[i] || !(v instanceof Tensor) || v.type !== this.types[i] || !sameDims(v.dims, this.dims[i])) return false;
+    }
+    return true;
+  }
+
+  /** Remember feeds that just passed every check. */
+  remember(feeds: Record<string, unknown>): void {
+    const keys = Object.keys(feeds), vs = keys.map((k) => feeds[k]);
+    if (!vs.every((v) => v instanceof Tensor)) return void (this.names = []);
+    this.names = keys;
+    this.types = vs.map((v) => (v as Tensor).type);
+    this.dims = vs.map((v) => (v as Tensor).dims);
+  }
+}
+
 export class Engine {
   private disposed = false;
+  /** See PassedFeeds: shared by the engine's contexts (the checks depend on the plan alone). */
+  readonly passed = new PassedFeeds();
+  /** Every output's name, for runs that fetch them all (outputNames makes a fresh array per call). */
+  readonly allOutputs: readonly string[];
 
-  private constructor(readonly header: PlanHeader, readonly model: Model, private runner: Runner, readonly source: string) {}
+  private constructor(readonly header: PlanHeader, readonly model: Model, private runner: Runner, readonly source: string) {
+    this.allOutputs = Object.freeze(this.outputNames);
+  }
 
   /** Load a plan from a file, its bytes, or a Plan just built. */
   static async load(plan: string | Uint8Array | Plan, opts: EngineLoadOptions = {}): Promise<Engine> {
@@ -123,8 +160,22 @@ export class ExecutionContext {
    * Run one inference; resolves with every output (or those named in `fetches`) as host Tensors. Feeds may be
    * GpuTensors on a GPU engine (read where they are, no host copy).
    */
-  async run(feeds: Record<string, OnnxValue | GpuTensor>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
-    return (await this.runOn(feeds, fetches, hooks, false)) as Record<string, OnnxValue>;
+  run(feeds: Record<string, OnnxValue | GpuTensor>, fetches?: readonly string[], hooks?: RunHooks): Promise<Record<string, OnnxValue>> {
+    const e = this.engine;
+    // the steady state: feeds like the last checked ones, and a backend replay (see Runner.runReplayed): one pass over the
+    // feeds, the outputs made into Tensors while the backend computes, one promise
+    if (!hooks && this.runner.runReplayed && !this.disposed && !e.isDisposed && e.passed.match(feeds)) {
+      try {
+        const inputs = new Map<string, Value>();
+        for (const k of e.passed.names) inputs.set(k, toValue(feeds[k] as Tensor));
+        const out = fetches ? [...fetches] : (e.allOutputs as string[]);
+        const done = this.runner.runReplayed(inputs, out, (r) => this.result(out, r) as Record<string, OnnxValue>);
+        if (done) return done;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.runOn(feeds, fetches, hooks, false) as Promise<Record<string, OnnxValue>>;
   }
 
   /** Like `run`, with the outputs left on the engine's GPU as GpuTensors the caller disposes. */
@@ -136,9 +187,35 @@ export class ExecutionContext {
   private async runOn(feeds: Record<string, OnnxValue | GpuTensor>, fetches: readonly string[] | undefined, hooks: RunHooks | undefined, deviceOutputs: boolean): Promise<Record<string, OnnxValue | GpuTensor>> {
     const e = this.engine;
     if (e.isDisposed) throw new InputError('the Engine of this context was disposed.');
-    const deviceIO = !!this.runner.deviceIO;
     const h2d = hooks?.onPhase ? performance.now() : 0;
     const inputs = new Map<string, Value | DeviceRef>();
+    if (e.passed.match(feeds)) {
+      for (const k of e.passed.names) inputs.set(k, toValue(feeds[k] as Tensor));
+    } else this.check(feeds, inputs);
+    const out = fetches ? [...fetches] : (e.allOutputs as string[]);
+    hooks?.onPhase?.('h2d', h2d, performance.now());
+    if (this.disposed) throw new InputError('this ExecutionContext was disposed; create a new one with engine.createContext().');
+    this.state ??= this.runner.createContext?.();
+    const r = await this.runner.run(inputs, out, hooks, this.state, { deviceOutputs });
+    const d2h = hooks?.onPhase ? performance.now() : 0;
+    const result = this.result(out, r);
+    hooks?.onPhase?.('d2h', d2h, performance.now());
+    return result;
+  }
+
+  private result(out: string[], r: Map<string, Value | DeviceRef>): Record<string, OnnxValue | GpuTensor> {
+    const result: Record<string, OnnxValue | GpuTensor> = {};
+    for (let i = 0; i < out.length; i++) {
+      const v = r.get(out[i]) ?? null;
+      result[out[i]] = isDeviceRef(v) ? GpuTensor.adopt(v) : fromValue(v);
+    }
+    return result;
+  }
+
+  /** Checks the feeds' names, types and shapes (clear errors), converting them into \`inputs\`. */
+  private check(feeds: Record<string, OnnxValue | GpuTensor>, inputs: Map<string, Value | DeviceRef>): void {
+    const e = this.engine;
+    const deviceIO = !!this.runner.deviceIO;
     for (const [k, v] of Object.entries(feeds)) {
       if (!e.inputNames.includes(k)) throw new InputError(`input '${k}' is not an input of this plan. Inputs: ${e.inputNames.join(', ')}.`);
       if (v instanceof GpuTensor) {
@@ -154,19 +231,7 @@ export class ExecutionContext {
       if (type && !i.dtype.includes('(') && type !== i.dtype) throw new InputError(`input '${i.name}' has type ${type}, but the plan expects ${i.dtype}.`);
     }
     e.checkProfile(inputs);
-    const out = fetches ? [...fetches] : e.outputNames;
-    hooks?.onPhase?.('h2d', h2d, performance.now());
-    if (this.disposed) throw new InputError('this ExecutionContext was disposed; create a new one with engine.createContext().');
-    this.state ??= this.runner.createContext?.();
-    const r = await this.runner.run(inputs, out, hooks, this.state, { deviceOutputs });
-    const d2h = hooks?.onPhase ? performance.now() : 0;
-    const result: Record<string, OnnxValue | GpuTensor> = {};
-    for (const f of out) {
-      const v = r.get(f) ?? null;
-      result[f] = isDeviceRef(v) ? GpuTensor.adopt(v) : fromValue(v);
-    }
-    hooks?.onPhase?.('d2h', d2h, performance.now());
-    return result;
+    e.passed.remember(feeds);
   }
 }
 

@@ -52,26 +52,29 @@ export const cpuBackend: Backend = {
   async createRunner(model: Model, opts): Promise<Runner> {
     const threads = Math.max(1, opts.intraOpNumThreads ?? defaultThreads());
     const native = loadNativeKernels(model, opts.kernels, threads, (n, inputs) => reference.run(n, inputs, model.opsets) as Value[]);
-    return {
-      async run(feeds, fetches, hooks) {
-        const t0 = performance.now();
-        const values = feeds as Map<string, Value>;
-        // intermediate buffers are reused only where no caller can keep an intermediate value
-        const pooled = !hooks?.keepAll && !hooks?.retainOutputs, plain = !faultyKernels.size && pooled && !hooks?.onLayer;
-        const replayed = plain ? native?.replay(values, fetches) : undefined;
-        if (replayed) {
-          const out = await replayed;
-          hooks?.onPhase?.('compute', t0, performance.now());
-          return out;
-        }
-        const run = faultyKernels.size ? undefined : native?.begin(pooled, !hooks?.onLayer, plain ? values : undefined);
-        const all = await executeGraphAsync(model.graph, values, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
-          kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
-        run?.end(plain ? all : undefined);
+    const runSlow: Runner['run'] = async (feeds, fetches, hooks) => {
+      const t0 = performance.now();
+      const values = feeds as Map<string, Value>;
+      // intermediate buffers are reused only where no caller can keep an intermediate value
+      const pooled = !hooks?.keepAll && !hooks?.retainOutputs, plain = !faultyKernels.size && pooled && !hooks?.onLayer;
+      const replayed = plain ? native?.replay(values, fetches, (o) => o) : undefined;
+      if (replayed) {
+        const out = await replayed;
         hooks?.onPhase?.('compute', t0, performance.now());
-        if (hooks?.keepAll) return all;
-        return new Map(fetches.map((f) => [f, all.get(f) as Value]));
-      },
+        return out;
+      }
+      const run = faultyKernels.size ? undefined : native?.begin(pooled, !hooks?.onLayer, plain ? values : undefined);
+      const all = await executeGraphAsync(model.graph, values, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
+        kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
+      run?.end(plain ? all : undefined);
+      hooks?.onPhase?.('compute', t0, performance.now());
+      if (hooks?.keepAll) return all;
+      return new Map(fetches.map((f) => [f, all.get(f) as Value]));
+    };
+    return {
+      // a replay without hooks goes straight to the library: no async function (a promise and a hop more) around it
+      run: (feeds, fetches, hooks) => (!hooks && !faultyKernels.size ? native?.replay(feeds as Map<string, Value>, fetches, (o) => o) : undefined) ?? runSlow(feeds, fetches, hooks),
+      runReplayed: (feeds, fetches, wrap) => (faultyKernels.size ? undefined : native?.replay(feeds, fetches, wrap)),
       release() {
         native?.release();
       },

@@ -21,8 +21,9 @@ export interface NativeKernels {
    * \`feeds\`, a pooled chained run may be recorded for \`replay\`: pass the run's results to \`end\`. */
   begin(pool: boolean, chain?: boolean, feeds?: Map<string, Value>): { kernelFor: (node: Node) => NodeKernel | undefined; end: (results?: Map<string, Value>) => void };
   /** The fetched outputs of a run replayed from a recorded one (see replay.ts) with these feeds' names, types and
-   * dims; undefined where there is no such recording (or it is in use), and the run goes through \`begin\`. */
-  replay(feeds: Map<string, Value>, fetches: readonly string[]): Promise<Map<string, Value>> | undefined;
+   * dims, as \`wrap\` makes them into a result; undefined where there is no such recording (or it is in use), and the
+   * run goes through \`begin\`. */
+  replay<R>(feeds: Map<string, Value>, fetches: readonly string[], wrap: (outputs: Map<string, Value>) => R): Promise<R> | undefined;
   release(): void;
 }
 
@@ -141,8 +142,9 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
     return code ? [[code, l] as const] : [];
   }));
   /** Raises what a layer of the last foreign call recorded (see kiln_set_error). */
-  const checkError = () => {
-    const code = lib.takeError();
+  const checkError = () => raise(lib.takeError());
+  /** Raises the error of a layer that recorded \`code\` (0: none). */
+  const raise = (code: number) => {
     if (!code) return;
     const l = erring.get(code), n = l && byName.get(l.node);
     const where = n ? `${n.opType} '${n.name}'` : `layer ${code - 1}`;
@@ -151,20 +153,38 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       hint: 'Check the input ids against the table size (a tokenizer for another vocabulary?).',
     });
   };
-  const invokeWhole = async (prog: BigInt64Array, n: number, work: number) => {
-    lib.threads(threads);
-    if (work < SYNC_WORK) lib.runChain(prog, n, true);
-    else await lib.runChain(prog, n, false);
-    checkError();
-  };
   return {
-    replay(feeds, fetches) {
+    // The steady state of a benchmark or a server: one foreign call (kiln_run_replay: threads, chain, error word) and
+    // one promise, with nothing else on the main thread around it but the feeds' check and the outputs' binding;
+    // every step here runs on caches the previous run flushed (each costs several times its warm time).
+    replay(feeds, fetches, wrap) {
       const r = recorded?.replay;
-      if (!r || r.busy || !r.covers(fetches) || shapeKey(feeds) !== r.key) return undefined;
+      if (!r || r.busy || !r.matches(feeds, fetches)) return undefined;
       r.busy = true;
-      const out = r.bind(feeds, fetches);
       const { prog, n } = r.program;
-      return invokeWhole(prog, n, r.work).then(() => out).finally(() => (r.busy = false));
+      if (r.work < SYNC_WORK) {
+        try {
+          const out = r.bind(feeds, fetches);
+          raise(lib.runReplay(prog, n, threads, true) as number);
+          return Promise.resolve(wrap(out));
+        } catch (e) {
+          return Promise.reject(e);
+        } finally {
+          r.busy = false;
+        }
+      }
+      const out = r.bind(feeds, fetches);
+      // nothing runs on the main thread while the library computes: making the result (or the next run's outputs)
+      // meanwhile measured 1-2 % slower at 2 threads on 2 cores (a pool thread preempted mid-task holds up its layer)
+      // and no quicker at 1 thread (paired, MobileNetV2)
+      return (lib.runReplay(prog, n, threads, false) as Promise<number>).then((code) => {
+        r.busy = false;
+        raise(code);
+        return wrap(out);
+      }, (e: unknown) => {
+        r.busy = false;
+        throw e;
+      });
     },
     begin(usePool, chain = true, feeds) {
       const pooled = usePool && !!life;

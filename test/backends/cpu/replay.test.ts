@@ -75,9 +75,10 @@ describe.skipIf(!hasCompiler)('replayed runs on the CPU', () => {
     const feeds = [0, 1, 2, 3].map((i) => feedsFor(m, 2, 50 + i, i));
     const outs = await Promise.all(feeds.map((f) => ctx.run(f)));
     outs.forEach((o, i) => expect(worstDiff(m, feeds[i], o), `run ${i}`).toBeLessThan(1e-3));
-    // one replay at a time: the others went through the executor meanwhile
+    // a replay this small runs synchronously to its end before the next run starts, so each may replay (replays
+    // that overlap, on a worker thread: replay-run.test.ts)
     expect(binds.mock.calls.length).toBeGreaterThanOrEqual(1);
-    expect(binds.mock.calls.length).toBeLessThan(4);
+    expect(binds.mock.calls.length).toBeLessThanOrEqual(4);
     engine.dispose();
   }, 60_000);
 

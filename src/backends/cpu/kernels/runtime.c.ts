@@ -248,13 +248,18 @@ static void futex_wake(_Atomic uint32_t *w, int n) {
 }
 #endif
 
-/* Spins until *w differs from v or about SPIN_NS passed; returns whether it changed. */
+/* Set when a replayed run has ended (kiln_run_replay), cleared by the next job: no job follows soon, so waiting
+   workers stop spinning and sleep at once, leaving the cores to the caller's JavaScript around the run. */
+static _Atomic int pool_rest;
+
+/* Spins until *w differs from v or about SPIN_NS passed (or the pool rests); returns whether it changed. */
 static int spin_while(_Atomic uint32_t *w, uint32_t v) {
   uint64_t t0 = 0;
   for (int i = 0;; i++) {
     if (atomic_load_explicit(w, memory_order_acquire) != v) return 1;
     cpu_relax();
     if ((i & 63) == 63) {
+      if (atomic_load_explicit(&pool_rest, memory_order_relaxed)) return 0;
       uint64_t t = now_ns();
       if (!t0) t0 = t;
       else if (t - t0 > SPIN_NS) return 0;
@@ -316,6 +321,7 @@ int kiln_threads(void) { return P.limit; }
 void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
   if (P.limit <= 1 || ntasks <= 1) { for (int t = 0; t < ntasks; t++) fn(arg, t); return; }
   pthread_mutex_lock(&P.run);
+  if (atomic_load_explicit(&pool_rest, memory_order_relaxed)) atomic_store(&pool_rest, 0);
   P.fn = fn; P.arg = arg;
   atomic_store(&P.done, 0);
   atomic_store(&P.caller_sleeps, 0);
@@ -437,6 +443,17 @@ KEXPORT void kiln_run_chain(const int64_t *prog, int n) {
 static _Atomic int64_t kiln_err = 0;
 void kiln_set_error(int64_t code) { int64_t z = 0; atomic_compare_exchange_strong(&kiln_err, &z, code); }
 KEXPORT int64_t kiln_take_error(void) { return atomic_exchange(&kiln_err, 0); }
+
+/* A replayed run (see replay.ts) as exactly one foreign call: the thread count, the chain, and the error word it
+   left. Through koffi each of the three calls costs the main thread 5-15 us on caches a run has just flushed. */
+KEXPORT int64_t kiln_run_replay(const int64_t *prog, int n, int threads) {
+  static int rest = -1;
+  if (rest < 0) { const char *e = getenv("KILN_POOL_REST"); rest = !(e && e[0] == '0'); }
+  kiln_set_threads(threads);
+  kiln_run_chain(prog, n);
+  if (rest) atomic_store(&pool_rest, 1);
+  return kiln_take_error();
+}
 
 /* One output of a Split inside a chain: rows of a strided source copied to a contiguous output. p holds int64
    {rows, run, source stride, source offset}, in floats; rows are spread over the pool when there is enough to copy. */

@@ -18,6 +18,9 @@ export const pool = (isMax: boolean): Gen => (c, n, ins, out) => {
   const countPad = attrOf(n, 'count_include_pad', 0);
   if (!isMax && countPad && (attrOf(n, 'ceil_mode', 0) || attrOf(n, 'auto_pad', 'NOTSET') !== 'NOTSET')) return undefined;
   const fn = `L${c.id}_pool`;
+  if (isMax && c.isa === 'avx512' && s[1] === 2 && d[1] === 1 && (kw === 2 || kw === 3) && kh <= MAX_POOL_TAPS) {
+    return maxPoolS2(c, fn, [N, C, H, W, OH, OW, kh, kw], s[0], d[0], p);
+  }
   // one input row lives on the baked pool's stack: very wide rows keep the generic loop too
   if (kh + kw <= MAX_POOL_TAPS && W <= 8192) return windowPool(c, fn, isMax, countPad, [N, C, H, W, OH, OW, kh, kw], s, d, p);
   return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }],
@@ -95,6 +98,78 @@ static void t${id}(void *ctx, int t) {
           if (w >= 0 && w < ${W}) { v = ${op('v', 'r[w]')}; nc++; }
         }
         ${isMax || countPad ? '(void)nc; ' : ''}yr[ow] = ${isMax ? 'v' : `v / ${div('nc')}`};
+      }
+    }
+  }
+}
+${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads());
+  void *q[4] = { a0, a1, (void *)(intptr_t)planes, (void *)(intptr_t)tasks };
+  kiln_pool_run(t${id}, q, tasks);`)}`;
+  return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: N * C * OH * OW * kh * kw, source: src };
+}
+
+/** Max pools of stride 2 along rows with 2 or 3 taps (SqueezeNet's 3x3 s2, ResNet's stem pool), AVX-512: one pass per
+ * output row with everything in registers. Per 16 outputs the rows' maximum over 32 (+1) input columns is taken in two
+ * vectors and split into even and odd columns by permutes. The separable two-pass kernel above went through a scratch
+ * row, and its vector stores read back at other offsets stalled on store forwarding (about 90 cycles a row, most of
+ * the time at 27 x 27). Loads are masked at the row's end, so nothing past the input is touched. */
+function maxPoolS2(c: Ctx, fn: string, g: number[], sh: number, dh: number, p: number[]): GenResult {
+  const [N, C, H, W, OH, OW, kh, kw] = g;
+  const id = c.id;
+  // output columns whose window lies inside the row (the rest clip tap by tap)
+  const ow0 = Math.min(OW, Math.ceil(p[1] / 2));
+  const last = W - kw + p[1];
+  const ow1 = last < 0 ? ow0 : Math.max(ow0, Math.min(OW, Math.floor(last / 2) + 1));
+  const n = ow1 - ow0;
+  const idx = (f: (i: number) => number) => `_mm512_setr_epi32(${Array.from({ length: 16 }, (_, i) => f(i)).join(', ')})`;
+  const block = (ow: string, mask: string) => `{
+        const int c0 = (${ow}) * 2 - ${p[1]};
+        __m512 lo = mv${id}(rows, nr, c0, 16), hi = mv${id}(rows, nr, c0 + 16, 16);
+        __m512 v = km${id}(_mm512_permutex2var_ps(lo, ie, hi), _mm512_permutex2var_ps(lo, io, hi));${kw === 3 ? `
+        v = km${id}(v, _mm512_permutex2var_ps(_mm512_permutex2var_ps(lo, ie, hi), is, mv${id}(rows, nr, c0 + 32, 1)));` : ''}
+        _mm512_mask_storeu_ps(yr + (${ow}), ${mask}, v);
+      }`;
+  const planes = `${c.batch?.[0] ? 'nb' : N} * ${C}`;
+  const src = `#include <immintrin.h>
+/* kmaxv per lane: NaN from either side wins */
+static inline __m512 km${id}(__m512 a, __m512 b) { return _mm512_mask_mov_ps(_mm512_max_ps(b, a), _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), b); }
+/* the maximum over the window's rows of up to \`lim\` columns from c0 (c0 >= 0), lanes past the row's end zero */
+static inline __m512 mv${id}(const float *const *rows, int nr, int c0, int lim) {
+  int k = KMIN(${W} - c0, lim);
+  __mmask16 m = k >= 16 ? (__mmask16)0xffff : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1);
+  __m512 v = _mm512_maskz_loadu_ps(m, rows[0] + c0);
+  for (int a = 1; a < nr; a++) v = km${id}(v, _mm512_maskz_loadu_ps(m, rows[a] + c0));
+  return v;
+}
+static void t${id}(void *ctx, int t) {
+  void *const *q = ctx;
+  int planes = (int)(intptr_t)q[2], per = (planes + (int)(intptr_t)q[3] - 1) / (int)(intptr_t)q[3];
+  const __m512i ie = ${idx((i) => 2 * i)}, io = ${idx((i) => 2 * i + 1)}, is = ${idx((i) => i + 1)};
+  (void)ie; (void)io; (void)is;
+  for (int pl = t * per; pl < KMIN(planes, (t + 1) * per); pl++) {
+    const float *x = (const float *)q[0] + (size_t)pl * ${H * W};
+    float *y = (float *)q[1] + (size_t)pl * ${OH * OW};
+    for (int oh = 0; oh < ${OH}; oh++) {
+      const float *rows[${kh}];
+      int nr = 0;
+      for (int a = 0; a < ${kh}; a++) {
+        int h = oh * ${sh} - ${p[0]} + a * ${dh};
+        if (h >= 0 && h < ${H}) rows[nr++] = x + (size_t)h * ${W};
+      }
+      float *yr = y + oh * ${OW};
+      if (!nr) { for (int ow = 0; ow < ${OW}; ow++) yr[ow] = -INFINITY; continue; }${n >= 16 ? `
+      for (int s0 = ${ow0}; s0 < ${ow1}; s0 += 16) ${block(`(s0 + 16 <= ${ow1} ? s0 : ${ow1 - 16})`, '(__mmask16)0xffff')}` : n > 0 ? `
+      ${block(String(ow0), `(__mmask16)${(1 << n) - 1}`)}` : ''}
+      for (int ow = 0; ow < ${OW}; ow++) {
+        if (ow == ${ow0}) ow = ${ow1};
+        if (ow >= ${OW}) break;
+        float v = -INFINITY;
+        for (int a = 0; a < nr; a++)
+          for (int b = 0; b < ${kw}; b++) {
+            int w = ow * 2 - ${p[1]} + b;
+            if (w >= 0 && w < ${W}) v = kmaxv(v, rows[a][w]);
+          }
+        yr[ow] = v;
       }
     }
   }

@@ -16,6 +16,8 @@ type Attrs = Record<string, number | number[] | string>;
 const CASES: [string, Attrs][] = [
   ['resnet', { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }],
   ['inside', { kernel_shape: [2, 2], strides: [2, 2] }],
+  ['k2pad', { kernel_shape: [2, 2], strides: [2, 2], pads: [1, 1, 1, 1], ceil_mode: 1 }],
+  ['tall', { kernel_shape: [4, 3], strides: [3, 2], pads: [2, 0, 0, 1] }],
   ['s1', { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }],
   ['oneside', { kernel_shape: [3, 2], strides: [1, 2], pads: [0, 1, 2, 0] }],
   ['ceil', { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }],
@@ -42,7 +44,8 @@ function model(X: number[]): Model {
 }
 
 describe.skipIf(!findCompiler())('baked window pooling', () => {
-  it.each([[[2, 3, 37, 41]], [[4, 32, 11, 13]]])('matches the reference kernel on every shape, interior and border (input %j)', async (X) => {
+  // 111: SqueezeNet's first pool row (3 blocks of 16 outputs, the last moved back, at stride 2)
+  it.each([[[2, 3, 37, 41]], [[4, 32, 11, 13]], [[1, 3, 23, 111]]])('matches the reference kernel on every shape, interior and border (input %j)', async (X) => {
     const m = model(X);
     inferShapes(m.graph, m.opsets);
     const input = randomTensor(seededRandom(5), X, 1);
@@ -63,4 +66,34 @@ describe.skipIf(!findCompiler())('baked window pooling', () => {
     }
     expect(checked).toBe(m.graph.nodes.length);
   }, 120_000);
+
+  // Kiln's native max pools let a NaN anywhere in the window win (kmaxv; the reference kernel keeps only a leading one):
+  // the stride-2 AVX-512 path must too. Expected: the reference on the input with NaN as +Infinity, +Infinity -> NaN.
+  it('propagates NaN through stride-2 max pools', async () => {
+    const X = [1, 16, 57, 91];
+    const b = new GraphBuilder('nanpool');
+    const x = b.input('x', 'float32', X);
+    b.output(b.op('MaxPool', [x], { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }, 'max_nan3'));
+    b.output(b.op('MaxPool', [x], { kernel_shape: [2, 2], strides: [2, 2], pads: [1, 1, 1, 1] }, 'max_nan2'));
+    const m = b.model(19);
+    inferShapes(m.graph, m.opsets);
+    const input = randomTensor(seededRandom(9), X, 1), inf = randomTensor(seededRandom(9), X, 1);
+    const d = input.data as Float32Array;
+    for (let i = 7; i < d.length; i += 331) { d[i] = NaN; (inf.data as Float32Array)[i] = Infinity; }
+    const ref = executeGraph(m.graph, new Map([['x', inf]]), { opsets: m.opsets, keepAll: true });
+    const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+    for (const node of m.graph.nodes) {
+      const tactics = cpuBackend.tactics(node, m, typeOf).filter((q) => q.name.endsWith('-pool'));
+      expect(tactics.length, node.name).toBe(1);
+      const [out] = (await tactics[0].run(node as Node, [input], m.opsets)) as TensorData[];
+      const a = out.data as Float32Array, w = (ref.get(node.outputs[0]) as TensorData).data as Float32Array;
+      let nans = 0, bad = 0;
+      for (let i = 0; i < a.length; i++) {
+        if (w[i] === Infinity) nans++;
+        if (w[i] === Infinity ? !Number.isNaN(a[i]) : a[i] !== w[i]) bad++;
+      }
+      expect(bad, node.name).toBe(0);
+      expect(nans, node.name).toBeGreaterThan(10);
+    }
+  }, 60_000);
 });

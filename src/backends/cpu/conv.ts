@@ -1,10 +1,11 @@
 // Convolutions on the CPU (kiln:FusedConv): their geometry, and the variants the builder times for one layer: implicit
 // GEMM per group, direct, transposed direct (also grouped), pointwise read in place, matrix-vector for 1 x 1 images,
-// Winograd (winograd.ts) and the depthwise kernels (depthwise.ts).
+// Winograd (winograd.ts), the stem variant for few input channels (stem.ts) and the depthwise kernels (depthwise.ts).
 import type { Node } from '../../ir/graph.js';
 import { sameDims } from '../../ir/tensor.js';
 import type { Isa } from './compiler.js';
 import { depthwise, depthwisePointwise } from './depthwise.js';
+import { stemVariants } from './stem.js';
 import { winogradVariants } from './winograd.js';
 import {
   MIN_GEMM_WORK, TILES, VW, accumulateEpilogue, activation, attrOf, epilogue, exported, isConst, nbOr, prod,
@@ -135,6 +136,7 @@ ${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
   if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   if (G === 1) src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  if (G === 1) src += stemVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   if (G === 1 && pointwise && N === 1 && !acc) src += gemvVariant(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   // the pair with the depthwise layer before, where one of the variants it pairs with is offered
   const dp = G === 1 && pointwise ? depthwisePointwise(c, n, g, batch, epi ? `e${id}` : 'NULL') : undefined;

@@ -1,0 +1,101 @@
+// The stem convolution variant (stem.ts), forced tile by tile, against the reference kernel: the stems of
+// MobileNetV2 / EfficientNet (3 -> 32, 3x3 s2 pad 1), SqueezeNet 1.1 (3 -> 64, 3x3 s2 unpadded) and ResNet (3 -> 64,
+// 7x7 s2 pad 3) at 224 x 224, and awkward ones: odd and asymmetric sizes and pads, output channels that are not a
+// multiple of the register block, two and four input channels, stride 1, rows narrower than two vectors, 2 images,
+// bias / residual / Relu / Relu6 epilogues; one and two threads.
+import { describe, it, expect } from 'vitest';
+import type { Model, Node } from '../../../src/ir/graph.js';
+import { TensorData, type Value } from '../../../src/ir/tensor.js';
+import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
+import { optimize } from '../../../src/passes/pipeline.js';
+import { inferShapes } from '../../../src/passes/infer.js';
+import { executeGraph } from '../../../src/ops/execute.js';
+import { findCompiler, hostIsa } from '../../../src/backends/cpu/compiler.js';
+import { cpuBackend } from '../../../src/backends/cpu/index.js';
+import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
+
+interface Case { batch: number; C: number; H: number; W: number; Co: number; k: number[]; s: number; pads: number[]; bias: boolean; res: boolean; act: 'none' | 'relu' | 'relu6' }
+
+const outSize = (k: Case) => [0, 1].map((i) => Math.floor(([k.H, k.W][i] + k.pads[i] + k.pads[i + 2] - k.k[i]) / k.s) + 1);
+
+async function stemModel(k: Case): Promise<{ m: Model; inputs: Map<string, Value> }> {
+  const r = seededRandom(k.C * 97 + k.Co);
+  const b = new GraphBuilder('stem');
+  const x = b.input('x', 'float32', [k.batch, k.C, k.H, k.W]);
+  const [OH, OW] = outSize(k);
+  const ins = [x, b.initializer('w', randomTensor(r, [k.Co, k.C, ...k.k], 0.3)), ...(k.bias ? [b.initializer('b', randomTensor(r, [k.Co], 0.5))] : [])];
+  let h = b.op('Conv', ins, { kernel_shape: k.k, pads: k.pads, strides: [k.s, k.s] }, 'conv');
+  if (k.res) h = b.op('Add', [h, b.input('res', 'float32', [k.batch, k.Co, OH, OW])], {}, 'add');
+  if (k.act === 'relu') h = b.op('Relu', [h], {}, 'relu');
+  if (k.act === 'relu6') {
+    h = b.op('Clip', [h, b.initializer('lo', new TensorData('float32', [], Float32Array.of(0))), b.initializer('hi', new TensorData('float32', [], Float32Array.of(6)))], {}, 'relu6');
+  }
+  b.output(h);
+  const m = b.model(17);
+  await optimize(m, { inputShapes: new Map(m.graph.inputs.map((i) => [i.name, (i.type as { shape: number[] }).shape])) });
+  inferShapes(m.graph, m.opsets);
+  const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(7), [k.batch, k.C, k.H, k.W], 1)]]);
+  if (k.res) inputs.set('res', randomTensor(seededRandom(8), [k.batch, k.Co, OH, OW], 1));
+  return { m, inputs };
+}
+
+/** Worst error of each stem tactic of the model's convolution at the given thread count, relative to each value with
+ * a floor at 1e-3 of the largest (float32 sums in another order). */
+async function stemErrors(m: Model, inputs: Map<string, Value>, threads: number): Promise<Map<string, number>> {
+  const ref = executeGraph(m.graph, inputs, { opsets: m.opsets, keepAll: true });
+  const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+  const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
+  const want = ref.get(m.graph.outputs[0].name) as TensorData;
+  expect(node.outputs[0]).toBe(m.graph.outputs[0].name);
+  const ins = node.inputs.map((n) => (n ? ref.get(n) : undefined));
+  const errors = new Map<string, number>();
+  for (const t of cpuBackend.tactics(node, m, typeOf)) {
+    if (!t.name.includes('-stem-')) continue;
+    (t as unknown as { build: { lib: NativeLibrary } }).build.lib.threads(threads);
+    const [out] = (await t.run(node as Node, ins, m.opsets)) as TensorData[];
+    expect(out.dims).toEqual(want.dims);
+    const a = out.data as Float32Array, w = want.data as Float32Array;
+    const atol = 1e-3 * w.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+    errors.set(t.name, worst);
+  }
+  return errors;
+}
+
+const CASES: [string, Case][] = [
+  ['MobileNetV2 / EfficientNet stem', { batch: 1, C: 3, H: 224, W: 224, Co: 32, k: [3, 3], s: 2, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu6' }],
+  ['SqueezeNet 1.1 stem', { batch: 1, C: 3, H: 224, W: 224, Co: 64, k: [3, 3], s: 2, pads: [0, 0, 0, 0], bias: true, res: false, act: 'relu' }],
+  ['ResNet stem 7x7', { batch: 1, C: 3, H: 224, W: 224, Co: 64, k: [7, 7], s: 2, pads: [3, 3, 3, 3], bias: true, res: false, act: 'relu' }],
+  ['odd sizes, 13 channels, 2 images', { batch: 2, C: 3, H: 37, W: 45, Co: 13, k: [3, 3], s: 2, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu6' }],
+  ['asymmetric pads and window, 4 channels, residual', { batch: 2, C: 4, H: 30, W: 71, Co: 19, k: [5, 3], s: 2, pads: [2, 0, 1, 2], bias: true, res: true, act: 'relu' }],
+  ['two channels, no bias, no activation', { batch: 1, C: 2, H: 40, W: 67, Co: 8, k: [3, 3], s: 2, pads: [0, 1, 0, 1], bias: false, res: false, act: 'none' }],
+  ['stride 1, 3 channels', { batch: 2, C: 3, H: 21, W: 35, Co: 10, k: [3, 3], s: 1, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu' }],
+];
+
+// the variant is offered on AVX-512 hosts only (stem.ts)
+describe.skipIf(!findCompiler() || hostIsa() !== 'avx512')('stem convolution variant', () => {
+  for (const [name, k] of CASES) {
+    it(`${name}: every stem tile matches the reference at 1 and 2 threads`, async () => {
+      const { m, inputs } = await stemModel(k);
+      for (const threads of [1, 2]) {
+        const errors = await stemErrors(m, inputs, threads);
+        expect(errors.size, 'stem tactics offered').toBeGreaterThan(0);
+        for (const [t, e] of errors) expect(e, `${t} at ${threads} threads`).toBeLessThan(1e-3);
+      }
+    }, 120_000);
+  }
+
+  it('is not offered for more than 4 input channels', async () => {
+    for (const k of [
+      { batch: 1, C: 8, H: 32, W: 32, Co: 16, k: [3, 3], s: 2, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu' },
+    ] as Case[]) {
+      const { m } = await stemModel(k);
+      const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+      const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
+      const names = cpuBackend.tactics(node, m, typeOf).map((t) => t.name);
+      expect(names.some((n) => n.includes('conv'))).toBe(true);
+      expect(names.some((n) => n.includes('-stem-'))).toBe(false);
+    }
+  }, 60_000);
+});

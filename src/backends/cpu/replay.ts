@@ -11,8 +11,6 @@ import { addressOf } from './native.js';
 interface Range { lo: bigint; hi: bigint }
 /** A program word holding an address inside feed \`k\` (or fresh array \`k\`), \`off\` bytes from its start. */
 interface Slot { word: number; feed: boolean; k: number; off: bigint }
-/** A run's fresh output arrays as the outputs it returns, and the values of the program slots that address them. */
-interface Outputs { out: Map<string, Value>; words: bigint[] }
 interface OutputView { dtype: TensorData['dtype']; dims: readonly number[]; k: number; byteOffset: number; length: number; ctor: TypedCtor }
 type TypedCtor = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => ArrayLike<number>;
 
@@ -143,31 +141,24 @@ export class Replay {
       feedAddr[i] = addressOf(d);
       last[i] = d;
     }
-    const prog = this.prog, slots = this.slots;
-    const o = this.outputsFor(fetches);
-    for (let i = 0, f = 0; i < slots.length; i++) {
-      const s = slots[i];
-      prog[s.word] = s.feed ? feedAddr[s.k] + s.off : o.words[f++];
-    }
-    return o.out;
-  }
-
-  private outputsFor(fetches: readonly string[]): Outputs {
-    const lengths = this.freshLengths, fresh: Float32Array[] = new Array(lengths.length), addr: bigint[] = new Array(lengths.length);
+    const lengths = this.freshLengths, fresh: Float32Array[] = new Array(lengths.length), freshAddr: bigint[] = new Array(lengths.length);
     for (let i = 0; i < lengths.length; i++) {
       const f = (fresh[i] = new Float32Array(lengths[i]));
       void f.buffer; // a small one starts on V8's heap too
-      addr[i] = addressOf(f);
+      freshAddr[i] = addressOf(f);
     }
-    const words: bigint[] = [];
-    for (const s of this.slots) if (!s.feed) words.push(addr[s.k] + s.off);
+    const prog = this.prog, slots = this.slots;
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i];
+      prog[s.word] = (s.feed ? feedAddr[s.k] : freshAddr[s.k]) + s.off;
+    }
     const out = new Map<string, Value>();
     for (const name of fetches) {
       const v = this.outputs.get(name)!, b = fresh[v.k];
       const data = v.ctor === Float32Array && v.byteOffset === 0 && v.length === b.length ? b : new v.ctor(b.buffer, b.byteOffset + v.byteOffset, v.length);
       out.set(name, new TensorData(v.dtype, v.dims, data as TensorData['data']));
     }
-    return { out, words };
+    return out;
   }
 
   get program(): { prog: BigInt64Array; n: number } {

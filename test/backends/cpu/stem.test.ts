@@ -5,39 +5,16 @@
 // bias / residual / Relu / Relu6 epilogues; one and two threads.
 import { describe, it, expect } from 'vitest';
 import type { Model, Node } from '../../../src/ir/graph.js';
-import { TensorData, type Value } from '../../../src/ir/tensor.js';
-import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
-import { optimize } from '../../../src/passes/pipeline.js';
-import { inferShapes } from '../../../src/passes/infer.js';
+import type { TensorData, Value } from '../../../src/ir/tensor.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler, hostIsa } from '../../../src/backends/cpu/compiler.js';
 import { cpuBackend } from '../../../src/backends/cpu/index.js';
 import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
+import { convModel, type ConvCase } from './conv-model.js';
 
-interface Case { batch: number; C: number; H: number; W: number; Co: number; k: number[]; s: number; pads: number[]; bias: boolean; res: boolean; act: 'none' | 'relu' | 'relu6' }
+type Case = ConvCase;
 
-const outSize = (k: Case) => [0, 1].map((i) => Math.floor(([k.H, k.W][i] + k.pads[i] + k.pads[i + 2] - k.k[i]) / k.s) + 1);
-
-async function stemModel(k: Case): Promise<{ m: Model; inputs: Map<string, Value> }> {
-  const r = seededRandom(k.C * 97 + k.Co);
-  const b = new GraphBuilder('stem');
-  const x = b.input('x', 'float32', [k.batch, k.C, k.H, k.W]);
-  const [OH, OW] = outSize(k);
-  const ins = [x, b.initializer('w', randomTensor(r, [k.Co, k.C, ...k.k], 0.3)), ...(k.bias ? [b.initializer('b', randomTensor(r, [k.Co], 0.5))] : [])];
-  let h = b.op('Conv', ins, { kernel_shape: k.k, pads: k.pads, strides: [k.s, k.s] }, 'conv');
-  if (k.res) h = b.op('Add', [h, b.input('res', 'float32', [k.batch, k.Co, OH, OW])], {}, 'add');
-  if (k.act === 'relu') h = b.op('Relu', [h], {}, 'relu');
-  if (k.act === 'relu6') {
-    h = b.op('Clip', [h, b.initializer('lo', new TensorData('float32', [], Float32Array.of(0))), b.initializer('hi', new TensorData('float32', [], Float32Array.of(6)))], {}, 'relu6');
-  }
-  b.output(h);
-  const m = b.model(17);
-  await optimize(m, { inputShapes: new Map(m.graph.inputs.map((i) => [i.name, (i.type as { shape: number[] }).shape])) });
-  inferShapes(m.graph, m.opsets);
-  const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(7), [k.batch, k.C, k.H, k.W], 1)]]);
-  if (k.res) inputs.set('res', randomTensor(seededRandom(8), [k.batch, k.Co, OH, OW], 1));
-  return { m, inputs };
-}
+const stemModel = (k: Case) => convModel(k, k.C * 97 + k.Co, 'stem');
 
 /** Worst error of each stem tactic of the model's convolution at the given thread count, relative to each value with
  * a floor at 1e-3 of the largest (float32 sums in another order). */

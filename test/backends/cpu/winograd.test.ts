@@ -14,6 +14,7 @@ import { cpuBackend } from '../../../src/backends/cpu/index.js';
 import { layerArgs, runBatch, type LayerMeta } from '../../../src/backends/cpu/build.js';
 import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
 import { WINOGRAD } from '../../../src/backends/cpu/winograd.js';
+import { convModel as convOf } from './conv-model.js';
 
 /** The parts of build.ts's (unexported) NativeTactic this test reaches into. */
 interface NativeTacticView {
@@ -26,23 +27,7 @@ interface NativeTacticView {
 interface Case { name: string; batch: number; C: number; Co: number; H: number; W: number; pads: number[]; bias: boolean; res: boolean; relu: boolean }
 
 /** One 3x3 stride-1 convolution (optionally + bias, + a residual input, Relu), fused by the optimizer. */
-async function convModel(k: Case): Promise<{ m: Model; inputs: Map<string, Value> }> {
-  const r = seededRandom(k.C * 131 + k.Co);
-  const b = new GraphBuilder(k.name);
-  const x = b.input('x', 'float32', [k.batch, k.C, k.H, k.W]);
-  const OH = k.H + k.pads[0] + k.pads[2] - 2, OW = k.W + k.pads[1] + k.pads[3] - 2;
-  const ins = [x, b.initializer('w', randomTensor(r, [k.Co, k.C, 3, 3], 0.3)), ...(k.bias ? [b.initializer('b', randomTensor(r, [k.Co], 0.5))] : [])];
-  let h = b.op('Conv', ins, { kernel_shape: [3, 3], pads: k.pads }, 'conv');
-  if (k.res) h = b.op('Add', [h, b.input('res', 'float32', [k.batch, k.Co, OH, OW])], {}, 'add');
-  if (k.relu) h = b.op('Relu', [h], {}, 'relu');
-  b.output(h);
-  const m = b.model(17);
-  await optimize(m, { inputShapes: new Map(m.graph.inputs.map((i) => [i.name, (i.type as { shape: number[] }).shape])) });
-  inferShapes(m.graph, m.opsets);
-  const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(7), [k.batch, k.C, k.H, k.W], 1)]]);
-  if (k.res) inputs.set('res', randomTensor(seededRandom(8), [k.batch, k.Co, OH, OW], 1));
-  return { m, inputs };
-}
+const convModel = (k: Case) => convOf({ ...k, k: [3, 3], s: 1, act: k.relu ? 'relu' : 'none' }, k.C * 131 + k.Co, k.name);
 
 /** Max abs error over the output's scale (its largest magnitude). Winograd's transforms sum terms of a tile with
  * coefficients up to 8 (F(4,3)), so its rounding error follows the tile's magnitudes, not each output's: relative to

@@ -2,7 +2,8 @@
 // ab-plans.ts): runs alternate A, B, A, B ...; in each run every chain record is replayed once on its own, in chain
 // order, timed, before the real chain runs. Load from other processes (cache and memory contention included) hits
 // both plans alike, which separate chain-prof runs minutes apart do not. Layers are matched by node name.
-// Usage: npx tsx bench/cpu/chain-ab.ts <model|real:name> <planA> <planB> [threads] [runs]
+// Usage: npx tsx bench/cpu/chain-ab.ts <model|real:name> <planA> <planB> [threads] [runs] [--min]
+//   --min: each call's fastest run instead of its median (on a machine other jobs load, a call's undisturbed time)
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
@@ -12,7 +13,7 @@ import type { KernelsMeta } from '../../src/backends/cpu/build.js';
 import { asTensors, zooInputs } from './inputs.js';
 import { chainNames, kernelsMeta, recordSymbols } from './native-names.js';
 
-const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1', runsArg = '60'] = process.argv.slice(2);
+const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1', runsArg = '60'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 if (!fileA || !fileB) throw new Error('usage: chain-ab.ts <model> <planA> <planB> [threads] [runs]');
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const feeds = asTensors(zooInputs(m).feeds);
@@ -40,7 +41,7 @@ P.runChain = function (this: NativeLibrary, prog: unknown, n: unknown, sync: unk
   }
   return runChain.call(this, prog, n, sync);
 };
-const med = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
+const med = process.argv.includes('--min') ? (x: number[]) => Math.min(...x) : (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
 const threads = Number(threadsArg), runs = Number(runsArg);
 const engines = await Promise.all(plans.map((b) => Engine.load(b, { intraOpNumThreads: threads })));
 const ctxs = engines.map((e) => e.createContext());
@@ -57,7 +58,7 @@ for (const e of engines) e.dispose();
 // rows in A's order, matched to B's by node (pairs by function name)
 const rowsA = [...rec[0]].map(([k, v]) => ({ node: k.split('\t')[0], a: k.split('\t')[1], am: med(v) }));
 const bBy = new Map([...rec[1]].map(([k, v]) => [k.split('\t')[0], { b: k.split('\t')[1], bm: med(v) }]));
-console.log(`${name} ${threads}T, ${runs} runs each, alternating; load ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}`);
+console.log(`${name} ${threads}T, ${runs} runs each, alternating, ${process.argv.includes('--min') ? 'fastest' : 'median'} per call; load ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}`);
 console.log(`${'A layer tactic'.padEnd(44)} ${'A us'.padStart(8)} ${'B tactic'.padEnd(20)} ${'B us'.padStart(8)} ${'B-A'.padStart(7)}`);
 let sa = 0, sb = 0;
 for (const r of rowsA) {

@@ -2,7 +2,8 @@
 // median wall time and CPU time per run. Usage: npx tsx bench/cpu/e2e.ts <model|real:name> [threads] [runs]
 //   threads: a count or a comma list (one build, then each count in turn); --blocks: all Kiln runs, then all ORT
 //   runs, each engine alone (onnxruntime's pool spins for a while after each run, which takes a core from whatever
-//   runs next)
+//   runs next); --batch=N: the batch size (default 1); --bf16: Kiln built with precision bf16 (the CPU's bf16 math
+//   mode), onnxruntime in fp32 as always
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { ZOO } from '../models/zoo.js';
@@ -15,14 +16,16 @@ import { loadReal } from '../real/models.js';
 const require = createRequire(import.meta.url);
 const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const blocks = process.argv.includes('--blocks');
+const bf16 = process.argv.includes('--bf16');
+const batch = Number(process.argv.find((a) => a.startsWith('--batch='))?.slice(8) ?? 1);
 const name = argv[0] ?? 'mobilenet-v2';
 const threadList = (argv[1] ?? '1').split(',').map(Number);
 const runs = Number(argv[2] ?? 30);
 // real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
-const { shapes, feeds } = zooInputs(m);
+const { shapes, feeds } = zooInputs(m, batch);
 const onnx = serializeOnnx(m);
-const plan = await build(m, { shapes });
+const plan = await build(m, { shapes, ...(bf16 ? { precision: 'bf16' as const } : {}) });
 const kFeeds = asTensors(feeds);
 const ort = require('onnxruntime-node');
 const time = async (f: () => Promise<unknown>) => {
@@ -55,7 +58,7 @@ for (const threads of threadList) {
     engine.dispose();
   }
   const fmt = (x: number[][]) => `wall ${med(x.map((v) => v[0])).toFixed(2)} ms (min ${Math.min(...x.map((v) => v[0])).toFixed(2)}), cpu ${med(x.map((v) => v[1])).toFixed(2)} ms`;
-  console.log(`${name}, ${threads} thread(s), ${runs} ${blocks ? 'runs each, in blocks' : 'interleaved runs'}`);
+  console.log(`${name}, ${threads} thread(s), ${runs} ${blocks ? 'runs each, in blocks' : 'interleaved runs'}${batch > 1 ? `, batch ${batch}` : ''}${bf16 ? ', Kiln bf16 math vs ORT fp32' : ''}`);
   console.log(`  Kiln: ${fmt(k)}`);
   console.log(`  ORT:  ${fmt(o)}`);
   console.log(`  Kiln / ORT (median wall): ${(med(k.map((v) => v[0])) / med(o.map((v) => v[0]))).toFixed(2)}x`);

@@ -4,7 +4,9 @@
 // pipeline's gain with the engine held equal). Random weights; the figures are about speed only.
 // --int8: both sides run the same int8 Q/DQ file (kiln quantize --activation-type uint8, calibrated on 16 images through
 // the pipeline): Kiln builds it into its int8 engine, onnxruntime-node runs the file with its own QDQ fusion.
-// Usage: npx tsx bench/pipeline/resnet50.ts [images=64] [reps=2] [threads=2] [batch=8] [--int8]
+// --bf16: Kiln's engine built with precision bf16 (the CPU's bf16 math mode: fp32 tensors, convolutions multiplying in
+// bf16), onnxruntime-node in fp32: not the same arithmetic on both sides, labelled so in the output.
+// Usage: npx tsx bench/pipeline/resnet50.ts [images=64] [reps=2] [threads=2] [batch=8] [--int8 | --bf16]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +25,7 @@ import { imageCalibrationSet } from '../../src/quant/data.js';
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
 const INT8 = process.argv.includes('--int8');
+const BF16 = process.argv.includes('--bf16');
 const [N, REPS, THREADS, BATCH] = [64, 2, 2, 8].map((d, i) => Number(process.argv.filter((a) => !a.startsWith('--'))[2 + i] ?? d));
 const MEAN = [0.485, 0.456, 0.406], STD = [0.229, 0.224, 0.225];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-pipe-bench-'));
@@ -70,7 +73,7 @@ async function timed(label: string, images: () => Promise<number>): Promise<numb
 }
 
 async function main() {
-  console.log(`# ${new Date().toISOString()} ${os.cpus()[0].model} x${os.availableParallelism()}, node ${process.version}, ${N} images, threads ${THREADS}, batch ${BATCH}${INT8 ? ', int8 Q/DQ model on both sides' : ''}`);
+  console.log(`# ${new Date().toISOString()} ${os.cpus()[0].model} x${os.availableParallelism()}, node ${process.version}, ${N} images, threads ${THREADS}, batch ${BATCH}${INT8 ? ', int8 Q/DQ model on both sides' : ''}${BF16 ? ', Kiln bf16 math mode vs onnxruntime fp32' : ''}`);
   await makeImages();
   const files = fs.readdirSync(imgDir).sort().map((f) => path.join(imgDir, f));
   let model = resnet50();
@@ -86,7 +89,7 @@ async function main() {
   const onnxPath = path.join(work, 'resnet50.onnx');
   fs.writeFileSync(onnxPath, serializeOnnx(model));
   const t0 = performance.now();
-  const plan = await build(model, { profiles: [{ input: { min: [1, 3, 224, 224], opt: [BATCH, 3, 224, 224], max: [BATCH, 3, 224, 224] } }] });
+  const plan = await build(model, { profiles: [{ input: { min: [1, 3, 224, 224], opt: [BATCH, 3, 224, 224], max: [BATCH, 3, 224, 224] } }], ...(BF16 ? { precision: 'bf16' as const } : {}) });
   console.log(`# Kiln build ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const engine = await Engine.load(plan, { intraOpNumThreads: THREADS });
   const ctx = engine.createContext();
@@ -113,8 +116,8 @@ async function main() {
       for (const f of files) await sess.run({ input: new ort.Tensor('float32', await plainPreprocess(f), [1, 3, 224, 224]) });
       return files.length;
     }));
-    add(`Kiln pipeline + Kiln CPU engine, batch ${BATCH}, overlapped`, await timed('kiln-e2e-kiln', () => kilnBatches(pipe, (t) => ctx.run({ input: t }))));
-    add(`Kiln pipeline + Kiln CPU engine, batch ${BATCH}, no overlap (prefetch 0)`, await timed('kiln-e2e-kiln-seq', () => kilnBatches(pipe0, (t) => ctx.run({ input: t }))));
+    add(`Kiln pipeline + Kiln CPU engine${BF16 ? ' (bf16 math)' : ''}, batch ${BATCH}, overlapped`, await timed('kiln-e2e-kiln', () => kilnBatches(pipe, (t) => ctx.run({ input: t }))));
+    add(`Kiln pipeline + Kiln CPU engine${BF16 ? ' (bf16 math)' : ''}, batch ${BATCH}, no overlap (prefetch 0)`, await timed('kiln-e2e-kiln-seq', () => kilnBatches(pipe0, (t) => ctx.run({ input: t }))));
     add(`Kiln pipeline + ORT, batch ${BATCH}, overlapped`, await timed('kiln-e2e-ort', () => kilnBatches(pipe, (t) => sess.run({ input: new ort.Tensor('float32', t.data, t.dims) }))));
   }
   console.log('\n| run | images/s (each rep) | best |\n| --- | --- | --- |');

@@ -21,6 +21,9 @@ export interface Tactic {
   /** Optional: the tactic's own timing (ms) on these inputs, where it can measure itself more steadily than wall time
    * around `run` (undefined: it cannot run them). The builder uses it instead of timing `run`. */
   time?(node: Node, inputs: (Value | undefined)[]): number | undefined;
+  /** The type it multiplies in where that differs from its tensors' (a math mode, Backend.fpmath): the plan's layer
+   * precision. */
+  precision?: 'bf16';
 }
 
 export interface Runner {
@@ -109,7 +112,10 @@ export interface Backend {
    * Candidate implementations of a node, best guess first. `typeOf` gives value types at the profile's opt shapes
    * (the graph itself keeps symbolic shapes), for backends that generate shape-specialized code.
    */
-  tactics(node: Node, model: Model, typeOf?: (name: string) => ValueType | undefined): Tactic[];
+  tactics(node: Node, model: Model, typeOf?: (name: string) => ValueType | undefined, precision?: string): Tactic[];
+  /** Build precisions this backend takes as a math mode: tensors stay fp32 (the precision pass leaves the graph as it
+   * is) and `tactics` offers kernels that multiply in the reduced type inside (the CPU's bf16). */
+  fpmath?: string[];
   /** Compiled kernels to store in the plan (blob name -> bytes). */
   serializeKernels(layers: { node: Node; tactic: Tactic }[]): [string, Uint8Array][];
   /**

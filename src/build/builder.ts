@@ -120,7 +120,8 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     throw new InputError(`--dump-ir: unknown stage '${opts.dumpIr}'. Stages: ${report.stages.map((s) => s.name).join(', ')}, all.`);
   }
   const precision = opts.precision ?? 'fp32';
-  const precisions = assignPrecision(m.graph, { precision, layerPrecisions: opts.layerPrecisions });
+  const mathMode = !!backend.fpmath?.includes(precision);
+  const precisions = assignPrecision(m.graph, { precision, layerPrecisions: opts.layerPrecisions, mathMode });
 
   // Shapes at the profile's opt (for tactic timing and layer info) and max (for the memory plan), on a scratch copy
   // of the value types so the stored graph keeps its symbolic shapes.
@@ -149,10 +150,12 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
   let done = 0;
   const timing = { timed: 0, cached: 0 };
   for (const n of order) {
-    const cands = backend.tactics(n, m, (x) => typeAt(optTypes, x));
+    // in a math mode each layer's own precision (a pin to fp32 keeps the reduced-type kernels out)
+    const cands = backend.tactics(n, m, (x) => typeAt(optTypes, x), mathMode ? precisions.get(n) : precision);
     let chosen = { tactic: cands[0] } as { tactic: Tactic; ms?: number };
     if (cands.length > 1) {
-      const sig = nodeSignature(n, (x) => typeAt(optTypes, x), (x) => m.graph.initializers.has(x));
+      // a math mode offers other tactics for the same fp32 layer: its timings are kept apart
+      const sig = nodeSignature(n, (x) => typeAt(optTypes, x), (x) => m.graph.initializers.has(x)) + (mathMode ? `|${precisions.get(n)}` : '');
       const hit = cache.lookup(deviceSig, sig);
       const fromCache = hit && cands.find((c) => c.name === hit.tactic);
       if (fromCache) {
@@ -196,7 +199,7 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
     const t = tactics.get(n)!;
     return {
       name: n.name, opType: n.domain === KILN_DOMAIN ? n.opType : n.domain ? `${n.domain}:${n.opType}` : n.opType,
-      fused: fusedOps(n), tactic: t.tactic.name, precision: precisions.get(n) ?? 'fp32',
+      fused: fusedOps(n), tactic: t.tactic.name, precision: mathMode ? t.tactic.precision ?? 'fp32' : precisions.get(n) ?? 'fp32',
       inputs: io(n.inputs.filter((x) => !m.graph.initializers.has(x)), optTypes), outputs: io(n.outputs, optTypes),
       weightBytes: weights.reduce((a, w) => a + tensorBytes(m.graph.initializers.get(w)!.dtype, m.graph.initializers.get(w)!.dims), 0),
       workspaceBytes: t.tactic.workspaceBytes ?? 0,

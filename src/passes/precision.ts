@@ -60,6 +60,9 @@ export interface PrecisionOptions {
   precision: Precision;
   /** node name or op type -> precision, e.g. { 'encoder.0.ffn': 'fp32', 'Softmax': 'fp16' } */
   layerPrecisions?: Record<string, LayerPrecision>;
+  /** The device takes `precision` as a math mode (Backend.fpmath: the CPU's bf16): its kernels round operands inside,
+   * the tensors stay fp32, so the graph is left as it is. */
+  mathMode?: boolean;
 }
 
 /** Parse `--layer-precisions name:fp32,MatMul:fp16`. */
@@ -79,8 +82,15 @@ export function parseLayerPrecisions(spec: string | undefined): Record<string, L
 /** Assign precisions and rewrite the graph; returns each node's precision by node name. */
 export function assignPrecision(g: Graph, opts: PrecisionOptions): Map<Node, LayerPrecision> {
   const result = new Map<Node, LayerPrecision>();
-  const low: DType | undefined = opts.precision === 'fp16' ? 'float16' : opts.precision === 'bf16' ? 'bfloat16' : undefined;
   const order = topoSort(g, () => true);
+  if (opts.mathMode) {
+    // the graph stays fp32; a node's precision is the type its kernels may multiply in (pins honoured), the
+    // backend's tactics decide whether they do
+    const reduced = opts.precision as LayerPrecision;
+    for (const n of order) result.set(n, opts.layerPrecisions?.[n.name] ?? opts.layerPrecisions?.[n.opType] ?? opts.layerPrecisions?.[key(n)] ?? (REDUCED_OK.has(key(n)) ? reduced : 'fp32'));
+    return result;
+  }
+  const low: DType | undefined = opts.precision === 'fp16' ? 'float16' : opts.precision === 'bf16' ? 'bfloat16' : undefined;
   if (!low) {
     for (const n of order) result.set(n, 'fp32');
     return result;

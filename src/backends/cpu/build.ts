@@ -14,6 +14,7 @@ import { RUNTIME_C, RUNTIME_H } from './kernels/runtime.c.js';
 import { renderGemm, renderTconv, renderPointwise, POINTWISE_H, TRANSPOSE16 } from './kernels/tiles.c.js';
 import { INT8_C, INT8_H } from './kernels/int8.c.js';
 import { outValue, outWords, type QuantOut } from './int8.js';
+import { bf16Kernels, bf16Library, isBf16Tactic } from './bf16.js';
 
 /** What the plan stores per native layer (the chosen variant only). */
 export interface LayerMeta {
@@ -39,6 +40,8 @@ export interface LayerMeta {
 export interface KernelsMeta {
   isa: Isa;
   layers: LayerMeta[];
+  /** Some chosen variant multiplies in bf16 (the bf16 math mode, bf16.ts): the host must have AVX-512 BF16. */
+  bf16?: true;
 }
 
 export const KERNELS_BLOB = 'cpu/kernels.so';
@@ -128,9 +131,11 @@ function repeatBatch(v: TensorData, times: number): TensorData {
 
 class NativeTactic implements Tactic {
   readonly name: string;
+  readonly precision?: 'bf16';
   packed: Ptr = null;
   constructor(readonly build: NativeBuild, readonly kernel: LayerKernel, readonly variant: Variant) {
     this.name = variant.tactic;
+    if (isBf16Tactic(this.name)) this.precision = 'bf16';
   }
 
   run(node: Node, inputs: (Value | undefined)[]): Value[] {
@@ -210,7 +215,7 @@ export class NativeBuild {
     const chosen = layers.map((l) => l.tactic).filter((t): t is NativeTactic => t instanceof NativeTactic && t.build === this);
     for (const p of this.packedBuffers.splice(0)) this.lib.free(p);
     if (!chosen.length) return [];
-    const meta: KernelsMeta = { isa: this.isa, layers: chosen.map((t) => t.meta()) };
+    const meta: KernelsMeta = { isa: this.isa, layers: chosen.map((t) => t.meta()), ...(chosen.some((t) => isBf16Tactic(t.name)) ? { bf16: true as const } : {}) };
     return [[KERNELS_BLOB, this.lib.bytes], [META_BLOB, new TextEncoder().encode(JSON.stringify(meta))]];
   }
 }
@@ -223,12 +228,13 @@ export function serializeNative(layers: { node: Node; tactic: Tactic }[]): [stri
 
 const builds = new WeakMap<Model, NativeBuild | null>();
 
-/** The native kernels of a model being built (generated and compiled on first use), or null without them. */
-export function nativeBuildFor(model: Model, typeOf: (name: string) => ValueType | undefined): NativeBuild | null {
+/** The native kernels of a model being built (generated and compiled on first use), or null without them. `bf16`:
+ * the build's bf16 math mode (bf16.ts). */
+export function nativeBuildFor(model: Model, typeOf: (name: string) => ValueType | undefined, bf16 = false): NativeBuild | null {
   if (builds.has(model)) return builds.get(model)!;
   let b: NativeBuild | null = null;
   try {
-    b = compileModel(model, typeOf);
+    b = compileModel(model, typeOf, bf16);
   } catch (e) {
     warnOnce(`Kiln: compiling native CPU kernels failed; those layers use reference kernels. ${(e as Error).message}`);
   }
@@ -236,16 +242,18 @@ export function nativeBuildFor(model: Model, typeOf: (name: string) => ValueType
   return b;
 }
 
-function compileModel(model: Model, typeOf: (name: string) => ValueType | undefined): NativeBuild | null {
+function compileModel(model: Model, typeOf: (name: string) => ValueType | undefined, wantBf16: boolean): NativeBuild | null {
   const names = new Map<string, number>();
   for (const n of model.graph.nodes) names.set(n.name, (names.get(n.name) ?? 0) + 1);
   const isa = hostIsa();
+  const bf16 = bf16Kernels(wantBf16, isa);
+  if (wantBf16 && !bf16) warnOnce('Kiln: this CPU has no AVX-512 BF16; the bf16 build keeps fp32 kernels.');
   const kernels = new Map<Node, LayerKernel>();
   const batchOf = batchCarriers(model, typeOf);
   for (const n of model.graph.nodes) {
     // plans name layers by node name, so a native kernel needs a unique one
     if (!n.name || names.get(n.name) !== 1) continue;
-    const k = layerKernel(n, model, typeOf, isa, String(kernels.size), batchOf(n));
+    const k = layerKernel(n, model, typeOf, isa, String(kernels.size), batchOf(n), bf16);
     if (k) kernels.set(n, k);
   }
   if (![...kernels.values()].some((k) => k.work >= MIN_MODEL_WORK)) return null;
@@ -263,10 +271,11 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   const tconvs = tconvTilesOf(isa).map(([mr, nv]) => `void kiln_tconv_${mr}x${nv}(const tconv_t *g);`).join('\n');
   const pws = pwTilesOf(isa).map(([mr, nv]) => `void kiln_pw_${mr}x${nv}(const pw_t *g);\nvoid kiln_pw_tile_${mr}x${nv}(int K, const float *a, const float *b, size_t ldb, float *c, int ldc);`).join('\n');
   const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
-  const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('') + pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('');
+  const bl = bf16 ? bf16Library() : undefined;
+  const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('') + pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('') + (bl?.runtime ?? '');
   // the transposed convolutions compile as a unit of their own, in parallel with the rest
   const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
-  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
+  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n${bl?.header ?? ''}`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
 }
 

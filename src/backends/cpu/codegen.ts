@@ -12,6 +12,7 @@ import { renderC, renderActivation, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
 import { fusedConv } from './conv.js';
+import { bf16MatMulVariants } from './bf16.js';
 import { pool, globalPool, reduceTrailing } from './pool.js';
 import { transpose, concat, slice, gather, cast } from './movement.js';
 
@@ -73,6 +74,8 @@ export interface Ctx {
   /** Per input, whether it carries the output's leading dim when the batch changes (set only where every input
    * either carries it or keeps its shape): a generator that honours it reads the batch from \`nb\`. */
   batch?: boolean[];
+  /** The bf16 math mode (bf16.ts): convolutions and MatMuls also offer variants that multiply in bf16. */
+  bf16?: boolean;
 }
 
 export const prod = (a: readonly number[]) => a.reduce((x, y) => x * y, 1);
@@ -90,8 +93,8 @@ export function typeOfName(c: Pick<Ctx, 'model' | 'typeOf'>, name: string): { dt
 export const isConst = (c: Ctx, name: string) => c.model.graph.initializers.has(name);
 
 /** The native kernel for a node, or undefined when the node keeps its reference kernel. */
-export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string, batch?: boolean[]): LayerKernel | undefined {
-  const c: Ctx = { model, typeOf, isa, id, batch };
+export function layerKernel(node: Node, model: Model, typeOf: Ctx['typeOf'], isa: Isa, id: string, batch?: boolean[], bf16?: boolean): LayerKernel | undefined {
+  const c: Ctx = { model, typeOf, isa, id, batch, ...(bf16 ? { bf16 } : {}) };
   if (isInt8Op(node, typeOf)) return int8LayerKernel(node, model, typeOf, isa, id);
   const outs = node.outputs.filter(Boolean);
   if (outs.length !== 1 || node.outputs[0] !== outs[0]) return undefined;
@@ -144,6 +147,20 @@ export function accumulateEpilogue(id: string, epi: string | undefined): { src: 
   return { src: epi ?? '', set: `  if (a3 && a3 == a4) { g.accumulate = 1; g.epi = ${epi ? `e${id}i` : 'NULL'}; }\n` };
 }
 
+/** The statement that gives a gemm_t / pw_t \`g\` the epilogue its tiles apply in their stores (kfuse_t in
+ * kernels/tiles.c.ts: per-row bias, then ReLU, Clip or HardSwish) in place of the generic pass, or undefined where the
+ * layer's activation is another one. \`bias\`: the C pointer to the bias (or NULL). With a residual (\`res\`) only the
+ * accumulate mode takes it (the residual is then in C already): elsewhere the generic epilogue adds the residual.
+ * KILN_FUSE_EPI=0 at build leaves every layer to the generic epilogue (for A/B runs). */
+export function fusedEpilogue(n: Node, bias: string, res: boolean, indent = '  '): string | undefined {
+  if (process.env.KILN_FUSE_EPI === '0') return undefined;
+  const name = attrOf<string>(n, 'activation', ''), p = attrOf<number[]>(n, 'activation_params', []);
+  const act = ({ '': 'KFUSE_NONE', Relu: 'KFUSE_RELU', Clip: 'KFUSE_CLIP', HardSwish: 'KFUSE_HARDSWISH' } as Record<string, string>)[name];
+  if (!act || (name === 'Clip' && p.length < 2) || (name === '' && bias === 'NULL')) return undefined;
+  const fu = `${indent}const kfuse_t fu = { ${bias}, ${act}, ${name === 'Clip' ? `${cFloat(p[0])}, ${cFloat(p[1])}` : '0, 0'} };\n`;
+  return fu + (res ? `${indent}if (a3 && a3 == a4) { g.accumulate = 1; g.epi = NULL; g.fuse = &fu; }\n` : `${indent}g.epi = NULL; g.fuse = &fu;\n`);
+}
+
 export function activation(n: Node): string | undefined {
   return renderActivation(attrOf(n, 'activation', ''), attrOf<number[]>(n, 'activation_params', []), 'v');
 }
@@ -184,6 +201,7 @@ const fusedMatMul: Gen = (c, n, ins, out) => {
 ${acc?.set ?? ''}  kiln_gemm_${tile}(&g);`);
     variants.push({ tactic: `native-${c.isa}-gemm-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
   }
+  if (c.bf16) src += bf16MatMulVariants(c, Mexpr, N, K, !!transB, epi ? `e${id}` : 'NULL', variants, acc?.set);
   return { variants, args: [{ in: 0 }, { packed: true }, { in: 2 }, { in: 3 }, { out: true }], source: `${src}#undef N_\n`, batched, work: M * N * K };
 };
 

@@ -1,14 +1,17 @@
 // Convolutions on the CPU (kiln:FusedConv): their geometry, and the variants the builder times for one layer: implicit
 // GEMM per group, direct, transposed direct (also grouped), pointwise read in place, matrix-vector for 1 x 1 images,
-// Winograd (winograd.ts), the stem variant for few input channels (stem.ts) and the depthwise kernels (depthwise.ts).
+// Winograd (winograd.ts), the stem variant for few input channels (stem.ts), the grouped kernel with positions in the
+// lanes (grouped.ts) and the depthwise kernels (depthwise.ts).
 import type { Node } from '../../ir/graph.js';
 import { sameDims } from '../../ir/tensor.js';
 import type { Isa } from './compiler.js';
+import { bf16ConvVariants } from './bf16.js';
 import { depthwise, depthwisePointwise } from './depthwise.js';
+import { groupedVariants } from './grouped.js';
 import { stemVariants } from './stem.js';
 import { winogradVariants } from './winograd.js';
 import {
-  MIN_GEMM_WORK, TILES, VW, accumulateEpilogue, activation, attrOf, epilogue, exported, isConst, nbOr, prod,
+  MIN_GEMM_WORK, TILES, VW, accumulateEpilogue, activation, attrOf, epilogue, exported, fusedEpilogue, isConst, nbOr, prod,
   type Ctx, type Gen, type Variant,
 } from './codegen.js';
 
@@ -85,6 +88,8 @@ export const fusedConv: Gen = (c, n, ins, out) => {
   const pointwise = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
   // a pointwise layer runs direct as pw_t (its input read in place), not through dconv_t's padded copy
   const direct = G === 1 && !pointwise ? directConv(g) : undefined;
+  // the GEMM and pointwise tiles apply a common epilogue in their stores (a grouped layer's residual: the generic pass)
+  const fuseGemm = G === 1 || !res ? fusedEpilogue(n, bias ? `(const float *)a2 + gi * ${Cog}` : 'NULL', !!res, '    ') : undefined;
   let src = `#define N_ ${N}\n${epi ?? ''}${acc?.src ?? ''}${direct ? `static const int off${id}[${K}] = { ${direct.off.join(', ')} };\n` : ''}`;
   const variants: Variant[] = [];
   for (const [mr, nv] of TILES[c.isa]) {
@@ -117,7 +122,7 @@ ${body}
       p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} + (size_t)gi * ${Cog * N} : NULL;
     }
     gemm_t g = { ${Cog}, ${N}, ${K}, (const float *)a1 + (size_t)gi * ${per}, NULL, 0, NULL, ${packb}, ${epi ? `e${id}` : 'NULL'}, p, (float *)a4 + (size_t)gi * ${Cog * N}, ${N}, B, ${Co * N}, sizeof(*p) };
-${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
+${fuseGemm ?? acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
   }
   free(p);`);
     variants.push({ tactic: `native-${c.isa}-${G > 1 ? 'g' : ''}conv-${mr}x${nr}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
@@ -133,8 +138,10 @@ ${acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
       variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
     }
   }
-  if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, fusedEpilogue(n, bias ? 'a2' : 'NULL', !!res) ?? acc?.set ?? '', !!acc);
+  if (G === 1 && c.bf16) src += bf16ConvVariants(c, g, batch, pointwise, (nr) => im2colBody(g, nr), epi ? `e${id}` : 'NULL', variants, acc?.set);
   src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
+  if (G > 1) src += groupedVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   if (G === 1) src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   if (G === 1) src += stemVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   if (G === 1 && pointwise && N === 1 && !acc) src += gemvVariant(c, g, batch, epi ? `e${id}` : 'NULL', variants);
@@ -262,8 +269,9 @@ ${exported(`L${id}_gv`, `  int B = ${nbOr(c, batch)};
   return src;
 }
 
-/** Pointwise variants (pw_t): a 1x1 stride-1 unpadded layer as a GEMM of its weights by its input read in place. */
-function pointwiseVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[], acc?: string): string {
+/** Pointwise variants (pw_t): a 1x1 stride-1 unpadded layer as a GEMM of its weights by its input read in place. \`set\`:
+ * the statement giving \`g\` the fused epilogue and / or the accumulate mode (which the variants offer if \`accumulate\`). */
+function pointwiseVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[], set: string, accumulate: boolean): string {
   const { C, Co, OH, OW } = g;
   const id = c.id, N = OH * OW;
   let src = '';
@@ -281,9 +289,9 @@ function pointwiseVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, vari
   const float *(*p)[3] = malloc(sizeof(*p) * (B ? B : 1));
   for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
   pw_t g = { ${Co}, ${N}, ${C}, a1, a0, ${C * N}, ${epi}, p, sizeof(*p), a4, ${Co * N}, B, 0 };
-${acc ?? ''}  kiln_pw_${tile}(&g);
+${set}  kiln_pw_${tile}(&g);
   free(p);`);
-    variants.push({ tactic: `native-${c.isa}-pw-${mr}x${nv * VW[c.isa]}`, fn, pack: { fn: pack, inputs: [1] }, ...(acc ? { accumulate: true } : {}) });
+    variants.push({ tactic: `native-${c.isa}-pw-${mr}x${nv * VW[c.isa]}`, fn, pack: { fn: pack, inputs: [1] }, ...(accumulate ? { accumulate: true } : {}) });
   }
   return src;
 }

@@ -263,10 +263,10 @@ const lanesApply = (c: Ctx, g: ConvGeom) => c.isa === 'avx512' && g.H * g.W <= L
 
 /** The channels-in-lanes variant (AVX-512): per task 16 channels of one image and a band of output rows. The band's
  * input rows are transposed 16 positions at a time into a zero-padded [rows][WP][16] scratch, so every tap of an
- * output position is one aligned vector of 16 channels whatever the stride; 16 output positions' vectors are
- * transposed back to the [channel][position] output with bias, residual and activation. Small planes (7x7, 14x14)
- * waste most of a row-vector kernel's lanes and pay a padded copy per channel; here nothing is wasted but the
- * transposes. Planes past 56 x 56 go in bands (their scratch about 64 KB; the rows a band shares with the next are
+ * output position is one aligned vector of 16 channels whatever the stride; blocks of up to 16 output positions along
+ * a row (see block) accumulate in registers and are transposed back to the [channel][position] output with bias,
+ * residual and activation. Small planes (7x7, 14x14) waste most of a row-vector kernel's lanes and pay a padded copy
+ * per channel; here nothing is wasted but the transposes. Planes past 56 x 56 go in bands (their scratch about 64 KB; the rows a band shares with the next are
  * transposed twice), which also gives layers of few channels enough tasks for the threads. The builder times it
  * against the banded row kernel. */
 function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string, expand?: Expand): { src: string; fn?: string; pair?: string } | undefined {
@@ -281,28 +281,54 @@ function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boo
   // rows (at least 4 rows)
   const R = HW <= 28 * 28 ? OH : HW <= 56 * 56 ? Math.ceil(OH / 2) : Math.min(OH, Math.max(4, Math.floor((Math.floor(1024 / WP) - span) / s[0]) + 1));
   const NBANDS = Math.ceil(OH / R), BH = R >= OH ? HP : (R - 1) * s[0] + span;
-  const taps: string[] = [];
-  for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) taps.push(`v += wv[${a * kw + b}] * *(const vf *)(q + ${(a * d[0] * WP + b * d[1]) * 16});`);
-  // scratch offsets of every input position and of every output position's first tap, for a band starting at row 0
-  // (a band at output row oh0 subtracts oh0 * s0 rows): tables, so that the loops over 16 positions unroll without
-  // index arithmetic (and the 16 tap chains interleave)
-  const inOff = Array.from({ length: HW }, (_, i) => ((Math.floor(i / W) + p[0]) * WP + (i % W) + p[1]) * 16);
-  const outOff = Array.from({ length: N }, (_, i) => (Math.floor(i / OW) * s[0] * WP + (i % OW) * s[1]) * 16);
-  // one output position's vector of 16 channels (i and p0 in scope)
-  const position = `const float *q = S + op${id}[p0 + i];
-        vf v = bv;
-        ${taps.join(' ')}`;
-  // channel l's m positions from the transposed block: plain stores, or through the epilogue
+  // channel l's m positions from the transposed block, by masked stores (a 14-float memcpy from a vector just stored
+  // stalls store forwarding), through the epilogue where there is one: the activation over all 16 x 16 lanes at once
+  // (a loop of m < 16 positions per channel runs it scalar: EfficientNet's SiLU on 14-position blocks cost twice the taps)
   const plain = !hasRes && act === 'v';
-  const store = (m: string) => plain ? `for (int l = 0; l < nc; l++) memcpy(y + (size_t)l * ${N} + p0, &r[l], ${m} * sizeof(float));`
-    : `float tt[16][16] __attribute__((aligned(64)));
-      for (int l = 0; l < 16; l++) *(vf *)tt[l] = r[l];
-      for (int l = 0; l < nc; l++) {
-        float *yr = y + (size_t)l * ${N} + p0;
-        ${hasRes ? `const float *rr = res + (size_t)l * ${N} + p0;` : ''}
-        #pragma GCC ivdep
-        for (int i = 0; i < ${m}; i++) { float v = tt[l][i]${hasRes ? ' + rr[i]' : ''}; yr[i] = ${act}; }
-      }`;
+  const store = (m: number) => {
+    const mask = `(__mmask16)${(1 << m) - 1}`;
+    return plain ? `for (int l = 0; l < nc; l++) _mm512_mask_storeu_ps(y + (size_t)l * ${N} + p0, ${mask}, (__m512)r[l]);`
+      : `float tt[256] __attribute__((aligned(64)));
+      for (int l = 0; l < 16; l++) *(vf *)(tt + l * 16) = r[l]${hasRes ? ` + (vf)_mm512_maskz_loadu_ps(${mask}, res + (size_t)KMIN(l, nc - 1) * ${N} + p0)` : ''};
+      #pragma GCC ivdep
+      for (int i = 0; i < 256; i++) { float v = tt[i]; tt[i] = ${act}; }
+      for (int l = 0; l < nc; l++) _mm512_mask_storeu_ps(y + (size_t)l * ${N} + p0, ${mask}, *(const __m512 *)(tt + l * 16));`;
+  };
+  // scratch offsets of every input position, for a band starting at row 0 (a band at output row oh0 subtracts oh0 * s0
+  // rows): a table, so that the transposes' scatter of 16 positions unrolls without index arithmetic
+  const inOff = Array.from({ length: HW }, (_, i) => ((Math.floor(i / W) + p[0]) * WP + (i % W) + p[1]) * 16);
+  // output positions in blocks of at most 16 that lie in whole runs of a row: a row cut in equal pieces (rows of 16
+  // and more), or as many whole rows as fit (shorter rows); the last rows of a band one at a time
+  const pieces = Math.ceil(OW / 16), P = Math.ceil(OW / pieces), G = OW >= 16 ? 1 : Math.floor(16 / OW);
+  const full = Math.floor(OW / P), tail = OW - full * P;
+  // one block of gr rows x pw columns at (oh, ow0), transposed back and stored: per kernel row, every scratch vector
+  // the block reads is loaded once and meets each of its taps' outputs (register accumulators, one per position), so
+  // a 5 x 5 window costs about (pw + 4) / (5 pw) loads per FMA instead of one (or two, where the weights spill)
+  const block = (gr: number, pw: number) => {
+    const m = gr * pw, fmas: string[] = [];
+    for (let r = 0; r < gr; r++) {
+      for (let col = 0; col <= (pw - 1) * s[1] + (kw - 1) * d[1]; col++) {
+        const uses: string[] = [];
+        for (let b = 0; b < kw; b++) {
+          const j = (col - b * d[1]) / s[1];
+          if (Number.isInteger(j) && j >= 0 && j < pw) uses.push(`a${r * pw + j} += w${b} * x;`);
+        }
+        if (uses.length) fmas.push(`{ vf x = *(const vf *)(q + ${(r * s[0] * WP + col) * 16}); ${uses.join(' ')} }`);
+      }
+    }
+    return `{
+      vf ${Array.from({ length: m }, (_, i) => `a${i} = bv`).join(', ')};
+      for (int ka = 0; ka < ${kh}; ka++) {
+        const float *q = S + ((size_t)oh * ${s[0]} + ka * ${d[0]}) * ${WP * 16} + (size_t)ow0 * ${s[1] * 16};
+        ${Array.from({ length: kw }, (_, b) => `vf w${b} = wv[ka * ${kw} + ${b}];`).join(' ')}
+        ${fmas.join('\n        ')}
+      }
+      vf r[16] = { ${Array.from({ length: m }, (_, i) => `a${i}`).join(', ')} };
+      ktranspose16(r);
+      int p0 = oh * ${OW} + ow0;
+      ${store(m)}
+    }`;
+  };
   const fn = `L${id}_dwc`;
   // the task of the layer alone (a0..a4 as the layer's arguments) or of the pair (a0 the pointwise input, a1 and a2 its
   // weights and bias, then the layer's arguments): the same but for how the band's rows are filled
@@ -338,33 +364,17 @@ function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boo
     else { for (int w = 0; w < ${p[1]}; w++) row[w] = (vf){0}; for (int w = ${p[1] + W}; w < ${WP}; w++) row[w] = (vf){0}; }
   }
   ${pw ? expandRows(expand!, id, W, HW) : transposeRows(id, W)}
-  /* 16 output positions at a time, transposed back */
-  int p0 = oh0 * ${OW}, pe = oh1 * ${OW};
-  for (; p0 + 16 <= pe; p0 += 16) {
-    vf r[16];
-    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) {
-      ${position}
-      r[i] = v;
-    }
-    ktranspose16(r);
-    ${store('16')}
-  }
-  if (p0 < pe) {
-    int m = pe - p0;
-    vf r[16];
-    for (int i = 0; i < 16; i++) {
-      if (i < m) {
-        ${position}
-        r[i] = v;
-      } else r[i] = (vf){0};
-    }
-    ktranspose16(r);
-    ${store('m')}
+  /* blocks of output positions, transposed back */
+  for (int oh = oh0; oh < oh1; oh += ${G}) {
+    ${G > 1 ? `if (oh + ${G} > oh1) { for (; oh < oh1; oh++) { const int ow0 = 0; ${block(1, OW)} } break; }
+    const int ow0 = 0;
+    ${block(G, OW)}` : `${full > 1 ? `for (int ow0 = 0; ow0 < ${full * P}; ow0 += ${P}) ${block(1, P)}` : `{ const int ow0 = 0; ${block(1, P)} }`}
+    ${tail ? `{ const int ow0 = ${full * P}; ${block(1, tail)} }` : ''}`}
   }
 }
 `;
-  let src = `static const int ip${id}[${HW}] = { ${inOff.join(', ')} };
-static const int op${id}[${N}] = { ${outOff.join(', ')} };
+  let src = `#include <immintrin.h>
+static const int ip${id}[${HW}] = { ${inOff.join(', ')} };
 `;
   if (alone) {
     src += `${task(`c${id}`, false)}

@@ -46,7 +46,7 @@ export function renderActivation(name: string, p: number[], x: string): string |
     Tanh: () => `ktanh(${x})`,
     Gelu: () => `(0.5f * ${x} * (1.0f + kerf(${x} * 0.70710678f)))`,
     GeluTanh: () => `(0.5f * ${x} * (1.0f + ktanh(0.79788456f * (${x} + 0.044715f * ${x} * ${x} * ${x}))))`,
-    Silu: () => `(${x} * ksigmoid(${x}))`,
+    Silu: () => `ksilu(${x})`,
     Mish: () => `kmish(${x})`,
   };
   if (name === 'Clip' && p.length < 2) return undefined;

@@ -43,8 +43,10 @@ export const cpuBackend: Backend = {
     // the vector ISA the compiled kernels use: a plan with AVX-512 code refuses to load where there is none
     return { backend: 'cpu', arch: process.arch, platform: process.platform, name: os.cpus()[0]?.model?.trim() ?? 'unknown CPU', features: { isa: hostIsa() } };
   },
-  tactics(node, model, typeOf) {
-    const native = typeOf ? nativeBuildFor(model, typeOf)?.tactics(node) : undefined;
+  // bf16: a math mode (bf16.ts), the convolutions also offer variants that multiply in bf16
+  fpmath: ['bf16'],
+  tactics(node, model, typeOf, precision) {
+    const native = typeOf ? nativeBuildFor(model, typeOf, precision === 'bf16')?.tactics(node) : undefined;
     // the reference kernel is not timed against native ones: it is orders of magnitude slower on these layers
     return native?.length ? native : [reference];
   },

@@ -13,6 +13,7 @@ import { outValue, outWords } from './int8.js';
 import { errorCodeOf } from './movement.js';
 import { attentionGroups, chainsOf, deadAfter, isSplit, isView, splitGeometry, viewOf, type AttentionGroup, type View } from './schedule.js';
 import { COPY_ROWS, KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
+import { hostBf16 } from './bf16.js';
 
 export interface NativeKernels {
   /** The kernels for one run; `pool` lets intermediate outputs reuse buffers of values that are dead by then (off
@@ -101,6 +102,11 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
     });
   }
   const meta = JSON.parse(new TextDecoder().decode(metaBytes)) as KernelsMeta;
+  if (meta.bf16 && !hostBf16()) {
+    throw new KilnError('the plan\'s CPU kernels multiply in bf16 (a --bf16 build), which needs AVX-512 BF16; this CPU has none.', {
+      hint: 'Rebuild the plan on this machine (kiln build); without --bf16 for fp32 kernels.',
+    });
+  }
   const byName = new Map(model.graph.nodes.map((n) => [n.name, n]));
   const packed: Ptr[] = [];
   const kernels = new Map<Node, LayerKernel>();

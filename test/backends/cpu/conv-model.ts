@@ -11,6 +11,8 @@ export interface ConvCase {
   /** window [kh, kw], stride (both axes), pads [top, left, bottom, right] */
   k: number[]; s: number; pads: number[];
   bias: boolean; res: boolean; act: 'none' | 'relu' | 'relu6';
+  /** groups (default 1) */
+  group?: number;
 }
 
 export const convOutSize = (k: ConvCase) => [0, 1].map((i) => Math.floor(([k.H, k.W][i] + k.pads[i] + k.pads[i + 2] - k.k[i]) / k.s) + 1);
@@ -21,8 +23,8 @@ export async function convModel(k: ConvCase, seed: number, name = 'conv'): Promi
   const b = new GraphBuilder(name);
   const x = b.input('x', 'float32', [k.batch, k.C, k.H, k.W]);
   const [OH, OW] = convOutSize(k);
-  const ins = [x, b.initializer('w', randomTensor(r, [k.Co, k.C, ...k.k], 0.3)), ...(k.bias ? [b.initializer('b', randomTensor(r, [k.Co], 0.5))] : [])];
-  let h = b.op('Conv', ins, { kernel_shape: k.k, pads: k.pads, strides: [k.s, k.s] }, 'conv');
+  const ins = [x, b.initializer('w', randomTensor(r, [k.Co, k.C / (k.group ?? 1), ...k.k], 0.3)), ...(k.bias ? [b.initializer('b', randomTensor(r, [k.Co], 0.5))] : [])];
+  let h = b.op('Conv', ins, { kernel_shape: k.k, pads: k.pads, strides: [k.s, k.s], group: k.group ?? 1 }, 'conv');
   if (k.res) h = b.op('Add', [h, b.input('res', 'float32', [k.batch, k.Co, OH, OW])], {}, 'add');
   if (k.act === 'relu') h = b.op('Relu', [h], {}, 'relu');
   if (k.act === 'relu6') {

@@ -40,11 +40,13 @@ function model(X: number[]): Model {
 
 /** Runs every tactic whose name ends with \`suffix\` on every layer of model(X) against the reference kernel; returns
  * how many (layer, tactic) pairs it checked. */
-async function checkTactics(X: number[], suffix: string): Promise<number> {
-  const m = model(X);
-  await optimize(m, { inputShapes: new Map([['x', X]]) });
+const checkTactics = (X: number[], suffix: string) => checkModel(model(X), randomTensor(seededRandom(3), X, 1), suffix);
+
+/** Every tactic ending in \`suffix\` on every layer of \`m\` against the reference kernel, on input \`xin\`. */
+async function checkModel(m: Model, xin: TensorData, suffix: string): Promise<number> {
+  await optimize(m, { inputShapes: new Map([['x', [...xin.dims]]]) });
   inferShapes(m.graph, m.opsets);
-  const ref = executeGraph(m.graph, new Map([['x', randomTensor(seededRandom(3), X, 1)]]), { opsets: m.opsets, keepAll: true });
+  const ref = executeGraph(m.graph, new Map([['x', xin]]), { opsets: m.opsets, keepAll: true });
   const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
   let checked = 0;
   for (const node of m.graph.nodes) {
@@ -121,5 +123,71 @@ describe.skipIf(!findCompiler())('pointwise + depthwise pairs', () => {
     const pairs = new Set(asked.filter((a) => /_pwdwc?$/.test(a)));
     expect(pairs.size).toBe(2);
     if (hostIsa() === 'avx512') expect([...pairs].every((f) => f.endsWith(`_pwdw${kind}`)), [...pairs].join()).toBe(true);
+  }, 120_000);
+});
+
+/** Depthwise layers with EfficientNet's and MobileNetV3's activations over input dims X: 5 x 5 and 3 x 3 windows,
+ * strides 1 and 2, SiLU (Mul by its own Sigmoid, fused into the layer) and HardSwish, one with a residual. */
+function activations(X: number[]): Model {
+  const r = seededRandom(41);
+  const b = new GraphBuilder('depthwise_acts');
+  const x = b.input('x', 'float32', X), C = X[1];
+  const dw = (inp: string, name: string, k: number, s: number) =>
+    b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [C, 1, k, k], 0.3)), b.initializer(`${name}.b`, randomTensor(r, [C], 0.1))],
+      { kernel_shape: [k, k], group: C, pads: [k >> 1, k >> 1, k >> 1, k >> 1], strides: [s, s] }, name);
+  const silu = (v: string, name: string) => b.op('Mul', [v, b.op('Sigmoid', [v], {}, `${name}.sig`)], {}, name);
+  const h = silu(dw(x, 'k5', 5, 1), 'silu1');
+  b.output(h);
+  b.output(silu(dw(h, 'k5s2', 5, 2), 'silu2'));
+  b.output(b.op('HardSwish', [dw(h, 'k3', 3, 1)], {}, 'hs1'));
+  b.output(b.op('HardSwish', [dw(h, 'k3s2', 3, 2)], {}, 'hs2'));
+  b.output(silu(b.op('Add', [dw(h, 'k3res', 3, 1), h], {}, 'add'), 'silu3'));
+  return b.model(17);
+}
+
+// the position blocks of the channels-in-lanes kernel: 7-wide rows two to a block with a last row alone (7 x 7), 14-wide
+// rows one to a block, 17-wide rows in a piece of 9 and one of 8, 28-wide in two of 14; 20 channels (a partial block of
+// lanes), batch 2
+describe.skipIf(!findCompiler())('depthwise kernels with SiLU and HardSwish', () => {
+  it.each([[2, 20, 7, 7], [1, 20, 14, 14], [2, 20, 13, 17], [1, 20, 28, 28]])('over %j match the reference kernel', async (...X) => {
+    const xin = randomTensor(seededRandom(5), X, 3);
+    expect(await checkModel(activations(X), xin, 'depthwise')).toBe(5);
+    if (hostIsa() === 'avx512') expect(await checkModel(activations(X), xin, 'depthwise-c16')).toBe(5);
+  }, 120_000);
+
+  // SiLU's vector form (on AVX-512 a SIMD function of the runtime): saturation far out, infinities, NaN, in both the
+  // vector lanes and the scalar tails (a 1x1 depthwise layer with weight 1 and bias 0 passes the input to the
+  // activation unchanged; 21 positions a row: a vector, a half and a scalar tail; 16 x 64 rows, enough work for a native
+  // build)
+  it('SiLU keeps its value at the extremes', async () => {
+    const X = [1, 16, 64, 21];
+    const b = new GraphBuilder('silu_edges');
+    const x = b.input('x', 'float32', X);
+    const conv = b.op('Conv', [x, b.initializer('w', new TensorData('float32', [16, 1, 1, 1], new Float32Array(16).fill(1))),
+      b.initializer('b', new TensorData('float32', [16], new Float32Array(16)))], { kernel_shape: [1, 1], group: 16 }, 'dw');
+    b.output(b.op('Mul', [conv, b.op('Sigmoid', [conv], {}, 'sig')], {}, 'silu'));
+    const edges = [0, -0, 1e-30, -1e-30, 0.5, -0.5, 10, -10, 20, -20, 80, -80, 87, -87, 88.5, -88.5, 89, -89, 100, -100, 1e30, -1e30,
+      Infinity, NaN, 3.75, -3.75, 15.2, -15.2, 50, -50];
+    const data = Float32Array.from({ length: 16 * 64 * 21 }, (_, i) => edges[i % edges.length]);
+    const m = b.model(17);
+    await optimize(m, { inputShapes: new Map([['x', X]]) });
+    inferShapes(m.graph, m.opsets);
+    const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+    const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
+    const tactics = cpuBackend.tactics(node, m, typeOf).filter((q) => /depthwise/.test(q.name));
+    expect(tactics.length).toBeGreaterThan(0);
+    const silu = (v: number) => v / (1 + Math.exp(-v));
+    for (const t of tactics) {
+      const [out] = (await t.run(node as Node, [new TensorData('float32', X, data), ...node.inputs.slice(1).map((n) => m.graph.initializers.get(n!))], m.opsets)) as TensorData[];
+      const a = out.data as Float32Array;
+      for (let i = 0; i < a.length; i++) {
+        const want = Math.fround(silu(data[i]));
+        if (Number.isNaN(want)) expect(a[i], `${t.name} at ${data[i]}`).toBeNaN();
+        else if (!Number.isFinite(want)) expect(a[i], `${t.name} at ${data[i]}`).toBe(want);
+        // (far below zero the output is e^-88.3 x, not 0: for outputs under 1e-3 the absolute error counts)
+        else if (Math.abs(want) < 1e-3) expect(Math.abs(a[i] - want), `${t.name} at ${data[i]}`).toBeLessThan(1e-8);
+        else expect(Math.abs(a[i] - want) / Math.abs(want), `${t.name} at ${data[i]}`).toBeLessThan(2e-6);
+      }
+    }
   }, 120_000);
 });

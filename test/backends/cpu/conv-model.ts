@@ -1,7 +1,11 @@
 // One convolution (optionally + bias, + a residual input, Relu / Relu6) fused by the optimizer, with seeded inputs:
 // the single-layer models the CPU variant tests (Winograd, stem) force their tactics on.
-import type { Model } from '../../../src/ir/graph.js';
+import { expect } from 'vitest';
+import type { Model, Node } from '../../../src/ir/graph.js';
 import { TensorData, type Value } from '../../../src/ir/tensor.js';
+import { executeGraph } from '../../../src/ops/execute.js';
+import { cpuBackend } from '../../../src/backends/cpu/index.js';
+import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
 import { GraphBuilder, randomTensor, seededRandom } from '../../../src/ir/builder.js';
 import { optimize } from '../../../src/passes/pipeline.js';
 import { inferShapes } from '../../../src/passes/infer.js';
@@ -37,4 +41,28 @@ export async function convModel(k: ConvCase, seed: number, name = 'conv'): Promi
   const inputs = new Map<string, Value>([['x', randomTensor(seededRandom(7), [k.batch, k.C, k.H, k.W], 1)]]);
   if (k.res) inputs.set('res', randomTensor(seededRandom(8), [k.batch, k.Co, OH, OW], 1));
   return { m, inputs };
+}
+
+/** Worst error of each tactic of the model's convolution whose name holds \`family\` (e.g. '-stem-'), forced at the
+ * given thread count, relative to each value with a floor at 1e-3 of the largest (float32 sums in another order). */
+export async function variantErrors(m: Model, inputs: Map<string, Value>, threads: number, family: string): Promise<Map<string, number>> {
+  const ref = executeGraph(m.graph, inputs, { opsets: m.opsets, keepAll: true });
+  const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+  const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
+  const want = ref.get(m.graph.outputs[0].name) as TensorData;
+  expect(node.outputs[0]).toBe(m.graph.outputs[0].name);
+  const ins = node.inputs.map((n) => (n ? ref.get(n) : undefined));
+  const errors = new Map<string, number>();
+  for (const t of cpuBackend.tactics(node, m, typeOf)) {
+    if (!t.name.includes(family)) continue;
+    (t as unknown as { build: { lib: NativeLibrary } }).build.lib.threads(threads);
+    const [out] = (await t.run(node as Node, ins, m.opsets)) as TensorData[];
+    expect(out.dims).toEqual(want.dims);
+    const a = out.data as Float32Array, w = want.data as Float32Array;
+    const atol = 1e-3 * w.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
+    errors.set(t.name, worst);
+  }
+  return errors;
 }

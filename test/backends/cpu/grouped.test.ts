@@ -4,39 +4,13 @@
 // windows, rows of exactly one and two vectors, 2 and 3 images, bias / residual / Relu / Relu6 epilogues; one and
 // two threads.
 import { describe, it, expect } from 'vitest';
-import type { Model, Node } from '../../../src/ir/graph.js';
-import type { TensorData, Value } from '../../../src/ir/tensor.js';
-import { executeGraph } from '../../../src/ops/execute.js';
+import type { Model } from '../../../src/ir/graph.js';
 import { findCompiler, hostIsa } from '../../../src/backends/cpu/compiler.js';
 import { cpuBackend } from '../../../src/backends/cpu/index.js';
-import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
-import { convModel, type ConvCase } from './conv-model.js';
+import { convModel, variantErrors, type ConvCase } from './conv-model.js';
 
 const groupedModel = (k: ConvCase) => convModel(k, k.C * 31 + k.Co, 'grouped');
 const typeOfIn = (m: Model) => (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
-
-/** Worst error of each grouped tactic of the model's convolution at the given thread count, relative to each value
- * with a floor at 1e-3 of the largest (float32 sums in another order). */
-async function groupedErrors(m: Model, inputs: Map<string, Value>, threads: number): Promise<Map<string, number>> {
-  const ref = executeGraph(m.graph, inputs, { opsets: m.opsets, keepAll: true });
-  const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
-  const want = ref.get(m.graph.outputs[0].name) as TensorData;
-  expect(node.outputs[0]).toBe(m.graph.outputs[0].name);
-  const ins = node.inputs.map((n) => (n ? ref.get(n) : undefined));
-  const errors = new Map<string, number>();
-  for (const t of cpuBackend.tactics(node, m, typeOfIn(m))) {
-    if (!t.name.includes('-grouped-')) continue;
-    (t as unknown as { build: { lib: NativeLibrary } }).build.lib.threads(threads);
-    const [out] = (await t.run(node as Node, ins, m.opsets)) as TensorData[];
-    expect(out.dims).toEqual(want.dims);
-    const a = out.data as Float32Array, w = want.data as Float32Array;
-    const atol = 1e-3 * w.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
-    let worst = 0;
-    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-    errors.set(t.name, worst);
-  }
-  return errors;
-}
 
 const CASES: [string, ConvCase][] = [
   ['RegNetY block1-0.b (64 / 4 groups, 112 -> 56, stride 2)', { batch: 1, C: 64, H: 112, W: 112, Co: 64, k: [3, 3], s: 2, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu', group: 4 }],
@@ -57,7 +31,7 @@ describe.skipIf(!findCompiler() || hostIsa() !== 'avx512')('grouped convolution 
     it(`${name}: every grouped tile matches the reference at 1 and 2 threads`, async () => {
       const { m, inputs } = await groupedModel(k);
       for (const threads of [1, 2]) {
-        const errors = await groupedErrors(m, inputs, threads);
+        const errors = await variantErrors(m, inputs, threads, '-grouped-');
         expect(errors.size, 'grouped tactics offered').toBeGreaterThan(0);
         for (const [t, e] of errors) expect(e, `${t} at ${threads} threads`).toBeLessThan(1e-3);
       }

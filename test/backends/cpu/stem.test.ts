@@ -4,41 +4,13 @@
 // multiple of the register block, two and four input channels, stride 1, rows narrower than two vectors, 2 images,
 // bias / residual / Relu / Relu6 epilogues; one and two threads.
 import { describe, it, expect } from 'vitest';
-import type { Model, Node } from '../../../src/ir/graph.js';
-import type { TensorData, Value } from '../../../src/ir/tensor.js';
-import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler, hostIsa } from '../../../src/backends/cpu/compiler.js';
 import { cpuBackend } from '../../../src/backends/cpu/index.js';
-import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
-import { convModel, type ConvCase } from './conv-model.js';
+import { convModel, variantErrors, type ConvCase } from './conv-model.js';
 
 type Case = ConvCase;
 
 const stemModel = (k: Case) => convModel(k, k.C * 97 + k.Co, 'stem');
-
-/** Worst error of each stem tactic of the model's convolution at the given thread count, relative to each value with
- * a floor at 1e-3 of the largest (float32 sums in another order). */
-async function stemErrors(m: Model, inputs: Map<string, Value>, threads: number): Promise<Map<string, number>> {
-  const ref = executeGraph(m.graph, inputs, { opsets: m.opsets, keepAll: true });
-  const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
-  const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
-  const want = ref.get(m.graph.outputs[0].name) as TensorData;
-  expect(node.outputs[0]).toBe(m.graph.outputs[0].name);
-  const ins = node.inputs.map((n) => (n ? ref.get(n) : undefined));
-  const errors = new Map<string, number>();
-  for (const t of cpuBackend.tactics(node, m, typeOf)) {
-    if (!t.name.includes('-stem-')) continue;
-    (t as unknown as { build: { lib: NativeLibrary } }).build.lib.threads(threads);
-    const [out] = (await t.run(node as Node, ins, m.opsets)) as TensorData[];
-    expect(out.dims).toEqual(want.dims);
-    const a = out.data as Float32Array, w = want.data as Float32Array;
-    const atol = 1e-3 * w.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
-    let worst = 0;
-    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - w[i]) / (atol + Math.abs(w[i])));
-    errors.set(t.name, worst);
-  }
-  return errors;
-}
 
 const CASES: [string, Case][] = [
   ['MobileNetV2 / EfficientNet stem', { batch: 1, C: 3, H: 224, W: 224, Co: 32, k: [3, 3], s: 2, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu6' }],
@@ -56,7 +28,7 @@ describe.skipIf(!findCompiler() || hostIsa() !== 'avx512')('stem convolution var
     it(`${name}: every stem tile matches the reference at 1 and 2 threads`, async () => {
       const { m, inputs } = await stemModel(k);
       for (const threads of [1, 2]) {
-        const errors = await stemErrors(m, inputs, threads);
+        const errors = await variantErrors(m, inputs, threads, '-stem-');
         expect(errors.size, 'stem tactics offered').toBeGreaterThan(0);
         for (const [t, e] of errors) expect(e, `${t} at ${threads} threads`).toBeLessThan(1e-3);
       }

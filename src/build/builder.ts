@@ -150,8 +150,10 @@ export async function build(model: Model, opts: BuildOptions = {}): Promise<Plan
   let done = 0;
   const timing = { timed: 0, cached: 0 };
   for (const n of order) {
-    // in a math mode each layer's own precision (a pin to fp32 keeps the reduced-type kernels out)
-    const cands = backend.tactics(n, m, (x) => typeAt(optTypes, x), mathMode ? precisions.get(n) : precision);
+    // in a math mode the backend offers reduced-type kernels beside the fp32 ones; a layer keeps only those of its own
+    // precision (a pin to fp32, or an op that stays fp32, keeps the reduced-type kernels out)
+    const offered = backend.tactics(n, m, (x) => typeAt(optTypes, x), precision);
+    const cands = mathMode ? offered.filter((t) => !t.precision || t.precision === precisions.get(n)) : offered;
     let chosen = { tactic: cands[0] } as { tactic: Tactic; ms?: number };
     if (cands.length > 1) {
       // a math mode offers other tactics for the same fp32 layer: its timings are kept apart

@@ -249,6 +249,34 @@ describe('tactics and the timing cache', () => {
   });
 });
 
+describe('a math mode (Backend.fpmath)', () => {
+  it('offers a layer the reduced-type tactics only where its precision is reduced: a pin to fp32 keeps them out', async () => {
+    const ref = cpuBackend.tactics({} as never, {} as never)[0];
+    const seen: (string | undefined)[] = [];
+    // the reduced-type tactic reports itself faster, so a layer that is offered it picks it
+    const testBackend: Backend = {
+      ...cpuBackend,
+      name: 'test-fpmath',
+      signature: () => ({ ...cpuBackend.signature(), backend: 'test-fpmath' }),
+      fpmath: ['bf16'],
+      tactics: (n, _m, _t, precision) => (seen.push(precision), n.opType === 'FusedConv' ? [
+        { name: 'fp32', run: (node, ins, ops) => ref.run(node, ins, ops), time: () => 2 },
+        { name: 'bf16', precision: 'bf16', run: (node, ins, ops) => ref.run(node, ins, ops), time: () => 1 },
+      ] : [ref]),
+    };
+    BACKENDS.push(testBackend);
+    try {
+      const plan = await build(tinyCnn(), { device: 'test-fpmath', precision: 'bf16', layerPrecisions: { conv2: 'fp32' }, shapes: { input: [1, 3, 32, 32] } });
+      const by = Object.fromEntries(plan.header.layers.map((l) => [l.name, l]));
+      expect(seen.every((p) => p === 'bf16')).toBe(true); // the backend sees the build's mode for every layer
+      expect([by.conv1.tactic, by.conv1.precision]).toEqual(['bf16', 'bf16']);
+      expect([by.conv2.tactic, by.conv2.precision]).toEqual(['fp32', 'fp32']);
+    } finally {
+      BACKENDS.splice(BACKENDS.indexOf(testBackend), 1);
+    }
+  });
+});
+
 describe('--dump-ir', () => {
   it('writes the graph after a stage as ONNX that loads again and as text', async () => {
     const dir = path.join(tmp, 'dump');

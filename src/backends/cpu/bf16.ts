@@ -6,8 +6,7 @@
 // them, so a layer where bf16 does not pay keeps fp32. Winograd stays fp32: its transforms amplify bf16's rounding,
 // and at fp32 it already needs fewer cycles than direct bf16 on the 3 x 3s. bf16 keeps 8 bits of mantissa: each
 // product is off by up to ~2^-8 relative, and a K-long sum of them by about sqrt(K) times that (test/backends/cpu/bf16.test.ts).
-import fs from 'node:fs';
-import type { Isa } from './compiler.js';
+import { hasCpuFlag, type Isa } from './compiler.js';
 import type { ConvGeom } from './conv.js';
 import { exported, nbOr, type Ctx, type Variant } from './codegen.js';
 import { BF16_C, BF16_H, renderBgemm } from './kernels/bf16.c.js';
@@ -16,20 +15,8 @@ import { BF16_C, BF16_H, renderBgemm } from './kernels/bf16.c.js';
  * images (196 and 49 positions: less of the last vector wasted). */
 const BF16_TILES: [number, number][] = [[8, 2], [6, 4], [16, 1]];
 
-let hostHas: boolean | undefined;
 /** Whether this CPU runs AVX-512 BF16 (Zen 4, Sapphire Rapids and later). */
-export function hostBf16(): boolean {
-  if (hostHas === undefined) {
-    let flags = '';
-    try {
-      flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
-    } catch {
-      // not Linux: no bf16 kernels
-    }
-    hostHas = process.arch === 'x64' && /\bavx512_bf16\b/.test(flags);
-  }
-  return hostHas;
-}
+export const hostBf16 = () => hasCpuFlag('avx512_bf16');
 
 /** Whether a build's kernels may offer bf16 variants: a bf16 build on an AVX-512 host with BF16. */
 export const bf16Kernels = (bf16: boolean, isa: Isa) => bf16 && isa === 'avx512' && hostBf16();
@@ -42,7 +29,8 @@ export function bf16Library(): { header: string; runtime: string } {
   };
 }
 
-/** Tactic names of the bf16 variants carry this (the plan's per-layer precision and the runner's host check). */
+/** Tactic names of the bf16 variants carry this: NativeTactic.precision reads it (the plan's per-layer precision, and
+ * KernelsMeta.bf16 for the runner's host check). */
 export const isBf16Tactic = (tactic: string) => tactic.includes('-bf16-');
 
 /**

@@ -215,7 +215,7 @@ export class NativeBuild {
     const chosen = layers.map((l) => l.tactic).filter((t): t is NativeTactic => t instanceof NativeTactic && t.build === this);
     for (const p of this.packedBuffers.splice(0)) this.lib.free(p);
     if (!chosen.length) return [];
-    const meta: KernelsMeta = { isa: this.isa, layers: chosen.map((t) => t.meta()), ...(chosen.some((t) => isBf16Tactic(t.name)) ? { bf16: true as const } : {}) };
+    const meta: KernelsMeta = { isa: this.isa, layers: chosen.map((t) => t.meta()), ...(chosen.some((t) => t.precision === 'bf16') ? { bf16: true as const } : {}) };
     return [[KERNELS_BLOB, this.lib.bytes], [META_BLOB, new TextEncoder().encode(JSON.stringify(meta))]];
   }
 }

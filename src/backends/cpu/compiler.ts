@@ -20,18 +20,23 @@ const ISA_FLAGS: Record<Isa, string[]> = {
   portable: [],
 };
 
+let flags: string | undefined;
+/** Whether this x86-64 CPU has a feature flag (as /proc/cpuinfo names it; false where there is no /proc/cpuinfo). */
+export function hasCpuFlag(f: string): boolean {
+  if (flags === undefined) {
+    try {
+      flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
+    } catch {
+      flags = '';
+    }
+  }
+  return process.arch === 'x64' && new RegExp(`\\b${f}\\b`).test(flags);
+}
+
 /** The widest vector ISA this CPU has that the kernels use. */
 export function hostIsa(): Isa {
-  if (process.arch !== 'x64') return 'portable';
-  let flags = '';
-  try {
-    flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
-  } catch {
-    return 'portable';
-  }
-  const has = (f: string) => new RegExp(`\\b${f}\\b`).test(flags);
-  if (['avx512f', 'avx512vl', 'avx512bw', 'avx512dq', 'avx2', 'fma'].every(has)) return 'avx512';
-  if (has('avx2') && has('fma')) return 'avx2';
+  if (['avx512f', 'avx512vl', 'avx512bw', 'avx512dq', 'avx2', 'fma'].every((f) => hasCpuFlag(f))) return 'avx512';
+  if (hasCpuFlag('avx2') && hasCpuFlag('fma')) return 'avx2';
   return 'portable';
 }
 

@@ -270,12 +270,14 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   const gemms = tilesOf(isa).map(([mr, nv]) => `void kiln_gemm_${mr}x${nv}(const gemm_t *g);\nvoid kiln_dconv_${mr}x${nv}(const dconv_t *g);`).join('\n');
   const tconvs = tconvTilesOf(isa).map(([mr, nv]) => `void kiln_tconv_${mr}x${nv}(const tconv_t *g);`).join('\n');
   const pws = pwTilesOf(isa).map(([mr, nv]) => `void kiln_pw_${mr}x${nv}(const pw_t *g);\nvoid kiln_pw_tile_${mr}x${nv}(int K, const float *a, const float *b, size_t ldb, float *c, int ldc);`).join('\n');
-  const units = splitUnits([...kernels.values()].map((k) => k.source), Math.max(1, defaultThreads() - 1));
+  const units = splitUnits([...kernels.values()].map((k) => k.source), defaultThreads());
   const bl = bf16 ? bf16Library() : undefined;
   const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('') + pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('') + (bl?.runtime ?? '');
-  // the transposed convolutions compile as a unit of their own, in parallel with the rest
+  // the transposed convolutions compile as a unit of their own, in parallel with the rest; it and the runtime are
+  // the same for every model (their objects are cached apart), the symbol table goes with the layers
   const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
-  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n${bl?.header ?? ''}`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
+  units[0] = symbolTable(kernels.values()) + units[0];
+  const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n${bl?.header ?? ''}`, [runtime, tunit, ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
 }
 
@@ -350,7 +352,7 @@ KEXPORT void *kiln_symbol(const char *name) {
 `;
 }
 
-/** Spread layer sources over `n` units of similar size (the runtime is a unit of its own). */
+/** Spread layer sources over `n` units of similar size (one per core: the runtime units are usually cached). */
 function splitUnits(sources: string[], n: number): string[] {
   const units = Array.from({ length: Math.min(n, sources.length) }, () => '');
   sources.forEach((s, i) => (units[i % units.length] += s));

@@ -1,6 +1,6 @@
 // Finding and invoking the system C compiler. The ISA is chosen from the host's CPU flags and passed as explicit
-// -m flags (with -mtune=native), so the plan's device signature names exactly what the code needs. Libraries are
-// cached on disk by the hash of their sources, flags and compiler version.
+// -m flags (with -mtune=native), so the plan's device signature names exactly what the code needs. Libraries and
+// their units' objects are cached on disk by the hash of their sources, flags and compiler version.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,38 +74,50 @@ export function compileFlags(isa: Isa): string[] {
 }
 
 const cacheDir = () => path.join(os.tmpdir(), `kiln-cpu-cache-${os.userInfo().uid}`);
+const hash = (x: unknown) => crypto.createHash('sha256').update(JSON.stringify(x)).digest('hex').slice(0, 32);
+
+/** Write a file so that a reader never sees it half written (other processes share the cache). */
+function writeAtomic(file: string, bytes: Uint8Array | string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, bytes);
+  fs.renameSync(tmp, file);
+}
 
 /**
- * Compile translation units (sharing `header`) into one shared library and return its bytes. Units compile in
+ * Compile translation units (sharing `header`) into one shared library and return its bytes. Libraries are cached
+ * whole, and each unit's object on its own: the runtime unit (GEMM tiles, thread pool, int8) is the same for every
+ * model of one ISA and is the slowest to compile, so a new model only compiles its layers. Missing units compile in
  * parallel, one compiler process each.
  */
 export function compileLibrary(cc: Compiler, isa: Isa, header: string, units: string[]): Uint8Array {
   const flags = compileFlags(isa);
-  const key = crypto.createHash('sha256').update(JSON.stringify([cc.version, flags, header, units])).digest('hex').slice(0, 32);
   const dir = cacheDir();
-  const lib = path.join(dir, `${key}.so`);
+  const lib = path.join(dir, `${hash([cc.version, flags, header, units])}.so`);
   if (fs.existsSync(lib)) return fs.readFileSync(lib);
   fs.mkdirSync(dir, { recursive: true });
+  const objs = units.map((u) => path.join(dir, `${hash([cc.version, flags, header, u])}.o`));
   const work = fs.mkdtempSync(path.join(dir, 'build-'));
   fs.writeFileSync(path.join(work, 'kiln.h'), header);
-  units.forEach((u, i) => fs.writeFileSync(path.join(work, `u${i}.c`), `#include "kiln.h"\n${u}`));
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const objs = units.map((_, i) => `u${i}.o`);
+  const missing = units.flatMap((u, i) => (fs.existsSync(objs[i]) ? [] : [i]));
+  for (const i of missing) fs.writeFileSync(path.join(work, `u${i}.c`), `#include "kiln.h"\n${units[i]}`);
   const script = [
-    ...units.map((_, i) => `${q(cc.path)} ${flags.join(' ')} -c u${i}.c -o u${i}.o 2>u${i}.err & p${i}=$!`),
-    ...units.map((_, i) => `wait $p${i} || { cat u${i}.err >&2; exit 1; }`),
-    `${q(cc.path)} -shared -pthread ${objs.join(' ')} -o lib.so -lm`,
+    ...missing.map((i) => `${q(cc.path)} ${flags.join(' ')} -c u${i}.c -o u${i}.o 2>u${i}.err & p${i}=$!`),
+    ...missing.map((i) => `wait $p${i} || { cat u${i}.err >&2; exit 1; }`),
   ].join('\n');
-  try {
-    execFileSync('sh', ['-c', script], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 16 << 20 });
-  } catch (e) {
-    const err = String((e as { stderr?: Buffer }).stderr ?? (e as Error).message).slice(0, 4000);
-    throw new Error(`the C compiler '${cc.path}' failed on Kiln's generated kernels (kept in ${work}):\n${err}`, { cause: e });
-  }
+  const run = (sh: string, what: string) => {
+    try {
+      execFileSync('sh', ['-c', sh], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 16 << 20 });
+    } catch (e) {
+      const err = String((e as { stderr?: Buffer }).stderr ?? (e as Error).message).slice(0, 4000);
+      throw new Error(`the C compiler '${cc.path}' failed ${what} Kiln's generated kernels (kept in ${work}):\n${err}`, { cause: e });
+    }
+  };
+  if (missing.length) run(script, 'on');
+  for (const i of missing) writeAtomic(objs[i], fs.readFileSync(path.join(work, `u${i}.o`)));
+  run(`${q(cc.path)} -shared -pthread ${objs.map(q).join(' ')} -o lib.so -lm`, 'linking');
   const bytes = fs.readFileSync(path.join(work, 'lib.so'));
-  const tmp = `${lib}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, bytes);
-  fs.renameSync(tmp, lib);
+  writeAtomic(lib, bytes);
   fs.rmSync(work, { recursive: true, force: true });
   return bytes;
 }

@@ -87,12 +87,13 @@ function variantSource(c: Ctx, g: ConvGeom, batch: number, mr: number, nv: numbe
       }`;
   };
   const nFull = Math.floor(OW / nr), rest = OW - nFull * nr, nt = Math.ceil(rest / vw);
-  // the phase split: vectors of even / odd columns by permutes where a whole vector pair lies inside the row
+  // the phase split: vectors of even / odd columns by permutes where a whole vector pair lies inside the row (stored
+  // unaligned: the first vector index depends on the left pad)
   const split = S === 2 ? `int i = 0;
         for (; i < ${WPH}; i++) { int w = 2 * i - ${p[1]}; if (w >= 0) break; d0[i] = 0; d1[i] = (w + 1 >= 0 && w + 1 < ${W}) ? xr[w + 1] : 0; }
         for (; i + VW <= ${WPH} && 2 * (i + VW) - ${p[1]} <= ${W}; i += VW) {
           vf v0 = *(const vfu *)(xr + 2 * i - ${p[1]}), v1 = *(const vfu *)(xr + 2 * i - ${p[1]} + VW);
-          *(vf *)(d0 + i) = __builtin_shuffle(v0, v1, KEVEN); *(vf *)(d1 + i) = __builtin_shuffle(v0, v1, KODD);
+          *(vfu *)(d0 + i) = __builtin_shuffle(v0, v1, KEVEN); *(vfu *)(d1 + i) = __builtin_shuffle(v0, v1, KODD);
         }
         for (; i < ${WPH}; i++) { int w = 2 * i - ${p[1]}; d0[i] = (w >= 0 && w < ${W}) ? xr[w] : 0; d1[i] = (w + 1 >= 0 && w + 1 < ${W}) ? xr[w + 1] : 0; }`
     : `for (int i = 0; i < ${WPH}; i++) { int w = i - ${p[1]}; d0[i] = (w >= 0 && w < ${W}) ? xr[w] : 0; }`;

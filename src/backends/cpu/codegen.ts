@@ -8,7 +8,7 @@ import { sameDims } from '../../ir/tensor.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
 import { BINARY, UNARY } from '../../passes/fuse.js';
 import type { Isa } from './compiler.js';
-import { renderC, renderActivation, cFloat } from './expr-c.js';
+import { renderC, renderActivation, renderActivation512, cFloat } from './expr-c.js';
 import { LAYER_ARGS } from './native.js';
 import { int8LayerKernel, isInt8Op, type QuantOut } from './int8.js';
 import { fusedConv } from './conv.js';
@@ -163,6 +163,11 @@ export function fusedEpilogue(n: Node, bias: string, res: boolean, indent = '  '
 
 export function activation(n: Node): string | undefined {
   return renderActivation(attrOf(n, 'activation', ''), attrOf<number[]>(n, 'activation_params', []), 'v');
+}
+
+/** The layer's activation over an AVX-512 vector variable \`x\` (renderActivation512), or undefined. */
+export function activation512(n: Node, x = 'v'): string | undefined {
+  return renderActivation512(attrOf(n, 'activation', ''), attrOf<number[]>(n, 'activation_params', []), x);
 }
 
 /** kiln:FusedMatMul with a constant 2-D B: row-major A packed per task, B packed once into panels. */

@@ -4,13 +4,13 @@
 // (LayerKernel.pair), in either form.
 import type { Node } from '../../ir/graph.js';
 import { KILN_DOMAIN } from '../../ops/fused.js';
-import { VW, activation, exported, isConst, nbOr, prod, typeOfName, MIN_ELEMENTS, type Ctx, type Gen, type LayerKernel } from './codegen.js';
+import { VW, activation, activation512, exported, isConst, nbOr, prod, typeOfName, MIN_ELEMENTS, type Ctx, type Gen, type LayerKernel } from './codegen.js';
 import { convGeometry, type ConvGeom } from './conv.js';
 
 /** A pointwise convolution whose output only a depthwise layer reads: the pair can run as one kernel that computes
  * the expanded rows straight into the depthwise layer's padded planes (MobileNetV2's 16 -> 96 channel expansion at
  * 112x112 writes 4.8 MB that the depthwise layer reads back; fused, those rows never leave L1). */
-interface Expand { producer: string; K: number; act: string }
+interface Expand { producer: string; K: number; act: string; act512?: string }
 
 /** Expanded tensors of at least this many floats per image (and inputs of at most EXPAND_MAX_K channels) fuse with the
  * banded row kernel: 4 MB, well past these cores' L2. MobileNetV2's 96 x 112 x 112 expansion: 0.83 vs 0.99-1.29 ms at
@@ -39,7 +39,7 @@ function expandFeeding(c: Ctx, n: Node, g: ConvGeom, minSize: number, maxK: numb
   const act = activation(pw);
   if (!pg || act === undefined || pg.group !== 1 || pg.kh !== 1 || pg.kw !== 1 || pg.s.some((v) => v !== 1) || pg.p.some((v) => v !== 0)) return undefined;
   if (pg.Co !== g.C || pg.OH !== g.H || pg.OW !== g.W || pg.C > maxK || (pw.inputs[2] && prod(typeOfName(c, pw.inputs[2])?.dims ?? []) !== g.C)) return undefined;
-  return { producer: pw.name, K: pg.C, act };
+  return { producer: pw.name, K: pg.C, act, act512: activation512(pw) };
 }
 
 /** Depthwise convolution with everything baked in. Per (image, channel) task, bands of output rows: the input rows a
@@ -126,6 +126,10 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
     }`;
   const zeroOnce = mode === 'phases' || whole ? '' : `for (int hh = ${BH}; hh < ${planes * HQ}; hh++) memset(${rowAt('hh')}, 0, ${WR} * sizeof(float));
   memset(q + ${planes * PQ}, 0, ${qa - planes * PQ} * sizeof(float));`;
+  // the activation in registers before the wide rows' stores, where AVX-512 has a short form of it (see
+  // renderActivation512) and no residual comes after it: the copy-out is then a plain copy
+  const inTaps = c.isa === 'avx512' && !hasRes ? activation512(n, 'u') : undefined;
+  const actOut = inTaps ? 'v' : act;
   // output rows shorter than a vector (7, 14): the activation runs over the wide rows as whole vectors and the rows
   // are fixed-size copies; per row, a loop of 7 or 14 would run scalar
   const copyOut = hasRes || OW >= vw ? `for (int r = 0; r < rows; r++) {
@@ -134,10 +138,10 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
       #pragma GCC ivdep
       for (int ow = 0; ow < ${OW}; ow++) {
         float v = wr[ow]${hasRes ? ` + res[(oh0 + r) * ${OW} + ow]` : ''};
-        yr[ow] = ${act};
+        yr[ow] = ${actOut};
       }
-    }` : `${act === 'v' ? '' : `#pragma GCC ivdep
-    for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${act}; }`}
+    }` : `${actOut === 'v' ? '' : `#pragma GCC ivdep
+    for (int w = 0; w < ${nwv}; w++) { float v = wide[w]; wide[w] = ${actOut}; }`}
     for (int r = 0; r < rows; r++) memcpy(y + (size_t)(oh0 + r) * ${OW}, wide + r * ${WQ}, ${OW} * sizeof(float));`;
   // the loop over bands (one band: constants, so the row loops have fixed counts)
   const bands = R >= OH ? `{
@@ -149,12 +153,13 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
       vf v = (vf){0} + b;
       ${[...loads.values()].join(' ')}
       ${taps.join(' ')}
-      *(vf *)(wide + w) = v;
+      ${inTaps ? `{ __m512 u = (__m512)v; *(__m512 *)(wide + w) = ${inTaps}; }` : '*(vf *)(wide + w) = v;'}
     }
     ${copyOut}`;
   // one (image, channel) per task
   const fn = `L${id}_dw`;
-  let src = `static void t${id}(void *ctx, int t) {
+  // (AVX-512: the intrinsics of the activations in registers and of the lanes variant)
+  let src = `${c.isa === 'avx512' ? '#include <immintrin.h>\n' : ''}static void t${id}(void *ctx, int t) {
   void *const *qa = ctx;
   int n = t / ${Co}, oc = t % ${Co}, ic = oc / ${mult};
   const float *x = (const float *)qa[0] + ((size_t)n * ${C} + ic) * ${H * W};
@@ -235,7 +240,7 @@ export function depthwise(c: Ctx, n: Node, g: ConvGeom, batch: number, hasBias: 
   kiln_pool_run(x${id}, q, ${nbOr(c, batch)} * ${NG});`);
     pair = { producer: expand.producer, fn: `X${id}_pwdw` };
   }
-  const c16 = lanes(c, g, batch, hasBias, hasRes, act, expand);
+  const c16 = lanes(c, g, batch, hasBias, hasRes, act, activation512(n), expand);
   if (c16) src += c16.src;
   if (c16?.pair && expand) pair = { producer: expand.producer, fn: c16.pair };
   const variants = [{ tactic: `native-${c.isa}-depthwise`, fn }, ...(c16?.fn ? [{ tactic: `native-${c.isa}-depthwise-c16`, fn: c16.fn }] : [])];
@@ -269,7 +274,7 @@ const lanesApply = (c: Ctx, g: ConvGeom) => c.isa === 'avx512' && g.H * g.W <= L
  * per channel; here nothing is wasted but the transposes. Planes past 56 x 56 go in bands (their scratch about 64 KB; the rows a band shares with the next are
  * transposed twice), which also gives layers of few channels enough tasks for the threads. The builder times it
  * against the banded row kernel. */
-function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string, expand?: Expand): { src: string; fn?: string; pair?: string } | undefined {
+function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boolean, act: string, act512: string | undefined, expand?: Expand): { src: string; fn?: string; pair?: string } | undefined {
   const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
   const alone = H * W <= LANES_ALONE_HW;
   if (!lanesApply(c, g) || (!alone && !expand)) return undefined;
@@ -282,12 +287,14 @@ function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boo
   const R = HW <= 28 * 28 ? OH : HW <= 56 * 56 ? Math.ceil(OH / 2) : Math.min(OH, Math.max(4, Math.floor((Math.floor(1024 / WP) - span) / s[0]) + 1));
   const NBANDS = Math.ceil(OH / R), BH = R >= OH ? HP : (R - 1) * s[0] + span;
   // channel l's m positions from the transposed block, by masked stores (a 14-float memcpy from a vector just stored
-  // stalls store forwarding), through the epilogue where there is one: the activation over all 16 x 16 lanes at once
-  // (a loop of m < 16 positions per channel runs it scalar: EfficientNet's SiLU on 14-position blocks cost twice the taps)
+  // stalls store forwarding), through the epilogue where there is one: per vector where the activation has an AVX-512
+  // form (act512), else over all 16 x 16 lanes at once (a loop of m < 16 positions per channel runs it scalar:
+  // EfficientNet's SiLU on 14-position blocks cost twice the taps)
   const plain = !hasRes && act === 'v';
   const store = (m: number) => {
     const mask = `(__mmask16)${(1 << m) - 1}`;
-    return plain ? `for (int l = 0; l < nc; l++) _mm512_mask_storeu_ps(y + (size_t)l * ${N} + p0, ${mask}, (__m512)r[l]);`
+    const res = hasRes ? ` + (vf)_mm512_maskz_loadu_ps(${mask}, res + (size_t)l * ${N} + p0)` : '';
+    return plain || act512 ? `for (int l = 0; l < nc; l++) { __m512 v = (__m512)(r[l]${res}); _mm512_mask_storeu_ps(y + (size_t)l * ${N} + p0, ${mask}, ${act512 ?? 'v'}); }`
       : `float tt[256] __attribute__((aligned(64)));
       for (int l = 0; l < 16; l++) *(vf *)(tt + l * 16) = r[l]${hasRes ? ` + (vf)_mm512_maskz_loadu_ps(${mask}, res + (size_t)KMIN(l, nc - 1) * ${N} + p0)` : ''};
       #pragma GCC ivdep
@@ -373,8 +380,7 @@ function lanes(c: Ctx, g: ConvGeom, batch: number, hasBias: boolean, hasRes: boo
   }
 }
 `;
-  let src = `#include <immintrin.h>
-static const int ip${id}[${HW}] = { ${inOff.join(', ')} };
+  let src = `static const int ip${id}[${HW}] = { ${inOff.join(', ')} };
 `;
   if (alone) {
     src += `${task(`c${id}`, false)}
@@ -405,9 +411,10 @@ function transposeRows(id: string, W: number): string {
 
 /** The pair's fill: the band's input rows [hlo, hhi) of the 16 expanded channels computed straight into the scratch in
  * its [position][channel] layout (the pointwise layer with output channels in lanes: per input channel one weight
- * vector times the input value broadcast, 8 positions at a time), then the pointwise layer's activation. */
+ * vector times the input value broadcast, 8 positions at a time), with the pointwise layer's activation in registers where
+ * it has an AVX-512 form (renderActivation512), else over each row once computed. */
 function expandRows(e: Expand, id: string, W: number, HW: number): string {
-  const { K, act } = e, P = 8;
+  const { K, act, act512 } = e, P = 8;
   const acc = (m: number) => `{
       vf a[${m}];
       _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) a[j] = b1v;
@@ -416,7 +423,7 @@ function expandRows(e: Expand, id: string, W: number, HW: number): string {
         const float *xk = xr + (size_t)k * ${HW} + w;
         _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) a[j] += xk[j] * wv;
       }
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) *(vf *)(row + (size_t)(w + j) * 16) = a[j];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${m}; j++) { __m512 v = (__m512)a[j]; *(__m512 *)(row + (size_t)(w + j) * 16) = ${act512 ?? 'v'}; }
     }`;
   return `float w1l[${K}][16] __attribute__((aligned(64))), b1l[16] __attribute__((aligned(64)));
   for (int l = 0; l < 16; l++) {
@@ -431,7 +438,7 @@ function expandRows(e: Expand, id: string, W: number, HW: number): string {
     int w = 0;
     for (; w + ${P} <= ${W}; w += ${P}) ${acc(P)}
     for (; w < ${W}; w++) ${acc(1)}
-    ${act === 'v' ? '' : `#pragma GCC ivdep
+    ${act === 'v' || act512 ? '' : `#pragma GCC ivdep
     for (int i = 0; i < ${W * 16}; i++) { float v = row[i]; row[i] = ${act}; }`}
   }`;
 }
@@ -457,7 +464,7 @@ export function depthwisePointwise(c: Ctx, n: Node, g: ConvGeom, batch: number, 
   const x = typeOfName(c, dw.inputs[0]), w = typeOfName(c, dw.inputs[1]), y = typeOfName(c, e);
   if (x?.dtype !== 'float32' || !w || !y) return undefined;
   const d = convGeometry(dw, x.dims, w.dims, y.dims);
-  const act = activation(dw);
+  const act = activation(dw), act512 = activation512(dw, 'u');
   if (!d || act === undefined || d.group !== d.C || d.Co !== d.C || w.dims[1] !== 1 || d.s.some((v) => v !== 1) || d.d.some((v) => v !== 1)) return undefined;
   if (d.C !== g.C || d.OH * d.OW !== g.OH * g.OW || d.C * d.OH * d.OW < DWPW_MIN) return undefined;
   // a depthwise layer that may pair with its expansion (see expandFeeding) runs in that pair, not as its own call
@@ -475,7 +482,8 @@ export function depthwisePointwise(c: Ctx, n: Node, g: ConvGeom, batch: number, 
   const WP = Math.max(Math.ceil(OW / 16) * 16 + kw - 1, p[1] + W), PR = R + kh - 1;
   const taps: string[] = [];
   for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) taps.push(`acc += wk[${a * kw + b}] * *(const vfu *)(pr + ${a * WP + b});`);
-  const src = `static void dwpw${id}(void *ctx, int t) {
+  const src = `#include <immintrin.h>
+static void dwpw${id}(void *ctx, int t) {
   void *const *qa = ctx;
   int per = (int)(intptr_t)qa[7], bpt = (int)(intptr_t)qa[8];
   int img = t / per, b0 = (t % per) * bpt, b1 = KMIN(${NBANDS}, b0 + bpt);
@@ -506,9 +514,9 @@ export function depthwisePointwise(c: Ctx, n: Node, g: ConvGeom, batch: number, 
           const float *pr = pb + r * ${WP} + ow;
           vf acc = (vf){0} + bb;
           ${taps.join('\n          ')}
-          *(vfu *)(sc + r * ${OW} + ow) = acc;
+          ${act512 ? `{ __m512 u = (__m512)acc; _mm512_storeu_ps(sc + r * ${OW} + ow, ${act512}); }` : `*(vfu *)(sc + r * ${OW} + ow) = acc;`}
         }
-      ${act === 'v' ? '' : `#pragma GCC ivdep
+      ${act === 'v' || act512 ? '' : `#pragma GCC ivdep
       for (int i = 0; i < L; i++) { float v = sc[i]; sc[i] = ${act}; }`}
     }
     int j0 = oh0 * ${OW};

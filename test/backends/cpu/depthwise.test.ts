@@ -190,4 +190,33 @@ describe.skipIf(!findCompiler())('depthwise kernels with SiLU and HardSwish', ()
       }
     }
   }, 120_000);
+
+  // ReLU, Clip and HardSwish in registers on AVX-512 (renderActivation512: max / min instead of the scalar selects):
+  // the reference's values exactly at NaN, infinities, signed zeros and the clip bounds, and a Clip whose min is over
+  // its max (every element becomes the max); through the layer alone, banded and in lanes (a 1x1 identity layer)
+  it.each<[string, number[]]>([['Relu', []], ['Clip', [0, 6]], ['Clip', [0.5, -0.5]], ['HardSwish', []]])('%s %j keeps the reference values at the edges', async (act, bounds) => {
+    const X = [1, 16, 64, 21];
+    const b = new GraphBuilder('act_edges');
+    const x = b.input('x', 'float32', X);
+    const conv = b.op('Conv', [x, b.initializer('w', new TensorData('float32', [16, 1, 1, 1], new Float32Array(16).fill(1))),
+      b.initializer('b', new TensorData('float32', [16], new Float32Array(16)))], { kernel_shape: [1, 1], group: 16 }, 'dw');
+    const lims = bounds.map((v, i) => b.initializer(`lim${i}`, new TensorData('float32', [], Float32Array.of(v))));
+    b.output(b.op(act, [conv, ...lims], {}, 'act'));
+    const edges = [0, -0, 1e-30, -1e-30, 0.5, -0.5, 6, -6, 3, -3, 2.9999998, 6.0000005, 1e30, -1e30, Infinity, -Infinity, NaN, 0.25, -0.75];
+    const xin = new TensorData('float32', X, Float32Array.from({ length: 16 * 64 * 21 }, (_, i) => edges[i % edges.length]));
+    const m = b.model(17);
+    await optimize(m, { inputShapes: new Map([['x', X]]) });
+    inferShapes(m.graph, m.opsets);
+    const want = executeGraph(m.graph, new Map([['x', xin]]), { opsets: m.opsets }).get(m.graph.outputs[0].name) as TensorData;
+    const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+    const node = m.graph.nodes.find((n) => n.opType === 'FusedConv')!;
+    expect(node.attrs.activation?.value).toBe(act);
+    const tactics = cpuBackend.tactics(node, m, typeOf).filter((q) => /depthwise/.test(q.name));
+    expect(tactics.length).toBe(hostIsa() === 'avx512' ? 2 : 1);
+    for (const t of tactics) {
+      const [out] = (await t.run(node as Node, [xin, ...node.inputs.slice(1).map((n) => m.graph.initializers.get(n!))], m.opsets)) as TensorData[];
+      const a = out.data as Float32Array, w = want.data as Float32Array;
+      for (let i = 0; i < a.length; i++) expect(Object.is(a[i], w[i]), `${t.name} at ${xin.data[i]}: ${a[i]} vs ${w[i]}`).toBe(true);
+    }
+  }, 120_000);
 });

@@ -252,13 +252,7 @@ float ksilu_1(float x) { return _mm512_cvtss_f32(ksilu16(_mm512_set1_ps(x))); }
 #include <unistd.h>
 #endif
 #define MAXT 64
-/* How long a waiting thread spins before it sleeps. A worker waiting for the next job spins up to 1 ms, longer than
-   any gap between the jobs of a run (a serial layer; a thread done with its part of a layer whose last task another
-   thread still runs): waking a sleeper costs far more on a virtual machine than on bare metal (the Zen 5 VM: 10-60 us
-   until the woken thread runs), and a worker that has slept joins the next layer that late. The end of a replayed run
-   (pool_rest) still sends the workers to sleep at once. A caller waiting for its helpers' last tasks sleeps after
-   50 us: a helper that slow was preempted, and the caller's core, freed, can take it. */
-#define SPIN_IDLE_NS 1000000
+/* spin this long before sleeping: about 50 us, longer than the gap between the layers of a chain */
 #define SPIN_NS 50000
 static struct {
   int started, limit;
@@ -306,8 +300,8 @@ static void futex_wake(_Atomic uint32_t *w, int n) {
    workers stop spinning and sleep at once, leaving the cores to the caller's JavaScript around the run. */
 static _Atomic int pool_rest;
 
-/* Spins until *w differs from v or about ns nanoseconds passed (or the pool rests); returns whether it changed. */
-static int spin_while(_Atomic uint32_t *w, uint32_t v, uint64_t ns) {
+/* Spins until *w differs from v or about SPIN_NS passed (or the pool rests); returns whether it changed. */
+static int spin_while(_Atomic uint32_t *w, uint32_t v) {
   uint64_t t0 = 0;
   for (int i = 0;; i++) {
     if (atomic_load_explicit(w, memory_order_acquire) != v) return 1;
@@ -316,7 +310,7 @@ static int spin_while(_Atomic uint32_t *w, uint32_t v, uint64_t ns) {
       if (atomic_load_explicit(&pool_rest, memory_order_relaxed)) return 0;
       uint64_t t = now_ns();
       if (!t0) t0 = t;
-      else if (t - t0 > ns) return 0;
+      else if (t - t0 > SPIN_NS) return 0;
     }
   }
 }
@@ -345,7 +339,7 @@ static void *worker(void *idp) {
   uint32_t seen = atomic_load(&P.gen);
   for (;;) {
     /* a worker the current thread count leaves out goes straight to sleep */
-    if (id >= P.limit - 1 || !spin_while(&P.gen, seen, SPIN_IDLE_NS)) {
+    if (id >= P.limit - 1 || !spin_while(&P.gen, seen)) {
       atomic_fetch_add(&P.sleepers, 1);
       while (atomic_load(&P.gen) == seen) futex_wait(&P.gen, seen);
       atomic_fetch_sub(&P.sleepers, 1);
@@ -389,7 +383,7 @@ void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
   /* the tasks other threads claimed: spin a while, then sleep until the last one finishes */
   _Atomic uint32_t *done = (_Atomic uint32_t *)&P.done;
   for (uint32_t d; (int)(d = atomic_load(done)) < ntasks;) {
-    if (spin_while(done, d, SPIN_NS)) continue;
+    if (spin_while(done, d)) continue;
     atomic_store(&P.caller_sleeps, 1);
     d = atomic_load(done);
     if ((int)d < ntasks) futex_wait(done, d);

@@ -2,7 +2,7 @@
 // run by run, so that load from other processes hits both alike; then onnxruntime-node alone. Prints each engine's
 // median wall ms, the median of the per-pair ratios B / A, and ORT's median; "sleeps": the process's voluntary context
 // switches per run (median; a thread of the pool, the libuv worker or the main thread blocking: each a wake-up later,
-// which costs 10-60 us on a VM). Usage:
+// which cost 10-80 us on the Zen 5 VM). Usage:
 //   npx tsx bench/cpu/ab-plans.ts <model|real:name> <planA> <planB> [threads, e.g. 1,2] [pairs]
 import fs from 'node:fs';
 import { createRequire } from 'node:module';

@@ -112,7 +112,10 @@ ${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads(
  * output row with everything in registers. Per 16 outputs the rows' maximum over 32 (+1) input columns is taken in two
  * vectors and split into even and odd columns by permutes. The separable two-pass kernel above went through a scratch
  * row, and its vector stores read back at other offsets stalled on store forwarding (about 90 cycles a row, most of
- * the time at 27 x 27). Loads are masked at the row's end, so nothing past the input is touched. */
+ * the time at 27 x 27). Loads are masked at the row's end, so nothing past the input is touched. A task is a band of an
+ * image's output rows over all its planes, not a few planes: the convolution before it (SqueezeNet's stem, by blocks of
+ * rows) leaves each thread the rows it wrote in its own cache, and by planes every thread read half its input from the
+ * other core's (the stem's pool 161-165 -> 146-148 us at 2 threads in the model, the second pool 64-65 -> 55). */
 function maxPoolS2(c: Ctx, fn: string, g: number[], sh: number, dh: number, p: number[]): GenResult {
   const [N, C, H, W, OH, OW, kh, kw] = g;
   const id = c.id;
@@ -129,7 +132,7 @@ function maxPoolS2(c: Ctx, fn: string, g: number[], sh: number, dh: number, p: n
         v = km${id}(v, _mm512_permutex2var_ps(_mm512_permutex2var_ps(lo, ie, hi), is, mv${id}(rows, nr, c0 + 32, 1)));` : ''}
         _mm512_mask_storeu_ps(yr + (${ow}), ${mask}, v);
       }`;
-  const planes = `${c.batch?.[0] ? 'nb' : N} * ${C}`;
+  const images = c.batch?.[0] ? 'nb' : String(N);
   const src = `#include <immintrin.h>
 /* kmaxv per lane: NaN from either side wins */
 static inline __m512 km${id}(__m512 a, __m512 b) { return _mm512_mask_mov_ps(_mm512_max_ps(b, a), _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), b); }
@@ -143,13 +146,13 @@ static inline __m512 mv${id}(const float *const *rows, int nr, int c0, int lim) 
 }
 static void t${id}(void *ctx, int t) {
   void *const *q = ctx;
-  int planes = (int)(intptr_t)q[2], per = (planes + (int)(intptr_t)q[3] - 1) / (int)(intptr_t)q[3];
+  int bands = (int)(intptr_t)q[2], img = t / bands, oh0 = t % bands * ${OH} / bands, oh1 = (t % bands + 1) * ${OH} / bands;
   const __m512i ie = ${idx((i) => 2 * i)}, io = ${idx((i) => 2 * i + 1)}, is = ${idx((i) => i + 1)};
   (void)ie; (void)io; (void)is;
-  for (int pl = t * per; pl < KMIN(planes, (t + 1) * per); pl++) {
+  for (int pl = img * ${C}; pl < (img + 1) * ${C}; pl++) {
     const float *x = (const float *)q[0] + (size_t)pl * ${H * W};
     float *y = (float *)q[1] + (size_t)pl * ${OH * OW};
-    for (int oh = 0; oh < ${OH}; oh++) {
+    for (int oh = oh0; oh < oh1; oh++) {
       const float *rows[${kh}];
       int nr = 0;
       for (int a = 0; a < ${kh}; a++) {
@@ -174,9 +177,9 @@ static void t${id}(void *ctx, int t) {
     }
   }
 }
-${exported(fn, `  int planes = ${planes}, tasks = KMIN(planes, 4 * kiln_threads());
-  void *q[4] = { a0, a1, (void *)(intptr_t)planes, (void *)(intptr_t)tasks };
-  kiln_pool_run(t${id}, q, tasks);`)}`;
+${exported(fn, `  int bands = kiln_threads() > 1 ? KMIN(${OH}, 4 * kiln_threads()) : 1;
+  void *q[3] = { a0, a1, (void *)(intptr_t)bands };
+  kiln_pool_run(t${id}, q, ${images} * bands);`)}`;
   return { variants: [{ tactic: `native-${c.isa}-pool`, fn }], args: [{ in: 0 }, { out: true }], batched: !!c.batch?.[0], work: N * C * OH * OW * kh * kw, source: src };
 }
 

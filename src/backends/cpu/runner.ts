@@ -11,7 +11,7 @@ import { NativeLibrary, chainRecord, type Ptr } from './native.js';
 import { Replay, newRecording, shapeKey, type Recording } from './replay.js';
 import { outValue, outWords } from './int8.js';
 import { errorCodeOf } from './movement.js';
-import { attentionGroups, chainsOf, deadAfter, isSplit, isView, splitGeometry, viewOf, type AttentionGroup, type View } from './schedule.js';
+import { attentionGroups, chainsOf, concatsInPlace, deadAfter, isSplit, isView, splitGeometry, viewOf, type AttentionGroup, type ConcatPart, type View } from './schedule.js';
 import { COPY_ROWS, KERNELS_BLOB, META_BLOB, layerArgs, outDimsAt, runBatch, type KernelsMeta, type LayerMeta } from './build.js';
 import { hostBf16 } from './bf16.js';
 
@@ -123,6 +123,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
   const life = deadAfter(order, new Set(kernels.keys()), [...splits], new Set(model.graph.outputs.map((o) => o.name)));
   const chains = chainsOf(order, kernels, model);
   const metaOf = new Map(meta.layers.map((l) => [byName.get(l.node)!, l]));
+  const inPlace = concatsInPlace(order, chains, metaOf, new Set(model.graph.outputs.map((o) => o.name)));
   const groups = attentionGroups(order, kernels, model);
   // placeholder storage for the values a fused attention group leaves unwritten (never read; see attentionGroups)
   let unwritten = new Float32Array(0);
@@ -230,6 +231,26 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           h.until = until!;
           return h.buf;
         };
+      };
+      // the output buffers of the Concats whose inputs are written in place (see concatsInPlace), taken when the first
+      // of those inputs is
+      const concatOut = new Map<Node, Float32Array>();
+      /** An input of such a Concat: its part of the Concat's output, where the size is the planned one. */
+      const partOf = (part: ConcatPart, other: (len: number) => Float32Array) => (len: number) => {
+        if (len !== part.len) return other(len);
+        let y = concatOut.get(part.concat);
+        if (!y) concatOut.set(part.concat, y = allocFor(part.concat.outputs[0])(part.total));
+        return y.subarray(part.offset, part.offset + len);
+      };
+      /** A Concat's output where every input is in place (nothing to copy), else undefined. */
+      const concatDone = (n: Node, inputs: (Value | undefined)[], nb: number): Value[] | undefined => {
+        const y = concatOut.get(n), dims = outDimsAt(metaOf.get(n)!, nb);
+        if (!y || dims.reduce((a, b) => a * b, 1) !== y.length) return undefined;
+        const ok = inputs.every((x, k) => {
+          const part = inPlace.get(n.inputs[k]), d = x instanceof TensorData ? x.data : undefined;
+          return part && d instanceof Float32Array && d.buffer === y.buffer && d.byteOffset === y.byteOffset + 4 * part.offset && d.length === part.len;
+        });
+        return ok ? [new TensorData('float32', dims, y)] : undefined;
       };
       // outputs of this run's native layers (inputs of later chain members), and outputs a chain computed ahead
       const produced = new Map<string, Value>();
@@ -399,9 +420,15 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           const meta = metaOf.get(n)!;
           const nb = runBatch(meta, inputs);
           if (nb === undefined || symbol(meta.fn) === undefined) break;
+          const joined = pooled ? concatDone(n, inputs, nb) : undefined;
+          if (joined) {
+            results.push(record(n, joined));
+            continue;
+          }
           // a layer that may pair with its producer keeps the producer's inputs (which the pair reads) one node longer
           releaseBefore(index.get(n)! - (pooled && meta.pair ? 1 : 0));
-          const p = kernel.prepare(inputs, outFor(n, inputs), nb);
+          const part = pooled ? inPlace.get(n.outputs[0]) : undefined;
+          const p = kernel.prepare(inputs, part ? partOf(part, outFor(n, inputs)) : outFor(n, inputs), nb);
           const out = 'done' in p ? p.done : p.call.result;
           if ('call' in p && !(pooled && pairUp(n, inputs, p.call, calls))) calls.push(p.call);
           results.push(record(n, out));

@@ -202,3 +202,42 @@ export function chainsOf(order: Node[], kernels: Map<Node, unknown>, model: Mode
   close();
   return chains;
 }
+
+/** An input of a Concat that its producer writes straight into the Concat's output: \`len\` floats from \`offset\`. */
+export interface ConcatPart { concat: Node; offset: number; len: number; total: number }
+
+/**
+ * Concats whose inputs their producers write in place (SqueezeNet's fire modules: the two expand convolutions into the
+ * halves of one buffer), so the Concat itself copies nothing, by input value. Where every dim before the axis is 1
+ * at the plan's shapes (each input is then one block of the output), the Concat and its output are not graph
+ * outputs, and each input is the float32 output of a native layer of the Concat's chain (not another Concat) that
+ * nothing else reads. The runner checks the sizes again at run time (another batch) and copies where they differ.
+ */
+export function concatsInPlace(order: Node[], chains: Map<Node, Node[]>, meta: Map<Node, { outDims: number[]; outDtype?: unknown }>,
+  graphOutputs: Set<string>): Map<string, ConcatPart> {
+  const readers = new Map<string, number>();
+  for (const n of order) for (const x of n.inputs) if (x) readers.set(x, (readers.get(x) ?? 0) + 1);
+  const parts = new Map<string, ConcatPart>();
+  const size = (d: number[]) => d.reduce((a, b) => a * b, 1);
+  for (const chain of chains.values()) {
+    const producer = new Map(chain.flatMap((n) => n.outputs.filter(Boolean).map((o) => [o, n] as const)));
+    for (const c of chain) {
+      const m = meta.get(c);
+      if (c.opType !== 'Concat' || c.domain !== '' || !m || m.outDtype || graphOutputs.has(c.outputs[0])) continue;
+      const a = (c.attrs.axis?.value as number | undefined) ?? 0, axis = a < 0 ? a + m.outDims.length : a;
+      if (size(m.outDims.slice(0, axis)) !== 1 || new Set(c.inputs).size !== c.inputs.length) continue;
+      const ins = c.inputs.map((x) => {
+        const p = x ? producer.get(x) : undefined, pm = p && meta.get(p);
+        return p && pm && p.opType !== 'Concat' && !pm.outDtype && p.outputs.length === 1 && readers.get(x) === 1 && !graphOutputs.has(x)
+          ? size(pm.outDims) : undefined;
+      });
+      if (ins.some((l) => l === undefined) || (ins as number[]).reduce((a, b) => a + b, 0) !== size(m.outDims)) continue;
+      let offset = 0;
+      c.inputs.forEach((x, k) => {
+        parts.set(x, { concat: c, offset, len: ins[k]!, total: size(m.outDims) });
+        offset += ins[k]!;
+      });
+    }
+  }
+  return parts;
+}

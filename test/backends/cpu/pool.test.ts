@@ -11,6 +11,16 @@ import { inferShapes } from '../../../src/passes/infer.js';
 import { executeGraph } from '../../../src/ops/execute.js';
 import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { cpuBackend } from '../../../src/backends/cpu/index.js';
+import { layerArgs, runBatch, type LayerMeta } from '../../../src/backends/cpu/build.js';
+import type { NativeLibrary } from '../../../src/backends/cpu/native.js';
+
+/** The parts of build.ts's (unexported) NativeTactic the thread-count case reaches into. */
+interface NativeTacticView {
+  build: { lib: NativeLibrary };
+  kernel: Pick<LayerMeta, 'args' | 'inputDims' | 'outDims' | 'batch'>;
+  variant: { fn: string };
+  packed: unknown;
+}
 
 type Attrs = Record<string, number | number[] | string>;
 const CASES: [string, Attrs][] = [
@@ -65,6 +75,39 @@ describe.skipIf(!findCompiler())('baked window pooling', () => {
       checked++;
     }
     expect(checked).toBe(m.graph.nodes.length);
+  }, 120_000);
+
+  // The stride-2 max pools split an image's output rows into bands (one task per band and image, every plane): at 1, 2
+  // and 3 threads, batch 2 and 3, bands of unequal rows and more bands wanted than there are rows, the same as the
+  // reference.
+  it('stride-2 max pools by bands of rows: 1, 2 and 3 threads, batches of 2 and 3', async () => {
+    const shapes: [number[], Attrs][] = [
+      [[2, 5, 23, 111], { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }],
+      [[3, 24, 9, 17], { kernel_shape: [3, 3], strides: [2, 2], ceil_mode: 1 }],
+      [[2, 6, 30, 30], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }],
+    ];
+    // one model (one library to compile): an input and a pool per shape
+    const b = new GraphBuilder('bands');
+    shapes.forEach(([X, attrs], k) => b.output(b.op('MaxPool', [b.input(`x${k}`, 'float32', X)], attrs, `max${k}`)));
+    const m = b.model(19);
+    inferShapes(m.graph, m.opsets);
+    const inputs = shapes.map(([X], k) => randomTensor(seededRandom(3 + k), X, 1));
+    const ref = executeGraph(m.graph, new Map(inputs.map((x, k) => [`x${k}`, x])), { opsets: m.opsets });
+    const typeOf = (n: string) => m.graph.valueInfo.get(n) ?? m.graph.inputs.find((i) => i.name === n)?.type;
+    for (const [k, node] of m.graph.nodes.entries()) {
+      const want = (ref.get(node.outputs[0]) as TensorData).data as Float32Array;
+      const [t] = cpuBackend.tactics(node, m, typeOf).filter((q) => q.name.endsWith('-pool'));
+      await t.run(node as Node, [inputs[k]], m.opsets); // compiles the library
+      const nt = t as unknown as NativeTacticView;
+      for (const threads of [1, 2, 3]) {
+        const out = new Float32Array(want.length).fill(NaN);
+        nt.build.lib.threads(threads);
+        nt.build.lib.callSync(nt.variant.fn, layerArgs(nt.kernel.args, [inputs[k]], nt.packed, out), runBatch(nt.kernel, [inputs[k]])!);
+        let bad = 0;
+        for (let i = 0; i < out.length; i++) if (out[i] !== want[i]) bad++;
+        expect(bad, `${shapes[k][0]} ${threads} threads`).toBe(0);
+      }
+    }
   }, 120_000);
 
   // Kiln's native max pools let a NaN anywhere in the window win (kmaxv; the reference kernel keeps only a leading one):

@@ -274,7 +274,7 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   const bl = bf16 ? bf16Library() : undefined;
   const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('') + pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('') + (bl?.runtime ?? '');
   // the transposed convolutions compile as a unit of their own, in parallel with the rest
-  const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
+  const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('') + (bl?.tconv ?? '');
   const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n${bl?.header ?? ''}`, [runtime, tunit + symbolTable(kernels.values()), ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);
 }

@@ -4,9 +4,10 @@
 // BF16's VDPBF16PS and accumulating in fp32 (kernels/bf16.c.ts). Weights are rounded and packed in K pairs once at
 // load, activations as the tasks pack them. The bf16 variants are offered beside the fp32 ones and timed against
 // them, so a layer where bf16 does not pay keeps fp32. Winograd stays fp32: its transforms amplify bf16's rounding
-// (F(4,3) with both operands rounded: ~9x the rms error of a direct bf16 sum, ~2e-2 of the output's rms on a 256-channel
-// layer; F(2,3) ~1.4x but 4 products per output), and the 3 x 3s' bf16 transposed convolution is timed against it. bf16 keeps 8 bits of mantissa: each
-// product is off by up to ~2^-8 relative, and a K-long sum of them by about sqrt(K) times that (test/backends/cpu/bf16.test.ts).
+// (F(4,3) with both operands rounded: ~9x the rms error of a direct bf16 sum, ~2e-2 of the output's rms on a
+// 256-channel layer; F(2,3) ~1.4x but 4 products per output), and the 3 x 3s' bf16 transposed convolution is timed
+// against it. bf16 keeps 8 bits of mantissa: each product is off by up to ~2^-8 relative, and a K-long sum of them by
+// about sqrt(K) times that (test/backends/cpu/bf16.test.ts).
 import { hasCpuFlag, type Isa } from './compiler.js';
 import type { ConvGeom } from './conv.js';
 import { exported, nbOr, type Ctx, type Variant } from './codegen.js';

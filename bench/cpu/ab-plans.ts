@@ -3,20 +3,20 @@
 // median wall ms, the median of the per-pair ratios B / A, and ORT's median; "sleeps": the process's voluntary context
 // switches per run (median; a thread of the pool, the libuv worker or the main thread blocking: each a wake-up later,
 // which cost 10-80 us on the Zen 5 VM). Usage:
-//   npx tsx bench/cpu/ab-plans.ts <model|real:name> <planA> <planB> [threads, e.g. 1,2] [pairs]
+//   npx tsx bench/cpu/ab-plans.ts <model|real:name> <planA> <planB> [threads, e.g. 1,2] [pairs] [--batch=N]
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { asTensors, zooInputs } from './inputs.js';
+import { asTensors, batchArg, zooInputs } from './inputs.js';
 
 const require = createRequire(import.meta.url);
-const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1,2', pairsArg = '40'] = process.argv.slice(2);
+const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1,2', pairsArg = '40'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 if (!fileA || !fileB) throw new Error('usage: ab-plans.ts <model> <planA> <planB> [threads] [pairs]');
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
-const { feeds } = zooInputs(m);
+const { feeds } = zooInputs(m, batchArg());
 const kFeeds = asTensors(feeds);
 const pairs = Number(pairsArg);
 const med = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];

@@ -12,12 +12,12 @@ import { serializeOnnx } from '../../src/onnx/writer.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { parsePlan } from '../../src/build/plan.js';
-import { asTensors, zooInputs } from './inputs.js';
+import { asTensors, batchArg, zooInputs } from './inputs.js';
 import { loadReal } from '../real/models.js';
 
 const require = createRequire(import.meta.url);
 const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const batch = Number(process.argv.find((a) => a.startsWith('--batch='))?.slice(8) ?? 1);
+const batch = batchArg();
 const [name = 'resnet50', threadsArg = '1', runsArg = '20'] = argv;
 const threads = Number(threadsArg), runs = Number(runsArg);
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();

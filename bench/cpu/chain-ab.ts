@@ -2,7 +2,7 @@
 // ab-plans.ts): runs alternate A, B, A, B ...; in each run every chain record is replayed once on its own, in chain
 // order, timed, before the real chain runs. Load from other processes (cache and memory contention included) hits
 // both plans alike, which separate chain-prof runs minutes apart do not. Layers are matched by node name.
-// Usage: npx tsx bench/cpu/chain-ab.ts <model|real:name> <planA> <planB> [threads] [runs] [--min]
+// Usage: npx tsx bench/cpu/chain-ab.ts <model|real:name> <planA> <planB> [threads] [runs] [--min] [--batch=N]
 //   --min: each call's fastest run instead of its median (on a machine other jobs load, a call's undisturbed time)
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
@@ -10,13 +10,13 @@ import { loadReal } from '../real/models.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
 import type { KernelsMeta } from '../../src/backends/cpu/build.js';
-import { asTensors, zooInputs } from './inputs.js';
+import { asTensors, batchArg, zooInputs } from './inputs.js';
 import { chainNames, kernelsMeta, recordSymbols } from './native-names.js';
 
 const [name = 'mobilenet-v2', fileA, fileB, threadsArg = '1', runsArg = '60'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 if (!fileA || !fileB) throw new Error('usage: chain-ab.ts <model> <planA> <planB> [threads] [runs]');
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
-const feeds = asTensors(zooInputs(m).feeds);
+const feeds = asTensors(zooInputs(m, batchArg()).feeds);
 const plans = [fileA, fileB].map((f) => fs.readFileSync(f));
 const metas = plans.map(kernelsMeta);
 

@@ -3,13 +3,14 @@
 // its predecessor left, as in the real chain), N passes, median per call. Shows which layers scale badly with threads.
 // Usage: npx tsx bench/cpu/chain-prof.ts <model> [threads, e.g. 1,2] [passes] [--plan=file] (build once, saved/reused)
 //   [--top=N] [--json=file] (per-call medians for comparing trees) [--hot] (each call's passes back to back)
+//   [--batch=N] (the input's batch size, default 1)
 import fs from 'node:fs';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { NativeLibrary } from '../../src/backends/cpu/native.js';
-import { asTensors, zooInputs } from './inputs.js';
+import { asTensors, batchArg, zooInputs } from './inputs.js';
 import { chainNames, kernelsMeta, recordSymbols } from './native-names.js';
 
 const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
@@ -20,7 +21,7 @@ const threadList = (argv[1] ?? '1,2').split(',').map(Number);
 const passes = Number(argv[2] ?? 100);
 // real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
-const { shapes, feeds: raw } = zooInputs(m);
+const { shapes, feeds: raw } = zooInputs(m, batchArg());
 const feeds = asTensors(raw);
 const planFile = flag('plan');
 const hot = flags.includes('--hot');

@@ -12,7 +12,7 @@ import { ZOO } from '../models/zoo.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
-import { asTensors, zooInputs } from './inputs.js';
+import { asTensors, batchArg, zooInputs } from './inputs.js';
 import { loadReal } from '../real/models.js';
 
 const require = createRequire(import.meta.url);
@@ -20,7 +20,7 @@ const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const blocks = process.argv.includes('--blocks');
 const bf16 = process.argv.includes('--bf16');
 const rounds = Number(process.argv.find((a) => a.startsWith('--rounds='))?.slice(9) ?? 0);
-const batch = Number(process.argv.find((a) => a.startsWith('--batch='))?.slice(8) ?? 1);
+const batch = batchArg();
 const name = argv[0] ?? 'mobilenet-v2';
 const threadList = (argv[1] ?? '1').split(',').map(Number);
 const runs = Number(argv[2] ?? 30);

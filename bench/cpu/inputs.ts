@@ -29,6 +29,9 @@ export function zooInputs(m: Model, batch = 1): { shapes: Record<string, number[
   return { shapes, feeds };
 }
 
+/** The scripts' \`--batch=N\` option (default 1): the batch size zooInputs gives the inputs. */
+export const batchArg = (): number => Number(process.argv.find((a) => a.startsWith('--batch='))?.slice(8) ?? 1);
+
 /** The same inputs as Kiln tensors. */
 export function asTensors(feeds: Record<string, RawInput>): Record<string, Tensor> {
   return Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dtype === 'float32' ? new Tensor('float32', v.data as Float32Array, v.dims) : new Tensor('int64', v.data as BigInt64Array, v.dims)]));

@@ -7,14 +7,13 @@ import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { profileLayers } from '../../src/tools/bench-layers.js';
 import type { LayerInfo } from '../../src/build/plan.js';
-import { asTensors, zooInputs } from './inputs.js';
+import { asTensors, batchArg, zooInputs } from './inputs.js';
 
-const flags = process.argv.slice(2).filter((a) => a.startsWith('--'));
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const name = args[0] ?? 'resnet50';
 const threads = Number(args[1] ?? 1);
 const top = Number(args[2] ?? 15);
-const batch = Number(flags.find((f) => f.startsWith('--batch='))?.slice(8) ?? 1);
+const batch = batchArg();
 const m = ZOO.find((z) => z.name === name)!.full();
 const { shapes, feeds: raw } = zooInputs(m, batch);
 const feeds = asTensors(raw);

@@ -1,6 +1,6 @@
 // onnxruntime-node's own per-node profile of a zoo model (the `enableProfiling` session option): median time per
 // node over the runs, summed per op type, and the slowest nodes, to set against bench/cpu/layers.ts for Kiln.
-// Usage: npx tsx bench/cpu/ort-layers.ts <model> [threads] [runs] [top]
+// Usage: npx tsx bench/cpu/ort-layers.ts <model> [threads] [runs] [top] [--batch=N]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,14 +8,14 @@ import { createRequire } from 'node:module';
 import { ZOO } from '../models/zoo.js';
 import { loadReal } from '../real/models.js';
 import { serializeOnnx } from '../../src/onnx/writer.js';
-import { zooInputs } from './inputs.js';
+import { batchArg, zooInputs } from './inputs.js';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
-const [name = 'resnet50', threadsArg = '1', runsArg = '10', topArg = '25'] = process.argv.slice(2);
+const [name = 'resnet50', threadsArg = '1', runsArg = '10', topArg = '25'] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 // real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
 const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
-const { feeds } = zooInputs(m);
+const { feeds } = zooInputs(m, batchArg());
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ort-prof-'));
 const sess = await ort.InferenceSession.create(serializeOnnx(m), {
   intraOpNumThreads: Number(threadsArg), interOpNumThreads: 1, executionMode: 'sequential',

@@ -6,7 +6,9 @@
 // the pipeline): Kiln builds it into its int8 engine, onnxruntime-node runs the file with its own QDQ fusion.
 // --bf16: Kiln's engine built with precision bf16 (the CPU's bf16 math mode: fp32 tensors, convolutions multiplying in
 // bf16), onnxruntime-node in fp32: not the same arithmetic on both sides, labelled so in the output.
-// Usage: npx tsx bench/pipeline/resnet50.ts [images=64] [reps=2] [threads=2] [batch=8] [--int8 | --bf16]
+// --plan=file: Kiln's plan read from the file where it exists, else built and saved there (the build, minutes at
+// batch 8, can then run outside a benchmark lock: `... 0 0 2 8 --plan=file` only builds).
+// Usage: npx tsx bench/pipeline/resnet50.ts [images=64] [reps=2] [threads=2] [batch=8] [--int8 | --bf16] [--plan=file]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +28,7 @@ const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
 const INT8 = process.argv.includes('--int8');
 const BF16 = process.argv.includes('--bf16');
+const PLAN = process.argv.find((a) => a.startsWith('--plan='))?.slice(7);
 const [N, REPS, THREADS, BATCH] = [64, 2, 2, 8].map((d, i) => Number(process.argv.filter((a) => !a.startsWith('--'))[2 + i] ?? d));
 const MEAN = [0.485, 0.456, 0.406], STD = [0.229, 0.224, 0.225];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-pipe-bench-'));
@@ -88,9 +91,15 @@ async function main() {
   }
   const onnxPath = path.join(work, 'resnet50.onnx');
   fs.writeFileSync(onnxPath, serializeOnnx(model));
-  const t0 = performance.now();
-  const plan = await build(model, { profiles: [{ input: { min: [1, 3, 224, 224], opt: [BATCH, 3, 224, 224], max: [BATCH, 3, 224, 224] } }], ...(BF16 ? { precision: 'bf16' as const } : {}) });
-  console.log(`# Kiln build ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  let plan: Uint8Array;
+  if (PLAN && fs.existsSync(PLAN)) plan = fs.readFileSync(PLAN);
+  else {
+    const t0 = performance.now();
+    plan = (await build(model, { profiles: [{ input: { min: [1, 3, 224, 224], opt: [BATCH, 3, 224, 224], max: [BATCH, 3, 224, 224] } }], ...(BF16 ? { precision: 'bf16' as const } : {}) })).bytes;
+    console.log(`# Kiln build ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    if (PLAN) fs.writeFileSync(PLAN, plan);
+  }
+  if (!N) return fs.rmSync(work, { recursive: true, force: true });
   const engine = await Engine.load(plan, { intraOpNumThreads: THREADS });
   const ctx = engine.createContext();
   const sess = await ort.InferenceSession.create(onnxPath, { intraOpNumThreads: THREADS, interOpNumThreads: 1, executionMode: 'sequential' });

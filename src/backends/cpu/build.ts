@@ -275,7 +275,7 @@ function compileModel(model: Model, typeOf: (name: string) => ValueType | undefi
   const runtime = RUNTIME_C + INT8_C + tilesOf(isa).map(([mr, nv]) => renderGemm(mr, nv)).join('') + pwTilesOf(isa).map(([mr, nv]) => renderPointwise(mr, nv)).join('') + (bl?.runtime ?? '');
   // the transposed convolutions compile as a unit of their own, in parallel with the rest; it and the runtime are
   // the same for every model (their objects are cached apart), the symbol table goes with the layers
-  const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('');
+  const tunit = TRANSPOSE16 + tconvTilesOf(isa).map(([mr, nv]) => renderTconv(mr, nv)).join('') + (bl?.tconv ?? '');
   units[0] = symbolTable(kernels.values()) + units[0];
   const bytes = compileLibrary(cc, isa, `${RUNTIME_H}\n${INT8_H}\n${POINTWISE_H}\n${gemms}\n${tconvs}\n${pws}\n${bl?.header ?? ''}`, [runtime, tunit, ...units]);
   return new NativeBuild(isa, new NativeLibrary(bytes), kernels);

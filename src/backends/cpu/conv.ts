@@ -138,8 +138,10 @@ ${fuseGemm ?? acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
       variants.push({ tactic: `native-${c.isa}-dconv-${mr}x${nr}`, fn: `${fn}d`, pack: { fn: pack, inputs: [1] } });
     }
   }
-  if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, fusedEpilogue(n, bias ? 'a2' : 'NULL', !!res) ?? acc?.set ?? '', !!acc);
-  if (G === 1 && c.bf16) src += bf16ConvVariants(c, g, batch, pointwise, (nr) => im2colBody(g, nr), epi ? `e${id}` : 'NULL', variants, acc?.set);
+  // the pointwise and bf16 variants' fused epilogue: the bias from a2 (their g has no groups)
+  const fuse = G === 1 ? fusedEpilogue(n, bias ? 'a2' : 'NULL', !!res) ?? acc?.set ?? '' : '';
+  if (G === 1 && pointwise) src += pointwiseVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, fuse, !!acc);
+  if (G === 1 && c.bf16) src += bf16ConvVariants(c, g, batch, pointwise, (nr) => im2colBody(g, nr), epi ? `e${id}` : 'NULL', variants, fuse, acc?.set);
   src += tconvVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);
   if (G > 1) src += groupedVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants);
   if (G === 1) src += winogradVariants(c, g, batch, epi ? `e${id}` : 'NULL', variants, acc?.set);

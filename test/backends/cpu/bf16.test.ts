@@ -1,7 +1,8 @@
 // The bf16 math mode's variants (bf16.ts, kernels/bf16.c.ts), forced one by one, against plain JS: pointwise (input
-// read in place) and implicit-GEMM (im2col panels) convolutions and MatMuls (activations rounded into panels per call)
-// with odd channel counts and K (an odd last K pair), partial tiles, strides and pads, bias / residual / Relu / Relu6
-// epilogues, the accumulate-in-place mode, batches of 1 and 3, one and two threads. Plus the plumbing: a bf16 CPU build keeps its graph fp32, records
+// read in place), implicit-GEMM (im2col panels) and transposed (channel-pair words) convolutions and MatMuls
+// (activations rounded into panels per call) with odd channel counts and K (an odd last K pair), partial tiles, strides
+// and pads, bias / residual / Relu / Relu6 epilogues (fused in the GEMM tiles' stores), the accumulate-in-place mode,
+// batches of 1 to 3, one and two threads. Plus the plumbing: a bf16 CPU build keeps its graph fp32, records
 // bf16 in the plan and runs. Skipped on hosts without AVX-512 BF16 (the kernels would not be offered).
 //
 // Tolerance: bf16 keeps 8 significant bits, so rounding a weight and an activation each moves it by at most 2^-9
@@ -119,6 +120,8 @@ const CASES: [string, ConvCase][] = [
   ['3 x 3 pad 1, relu6', { batch: 1, C: 13, H: 11, W: 17, Co: 24, k: [3, 3], s: 1, pads: [1, 1, 1, 1], bias: true, res: false, act: 'relu6' }],
   ['1 x 1 stride 2 (a downsample), residual, 3 images', { batch: 3, C: 33, H: 15, W: 15, Co: 64, k: [1, 1], s: 2, pads: [0, 0, 0, 0], bias: true, res: true, act: 'none' }],
   ['7 x 7 stride 2 stem, asymmetric pads', { batch: 1, C: 3, H: 23, W: 29, Co: 16, k: [7, 7], s: 2, pads: [3, 2, 3, 3], bias: true, res: false, act: 'relu' }],
+  ['3 x 3 stride 2 pad 1 to 7 x 7, residual, 2 images', { batch: 2, C: 31, H: 13, W: 13, Co: 64, k: [3, 3], s: 2, pads: [1, 1, 1, 1], bias: true, res: true, act: 'relu' }],
+  ['3 x 3 pad 1, odd width, no bias', { batch: 1, C: 20, H: 9, W: 19, Co: 32, k: [3, 3], s: 1, pads: [1, 1, 1, 1], bias: false, res: false, act: 'none' }],
 ];
 
 interface MatMulCase { lead: number[]; K: number; N: number; transB: boolean; bias: boolean; res: boolean; relu: boolean }

@@ -2,6 +2,7 @@
 // to bfloat16 (round to nearest even) and multiplied by AVX-512 BF16's VDPBF16PS, which adds the products of two bf16
 // pairs into each fp32 lane: twice the multiply-adds per instruction of an fp32 FMA (Zen 4: 325 vs 163 GFLOP/s per
 // core). Compiled only into bf16 builds' libraries, under a target pragma (the rest of the library keeps its flags).
+import { fuseTile } from './tiles.c.js';
 
 /** Declarations (part of a bf16 build's header). */
 export const BF16_H = String.raw`
@@ -20,10 +21,16 @@ typedef struct bgemm_s {
   int batch;
   int accumulate;                  /* as in gemm_t */
   const uint32_t *bp;              /* B prepacked as [ceil(N/NR)][ceil(K/2)][NR] pairs (b[k][j], b[k + 1][j]), or NULL */
+  const kfuse_t *fuse;             /* the epilogue applied in the tile stores (as in gemm_t), or NULL */
 } bgemm_t;
 void *kiln_bpack_a(const float *w, int rs, int cs, int M, int K, int MR);
 void *kiln_bpack_b(const float *w, int rs, int cs, int K, int N, int NR);
 const uint32_t *kiln_bpack_rows(const float *a, int lda, int M, int K, int MR);
+/* The bf16 transposed convolution's operands (tconv_t, renderTconv's bf16 instance): weights [Co][C][KHW] as panels
+   [ceil(Co/NR)][ceil(C/2) * KHW][NR] of words (w[co][2c][t], w[co][2c + 1][t]); images zero padded to HP x WP as
+   ceil(C/2) planes of words (x[2c][h][w], x[2c + 1][h][w]), slack words after each image, per words apart. */
+void *kiln_bpack_conv(const float *w, int Co, int C, int KHW, int NR);
+const uint32_t *kiln_bpad_pairs(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per);
 `;
 
 /** The packing helpers of the bf16 GEMM (once per bf16 library). */
@@ -51,6 +58,62 @@ void *kiln_bpack_a(const float *w, int rs, int cs, int M, int K, int MR) {
         o[((size_t)p * K2 + k2) * MR + r] = lo | hi << 16;
       }
   return o;
+}
+void *kiln_bpack_conv(const float *w, int Co, int C, int KHW, int NR) {
+  int CP = (C + 1) / 2, np = (Co + NR - 1) / NR;
+  uint32_t *o = (uint32_t *)kiln_alloc((size_t)np * CP * KHW * NR);
+  for (int p = 0; p < np; p++)
+    for (int cp = 0; cp < CP; cp++)
+      for (int t = 0; t < KHW; t++)
+        for (int j = 0; j < NR; j++) {
+          int co = p * NR + j, c = 2 * cp;
+          const float *wc = w + ((size_t)co * C + c) * KHW + t;
+          uint32_t lo = co < Co ? kbf16(wc[0]) : 0, hi = co < Co && c + 1 < C ? kbf16(wc[KHW]) : 0;
+          o[(((size_t)p * CP + cp) * KHW + t) * NR + j] = lo | hi << 16;
+        }
+  return o;
+}
+typedef struct { const float *x; uint32_t *o; int C, H, W, HP, WP, pt, pl, slack, per, planes; size_t img; } bpad_job;
+/* planes [t * per, (t + 1) * per) of (image, channel pair): per padded row, 16 columns at a time, the two channels'
+   valid columns loaded under a mask (the pads read as zeros), rounded into one vector of 32 halves and interleaved
+   into words */
+static void bpad_task(void *p, int t) {
+  const bpad_job *j = p;
+  const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+    23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  int CP = (j->C + 1) / 2, HW = j->H * j->W;
+  size_t plane = (size_t)j->HP * j->WP;
+  for (int q = t * j->per; q < KMIN(j->planes, (t + 1) * j->per); q++) {
+    int b = q / CP, cp = q % CP;
+    const float *x0 = j->x + ((size_t)b * j->C + 2 * cp) * HW, *x1 = 2 * cp + 1 < j->C ? x0 + HW : NULL;
+    uint32_t *o = j->o + (size_t)b * j->img + (size_t)cp * plane;
+    for (int h = 0; h < j->HP; h++) {
+      uint32_t *orow = o + (size_t)h * j->WP;
+      int ih = h - j->pt;
+      if ((unsigned)ih >= (unsigned)j->H) { memset(orow, 0, j->WP * sizeof(uint32_t)); continue; }
+      const float *r0 = x0 + (size_t)ih * j->W - j->pl, *r1 = x1 ? x1 + (size_t)ih * j->W - j->pl : NULL;
+      for (int w = 0; w < j->WP; w += 16) {
+        /* lanes l with source column w + l - pl in [0, W) */
+        int lo = KMIN(16, KMAX(0, j->pl - w)), hi = KMIN(16, KMAX(0, j->pl + j->W - w));
+        __mmask16 m = lo < hi ? (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
+        __m512 v0 = _mm512_maskz_loadu_ps(m, r0 + w), v1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + w) : _mm512_setzero_ps();
+        __m512i v = _mm512_permutexvar_epi16(il, (__m512i)_mm512_cvtne2ps_pbh(v1, v0));
+        _mm512_mask_storeu_epi32(orow + w, (__mmask16)((1u << KMIN(16, j->WP - w)) - 1), v);
+      }
+    }
+    if (cp == CP - 1) memset(o + plane, 0, j->slack * sizeof(uint32_t));
+  }
+}
+const uint32_t *kiln_bpad_pairs(const float *x, int B, int C, int H, int W, int HP, int WP, int pt, int pl, int slack, size_t *per) {
+  int CP = (C + 1) / 2, planes = B * CP;
+  size_t img = (size_t)CP * HP * WP + slack;
+  uint32_t *out = (uint32_t *)kiln_scratch(2, (size_t)B * img);
+  *per = img;
+  /* below ~64K words a handoff to other threads costs more than the copy (as kiln_pad_images) */
+  int tasks = (size_t)planes * HP * WP < (1 << 16) ? 1 : KMIN(planes, 4 * kiln_threads());
+  bpad_job j = { x, out, C, H, W, HP, WP, pt, pl, slack, (planes + tasks - 1) / KMAX(1, tasks), planes, img };
+  if (planes) { if (tasks <= 1) bpad_task(&j, 0); else kiln_pool_run(bpad_task, &j, (planes + j.per - 1) / j.per); }
+  return out;
 }
 /* Weights w[k * rs + n * cs] as panels of NR columns: per pair of K steps NR words (w[k][n], w[k + 1][n]) */
 void *kiln_bpack_b(const float *w, int rs, int cs, int K, int N, int NR) {
@@ -122,10 +185,12 @@ static inline __attribute__((always_inline)) void bpack_b_${id}(const float *res
   }
 }
 
+${fuseTile(`ukb_${id}_fuse`, mr, nv)}
 /* C[MR][NR] (+)= A pairs [K2][MR] x B pairs [K2][NR]: per pair of K steps, each row's weight pair broadcast against the
-   NV vectors of position pairs */
-static inline __attribute__((always_inline)) void ukb_${id}(int K2, const uint32_t *restrict a, const uint32_t *restrict b, float *restrict c, int ldc, int acc) {
-  __m512 s[${mr}][${nv}];
+   NV vectors of position pairs; \`fu\`: the fused epilogue before the store (NULL: a plain store) */
+static inline __attribute__((always_inline)) void ukb_${id}(int K2, const uint32_t *restrict a, const uint32_t *restrict b, float *restrict c, int ldc, int acc,
+    const float *restrict bias, const kfuse_t *fu) {
+  vf s[${mr}][${nv}];
   if (acc) {
     _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
       _Pragma("GCC unroll 4") for (int j = 0; j < ${nv}; j++) s[r][j] = _mm512_loadu_ps(c + (size_t)r * ldc + j * 16);
@@ -141,6 +206,7 @@ static inline __attribute__((always_inline)) void ukb_${id}(int K2, const uint32
       _Pragma("GCC unroll 4") for (int j = 0; j < ${nv}; j++) s[r][j] = _mm512_dpbf16_ps(s[r][j], av, bv[j]);
     }
   }
+  if (fu) ukb_${id}_fuse(s, bias, fu);
   _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
     _Pragma("GCC unroll 4") for (int j = 0; j < ${nv}; j++) _mm512_storeu_ps(c + (size_t)r * ldc + j * 16, s[r][j]);
 }
@@ -148,8 +214,8 @@ static inline __attribute__((always_inline)) void ukb_${id}(int K2, const uint32
 typedef struct { const bgemm_t *g; int tm, tn, mc, nc; } bgemm_job_${id};
 
 /* One task: rows [i0, i1) x columns [j0, j1) of one image, as gemm_task: column blocks of NB, K in blocks of KC
-   (even), each block's B rounded to pairs once and met by every row panel of the task; the epilogue per column block
-   after the last K block. */
+   (even), each block's B rounded to pairs once and met by every row panel of the task; the last K block applies the
+   fused epilogue in its stores (g->fuse), or the generic one runs per column block after it. */
 static void bgemm_task_${id}(void *p, int t) {
   enum { MR = ${mr}, NR = ${nv} * 16, KC = 8192 / NR, NB = 4 * NR };
   const bgemm_job_${id} *job = p;
@@ -165,11 +231,12 @@ static void bgemm_task_${id}(void *p, int t) {
   int nkb = (K + KC - 1) / KC, kcb = ((K + nkb - 1) / nkb + 1) & ~1;
   uint32_t *bb = g->bp ? NULL : (uint32_t *)kiln_scratch(1, (size_t)(kcb / 2) * NB);
   float *fp = src || g->bp ? NULL : kiln_scratch(0, (size_t)kcb * NR);
-  float tile[MR * NR] __attribute__((aligned(64)));
+  float tile[MR * NR] __attribute__((aligned(64))), bpad[MR];
   for (int jb = j0; jb < j1; jb += NB) {
     int nbw = KMIN(NB, j1 - jb);
     for (int k0 = 0; k0 < K; k0 += kcb) {
       int kc = KMIN(kcb, K - k0), kc2 = (kc + 1) / 2;
+      const kfuse_t *fu = k0 + kc == K ? g->fuse : NULL;
       if (!g->bp) for (int jr = 0; jr < nbw; jr += NR) {
         int nj = KMIN(NR, nbw - jr);
         uint32_t *bp = bb + (size_t)(jr / NR) * (kcb / 2) * NR;
@@ -184,10 +251,11 @@ static void bgemm_task_${id}(void *p, int t) {
           int mi = KMIN(MR, i1 - i);
           const uint32_t *ap = g->ap + ((size_t)(i / MR) * K2 + k0 / 2) * MR;
           float *c = cimg + (size_t)i * ldc + j;
-          if (mi == MR && nj == NR) ukb_${id}(kc2, ap, bp, c, ldc, acc);
+          const float *bias = kfuse_rows(fu, i, mi, MR, bpad);
+          if (mi == MR && nj == NR) ukb_${id}(kc2, ap, bp, c, ldc, acc, bias, fu);
           else {
             if (acc) for (int r = 0; r < mi; r++) memcpy(tile + r * NR, c + (size_t)r * ldc, nj * sizeof(float));
-            ukb_${id}(kc2, ap, bp, tile, NR, acc);
+            ukb_${id}(kc2, ap, bp, tile, NR, acc, bias, fu);
             for (int r = 0; r < mi; r++) memcpy(c + (size_t)r * ldc, tile + r * NR, nj * sizeof(float));
           }
         }

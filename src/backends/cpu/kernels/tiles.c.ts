@@ -39,9 +39,9 @@ ${o.fuse ? `  if (fu) ${o.name}_fuse(s, bias, fu);\n` : ''}  _Pragma("GCC unroll
 `;
 }
 
-/** The common epilogue (kfuse_t) on a microkernel's MR x NV accumulators. The activation is a switch per tile, outside
- * the unrolled loops. */
-function fuseTile(name: string, mr: number, nv: number): string {
+/** The common epilogue (kfuse_t) on a microkernel's MR x NV accumulators (here and in the bf16 GEMM's). The activation
+ * is a switch per tile, outside the unrolled loops. */
+export function fuseTile(name: string, mr: number, nv: number): string {
   const each = (body: string) => `_Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) { vf v = s[r][j]; ${body} }`;
   return `static inline __attribute__((always_inline)) void ${name}(vf s[${mr}][${nv}], const float *restrict bias, const kfuse_t *fu) {
   if (bias) _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) { float br = bias[r]; _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) s[r][j] += br; }
@@ -348,12 +348,20 @@ static void transpose_store_block(const float *restrict t, int ld, int P, int nj
 #endif
 `;
 
-/** The transposed direct convolution (see tconv_t) for one MR x NR tile: output positions x output channels. */
-export function renderTconv(mr: number, nv: number): string {
-  const id = `${mr}x${nv}`;
+/** The transposed direct convolution (see tconv_t) for one MR x NR tile: output positions x output channels. \`bf16\`:
+ * the bf16 math mode's instance (kiln_tconv_b<tile>, under the avx512bf16 target): K counts pairs of input channels
+ * per tap, the source is the padded image as (x[2c], x[2c + 1]) bf16 words (kiln_bpad_pairs) and the weights the
+ * matching words per output channel (kiln_bpack_conv); each tap broadcasts one word against the weight pairs by
+ * VDPBF16PS. It takes no edges (tap NULL: always the padded copy). */
+export function renderTconv(mr: number, nv: number, bf16 = false): string {
+  const id = `${bf16 ? 'b' : ''}${mr}x${nv}`;
   // a 16 x 16 tile (one vector of channels) is a square of vectors on AVX-512: transposed in registers (TRANSPOSE16)
   const square = mr === 16 && nv === 1;
-  return String.raw`static inline __attribute__((always_inline)) void ukt_${id}(int K, const float *restrict base, const int *restrict off, int s,
+  const mac = bf16 ? `__m512bh a = (__m512bh)_mm512_set1_epi32((int)((const uint32_t *)p)[r * s]);
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] = _mm512_dpbf16_ps(t[r][j], a, (__m512bh)bv[j]);`
+    : `float a = p[r * s];
+      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] += a * bv[j];`;
+  return String.raw`${bf16 ? '#pragma GCC push_options\n#pragma GCC target("avx512bf16")\n' : ''}static inline __attribute__((always_inline)) void ukt_${id}(int K, const float *restrict base, const int *restrict off, int s,
     const float *restrict b, float *restrict ct, int acc, const float *pf, int pfon) {
   vf t[${mr}][${nv}];
   if (acc) {
@@ -372,14 +380,13 @@ export function renderTconv(mr: number, nv: number): string {
     vf bv[${nv}];
     _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) bv[j] = *(const vf *)(b + j * VW);
     _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++) {
-      float a = p[r * s];
-      _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) t[r][j] += a * bv[j];
+      ${mac}
     }
   }
   _Pragma("GCC unroll 16") for (int r = 0; r < ${mr}; r++)
     _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vf *)(ct + r * ${nv} * VW + j * VW) = t[r][j];
 }
-
+${bf16 ? '' : String.raw`
 /* One output position of an edge tile (see tconv_t.tap): K slice [k0, k0 + kc) with every tap checked against the
    image, added to (acc) or stored in the tile's row. */
 static inline __attribute__((always_inline)) void ukt_edge_${id}(const tconv_t *g, const float *img, int k0, int kc, int ih0, int iw0,
@@ -396,7 +403,7 @@ static inline __attribute__((always_inline)) void ukt_edge_${id}(const tconv_t *
   }
   _Pragma("GCC unroll 8") for (int j = 0; j < ${nv}; j++) *(vf *)(row + j * VW) = t[j];
 }
-
+`}
 typedef struct { const tconv_t *g; int tp, tt, pc, tc, tpr, ntiles; } tconv_job_${id};
 
 static void tconv_task_${id}(void *p, int t) {
@@ -432,7 +439,7 @@ static void tconv_task_${id}(void *p, int t) {
           int oh = q / tpr, ow0 = (q % tpr) * MR;
           const float *base = src + (size_t)oh * g->rs + (size_t)ow0 * s;
           float *tile = ct + (q - tb) * MR * NR;
-          /* edges: 0 every tap inside the image (in place), 1 inside its memory but some positions' columns off the
+${bf16 ? '' : String.raw`          /* edges: 0 every tap inside the image (in place), 1 inside its memory but some positions' columns off the
              image (in place, those positions redone with checks), 2 every position with checks */
           int edge = 0, mi = KMIN(MR, OW - ow0);
           if (g->tap) {
@@ -448,13 +455,13 @@ static void tconv_task_${id}(void *p, int t) {
           }
           float keep[MR * NR] __attribute__((aligned(64)));
           if (edge == 1 && k0 > 0) memcpy(keep, tile, sizeof(keep));
-#define UKT(S, PF) ukt_${id}(kc, base, g->off + k0, S, bpan + (size_t)k0 * NR, tile, k0 > 0, pf, PF)
+`}#define UKT(S, PF) ukt_${id}(kc, base, g->off + k0, S, bpan + (size_t)k0 * NR, tile, k0 > 0, pf, PF)
           if (q == pq) { if (s == 1) UKT(1, 1); else if (s == 2) UKT(2, 1); else UKT(s, 1); }
           else if (s == 1) UKT(1, 0);
           else if (s == 2) UKT(2, 0);
           else UKT(s, 0);
 #undef UKT
-          if (edge == 1) {
+${bf16 ? '' : String.raw`          if (edge == 1) {
             for (int r = 0; r < mi; r++) {
               int iw0 = (ow0 + r) * s - g->pl;
               if (iw0 >= 0 && iw0 + g->kws < g->W) continue;
@@ -462,7 +469,7 @@ static void tconv_task_${id}(void *p, int t) {
               ukt_edge_${id}(g, src, k0, kc, oh * g->s0 - g->pt, iw0, bpan + (size_t)k0 * NR, tile + r * NR, k0 > 0);
             }
           }
-        }
+`}        }
       }
       /* transpose the block's tiles into C: output position n = oh * OW + ow */
 #ifdef KILN_TR16
@@ -503,7 +510,7 @@ void kiln_tconv_${id}(const tconv_t *g) {
   tconv_job_${id} job = { g, (np + pc - 1) / pc, (ntiles + tc - 1) / tc, pc, tc, tpr, ntiles };
   kiln_pool_run(tconv_task_${id}, &job, job.tp * job.tt * batch);
 }
-`;
+${bf16 ? '#pragma GCC pop_options\n' : ''}`;
 }
 
 /** Declarations of the tile kernels' fused epilogue (kfuse_t) and of the pointwise convolution (renderPointwise), part

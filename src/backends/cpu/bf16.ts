@@ -9,7 +9,7 @@
 // against it. bf16 keeps 8 bits of mantissa: each product is off by up to ~2^-8 relative, and a K-long sum of them by
 // about sqrt(K) times that (test/backends/cpu/bf16.test.ts).
 import { hasCpuFlag, type Isa } from './compiler.js';
-import type { ConvGeom } from './conv.js';
+import { tconvPlanes, type ConvGeom } from './conv.js';
 import { exported, nbOr, type Ctx, type Variant } from './codegen.js';
 import { BF16_C, BF16_H, renderBgemm } from './kernels/bf16.c.js';
 import { renderTconv } from './kernels/tiles.c.js';
@@ -91,15 +91,10 @@ ${set}  kiln_bgemm_${tile}(&g);
  * (bench/cpu/bf16-ab.ts): 0.67-0.78x the time of the best earlier variant, fp32 Winograd included.
  */
 function bf16TconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants: Variant[], acc?: string): string {
-  const { C, H, W, Co, OH, OW, kh, kw, s, d, p } = g;
+  const { C, H, W, Co, OH, OW, kh, kw, s, p } = g;
   const id = c.id, N = OH * OW, CP = Math.ceil(C / 2), K2 = CP * kh * kw;
-  // a 1x1 stride-1 unpadded layer runs as one long output row (as the fp32 one)
-  const flat = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
-  const HP = flat ? H : Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H);
-  const WP = flat ? W : Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
-  const off: number[] = [];
-  for (let cp = 0; cp < CP; cp++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) off.push(cp * HP * WP + a * d[0] * WP + b * d[1]);
-  const [oh, ow, rs] = flat ? [1, N, 0] : [OH, OW, s[0] * WP];
+  // planes of channel-pair words, laid out as the fp32 one's planes
+  const { HP, WP, off, oh, ow, rs } = tconvPlanes(g, CP);
   let src = `static const int boff${id}[${K2}] = { ${off.join(', ')} };\n`;
   for (const [mr, nv] of BTCONV_TILES) {
     const tile = `${mr}x${nv}`, nr = nv * 16, fn = `L${id}_bt${tile}`, pack = `P${id}_bt${tile}`;

@@ -156,6 +156,22 @@ ${fuseGemm ?? acc?.set ?? ''}    if (B) kiln_gemm_${tile}(&g);
     source: `${src}#undef N_\n`, batched: !!c.batch, work: batch * Co * N * K, ...(pair ? { pair } : {}) };
 };
 
+/**
+ * The transposed convolution's view of its source (fp32 or bf16 channel pairs): padded planes of HP x WP, each tap's
+ * offset for `planes` planes, and the output as oh rows of ow positions, rs apart in the source. A 1x1 stride-1
+ * unpadded convolution runs as one long output row on the image itself.
+ */
+export function tconvPlanes(g: ConvGeom, planes: number) {
+  const { H, W, OH, OW, kh, kw, s, d, p } = g;
+  const flat = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
+  const HP = flat ? H : Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H);
+  const WP = flat ? W : Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
+  const off: number[] = [];
+  for (let ci = 0; ci < planes; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) off.push(ci * HP * WP + a * d[0] * WP + b * d[1]);
+  const [oh, ow, rs] = flat ? [1, OH * OW, 0] : [OH, OW, s[0] * WP];
+  return { flat, HP, WP, off, oh, ow, rs };
+}
+
 /** Transposed direct convolution variants (tconv_t; any window, stride, padding, dilation): taps read straight from
  * the input where every tile lies inside it, else from a zero-padded copy with slack for the last tiles' overrun.
  * A 1x1 stride-1 unpadded convolution runs as one long output row. */
@@ -164,12 +180,7 @@ function tconvVariants(c: Ctx, g: ConvGeom, batch: number, epi: string, variants
   // a grouped layer: each group's channels are an image of their own (see tconv_t), its output channels the panels
   const C = g.C / G, Co = g.Co / G;
   const id = c.id, K = C * kh * kw, N = OH * OW;
-  const flat = kh === 1 && kw === 1 && s[0] === 1 && s[1] === 1 && p.every((v) => v === 0);
-  const HP = flat ? H : Math.max((OH - 1) * s[0] + (kh - 1) * d[0] + 1, p[0] + H);
-  const WP = flat ? W : Math.max((OW - 1) * s[1] + (kw - 1) * d[1] + 1, p[1] + W);
-  const off: number[] = [];
-  for (let ci = 0; ci < C; ci++) for (let a = 0; a < kh; a++) for (let b = 0; b < kw; b++) off.push(ci * HP * WP + a * d[0] * WP + b * d[1]);
-  const [oh, ow, rs] = flat ? [1, N, 0] : [OH, OW, s[0] * WP];
+  const { flat, HP, WP, off, oh, ow, rs } = tconvPlanes(g, C);
   let src = `static const int toff${id}[${K}] = { ${off.join(', ')} };\n`;
   // edges: a padded layer whose taps fall off the image for at most a tenth of its output positions (stems, 3 x 3
   // layers from 56 x 56 up) also runs on the image in place, those positions computed with bounds checks (tconv_t.tap),

@@ -125,7 +125,7 @@ export function bf16MatMulVariants(c: Ctx, M: string, N: number, K: number, tran
   for (const [mr, nv] of BF16_TILES) {
     const tile = `${mr}x${nv}`, nr = nv * 16, fn = `L${id}_b${tile}`, pack = `P${id}_b${tile}`;
     if (Math.ceil(N / nr) * nr > 1.25 * N) continue;
-    src += `KEXPORT void *${pack}(void *w, void *unused) { (void)unused; return kiln_bpack_b(w, ${transB ? `1, ${K}` : `${N}, 1`}, ${K}, ${N}, ${nr}); }\n`;
+    src += `KEXPORT void *${pack}(void *w, void *unused) { (void)unused; return kiln_bpack_a(w, ${transB ? `${K}, 1` : `1, ${N}`}, ${N}, ${K}, ${nr}); }\n`;
     src += exported(fn, `  const float *p[2] = { a2, a3 };
   int M = ${M};
   bgemm_t g = { M, ${N}, ${K}, kiln_bpack_rows(a0, ${K}, M, ${K}, ${mr}), NULL, 0, 0, NULL, ${epi}, p, 0, a4, 0, ${N}, 1, 0, a1 };

@@ -9,7 +9,8 @@ export const BF16_H = String.raw`
 /* C[M][N] = A[M][K] x B[K][N] in bf16, A as pairs along K per row panel, B as pairs along K per column. A convolution:
    A the weights, prepacked (kiln_bpack_a), B the activations, rounded to bf16 pairs per block as the tasks need them:
    read in place (a pointwise layer's input, rows ldb apart) or from the fp32 im2col panels of the convolution's packb.
-   A MatMul: A the activations, rounded per call (kiln_bpack_rows), B the weights, prepacked (kiln_bpack_b, bp). */
+   A MatMul: A the activations, rounded per call (kiln_bpack_rows), B the weights, prepacked (kiln_bpack_a over B's
+   transpose, bp). */
 typedef struct bgemm_s {
   int M, N, K;
   const uint32_t *ap;              /* [ceil(M/MR)][ceil(K/2)][MR] pairs (w[k], w[k + 1]), zero padded */
@@ -24,7 +25,6 @@ typedef struct bgemm_s {
   const kfuse_t *fuse;             /* the epilogue applied in the tile stores (as in gemm_t), or NULL */
 } bgemm_t;
 void *kiln_bpack_a(const float *w, int rs, int cs, int M, int K, int MR);
-void *kiln_bpack_b(const float *w, int rs, int cs, int K, int N, int NR);
 const uint32_t *kiln_bpack_rows(const float *a, int lda, int M, int K, int MR);
 /* The bf16 transposed convolution's operands (tconv_t, renderTconv's bf16 instance): weights [Co][C][KHW] as panels
    [ceil(Co/NR)][ceil(C/2) * KHW][NR] of words (w[co][2c][t], w[co][2c + 1][t]); images zero padded to HP x WP as
@@ -45,7 +45,8 @@ static inline uint32_t kbf16(float f) {
   if ((u & 0x7fffffff) > 0x7f800000) return (u >> 16) | 0x40;
   return (u + 0x7fff + ((u >> 16) & 1)) >> 16;
 }
-/* Weights w[m * rs + k * cs] as panels of MR rows: per pair of K steps one 32-bit word per row, (w[k], w[k + 1]) */
+/* Weights w[m * rs + k * cs] as panels of MR rows: per pair of K steps one 32-bit word per row, (w[k], w[k + 1]). A
+   MatMul's B [K][N] packs as panels of its columns: the same layout over its transpose (strides swapped). */
 void *kiln_bpack_a(const float *w, int rs, int cs, int M, int K, int MR) {
   int K2 = (K + 1) / 2, np = (M + MR - 1) / MR;
   uint32_t *o = (uint32_t *)kiln_alloc((size_t)np * K2 * MR);
@@ -114,20 +115,6 @@ const uint32_t *kiln_bpad_pairs(const float *x, int B, int C, int H, int W, int 
   bpad_job j = { x, out, C, H, W, HP, WP, pt, pl, slack, (planes + tasks - 1) / KMAX(1, tasks), planes, img };
   if (planes) { if (tasks <= 1) bpad_task(&j, 0); else kiln_pool_run(bpad_task, &j, (planes + j.per - 1) / j.per); }
   return out;
-}
-/* Weights w[k * rs + n * cs] as panels of NR columns: per pair of K steps NR words (w[k][n], w[k + 1][n]) */
-void *kiln_bpack_b(const float *w, int rs, int cs, int K, int N, int NR) {
-  int K2 = (K + 1) / 2, np = (N + NR - 1) / NR;
-  uint32_t *o = (uint32_t *)kiln_alloc((size_t)np * K2 * NR);
-  for (int p = 0; p < np; p++)
-    for (int k2 = 0; k2 < K2; k2++)
-      for (int j = 0; j < NR; j++) {
-        int n = p * NR + j, k = 2 * k2;
-        uint32_t lo = n < N ? kbf16(w[(size_t)k * rs + (size_t)n * cs]) : 0;
-        uint32_t hi = n < N && k + 1 < K ? kbf16(w[(size_t)(k + 1) * rs + (size_t)n * cs]) : 0;
-        o[((size_t)p * K2 + k2) * NR + j] = lo | hi << 16;
-      }
-  return o;
 }
 typedef struct { const float *a; int lda, M, K, MR; uint32_t *o; } bpack_rows_job;
 /* one panel of MR rows: 32 floats of a row rounded into 16 pair words at a time (VCVTNE2PS2BF16 pairs neighbours),

@@ -5,7 +5,9 @@
 //   runs next); --batch=N: the batch size (default 1); --bf16: Kiln built with precision bf16 (the CPU's bf16 math
 //   mode), onnxruntime in fp32 as always; --rounds=R: both engines loaded, R rounds of runs/R runs each, the engines'
 //   blocks alternating in order with a 50 ms pause before each (the other engine's pool settles), the ratio the median
-//   of per-round ratios: a disturbed stretch of the machine hits one round of both engines, not one engine's block
+//   of per-round ratios: a disturbed stretch of the machine hits one round of both engines, not one engine's block;
+//   --caller: Kiln runs on the calling thread (runOnCallingThread), blocking the event loop as onnxruntime-node's run
+//   does, so neither pays a thread handoff per run (default: Kiln on a worker thread, the event loop free)
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { ZOO } from '../models/zoo.js';
@@ -14,11 +16,13 @@ import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { asTensors, batchArg, zooInputs } from './inputs.js';
 import { loadReal } from '../real/models.js';
+import { coresLine } from './cores.js';
 
 const require = createRequire(import.meta.url);
 const argv = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const blocks = process.argv.includes('--blocks');
 const bf16 = process.argv.includes('--bf16');
+const onCaller = process.argv.includes('--caller');
 const rounds = Number(process.argv.find((a) => a.startsWith('--rounds='))?.slice(9) ?? 0);
 const batch = batchArg();
 const name = argv[0] ?? 'mobilenet-v2';
@@ -39,7 +43,8 @@ const time = async (f: () => Promise<unknown>) => {
 };
 const med = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
 for (const threads of threadList) {
-  const engine = await Engine.load(plan, { intraOpNumThreads: threads });
+  const coresBefore = threads > 1 ? await coresLine() : '';
+  const engine = await Engine.load(plan, { intraOpNumThreads: threads, runOnCallingThread: onCaller });
   const ctx = engine.createContext();
   const session = () => ort.InferenceSession.create(onnx, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
   const oFeeds = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new ort.Tensor(v.dtype, v.data, v.dims)]));
@@ -87,5 +92,6 @@ for (const threads of threadList) {
   console.log(`  Kiln / ORT (median wall): ${(med(k.map((v) => v[0])) / med(o.map((v) => v[0]))).toFixed(2)}x`);
   if (rounds) console.log(`  Kiln / ORT per round: median ${med(ratios).toFixed(2)}x (${ratios.map((r) => r.toFixed(2)).join(' ')})`);
   console.log(`  load average: ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}`);
+  if (threads > 1) console.log(`  before: ${coresBefore}\n  after:  ${await coresLine()}`);
   await sess.release();
 }

@@ -1,8 +1,9 @@
 // Where a zoo model's CPU time goes: builds the full-size model, runs a per-layer profile (wall time per layer,
 // koffi call included) at the given thread count, and prints time per op kind and the slowest layers with their
-// FLOP rate. Usage: npx tsx bench/cpu/layers.ts <model> [threads] [top] [--batch=N]
+// FLOP rate. Usage: npx tsx bench/cpu/layers.ts <model|real:name> [threads] [top] [--batch=N]
 //   --batch sets every symbolic dimension that is not a sequence length (default 1; sequence lengths are 128)
 import { ZOO } from '../models/zoo.js';
+import { loadReal } from '../real/models.js';
 import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { profileLayers } from '../../src/tools/bench-layers.js';
@@ -14,7 +15,8 @@ const name = args[0] ?? 'resnet50';
 const threads = Number(args[1] ?? 1);
 const top = Number(args[2] ?? 15);
 const batch = batchArg();
-const m = ZOO.find((z) => z.name === name)!.full();
+// real:<name>: a real exported graph from bench/real/models (random weights), else a zoo model
+const m = name.startsWith('real:') ? loadReal(name.slice(5)) : ZOO.find((z) => z.name === name)!.full();
 const { shapes, feeds: raw } = zooInputs(m, batch);
 const feeds = asTensors(raw);
 const plan = await build(m, { shapes });

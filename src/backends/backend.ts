@@ -19,8 +19,9 @@ export interface Tactic {
   /** Run one node with this implementation (used for timing at build time). */
   run(node: Node, inputs: (Value | undefined)[], opsets: Map<string, number>): Value[] | Promise<Value[]>;
   /** Optional: the tactic's own timing (ms) on these inputs, where it can measure itself more steadily than wall time
-   * around `run` (undefined: it cannot run them). The builder uses it instead of timing `run`. */
-  time?(node: Node, inputs: (Value | undefined)[]): number | undefined;
+   * around `run` (undefined: it cannot run them). The builder uses it instead of timing `run`. `consts`: which inputs
+   * are the model's constants (weights), which a run meets cold. */
+  time?(node: Node, inputs: (Value | undefined)[], consts?: boolean[]): number | undefined;
   /** The type it multiplies in where that differs from its tensors' (a math mode, Backend.fpmath): the plan's layer
    * precision. */
   precision?: 'bf16';
@@ -89,6 +90,8 @@ export interface RunHooks {
 export interface RunnerOptions {
   /** Threads for intra-op parallelism (CPU). */
   intraOpNumThreads?: number;
+  /** CPU: replayed runs on the calling thread (EngineLoadOptions.runOnCallingThread). */
+  runOnCallingThread?: boolean;
   /** The plan's precision flag ('tf32' lets fp32 GEMMs use TF32 tensor cores). */
   precision?: string;
   /** Capture inferences into CUDA graphs (cuda; default true). */

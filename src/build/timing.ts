@@ -85,7 +85,7 @@ export async function timeTactic(t: Tactic, n: Node, m: Model, typeOf: (name: st
     return performance.now() - s;
   };
   try {
-    if (t.time) return t.time(n, inputs);
+    if (t.time) return t.time(n, inputs, n.inputs.map((x) => !!x && m.graph.initializers.has(x)));
     await once(); // warm-up
     const times: number[] = [];
     for (let i = 0; i < runs; i++) times.push(await once());

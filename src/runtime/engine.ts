@@ -23,6 +23,13 @@ export interface EngineLoadOptions {
   cudaGraph?: boolean;
   /** Which GPU runs the engine (default 0); a plan built on one GPU loads on any other of the same kind. */
   deviceId?: number;
+  /**
+   * CPU: run each steady-state (replayed) inference on the calling thread, as onnxruntime-node does, instead of on a
+   * worker thread. It saves the two thread handoffs of a run (0.1-0.4 ms a run on the 2-core VM of bench/RESULTS.md,
+   * where waking a thread costs 10-80 us), but the event loop waits for the whole inference: for batch jobs and
+   * benchmarks, not for a server. Default false.
+   */
+  runOnCallingThread?: boolean;
 }
 
 /**
@@ -92,7 +99,7 @@ export class Engine {
     if (!graphBytes) throw new KilnError(`${source}: the plan has no graph blob.`, { hint: `Rebuild: ${h.buildCommand}` });
     const model = parseOnnx(graphBytes, { path: source });
     const tactics = JSON.parse(new TextDecoder().decode(data.blobs.get('tactics.json') ?? new TextEncoder().encode('{}')));
-    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, cudaGraph: opts.cudaGraph, deviceId: opts.deviceId, precision: h.precision, tactics, kernels: data.blobs });
+    const runner = await backend.createRunner(model, { intraOpNumThreads: opts.intraOpNumThreads, runOnCallingThread: opts.runOnCallingThread, cudaGraph: opts.cudaGraph, deviceId: opts.deviceId, precision: h.precision, tactics, kernels: data.blobs });
     return new Engine(h, model, runner, source);
   }
 

@@ -16,6 +16,9 @@ export interface SessionOptions {
   deviceId?: number;
   /** Threads for CPU kernels. */
   intraOpNumThreads?: number;
+  /** CPU: run steady-state inferences on the calling thread, blocking the event loop as onnxruntime-node does
+   * (EngineLoadOptions.runOnCallingThread). Default false. */
+  runOnCallingThread?: boolean;
   /** Folder to resolve external data in when the model is given as bytes. */
   baseDir?: string;
   /** Precision to build ONNX models in (default fp32). */
@@ -77,7 +80,7 @@ export class InferenceSession {
       throw new InputError('InferenceSession.create: pass a model file path or its bytes (Uint8Array/ArrayBuffer).');
     }
     if (typeof source === 'string' ? isPlanFile(source) : isPlanBytes(source)) {
-      const engine = await Engine.load(source, { intraOpNumThreads: options.intraOpNumThreads, deviceId: options.deviceId });
+      const engine = await Engine.load(source, { intraOpNumThreads: options.intraOpNumThreads, runOnCallingThread: options.runOnCallingThread, deviceId: options.deviceId });
       return new InferenceSession(engine, engine.header.device.backend);
     }
     const m = await loadOnnx(source, { baseDir: options.baseDir });
@@ -97,7 +100,7 @@ export class InferenceSession {
         continue;
       }
       const plan = await build(m, { device: `${name}:${deviceId}`, precision: options.precision, optimize: options.graphOptimizationLevel !== 'disabled' });
-      const engine = await Engine.load(plan, { intraOpNumThreads: options.intraOpNumThreads, deviceId });
+      const engine = await Engine.load(plan, { intraOpNumThreads: options.intraOpNumThreads, runOnCallingThread: options.runOnCallingThread, deviceId });
       return new InferenceSession(engine, name);
     }
     throw new KilnError(`none of the requested execution providers can run here:\n  ${failures.join('\n  ')}`, {

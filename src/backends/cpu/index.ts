@@ -53,7 +53,7 @@ export const cpuBackend: Backend = {
   serializeKernels: serializeNative,
   async createRunner(model: Model, opts): Promise<Runner> {
     const threads = Math.max(1, opts.intraOpNumThreads ?? defaultThreads());
-    const native = loadNativeKernels(model, opts.kernels, threads, (n, inputs) => reference.run(n, inputs, model.opsets) as Value[]);
+    const native = loadNativeKernels(model, opts.kernels, threads, (n, inputs) => reference.run(n, inputs, model.opsets) as Value[], !!opts.runOnCallingThread);
     const runSlow: Runner['run'] = async (feeds, fetches, hooks) => {
       const t0 = performance.now();
       const values = feeds as Map<string, Value>;

@@ -158,6 +158,45 @@ export class NativeLibrary {
   }
   private replayFn: KoffiFn | null | undefined;
 
+  /**
+   * One layer call timed \`reps\` times by the calling thread's CPU clock (ns each) with \`evict\` (typed arrays, or
+   * library buffers from \`pack\`) written back and evicted from the caches before each (kiln_time_cold); undefined
+   * where the library predates it or has no symbol table.
+   */
+  timeCold(name: string, args: Ptr[], batch: number, evict: Ptr[], reps: number): Float64Array | undefined {
+    if (this.coldFn === undefined) {
+      try {
+        this.coldFn = this.lib.func('void kiln_time_cold(void *, void *, int, int, void *)');
+        this.sizeFn = this.lib.func('int64_t kiln_alloc_bytes(void *)');
+      } catch {
+        this.coldFn = null;
+      }
+    }
+    const fn = this.coldFn ? this.symbol(name) : undefined;
+    if (!this.coldFn || fn === undefined) return undefined;
+    const prog = new BigInt64Array(10);
+    chainRecord(prog, 0, fn, pad(args), batch);
+    const ranges = new BigInt64Array(evict.length * 2);
+    evict.forEach((p, i) => {
+      const view = ArrayBuffer.isView(p) ? p : undefined;
+      ranges[2 * i] = addressOf(p);
+      ranges[2 * i + 1] = view ? BigInt(view.byteLength) : BigInt(this.sizeFn!(p) as number | bigint);
+    });
+    const out = new Float64Array(reps);
+    this.coldFn(prog, ranges, evict.length, reps, out);
+    return out;
+  }
+  private coldFn: KoffiFn | null | undefined;
+  private sizeFn: KoffiFn | undefined;
+
+  /** Starts tracing into \`buf\` (kiln_trace: each layer run appends its function's address and the clock), or with
+   * null stops; returns the words the trace before this call wrote. */
+  trace(buf: BigInt64Array | null): number {
+    this.traceFn ??= this.lib.func('int kiln_trace(void *, int)');
+    return this.traceFn(buf, buf ? buf.length : 0) as number;
+  }
+  private traceFn: KoffiFn | undefined;
+
   callAsync(name: string, args: Ptr[], batch: number): Promise<void> {
     return new Promise((resolve, reject) => {
       this.layerFn(name).async(...pad(args), batch, (err: unknown) => (err ? reject(err) : resolve()));

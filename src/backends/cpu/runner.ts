@@ -90,7 +90,7 @@ function splitPooled(n: Node, inputs: (Value | undefined)[], alloc: (value: stri
 
 /** The plan's native layers ready to run, or undefined when the plan has none. */
 export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> | undefined, threads: number,
-  fallback: (node: Node, inputs: (Value | undefined)[]) => Value[]): NativeKernels | undefined {
+  fallback: (node: Node, inputs: (Value | undefined)[]) => Value[], onCaller = false): NativeKernels | undefined {
   const bytes = blobs?.get(KERNELS_BLOB), metaBytes = blobs?.get(META_BLOB);
   if (!bytes || !metaBytes) return undefined;
   let lib: NativeLibrary;
@@ -169,7 +169,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       if (!r || r.busy || !r.matches(feeds, fetches)) return undefined;
       r.busy = true;
       const { prog, n } = r.program;
-      if (r.work < SYNC_WORK) {
+      if (onCaller || r.work < SYNC_WORK) {
         try {
           const out = r.bind(feeds, fetches);
           raise(lib.runReplay(prog, n, threads, true) as number);

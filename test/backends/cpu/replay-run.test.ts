@@ -75,6 +75,34 @@ describe.skipIf(!hasCompiler)('the replayed run path', () => {
     engine.dispose();
   }, 60_000);
 
+  it('runOnCallingThread: the same replay runs on the calling thread (done before ctx.run returns), with the same outputs', async () => {
+    const m = mlp(128, 4);
+    const plan = await build(m);
+    const base = await Engine.load(plan, { intraOpNumThreads: 2 });
+    const caller = await Engine.load(plan, { intraOpNumThreads: 2, runOnCallingThread: true });
+    const [cb, cc] = [base.createContext(), caller.createContext()];
+    for (let i = 0; i < 3; i++) {
+      await cb.run({ x: xOf(i, 128) });
+      await cc.run({ x: xOf(i, 128) });
+    }
+    const binds = vi.spyOn(Replay.prototype, 'bind');
+    for (let i = 0; i < 3; i++) {
+      const feeds = { x: xOf(30 + i, 128) };
+      const state = (p: Promise<unknown>) => Promise.race([p.then(() => 'settled'), Promise.resolve().then(() => 'pending')]);
+      // settled as ctx.run returns on the calling thread; the default engine's run is still on its worker thread
+      const p = cc.run(feeds);
+      expect(await state(p), `run ${i}`).toBe('settled');
+      const q = cb.run(feeds);
+      expect(await state(q), `run ${i}`).toBe('pending');
+      const [a, b] = [await p, await q];
+      expect((Object.values(a)[0] as Tensor).data).toEqual((Object.values(b)[0] as Tensor).data);
+      expect(worst(m, feeds, a)).toBeLessThan(1e-3);
+    }
+    expect(binds).toHaveBeenCalledTimes(6);
+    base.dispose();
+    caller.dispose();
+  }, 60_000);
+
   it('concurrent runs of a replay on a worker thread: one replays at a time, each gets its own outputs', async () => {
     const m = mlp(64, 4);
     const engine = await Engine.load(await build(m), { intraOpNumThreads: 2 });

@@ -296,6 +296,21 @@ static void futex_wake(_Atomic uint32_t *w, int n) {
 }
 #endif
 
+/* Tracing (a profiler's view of a run as it really runs, chains and replays included): while a buffer is set, every
+   record run appends its function's address and the monotonic clock after it (ns), two words, until the buffer is
+   full; a pass that ends the run appends {0, clock} before its first record. One predictable branch per layer. */
+static int64_t *trace_buf;
+static _Atomic int trace_n;
+static int trace_cap;
+KEXPORT int kiln_trace(int64_t *buf, int cap) {
+  int n = atomic_load(&trace_n);
+  trace_buf = buf; trace_cap = buf ? cap : 0; atomic_store(&trace_n, 0);
+  return n;
+}
+static inline void trace(int64_t fn) {
+  int i = atomic_fetch_add(&trace_n, 2);
+  if (i + 2 <= trace_cap) { trace_buf[i] = fn; trace_buf[i + 1] = (int64_t)now_ns(); }
+}
 /* Set when a replayed run has ended (kiln_run_replay), cleared by the next job: no job follows soon, so waiting
    workers stop spinning and sleep at once, leaving the cores to the caller's JavaScript around the run. */
 static _Atomic int pool_rest;
@@ -340,6 +355,7 @@ static void *worker(void *idp) {
   for (;;) {
     /* a worker the current thread count leaves out goes straight to sleep */
     if (id >= P.limit - 1 || !spin_while(&P.gen, seen)) {
+      if (trace_buf) trace(-9);
       atomic_fetch_add(&P.sleepers, 1);
       while (atomic_load(&P.gen) == seen) futex_wait(&P.gen, seen);
       atomic_fetch_sub(&P.sleepers, 1);
@@ -385,6 +401,7 @@ void kiln_pool_run(task_fn fn, void *arg, int ntasks) {
   for (uint32_t d; (int)(d = atomic_load(done)) < ntasks;) {
     if (spin_while(done, d)) continue;
     atomic_store(&P.caller_sleeps, 1);
+    if (trace_buf) trace(-8);
     d = atomic_load(done);
     if ((int)d < ntasks) futex_wait(done, d);
   }
@@ -479,10 +496,13 @@ void kiln_split2(int n1, int n2, int batch, int prefer2, int *c1, int *c2) {
    the layer function's address, its eight pointer arguments and the batch. */
 typedef void (*layer_fn)(void *, void *, void *, void *, void *, void *, void *, void *, int);
 KEXPORT void kiln_run_chain(const int64_t *prog, int n) {
+  int traced = trace_buf != NULL;
+  if (traced) trace(0);
   for (int i = 0; i < n; i++) {
     const int64_t *r = prog + (size_t)i * 10;
     ((layer_fn)(intptr_t)r[0])((void *)(intptr_t)r[1], (void *)(intptr_t)r[2], (void *)(intptr_t)r[3], (void *)(intptr_t)r[4],
       (void *)(intptr_t)r[5], (void *)(intptr_t)r[6], (void *)(intptr_t)r[7], (void *)(intptr_t)r[8], (int)r[9]);
+    if (traced) trace(r[0]);
   }
 }
 
@@ -528,6 +548,44 @@ float *kiln_alloc(size_t floats) {
   return p;
 }
 KEXPORT void kiln_free(void *p) { free(p); }
+/* The bytes a kiln_alloc block holds (at least what was asked), for evicting packed weights (kiln_time_cold); 0 where
+   the C library cannot tell. */
+#if defined(__GLIBC__)
+#include <malloc.h>
+KEXPORT int64_t kiln_alloc_bytes(void *p) { return p ? (int64_t)malloc_usable_size(p) : 0; }
+#else
+KEXPORT int64_t kiln_alloc_bytes(void *p) { (void)p; return 0; }
+#endif
+
+/* Writes back and evicts [p, p + bytes) from every cache level. */
+static void kiln_evict(const void *p, size_t bytes) {
+  const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + bytes;
+#if defined(__x86_64__) || defined(__i386__)
+  for (; c < e; c += 64) __builtin_ia32_clflush(c);
+  __builtin_ia32_mfence();
+#elif defined(__aarch64__)
+  for (; c < e; c += 64) __asm__ volatile("dc civac, %0" : : "r"(c) : "memory");
+  __asm__ volatile("dsb ish" : : : "memory");
+#else
+  (void)c; (void)e;
+#endif
+}
+
+/* The builder's timing of one layer (a chain of one record, see kiln_run_chain) as it meets its weights in a whole
+   model's run: not in any cache, since the model's other layers ran in between (a ResNet's weights are tens of MB;
+   timed hot, a variant whose weights are 4x larger, such as Winograd's, wins alone and loses in the model). Per rep,
+   the listed ranges ({address, bytes} pairs) are evicted, then the call is timed by the calling thread's CPU clock
+   (the builder times at one thread, where the pool runs inline). Writes the reps' times (ns) to out. */
+KEXPORT void kiln_time_cold(const int64_t *prog, const int64_t *ranges, int nranges, int reps, double *out) {
+  for (int r = 0; r < reps; r++) {
+    for (int i = 0; i < nranges; i++) kiln_evict((const void *)(intptr_t)ranges[2 * i], (size_t)ranges[2 * i + 1]);
+    struct timespec a, b;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    kiln_run_chain(prog, 1);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    out[r] = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+  }
+}
 
 static __thread float *scratch[4];
 static __thread size_t scratch_cap[4];

@@ -32,6 +32,8 @@ export interface Runner {
   run(feeds: Map<string, Value | DeviceRef>, fetches: string[], hooks?: RunHooks, context?: RunnerContext, io?: RunIO): Promise<Map<string, Value | DeviceRef>>;
   /** Whether feeds and outputs may be DeviceRefs (GPU backends). */
   readonly deviceIO?: boolean;
+  /** Whether \`run\` honours RunHooks.onLayerTime itself (else the engine turns it into onLayer). */
+  readonly tracesLayers?: boolean;
   /**
    * Per-context state (the CUDA backend: a stream, captured graphs, events), so an engine's contexts run at once.
    * Backends without it run every context's work through the runner's own state.
@@ -85,6 +87,12 @@ export interface RunHooks {
   keepAll?: boolean;
   /** The caller keeps the layer outputs onLayer receives (so backends must not reuse their buffers). */
   retainOutputs?: boolean;
+  /**
+   * Times only (a profile): each layer's time (ms) once the run ends. A runner that can time layers inside its fast
+   * path (Runner.tracesLayers: the CPU's replayed runs, traced by the library) does so, with the layers run as they
+   * always are; for any other the engine turns this into onLayer.
+   */
+  onLayerTime?: (node: Node, ms: number) => void;
 }
 
 export interface RunnerOptions {

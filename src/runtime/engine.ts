@@ -203,6 +203,11 @@ export class ExecutionContext {
     hooks?.onPhase?.('h2d', h2d, performance.now());
     if (this.disposed) throw new InputError('this ExecutionContext was disposed; create a new one with engine.createContext().');
     this.state ??= this.runner.createContext?.();
+    const onLayerTime = hooks?.onLayerTime;
+    if (onLayerTime && !this.runner.tracesLayers) {
+      const onLayer = hooks?.onLayer;
+      hooks = { ...hooks, onLayerTime: undefined, onLayer: (n, o, ms, start) => (onLayer?.(n, o, ms, start), onLayerTime(n, ms)) };
+    }
     const r = await this.runner.run(inputs, out, hooks, this.state, { deviceOutputs });
     const d2h = hooks?.onPhase ? performance.now() : 0;
     const result = this.result(out, r);

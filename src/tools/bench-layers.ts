@@ -1,5 +1,7 @@
 // Per-layer profile (`kiln bench --dump-profile/--export-profile`): a separate, profiled pass that times every layer
-// through RunHooks.onLayer, joined with the plan's layer info (fused ops, tactic, precision).
+// through RunHooks.onLayerTime, joined with the plan's layer info (fused ops, tactic, precision). On the CPU the
+// layers run as in any steady-state run (one replayed foreign call, traced by the library), so the profile adds up
+// to the run; elsewhere each layer is timed on its own.
 import type { Engine, ExecutionContext } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { LayerInfo } from '../build/plan.js';
@@ -34,7 +36,7 @@ export interface LayerProfileOptions {
   iterations?: number;
   /** And at least this long, s (default 0). */
   durationS?: number;
-  /** Runs before profiling (default 1). */
+  /** Runs before profiling (default 2: the second is the one a CPU engine records for its traced replays). */
   warmUpRuns?: number;
   onProgress?: (elapsedMs: number, totalMs: number, runs: number) => void;
   /** Context to run in (default: a new one). */
@@ -44,7 +46,7 @@ export interface LayerProfileOptions {
 /** Run the engine with a timer around every layer; average per run. */
 export async function profileLayers(engine: Engine, feeds: Record<string, Tensor>, o: LayerProfileOptions = {}): Promise<LayerProfile> {
   const ctx = o.context ?? engine.createContext();
-  for (let i = 0; i < (o.warmUpRuns ?? 1); i++) await ctx.run(feeds);
+  for (let i = 0; i < (o.warmUpRuns ?? 2); i++) await ctx.run(feeds);
   const perLayer = new Map<string, number[]>();
   const order: string[] = [];
   const t0 = performance.now();
@@ -54,7 +56,7 @@ export async function profileLayers(engine: Engine, feeds: Record<string, Tensor
   while (runs < (o.iterations ?? 10) || performance.now() - t0 < durMs) {
     const seen = new Map<string, number>();
     await ctx.run(feeds, undefined, {
-      onLayer(node, _outputs, ms) {
+      onLayerTime(node, ms) {
         const key = node.name || `${node.opType}#${seen.size}`;
         seen.set(key, (seen.get(key) ?? 0) + ms);
       },
@@ -72,6 +74,14 @@ export async function profileLayers(engine: Engine, feeds: Record<string, Tensor
     o.onProgress?.(performance.now() - t0, durMs, runs);
   }
   const info = new Map<string, LayerInfo>(engine.header.layers.map((l) => [l.name, l]));
+  // a layer with no work of its own in the traced runs (a view, a Concat written in place by its producers, the
+  // producer of a pair whose one call is timed as the consumer's) is listed at zero
+  for (const l of engine.header.layers) {
+    if (!perLayer.has(l.name)) {
+      perLayer.set(l.name, new Array<number>(runs).fill(0));
+      order.push(l.name);
+    }
+  }
   const total = [...perLayer.values()].reduce((a, xs) => a + xs.reduce((x, y) => x + y, 0), 0);
   const layers = order.map((name) => {
     const xs = perLayer.get(name)!;

@@ -59,14 +59,17 @@ export const cpuBackend: Backend = {
       const values = feeds as Map<string, Value>;
       // intermediate buffers are reused only where no caller can keep an intermediate value
       const pooled = !hooks?.keepAll && !hooks?.retainOutputs, plain = !faultyKernels.size && pooled && !hooks?.onLayer;
-      const replayed = plain ? native?.replay(values, fetches, (o) => o) : undefined;
+      // a profile's times (onLayerTime) come from the traced replay where there is one, else from timing layer by layer
+      const replayed = plain ? native?.replay(values, fetches, (o) => o, hooks?.onLayerTime) : undefined;
       if (replayed) {
         const out = await replayed;
         hooks?.onPhase?.('compute', t0, performance.now());
         return out;
       }
-      const run = faultyKernels.size ? undefined : native?.begin(pooled, !hooks?.onLayer, plain ? values : undefined);
-      const all = await executeGraphAsync(model.graph, values, { opsets: model.opsets, onNode: hooks?.onLayer, keepAll: hooks?.keepAll,
+      const onLayerTime = hooks?.onLayerTime;
+      const onNode = hooks?.onLayer ?? (onLayerTime ? (n: Node, _o: Value[], ms: number) => onLayerTime(n, ms) : undefined);
+      const run = faultyKernels.size ? undefined : native?.begin(pooled, !onNode, plain ? values : undefined);
+      const all = await executeGraphAsync(model.graph, values, { opsets: model.opsets, onNode, keepAll: hooks?.keepAll,
         kernelOverride: faultyKernels.size ? kernelOverride : undefined, kernelFor: run?.kernelFor });
       run?.end(plain ? all : undefined);
       hooks?.onPhase?.('compute', t0, performance.now());
@@ -74,6 +77,7 @@ export const cpuBackend: Backend = {
       return new Map(fetches.map((f) => [f, all.get(f) as Value]));
     };
     return {
+      tracesLayers: !!native,
       // a replay without hooks goes straight to the library: no async function (a promise and a hop more) around it
       run: (feeds, fetches, hooks) => (!hooks && !faultyKernels.size ? native?.replay(feeds as Map<string, Value>, fetches, (o) => o) : undefined) ?? runSlow(feeds, fetches, hooks),
       runReplayed: (feeds, fetches, wrap) => (faultyKernels.size ? undefined : native?.replay(feeds, fetches, wrap)),

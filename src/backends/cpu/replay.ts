@@ -6,6 +6,7 @@
 // handoff. This is what CUDA graphs are for the GPU runner.
 import { TensorData, sameDims, type Value } from '../../ir/tensor.js';
 import { addressOf } from './native.js';
+import type { Node } from '../../ir/graph.js';
 
 /** A feed's or a fresh array's byte range at recording time, for classifying the addresses in the programs. */
 interface Range { lo: bigint; hi: bigint }
@@ -18,8 +19,8 @@ type TypedCtor = new (buffer: ArrayBufferLike, byteOffset: number, length: numbe
 export interface Recording {
   /** Whether every node ran inside a chain: a JavaScript layer or a lone native call makes the run unreplayable. */
   ok: boolean;
-  /** The chain programs in the order they ran, with their work. */
-  progs: { prog: BigInt64Array; n: number; work: number }[];
+  /** The chain programs in the order they ran, with their work and the node each record computes. */
+  progs: { prog: BigInt64Array; n: number; work: number; nodes: (Node | undefined)[] }[];
   /** The arrays the run allocated afresh (graph outputs: the caller keeps them), in allocation order. */
   fresh: Float32Array[];
   /** Whatever the programs address besides feeds and fresh arrays (buffers, parameters): held while the replay lives. */
@@ -62,6 +63,8 @@ export class Replay {
   /** What the program addresses besides feeds and fresh arrays (see Recording.keep): held, never read. */
   private keep: unknown[];
   busy = false;
+  /** The node each record of the program computes (a traced profile's rows). */
+  readonly nodes: (Node | undefined)[];
 
   private constructor(readonly key: string, rec: Recording, feeds: Map<string, Value>, results: Map<string, Value>) {
     this.n = rec.progs.reduce((a, p) => a + p.n, 0);
@@ -74,6 +77,7 @@ export class Replay {
       this.prog.set(p.prog.subarray(0, p.n * 10), at);
       at += p.n * 10;
     }
+    this.nodes = rec.progs.flatMap((p) => p.nodes);
     this.feedNames = [...feeds.keys()];
     this.feedTypes = this.feedNames.map((k) => (feeds.get(k) as TensorData).dtype);
     this.feedDims = this.feedNames.map((k) => (feeds.get(k) as TensorData).dims);

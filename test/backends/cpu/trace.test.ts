@@ -13,6 +13,7 @@ import { findCompiler } from '../../../src/backends/cpu/compiler.js';
 import { KERNELS_BLOB, META_BLOB } from '../../../src/backends/cpu/build.js';
 import { NativeLibrary } from '../../../src/backends/cpu/native.js';
 import type { Model } from '../../../src/ir/graph.js';
+import { profileLayers } from '../../../src/tools/bench-layers.js';
 
 const hasCompiler = !!findCompiler();
 
@@ -67,6 +68,50 @@ describe.skipIf(!hasCompiler)('tracing and cold-weight timing', () => {
       expect(lib.trace(null)).toBe(0);
       engine.dispose();
     }
+  }, 60_000);
+
+  it('a profile of a replayed run: each call\'s time goes to its node, a pair\'s to its consumer, a Split\'s copies to the Split', async () => {
+    // x [1, 30, 121, 120]: 3x3 depthwise + Clip -> 1x1 to 29 (a pair on AVX-512), Split in two along channels, a 1x1
+    // on each half
+    const r = seededRandom(5);
+    const b = new GraphBuilder('dwpw-split');
+    const X = [1, 30, 121, 120];
+    const x = b.input('x', 'float32', X);
+    const conv = (inp: string, cin: number, cout: number, name: string, k: number, group = 1) =>
+      b.op('Conv', [inp, b.initializer(`${name}.w`, randomTensor(r, [cout, cin / group, k, k], 0.4)), b.initializer(`${name}.b`, randomTensor(r, [cout], 0.2))],
+        { kernel_shape: [k, k], group, pads: [k >> 1, k >> 1, k >> 1, k >> 1] }, name);
+    const lo = b.initializer('lo', new TensorData('float32', [], Float32Array.of(0)));
+    const hi = b.initializer('hi', new TensorData('float32', [], Float32Array.of(6)));
+    const d1 = b.op('Clip', [conv(x, 30, 30, 'd1', 3, 30), lo, hi], {}, 'c1');
+    const p1 = conv(d1, 30, 29, 'p1', 1);
+    const [s0, s1] = b.node('Split', [p1, b.initializer('sizes', new TensorData('int64', [2], BigInt64Array.of(15n, 14n)))], { axis: 1 }, { name: 'split', outputs: ['s0', 's1'] });
+    b.output(conv(s0, 15, 8, 'q0', 1));
+    b.output(conv(s1, 14, 8, 'q1', 1));
+    const m = b.model(13);
+    const engine = await Engine.load(await build(m, { shapes: { x: X } }), { intraOpNumThreads: 2 });
+    const feeds = { x: new Tensor('float32', randomTensor(seededRandom(6), X, 1).data as Float32Array, X) };
+    const traces = vi.spyOn(NativeLibrary.prototype, 'trace');
+    const asked: string[] = [];
+    const symbol = NativeLibrary.prototype.symbol;
+    vi.spyOn(NativeLibrary.prototype, 'symbol').mockImplementation(function (this: NativeLibrary, name: string) {
+      asked.push(name);
+      return symbol.call(this, name);
+    });
+    const t0 = performance.now();
+    const p = await profileLayers(engine, feeds, { iterations: 4 });
+    const wall = performance.now() - t0;
+    expect(traces).toHaveBeenCalledTimes(8);
+    const ms = new Map(p.layers.map((l) => [l.name, l.timeMs]));
+    // every plan layer is listed once
+    expect([...ms.keys()].sort()).toEqual(engine.header.layers.map((l) => l.name).sort());
+    for (const name of ['p1', 'q0', 'q1']) expect(ms.get(name), name).toBeGreaterThan(0);
+    // where the two layers ran as one call (AVX-512, and the 1x1's tactic one the pair has), the depthwise layer is
+    // the pair's producer and its time is in p1's; else it is a call of its own
+    if (asked.some((a) => /_dwpw$/.test(a))) expect(ms.get('d1')).toBe(0);
+    else expect(ms.get('d1')).toBeGreaterThan(0);
+    expect(ms.get('split')).toBeGreaterThanOrEqual(0);
+    expect(p.layers.reduce((a, l) => a + l.timeMs, 0)).toBeLessThan(wall);
+    engine.dispose();
   }, 60_000);
 
   it('the builder times native layers with their weights evicted, which leaves the weights and results intact', async () => {

@@ -105,12 +105,16 @@ function variantSource(c: Ctx, g: ConvGeom, batch: number, m: 2 | 4, nv: 1 | 2, 
   const { C, H, W, Co, OH, OW, p } = g;
   const { BT, G, AT } = WINOGRAD[m];
   const A = m + 2, A2 = A * A, N = OH * OW, mr = MR[c.isa][nv], nr = nv * VW[c.isa];
-  const TH = Math.ceil(OH / m), TW = Math.ceil(OW / m), HP = TH * m + 2, WP = TW * m + 2;
+  const TH = Math.ceil(OH / m), TW = Math.ceil(OW / m);
   const { RB, NBp } = blocking(TH, TW, nr);
+  const [pt, pl] = p;
   // the vertical pass covers a tile row's TW * m columns in whole vectors; its results for the block's tile rows lie
   // end to end (tile j's columns at j * m), once from each tile's first column and once from its (m+1)-th
   const vw = VW[c.isa], RW = Math.ceil((TW * m) / vw) * vw;
   const TVW = Math.ceil((RB * TW) / vw) * vw * m + RW;
+  // a tile row's A padded input rows, copied per channel into a strip the vertical pass reads (reads run m + RW
+  // columns into a row, past its padded width TW * m + 2)
+  const SW = RW + m;
   const NBLK = Math.ceil(TH / RB), VB = A2 * C * NBp, COP = Math.ceil(Co / mr);
   const NCH = Math.min(C, Math.max(1, Math.ceil(16 / NBLK)));
   const CH = Math.ceil(C / NCH);
@@ -164,18 +168,28 @@ static void ${f}_in(void *arg, int t) {
   const float *x = g->x + (size_t)img * g->xbs;
   float *v = g->v + ((size_t)img * ${NBLK} + blk) * ${VB};
   float ta[${A}][${TVW}] __attribute__((aligned(64))), tb[${A}][${TVW}] __attribute__((aligned(64)));
+  /* the zero padding is made here, a strip at a time, not in a padded copy of the whole input (a pass over it and a
+     pool job more, whose rows the other thread then read from this one's cache) */
+  float rw[${A * SW} + VW] __attribute__((aligned(64)));
   for (int ci = c0; ci < c1; ci++) {
-    const float *xc = x + (size_t)ci * ${HP * WP};
+    const float *xc = x + (size_t)ci * ${H * W};
     /* in tile-row order: each row's vector overrun is overwritten by the next row */
     for (int ty = ty0; ty < ty1; ty++) {
-      const float *rw = xc + (size_t)ty * ${m * WP};
+      for (int k = 0; k < ${A}; k++) {
+        float *row = rw + k * ${SW};
+        int ir = ty * ${m} + k - ${pt};
+        if (ir < 0 || ir >= ${H}) { memset(row, 0, ${SW} * sizeof(float)); continue; }
+        ${pl ? `memset(row, 0, ${pl} * sizeof(float));` : ''}
+        memcpy(row + ${pl}, xc + (size_t)ir * ${W}, ${W} * sizeof(float));
+        memset(row + ${pl + W}, 0, ${SW - pl - W} * sizeof(float));
+      }
       int o = (ty - ty0) * ${TW * m};
       for (int xx = 0; xx < ${RW}; xx += VW) {
-        ${d.map((n, k) => `vf ${n} = *(const vfu *)(rw + ${k * WP} + xx);`).join(' ')}
+        ${d.map((n, k) => `vf ${n} = *(const vfu *)(rw + ${k * SW} + xx);`).join(' ')}
         ${vert('ta')}
       }
       for (int xx = 0; xx < ${RW}; xx += VW) {
-        ${d.map((n, k) => `vf ${n} = *(const vfu *)(rw + ${k * WP + m} + xx);`).join(' ')}
+        ${d.map((n, k) => `vf ${n} = *(const vfu *)(rw + ${k * SW + m} + xx);`).join(' ')}
         ${vert('tb')}
       }
     }
@@ -230,11 +244,9 @@ static void ${f}_mm(void *arg, int t) {
 }
 ${exported(fn, `  int B = ${nbOr(c, batch)};
   if (B <= 0) return;
-  size_t per;
-  const float *xp = kiln_pad_images(a0, B, ${C}, ${H}, ${W}, ${HP}, ${WP}, ${p[0]}, ${p[1]}, ${RW + m + vw}, &per);
   const float *(*p)[3] = malloc(sizeof(*p) * B);
   for (int b = 0; b < B; b++) { p[b][0] = NULL; p[b][1] = a2; p[b][2] = a3 ? (const float *)a3 + (size_t)b * ${Co * N} : NULL; }
-  wino_t g = { xp, per, kiln_scratch(3, (size_t)B * ${NBLK * VB}), a1, a4, ${epi}, p, sizeof(*p), 0, 0, 0 };
+  wino_t g = { a0, ${C * H * W}, kiln_scratch(3, (size_t)B * ${NBLK * VB}), a1, a4, ${epi}, p, sizeof(*p), 0, 0, 0 };
 ${acc ?? ''}  kiln_pool_run(${f}_in, &g, B * ${NBLK * NCH});
   /* output-channel chunks: as many as the threads need (4 tasks each), as few as the results buffer allows */
   int nth = kiln_threads(), want = nth > 1 ? (4 * nth + B * ${NBLK} - 1) / (B * ${NBLK}) : 1;

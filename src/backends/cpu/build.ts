@@ -154,9 +154,12 @@ class NativeTactic implements Tactic {
   }
 
   /**
-   * The builder's timing: process CPU time of the native call alone (one thread, one output buffer reused), the best
-   * of four rounds. Wall time around \`run\` on a shared machine mostly measures other processes and the output
-   * allocation. A batch-generic layer is also timed at a representative batch, and the two per-image costs are
+   * The builder's timing: the CPU time of the native call alone (one thread, one output buffer reused) with the
+   * layer's weights evicted from the caches before each call, the median of a few ms of calls (kiln_time_cold; where
+   * the library lacks it, process CPU time hot, the best of four rounds). Wall time around \`run\` on a shared machine
+   * mostly measures other processes and the output allocation. Timing at the engines' default thread count as well
+   * (the mean of 1-thread and n x n-thread times) was tried: SqueezeNet's plans were no quicker at either count,
+   * paired (1.04 / 1.00, 1.00 / 1.02), and builds slower. A batch-generic layer is also timed at a representative batch, and the two per-image costs are
    * averaged, so a dynamic-batch build (opt batch 1) does not keep a tactic that only wins at batch 1.
    */
   time(node: Node, inputs: (Value | undefined)[], consts?: boolean[]): number | undefined {

@@ -154,8 +154,9 @@ class NativeTactic implements Tactic {
   }
 
   /**
-   * The builder's timing: the CPU time of the native call alone (one thread, one output buffer reused) with the
-   * layer's weights evicted from the caches before each call, the median of a few ms of calls (kiln_time_cold; where
+   * The builder's timing: the CPU time of the native call alone (one thread, one output buffer reused), where the
+   * weights are most of the layer's traffic with them evicted from the caches before each call (a run meets them
+   * cold: the other layers ran in between), the quickest of a few ms of calls (kiln_time_cold; where
    * the library lacks it, process CPU time hot, the best of four rounds). Wall time around \`run\` on a shared machine
    * mostly measures other processes and the output allocation. Timing at the engines' default thread count as well
    * (the mean of 1-thread and n x n-thread times) was tried: SqueezeNet's plans were no quicker at either count,
@@ -180,17 +181,31 @@ class NativeTactic implements Tactic {
     lib.threads(1);
     // the weights as a whole model's run meets them: evicted before every call (kiln_time_cold), the activations warm
     if (process.env.KILN_TIME_HOT !== '1') {
-      const evict: Ptr[] = this.packed !== null ? [this.packed] : [];
+      // where the weights are most of what the layer reads and writes (batch 1's deeper layers): at batch 8 the
+      // activations dominate, stream through the caches in a run as in the timing loop, and choices timed with the
+      // weights evicted as well were 2-4 % slower (ResNet-50, paired)
+      let weightBytes = 0, otherBytes = out.byteLength;
       inputs.forEach((v, i) => {
-        if (consts?.[i] && v instanceof TensorData && ArrayBuffer.isView(v.data)) evict.push(v.data);
+        if (v instanceof TensorData && ArrayBuffer.isView(v.data)) {
+          if (consts?.[i]) weightBytes += v.data.byteLength;
+          else otherBytes += v.data.byteLength;
+        }
       });
+      const evict: Ptr[] = [];
+      if (weightBytes >= otherBytes) {
+        if (this.packed !== null) evict.push(this.packed);
+        inputs.forEach((v, i) => {
+          if (consts?.[i] && v instanceof TensorData && ArrayBuffer.isView(v.data)) evict.push(v.data);
+        });
+      }
       const once = lib.timeCold(this.variant.fn, args, nb, evict, 1);
       if (once) {
-        // about 4 ms of calls, 3 to 40 of them; the median (an interrupt hits a few)
-        const reps = Math.max(3, Math.min(40, Math.ceil(4e6 / Math.max(once[0], 1e3))));
-        const t = [...lib.timeCold(this.variant.fn, args, nb, evict, reps)!].sort((a, b) => a - b);
+        // about 4 ms of calls, 4 to 40 of them; the quickest (each call is cold by construction: what else happened
+        // on the machine only adds time)
+        const reps = Math.max(4, Math.min(40, Math.ceil(4e6 / Math.max(once[0], 1e3))));
+        const t = lib.timeCold(this.variant.fn, args, nb, evict, reps)!;
         lib.threads(defaultThreads());
-        return t[reps >> 1] / 1e6;
+        return Math.min(...t) / 1e6;
       }
     }
     const call = () => lib.callSync(this.variant.fn, args, nb);

@@ -125,8 +125,11 @@ describe.skipIf(!hasCompiler)('tracing and cold-weight timing', () => {
       expect(times.length).toBeGreaterThan(0);
       for (const t of times) expect(t).toBeGreaterThan(0);
     }
-    // every call evicted something (the packed weights, or the raw ones)
-    for (const c of cold.mock.calls) expect((c[3] as unknown[]).length).toBeGreaterThan(0);
+    // at batch 1 the weights (256 KB a layer) are most of each call's traffic and are evicted (the packed copy and the
+    // raw one); the same layers timed at the representative batch 16 stream 1 MB of activations and are timed warm
+    const evicted = cold.mock.calls.map((c) => (c[3] as unknown[]).length);
+    expect(evicted.filter((k) => k > 0).length).toBeGreaterThan(0);
+    for (const c of cold.mock.calls) expect((c[3] as unknown[]).length, `batch ${c[2]}`).toBe(c[2] === 1 ? 2 : 0);
     for (const [k, v] of before) expect(m.graph.initializers.get(k)!.data).toEqual(v);
     const engine = await Engine.load(plan, { intraOpNumThreads: 1 });
     const x = xOf(3);

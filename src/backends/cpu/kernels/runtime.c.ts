@@ -315,17 +315,25 @@ static inline void trace(int64_t fn) {
    workers stop spinning and sleep at once, leaving the cores to the caller's JavaScript around the run. */
 static _Atomic int pool_rest;
 
-/* Spins until *w differs from v or about SPIN_NS passed (or the pool rests); returns whether it changed. */
+/* Spins until *w differs from v (returns 1), or the pool rests, or no job has been in flight for SPIN_NS, or it has
+   spun SPIN_BUSY_NS in all (returns 0). While a job is in flight (a thread still on its last tasks) its end, and the
+   next job, are near: a worker done first with a layer of a few long tasks (ResNet-50's 7 x 7 layers, 0.1-0.2 ms a
+   task) slept there twice a run and was woken late for the next layer; the cap bounds a wait on a thread the
+   machine has descheduled. */
+#define SPIN_BUSY_NS 2000000
 static int spin_while(_Atomic uint32_t *w, uint32_t v) {
-  uint64_t t0 = 0;
+  uint64_t start = 0, idle = 0;
   for (int i = 0;; i++) {
     if (atomic_load_explicit(w, memory_order_acquire) != v) return 1;
     cpu_relax();
     if ((i & 63) == 63) {
       if (atomic_load_explicit(&pool_rest, memory_order_relaxed)) return 0;
       uint64_t t = now_ns();
-      if (!t0) t0 = t;
-      else if (t - t0 > SPIN_NS) return 0;
+      if (!start) start = t;
+      if (t - start > SPIN_BUSY_NS) return 0;
+      if (atomic_load_explicit(&P.done, memory_order_relaxed) < __atomic_load_n(&P.ntasks, __ATOMIC_RELAXED)) idle = 0;
+      else if (!idle) idle = t;
+      else if (t - idle > SPIN_NS) return 0;
     }
   }
 }
@@ -626,8 +634,10 @@ float *kiln_pad_images(const float *x, int B, int C, int H, int W, int HP, int W
   float *out = kiln_scratch(2, (size_t)B * img);
   *per = img;
   int planes = B * C;
-  /* below ~64K floats a handoff to other threads costs more than the copy */
-  int tasks = (size_t)planes * plane < (1 << 16) ? 1 : KMIN(planes, 4 * kiln_threads());
+  /* below 8K floats a handoff to the other threads (spinning between a run's layers: about 1.5 us) costs more than
+     the copy; up to 64K floats ResNet-50's 7 x 7 layers copied alone for long enough that the other thread went to
+     sleep twice a run (and woke late, 10-80 us on a VM, for the next layer) */
+  int tasks = (size_t)planes * plane < (1 << 13) ? 1 : KMIN(planes, 4 * kiln_threads());
   pad_job j = { x, out, B, C, H, W, HP, WP, pt, pl, slack, (planes + (tasks ? tasks : 1) - 1) / (tasks ? tasks : 1), img };
   if (tasks <= 1) { if (planes) { j.per = planes; pad_task(&j, 0); } }
   else kiln_pool_run(pad_task, &j, tasks);

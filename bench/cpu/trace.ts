@@ -10,7 +10,7 @@ import { build } from '../../src/build/builder.js';
 import { Engine } from '../../src/runtime/engine.js';
 import { parsePlan } from '../../src/build/plan.js';
 import { KERNELS_BLOB, META_BLOB } from '../../src/backends/cpu/build.js';
-import { NativeLibrary } from '../../src/backends/cpu/native.js';
+import { NativeLibrary, readTrace } from '../../src/backends/cpu/native.js';
 import { asTensors, batchArg, zooInputs } from './inputs.js';
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -35,8 +35,8 @@ for (const l of meta.layers) {
   if (a !== undefined) names.set(a, l.node);
 }
 
-const cap = 1 << 20;
-const buf = new BigInt64Array(cap);
+const buf = new BigInt64Array(1 << 20);
+const START = '(start: call to first layer)', END = '(end: last layer to await)';
 void buf.buffer;
 const perThreads: Map<string, number[]>[] = [];
 const handoffLines: string[] = [];
@@ -55,30 +55,21 @@ for (const threads of threadList) {
     await ctx.run(feeds);
     const h1 = process.hrtime.bigint();
     wall.push(performance.now() - t0);
-    const n = lib.trace(null);
-    // the clock the library stamps with is the one process.hrtime reads (CLOCK_MONOTONIC): the handoffs at both ends
-    if (n >= 4) {
-      (handoffs.get('(start: call to first layer)') ?? handoffs.set('(start: call to first layer)', []).get('(start: call to first layer)')!).push(Number(buf[1] - h0) / 1e6);
-      (handoffs.get('(end: last layer to await)') ?? handoffs.set('(end: last layer to await)', []).get('(end: last layer to await)')!).push(Number(h1 - buf[Math.min(n, cap) - 1]) / 1e6);
-    }
     const seen = new Map<string, number>();
-    let prev = 0n, lastKey = '(start)';
-    for (let i = 0; i < Math.min(n, cap); i += 2) {
-      const fn = buf[i], t = buf[i + 1];
-      if (fn === -9n || fn === -8n) {
-        const key = `${fn === -9n ? 'worker' : 'caller'} sleeps in/after ${lastKey}`;
-        sleepsAt.set(key, (sleepsAt.get(key) ?? 0) + 1);
-        continue;
-      }
-      if (fn === 0n) {
-        prev = t;
-        continue;
-      }
+    let lastKey = '(start)';
+    const ends = readTrace(buf, lib.trace(null), (fn, ms) => {
       // a layer that runs more than once a run (a fn shared by equal layers) adds up under its first node's name
-      const key = fn < 0n ? `mark ${fn}` : names.get(fn) ?? `0x${fn.toString(16)}`;
-      seen.set(key, (seen.get(key) ?? 0) + Number(t - prev) / 1e6);
+      const key = names.get(fn) ?? `0x${fn.toString(16)}`;
+      seen.set(key, (seen.get(key) ?? 0) + ms);
       lastKey = key;
-      prev = t;
+    }, (worker) => {
+      const key = `${worker ? 'worker' : 'caller'} sleeps in/after ${lastKey}`;
+      sleepsAt.set(key, (sleepsAt.get(key) ?? 0) + 1);
+    });
+    // the clock the library stamps with is the one process.hrtime reads (CLOCK_MONOTONIC): the handoffs at both ends
+    if (ends) {
+      (handoffs.get(START) ?? handoffs.set(START, []).get(START)!).push(Number(ends.start - h0) / 1e6);
+      (handoffs.get(END) ?? handoffs.set(END, []).get(END)!).push(Number(h1 - ends.end) / 1e6);
     }
     for (const [key, ms] of seen) (times.get(key) ?? times.set(key, []).get(key)!).push(ms);
   }

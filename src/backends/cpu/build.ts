@@ -156,12 +156,13 @@ class NativeTactic implements Tactic {
   /**
    * The builder's timing: the CPU time of the native call alone (one thread, one output buffer reused), where the
    * weights are most of the layer's traffic with them evicted from the caches before each call (a run meets them
-   * cold: the other layers ran in between), the quickest of a few ms of calls (kiln_time_cold; where
-   * the library lacks it, process CPU time hot, the best of four rounds). Wall time around \`run\` on a shared machine
-   * mostly measures other processes and the output allocation. Timing at the engines' default thread count as well
-   * (the mean of 1-thread and n x n-thread times) was tried: SqueezeNet's plans were no quicker at either count,
-   * paired (1.04 / 1.00, 1.00 / 1.02), and builds slower. A batch-generic layer is also timed at a representative batch, and the two per-image costs are
-   * averaged, so a dynamic-batch build (opt batch 1) does not keep a tactic that only wins at batch 1.
+   * cold: the other layers ran in between), the quickest of a few ms of calls (kiln_time_cold; where the library
+   * lacks it, process CPU time hot, the best of four rounds). Wall time around \`run\` on a shared machine mostly
+   * measures other processes and the output allocation. Timing at the engines' default thread count as well (the mean
+   * of 1-thread and n x n-thread times) was tried: SqueezeNet's plans were no quicker at either count, paired (1.04 /
+   * 1.00, 1.00 / 1.02), and builds slower. A batch-generic layer is also timed at a representative batch, and the two
+   * per-image costs are averaged, so a dynamic-batch build (opt batch 1) does not keep a tactic that only wins at
+   * batch 1.
    */
   time(node: Node, inputs: (Value | undefined)[], consts?: boolean[]): number | undefined {
     const nb = runBatch(this.kernel, inputs);
@@ -179,25 +180,20 @@ class NativeTactic implements Tactic {
     const out = new Float32Array(outWords(outDimsAt(this.kernel, nb), this.kernel.outDtype));
     const args = layerArgs(this.kernel.args, inputs, this.packed, out);
     lib.threads(1);
-    // the weights as a whole model's run meets them: evicted before every call (kiln_time_cold), the activations warm
     if (process.env.KILN_TIME_HOT !== '1') {
-      // where the weights are most of what the layer reads and writes (batch 1's deeper layers): at batch 8 the
-      // activations dominate, stream through the caches in a run as in the timing loop, and choices timed with the
-      // weights evicted as well were 2-4 % slower (ResNet-50, paired)
-      let weightBytes = 0, otherBytes = out.byteLength;
+      // the weights as a whole model's run meets them, evicted before every call (kiln_time_cold), where they are most
+      // of what the layer reads and writes (batch 1's deeper layers): at batch 8 the activations dominate and stream
+      // through the caches in a run as in the timing loop, and choices timed with the weights evicted as well were
+      // 2-4 % slower (ResNet-50, paired)
+      const weights: ArrayBufferView[] = [];
+      let otherBytes = out.byteLength;
       inputs.forEach((v, i) => {
-        if (v instanceof TensorData && ArrayBuffer.isView(v.data)) {
-          if (consts?.[i]) weightBytes += v.data.byteLength;
-          else otherBytes += v.data.byteLength;
-        }
+        if (!(v instanceof TensorData) || !ArrayBuffer.isView(v.data)) return;
+        if (consts?.[i]) weights.push(v.data);
+        else otherBytes += v.data.byteLength;
       });
-      const evict: Ptr[] = [];
-      if (weightBytes >= otherBytes) {
-        if (this.packed !== null) evict.push(this.packed);
-        inputs.forEach((v, i) => {
-          if (consts?.[i] && v instanceof TensorData && ArrayBuffer.isView(v.data)) evict.push(v.data);
-        });
-      }
+      const cold = weights.reduce((a, w) => a + w.byteLength, 0) >= otherBytes;
+      const evict: Ptr[] = !cold ? [] : this.packed !== null ? [this.packed, ...weights] : weights;
       const once = lib.timeCold(this.variant.fn, args, nb, evict, 1);
       if (once) {
         // about 4 ms of calls, 4 to 40 of them; the quickest (each call is cold by construction: what else happened

@@ -204,6 +204,32 @@ export class NativeLibrary {
   }
 }
 
+/**
+ * Reads \`words\` of a trace (NativeLibrary.trace, kiln_trace's format: {0, clock} where a chain starts, {function,
+ * clock} after each layer call, {-9 or -8, clock} where a pool worker or the caller went to sleep): \`onRecord\` gets
+ * each call's function and its time since the call before it or its chain's start (ms), \`onSleep\` each sleep
+ * (worker or not) in order among them. Returns the first chain's start and the last call's end (the clock, ns), or
+ * undefined where no call was traced.
+ */
+export function readTrace(buf: BigInt64Array, words: number, onRecord: (fn: bigint, ms: number) => void,
+  onSleep?: (worker: boolean) => void): { start: bigint; end: bigint } | undefined {
+  let prev = 0n, start: bigint | undefined, end: bigint | undefined;
+  for (let i = 0; i + 1 < Math.min(words, buf.length); i += 2) {
+    const f = buf[i], t = buf[i + 1];
+    if (f === -9n || f === -8n) {
+      onSleep?.(f === -9n);
+      continue;
+    }
+    if (f === 0n) start ??= t;
+    else {
+      onRecord(f, Number(t - prev) / 1e6);
+      end = t;
+    }
+    prev = t;
+  }
+  return start !== undefined && end !== undefined ? { start, end } : undefined;
+}
+
 /** The address of a typed array's first element (move small arrays off V8's heap first: see offHeap in build.ts). */
 export function addressOf(a: unknown): bigint {
   return (loadKoffi() as unknown as { address(p: unknown): bigint }).address(a);

@@ -8,7 +8,7 @@ import { TensorData, sameDims, type Value } from '../../ir/tensor.js';
 import { ExecutionError, KilnError } from '../../ir/errors.js';
 import type { NodeKernel } from '../../ops/execute.js';
 import type { RunHooks } from '../backend.js';
-import { NativeLibrary, chainRecord, type Ptr } from './native.js';
+import { NativeLibrary, chainRecord, readTrace, type Ptr } from './native.js';
 import { Replay, newRecording, shapeKey, type Recording } from './replay.js';
 import { outValue, outWords } from './int8.js';
 import { errorCodeOf } from './movement.js';
@@ -179,19 +179,14 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
       try {
         code = await (lib.runReplay(prog, n, threads, false) as Promise<number>);
       } finally {
-        words = Math.min(lib.trace(null), buf.length);
+        words = lib.trace(null);
       }
       raise(code);
-      let k = 0, prev = 0n;
-      for (let i = 0; i < words; i += 2) {
-        const f = buf[i], t = buf[i + 1];
-        if (f === -9n || f === -8n) continue; // a pool thread went to sleep
-        if (f !== 0n) {
-          const node = r.nodes[k++];
-          if (node) onLayerTime(node, Number(t - prev) / 1e6);
-        }
-        prev = t;
-      }
+      let k = 0;
+      readTrace(buf, words, (_fn, ms) => {
+        const node = r.nodes[k++];
+        if (node) onLayerTime(node, ms);
+      });
       return wrap(out);
     } finally {
       r.busy = false;
@@ -424,11 +419,14 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           return q < 0 ? undefined : headInputs[q];
         };
         const fusedOut = new Map<Node, Value[]>();
+        // the calls a node added (a layer, a Split's copies, an attention group's) are its own in a traced profile
+        const own = (node: Node | undefined) => {
+          for (let c = calls.length - 1; c >= 0 && !calls[c].node; c--) calls[c].node = node;
+        };
         preparing = true;
         for (let j = 0; j < nodes.length; j++) {
           const n = nodes[j];
-          // the calls this node adds (a layer, a Split's copies, an attention group's) are its own in a traced profile
-          for (let c = calls.length - 1; c >= 0 && !calls[c].node; c--) calls[c].node = nodes[j - 1];
+          own(nodes[j - 1]);
           const ready = fusedOut.get(n);
           if (ready) {
             results.push(record(n, ready));
@@ -474,7 +472,7 @@ export function loadNativeKernels(model: Model, blobs: Map<string, Uint8Array> |
           results.push(record(n, out));
         }
         preparing = false;
-        for (let c = calls.length - 1; c >= 0 && !calls[c].node; c--) calls[c].node = nodes[Math.min(results.length, nodes.length) - 1];
+        own(nodes[results.length - 1]);
         if (!results.length) {
           chainFreed.moveTo(pool);
           return single(nodes[0], headInputs);

@@ -5,10 +5,10 @@
 // against the GEMM-based ones and keeps the fastest per layer.
 //
 // Layout: the weights are transformed once (U = G g G^T) at load into (m + 2)^2 matrices [Co][C], packed as GEMM A
-// panels. Per call, the padded input is cut into blocks of whole tile rows; phase 1 transforms each block
-// (V = B^T d B: vertical pass along the padded rows, horizontal pass over vectors of tiles, the columns split by
-// phase with even/odd permutes) into (m + 2)^2 row-major [C][tiles] matrices; phase 2, per (image,
-// block, output-channel chunk) task, runs the (m + 2)^2 small GEMMs into a buffer that stays in L2, then the output
+// panels. Per call, the input is cut into blocks of whole tile rows; phase 1 transforms each block (V = B^T d B:
+// vertical pass along each tile row's input rows, zero-padded into a strip, horizontal pass over vectors of tiles,
+// the columns split by phase with even/odd permutes) into (m + 2)^2 row-major [C][tiles] matrices; phase 2, per
+// (image, block, output-channel chunk) task, runs the (m + 2)^2 small GEMMs into a buffer that stays in L2, then the output
 // transform (Y = A^T M A, vectorized over the block's tiles) writes whole output rows, and the layer's epilogue
 // (bias, residual, activation) runs on them while they are still in cache.
 import { VW, exported, nbOr, type Ctx, type Variant } from './codegen.js';

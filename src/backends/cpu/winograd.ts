@@ -50,6 +50,12 @@ const MR: Record<Isa, Record<1 | 2, number>> = { avx512: { 1: 8, 2: 8 }, avx2: {
 /** Bytes of GEMM results (all (m + 2)^2 of them) one task keeps for its output transform: well inside L2. */
 const M_BYTES = 1 << 19;
 
+/** \`n\` floats rounded up to an odd number of 64-byte lines: the stride between the (m + 2)^2 matrices that the
+ * transforms write and read side by side, 36 streams at once for F(4,3). At a multiple of 4 KiB apart (ResNet-18's
+ * 56 x 56 layer: [64][112] floats, 7 x 4 KiB) all of them fall into one L1 set and evict each other: its input
+ * transform took 0.23 ms of the layer's 0.71 at one thread; an odd number of lines apart, 0.09. */
+const oddLines = (n: number) => { const l = Math.ceil(n / 16); return (l % 2 ? l : l + 1) * 16; };
+
 /** A linear combination as a C float expression (zero coefficients skipped). */
 function lin(row: number[], names: string[]): string {
   const terms: string[] = [];
@@ -115,7 +121,7 @@ function variantSource(c: Ctx, g: ConvGeom, batch: number, m: 2 | 4, nv: 1 | 2, 
   // a tile row's A padded input rows, copied per channel into a strip the vertical pass reads (reads run m + RW
   // columns into a row, past its padded width TW * m + 2)
   const SW = RW + m;
-  const NBLK = Math.ceil(TH / RB), VB = A2 * C * NBp, COP = Math.ceil(Co / mr);
+  const XS = oddLines(C * NBp), NBLK = Math.ceil(TH / RB), VB = A2 * XS, COP = Math.ceil(Co / mr);
   const NCH = Math.min(C, Math.max(1, Math.ceil(16 / NBLK)));
   const CH = Math.ceil(C / NCH);
   const COCH = Math.max(1, Math.floor(M_BYTES / (4 * A2 * mr * NBp)));
@@ -139,7 +145,7 @@ function variantSource(c: Ctx, g: ConvGeom, batch: number, m: 2 | 4, nv: 1 | 2, 
         vf e4 = ${sh('q0', 'q2', false)}, e5 = ${sh('q1', 'q3', false)};`;
   const horiz = rng(A).map((i) => `{
         ${phases(i)}
-        ${rng(A).map((k) => `*(vf *)(vo + ${(i * A + k) * C * NBp}) = ${lin(BT[k], e)};`).join('\n        ')}
+        ${rng(A).map((k) => `*(vf *)(vo + ${(i * A + k) * XS}) = ${lin(BT[k], e)};`).join('\n        ')}
       }`).join('\n      ');
   // phase 2's output transform: Z = M A (per row i of the tile), then Y = A^T Z
   const mv = (i: number, k: number) => `q${i}_${k}`;
@@ -197,7 +203,7 @@ static void ${f}_in(void *arg, int t) {
       float *vo = v + (size_t)ci * ${NBp} + j;
       ${horiz}
     }
-    if (nbt < ${NBp}) for (int xi = 0; xi < ${A2}; xi++) memset(v + ((size_t)xi * ${C} + ci) * ${NBp} + nbt, 0, (${NBp} - nbt) * sizeof(float));
+    if (nbt < ${NBp}) for (int xi = 0; xi < ${A2}; xi++) memset(v + (size_t)xi * ${XS} + (size_t)ci * ${NBp} + nbt, 0, (${NBp} - nbt) * sizeof(float));
   }
 }
 static void ${f}_mm(void *arg, int t) {
@@ -209,11 +215,12 @@ static void ${f}_mm(void *arg, int t) {
   const float *v = g->v + ((size_t)img * ${NBLK} + blk) * ${VB};
   int rows = (cp1 - cp0) * ${mr};
   size_t st = (size_t)rows * ${NBp};
+  if (!((st / 16) & 1)) st += 16; /* an odd number of lines apart (see oddLines) */
   float *mb = kiln_scratch(0, ${A2} * st);
   for (int xi = 0; xi < ${A2}; xi++) for (int cp = cp0; cp < cp1; cp++) {
     const float *a = g->u + (((size_t)xi * ${COP} + cp) * ${C}) * ${mr};
     float *mo = mb + xi * st + (size_t)(cp - cp0) * ${mr * NBp};
-    for (int j = 0; j < nbt; j += ${nr}) wukr_${mr}x${nv}(${C}, a, v + (size_t)xi * ${C * NBp} + j, ${NBp}, mo + j, ${NBp});
+    for (int j = 0; j < nbt; j += ${nr}) wukr_${mr}x${nv}(${C}, a, v + (size_t)xi * ${XS} + j, ${NBp}, mo + j, ${NBp});
   }
   float *cimg = g->c + (size_t)img * ${Co * N};
   int co0 = cp0 * ${mr}, co1 = KMIN(${Co}, cp1 * ${mr}), oh0 = ty0 * ${m}, oh1 = KMIN(${OH}, ty1 * ${m});

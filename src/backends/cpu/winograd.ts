@@ -5,7 +5,7 @@
 // against the GEMM-based ones and keeps the fastest per layer.
 //
 // Layout: the weights are transformed once (U = G g G^T) at load into (m + 2)^2 matrices [Co][C], packed as GEMM A
-// panels. Per call, the input is cut into blocks of whole tile rows; phase 1 transforms each block (V = B^T d B:
+// panels, grouped by PANELS output-channel panels (a group's panels of every matrix together). Per call, the input is cut into blocks of whole tile rows; phase 1 transforms each block (V = B^T d B:
 // vertical pass along each tile row's input rows, zero-padded into a strip, horizontal pass over vectors of tiles,
 // the columns split by phase with even/odd permutes) into (m + 2)^2 row-major [C][tiles] matrices; phase 2, per
 // (image, block, output-channel chunk) task, runs the (m + 2)^2 small GEMMs into a buffer that stays in L2, then the output
@@ -49,6 +49,13 @@ const MIN_F4_TILES = 8;
 const MR: Record<Isa, Record<1 | 2, number>> = { avx512: { 1: 8, 2: 8 }, avx2: { 1: 8, 2: 6 }, portable: { 1: 8, 2: 6 } };
 /** Bytes of GEMM results (all (m + 2)^2 of them) one task keeps for its output transform: well inside L2. */
 const M_BYTES = 1 << 19;
+/** Output-channel panels whose transformed weights lie together, matrix after matrix: a task reads its weights as a
+ * few long runs from memory, each matrix's panels of the group next to the ones it just read. Matrix-major (each matrix
+ * all panels), a task's share of a matrix was a short run, the next far beyond: in a model the weights come from
+ * memory, and SqueezeNet's 13 x 13 layers' tasks took 3x as long as with the weights in cache. Paired with the same
+ * tactics: SqueezeNet 0.967 / 0.967 at 1 / 2 threads, ResNet-18 0.996 / 0.969, ResNet-50 0.987 / 0.975; groups of 8
+ * were slower at both counts, of 2 quicker at 2 threads and slower at 1 (the input matrices are read once per group). */
+const PANELS = 4;
 
 /** \`n\` floats rounded up to an odd number of 64-byte lines: the stride between the (m + 2)^2 matrices that the
  * transforms write and read side by side, 36 streams at once for F(4,3). At a multiple of 4 KiB apart (ResNet-18's
@@ -155,6 +162,11 @@ function variantSource(c: Ctx, g: ConvGeom, batch: number, m: 2 | 4, nv: 1 | 2, 
   const rowSplit = rng(m).map((s) => `rowb[tx * ${m} + ${s}] = yr[${s * NBp}];`).join(' ');
   const gdef = G.map((r) => `{ ${r.map((v) => String(v)).join(', ')} }`).join(', ');
   return `static const double G${f}[${A}][3] = { ${gdef} };
+/* where panel cp of matrix xi starts in the transformed weights (see PANELS) */
+static inline size_t uat${f}(int xi, int cp) {
+  int gb = cp / ${PANELS} * ${PANELS}, gl = KMIN(${PANELS}, ${COP} - gb);
+  return ((size_t)gb * ${A2} + (size_t)xi * gl + (cp - gb)) * ${C * mr};
+}
 KEXPORT void *${pack}(void *w, void *unused) {
   const float *k = w;
   float *u = kiln_alloc((size_t)${A2} * ${COP * mr} * ${C});
@@ -163,7 +175,7 @@ KEXPORT void *${pack}(void *w, void *unused) {
     double t[${A}][3];
     for (int i = 0; i < ${A}; i++) for (int b = 0; b < 3; b++) t[i][b] = G${f}[i][0] * g[b] + G${f}[i][1] * g[3 + b] + G${f}[i][2] * g[6 + b];
     for (int i = 0; i < ${A}; i++) for (int j = 0; j < ${A}; j++)
-      u[(((size_t)(i * ${A} + j) * ${COP} + co / ${mr}) * ${C} + ci) * ${mr} + co % ${mr}] = (float)(t[i][0] * G${f}[j][0] + t[i][1] * G${f}[j][1] + t[i][2] * G${f}[j][2]);
+      u[uat${f}(i * ${A} + j, co / ${mr}) + (size_t)ci * ${mr} + co % ${mr}] = (float)(t[i][0] * G${f}[j][0] + t[i][1] * G${f}[j][1] + t[i][2] * G${f}[j][2]);
   }
   return u;
 }
@@ -217,10 +229,13 @@ static void ${f}_mm(void *arg, int t) {
   size_t st = (size_t)rows * ${NBp};
   if (!((st / 16) & 1)) st += 16; /* an odd number of lines apart (see oddLines) */
   float *mb = kiln_scratch(0, ${A2} * st);
-  for (int xi = 0; xi < ${A2}; xi++) for (int cp = cp0; cp < cp1; cp++) {
-    const float *a = g->u + (((size_t)xi * ${COP} + cp) * ${C}) * ${mr};
-    float *mo = mb + xi * st + (size_t)(cp - cp0) * ${mr * NBp};
-    for (int j = 0; j < nbt; j += ${nr}) wukr_${mr}x${nv}(${C}, a, v + (size_t)xi * ${XS} + j, ${NBp}, mo + j, ${NBp});
+  for (int gb = cp0 / ${PANELS} * ${PANELS}; gb < cp1; gb += ${PANELS}) {
+    int c0 = KMAX(cp0, gb), c1 = KMIN(cp1, gb + ${PANELS});
+    for (int xi = 0; xi < ${A2}; xi++) for (int cp = c0; cp < c1; cp++) {
+      const float *a = g->u + uat${f}(xi, cp);
+      float *mo = mb + xi * st + (size_t)(cp - cp0) * ${mr * NBp};
+      for (int j = 0; j < nbt; j += ${nr}) wukr_${mr}x${nv}(${C}, a, v + (size_t)xi * ${XS} + j, ${NBp}, mo + j, ${NBp});
+    }
   }
   float *cimg = g->c + (size_t)img * ${Co * N};
   int co0 = cp0 * ${mr}, co1 = KMIN(${Co}, cp1 * ${mr}), oh0 = ty0 * ${m}, oh1 = KMIN(${OH}, ty1 * ${m});

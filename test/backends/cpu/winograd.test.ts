@@ -74,6 +74,8 @@ const CASES: Case[] = [
   { name: 'asymmetric pads, no bias', batch: 1, C: 33, Co: 40, H: 13, W: 9, pads: [1, 0, 2, 1], bias: false, relu: false, res: false },
   { name: 'resnet-like 64ch 14x14 residual', batch: 1, C: 64, Co: 64, H: 14, W: 14, pads: [1, 1, 1, 1], bias: true, relu: true, res: true },
   { name: 'wide rows, 3 images', batch: 3, C: 20, Co: 36, H: 6, W: 61, pads: [1, 1, 1, 1], bias: true, relu: false, res: false },
+  // 24 panels: at two threads tasks of 3 panels, some across a boundary of the weights' panel groups
+  { name: 'squeezenet-like 48 -> 192 at 13x13', batch: 1, C: 48, Co: 192, H: 13, W: 13, pads: [1, 1, 1, 1], bias: true, relu: true, res: false },
 ];
 
 describe.skipIf(!findCompiler())('Winograd convolution variants', () => {

@@ -63,6 +63,7 @@ typedef void (*task_fn)(void *arg, int task);
 void kiln_pool_run(task_fn fn, void *arg, int ntasks);
 int kiln_threads(void);
 void kiln_split2(int n1, int n2, int batch, int prefer2, int *c1, int *c2);
+void kiln_split2n(int n1, int n2, int batch, int prefer2, int per, int *c1, int *c2);
 void kiln_set_error(int64_t code);
 float *kiln_scratch(int slot, size_t floats);
 float *kiln_alloc(size_t floats);
@@ -450,14 +451,15 @@ static int split_makespan(int n1, int n2, int c1, int c2, int batch, int nth) {
   return m;
 }
 static struct { _Atomic uint64_t key, val; } split_memo[256];
-void kiln_split2(int n1, int n2, int batch, int prefer2, int *c1, int *c2) {
+void kiln_split2n(int n1, int n2, int batch, int prefer2, int per, int *c1, int *c2) {
   int nth = kiln_threads();
-  n1 = KMAX(n1, 1); n2 = KMAX(n2, 1); batch = KMAX(batch, 1);
+  n1 = KMAX(n1, 1); n2 = KMAX(n2, 1); batch = KMAX(batch, 1); per = KMIN(KMAX(per, 4), 63);
   if (nth <= 1) { *c1 = n1; *c2 = n2; return; }
-  /* images are tasks of their own; each image is split only as far as the threads still need */
-  int want = (4 * nth + batch - 1) / batch;
+  /* images are tasks of their own; each image is split only as far as the threads still need: up to \`per\` tasks a
+     thread by the preferred dimension, 4 where the other one is cut too */
+  int want = (per * nth + batch - 1) / batch, base = (4 * nth + batch - 1) / batch;
   int memo = n1 < 65536 && n2 < 65536 && batch < 65536 && nth <= MAXT;
-  uint64_t key = (uint64_t)n1 | (uint64_t)n2 << 16 | (uint64_t)batch << 32 | (uint64_t)nth << 48 | (uint64_t)!!prefer2 << 56 | 1ull << 63;
+  uint64_t key = (uint64_t)n1 | (uint64_t)n2 << 16 | (uint64_t)batch << 32 | (uint64_t)nth << 48 | (uint64_t)!!prefer2 << 56 | (uint64_t)per << 57 | 1ull << 63;
   unsigned slot = (unsigned)((key * 0x9E3779B97F4A7C15ull) >> 56);
   if (memo && atomic_load_explicit(&split_memo[slot].key, memory_order_acquire) == key) {
     uint64_t v = atomic_load_explicit(&split_memo[slot].val, memory_order_acquire);
@@ -468,7 +470,7 @@ void kiln_split2(int n1, int n2, int batch, int prefer2, int *c1, int *c2) {
   /* the other dimension is cut only as far as the preferred one leaves the job short of tasks: each cut of it reads
      the preferred one's data again (a pointwise layer cut by output channels reads its input once per cut: +12 % at
      56 x 56 on MobileNetV2; a transposed convolution cut by positions streams every weight panel per cut) */
-  int lim1 = prefer2 ? KMAX(1, (want + n2 - 1) / n2) : want, lim2 = prefer2 ? want : KMAX(1, (want + n1 - 1) / n1);
+  int lim1 = prefer2 ? KMAX(1, (base + n2 - 1) / n2) : want, lim2 = prefer2 ? want : KMAX(1, (base + n1 - 1) / n1);
   /* candidates within 4 % of the quickest count as ties, and of those the one with the most tasks wins (as many as
      the old rule made where that balances): a thread that starts late (woken from its sleep) or runs slow (a shared
      core) can then hand work over */
@@ -499,6 +501,8 @@ void kiln_split2(int n1, int n2, int batch, int prefer2, int *c1, int *c2) {
     atomic_store_explicit(&split_memo[slot].key, key, memory_order_release);
   }
 }
+
+void kiln_split2(int n1, int n2, int batch, int prefer2, int *c1, int *c2) { kiln_split2n(n1, n2, batch, prefer2, 4, c1, c2); }
 
 /* A chain of layer calls in one foreign call (one thread handoff for many layers): n records of 10 words each,
    the layer function's address, its eight pointer arguments and the batch. */

@@ -5,12 +5,13 @@
 // against the GEMM-based ones and keeps the fastest per layer.
 //
 // Layout: the weights are transformed once (U = G g G^T) at load into (m + 2)^2 matrices [Co][C], packed as GEMM A
-// panels, grouped by PANELS output-channel panels (a group's panels of every matrix together). Per call, the input is cut into blocks of whole tile rows; phase 1 transforms each block (V = B^T d B:
-// vertical pass along each tile row's input rows, zero-padded into a strip, horizontal pass over vectors of tiles,
-// the columns split by phase with even/odd permutes) into (m + 2)^2 row-major [C][tiles] matrices; phase 2, per
-// (image, block, output-channel chunk) task, runs the (m + 2)^2 small GEMMs into a buffer that stays in L2, then the output
-// transform (Y = A^T M A, vectorized over the block's tiles) writes whole output rows, and the layer's epilogue
-// (bias, residual, activation) runs on them while they are still in cache.
+// panels, grouped by PANELS output-channel panels (a group's panels of every matrix together). Per call, the input is
+// cut into blocks of whole tile rows; phase 1 transforms each block (V = B^T d B: vertical pass along each tile row's
+// input rows, zero-padded into a strip, horizontal pass over vectors of tiles, the columns split by phase with even/odd
+// permutes) into (m + 2)^2 row-major [C][tiles] matrices; phase 2, per (image, block, output-channel chunk) task, runs
+// the (m + 2)^2 small GEMMs into a buffer that stays in L2, then the output transform (Y = A^T M A, vectorized over the
+// block's tiles) writes whole output rows, and the layer's epilogue (bias, residual, activation) runs on them while
+// they are still in cache.
 import { VW, exported, nbOr, type Ctx, type Variant } from './codegen.js';
 import type { ConvGeom } from './conv.js';
 import type { Isa } from './compiler.js';
